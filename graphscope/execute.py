@@ -1,0 +1,326 @@
+"""Pruned subgraph executors.
+
+A `Runtime` holds the traced function once per scope with every `PartitionedCall` inlined, its
+weight-update ops removed, and its captured variable handles bound to the model's own variables
+(shared, never copied). An `Executor` is that function pruned to the ops a set of fetches needs,
+fed from model inputs or from intermediate tensors. Every check (fetchable tensors, inputs that
+are needed but not fed, feeds that reach nothing) happens when the executor is built.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
+
+from graphscope import _tf
+from graphscope.errors import (
+    DisconnectedError,
+    ExecutionError,
+    InputError,
+    UnsupportedFetchError,
+    suggestion,
+)
+from graphscope.graph import Tensor
+from graphscope.trace import Traced
+
+__all__ = ["Executor", "Results", "Runtime"]
+
+# Ops that write a resource variable. They are removed from executors so that running one never
+# moves a weight (a training-mode graph's batch-norm statistics); random-number generator state
+# (Keras SeedGenerator variables) is left to advance, as it does in Keras.
+_WRITE_OPS = re.compile(
+    r"Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign"
+)
+_RNG_VARIABLE = re.compile(r"seed_generator_state")
+
+
+class Runtime:
+    """The executable form of a traced function, built once per scope."""
+
+    def __init__(self, traced: Traced, G: nx.DiGraph) -> None:
+        cf = traced.function
+        tensors: dict[str, Tensor] = G.graph["tensors"]
+        graph_def = _tf.inline_calls(cf)
+        captures = {internal.op.name: external for external, internal in cf.graph.captures}
+        rng = {
+            internal.op.name
+            for external, internal in cf.graph.captures
+            if _RNG_VARIABLE.search(_variable_name(cf, external) or "")
+        }
+        graph_def = _without_weight_updates(graph_def, keep=rng)
+        self.function = _tf.import_graph_def(
+            graph_def,
+            inputs=[tensors[n].exec_name for n in G.graph["inputs"]],  # type: ignore[misc]
+            outputs=[tensors[n].exec_name for n in G.graph["outputs"]],  # type: ignore[misc]
+            captures=captures,
+        )
+        self.graph: tf.Graph = self.function.graph
+        # executable op name -> canonical op name, for ops that exist under their own raw name
+        self.canonical_ops = {
+            t.exec_name.rpartition(":")[0]: t.op
+            for t in tensors.values()
+            if t.exec_name is not None and t.exec_name == t.raw_name
+        }
+
+    def tensor(self, t: Tensor) -> tf.Tensor:
+        if t.exec_name is None:
+            raise UnsupportedFetchError(f"cannot run {t.name!r}: {t.unrunnable}")
+        try:
+            return self.graph.get_tensor_by_name(t.exec_name)
+        except (KeyError, ValueError):
+            raise UnsupportedFetchError(
+                f"cannot run {t.name!r}: TensorFlow's inliner did not keep {t.exec_name!r} "
+                "in the executable graph"
+            ) from None
+
+
+def _variable_name(cf: Any, handle: Any) -> str | None:
+    for v in cf.graph.variables:
+        if getattr(v, "handle", None) is handle:
+            return v.name
+    return None
+
+
+def _without_weight_updates(graph_def: graph_pb2.GraphDef, *, keep: set[str]) -> graph_pb2.GraphDef:
+    """Drop top-level ops that write variables (except those writing to placeholders in `keep`)."""
+    producers = {n.name: n for n in graph_def.node}
+
+    def resource_source(name: str) -> str:
+        node = producers.get(name.split(":")[0].lstrip("^"))
+        while node is not None and node.op == "Identity" and node.input:
+            node = producers.get(node.input[0].split(":")[0])
+        return node.name if node is not None else name
+
+    dropped = {
+        n.name
+        for n in graph_def.node
+        if _WRITE_OPS.fullmatch(n.op) and n.input and resource_source(n.input[0]) not in keep
+    }
+    if not dropped:
+        return graph_def
+    out = graph_pb2.GraphDef()
+    out.CopyFrom(graph_def)
+    del out.node[:]
+    for n in graph_def.node:
+        if n.name in dropped:
+            continue
+        copy = out.node.add()
+        copy.CopyFrom(n)
+        del copy.input[:]
+        copy.input.extend(i for i in n.input if not (i.startswith("^") and i[1:] in dropped))
+    return out
+
+
+class Results(dict):  # type: ignore[type-arg]
+    """`{name: numpy.ndarray}`; printing it shows a table of shapes and value statistics."""
+
+    def __rich__(self) -> Any:
+        from graphscope import render
+
+        return render.results_table(self)
+
+    def __str__(self) -> str:
+        from graphscope import render
+
+        return render.to_text(self.__rich__())
+
+
+class Executor:
+    """Runs a pruned subgraph: the ops needed for `fetches`, fed `inputs`.
+
+    Call it with one array (one input), a list/tuple (positional inputs) or a dict (by input or
+    feed name); it returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all
+    computed in one execution. Arrays are read-only copies: they never alias a live variable.
+    Calls are thread-safe (TensorFlow functions may be called from several threads at once).
+    """
+
+    def __init__(
+        self,
+        G: nx.DiGraph,
+        runtime: Runtime,
+        fetches: Sequence[tuple[str, Tensor]],
+        feeds: Sequence[tuple[str, Tensor]],
+        *,
+        explicit_feeds: bool,
+    ) -> None:
+        self._G = G
+        self._keys = [k for k, _ in fetches]
+        self.fetches: list[Tensor] = [t for _, t in fetches]
+        self.inputs: list[str] = [k for k, _ in feeds]
+        self._feeds: list[Tensor] = [t for _, t in feeds]
+        for t in self.fetches:
+            _check_fetchable(t)
+        needed = _needed_feeds(G, self.fetches, self._feeds, explicit=explicit_feeds)
+        self._used = [i for i, t in enumerate(self._feeds) if t.name in needed]
+        unique = list(dict.fromkeys(t.name for t in self.fetches))
+        tensors = G.graph["tensors"]
+        feed_tensors = [runtime.tensor(self._feeds[i]) for i in self._used]
+        fetch_tensors = [runtime.tensor(tensors[n]) for n in unique]
+        pruned = runtime.function.prune(feeds=feed_tensors, fetches=fetch_tensors)
+        self._function = pruned
+        self._position = {n: k for k, n in enumerate(unique)}
+        self._lock = threading.Lock()
+        fed_ops = {t.op for t in feed_tensors}
+        order = {name: k for k, name in enumerate(G)}
+        runs = set()
+        for op in pruned.graph.get_operations():
+            canonical = runtime.canonical_ops.get(op.name)
+            if canonical is None:
+                continue
+            if op.type == "Placeholder" and op.name not in fed_ops and not any(o.consumers() for o in op.outputs):
+                continue
+            runs.add(canonical)
+        self.ops: list[str] = sorted(runs, key=order.__getitem__)
+        self._runtime = runtime
+
+    def __repr__(self) -> str:
+        return (
+            f"<Executor {len(self.fetches)} fetch{'es' if len(self.fetches) != 1 else ''} "
+            f"from {', '.join(self.inputs) or 'nothing'}: {len(self.ops)} ops>"
+        )
+
+    def __call__(self, *inputs: Any) -> Results:
+        arrays = self._arrange(inputs)
+        fed = [self._convert(k, arrays[k]) for k in self._used]
+        try:
+            outs = self._function(*fed)
+        except tf.errors.OpError as e:
+            raise ExecutionError(self._explain(e)) from None
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        results = Results()
+        for key, t in zip(self._keys, self.fetches):
+            value = outs[self._position[t.name]]
+            array = np.asarray(value.numpy())  # EagerTensor.numpy() returns a fresh copy
+            array.flags.writeable = False
+            results[key] = array
+        return results
+
+    # ---- inputs
+
+    def _arrange(self, inputs: tuple[Any, ...]) -> list[Any]:
+        n = len(self.inputs)
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping):
+            return self._by_name(inputs[0])
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])  # a list/tuple holds the positional inputs
+        if len(inputs) != n:
+            raise InputError(
+                f"this executor takes {n} input{'s' if n != 1 else ''} ({', '.join(self.inputs)}), "
+                f"got {len(inputs)}: pass "
+                + ("one array" if n == 1 else "a list of arrays in that order, or a dict by name")
+            )
+        return list(inputs)
+
+    def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
+        aliases: dict[str, int] = {}
+        for k, (name, t) in enumerate(zip(self.inputs, self._feeds)):
+            for alias in (name, t.name, t.raw_name, t.op, t.raw_name.rpartition(":")[0]):
+                aliases.setdefault(alias, k)
+        out: list[Any] = [None] * len(self.inputs)
+        for key, value in given.items():
+            if key not in aliases:
+                raise InputError(
+                    f"unknown input {key!r}: this executor takes {', '.join(self.inputs)}."
+                    + suggestion(str(key), self.inputs)
+                )
+            out[aliases[key]] = value
+        missing = [self.inputs[k] for k, v in enumerate(out) if v is None]
+        if missing:
+            raise InputError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        return out
+
+    def _convert(self, k: int, value: Any) -> tf.Tensor:
+        name, spec = self.inputs[k], self._feeds[k]
+        expected = tf.as_dtype(spec.dtype)
+        if isinstance(value, tf.Tensor):
+            value = value.numpy()
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            raise InputError(
+                f"input {name!r} must be a numeric array ({expected.name}), got an array of dtype "
+                f"{array.dtype}"
+            )
+        target = np.dtype(expected.as_numpy_dtype)
+        if array.dtype != target:
+            castable = np.can_cast(array.dtype, target, casting="same_kind") or (
+                array.dtype.kind in "biu" and target.kind in "fc"
+            )
+            if not castable:
+                raise InputError(
+                    f"input {name!r} expects {expected.name}, got {array.dtype} "
+                    "(which would lose information); convert it first"
+                )
+            array = array.astype(target)
+        if spec.shape is not None:
+            ok = array.ndim == len(spec.shape) and all(
+                d is None or d == a for d, a in zip(spec.shape, array.shape)
+            )
+            if not ok:
+                want = "(" + ", ".join("None" if d is None else str(d) for d in spec.shape) + ")"
+                raise InputError(f"input {name!r} expects shape {want}, got {tuple(array.shape)}")
+        return tf.constant(array)
+
+    def _explain(self, e: tf.errors.OpError) -> str:
+        raw = getattr(getattr(e, "op", None), "name", None) or ""
+        canonical = self._runtime.canonical_ops.get(raw, raw)
+        message = (e.message or str(e)).strip().splitlines()[0][:400]
+        where = f" in op {canonical!r}" if canonical else ""
+        return f"TensorFlow failed{where}: {message}"
+
+
+def _check_fetchable(t: Tensor) -> None:
+    if t.dtype in ("resource", "variant"):
+        raise UnsupportedFetchError(
+            f"cannot fetch {t.name!r}: it is a {t.dtype} tensor (a handle, not a value); "
+            "fetch a tensor that reads it instead, e.g. a ReadVariableOp"
+        )
+    if t.exec_name is None:
+        raise UnsupportedFetchError(f"cannot fetch {t.name!r}: {t.unrunnable}")
+
+
+def _needed_feeds(G: nx.DiGraph, fetches: list[Tensor], feeds: list[Tensor], *, explicit: bool) -> set[str]:
+    """Feeds the fetches reach; raises when they reach a model input nobody feeds."""
+    tensors: dict[str, Tensor] = G.graph["tensors"]
+    fed = {t.name for t in feeds}
+    model_inputs = set(G.graph["inputs"])
+    reached_feeds: set[str] = set()
+    missing: dict[str, list[str]] = {}
+    for fetch in fetches:
+        seen: set[str] = set()
+        todo = [fetch.name]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in fed:
+                reached_feeds.add(name)
+                continue
+            if name in model_inputs:
+                missing.setdefault(name, []).append(fetch.name)
+                continue
+            todo.extend(G.nodes[tensors[name].op]["op"].inputs)
+    if missing:
+        lines = ", ".join(f"{m} (needed by {', '.join(dict.fromkeys(f))})" for m, f in missing.items())
+        raise DisconnectedError(
+            f"the fetches need input{'s' if len(missing) > 1 else ''} that the feeds do not give: "
+            f"{lines}; add {'them' if len(missing) > 1 else 'it'} to feeds=[...], or feed a tensor "
+            "between it and the fetches"
+        )
+    if explicit:
+        unused = [t.name for t in feeds if t.name not in reached_feeds]
+        if unused:
+            raise DisconnectedError(
+                f"feed{'s' if len(unused) > 1 else ''} {', '.join(unused)} "
+                f"{'are' if len(unused) > 1 else 'is'} not upstream of any fetch "
+                f"({', '.join(t.name for t in fetches)}); feed tensors that the fetches depend on"
+            )
+    return reached_feeds

@@ -1,0 +1,452 @@
+"""Concrete function  ->  frozen Op/Tensor/Layer records  ->  networkx.DiGraph.
+
+Every op of the traced function and of every function nested in it (`PartitionedCall` /
+`StatefulPartitionedCall` bodies, `While` cond/body, `If`/`Case` branches) becomes one node,
+keyed by its canonical name and carrying its `Op` record under the attribute `"op"`. Edges run
+from producer op to consumer op (attribute `"outputs"`: which of the producer's outputs flow).
+A body's argument nodes take edges from the producers of the calling op's inputs and its results
+feed the calling op, so the graph stays acyclic (loop back-edges are not drawn) and a walk from a
+layer's output reaches into custom layers' loops and helper functions.
+
+Graph-level attributes: `tensors` (canonical name -> Tensor), `names` (every accepted spelling
+-> canonical tensor or op name), `inputs`, `outputs` (tensor names), `layers` (Layer records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+import networkx as nx
+import tensorflow as tf
+
+from graphscope import _tf
+from graphscope.names import canonical_op_name, qualify, tensor_name, uniquify
+from graphscope.trace import LayerCall, Traced
+
+__all__ = ["Layer", "Op", "Selection", "Tensor", "mirror"]
+
+Shape = tuple[int | None, ...] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tensor:
+    """One output of one op: `block4_conv3/BiasAdd:0`."""
+
+    name: str
+    raw_name: str
+    op: str
+    op_type: str
+    index: int
+    dtype: str
+    shape: Shape
+    layer: str | None
+    function: tuple[str, ...] = ()
+    exec_name: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    unrunnable: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        where = f" layer={self.layer}" if self.layer else ""
+        return f"<Tensor {self.name} {self.op_type} {self.dtype}{_shape_text(self.shape)}{where}>"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Op:
+    """One op of the mirrored graph."""
+
+    name: str
+    raw_name: str
+    type: str
+    layer: str | None
+    function: tuple[str, ...]
+    inputs: tuple[str, ...]  # tensor names this op depends on (body args: the call's input)
+    outputs: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"<Op {self.name} {self.type}>"
+
+
+class Selection(Sequence[Tensor]):
+    """A read-only, ordered sequence of Tensors (topological order, then name)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Tensor] = ()) -> None:
+        self._items = tuple(items)
+
+    @overload
+    def __getitem__(self, key: int) -> Tensor: ...
+    @overload
+    def __getitem__(self, key: slice) -> Selection: ...
+    def __getitem__(self, key: int | slice) -> Tensor | Selection:
+        if isinstance(key, slice):
+            return Selection(self._items[key])
+        return self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Selection) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    @property
+    def names(self) -> list[str]:
+        """Canonical tensor names, in order."""
+        return [t.name for t in self._items]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.names[:3]) + (", ..." if len(self) > 3 else "")
+        return f"<Selection {len(self)} tensor{'s' if len(self) != 1 else ''}: {shown}>"
+
+    def __rich__(self) -> Any:
+        from graphscope import render
+
+        return render.selection_table(self)
+
+    def __str__(self) -> str:
+        from graphscope import render
+
+        return render.to_text(self.__rich__())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layer:
+    """One call of a Keras layer (`shared_dense@2` is the second call of `shared_dense`)."""
+
+    name: str
+    type: str
+    index: int | None  # position in the parent model's `.layers`
+    inputs: Selection
+    outputs: Selection
+    ops: tuple[Op, ...]
+    input_structure: Any = dataclasses.field(default=None, repr=False, compare=False)
+    keras_layer: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def output(self) -> Tensor:
+        """The layer's single output tensor."""
+        from graphscope.errors import AmbiguousMatchError, GraphscopeError
+
+        if len(self.outputs) == 1:
+            return self.outputs[0]
+        if not self.outputs:
+            raise GraphscopeError(
+                f"layer {self.name!r} has no output tensor in the traced graph "
+                "(it was not called while tracing)"
+            )
+        raise AmbiguousMatchError(
+            f"layer {self.name!r} has {len(self.outputs)} outputs: use .outputs "
+            f"({', '.join(self.outputs.names)})"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Layer {self.name} {self.type}: {len(self.ops)} ops, {len(self.outputs)} output(s)>"
+
+
+def _shape_text(shape: Shape) -> str:
+    if shape is None:
+        return "[?...]"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+# --------------------------------------------------------------------------- mirroring
+
+_CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
+# function-valued attributes of control-flow ops: attr -> (role, offset of the op's inputs)
+_BODY_ATTRS = (
+    ("cond", "cond", 0),
+    ("body", "body", 0),
+    ("then_branch", "then", 1),
+    ("else_branch", "else", 1),
+)
+
+
+@dataclasses.dataclass
+class _Frame:
+    call_name: str
+    call_raw: str
+    call_type: str
+    role: str  # "" for a function call, else cond/body/then/else/branchK
+    owner: LayerCall | None
+    function: tuple[str, ...]
+    arg_sources: list[str]  # canonical tensor names feeding the body's arguments, by position
+    args: dict[str, int]  # body argument tensor name -> position
+    runnable: bool
+
+
+def mirror(traced: Traced) -> nx.DiGraph:
+    """Mirror a traced function (and every function nested in it) into a networkx DiGraph."""
+    return _Mirror(traced).build()
+
+
+class _Mirror:
+    def __init__(self, traced: Traced) -> None:
+        self.traced = traced
+        self.G = nx.DiGraph(name=traced.name)
+        self.tensors: dict[str, Tensor] = {}
+        self.names: dict[str, str] = {}
+        self.by_tf: dict[tuple[int, str], str] = {}
+        self.calls_by_graph: dict[int, list[LayerCall]] = defaultdict(list)
+        for call in traced.calls:
+            if call.last_id >= call.first_id:
+                self.calls_by_graph[id(call.graph)].append(call)
+        self.paths: dict[int, str | None] = {}
+
+    def build(self) -> nx.DiGraph:
+        cf = self.traced.function
+        self._walk(cf.graph, None)
+        n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
+        inputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.inputs[:n_inputs]]
+        outputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.outputs]
+        self.G.graph.update(
+            tensors=self.tensors,
+            names=self.names,
+            inputs=inputs,
+            outputs=outputs,
+            layers=self._layers(inputs),
+        )
+        return self.G
+
+    # ---- ownership and names
+
+    def _owners(self, graph: tf.Graph) -> dict[str, LayerCall]:
+        """Innermost recorded layer call that created each op of `graph`."""
+        calls = sorted(self.calls_by_graph.get(id(graph), []), key=lambda c: (c.first_id, -c.last_id))
+        owners: dict[str, LayerCall] = {}
+        stack: list[LayerCall] = []
+        k = 0
+        for op in graph.get_operations():
+            i = _tf.op_id(op)
+            while k < len(calls) and calls[k].first_id < i:
+                c = calls[k]
+                k += 1
+                while stack and stack[-1].last_id <= c.first_id:
+                    stack.pop()
+                if c.last_id >= i:
+                    stack.append(c)
+            while stack and stack[-1].last_id < i:
+                stack.pop()
+            if stack:
+                owners[op.name] = stack[-1]
+        return owners
+
+    def _chain(self, call: LayerCall | None) -> list[LayerCall]:
+        chain = []
+        while call is not None:
+            chain.append(call)
+            call = call.parent
+        return chain[::-1]
+
+    def _layer_path(self, call: LayerCall | None) -> str | None:
+        if call is None:
+            return None
+        key = id(call)
+        if key not in self.paths:
+            tokens = [c.token for c in self._chain(call) if c is not self.traced.root_call]
+            self.paths[key] = "/".join(tokens) or None
+        return self.paths[key]
+
+    def _scopes(self, call: LayerCall | None) -> list[tuple[str, str | None]]:
+        return [
+            (c.layer.name, None if c is self.traced.root_call else c.token) for c in self._chain(call)
+        ]
+
+    # ---- the walk
+
+    def _walk(self, graph: tf.Graph, frame: _Frame | None) -> None:
+        owners = self._owners(graph)
+        for op in graph.get_operations():
+            self._add(op, graph, frame, owners.get(op.name) or (frame.owner if frame else None))
+
+    def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
+        base = canonical_op_name(op.name, self._scopes(owner))
+        if frame is None:
+            name, raw = base, op.name
+        elif not frame.role:
+            name, raw = f"{frame.call_name}/{base}", f"{frame.call_raw}/{op.name}"
+        else:
+            name = base if base not in self.G else qualify(base, frame.call_name, frame.role)
+            raw = f"{frame.call_raw}/{frame.role}/{op.name}"
+        name = uniquify(name, self.G)
+        function = frame.function if frame else ()
+        layer = self._layer_path(owner)
+        runnable = frame is None or frame.runnable
+
+        bodies = self._bodies(op)
+        body_outputs: list[list[str]] = []
+        for role, body, offset in bodies:
+            sub = _Frame(
+                call_name=name,
+                call_raw=raw,
+                call_type=op.type,
+                role=role,
+                owner=owner,
+                function=function + ((name,) if not role else (f"{name}:{role}",)),
+                arg_sources=[self.by_tf[(id(graph), t.name)] for t in op.inputs[offset:]],
+                args={t.name: i for i, t in enumerate(body.inputs)},
+                runnable=runnable and not role,
+            )
+            self._walk(body, sub)
+            body_outputs.append([self.by_tf[(id(body), t.name)] for t in body.outputs])
+
+        inputs = [self.by_tf[(id(graph), t.name)] for t in op.inputs]
+        arg_position = frame.args.get(op.outputs[0].name) if frame and op.outputs else None
+        if arg_position is not None and arg_position < len(frame.arg_sources):
+            inputs.append(frame.arg_sources[arg_position])
+        for outs in body_outputs:
+            inputs.extend(outs)
+
+        outputs = []
+        for i, t in enumerate(op.outputs):
+            tname = tensor_name(name, i)
+            exec_name, why = None, None
+            if not runnable:
+                kind = frame.call_type if frame else op.type
+                why = (
+                    f"it is computed inside the {frame.role} of {frame.call_name} ({kind}); "
+                    "fetching values from inside loops and branches is not supported yet"
+                ) if frame else None
+            elif arg_position is not None:
+                src = self.tensors.get(frame.arg_sources[arg_position]) if frame else None
+                exec_name = src.exec_name if src else None
+            elif op.type in _CALL_OPS and body_outputs:
+                inner = self.tensors[body_outputs[0][i]]
+                exec_name = inner.exec_name
+            else:
+                exec_name = tensor_name(raw, i)
+            if exec_name is None and why is None:
+                why = "it has no counterpart in the executable graph"
+            tensor = Tensor(
+                name=tname,
+                raw_name=tensor_name(raw, i),
+                op=name,
+                op_type=op.type,
+                index=i,
+                dtype=t.dtype.name,
+                shape=tuple(t.shape.as_list()) if t.shape.rank is not None else None,
+                layer=layer,
+                function=function,
+                exec_name=exec_name,
+                unrunnable=why,
+            )
+            self.tensors[tname] = tensor
+            self.by_tf[(id(graph), t.name)] = tname
+            self.names.setdefault(tensor.raw_name, tname)
+            outputs.append(tname)
+
+        record = Op(name, raw, op.type, layer, function, tuple(inputs), tuple(outputs))
+        self.G.add_node(name, op=record)
+        self.names.setdefault(raw, name)
+        for src in inputs:
+            producer = self.tensors[src]
+            if self.G.has_edge(producer.op, name):
+                edge = self.G.edges[producer.op, name]
+                if producer.index not in edge["outputs"]:
+                    edge["outputs"] = tuple(sorted(edge["outputs"] + (producer.index,)))
+            else:
+                self.G.add_edge(producer.op, name, outputs=(producer.index,))
+
+    def _bodies(self, op: tf.Operation) -> list[tuple[str, tf.Graph, int]]:
+        node_def = op.node_def
+        found = []
+        if op.type in _CALL_OPS and "f" in node_def.attr:
+            found.append(("", _tf.function_graph(op.graph, node_def.attr["f"].func.name), 0))
+            return found
+        for attr, role, offset in _BODY_ATTRS:
+            if attr in node_def.attr and node_def.attr[attr].HasField("func"):
+                found.append((role, _tf.function_graph(op.graph, node_def.attr[attr].func.name), offset))
+        if "branches" in node_def.attr:
+            for k, fn in enumerate(node_def.attr["branches"].list.func):
+                found.append((f"branch{k}", _tf.function_graph(op.graph, fn.name), 1))
+        return found
+
+    # ---- layers
+
+    def _layers(self, inputs: list[str]) -> list[Layer]:
+        root = self.traced.root_call
+        model = self.traced.model
+        ops_by_layer: dict[str, list[Op]] = defaultdict(list)
+        for _, data in self.G.nodes(data=True):
+            record: Op = data["op"]
+            if record.layer:
+                parts = record.layer.split("/")
+                for k in range(1, len(parts) + 1):
+                    ops_by_layer["/".join(parts[:k])].append(record)
+        children: dict[int, list[LayerCall]] = defaultdict(list)
+        for call in self.traced.calls:
+            children[id(call.parent)].append(call)
+
+        layers: list[Layer] = []
+
+        def tensors_of(call: LayerCall, structure: Any) -> list[str]:
+            names = []
+            for t in tf.nest.flatten(structure):
+                key = (id(call.graph), getattr(t, "name", None)) if isinstance(t, tf.Tensor) else None
+                if key in self.by_tf:
+                    names.append(self.by_tf[key])
+            return names
+
+        def visit(parent: LayerCall | None, container: Any, container_inputs: list[str]) -> None:
+            sub = _tf.sublayers(container)
+            try:  # functional models: which InputLayer stands for which input
+                input_layers = {id(lay): k for k, lay in enumerate(_tf.input_layers(container))}
+            except (AttributeError, ValueError, TypeError, IndexError):
+                input_layers = {}
+            pending = list(children.get(id(parent), []))
+            for index, child in enumerate(sub):
+                calls = [c for c in pending if c.layer is child]
+                pending = [c for c in pending if c.layer is not child]
+                if not calls:
+                    k = input_layers.get(id(child))
+                    prefix = self._layer_path(parent)
+                    name = f"{prefix}/{child.name}" if prefix else child.name
+                    outs = [container_inputs[k]] if k is not None and k < len(container_inputs) else []
+                    layers.append(self._layer_record(name, child, index, [], outs, None, ops_by_layer))
+                    continue
+                for call in calls:
+                    self._emit(call, child, index, tensors_of, ops_by_layer, layers)
+                    visit(call, child, tensors_of(call, call.args))
+            for call in pending:  # called, but not tracked as a sublayer
+                self._emit(call, call.layer, None, tensors_of, ops_by_layer, layers)
+                visit(call, call.layer, tensors_of(call, call.args))
+
+        if model is not None and root is not None:
+            visit(root, model, inputs)
+        else:
+            for call in children.get(id(None), []):
+                self._emit(call, call.layer, None, tensors_of, ops_by_layer, layers)
+                visit(call, call.layer, tensors_of(call, call.args))
+        return layers
+
+    def _emit(self, call, layer, index, tensors_of, ops_by_layer, layers) -> None:  # type: ignore[no-untyped-def]
+        name = self._layer_path(call) or layer.name
+        structure = tf.nest.map_structure(
+            lambda t: self.by_tf.get((id(call.graph), t.name)) if isinstance(t, tf.Tensor) else t,
+            call.args,
+        )
+        layers.append(
+            self._layer_record(
+                name, layer, index, tensors_of(call, call.args), tensors_of(call, call.outputs),
+                structure, ops_by_layer,
+            )
+        )
+
+    def _layer_record(self, name, layer, index, inputs, outputs, structure, ops_by_layer) -> Layer:  # type: ignore[no-untyped-def]
+        return Layer(
+            name=name,
+            type=type(layer).__name__,
+            index=index,
+            inputs=Selection(self.tensors[n] for n in inputs),
+            outputs=Selection(self.tensors[n] for n in outputs),
+            ops=tuple(ops_by_layer.get(name, ())),
+            input_structure=structure,
+            keras_layer=layer,
+        )

@@ -1,0 +1,170 @@
+"""Scope: the facade that ties trace, mirror, query and execute together for a user."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from graphscope import query
+from graphscope.errors import TensorNotFoundError
+from graphscope.execute import Executor, Results, Runtime
+from graphscope.graph import Layer, Op, Selection, Tensor, mirror
+from graphscope.trace import Traced, trace_function
+
+__all__ = ["Scope", "trace"]
+
+
+def trace(model: Any, input_signature: Any = None, *, training: bool = False) -> Scope:
+    """Trace `model` and mirror every op it runs, nested functions included.
+
+    Args:
+        model: a Keras 3 model (functional, sequential, subclassed, nested), a `tf.Module` with
+            `__call__`, a `tf.function`, a ConcreteFunction, or a path to a `.keras`/`.h5` file
+            or a SavedModel directory.
+        input_signature: `tf.TensorSpec`s (or shapes), one per positional input; optional when
+            the model knows its inputs.
+        training: trace the training-mode graph (dropout active, batch norm in training mode).
+            Executors never update weights, whichever mode is traced.
+
+    Returns:
+        A `Scope` to search, walk and run.
+
+    >>> import graphscope as gs, keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    >>> gs.trace(model).find("dense/BiasAdd").names
+    ['dense/BiasAdd:0']
+    """
+    traced = trace_function(model, input_signature, training=training)
+    return Scope(traced, mirror(traced))
+
+
+class Scope:
+    """A traced model: its mirrored graph, queries over it and executors for any of its tensors."""
+
+    def __init__(self, traced: Traced, graph: nx.DiGraph) -> None:
+        self._traced = traced
+        self._graph = graph
+        self._runtime: Runtime | None = None
+        self._executors: dict[tuple[Any, ...], Executor] = {}
+        self._lock = threading.Lock()
+
+    # ---- what it is
+
+    @property
+    def name(self) -> str:
+        """The traced model's name."""
+        return self._traced.name
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The mirrored graph: one node per op (attribute `op`), producer -> consumer edges."""
+        return self._graph
+
+    @property
+    def function(self) -> Any:
+        """The traced `ConcreteFunction`."""
+        return self._traced.function
+
+    @property
+    def model(self) -> Any:
+        """The traced Keras model, when there is one."""
+        return self._traced.model
+
+    @property
+    def inputs(self) -> list[str]:
+        """The model's input names (what executors are fed by default)."""
+        return list(self._traced.input_names)
+
+    @property
+    def outputs(self) -> Selection:
+        """The traced function's output tensors."""
+        return Selection(self._graph.graph["tensors"][n] for n in self._graph.graph["outputs"])
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Every layer call, in the model's `.layers` order, nested layers after their parent."""
+        return list(self._graph.graph["layers"])
+
+    def __repr__(self) -> str:
+        n_layers = len({lay.index for lay in self._graph.graph["layers"] if "/" not in lay.name})
+        return f"<Scope {self.name}: {self._graph.number_of_nodes()} ops, {n_layers} layers>"
+
+    # ---- queries
+
+    def tensor(self, name: str | Tensor) -> Tensor:
+        """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""
+        return query.tensor(self._graph, name)
+
+    def op(self, name: str) -> Op:
+        """The op record called `name`."""
+        return query.op(self._graph, name)
+
+    def find(self, pattern: str | None = None, *, op_type: str | None = None, layer: str | None = None) -> Selection:
+        """Tensors whose canonical name matches `re.search(pattern)`; see `graphscope.query.find`."""
+        return query.find(self._graph, pattern, op_type=op_type, layer=layer)
+
+    def ancestors(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
+        """Every tensor upstream of `of` (a name, Tensor, Selection or Layer), filtered like `find`."""
+        return query.ancestors(self._graph, query.resolve_all(self._graph, of), pattern, op_type=op_type)
+
+    def descendants(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
+        """Every tensor downstream of `of`, filtered like `find`."""
+        return query.descendants(self._graph, query.resolve_all(self._graph, of), pattern, op_type=op_type)
+
+    def layer(self, key: str | int) -> Layer:
+        """A layer call by name/path (`"backbone/conv1"`, `"shared@2"`) or index in `model.layers`."""
+        return query.layer(self._graph, key)
+
+    # ---- execution
+
+    def executor(self, fetches: Any, *, feeds: Any = None) -> Executor:
+        """A pruned executor for `fetches` (names, Tensors, a Selection or a Layer).
+
+        By default it is fed the model's inputs; `feeds`, when given, is the complete list of
+        tensors it is fed (intermediate tensors, and model inputs by name if still needed).
+        Executors are cached: the same fetches and feeds return the same executor.
+        """
+        fetch_pairs = self._pairs(fetches)
+        if feeds is None:
+            tensors = self._graph.graph["tensors"]
+            feed_pairs = [(n, tensors[t]) for n, t in zip(self.inputs, self._graph.graph["inputs"])]
+        else:
+            feed_pairs = self._pairs(feeds)
+        key = (tuple((k, t.name) for k, t in fetch_pairs), tuple((k, t.name) for k, t in feed_pairs))
+        with self._lock:
+            if key not in self._executors:
+                if self._runtime is None:
+                    self._runtime = Runtime(self._traced, self._graph)
+                self._executors[key] = Executor(
+                    self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None
+                )
+            return self._executors[key]
+
+    def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
+        """One-shot `executor(fetches, feeds=feeds)(inputs)`."""
+        ex = self.executor(fetches, feeds=feeds)
+        return ex(*inputs) if isinstance(inputs, tuple) else ex(inputs)
+
+    def _pairs(self, items: Any) -> list[tuple[str, Tensor]]:
+        """(key as given, Tensor) for each fetch or feed."""
+        if isinstance(items, Layer):
+            items = items.outputs
+        if isinstance(items, (str, Tensor)):
+            items = [items]
+        if not isinstance(items, Iterable):
+            raise TypeError(
+                f"expected tensor names, Tensors, a Selection or a Layer, got {type(items).__name__}"
+            )
+        pairs = []
+        for item in items:
+            if isinstance(item, str) and item in self.inputs:
+                t = self._graph.graph["tensors"][self._graph.graph["inputs"][self.inputs.index(item)]]
+            else:
+                t = query.tensor(self._graph, item)
+            pairs.append((item if isinstance(item, str) else t.name, t))
+        if not pairs:
+            raise TensorNotFoundError("nothing to fetch: give at least one tensor name")
+        return pairs

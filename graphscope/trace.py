@@ -1,0 +1,358 @@
+"""model | path | tf.function  ->  a concrete function, plus the Keras call structure behind it.
+
+While tracing, each Keras layer of the model gets a temporary per-instance `call` wrapper that
+records which ops its call created (by op creation id), its inputs and its outputs, and who called
+it. The wrappers are removed before `trace_function` returns, even on error: the model is left
+exactly as it was (no weights, layers or attributes changed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from graphscope import _tf
+from graphscope.errors import ModelLoadError, UnsupportedModelError
+
+__all__ = ["LayerCall", "Traced", "load_model", "trace_function"]
+
+# Tracing mutates per-instance attributes for its duration; two traces of the same model at
+# once would see each other's wrappers.
+_TRACE_LOCK = threading.RLock()
+
+
+@dataclasses.dataclass(eq=False)
+class LayerCall:
+    """One call of a Keras layer recorded while tracing."""
+
+    layer: Any
+    parent: LayerCall | None
+    number: int  # 1-based: the n-th call of this layer inside its parent call
+    graph: tf.Graph
+    first_id: int  # ops of `graph` with first_id < id <= last_id were created by this call
+    last_id: int = -1
+    args: Any = None  # the positional arguments, tf tensors in a nested structure
+    outputs: Any = None
+
+    @property
+    def token(self) -> str:
+        """`name` for a first call, `name@n` for the n-th."""
+        return self.layer.name if self.number == 1 else f"{self.layer.name}@{self.number}"
+
+
+@dataclasses.dataclass
+class Traced:
+    """What tracing produced: the function, and what is known about where its ops come from."""
+
+    function: Any  # ConcreteFunction
+    name: str
+    input_names: list[str]
+    model: Any = None  # the Keras root layer, when there is one
+    root_call: LayerCall | None = None
+    calls: list[LayerCall] = dataclasses.field(default_factory=list)
+    training: bool = False
+    source: str = "keras"  # keras | module | function | concrete_function | saved_model
+
+
+def trace_function(
+    model: Any, input_signature: Any = None, *, training: bool = False
+) -> Traced:
+    """Trace `model` into a ConcreteFunction and record its Keras call structure.
+
+    Args:
+        model: a Keras 3 model or layer, a `tf.Module` with `__call__`, a `tf.function`, a
+            ConcreteFunction, or a path to a `.keras`/`.h5` file or a SavedModel directory.
+        input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
+            the model knows its inputs.
+        training: trace the training-mode graph (dropout active, batch norm in training mode).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        loaded = load_model(model)
+        traced = trace_function(loaded, input_signature, training=training)
+        if not isinstance(loaded, keras.Layer):
+            traced.source = "saved_model"
+        traced.name = traced.name or Path(model).stem
+        return traced
+    if isinstance(model, keras.Layer):
+        return _trace_keras(model, input_signature, training)
+    if isinstance(model, tf.types.experimental.ConcreteFunction):
+        return _from_concrete(model, name=_function_name(model), source="concrete_function")
+    if isinstance(model, tf.types.experimental.PolymorphicFunction):
+        cf = _concrete(model, input_signature, what="this tf.function")
+        return _from_concrete(cf, name=_function_name(model), source="function")
+    if isinstance(model, tf.Module) and callable(getattr(model, "__call__", None)):
+        return _trace_module(model, input_signature, training)
+    if hasattr(model, "signatures") and len(getattr(model, "signatures", {})):
+        return _trace_module(model, input_signature, training)
+    raise UnsupportedModelError(
+        f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "
+        "expected a keras.Model (or layer), a tf.Module with __call__, a tf.function, a "
+        "ConcreteFunction, or a path to a .keras/.h5 file or a SavedModel directory"
+    )
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True`) or a SavedModel directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(
+            f"no model at {str(path)!r}: the path does not exist "
+            "(expected a .keras or .h5 file, or a SavedModel directory)"
+        )
+    if p.is_dir():
+        if not (p / "saved_model.pb").exists() and not (p / "saved_model.pbtxt").exists():
+            raise ModelLoadError(
+                f"{str(path)!r} is a directory but not a SavedModel (no saved_model.pb in it)"
+            )
+        try:
+            return tf.saved_model.load(str(p))
+        except Exception as e:  # noqa: BLE001 - TF raises many unrelated types here
+            raise ModelLoadError(f"could not load the SavedModel at {str(path)!r}: {_first_line(e)}") from None
+    suffix = p.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError(
+            f"do not know how to load {str(path)!r}: expected a .keras or .h5 file, "
+            "or a SavedModel directory"
+        )
+    try:
+        return keras.saving.load_model(str(p), compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001
+        message = _first_line(e)
+        hint = ""
+        if "Could not locate" in message or "Unknown layer" in message:
+            hint = (
+                " — the file uses a custom class that is not registered: import the module "
+                "that defines it, decorated with @keras.saving.register_keras_serializable()"
+            )
+        raise ModelLoadError(f"could not load {str(path)!r}: {message}{hint}") from None
+
+
+# --------------------------------------------------------------------------- Keras models
+
+
+def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Traced:
+    if not model.built:
+        raise UnsupportedModelError(
+            f"model {model.name!r} is not built, so its inputs are unknown: call it once on "
+            "data, call model.build(input_shape), or pass input_signature="
+            "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
+        )
+    specs, structured = _keras_signature(model, input_signature)
+    fn = tf.function(model.__call__)
+    with _TRACE_LOCK, _recording([model]) as recorder:
+        if structured is not None:
+            cf = fn.get_concrete_function(structured, training=training)
+        else:
+            cf = fn.get_concrete_function(*specs, training=training)
+    names = [s.name for s in specs]
+    return Traced(
+        function=cf,
+        name=model.name,
+        input_names=names,
+        model=model,
+        root_call=recorder.root,
+        calls=recorder.calls,
+        training=training,
+        source="keras",
+    )
+
+
+def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
+    """Flat named specs, and the structure to call the model with (None: call with *specs)."""
+    if input_signature is not None:
+        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model))
+        return specs, None
+    inputs = None
+    try:
+        inputs = model.input if isinstance(model, keras.Model) else None
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs is not None:
+        structured = tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs
+        )
+        return tf.nest.flatten(structured), structured
+    shapes = _tf.build_shapes(model)
+    if shapes and len(shapes) == 1:
+        (shape,) = shapes.values()
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+            spec = tf.TensorSpec(shape, _input_dtype(model), name="input_0")
+            return [spec], None
+    raise UnsupportedModelError(
+        f"cannot tell the inputs of model {model.name!r}: pass input_signature="
+        "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
+    )
+
+
+def _input_dtype(model: Any) -> tf.DType:
+    try:
+        return tf.as_dtype(model.input_dtype)
+    except (AttributeError, TypeError):
+        return tf.float32
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[LayerCall] = []
+        self.stack: list[LayerCall] = []
+        self.counts: dict[tuple[int, int], int] = {}
+        self.root: LayerCall | None = None
+
+    def wrap(self, layer: Any, call: Any) -> Any:
+        recorder = self
+
+        def recording_call(*args: Any, **kwargs: Any) -> Any:
+            graph = tf.compat.v1.get_default_graph()
+            parent = recorder.stack[-1] if recorder.stack else None
+            key = (id(parent), id(layer))
+            recorder.counts[key] = recorder.counts.get(key, 0) + 1
+            rec = LayerCall(layer, parent, recorder.counts[key], graph, _tf.last_op_id(graph), args=args)
+            recorder.calls.append(rec)
+            if parent is None and recorder.root is None:
+                recorder.root = rec
+            recorder.stack.append(rec)
+            try:
+                out = call(*args, **kwargs)
+            finally:
+                recorder.stack.pop()
+                rec.last_id = _tf.last_op_id(graph)
+            rec.outputs = out
+            return out
+
+        return recording_call
+
+
+_MISSING = object()
+
+
+class _recording:
+    """Install per-instance `call` wrappers on every layer reachable from `roots`; remove them on exit."""
+
+    def __init__(self, roots: Sequence[Any]) -> None:
+        self.roots = roots
+        self.saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> _Recorder:
+        recorder = _Recorder()
+        seen: set[int] = set()
+        todo = list(self.roots)
+        try:
+            while todo:
+                layer = todo.pop()
+                if id(layer) in seen:
+                    continue
+                seen.add(id(layer))
+                original = layer.__dict__.get("call", _MISSING)
+                self.saved.append((layer, original))
+                object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
+                todo.extend(_tf.sublayers(layer))
+        except BaseException:
+            self._restore()
+            raise
+        return recorder
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for layer, original in reversed(self.saved):
+            if original is _MISSING:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", original)
+        self.saved.clear()
+
+
+# --------------------------------------------------------------------------- other callables
+
+
+def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
+    """A tf.Module (or loaded SavedModel): its serving signature, else its `__call__`."""
+    del training  # a module's __call__ takes no training flag we could set
+    signatures = getattr(module, "signatures", None)
+    if input_signature is None and signatures and "serving_default" in signatures:
+        cf = signatures["serving_default"]
+        return _from_concrete(cf, name=_module_name(module), source="module")
+    call = module.__call__
+    is_function = isinstance(call, tf.types.experimental.PolymorphicFunction) or hasattr(
+        call, "concrete_functions"
+    )
+    fn = call if is_function else tf.function(call)
+    with _TRACE_LOCK, _recording(_keras_attributes(module)) as recorder:
+        cf = _concrete(fn, input_signature, what=f"the tf.Module {_module_name(module)!r}")
+    traced = _from_concrete(cf, name=_module_name(module), source="module")
+    traced.calls = recorder.calls
+    return traced
+
+
+def _keras_attributes(module: Any) -> list[Any]:
+    found = []
+    for value in vars(module).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, keras.Layer):
+                found.append(item)
+    return found
+
+
+def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
+    if input_signature is not None:
+        specs = _normalize_signature(input_signature, default_dtype=tf.float32)
+        return fn.get_concrete_function(*specs)
+    if getattr(fn, "input_signature", None) is not None:
+        return fn.get_concrete_function()
+    concrete = list(getattr(fn, "concrete_functions", []) or [])
+    if len(concrete) == 1:
+        return concrete[0]
+    raise UnsupportedModelError(
+        f"cannot tell the inputs of {what}: pass input_signature="
+        "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
+    )
+
+
+def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
+    specs = [s for s in tf.nest.flatten(cf.structured_input_signature) if isinstance(s, tf.TensorSpec)]
+    names = [s.name or f"input_{i}" for i, s in enumerate(specs)]
+    return Traced(function=cf, name=name, input_names=names, source=source)
+
+
+def _normalize_signature(signature: Any, *, default_dtype: tf.DType) -> list[tf.TensorSpec]:
+    if isinstance(signature, (tf.TensorSpec, tf.TensorShape)) or (
+        isinstance(signature, tuple) and all(d is None or isinstance(d, int) for d in signature)
+    ):
+        signature = [signature]
+    if not isinstance(signature, (list, tuple)):
+        raise UnsupportedModelError(
+            f"input_signature must be a list of tf.TensorSpec or shapes, got {type(signature).__name__}"
+        )
+    specs = []
+    for i, s in enumerate(signature):
+        if isinstance(s, tf.TensorSpec):
+            specs.append(tf.TensorSpec(s.shape, s.dtype, name=s.name or f"input_{i}"))
+        elif isinstance(s, (tuple, list, tf.TensorShape)):
+            specs.append(tf.TensorSpec(tf.TensorShape(s), default_dtype, name=f"input_{i}"))
+        else:
+            raise UnsupportedModelError(
+                f"input_signature[{i}] is a {type(s).__name__}: expected a tf.TensorSpec or a "
+                "shape tuple such as (None, 224, 224, 3)"
+            )
+    return specs
+
+
+def _function_name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "graph", None), "name", "function")
+
+
+def _module_name(module: Any) -> str:
+    return getattr(module, "name", None) or type(module).__name__
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
