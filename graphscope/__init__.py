@@ -1,12 +1,18 @@
 """graphscope: look inside a TensorFlow/Keras model and run any tensor you find there.
 
->>> import graphscope as gs                                        # doctest: +SKIP
->>> scope = gs.trace(model)                                        # doctest: +SKIP
->>> scope.find(r"block4_conv3/BiasAdd")                            # doctest: +SKIP
->>> scope.run(["block4_conv3/BiasAdd:0", "block4_conv3/Relu:0"], images)  # doctest: +SKIP
+    import graphscope as gs
+    scope = gs.trace(model)
+    scope.find(r"block4_conv3/BiasAdd")
+    scope.run(["block4_conv3/BiasAdd:0", "block4_conv3/Relu:0"], images)
+
+The public names below load lazily, so `import graphscope` (and the CLI's `--help`) does not
+import TensorFlow until something needs it.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from graphscope.errors import (
     AmbiguousMatchError,
@@ -21,12 +27,28 @@ from graphscope.errors import (
     UnsupportedFetchError,
     UnsupportedModelError,
 )
-from graphscope.execute import Executor, Results
-from graphscope.graph import Layer, Op, Selection, Tensor
-from graphscope.query import ancestors, descendants, find
-from graphscope.scope import Scope, trace
+
+if TYPE_CHECKING:
+    from graphscope.execute import Executor, Results
+    from graphscope.graph import Layer, Op, Selection, Tensor
+    from graphscope.query import ancestors, descendants, find
+    from graphscope.scope import Scope, trace
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Executor": "graphscope.execute",
+    "Results": "graphscope.execute",
+    "Layer": "graphscope.graph",
+    "Op": "graphscope.graph",
+    "Selection": "graphscope.graph",
+    "Tensor": "graphscope.graph",
+    "ancestors": "graphscope.query",
+    "descendants": "graphscope.query",
+    "find": "graphscope.query",
+    "Scope": "graphscope.scope",
+    "trace": "graphscope.scope",
+}
 
 __all__ = [
     "AmbiguousMatchError",
@@ -53,3 +75,15 @@ __all__ = [
     "find",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'graphscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -30,19 +31,25 @@ class _Null:
 
 
 def _shape(shape: Any) -> str:
+    """`(None, 4)` -> `(?, 4)`; unknown rank -> `?`."""
     if shape is None:
         return "?"
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    dims = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
 
 
 def selection_table(selection: Any) -> Table:
     """A table of tensors: name, layer, op type, shape, dtype."""
-    table = Table(title=f"{len(selection)} tensor{'s' if len(selection) != 1 else ''}", title_justify="left")
-    table.add_column("name", overflow="fold")
-    table.add_column("layer", overflow="fold")
-    table.add_column("op type")
-    table.add_column("shape")
-    table.add_column("dtype")
+    table = _table(f"{len(selection)} tensor{'s' if len(selection) != 1 else ''}")
+    table.add_column("name", overflow="fold", ratio=3)
+    table.add_column("layer", overflow="fold", ratio=1)
+    table.add_column("op type", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
     for t in selection:
         table.add_row(t.name, t.layer or "", t.op_type, _shape(t.shape), t.dtype)
     return table
@@ -60,20 +67,19 @@ def sparkline(values: np.ndarray, bins: int = 8) -> str:
 
 
 def results_table(results: Mapping[str, Any]) -> Table:
-    """A table of fetched values: name, shape, dtype, min/max/mean and a histogram."""
-    table = Table(title=f"{len(results)} value{'s' if len(results) != 1 else ''}", title_justify="left")
-    table.add_column("name", overflow="fold")
-    table.add_column("shape")
-    table.add_column("dtype")
+    """A table of fetched values: name, dtype[shape], min/max/mean and a histogram."""
+    table = _table(f"{len(results)} value{'s' if len(results) != 1 else ''}")
+    table.add_column("name", overflow="fold", ratio=1)
+    table.add_column("value", no_wrap=True)
     for col in ("min", "max", "mean"):
-        table.add_column(col, justify="right")
-    table.add_column("histogram")
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("histogram", no_wrap=True)
     for name, value in results.items():
         a = np.asarray(value)
         if a.size and a.dtype.kind in "biuf":
-            stats = [f"{a.min():.4g}", f"{a.max():.4g}", f"{a.astype(np.float64).mean():.4g}"]
+            stats = [f"{a.min():.3g}", f"{a.max():.3g}", f"{a.astype(np.float64).mean():.3g}"]
             hist = sparkline(a)
         else:
             stats, hist = ["", "", ""], ""
-        table.add_row(str(name), _shape(a.shape), str(a.dtype), *stats, hist)
+        table.add_row(str(name), f"{a.dtype}[{','.join(map(str, a.shape))}]", *stats, hist)
     return table
