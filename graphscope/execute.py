@@ -10,7 +10,6 @@ are needed but not fed, feeds that reach nothing) happens when the executor is b
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,43 +41,124 @@ _RNG_VARIABLE = re.compile(r"seed_generator_state")
 
 
 class Runtime:
-    """The executable form of a traced function, built once per scope."""
+    """The executable form of a traced function, built once per scope: a GraphDef with every
+    function call inlined and weight updates removed, and the live variables its captured
+    placeholders stand for."""
 
     def __init__(self, traced: Traced, G: nx.DiGraph) -> None:
         cf = traced.function
-        tensors: dict[str, Tensor] = G.graph["tensors"]
+        self.tensors: dict[str, Tensor] = G.graph["tensors"]
         graph_def = _tf.inline_calls(cf)
-        captures = {internal.op.name: external for external, internal in cf.graph.captures}
+        self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         rng = {
             internal.op.name
             for external, internal in cf.graph.captures
             if _RNG_VARIABLE.search(_variable_name(cf, external) or "")
         }
-        graph_def = _without_weight_updates(graph_def, keep=rng)
-        self.function = _tf.import_graph_def(
-            graph_def,
-            inputs=[tensors[n].exec_name for n in G.graph["inputs"]],  # type: ignore[misc]
-            outputs=[tensors[n].exec_name for n in G.graph["outputs"]],  # type: ignore[misc]
-            captures=captures,
-        )
-        self.graph: tf.Graph = self.function.graph
+        self.graph_def = _without_weight_updates(graph_def, keep=rng)
+        self.nodes = {n.name: n for n in self.graph_def.node}
         # executable op name -> canonical op name, for ops that exist under their own raw name
         self.canonical_ops = {
             t.exec_name.rpartition(":")[0]: t.op
-            for t in tensors.values()
+            for t in self.tensors.values()
             if t.exec_name is not None and t.exec_name == t.raw_name
         }
 
-    def tensor(self, t: Tensor) -> tf.Tensor:
+    def check(self, t: Tensor) -> str:
+        """The executable name of `t`, or an error saying why it cannot run."""
         if t.exec_name is None:
             raise UnsupportedFetchError(f"cannot run {t.name!r}: {t.unrunnable}")
-        try:
-            return self.graph.get_tensor_by_name(t.exec_name)
-        except (KeyError, ValueError):
+        if t.exec_name.rpartition(":")[0] not in self.nodes:
             raise UnsupportedFetchError(
                 f"cannot run {t.name!r}: TensorFlow's inliner did not keep {t.exec_name!r} "
                 "in the executable graph"
-            ) from None
+            )
+        return t.exec_name
+
+    def prune(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str]]:
+        """A function computing `fetches` from `feeds`, holding only the ops in between.
+
+        Returns the function and the executable names of the ops it holds.
+        """
+        feed_names = {_normal(self.check(t)): f"graphscope_feed_{k}" for k, t in enumerate(feeds)}
+        fetch_names = [_normal(self.check(t)) for t in fetches]
+        kept = self._select(feed_names, fetch_names)
+        out = graph_pb2.GraphDef()
+        out.versions.CopyFrom(self.graph_def.versions)
+        out.library.CopyFrom(self.graph_def.library)
+        for t, placeholder in zip(feeds, feed_names.values()):
+            node = out.node.add(name=placeholder, op="Placeholder")
+            node.attr["dtype"].type = tf.as_dtype(t.dtype).as_datatype_enum
+            node.attr["shape"].shape.CopyFrom(tf.TensorShape(t.shape).as_proto())
+        for node in self.graph_def.node:
+            if node.name not in kept:
+                continue
+            copy = out.node.add()
+            copy.CopyFrom(node)
+            del copy.input[:]
+            for i in node.input:
+                if i.startswith("^"):
+                    if i[1:] in kept:
+                        copy.input.append(i)
+                else:
+                    copy.input.append(feed_names.get(_normal(i), i) + ("" if _normal(i) not in feed_names else ":0"))
+        captures = {name: handle for name, handle in self.captures.items() if name in kept}
+        function = _tf.import_graph_def(
+            out,
+            inputs=[f"{p}:0" for p in feed_names.values()],
+            outputs=[f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names],
+            captures=captures,
+        )
+        return function, [n.name for n in self.graph_def.node if n.name in kept]
+
+    def _select(self, feeds: dict[str, str], fetches: list[str]) -> set[str]:
+        """Nodes needed for `fetches` when `feeds` are given: data inputs up to the feeds, and
+        control inputs that can themselves run from the feeds."""
+        nodes = self.nodes
+        runnable: dict[str, bool] = {}
+
+        def inputs_of(name: str) -> list[str]:
+            return [i for i in nodes[name].input if i.startswith("^") or _normal(i) not in feeds]
+
+        # post-order without recursion: can each node run with what is fed?
+        for root in {f.split(":")[0] for f in fetches if f not in feeds}:
+            stack = [(root, False)]
+            while stack:
+                name, expanded = stack.pop()
+                if name in runnable:
+                    continue
+                node = nodes[name]
+                if not expanded:
+                    stack.append((name, True))
+                    stack.extend((i.lstrip("^").split(":")[0], False) for i in inputs_of(name) if i.lstrip("^").split(":")[0] not in runnable)
+                    continue
+                is_input = node.op == "Placeholder" and name not in self.captures
+                runnable[name] = not is_input and all(
+                    runnable.get(i.split(":")[0], False) for i in inputs_of(name) if not i.startswith("^")
+                )
+        kept: set[str] = set()
+        todo = [f.split(":")[0] for f in fetches if f not in feeds]
+        while todo:
+            name = todo.pop()
+            if name in kept:
+                continue
+            if not runnable.get(name, False):
+                raise DisconnectedError(
+                    f"op {self.canonical_ops.get(name, name)!r} needs a model input that the "
+                    "feeds do not give"
+                )
+            kept.add(name)
+            for i in inputs_of(name):
+                source = i.lstrip("^").split(":")[0]
+                if i.startswith("^") and not runnable.get(source, False):
+                    continue  # an ordering-only edge to something upstream of the feeds
+                todo.append(source)
+        return kept
+
+
+def _normal(tensor: str) -> str:
+    """`name` -> `name:0` (GraphDef inputs leave out output 0)."""
+    return tensor if ":" in tensor else f"{tensor}:0"
 
 
 def _variable_name(cf: Any, handle: Any) -> str | None:
@@ -161,22 +241,12 @@ class Executor:
         self._used = [i for i, t in enumerate(self._feeds) if t.name in needed]
         unique = list(dict.fromkeys(t.name for t in self.fetches))
         tensors = G.graph["tensors"]
-        feed_tensors = [runtime.tensor(self._feeds[i]) for i in self._used]
-        fetch_tensors = [runtime.tensor(tensors[n]) for n in unique]
-        pruned = runtime.function.prune(feeds=feed_tensors, fetches=fetch_tensors)
-        self._function = pruned
+        used_feeds = [self._feeds[i] for i in self._used]
+        self._function, kept = runtime.prune(used_feeds, [tensors[n] for n in unique])
         self._position = {n: k for k, n in enumerate(unique)}
-        self._lock = threading.Lock()
-        fed_ops = {t.op for t in feed_tensors}
         order = {name: k for k, name in enumerate(G)}
-        runs = set()
-        for op in pruned.graph.get_operations():
-            canonical = runtime.canonical_ops.get(op.name)
-            if canonical is None:
-                continue
-            if op.type == "Placeholder" and op.name not in fed_ops and not any(o.consumers() for o in op.outputs):
-                continue
-            runs.add(canonical)
+        runs = {runtime.canonical_ops[n] for n in kept if n in runtime.canonical_ops}
+        runs |= {t.op for t in used_feeds if t.op_type == "Placeholder"}  # fed model inputs
         self.ops: list[str] = sorted(runs, key=order.__getitem__)
         self._runtime = runtime
 

@@ -183,7 +183,8 @@ def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.
     if shapes and len(shapes) == 1:
         (shape,) = shapes.values()
         if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
-            spec = tf.TensorSpec(shape, _input_dtype(model), name="input_0")
+            # the batch size of the call that built the model is not a property of the model
+            spec = tf.TensorSpec((None, *shape[1:]), _input_dtype(model), name="input_0")
             return [spec], None
     raise UnsupportedModelError(
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="

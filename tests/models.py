@@ -1,0 +1,224 @@
+"""A zoo of small Keras models covering the cases graphscope must handle.
+
+Every builder seeds its own initializers, so models are deterministic and building one changes
+no global random state.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_seeds = itertools.count(1000)
+
+
+def _init() -> dict:
+    return {
+        "kernel_initializer": keras.initializers.GlorotUniform(seed=next(_seeds)),
+        "bias_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=next(_seeds)),
+    }
+
+
+def functional() -> keras.Model:
+    """Conv, batch norm, activations, pooling, dense: the common functional CNN."""
+    x_in = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv", **_init())(x_in)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(6, activation="tanh", name="dense", **_init())(x)
+    out = keras.layers.Dense(3, activation="softmax", name="probs", **_init())(x)
+    return keras.Model(x_in, out, name="functional_cnn")
+
+
+def sequential() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8, activation="relu", name="hidden", **_init()),
+            keras.layers.Dropout(0.5, name="dropout"),
+            keras.layers.Dense(2, name="logits", **_init()),
+        ],
+        name="seq",
+    )
+
+
+class Subclassed(keras.Model):
+    """A subclassed model with its own code in `call` between layers."""
+
+    def __init__(self) -> None:
+        super().__init__(name="subclassed")
+        self.encoder = keras.layers.Dense(6, activation="relu", name="encoder", **_init())
+        self.decoder = keras.layers.Dense(3, name="decoder", **_init())
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        h = self.encoder(x)
+        h = h * 2.0 + 1.0  # the model's own ops, outside any layer
+        return self.decoder(h)
+
+
+def subclassed() -> keras.Model:
+    model = Subclassed()
+    model(np.zeros((1, 4), np.float32))
+    return model
+
+
+def unbuilt_subclassed() -> keras.Model:
+    return Subclassed()
+
+
+def nested() -> keras.Model:
+    """A functional model used as a layer of another, with a layer of its own inside."""
+    b_in = keras.Input((6, 6, 2), name="backbone_input")
+    b = keras.layers.Conv2D(3, 3, activation="relu", name="conv1", **_init())(b_in)
+    b = keras.layers.Conv2D(3, 3, activation="relu", name="conv2", **_init())(b)
+    backbone = keras.Model(b_in, b, name="backbone")
+    x_in = keras.Input((6, 6, 2), name="pixels")
+    x = backbone(x_in)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(2, name="head", **_init())(x)
+    return keras.Model(x_in, out, name="outer")
+
+
+def shared() -> keras.Model:
+    """A siamese model: one Dense called on two inputs, then joined."""
+    a = keras.Input((4,), name="left")
+    b = keras.Input((4,), name="right")
+    dense = keras.layers.Dense(5, activation="relu", name="shared_dense", **_init())
+    joined = keras.layers.Concatenate(name="join")([dense(a), dense(b)])
+    out = keras.layers.Dense(1, name="score", **_init())(joined)
+    return keras.Model([a, b], out, name="siam")
+
+
+def multi_input() -> keras.Model:
+    """Two inputs of different shapes, two outputs."""
+    img = keras.Input((4, 4, 1), name="img")
+    meta = keras.Input((3,), name="meta")
+    x = keras.layers.Flatten(name="flat")(img)
+    x = keras.layers.Dense(4, name="img_dense", **_init())(x)
+    y = keras.layers.Dense(4, name="meta_dense", **_init())(meta)
+    z = keras.layers.Add(name="add")([x, y])
+    out1 = keras.layers.Dense(2, name="out_a", **_init())(z)
+    out2 = keras.layers.Dense(1, activation="sigmoid", name="out_b", **_init())(z)
+    return keras.Model([img, meta], [out1, out2], name="multi")
+
+
+class SoftplusHelper(keras.layers.Layer):
+    """Custom layer whose work happens in tf.function helpers (one reads a weight)."""
+
+    def build(self, input_shape: tuple) -> None:
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    @tf.function
+    def activate(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softplus(x) * 2.0
+
+    @tf.function
+    def scaled(self, x: tf.Tensor) -> tf.Tensor:
+        return self.activate(x) * self.scale  # a tf.function calling a tf.function
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.scaled(x) + 1.0
+
+
+def with_tf_function() -> keras.Model:
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(4, name="pre", **_init())(x_in)
+    h = SoftplusHelper(name="soft")(h)
+    out = keras.layers.Dense(2, name="post", **_init())(h)
+    return keras.Model(x_in, out, name="helper_model")
+
+
+class RunningSum(keras.layers.Layer):
+    """A tf.while_loop layer: cumulative sum over the feature axis."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(x)[1]
+
+        def body(i: tf.Tensor, acc: tf.Tensor, total: tf.Tensor) -> tuple:
+            total = total + x[:, i]
+            return i + 1, acc.write(i, total), total
+
+        _, acc, _ = tf.while_loop(
+            lambda i, *_: i < n, body, (0, tf.TensorArray(tf.float32, size=n), tf.zeros_like(x[:, 0]))
+        )
+        return tf.transpose(acc.stack())
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class MapSquare(keras.layers.Layer):
+    """A tf.map_fn layer."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(lambda row: tf.square(row) + 1.0, x)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+def control_flow() -> keras.Model:
+    x_in = keras.Input((5,), name="x")
+    h = RunningSum(name="running_sum")(x_in)
+    h = MapSquare(name="map_square")(h)
+    out = keras.layers.Dense(2, name="out", **_init())(h)
+    return keras.Model(x_in, out, name="loops")
+
+
+class Scoped(keras.layers.Layer):
+    """A layer that opens a name scope spelled like another layer of the model.
+
+    Name-based attribution would give its MatMul to `decoy`; the real call structure gives it
+    to `scoped`.
+    """
+
+    def build(self, input_shape: tuple) -> None:
+        self.w = self.add_weight(shape=(input_shape[-1], 3), initializer="ones", name="w")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        with tf.name_scope("decoy"):
+            return tf.matmul(x, self.w)
+
+
+def misleading_names() -> keras.Model:
+    x_in = keras.Input((3,), name="x")
+    h = Scoped(name="scoped")(x_in)
+    out = keras.layers.Dense(3, name="decoy", **_init())(h)
+    return keras.Model(x_in, out, name="misleading")
+
+
+def deep_chain(depth: int = 40) -> keras.Model:
+    """A long chain of layers, deeper than the seeds' depth-20 search could walk."""
+    x_in = keras.Input((3,), name="x")
+    h = x_in
+    for i in range(depth):
+        h = keras.layers.Dense(3, activation="tanh", name=f"d{i}", **_init())(h)
+    return keras.Model(x_in, h, name="chain")
+
+
+ZOO = {
+    "functional": functional,
+    "sequential": sequential,
+    "subclassed": subclassed,
+    "nested": nested,
+    "shared": shared,
+    "multi_input": multi_input,
+    "with_tf_function": with_tf_function,
+    "control_flow": control_flow,
+    "misleading_names": misleading_names,
+}
+
+
+def sample_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs for every input of `model`, in order."""
+    rng = np.random.default_rng(seed)
+    if getattr(model, "_functional", None) is not None or isinstance(getattr(model, "inputs", None), list):
+        shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    else:  # a subclassed model: its recorded build shape
+        shapes = [tuple(model._build_shapes_dict and list(model._build_shapes_dict.values())[0][1:])]
+    return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]

@@ -1,0 +1,214 @@
+"""Executors: values compared with Keras itself, or with plain TF applied by hand."""
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from tests import models
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+KERAS_CAN_ANSWER = {"functional", "sequential", "nested", "shared", "multi_input", "with_tf_function",
+                    "control_flow", "misleading_names"}
+
+
+def _eager_layer_output(layer, values):
+    """Call the Keras layer eagerly on its own recorded (fetched) inputs."""
+    args = tf.nest.map_structure(lambda n: values[n], layer.input_structure)
+    return keras.ops.convert_to_numpy(layer.keras_layer(*args))
+
+
+def test_every_layer_output_matches_keras(zoo_model):
+    name, model = zoo_model
+    before = weights_snapshot(model)
+    scope = gs.trace(model)
+    inputs = models.sample_inputs(model)
+    layers = [lay for lay in scope.layers if lay.outputs]
+    fetches = [t for lay in layers for t in lay.outputs] + [t for lay in layers for t in lay.inputs]
+    values = scope.run(fetches, inputs)  # every layer output, in one execution
+    compared = 0
+    for lay in layers:
+        # Keras answers for a top-level layer's first call; a nested model's `.output` belongs to
+        # its own inner graph, so it (like inner layers and later calls) is called eagerly.
+        top_level = "/" not in lay.name and "@" not in lay.name
+        if name in KERAS_CAN_ANSWER and top_level and not isinstance(lay.keras_layer, keras.Model):
+            want = keras.Model(model.inputs, lay.keras_layer.output)(inputs)
+            want = [want] if not isinstance(want, (list, tuple)) else want
+        elif lay.input_structure is not None:
+            want = tf.nest.flatten(_eager_layer_output(lay, values))
+        else:  # an InputLayer of a nested model: stands for what was passed in
+            continue
+        got = [values[t.name] for t in lay.outputs]
+        assert len(got) == len(want), lay.name
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, keras.ops.convert_to_numpy(w), rtol=1e-5, atol=1e-5, err_msg=lay.name)
+        compared += 1
+    assert compared >= 2
+    assert_weights_unchanged(model, before)
+
+
+def test_model_outputs_match_model_call(zoo_model):
+    _, model = zoo_model
+    scope = gs.trace(model)
+    inputs = models.sample_inputs(model)
+    values = scope.run(scope.outputs, inputs)
+    want = model(inputs if len(inputs) > 1 else inputs[0])
+    for got, w in zip(values.values(), tf.nest.flatten(want)):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
+def test_nested_tf_function_values_by_hand():
+    model = models.with_tf_function()
+    scope = gs.trace(model)
+    (softplus,) = scope.find("Softplus", op_type="Softplus")
+    assert softplus.function and softplus.layer == "soft"
+    pre = scope.layer("pre").output
+    x = models.sample_inputs(model)[0]
+    values = scope.run([pre, softplus], x)
+    np.testing.assert_allclose(values[softplus.name], tf.nn.softplus(values[pre.name]), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_vgg19_preactivations_without_cloning():
+    model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    before = weights_snapshot(model)
+    scope = gs.trace(model)
+    pre = scope.find(r"^block\d_conv\d/BiasAdd:0$")
+    post = scope.find(r"^block\d_conv\d/Relu:0$")
+    assert len(pre) == len(post) == 16
+    assert scope.find(r"block4_conv3/BiasAdd").names == ["block4_conv3/BiasAdd:0"]
+    layer_inputs = [scope.layer(t.layer).inputs[0] for t in pre]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    values = scope.run([*pre, *post, *layer_inputs], images)  # one executor, one execution
+    for p, q, x in zip(pre, post, layer_inputs):
+        np.testing.assert_allclose(np.maximum(values[p.name], 0), values[q.name], rtol=1e-6)
+        conv = model.get_layer(p.layer)
+        linear = tf.nn.conv2d(values[x.name], conv.kernel, 1, "SAME") + conv.bias  # by hand
+        np.testing.assert_allclose(values[p.name], linear, rtol=1e-4, atol=1e-2)
+        keras_post = keras.Model(model.input, conv.output)(images)
+        np.testing.assert_allclose(values[q.name], keras_post, rtol=1e-4, atol=1e-3)
+    assert_weights_unchanged(model, before)
+
+
+@pytest.mark.slow
+def test_resnet50_fed_at_an_intermediate_tensor():
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    scope = gs.trace(model)
+    cut = scope.layer("conv3_block1_out").output
+    later = scope.layer("conv4_block2_out").output
+    images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    full = scope.run([cut, later], images)
+    ex = scope.executor([later], feeds=[cut])
+    assert ex.inputs == [cut.name]
+    assert "conv1_conv/Conv2D" not in ex.ops and len(ex.ops) < scope.graph.number_of_nodes() / 2
+    part = ex(full[cut.name])
+    np.testing.assert_allclose(part[later.name], full[later.name], rtol=1e-4, atol=1e-4)
+    want = keras.Model(model.input, model.get_layer("conv4_block2_out").output)(images)
+    np.testing.assert_allclose(part[later.name], want, rtol=1e-4, atol=1e-4)
+
+
+def test_shallow_fetch_runs_a_fraction_of_the_model():
+    model = models.functional()
+    scope = gs.trace(model)
+    ex = scope.executor("conv/BiasAdd:0")
+    assert "conv/convolution" in ex.ops and "dense/MatMul" not in ex.ops
+    assert len(ex.ops) < scope.graph.number_of_nodes() / 3
+    assert not any("probs" in op for op in ex.ops)
+
+
+def test_results_are_keyed_as_given_read_only_and_cached():
+    model = models.functional()
+    scope = gs.trace(model)
+    t = scope.tensor("dense/Tanh:0")
+    ex = scope.executor(["conv/BiasAdd", t, "image"])
+    assert scope.executor(["conv/BiasAdd", t, "image"]) is ex
+    x = models.sample_inputs(model)[0]
+    values = ex(x)
+    assert list(values) == ["conv/BiasAdd", "dense/Tanh:0", "image"]
+    np.testing.assert_array_equal(values["image"], x)
+    for v in values.values():
+        assert not v.flags.writeable
+        with pytest.raises(ValueError):
+            v[...] = 0
+    assert ex({"image": x}).keys() == values.keys()
+    assert ex([x]).keys() == values.keys()
+
+
+def test_fetched_variable_reads_never_alias_weights():
+    model = models.functional()
+    scope = gs.trace(model)
+    (kernel_read,) = scope.find(r"^dense/Cast/ReadVariableOp:0$") or scope.find(r"^dense/.*ReadVariableOp:0$")[:1]
+    value = scope.run([kernel_read], models.sample_inputs(model))[kernel_read.name]
+    np.testing.assert_array_equal(value, model.get_layer("dense").kernel)
+    assert not value.flags.writeable
+    assert not np.shares_memory(value, model.get_layer("dense").kernel.numpy())
+
+
+def test_multi_input_by_list_and_dict():
+    model = models.multi_input()
+    scope = gs.trace(model)
+    img, meta = models.sample_inputs(model)
+    ex = scope.executor(["add/Add:0", "out_b/Sigmoid:0"])
+    assert ex.inputs == ["img", "meta"]
+    a = ex([img, meta])
+    b = ex({"meta": meta, "img": img})
+    c = ex(img, meta)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(a[k], c[k])
+    # a fetch that needs only one input still takes the model's inputs, and only runs its branch
+    only_meta = scope.executor("meta_dense/BiasAdd:0")
+    assert not any(op.startswith("img_dense") for op in only_meta.ops)
+    only_meta([img, meta])
+
+
+def test_training_mode_never_moves_weights():
+    model = models.functional()
+    before = weights_snapshot(model)
+    scope = gs.trace(model, training=True)
+    x = models.sample_inputs(model, batch=4)[0]
+    bn = scope.layer("bn").output
+    values = scope.run([bn], x)
+    # training-mode batch norm normalises with the batch's own statistics
+    np.testing.assert_allclose(values[bn.name].mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    scope.run([bn], x)
+    assert_weights_unchanged(model, before)
+    inference = gs.trace(model)
+    moving = inference.run([inference.layer("bn").output], x)[bn.name]  # moving statistics
+    assert not np.allclose(moving, values[bn.name])
+
+
+def test_training_mode_dropout_is_active():
+    model = models.sequential()
+    scope = gs.trace(model, training=True)
+    x = np.ones((64, 5), np.float32)
+    drop = scope.layer("dropout").output
+    hidden = scope.layer("hidden").output
+    values = scope.run([hidden, drop], x)
+    zeroed = (values[drop.name] == 0) & (values[hidden.name] != 0)
+    assert zeroed.any()
+    kept = values[drop.name] != 0
+    np.testing.assert_allclose(values[drop.name][kept], 2 * values[hidden.name][kept], rtol=1e-6)
+
+
+def test_executors_can_be_called_from_threads():
+    model = models.functional()
+    scope = gs.trace(model)
+    ex = scope.executor("probs/Softmax:0")
+    xs = [models.sample_inputs(model, seed=i)[0] for i in range(8)]
+    want = [ex(x)["probs/Softmax:0"] for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        got[i] = ex(xs[i])["probs/Softmax:0"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
