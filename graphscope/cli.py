@@ -45,7 +45,9 @@ def _quiet_tensorflow_import() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing also logs (cuInit)
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -27,7 +27,7 @@ from graphscope.errors import (
     suggestion,
 )
 from graphscope.graph import Tensor
-from graphscope.trace import Traced
+from graphscope.tracing import Traced
 
 __all__ = ["Executor", "Results", "Runtime"]
 
@@ -95,6 +95,13 @@ class Runtime:
                 continue
             copy = out.node.add()
             copy.CopyFrom(node)
+            if "_class" in copy.attr:  # colocation hints naming nodes left out (fed, pruned)
+                hints = [h for h in copy.attr["_class"].list.s if h.decode().removeprefix("loc:@") in kept]
+                if hints:
+                    del copy.attr["_class"].list.s[:]
+                    copy.attr["_class"].list.s.extend(hints)
+                else:
+                    del copy.attr["_class"]
             del copy.input[:]
             for i in node.input:
                 if i.startswith("^"):
@@ -339,11 +346,25 @@ class Executor:
         return tf.constant(array)
 
     def _explain(self, e: tf.errors.OpError) -> str:
-        raw = getattr(getattr(e, "op", None), "name", None) or ""
-        canonical = self._runtime.canonical_ops.get(raw, raw)
-        message = (e.message or str(e)).strip().splitlines()[0][:400]
-        where = f" in op {canonical!r}" if canonical else ""
-        return f"TensorFlow failed{where}: {message}"
+        """One line: the op that failed (canonical name) and TensorFlow's own reason."""
+        text = e.message or str(e)
+        candidates = [getattr(getattr(e, "op", None), "name", None)]
+        candidates += re.findall(r"\{\{node ([^}]+)\}\}", text) + re.findall(r"\[\[([^\]{}]+)\]\]", text)
+        candidates += re.findall(r"Detected at node (\S+)", text)
+        where = next((self._runtime.canonical_ops[c] for c in candidates if c in self._runtime.canonical_ops), None)
+        where = where or next((c for c in candidates if c), None)
+        reason = next(
+            (
+                line.strip()
+                for line in text.splitlines()
+                if line.strip()
+                and not line.startswith(("Graph execution error", "Detected at node", "<stack traces"))
+                and not line.strip().startswith("[[")
+            ),
+            type(e).__name__,
+        )
+        reason = re.sub(r"\s*\[Op:__inference\w*\]$", "", reason)[:400]
+        return f"TensorFlow failed{f' in op {where!r}' if where else ''}: {reason}"
 
 
 def _check_fetchable(t: Tensor) -> None:

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from graphscope import _tf
 from graphscope.names import canonical_op_name, qualify, tensor_name, uniquify
-from graphscope.trace import LayerCall, Traced
+from graphscope.tracing import LayerCall, Traced
 
 __all__ = ["Layer", "Op", "Selection", "Tensor", "mirror"]
 
@@ -160,10 +160,11 @@ def _shape_text(shape: Shape) -> str:
 # --------------------------------------------------------------------------- mirroring
 
 _CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
-# function-valued attributes of control-flow ops: attr -> (role, offset of the op's inputs)
+# function-valued attributes of control-flow ops: attr -> (role, offset of the op's inputs).
+# A loop's body is mirrored before its cond, so on a name clash the body keeps the plain name.
 _BODY_ATTRS = (
-    ("cond", "cond", 0),
     ("body", "body", 0),
+    ("cond", "cond", 0),
     ("then_branch", "then", 1),
     ("else_branch", "else", 1),
 )

@@ -11,7 +11,8 @@ The rules (each op gets exactly one canonical name, unique in its scope):
    `soft/PartitionedCall/Softplus` (their own names are unscoped inside the function).
 3. Ops inside `While`/`If`/`Case` bodies keep their own (already scoped) names
    (`ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3`); when such a name is already
-   taken (a loop's cond and body reuse names), the later op is qualified by its function:
+   taken (a loop's cond and body reuse names; bodies are mirrored first), the later op is
+   qualified by its function:
    `<loop>/<cond|body|then|else|branchK>/<rest>`.
 4. Any remaining clash gets `_1`, `_2`, ... appended, in mirroring (topological) order.
 

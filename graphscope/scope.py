@@ -12,7 +12,7 @@ from graphscope import query
 from graphscope.errors import TensorNotFoundError
 from graphscope.execute import Executor, Results, Runtime
 from graphscope.graph import Layer, Op, Selection, Tensor, mirror
-from graphscope.trace import Traced, trace_function
+from graphscope.tracing import Traced, trace_function
 
 __all__ = ["Scope", "trace"]
 

@@ -59,6 +59,8 @@ class Traced:
     calls: list[LayerCall] = dataclasses.field(default_factory=list)
     training: bool = False
     source: str = "keras"  # keras | module | function | concrete_function | saved_model
+    # what must stay alive for the function to run: a loaded SavedModel owns its variables
+    owner: Any = dataclasses.field(default=None, repr=False)
 
 
 def trace_function(
@@ -76,6 +78,7 @@ def trace_function(
     if isinstance(model, (str, os.PathLike)):
         loaded = load_model(model)
         traced = trace_function(loaded, input_signature, training=training)
+        traced.owner = loaded
         if not isinstance(loaded, keras.Layer):
             traced.source = "saved_model"
         traced.name = traced.name or Path(model).stem

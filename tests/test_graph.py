@@ -1,0 +1,112 @@
+"""graph: the mirrored networkx graph, nested bodies included, with layers from the real calls."""
+
+import networkx as nx
+import pytest
+
+import graphscope as gs
+from graphscope import demo
+from tests import models
+
+
+def test_graph_is_a_dag_with_unique_names(zoo_model):
+    _, model = zoo_model
+    scope = gs.trace(model)
+    G = scope.graph
+    assert nx.is_directed_acyclic_graph(G)
+    records = [G.nodes[n]["op"] for n in G]
+    assert len({r.raw_name for r in records}) == len(records)
+    assert all(r.name == n for r, n in zip(records, G))
+    # insertion order is topological: every producer comes before its consumers
+    position = {n: k for k, n in enumerate(G)}
+    assert all(position[u] < position[v] for u, v in G.edges)
+
+
+def test_every_op_of_every_body_is_mirrored_once():
+    scope = gs.trace(models.with_tf_function())
+    G = scope.graph
+    cf = scope.function
+    top = len(cf.graph.get_operations())
+    inner = [n for n in G if G.nodes[n]["op"].function]
+    assert G.number_of_nodes() > top and inner
+    outer_call = scope.op("soft/StatefulPartitionedCall")
+    assert outer_call.type == "StatefulPartitionedCall"
+    # a tf.function calling a tf.function: two levels of nesting
+    (softplus,) = scope.find(op_type="Softplus")
+    assert softplus.name == "soft/StatefulPartitionedCall/PartitionedCall/Softplus:0"
+    assert softplus.function == ("soft/StatefulPartitionedCall", "soft/StatefulPartitionedCall/PartitionedCall")
+    assert softplus.raw_name.endswith("StatefulPartitionedCall/PartitionedCall/Softplus:0")
+    assert softplus.layer == "soft"
+
+
+def test_bodies_are_wired_into_the_calling_op():
+    scope = gs.trace(models.with_tf_function())
+    G = scope.graph
+    call = "soft/StatefulPartitionedCall"
+    args = [n for n in G.predecessors(call) if G.nodes[n]["op"].function]
+    assert args, "body results feed the calling op"
+    body_args = [n for n in G if n.startswith(call + "/") and G.nodes[n]["op"].type == "Placeholder"]
+    assert body_args
+    # the first argument takes its edge from the producer of the call's first input
+    first_input = scope.tensor(G.nodes[call]["op"].inputs[0])
+    assert any(G.has_edge(first_input.op, a) for a in body_args)
+    assert nx.has_path(G, "pre/BiasAdd", "soft/StatefulPartitionedCall/PartitionedCall/Softplus")
+
+
+def test_loop_bodies_keep_their_scoped_names_and_cond_clashes_are_qualified():
+    scope = gs.trace(demo.proposal_model(variant="map_fn"))
+    (nms,) = scope.find(op_type="NonMaxSuppressionV3")
+    assert nms.name == "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+    assert nms.layer == "ROI"
+    (loop,) = [n for n in scope.graph if scope.op(n).type in ("While", "StatelessWhile")]
+    assert nms.function == (f"{loop}:body",)
+    conds = [n for n in scope.graph if scope.op(n).function == (f"{loop}:cond",)]
+    assert conds and any(n.startswith(f"{loop}/cond/") for n in conds)  # qualified on clash
+
+
+def test_layers_come_from_the_call_structure_not_names():
+    scope = gs.trace(models.misleading_names())
+    # the op sits in a tf.name_scope called "decoy", but the layer "scoped" created it
+    (matmul,) = scope.find(r"^scoped/", op_type="MatMul")
+    assert matmul.name == "scoped/decoy/MatMul:0"
+    assert matmul.layer == "scoped"
+    assert scope.find(op_type="MatMul", layer="decoy").names == ["decoy/MatMul:0"]
+
+
+def test_shared_layer_calls_are_numbered_in_call_order():
+    scope = gs.trace(models.shared())
+    first, second = scope.layer("shared_dense"), scope.layer("shared_dense@2")
+    assert first.inputs.names == ["left:0"] and second.inputs.names == ["right:0"]
+    assert {op.layer for op in second.ops} == {"shared_dense@2"}
+    assert "shared_dense@2/MatMul:0" in scope.find("MatMul").names
+    assert first.keras_layer is second.keras_layer
+
+
+def test_nested_models_keep_their_name_as_a_segment():
+    scope = gs.trace(models.nested())
+    conv = scope.layer("backbone/conv1")
+    assert conv.output.name == "backbone/conv1/Relu:0"
+    assert conv.output.layer == "backbone/conv1"
+    assert scope.layer("backbone/backbone_input").output.name == "pixels:0"
+    assert [lay.name for lay in scope.layers][:3] == ["pixels", "backbone", "backbone/backbone_input"]
+    backbone_ops = {op.name for op in scope.layer("backbone").ops}
+    assert {op.name for op in conv.ops} < backbone_ops
+
+
+def test_subclassed_model_own_ops_have_no_layer():
+    scope = gs.trace(models.subclassed())
+    own = [t for t in scope.find(op_type="Mul|AddV2")]
+    assert own and all(t.layer is None for t in own)
+    assert scope.layer("encoder").output.layer == "encoder"
+
+
+@pytest.mark.slow
+def test_resnet_names_match_model_summary():
+    import keras
+
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    scope = gs.trace(model)
+    keras_names = {lay.name for lay in model.layers}
+    ours = {t.layer for t in scope.find() if t.layer}
+    assert ours <= keras_names
+    assert len(keras_names - ours) <= 1  # only the InputLayer owns no op
+    assert scope.layer("conv2_block1_add").output.name == "conv2_block1_add/Add:0"

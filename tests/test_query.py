@@ -1,0 +1,116 @@
+"""query: find / ancestors / descendants / lookups, as plain functions and through Scope."""
+
+import pytest
+
+import graphscope as gs
+from graphscope import demo, query
+from tests import models
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return gs.trace(models.deep_chain(40))
+
+
+def test_find_pattern_op_type_and_layer():
+    scope = gs.trace(models.functional())
+    assert scope.find(r"dense/BiasAdd:0").names == ["dense/BiasAdd:0"]
+    assert "dense/BiasAdd/ReadVariableOp:0" in scope.find(r"dense/BiasAdd").names  # re.search
+    assert scope.find(op_type="BiasAdd").names == ["conv/BiasAdd:0", "dense/BiasAdd:0", "probs/BiasAdd:0"]
+    assert scope.find(op_type="Bias") == gs.Selection()  # op_type must match fully
+    assert all(t.layer == "bn" for t in scope.find(layer="bn"))
+    assert query.find(scope.graph, "Softmax").names == scope.find("Softmax").names
+
+
+def test_results_are_deterministic_and_topological(chain):
+    again = gs.trace(models.deep_chain(40))
+    assert chain.find("MatMul").names == again.find("MatMul").names
+    names = chain.find(op_type="MatMul").names
+    assert names == [f"d{i}/MatMul:0" for i in range(40)]
+
+
+def test_ancestors_have_no_depth_limit(chain):
+    last = chain.layer("d39").output
+    up = chain.ancestors(last, op_type="MatMul")
+    assert len(up) == 40 and up[0].name == "d0/MatMul:0"
+    assert last.name not in chain.ancestors(last).names
+    assert chain.ancestors(last, r"^d0/").names[0].startswith("d0/")
+
+
+def test_descendants_follow_only_the_named_output(chain):
+    down = chain.descendants("d37/Tanh:0", op_type="Tanh")
+    assert down.names == ["d38/Tanh:0", "d39/Tanh:0"]
+    assert chain.descendants(chain.outputs, op_type="Tanh") == gs.Selection()
+
+
+def test_ancestor_walk_reaches_into_custom_layer_loops():
+    scope = gs.trace(demo.proposal_model(variant="map_fn"))
+    nms = scope.ancestors(scope.layer("ROI").output, op_type=r"NonMaxSuppressionV\d")
+    assert nms.names == ["ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"]
+    assert scope.descendants("rpn_class/Softmax:0", op_type=r"NonMaxSuppressionV\d") == nms
+
+
+def test_lookup_by_canonical_raw_and_op_name():
+    scope = gs.trace(models.functional())
+    t = scope.tensor("dense/BiasAdd:0")
+    assert scope.tensor("dense/BiasAdd") is t
+    assert scope.tensor(t.raw_name) is t
+    assert scope.tensor(t.raw_name.rpartition(":")[0]) is t
+    assert t.raw_name.startswith("functional_cnn")
+    assert repr(t) == "<Tensor dense/BiasAdd:0 BiasAdd float32[?,6] layer=dense>"
+
+
+def test_unknown_name_suggests_the_closest():
+    scope = gs.trace(models.functional())
+    with pytest.raises(gs.TensorNotFoundError, match=r"Did you mean 'dense/BiasAdd:0'") as e:
+        scope.tensor("dense/BiasAd:0")
+    assert isinstance(e.value, KeyError)
+    assert "\\n" not in str(e.value) and not str(e.value).startswith('"')
+
+
+def test_op_with_several_outputs_is_ambiguous():
+    import keras
+    import tensorflow as tf
+
+    class Halves(keras.layers.Layer):
+        def call(self, x):
+            a, b = tf.split(x, 2, axis=-1)
+            return a * b
+
+        def compute_output_shape(self, s):
+            return (s[0], s[1] // 2)
+
+    x_in = keras.Input((4,))
+    scope = gs.trace(keras.Model(x_in, Halves(name="halves")(x_in)))
+    with pytest.raises(gs.AmbiguousMatchError, match=r"2 outputs.*halves/split:0, halves/split:1"):
+        scope.tensor("halves/split")
+    assert scope.tensor("halves/split:1").index == 1
+
+
+def test_invalid_regex():
+    scope = gs.trace(models.functional())
+    with pytest.raises(gs.PatternError, match=r"not a valid regular expression"):
+        scope.find("dense/(")
+    with pytest.raises(gs.PatternError, match="op_type"):
+        scope.find(op_type="[")
+
+
+def test_layers_by_name_index_and_path():
+    model = models.functional()
+    scope = gs.trace(model)
+    for i, lay in enumerate(model.layers):
+        assert scope.layer(i).name == lay.name
+    assert scope.layer(-1).name == "probs"
+    with pytest.raises(gs.LayerNotFoundError, match=r"0\.\.7"):
+        scope.layer(8)
+    with pytest.raises(gs.LayerNotFoundError, match="Did you mean 'dense'"):
+        scope.layer("dens")
+    assert repr(scope) == "<Scope functional_cnn: 52 ops, 8 layers>"
+    assert repr(scope.layer("dense")).startswith("<Layer dense Dense:")
+
+
+def test_multi_output_layer_output_is_ambiguous():
+    scope = gs.trace(models.with_tf_function())
+    assert scope.layer("soft").output.op_type == "AddV2"
+    scope2 = gs.trace(models.multi_input())
+    assert len(scope2.outputs) == 2

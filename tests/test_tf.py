@@ -1,0 +1,142 @@
+"""Guards for every internal TensorFlow/Keras API in graphscope/_tf.py.
+
+When one of these fails after a TensorFlow or Keras upgrade, the behaviour graphscope relies on
+changed: fix `_tf.py` (and only it) before anything else.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from graphscope import _tf
+
+
+def test_versions_are_keras_3():
+    assert int(keras.__version__.split(".")[0]) == 3
+    assert tuple(int(p) for p in tf.__version__.split(".")[:2]) >= (2, 16)
+
+
+def test_op_ids_grow_with_graph_version():
+    g = tf.Graph()
+    with g.as_default():
+        a = tf.constant(1.0)
+        assert _tf.op_id(a.op) == _tf.last_op_id(g)
+        b = a + 1.0  # two ops: a Const and an AddV2
+        assert _tf.op_id(b.op) == _tf.last_op_id(g) == _tf.op_id(a.op) + 2
+    assert [_tf.op_id(op) for op in g.get_operations()] == sorted(_tf.op_id(op) for op in g.get_operations())
+
+
+def _helper_function():
+    v = tf.Variable([1.0, 2.0])
+
+    @tf.function
+    def inner(x):
+        return tf.nn.softplus(x) * v
+
+    @tf.function
+    def outer(x):
+        return inner(x) + 1.0
+
+    return v, outer.get_concrete_function(tf.TensorSpec((None, 2), tf.float32))
+
+
+def test_function_graph_finds_called_bodies():
+    _, cf = _helper_function()
+    (call,) = [op for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
+    body = _tf.function_graph(cf.graph, call.get_attr("f").name)
+    assert any(op.type == "Softplus" for op in body.get_operations())
+    assert len(body.inputs) == len(call.inputs)  # arguments then captures, by position
+    assert len(body.outputs) == len(call.outputs)
+
+
+def test_while_and_cond_bodies_are_found_too():
+    @tf.function
+    def f(x):
+        y = tf.while_loop(lambda i, a: i < 3, lambda i, a: (i + 1, a * 2.0), (0, x))[1]
+        return tf.cond(tf.reduce_sum(y) > 0, lambda: y + 1.0, lambda: y - 1.0)
+
+    cf = f.get_concrete_function(tf.TensorSpec((2,), tf.float32))
+    ops = {op.type: op for op in cf.graph.get_operations()}
+    loop = ops.get("While") or ops["StatelessWhile"]
+    branch = ops.get("If") or ops["StatelessIf"]
+    assert len(_tf.function_graph(cf.graph, loop.get_attr("body").name).inputs) == len(loop.inputs)
+    assert len(_tf.function_graph(cf.graph, branch.get_attr("then_branch").name).inputs) == len(branch.inputs) - 1
+
+
+def test_inline_calls_names_inner_ops_under_the_call():
+    _, cf = _helper_function()
+    graph_def = _tf.inline_calls(cf)
+    names = {n.name: n.op for n in graph_def.node}
+    assert not any(op.endswith("PartitionedCall") for op in names.values())
+    (call,) = [op for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
+    assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
+
+
+def test_import_graph_def_shares_the_live_variables():
+    v, cf = _helper_function()
+    graph_def = _tf.inline_calls(cf)
+    captures = {internal.op.name: external for external, internal in cf.graph.captures}
+    fn = _tf.import_graph_def(
+        graph_def,
+        inputs=[cf.graph.inputs[0].name],
+        outputs=[t.name for t in cf.graph.outputs],
+        captures=captures,
+    )
+    x = tf.constant([[0.5, -0.5]])
+    first = np.asarray(fn(x)[0] if isinstance(fn(x), list) else fn(x))
+    v.assign([10.0, 20.0])
+    second = np.asarray(fn(x)[0] if isinstance(fn(x), list) else fn(x))
+    np.testing.assert_allclose(second - 1.0, (first - 1.0) * np.array([10.0, 10.0]), rtol=1e-6)
+
+
+def test_build_shapes_of_a_subclassed_model():
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    m = M()
+    assert _tf.build_shapes(m) is None or not m.built
+    m(np.zeros((1, 3), np.float32))
+    shapes = _tf.build_shapes(m)
+    assert list(shapes.values()) == [(1, 3)]
+
+
+def test_sublayers_and_input_layers():
+    a = keras.Input((2,), name="a")
+    b = keras.Input((3,), name="b")
+    out = keras.layers.Concatenate()([a, b])
+    model = keras.Model([a, b], out)
+    assert [lay.name for lay in _tf.input_layers(model)] == ["a", "b"]
+
+    class Holder(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = keras.layers.Dense(1, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    assert [lay.name for lay in _tf.sublayers(Holder())] == ["inner"]
+
+
+def test_keras_layer_call_is_looked_up_on_the_instance():
+    """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
+    layer = keras.layers.Dense(2)
+    seen = []
+    original = layer.call
+
+    def spy(*args, **kwargs):
+        seen.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    object.__setattr__(layer, "call", spy)
+    try:
+        layer(np.zeros((4, 3), np.float32))
+    finally:
+        object.__delattr__(layer, "call")
+    assert seen == [(4, 3)]
+    assert "call" not in layer.__dict__

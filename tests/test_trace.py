@@ -1,0 +1,157 @@
+"""trace: every kind of model in, a concrete function and the real call structure out."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from graphscope import demo
+from tests import models
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+
+def _layer_state(model):
+    return [(lay.name, type(lay).__name__, sorted(lay.__dict__), lay.get_config()) for lay in model._flatten_layers()]
+
+
+def test_tracing_and_running_leave_the_model_untouched(zoo_model):
+    _, model = zoo_model
+    weights = weights_snapshot(model)
+    state = _layer_state(model)
+    inputs = models.sample_inputs(model)
+    want = model(inputs if len(inputs) > 1 else inputs[0])
+    scope = gs.trace(model)
+    scope.run(scope.find(op_type="Relu|MatMul|BiasAdd|Softmax|Tanh")[:20] or scope.outputs, inputs)
+    gs.trace(model, training=True).run(scope.outputs.names, inputs)
+    assert_weights_unchanged(model, weights)
+    assert _layer_state(model) == state
+    assert not any("call" in lay.__dict__ for lay in model._flatten_layers())
+    got = model(inputs if len(inputs) > 1 else inputs[0])
+    for g, w in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_wrappers_are_removed_when_tracing_fails():
+    class Flaky(keras.layers.Layer):
+        fail = False
+
+        def call(self, x):
+            if self.fail:
+                raise RuntimeError("boom")
+            return x * 2.0
+
+    flaky = Flaky(name="flaky")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="ok"), flaky])
+    flaky.fail = True
+    with pytest.raises(RuntimeError, match="boom"):  # the model's own error, untouched
+        gs.trace(model)
+    assert all("call" not in lay.__dict__ for lay in model._flatten_layers())
+    flaky.fail = False
+    assert gs.trace(model).layer("flaky").output.name == "flaky/mul:0"
+
+
+def test_unbuilt_model_is_refused_with_how_to_build():
+    with pytest.raises(gs.UnsupportedModelError, match=r"not built.*model.build") as e:
+        gs.trace(models.unbuilt_subclassed())
+    assert isinstance(e.value, TypeError)
+
+
+def test_unbuilt_model_with_signature_names_its_inputs():
+    model = models.subclassed()
+    scope = gs.trace(model, [tf.TensorSpec((None, 4), tf.float32, name="features")])
+    assert scope.inputs == ["features"]
+    assert gs.trace(model, [(None, 4)]).inputs == ["input_0"]
+
+
+@pytest.mark.parametrize("thing", [np.zeros(3), 42, object(), {"a": 1}])
+def test_unsupported_objects_are_refused(thing):
+    with pytest.raises(gs.UnsupportedModelError, match="cannot trace an object of type"):
+        gs.trace(thing)
+
+
+def test_tf_function_module_and_concrete_function():
+    w = tf.Variable([[1.0], [2.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.float32, name="xy")])
+    def f(x):
+        return tf.nn.relu(tf.matmul(x, w) - 1.0)
+
+    class Mod(tf.Module):
+        def __init__(self):
+            super().__init__(name="mod")
+            self.w = w
+
+        def __call__(self, x):
+            return tf.matmul(x, self.w) * 3.0
+
+    x = np.array([[1.0, 1.0], [0.0, 0.2]], np.float32)
+    for scope in (gs.trace(f), gs.trace(f.get_concrete_function())):
+        assert scope.inputs == ["xy"]
+        np.testing.assert_allclose(scope.run("Relu", x)["Relu"], f(x))
+    mod = gs.trace(Mod(), [tf.TensorSpec((None, 2), tf.float32)])
+    assert mod.name == "mod" and mod.inputs == ["input_0"]
+    np.testing.assert_allclose(mod.run("mul:0", x)["mul:0"], Mod()(x))
+    with pytest.raises(gs.UnsupportedModelError, match="input_signature"):
+        gs.trace(tf.function(lambda x: x * 2))
+
+
+def test_keras_file_with_custom_layer(tmp_path):
+    model = demo.proposal_model()
+    path = tmp_path / "demo.keras"
+    model.save(path)
+    scope = gs.trace(path)  # a path object; the custom class is registered by graphscope.demo
+    images = demo.synthetic_images()
+    nms = scope.find(op_type="NonMaxSuppressionV3")
+    assert len(nms) == 2 and scope.layer("ROI").keras_layer.__class__ is demo.ProposalLayer
+    want = gs.trace(model).run(nms.names, images)
+    got = scope.run(nms.names, images)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_h5_file(tmp_path):
+    model = models.functional()
+    path = tmp_path / "cnn.h5"
+    model.save(path)
+    scope = gs.trace(str(path))
+    x = models.sample_inputs(model)[0]
+    np.testing.assert_allclose(scope.run("dense/Tanh:0", x)["dense/Tanh:0"],
+                               keras.Model(model.input, model.get_layer("dense").output)(x), rtol=1e-5)
+
+
+def test_saved_model_without_source(tmp_path):
+    model = models.with_tf_function()
+    path = tmp_path / "exported"
+    model.export(str(path), verbose=False)
+    scope = gs.trace(str(path))
+    assert scope._traced.source == "saved_model"
+    (softplus,) = scope.find(op_type="Softplus")
+    assert softplus.function  # inside the serving function's nested calls
+    x = models.sample_inputs(model)[0]
+    values = scope.run([softplus, *scope.outputs], x)
+    np.testing.assert_allclose(values[scope.outputs[0].name], model(x), rtol=1e-5)
+    pre = keras.Model(model.input, model.get_layer("pre").output)(x)
+    np.testing.assert_allclose(values[softplus.name], tf.nn.softplus(pre), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda p: p / "missing.keras", "does not exist"),
+        (lambda p: p, "not a SavedModel"),
+        (lambda p: (p / "model.txt").write_text("x") and p / "model.txt", "expected a .keras or .h5"),
+        (lambda p: (p / "bad.keras").write_bytes(b"not a zip") and p / "bad.keras", "could not load"),
+        (lambda p: (p / "bad.h5").write_bytes(b"not hdf5") and p / "bad.h5", "could not load"),
+    ],
+)
+def test_bad_paths(tmp_path, make, pattern):
+    with pytest.raises(gs.ModelLoadError, match=pattern) as e:
+        gs.trace(make(tmp_path))
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_training_graph_is_a_different_trace():
+    model = models.sequential()
+    assert not gs.trace(model).find(op_type=r"StatelessRandom\w+")
+    assert gs.trace(model, training=True).find(r"dropout/", op_type=r"\w*Random\w*")
