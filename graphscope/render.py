@@ -19,7 +19,7 @@ def to_text(renderable: Any, *, width: int = 100) -> str:
     """Render to plain text (no colour), for `str()` and logs."""
     console = Console(width=width, color_system=None, record=True, file=_Null())
     console.print(renderable)
-    return console.export_text().rstrip("\n")
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()).strip("\n")
 
 
 class _Null:
