@@ -1,5 +1,8 @@
+"""`python -m graphscope ...` runs the command line."""
+
 import sys
 
 from graphscope.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,6 +57,14 @@ class Runtime:
         }
         self.graph_def = _without_weight_updates(graph_def, keep=rng)
         self.nodes = {n.name: n for n in self.graph_def.node}
+        # random-generator state updates, by the state variable's placeholder: an executor that
+        # reads a generator's state also advances it, so each call draws new numbers (as Keras)
+        self.rng_updates: dict[str, list[str]] = {}
+        for node in self.graph_def.node:
+            if _WRITE_OPS.fullmatch(node.op) and node.input:
+                source = _resource_source(self.nodes, node.input[0])
+                if source in rng:
+                    self.rng_updates.setdefault(source, []).append(node.name)
         # executable op name -> canonical op name, for ops that exist under their own raw name
         self.canonical_ops = {
             t.exec_name.rpartition(":")[0]: t.op
@@ -83,6 +91,9 @@ class Runtime:
         feed_names = {_normal(self.check(t)): f"graphscope_feed_{k}" for k, t in enumerate(feeds)}
         fetch_names = [_normal(self.check(t)) for t in fetches]
         kept = self._select(feed_names, fetch_names)
+        updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
+        if updates:
+            kept = self._select(feed_names, fetch_names + updates)
         out = graph_pb2.GraphDef()
         out.versions.CopyFrom(self.graph_def.versions)
         out.library.CopyFrom(self.graph_def.library)
@@ -113,7 +124,7 @@ class Runtime:
         function = _tf.import_graph_def(
             out,
             inputs=[f"{p}:0" for p in feed_names.values()],
-            outputs=[f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names],
+            outputs=[f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names] + updates,
             captures=captures,
         )
         return function, [n.name for n in self.graph_def.node if n.name in kept]
@@ -175,20 +186,21 @@ def _variable_name(cf: Any, handle: Any) -> str | None:
     return None
 
 
+def _resource_source(nodes: dict[str, Any], name: str) -> str:
+    """The node a resource input comes from, looking through Identity ops."""
+    node = nodes.get(name.split(":")[0].lstrip("^"))
+    while node is not None and node.op == "Identity" and node.input:
+        node = nodes.get(node.input[0].split(":")[0])
+    return node.name if node is not None else name
+
+
 def _without_weight_updates(graph_def: graph_pb2.GraphDef, *, keep: set[str]) -> graph_pb2.GraphDef:
     """Drop top-level ops that write variables (except those writing to placeholders in `keep`)."""
     producers = {n.name: n for n in graph_def.node}
-
-    def resource_source(name: str) -> str:
-        node = producers.get(name.split(":")[0].lstrip("^"))
-        while node is not None and node.op == "Identity" and node.input:
-            node = producers.get(node.input[0].split(":")[0])
-        return node.name if node is not None else name
-
     dropped = {
         n.name
         for n in graph_def.node
-        if _WRITE_OPS.fullmatch(n.op) and n.input and resource_source(n.input[0]) not in keep
+        if _WRITE_OPS.fullmatch(n.op) and n.input and _resource_source(producers, n.input[0]) not in keep
     }
     if not dropped:
         return graph_def

@@ -34,7 +34,7 @@ def trace(model: Any, input_signature: Any = None, *, training: bool = False) ->
 
     >>> import graphscope as gs, keras
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
-    >>> gs.trace(model).find("dense/BiasAdd").names
+    >>> gs.trace(model).find("dense/BiasAdd:0").names
     ['dense/BiasAdd:0']
     """
     traced = trace_function(model, input_signature, training=training)

@@ -192,6 +192,10 @@ def test_training_mode_dropout_is_active():
     assert zeroed.any()
     kept = values[drop.name] != 0
     np.testing.assert_allclose(values[drop.name][kept], 2 * values[hidden.name][kept], rtol=1e-6)
+    # the seed advances as in Keras: every call draws a new mask (Monte-Carlo dropout works)
+    again = scope.run([hidden, drop], x)
+    assert not np.array_equal(again[drop.name] == 0, zeroed)
+    np.testing.assert_array_equal(again[hidden.name], values[hidden.name])
 
 
 def test_executors_can_be_called_from_threads():

@@ -1,0 +1,41 @@
+"""The README's Python examples run as written, and .ci/run runs the README's test command."""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.slow
+def test_python_examples_run():
+    namespace: dict = {}
+    for block in _blocks("python"):  # the tour builds on itself, block after block
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert repr(namespace["scope"]).startswith("<Scope mask_rcnn_demo:")
+    assert namespace["tail"].inputs == ["conv3_block1_out/Relu:0"]
+
+
+def test_readme_repr_comments_are_true():
+    import keras
+
+    import graphscope as gs
+
+    model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(64, 64, 3))
+    (claimed,) = re.findall(r"# (<Scope vgg19: .*>)", README)
+    assert repr(gs.trace(model)) == claimed
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
+    assert README.splitlines()[:3] == ["# graphscope", "", "```bash"]  # the title, then the commands
+    first = _blocks("bash")[0].strip().splitlines()
+    assert len(first) == 2
+    assert first[0].endswith("graphscope demo") and first[1].endswith("pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "README.md" in ci  # .ci/run takes the command from the README itself
