@@ -372,82 +372,72 @@ class _Mirror:
     # ---- layers
 
     def _layers(self, inputs: list[str]) -> list[Layer]:
-        root = self.traced.root_call
-        model = self.traced.model
-        ops_by_layer: dict[str, list[Op]] = defaultdict(list)
+        """One Layer per recorded call, in `.layers` order, nested layers after their parent."""
+        self.ops_by_layer: dict[str, list[Op]] = defaultdict(list)
         for _, data in self.G.nodes(data=True):
             record: Op = data["op"]
             if record.layer:
                 parts = record.layer.split("/")
                 for k in range(1, len(parts) + 1):
-                    ops_by_layer["/".join(parts[:k])].append(record)
-        children: dict[int, list[LayerCall]] = defaultdict(list)
+                    self.ops_by_layer["/".join(parts[:k])].append(record)
+        self.children: dict[int, list[LayerCall]] = defaultdict(list)
         for call in self.traced.calls:
-            children[id(call.parent)].append(call)
-
-        layers: list[Layer] = []
-
-        def tensors_of(call: LayerCall, structure: Any) -> list[str]:
-            names = []
-            for t in tf.nest.flatten(structure):
-                key = (id(call.graph), getattr(t, "name", None)) if isinstance(t, tf.Tensor) else None
-                if key in self.by_tf:
-                    names.append(self.by_tf[key])
-            return names
-
-        def visit(parent: LayerCall | None, container: Any, container_inputs: list[str]) -> None:
-            sub = _tf.sublayers(container)
-            try:  # functional models: which InputLayer stands for which input
-                input_layers = {id(lay): k for k, lay in enumerate(_tf.input_layers(container))}
-            except (AttributeError, ValueError, TypeError, IndexError):
-                input_layers = {}
-            pending = list(children.get(id(parent), []))
-            for index, child in enumerate(sub):
-                calls = [c for c in pending if c.layer is child]
-                pending = [c for c in pending if c.layer is not child]
-                if not calls:
-                    k = input_layers.get(id(child))
-                    prefix = self._layer_path(parent)
-                    name = f"{prefix}/{child.name}" if prefix else child.name
-                    outs = [container_inputs[k]] if k is not None and k < len(container_inputs) else []
-                    layers.append(self._layer_record(name, child, index, [], outs, None, ops_by_layer))
-                    continue
-                for call in calls:
-                    self._emit(call, child, index, tensors_of, ops_by_layer, layers)
-                    visit(call, child, tensors_of(call, call.args))
-            for call in pending:  # called, but not tracked as a sublayer
-                self._emit(call, call.layer, None, tensors_of, ops_by_layer, layers)
-                visit(call, call.layer, tensors_of(call, call.args))
-
+            self.children[id(call.parent)].append(call)
+        self.layers: list[Layer] = []
+        root, model = self.traced.root_call, self.traced.model
         if model is not None and root is not None:
-            visit(root, model, inputs)
-        else:
-            for call in children.get(id(None), []):
-                self._emit(call, call.layer, None, tensors_of, ops_by_layer, layers)
-                visit(call, call.layer, tensors_of(call, call.args))
-        return layers
+            self._visit(root, model, inputs)
+        else:  # no Keras root: the layers a module or function called, in call order
+            for call in self.children.get(id(None), []):
+                self._emit_call(call, None)
+        return self.layers
 
-    def _emit(self, call, layer, index, tensors_of, ops_by_layer, layers) -> None:  # type: ignore[no-untyped-def]
-        name = self._layer_path(call) or layer.name
+    def _visit(self, parent: LayerCall, container: Any, container_inputs: list[str]) -> None:
+        try:  # functional models: which InputLayer stands for which input
+            input_layers = {id(lay): k for k, lay in enumerate(_tf.input_layers(container))}
+        except (AttributeError, ValueError, TypeError, IndexError):
+            input_layers = {}
+        pending = list(self.children.get(id(parent), []))
+        for index, child in enumerate(_tf.sublayers(container)):
+            calls = [c for c in pending if c.layer is child]
+            pending = [c for c in pending if c.layer is not child]
+            for call in calls:
+                self._emit_call(call, index)
+            if not calls:  # an InputLayer stands for the tensor passed in; others never ran
+                k = input_layers.get(id(child))
+                prefix = self._layer_path(parent)
+                name = f"{prefix}/{child.name}" if prefix else child.name
+                outputs = [container_inputs[k]] if k is not None and k < len(container_inputs) else []
+                self._add_layer(name, child, index, [], outputs, None)
+        for call in pending:  # called, but not tracked as a sublayer
+            self._emit_call(call, None)
+
+    def _emit_call(self, call: LayerCall, index: int | None) -> None:
         structure = tf.nest.map_structure(
             lambda t: self.by_tf.get((id(call.graph), t.name)) if isinstance(t, tf.Tensor) else t,
             call.args,
         )
-        layers.append(
-            self._layer_record(
-                name, layer, index, tensors_of(call, call.args), tensors_of(call, call.outputs),
-                structure, ops_by_layer,
-            )
-        )
+        inputs = self._tensor_names(call, call.args)
+        name = self._layer_path(call) or call.layer.name
+        self._add_layer(name, call.layer, index, inputs, self._tensor_names(call, call.outputs), structure)
+        self._visit(call, call.layer, inputs)
 
-    def _layer_record(self, name, layer, index, inputs, outputs, structure, ops_by_layer) -> Layer:  # type: ignore[no-untyped-def]
-        return Layer(
-            name=name,
-            type=type(layer).__name__,
-            index=index,
-            inputs=Selection(self.tensors[n] for n in inputs),
-            outputs=Selection(self.tensors[n] for n in outputs),
-            ops=tuple(ops_by_layer.get(name, ())),
-            input_structure=structure,
-            keras_layer=layer,
+    def _tensor_names(self, call: LayerCall, structure: Any) -> list[str]:
+        keys = [(id(call.graph), t.name) for t in tf.nest.flatten(structure) if isinstance(t, tf.Tensor)]
+        return [self.by_tf[k] for k in keys if k in self.by_tf]
+
+    def _add_layer(
+        self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str], structure: Any
+    ) -> None:
+        self.layers.append(
+            Layer(
+                name=name,
+                type=type(layer).__name__,
+                index=index,
+                inputs=Selection(self.tensors[n] for n in inputs),
+                outputs=Selection(self.tensors[n] for n in outputs),
+                ops=tuple(self.ops_by_layer.get(name, ())),
+                input_structure=structure,
+                keras_layer=layer,
+            )
         )

@@ -77,11 +77,14 @@ def trace_function(
     """
     if isinstance(model, (str, os.PathLike)):
         loaded = load_model(model)
-        traced = trace_function(loaded, input_signature, training=training)
-        traced.owner = loaded
-        if not isinstance(loaded, keras.Layer):
+        if isinstance(loaded, keras.Layer):
+            traced = _trace_keras(loaded, input_signature, training)
+        else:
+            traced = _trace_module(loaded, input_signature, training)
             traced.source = "saved_model"
-        traced.name = traced.name or Path(model).stem
+            if traced.name in ("", "_UserObject"):
+                traced.name = Path(model).name
+        traced.owner = loaded
         return traced
     if isinstance(model, keras.Layer):
         return _trace_keras(model, input_signature, training)
@@ -284,7 +287,12 @@ def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
     if input_signature is None and signatures and "serving_default" in signatures:
         cf = signatures["serving_default"]
         return _from_concrete(cf, name=_module_name(module), source="module")
-    call = module.__call__
+    call = getattr(module, "__call__", None)
+    if call is None or not callable(call):
+        raise UnsupportedModelError(
+            f"{_module_name(module)!r} has no serving signature and no __call__ to trace: save it "
+            "with signatures=... or give it a tf.function __call__"
+        )
     is_function = isinstance(call, tf.types.experimental.PolymorphicFunction) or hasattr(
         call, "concrete_functions"
     )

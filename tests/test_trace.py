@@ -155,3 +155,27 @@ def test_training_graph_is_a_different_trace():
     model = models.sequential()
     assert not gs.trace(model).find(op_type=r"StatelessRandom\w+")
     assert gs.trace(model, training=True).find(r"dropout/", op_type=r"\w*Random\w*")
+
+
+def test_saved_module_without_signature_is_traced_through_call(tmp_path):
+    class Scale(tf.Module):
+        def __init__(self):
+            super().__init__(name="scale")
+            self.w = tf.Variable([2.0, -1.0])
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.float32, name="v")])
+        def __call__(self, x):
+            return tf.nn.relu(x * self.w)
+
+    tf.saved_model.save(Scale(), str(tmp_path / "scale"), signatures={})
+    scope = gs.trace(tmp_path / "scale")
+    assert scope.inputs == ["v"]
+    x = np.array([[1.0, 1.0], [-1.0, 3.0]], np.float32)
+    (relu,) = scope.find(op_type="Relu")
+    np.testing.assert_allclose(scope.run(relu, x)[relu.name], [[2.0, 0.0], [0.0, 0.0]])
+
+
+def test_saved_model_with_nothing_to_call(tmp_path):
+    tf.saved_model.save(tf.Module(), str(tmp_path / "empty"))
+    with pytest.raises(gs.UnsupportedModelError, match="no serving signature and no __call__"):
+        gs.trace(tmp_path / "empty")
