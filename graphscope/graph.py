@@ -2,7 +2,8 @@
 
 Every op of the traced function and of every function nested in it (`PartitionedCall` /
 `StatefulPartitionedCall` bodies, `While` cond/body, `If`/`Case` branches) becomes one node,
-keyed by its canonical name and carrying its `Op` record under the attribute `"op"`. Edges run
+keyed by its canonical name and carrying its `Op` record under the attribute `"op"` and its
+output `Tensor` records (dtype, static shape, ...) under `"tensors"`. Edges run
 from producer op to consumer op (attribute `"outputs"`: which of the producer's outputs flow).
 A body's argument nodes take edges from the producers of the calling op's inputs and its results
 feed the calling op, so the graph stays acyclic (loop back-edges are not drawn) and a walk from a
@@ -344,7 +345,7 @@ class _Mirror:
             outputs.append(tname)
 
         record = Op(name, raw, op.type, layer, function, tuple(inputs), tuple(outputs))
-        self.G.add_node(name, op=record)
+        self.G.add_node(name, op=record, tensors=tuple(self.tensors[t] for t in outputs))
         self.names.setdefault(raw, name)
         for src in inputs:
             producer = self.tensors[src]

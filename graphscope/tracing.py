@@ -93,9 +93,7 @@ def trace_function(
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
         cf = _concrete(model, input_signature, what="this tf.function")
         return _from_concrete(cf, name=_function_name(model), source="function")
-    if isinstance(model, tf.Module) and callable(getattr(model, "__call__", None)):
-        return _trace_module(model, input_signature, training)
-    if hasattr(model, "signatures") and len(getattr(model, "signatures", {})):
+    if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
         return _trace_module(model, input_signature, training)
     raise UnsupportedModelError(
         f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "

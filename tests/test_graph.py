@@ -16,6 +16,8 @@ def test_graph_is_a_dag_with_unique_names(zoo_model):
     records = [G.nodes[n]["op"] for n in G]
     assert len({r.raw_name for r in records}) == len(records)
     assert all(r.name == n for r, n in zip(records, G))
+    for n in G:  # each node carries its output tensors, with dtype and static shape
+        assert [t.name for t in G.nodes[n]["tensors"]] == list(G.nodes[n]["op"].outputs)
     # insertion order is topological: every producer comes before its consumers
     position = {n: k for k, n in enumerate(G)}
     assert all(position[u] < position[v] for u, v in G.edges)

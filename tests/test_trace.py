@@ -179,3 +179,17 @@ def test_saved_model_with_nothing_to_call(tmp_path):
     tf.saved_model.save(tf.Module(), str(tmp_path / "empty"))
     with pytest.raises(gs.UnsupportedModelError, match="no serving signature and no __call__"):
         gs.trace(tmp_path / "empty")
+
+
+def test_loaded_saved_model_object_and_plain_module():
+    model = models.functional()
+    x = models.sample_inputs(model)[0]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        model.export(d, verbose=False)
+        loaded = tf.saved_model.load(d)
+        scope = gs.trace(loaded)
+        np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-5)
+    with pytest.raises(gs.UnsupportedModelError, match="no __call__"):
+        gs.trace(tf.Module())
