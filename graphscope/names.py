@@ -22,6 +22,7 @@ Raw names of ops inside functions are qualified the way TensorFlow's inliner nam
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -45,13 +46,19 @@ def canonical_op_name(raw: str, scopes: Sequence[tuple[str, str | None]]) -> str
     out: list[str | None] = list(segments)
     pos = 0
     for layer_name, token in scopes:
-        pattern = re.compile(re.escape(layer_name) + r"(?:_\d+)?")
+        pattern = _scope_pattern(layer_name)
         for k in range(pos, len(segments) - 1):  # the last segment is the op's own name
             if pattern.fullmatch(segments[k]):
                 out[k] = token
                 pos = k + 1
                 break
     return "/".join(s for s in out if s is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope_pattern(layer_name: str) -> re.Pattern[str]:
+    """A layer's TF scope: its name, or its name with Keras' uniquifying `_<n>` suffix."""
+    return re.compile(re.escape(layer_name) + r"(?:_\d+)?")
 
 
 def qualify(name: str, call: str, role: str) -> str:
