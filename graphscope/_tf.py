@@ -10,13 +10,11 @@ from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
-from tensorflow.python.eager import wrap_function
 from tensorflow.python.framework import convert_to_constants
 
 __all__ = [
     "build_shapes",
     "function_graph",
-    "import_graph_def",
     "inline_calls",
     "last_op_id",
     "op_id",
@@ -59,20 +57,6 @@ def inline_calls(concrete_function: Any) -> graph_pb2.GraphDef:
     """
     return convert_to_constants._run_inline_graph_optimization(  # pylint: disable=protected-access
         concrete_function, lower_control_flow=False, aggressive_inlining=True
-    )
-
-
-def import_graph_def(
-    graph_def: graph_pb2.GraphDef,
-    *,
-    inputs: list[str],
-    outputs: list[str],
-    captures: dict[str, tf.Tensor],
-) -> Any:
-    """Import `graph_def` as a `WrappedFunction` whose placeholders in `captures`
-    (op name -> eager resource handle) are bound to live variables, so weights are shared."""
-    return wrap_function.function_from_graph_def(
-        graph_def, inputs=inputs, outputs=outputs, captures=captures
     )
 
 

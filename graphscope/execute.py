@@ -84,9 +84,9 @@ class Runtime:
         return t.exec_name
 
     def prune(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str]]:
-        """A function computing `fetches` from `feeds`, holding only the ops in between.
+        """A compiled function computing `fetches` from `feeds`, holding only the ops in between.
 
-        Returns the function and the executable names of the ops it holds.
+        Returns the ConcreteFunction and the executable names of the ops it holds.
         """
         feed_names = {_normal(self.check(t)): f"graphscope_feed_{k}" for k, t in enumerate(feeds)}
         fetch_names = [_normal(self.check(t)) for t in fetches]
@@ -120,13 +120,25 @@ class Runtime:
                         copy.input.append(i)
                 else:
                     copy.input.append(feed_names.get(_normal(i), i) + ("" if _normal(i) not in feed_names else ":0"))
-        captures = {name: handle for name, handle in self.captures.items() if name in kept}
-        function = _tf.import_graph_def(
-            out,
-            inputs=[f"{p}:0" for p in feed_names.values()],
-            outputs=[f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names] + updates,
-            captures=captures,
-        )
+        captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
+        placeholders = [f"{p}:0" for p in feed_names.values()]
+        outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
+
+        def run(*args: tf.Tensor) -> list[tf.Tensor]:
+            # One C++ import into the function being traced. Variable handles come in through
+            # input_map as captures, so the weights are the model's own; the random-generator
+            # updates are stateful, so tf.function runs them without being asked.
+            handles = {name: tf.convert_to_tensor(h) for name, h in captures.items()}  # captured
+            values = tf.graph_util.import_graph_def(
+                out,
+                input_map={**handles, **dict(zip(placeholders, args))},
+                return_elements=outputs + updates,
+                name="",
+            )
+            return values[: len(outputs)]
+
+        signature = [tf.TensorSpec(t.shape, t.dtype) for t in feeds]
+        function = tf.function(run, input_signature=signature, autograph=False).get_concrete_function()
         return function, [n.name for n in self.graph_def.node if n.name in kept]
 
     def _select(self, feeds: dict[str, str], fetches: list[str]) -> set[str]:
@@ -263,6 +275,9 @@ class Executor:
         used_feeds = [self._feeds[i] for i in self._used]
         self._function, kept = runtime.prune(used_feeds, [tensors[n] for n in unique])
         self._position = {n: k for k, n in enumerate(unique)}
+        # results are zero-copy read-only views, except values that may share a buffer with a
+        # variable or a constant of the function: those are copied
+        self._copy = {n for n in unique if _may_alias_state(G, tensors[n])}
         order = {name: k for k, name in enumerate(G)}
         runs = {runtime.canonical_ops[n] for n in kept if n in runtime.canonical_ops}
         runs |= {t.op for t in used_feeds if t.op_type == "Placeholder"}  # fed model inputs
@@ -284,13 +299,14 @@ class Executor:
             raise ExecutionError(self._explain(e)) from None
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
-        results = Results()
-        for key, t in zip(self._keys, self.fetches):
-            value = outs[self._position[t.name]]
-            array = np.asarray(value.numpy())  # EagerTensor.numpy() returns a fresh copy
-            array.flags.writeable = False
-            results[key] = array
-        return results
+        arrays: dict[str, np.ndarray] = {}
+        for name, k in self._position.items():
+            array = np.asarray(outs[k])  # a view of TF's buffer, read-only for good
+            if name in self._copy:
+                array = array.copy()
+                array.flags.writeable = False
+            arrays[name] = array
+        return Results((key, arrays[t.name]) for key, t in zip(self._keys, self.fetches))
 
     # ---- inputs
 
@@ -363,7 +379,10 @@ class Executor:
         candidates = [getattr(getattr(e, "op", None), "name", None)]
         candidates += re.findall(r"\{\{node ([^}]+)\}\}", text) + re.findall(r"\[\[([^\]{}]+)\]\]", text)
         candidates += re.findall(r"Detected at node (\S+)", text)
-        where = next((self._runtime.canonical_ops[c] for c in candidates if c in self._runtime.canonical_ops), None)
+        known = self._runtime.canonical_ops
+        # names may carry the prefixes of the functions they were inlined into: try each suffix
+        suffixes = [c.split("/")[k:] for c in candidates if c for k in range(c.count("/") + 1)]
+        where = next((known["/".join(p)] for p in suffixes if "/".join(p) in known), None)
         where = where or next((c for c in candidates if c), None)
         reason = next(
             (
@@ -377,6 +396,28 @@ class Executor:
         )
         reason = re.sub(r"\s*\[Op:__inference\w*\]$", "", reason)[:400]
         return f"TensorFlow failed{f' in op {where!r}' if where else ''}: {reason}"
+
+
+# ops whose output may share its input's buffer (TensorFlow forwards instead of copying)
+_FORWARDING = {"Identity", "IdentityN", "Reshape", "Squeeze", "ExpandDims", "StopGradient",
+               "PreventGradient", "EnsureShape", "Bitcast", "Snapshot", "CheckNumerics"}
+
+
+def _may_alias_state(G: nx.DiGraph, t: Tensor) -> bool:
+    """Whether `t` may be a view of a variable's or a constant's buffer."""
+    tensors: dict[str, Tensor] = G.graph["tensors"]
+    seen = set()
+    while t.name not in seen:
+        seen.add(t.name)
+        if t.op_type in ("ReadVariableOp", "Const", "ResourceGather") or t.dtype == "resource":
+            return True
+        op = G.nodes[t.op]["op"]
+        if t.op_type not in _FORWARDING and not (t.op_type == "Placeholder" and op.inputs):
+            return False
+        if not op.inputs:
+            return False
+        t = tensors[op.inputs[t.index if t.op_type == "IdentityN" else 0]]
+    return False
 
 
 def _check_fetchable(t: Tensor) -> None:

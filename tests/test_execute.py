@@ -216,3 +216,32 @@ def test_executors_can_be_called_from_threads():
         t.join()
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_values_are_views_except_those_that_may_share_state():
+    model = models.functional()
+    scope = gs.trace(model)
+    bias_reshape = [t for t in scope.find(r"^conv/", op_type="Reshape")]
+    fetches = ["conv/BiasAdd:0", "dense/Tanh:0", *bias_reshape, scope.find(r"^dense/.*ReadVariableOp:0$")[0]]
+    values = scope.run(fetches, models.sample_inputs(model))
+    assert not values["conv/BiasAdd:0"].flags.owndata  # zero-copy view of TensorFlow's buffer
+    for t in fetches[2:]:
+        name = t if isinstance(t, str) else t.name
+        assert values[name].flags.owndata, name  # may alias a variable: copied
+    for v in values.values():
+        assert not v.flags.writeable
+
+
+def test_executors_share_the_live_variables():
+    model = models.functional()
+    scope = gs.trace(model)
+    ex = scope.executor("dense/BiasAdd:0")
+    x = models.sample_inputs(model)[0]
+    before = ex(x)["dense/BiasAdd:0"].copy()
+    bias = model.get_layer("dense").bias
+    original = np.array(bias)
+    try:
+        bias.assign(original + 1.0)  # the executor reads the model's variable, not a copy
+        np.testing.assert_allclose(ex(x)["dense/BiasAdd:0"], before + 1.0, rtol=1e-6)
+    finally:
+        bias.assign(original)

@@ -72,23 +72,6 @@ def test_inline_calls_names_inner_ops_under_the_call():
     assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
 
 
-def test_import_graph_def_shares_the_live_variables():
-    v, cf = _helper_function()
-    graph_def = _tf.inline_calls(cf)
-    captures = {internal.op.name: external for external, internal in cf.graph.captures}
-    fn = _tf.import_graph_def(
-        graph_def,
-        inputs=[cf.graph.inputs[0].name],
-        outputs=[t.name for t in cf.graph.outputs],
-        captures=captures,
-    )
-    x = tf.constant([[0.5, -0.5]])
-    first = np.asarray(fn(x)[0] if isinstance(fn(x), list) else fn(x))
-    v.assign([10.0, 20.0])
-    second = np.asarray(fn(x)[0] if isinstance(fn(x), list) else fn(x))
-    np.testing.assert_allclose(second - 1.0, (first - 1.0) * np.array([10.0, 10.0]), rtol=1e-6)
-
-
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):
