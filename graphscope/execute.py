@@ -10,6 +10,8 @@ are needed but not fed, feeds that reach nothing) happens when the executor is b
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +40,8 @@ _WRITE_OPS = re.compile(
     r"Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign"
 )
 _RNG_VARIABLE = re.compile(r"seed_generator_state")
+# compiled functions (and, in Scope, executors) kept per scope; older ones are rebuilt on demand
+CACHE_SIZE = 64
 
 
 class Runtime:
@@ -65,6 +69,8 @@ class Runtime:
                 source = _resource_source(self.nodes, node.input[0])
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
+        self._compiled: OrderedDict[tuple[Any, ...], tuple[Any, list[str], list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
         # executable op name -> canonical op name, for ops that exist under their own raw name
         self.canonical_ops = {
             t.exec_name.rpartition(":")[0]: t.op
@@ -82,6 +88,25 @@ class Runtime:
                 "in the executable graph"
             )
         return t.exec_name
+
+    def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str], list[str]]:
+        """The compiled function for this feed list and fetch *set*, built once and reused.
+
+        Returns the function, the fetch names in the order it returns them, and the executable
+        names of the ops it holds. The most recently used `CACHE_SIZE` functions are kept.
+        """
+        order = sorted({t.name for t in fetches})
+        key = (tuple(t.name for t in feeds), tuple(order))
+        with self._lock:
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
+                return self._compiled[key]
+        function, kept = self.prune(feeds, [self.tensors[n] for n in order])
+        with self._lock:
+            self._compiled[key] = (function, order, kept)
+            while len(self._compiled) > CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        return function, order, kept
 
     def prune(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str]]:
         """A compiled function computing `fetches` from `feeds`, holding only the ops in between.
@@ -270,14 +295,13 @@ class Executor:
             _check_fetchable(t)
         needed = _needed_feeds(G, self.fetches, self._feeds, explicit=explicit_feeds)
         self._used = [i for i, t in enumerate(self._feeds) if t.name in needed]
-        unique = list(dict.fromkeys(t.name for t in self.fetches))
-        tensors = G.graph["tensors"]
         used_feeds = [self._feeds[i] for i in self._used]
-        self._function, kept = runtime.prune(used_feeds, [tensors[n] for n in unique])
-        self._position = {n: k for k, n in enumerate(unique)}
+        self._function, order, kept = runtime.compiled(used_feeds, self.fetches)
+        self._position = {n: k for k, n in enumerate(order)}
+        tensors = G.graph["tensors"]
         # results are zero-copy read-only views, except values that may share a buffer with a
         # variable or a constant of the function: those are copied
-        self._copy = {n for n in unique if _may_alias_state(G, tensors[n])}
+        self._copy = {n for n in order if _may_alias_state(G, tensors[n])}
         order = {name: k for k, name in enumerate(G)}
         runs = {runtime.canonical_ops[n] for n in kept if n in runtime.canonical_ops}
         runs |= {t.op for t in used_feeds if t.op_type == "Placeholder"}  # fed model inputs

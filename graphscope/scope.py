@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,7 @@ import networkx as nx
 
 from graphscope import query
 from graphscope.errors import TensorNotFoundError
-from graphscope.execute import Executor, Results, Runtime
+from graphscope.execute import CACHE_SIZE, Executor, Results, Runtime
 from graphscope.graph import Layer, Op, Selection, Tensor, mirror
 from graphscope.tracing import Traced, trace_function
 
@@ -48,7 +49,7 @@ class Scope:
         self._traced = traced
         self._graph = graph
         self._runtime: Runtime | None = None
-        self._executors: dict[tuple[Any, ...], Executor] = {}
+        self._executors: OrderedDict[tuple[Any, ...], Executor] = OrderedDict()
         self._lock = threading.Lock()
 
     # ---- what it is
@@ -125,7 +126,9 @@ class Scope:
 
         By default it is fed the model's inputs; `feeds`, when given, is the complete list of
         tensors it is fed (intermediate tensors, and model inputs by name if still needed).
-        Executors are cached: the same fetches and feeds return the same executor.
+        Executors are cached: the same fetches and feeds return the same executor, and the same
+        fetch *set* (in any order or spelling) reuses the compiled function. The most recently
+        used 64 of each are kept per scope.
         """
         fetch_pairs = self._pairs(fetches)
         if feeds is None:
@@ -135,13 +138,17 @@ class Scope:
             feed_pairs = self._pairs(feeds)
         key = (tuple((k, t.name) for k, t in fetch_pairs), tuple((k, t.name) for k, t in feed_pairs))
         with self._lock:
-            if key not in self._executors:
-                if self._runtime is None:
-                    self._runtime = Runtime(self._traced, self._graph)
-                self._executors[key] = Executor(
-                    self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None
-                )
-            return self._executors[key]
+            if key in self._executors:
+                self._executors.move_to_end(key)
+                return self._executors[key]
+            if self._runtime is None:
+                self._runtime = Runtime(self._traced, self._graph)
+        executor = Executor(self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None)
+        with self._lock:
+            self._executors[key] = executor
+            while len(self._executors) > CACHE_SIZE:
+                self._executors.popitem(last=False)
+        return executor
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
         """One-shot `executor(fetches, feeds=feeds)(inputs)`."""

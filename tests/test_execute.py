@@ -245,3 +245,14 @@ def test_executors_share_the_live_variables():
         np.testing.assert_allclose(ex(x)["dense/BiasAdd:0"], before + 1.0, rtol=1e-6)
     finally:
         bias.assign(original)
+
+
+def test_the_same_fetch_set_reuses_the_compiled_function():
+    model = models.functional()
+    scope = gs.trace(model)
+    a = scope.executor(["conv/BiasAdd:0", "dense/Tanh:0"])
+    b = scope.executor(["dense/Tanh", scope.tensor("conv/BiasAdd:0")])
+    assert a is not b and a._function is b._function
+    x = models.sample_inputs(model)[0]
+    np.testing.assert_array_equal(a(x)["dense/Tanh:0"], b(x)["dense/Tanh"])
+    assert scope.executor(["conv/BiasAdd:0"])._function is not a._function
