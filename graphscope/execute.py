@@ -150,9 +150,10 @@ class Runtime:
         outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
 
         def run(*args: tf.Tensor) -> list[tf.Tensor]:
-            # One C++ import into the function being traced. Variable handles come in through
-            # input_map as captures, so the weights are the model's own; the random-generator
-            # updates are stateful, so tf.function runs them without being asked.
+            # One C++ import into the function being built. Variable handles come in through
+            # input_map as captures, so the weights are the model's own. The GraphDef keeps the
+            # ordering edges of the traced function; only the random-generator updates, which no
+            # fetch depends on, are tied to the outputs here so that they run.
             handles = {name: tf.convert_to_tensor(h) for name, h in captures.items()}  # captured
             values = tf.graph_util.import_graph_def(
                 out,
@@ -160,10 +161,15 @@ class Runtime:
                 return_elements=outputs + updates,
                 name="",
             )
-            return values[: len(outputs)]
+            if not updates:
+                return values
+            with tf.control_dependencies(values[len(outputs) :]):
+                return [tf.identity(v) for v in values[: len(outputs)]]
 
+        # wrap_function builds the function without tf.function's automatic-control-dependency
+        # pass, which would cost a third of the build and add nothing the GraphDef lacks
         signature = [tf.TensorSpec(t.shape, t.dtype) for t in feeds]
-        function = tf.function(run, input_signature=signature, autograph=False).get_concrete_function()
+        function = tf.compat.v1.wrap_function(run, signature)
         return function, [n.name for n in self.graph_def.node if n.name in kept]
 
     def _select(self, feeds: dict[str, str], fetches: list[str]) -> set[str]:

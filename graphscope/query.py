@@ -7,11 +7,18 @@ Plain functions over the `networkx.DiGraph` that `graph.mirror` builds, usable w
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
+
+try:  # the regex parser, to find literals a pattern requires (Python 3.11+ names)
+    from re import _constants as sre_constants, _parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_constants, sre_parse  # type: ignore[no-redef]
 
 from graphscope.errors import (
     AmbiguousMatchError,
@@ -94,7 +101,13 @@ def find(
         op_type: keep only tensors of ops whose type fully matches this regex (`Conv2D|MatMul`).
         layer: keep only tensors created inside this layer (or a layer nested in it).
     """
-    return _filter(G, _tensors_in_order(G, None), pattern, op_type=op_type, layer=layer)
+    index = _index(G)
+    if pattern is None:
+        items = list(index.tensors)
+    else:
+        tensors_ = G.graph["tensors"]
+        items = [tensors_[n] for n in index.search(_compile(pattern, "pattern"))]
+    return _filter(G, items, None, op_type=op_type, layer=layer)
 
 
 def ancestors(
@@ -106,11 +119,14 @@ def ancestors(
 ) -> Selection:
     """Every tensor upstream of `of` (unbounded depth, into nested functions), filtered like `find`."""
     seeds = tensors(G, of)
+    index = _index(G)
     ops: set[str] = set()
     for t in seeds:
-        ops |= nx.ancestors(G, t.op)
-    own = {t.name for t in seeds}
-    found = [t for t in _tensors_in_order(G, ops) if t.name not in own]
+        ops |= index.ancestors(t.op)
+    found = _tensors_in_order(G, ops)
+    if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
+        own = {t.name for t in seeds}
+        found = [t for t in found if t.name not in own]
     return _filter(G, found, pattern, op_type=op_type, layer=None)
 
 
@@ -151,13 +167,76 @@ def layer(G: nx.DiGraph, key: str | int) -> Layer:
     raise LayerNotFoundError(f"no layer named {key!r} in {G.name!r}.{suggestion(key, names)}")
 
 
-def _tensors_in_order(G: nx.DiGraph, ops: set[str] | None) -> list[Tensor]:
-    tensors_ = G.graph["tensors"]
-    out = []
-    for name, data in G.nodes(data=True):  # insertion order is topological
-        if ops is None or name in ops:
-            out.extend(tensors_[t] for t in data["op"].outputs)
-    return out
+class _Index:
+    """Per-graph lookups built once: ops and tensors in topological order, adjacency tuples, and
+    every tensor name in one string for fast literal scans."""
+
+    def __init__(self, G: nx.DiGraph) -> None:
+        self.size = G.number_of_nodes()
+        self.ops = list(G)  # insertion order is topological
+        self.position = {name: k for k, name in enumerate(self.ops)}
+        self.pred = {name: tuple(G.pred[name]) for name in self.ops}
+        tensors_ = G.graph["tensors"]
+        self.tensors = [tensors_[t] for name in self.ops for t in G.nodes[name]["op"].outputs]
+        self.tensor_ops = [t.op for t in self.tensors]
+        self.names = [t.name for t in self.tensors]
+        self.blob = "\n".join(self.names)
+        self.starts = list(itertools.accumulate((len(n) + 1 for n in self.names[:-1]), initial=0))
+
+    def ancestors(self, op: str) -> set[str]:
+        """Every op upstream of `op` (the graph is acyclic: no cycle handling needed)."""
+        pred, seen, stack = self.pred, set(), [op]
+        while stack:
+            for p in pred[stack.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def search(self, rx: re.Pattern[str]) -> list[str]:
+        """Names where `rx.search` matches, in order. A literal every match must contain
+        narrows the candidates with `str.find` over all names at once; the regex decides."""
+        literal = _required_literal(rx.pattern) if not rx.flags & re.IGNORECASE else ""
+        if len(literal) < 3:
+            return list(filter(rx.search, self.names))
+        lines, i = [], self.blob.find(literal)
+        while i != -1:
+            line = bisect.bisect_right(self.starts, i) - 1
+            lines.append(line)
+            i = self.blob.find(literal, self.starts[line + 1] if line + 1 < len(self.starts) else len(self.blob))
+        return [self.names[k] for k in lines if rx.search(self.names[k])]
+
+
+def _required_literal(pattern: str) -> str:
+    """The longest run of characters that every match of `pattern` contains ('' if unsure)."""
+    try:
+        tokens = list(sre_parse.parse(pattern))
+    except Exception:  # noqa: BLE001 - any doubt means no shortcut
+        return ""
+    best, run = "", []
+    for op, arg in tokens:
+        if op is sre_constants.LITERAL:
+            run.append(chr(arg))
+            continue
+        best = max(best, "".join(run), key=len)
+        run = []
+    return max(best, "".join(run), key=len)
+
+
+def _index(G: nx.DiGraph) -> _Index:
+    index = G.graph.get("_index")
+    if index is None or index.size != G.number_of_nodes():
+        index = G.graph["_index"] = _Index(G)
+    return index
+
+
+def _tensors_in_order(G: nx.DiGraph, ops: set[str]) -> list[Tensor]:
+    """The outputs of `ops`, in topological order."""
+    index = _index(G)
+    if len(ops) * 8 > index.size:  # a large share of the graph: one pass in order
+        return [t for t, op in zip(index.tensors, index.tensor_ops) if op in ops]
+    nodes = G.nodes
+    return [t for name in sorted(ops, key=index.position.__getitem__) for t in nodes[name]["tensors"]]
 
 
 def _compile(pattern: str, what: str) -> re.Pattern[str]:

@@ -114,3 +114,37 @@ def test_multi_output_layer_output_is_ambiguous():
     assert scope.layer("soft").output.op_type == "AddV2"
     scope2 = gs.trace(models.multi_input())
     assert len(scope2.outputs) == 2
+
+
+TRICKY = [r"BiasAdd", r"^d1", r"d1\d/", r"(?i)matmul", r"Mat|Tanh", r"d3.*Tanh:0$", r"d[12]0/MatMul",
+          r"\w+/MatMul:0", r"d1?0/", r"x{0}MatMul", r"(?:d1)?5/Tanh", r"Tanh:0\Z", r"\Ad2", r"a\nb"]
+
+
+@pytest.mark.parametrize("pattern", TRICKY)
+def test_find_matches_plain_re_search(chain, pattern):
+    import re
+
+    want = [t.name for t in query.find(chain.graph) if re.search(pattern, t.name)]
+    assert chain.find(pattern).names == want
+
+
+def test_find_literal_shortcut_property(chain):
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(["d", "1", "2", "/", "Mat", "Mul", "Tanh", ":0", r"\d", ".", "*", "?", "^", "$",
+                              "|", "(", ")", "[12]", "+", r"\w", "x{0}", "(?:d)", "a"])
+    names = [t.name for t in query.find(chain.graph)]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(pieces, min_size=1, max_size=8).map("".join))
+    def check(pattern):
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            return
+        assert chain.find(pattern).names == [n for n in names if rx.search(n)]
+
+    check()

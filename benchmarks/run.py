@@ -1,0 +1,252 @@
+"""graphscope's speed, as ratios measured in one run.
+
+    python benchmarks/run.py                 # the full run (ResNet50 96x96 batch 8, ...)
+    python benchmarks/run.py --quick         # small sizes, a minute: what the test suite runs
+    python benchmarks/run.py --json out.json --batch 16 --size 128
+
+Every timing is the median of interleaved rounds after warm-up: each round times every
+variant once, so a slow moment of the machine hits all of them alike. The forward pass is
+`tf.function(model)` called on a `tf.constant` batch, `.numpy()` of its output included.
+CPU only: TensorFlow is told to see no GPU, so figures compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import graphscope as gs  # noqa: E402
+import synthetic  # noqa: E402
+
+
+def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each variant over `rounds`, timing every variant once per round."""
+    for _ in range(warmup):
+        for f in variants.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, f in variants.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def layer_outputs(scope: gs.Scope) -> list[gs.Tensor]:
+    """Every top-level layer's output (InputLayers excluded), as the issue counts them."""
+    return [lay.output for lay in scope.layers if lay.index is not None and "/" not in lay.name
+            and lay.type != "InputLayer" and len(lay.outputs) == 1]
+
+
+def figure(id_: str, what: str, value: float, unit: str, goal: str, ok: bool | None, note: str = "") -> dict:
+    return {"id": id_, "what": what, "value": value, "unit": unit, "goal": goal, "met": ok, "note": note}
+
+
+def bench_extraction(args: argparse.Namespace) -> list[dict]:
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    xt = tf.constant(x)
+    forward = tf.function(model)
+    scope = gs.trace(model)
+    outputs = layer_outputs(scope)
+    executor = scope.executor(outputs)
+    multi = tf.function(keras.Model(model.input, [model.get_layer(t.layer).output for t in outputs]))
+    megabytes = sum(v.nbytes for v in executor(x).values()) / 2**20
+    t = interleaved(
+        {
+            "forward": lambda: forward(xt).numpy(),
+            "graphscope": lambda: executor(x),
+            "keras_multi": lambda: [o.numpy() for o in multi(xt)],
+        },
+        args.rounds,
+    )
+    # one sub-model per layer, the seeds' K.function way: time an evenly spaced sample of them
+    k = min(args.submodels, len(outputs))
+    sample = [outputs[round(i * (len(outputs) - 1) / max(k - 1, 1))] for i in range(k)]
+    subs = [tf.function(keras.Model(model.input, model.get_layer(s.layer).output)) for s in sample]
+    ts = interleaved({str(i): (lambda f=f: f(xt).numpy()) for i, f in enumerate(subs)}, max(3, args.rounds // 3))
+    per_layer = statistics.mean(ts.values()) * len(outputs)
+    n = len(outputs)
+    return [
+        figure("1", f"every layer output of ResNet50 ({n} tensors, {megabytes:.0f} MB, {args.size}x{args.size}, "
+               f"batch {args.batch}) vs one forward pass", t["graphscope"] / t["forward"], "ratio", "<= 1.2",
+               t["graphscope"] / t["forward"] <= 1.2,
+               f"forward {t['forward'] * 1e3:.0f} ms, graphscope {t['graphscope'] * 1e3:.0f} ms"),
+        figure("2a", "the same vs a multi-output keras.Model of the same outputs (compiled)",
+               t["graphscope"] / t["keras_multi"], "ratio", "<= 0.6", t["graphscope"] / t["keras_multi"] <= 0.6,
+               f"keras multi-output {t['keras_multi'] * 1e3:.0f} ms = {t['keras_multi'] / t['forward']:.2f}x forward"),
+        figure("2b", "the same, speed-up over one keras sub-model per layer", per_layer / t["graphscope"],
+               "x faster", ">= 50", per_layer / t["graphscope"] >= 50,
+               f"sub-models {per_layer / t['forward']:.0f}x forward, extrapolated from {k} of {n} evenly spaced"),
+    ]
+
+
+def bench_shallow(args: argparse.Namespace) -> list[dict]:
+    model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(1).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    xt = tf.constant(x)
+    forward = tf.function(model)
+    executor = gs.trace(model).executor("block1_conv2/BiasAdd:0")
+    t = interleaved({"forward": lambda: forward(xt).numpy(), "shallow": lambda: executor(x)}, args.rounds)
+    r = t["shallow"] / t["forward"]
+    return [figure("3", "VGG19 block1_conv2/BiasAdd:0 vs the full forward pass", r, "ratio", "<= 0.2", r <= 0.2,
+                   f"{len(executor.ops)} ops run")]
+
+
+def bench_trace(args: argparse.Namespace) -> list[dict]:
+    results = []
+    names = [("4a", "ResNet50", keras.applications.ResNet50), ("4b", args.big_model, getattr(keras.applications, args.big_model))]
+    for id_, name, build in names:
+        model = build(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+        spec = tf.TensorSpec((None, args.size, args.size, 3), tf.float32)
+        ours, theirs = [], []
+        for _ in range(args.trace_rounds):  # alternate, so warm-up favours neither
+            t = time.perf_counter()
+            tf.function(model).get_concrete_function(spec)
+            theirs.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            scope = gs.trace(model)
+            ours.append(time.perf_counter() - t)
+        r = statistics.median(ours) / statistics.median(theirs)
+        results.append(figure(id_, f"gs.trace vs get_concrete_function, {name} ({scope.graph.number_of_nodes()} ops)",
+                              r, "ratio", "<= 1.3", r <= 1.3,
+                              f"{statistics.median(ours):.2f} s vs {statistics.median(theirs):.2f} s"))
+        if id_ == "4a":
+            t = time.perf_counter()
+            scope.executor(layer_outputs(scope))
+            first = time.perf_counter() - t
+    results.append(figure("4c", "executor build, every ResNet50 layer output (first executor of a scope)", first,
+                          "s", "report", None))
+    return results
+
+
+def bench_queries(args: argparse.Namespace) -> list[dict]:
+    G = synthetic.cnn_graph(args.synthetic_ops)
+    n = G.number_of_nodes()
+    gs.find(G, "x")  # builds the per-graph index once, as the first query of a session does
+    pattern = r"block\d*[05]_2_conv/BiasAdd"  # every fifth block: about 1 % of the names
+    matches = len(gs.find(G, pattern))
+    last = G.graph["outputs"][0]
+    last_op = G.graph["tensors"][last].op
+    t = interleaved(
+        {"find": lambda: gs.find(G, pattern), "ancestors": lambda: gs.ancestors(G, last),
+         "nx": lambda: nx.ancestors(G, last_op)},
+        args.rounds,
+    )
+    r = t["ancestors"] / t["nx"]
+    return [
+        figure("5a", f"find on a {n}-op synthetic CNN graph ({matches} matches, "
+               f"{100 * matches / len(G.graph['tensors']):.1f} %)", t["find"] * 1e3, "ms", "<= 20", t["find"] * 1e3 <= 20),
+        figure("5b", "ancestors of the last op vs networkx.ancestors", r, "ratio", "<= 1.2", r <= 1.2,
+               f"{t['ancestors'] * 1e3:.1f} ms vs {t['nx'] * 1e3:.1f} ms"),
+    ]
+
+
+def bench_executors(args: argparse.Namespace) -> list[dict]:
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    scope = gs.trace(model)
+    outputs = layer_outputs(scope)
+    scope.executor(outputs[0])  # the scope's executable graph is built once, before counting
+    gc.collect()
+    before, times = rss_mb(), []
+    for i in range(args.executors):  # distinct fetch sets: two layer outputs each
+        t = time.perf_counter()
+        scope.executor([outputs[i % len(outputs)], outputs[-1 - (i * 7) % len(outputs)]])
+        times.append(time.perf_counter() - t)
+    gc.collect()
+    per = (rss_mb() - before) / args.executors
+    build = statistics.median(times)
+    t = time.perf_counter()
+    scope.executor([outputs[-1], outputs[0]])  # the same set as the first one: reused
+    reuse = time.perf_counter() - t
+    return [
+        figure("6a", f"build time per executor ({args.executors} distinct fetch sets, ResNet50)", build, "s",
+               "<= 0.2", build <= 0.2, f"max {max(times):.2f} s; an identical fetch set: {reuse * 1e3:.1f} ms"),
+        figure("6b", "memory per executor", per, "MB", "<= 5", per <= 5, "resident set growth; weights are shared"),
+    ]
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "graphscope": gs.__version__,
+    }
+
+
+def table(figures: list[dict]) -> Table:
+    t = Table(title="graphscope benchmarks (CPU)", title_justify="left")
+    for col, kw in (("#", {}), ("what", {"ratio": 3}), ("measured", {"justify": "right", "no_wrap": True}),
+                    ("goal", {"no_wrap": True}), ("", {}), ("note", {"ratio": 2})):
+        t.add_column(col, **kw)
+    for f in figures:
+        value = f"{f['value']:.3g} {f['unit']}" if f["unit"] != "ratio" else f"{f['value']:.2f} ratio"
+        mark = {True: "✓", False: "✗", None: ""}[f["met"]]
+        t.add_row(f["id"], f["what"], value, f["goal"], mark, f["note"])
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
+    parser.add_argument("--size", type=int, help="image size (default 96; 32 with --quick)")
+    parser.add_argument("--batch", type=int, help="batch size (default 8; 2 with --quick)")
+    parser.add_argument("--rounds", type=int, help="timing rounds (default 15; 3 with --quick)")
+    parser.add_argument("--big-model", help="the large model of figure 4 (default EfficientNetB7; B0 with --quick)")
+    parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("benchmarks/results.json"),
+                        help="where to write the figures (default benchmarks/results.json)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.size = args.size or (32 if quick else 96)
+    args.batch = args.batch or (2 if quick else 8)
+    args.rounds = args.rounds or (3 if quick else 15)
+    args.big_model = args.big_model or ("EfficientNetB0" if quick else "EfficientNetB7")
+    args.trace_rounds = 1 if quick else 3
+    args.submodels = 3 if quick else 12
+    args.synthetic_ops = 5_000 if quick else 100_000
+    args.executors = 5 if quick else 100
+    console = Console(stderr=True)
+    figures: list[dict] = []
+    for step in (bench_extraction, bench_shallow, bench_trace, bench_queries, bench_executors):
+        with console.status(step.__name__.replace("bench_", "measuring ")):
+            figures += step(args)
+    report = {"machine": machine(), "arguments": {k: v for k, v in vars(args).items() if k != "json"},
+              "figures": figures}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    Console(width=140).print(table(figures))
+    print(f"machine: {report['machine']['cpu']} x{report['machine']['cores']}, TF {tf.__version__}; "
+          f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

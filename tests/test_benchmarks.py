@@ -1,0 +1,36 @@
+"""The benchmark script's fast smoke run: every figure is produced (no timing is asserted)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import networkx as nx
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import synthetic  # noqa: E402
+
+import graphscope as gs  # noqa: E402
+
+
+def test_synthetic_graph_is_queryable():
+    G = synthetic.cnn_graph(2_000)
+    assert nx.is_directed_acyclic_graph(G) and 2_000 <= G.number_of_nodes() < 2_100
+    last = G.graph["outputs"][0]
+    assert len(gs.ancestors(G, last)) == G.number_of_nodes() - 1
+    assert gs.find(G, r"^stage1_block1_1_conv/BiasAdd:0$").names == ["stage1_block1_1_conv/BiasAdd:0"]
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {f["id"] for f in report["figures"]} == {"1", "2a", "2b", "3", "4a", "4b", "4c", "5a", "5b", "6a", "6b"}
+    assert all(f["value"] > 0 for f in report["figures"])
+    assert report["machine"]["tensorflow"] and "ratio" in run.stdout
