@@ -119,6 +119,39 @@ class Runtime:
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
             kept = self._select(feed_names, fetch_names + updates)
+        out = self._graph_def(feeds, feed_names, kept)
+        captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
+        placeholders = [f"{p}:0" for p in feed_names.values()]
+        outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
+
+        pending = [out]  # the GraphDef is needed while building only; the closure outlives it
+
+        def run(*args: tf.Tensor) -> list[tf.Tensor]:
+            # One C++ import into the function being built. Variable handles come in through
+            # input_map as captures, so the weights are the model's own. The GraphDef keeps the
+            # ordering edges of the traced function; only the random-generator updates, which no
+            # fetch depends on, are tied to the outputs here so that they run.
+            handles = {name: tf.convert_to_tensor(h) for name, h in captures.items()}  # captured
+            values = tf.graph_util.import_graph_def(
+                pending[0],
+                input_map={**handles, **dict(zip(placeholders, args))},
+                return_elements=outputs + updates,
+                name="",
+            )
+            if not updates:
+                return values
+            with tf.control_dependencies(values[len(outputs) :]):
+                return [tf.identity(v) for v in values[: len(outputs)]]
+
+        # wrap_function builds the function without tf.function's automatic-control-dependency
+        # pass, which would cost a third of the build and add nothing the GraphDef lacks
+        signature = [tf.TensorSpec(t.shape, t.dtype) for t in feeds]
+        function = tf.compat.v1.wrap_function(run, signature)
+        pending.clear()
+        return function, [n.name for n in self.graph_def.node if n.name in kept]
+
+    def _graph_def(self, feeds: Sequence[Tensor], feed_names: dict[str, str], kept: set[str]) -> graph_pb2.GraphDef:
+        """The `kept` nodes, with each fed tensor replaced by a placeholder of its own."""
         out = graph_pb2.GraphDef()
         out.versions.CopyFrom(self.graph_def.versions)
         out.library.CopyFrom(self.graph_def.library)
@@ -133,44 +166,20 @@ class Runtime:
             copy.CopyFrom(node)
             if "_class" in copy.attr:  # colocation hints naming nodes left out (fed, pruned)
                 hints = [h for h in copy.attr["_class"].list.s if h.decode().removeprefix("loc:@") in kept]
-                if hints:
-                    del copy.attr["_class"].list.s[:]
-                    copy.attr["_class"].list.s.extend(hints)
-                else:
+                del copy.attr["_class"].list.s[:]
+                copy.attr["_class"].list.s.extend(hints)
+                if not hints:
                     del copy.attr["_class"]
             del copy.input[:]
             for i in node.input:
                 if i.startswith("^"):
                     if i[1:] in kept:
                         copy.input.append(i)
+                elif _normal(i) in feed_names:
+                    copy.input.append(f"{feed_names[_normal(i)]}:0")
                 else:
-                    copy.input.append(feed_names.get(_normal(i), i) + ("" if _normal(i) not in feed_names else ":0"))
-        captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
-        placeholders = [f"{p}:0" for p in feed_names.values()]
-        outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
-
-        def run(*args: tf.Tensor) -> list[tf.Tensor]:
-            # One C++ import into the function being built. Variable handles come in through
-            # input_map as captures, so the weights are the model's own. The GraphDef keeps the
-            # ordering edges of the traced function; only the random-generator updates, which no
-            # fetch depends on, are tied to the outputs here so that they run.
-            handles = {name: tf.convert_to_tensor(h) for name, h in captures.items()}  # captured
-            values = tf.graph_util.import_graph_def(
-                out,
-                input_map={**handles, **dict(zip(placeholders, args))},
-                return_elements=outputs + updates,
-                name="",
-            )
-            if not updates:
-                return values
-            with tf.control_dependencies(values[len(outputs) :]):
-                return [tf.identity(v) for v in values[: len(outputs)]]
-
-        # wrap_function builds the function without tf.function's automatic-control-dependency
-        # pass, which would cost a third of the build and add nothing the GraphDef lacks
-        signature = [tf.TensorSpec(t.shape, t.dtype) for t in feeds]
-        function = tf.compat.v1.wrap_function(run, signature)
-        return function, [n.name for n in self.graph_def.node if n.name in kept]
+                    copy.input.append(i)
+        return out
 
     def _select(self, feeds: dict[str, str], fetches: list[str]) -> set[str]:
         """Nodes needed for `fetches` when `feeds` are given: data inputs up to the feeds, and
