@@ -54,10 +54,11 @@ class Runtime:
         self.tensors: dict[str, Tensor] = G.graph["tensors"]
         graph_def = _tf.inline_calls(cf)
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
+        variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
         rng = {
             internal.op.name
             for external, internal in cf.graph.captures
-            if _RNG_VARIABLE.search(_variable_name(cf, external) or "")
+            if _RNG_VARIABLE.search(variable_names.get(id(external), ""))
         }
         self.graph_def = _without_weight_updates(graph_def, keep=rng)
         self.nodes = {n.name: n for n in self.graph_def.node}
@@ -231,13 +232,6 @@ def _normal(tensor: str) -> str:
     return tensor if ":" in tensor else f"{tensor}:0"
 
 
-def _variable_name(cf: Any, handle: Any) -> str | None:
-    for v in cf.graph.variables:
-        if getattr(v, "handle", None) is handle:
-            return v.name
-    return None
-
-
 def _resource_source(nodes: dict[str, Any], name: str) -> str:
     """The node a resource input comes from, looking through Identity ops."""
     node = nodes.get(name.split(":")[0].lstrip("^"))
@@ -306,6 +300,10 @@ class Executor:
         self.fetches: list[Tensor] = [t for _, t in fetches]
         self.inputs: list[str] = [k for k, _ in feeds]
         self._feeds: list[Tensor] = [t for _, t in feeds]
+        self._aliases: dict[str, int] = {}  # every spelling of each input, for dict calls
+        for k, (name, t) in enumerate(feeds):
+            for alias in (name, t.name, t.raw_name, t.op, t.raw_name.rpartition(":")[0]):
+                self._aliases.setdefault(alias, k)
         for t in self.fetches:
             _check_fetchable(t)
         needed = _needed_feeds(G, self.fetches, self._feeds, explicit=explicit_feeds)
@@ -364,10 +362,7 @@ class Executor:
         return list(inputs)
 
     def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
-        aliases: dict[str, int] = {}
-        for k, (name, t) in enumerate(zip(self.inputs, self._feeds)):
-            for alias in (name, t.name, t.raw_name, t.op, t.raw_name.rpartition(":")[0]):
-                aliases.setdefault(alias, k)
+        aliases = self._aliases
         out: list[Any] = [None] * len(self.inputs)
         for key, value in given.items():
             if key not in aliases:
