@@ -31,7 +31,7 @@ from graphscope.errors import (
 from graphscope.graph import Tensor
 from graphscope.tracing import Traced
 
-__all__ = ["Executor", "Results", "Runtime"]
+__all__ = ["LRU", "Executor", "Results", "Runtime"]
 
 # Ops that write a resource variable. They are removed from executors so that running one never
 # moves a weight (a training-mode graph's batch-norm statistics); random-number generator state
@@ -42,6 +42,30 @@ _WRITE_OPS = re.compile(
 _RNG_VARIABLE = re.compile(r"seed_generator_state")
 # compiled functions (and, in Scope, executors) kept per scope; older ones are rebuilt on demand
 CACHE_SIZE = 64
+
+
+class LRU:
+    """A thread-safe mapping that keeps the `size` most recently used entries."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value for `key` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 class Runtime:
@@ -70,8 +94,7 @@ class Runtime:
                 source = _resource_source(self.nodes, node.input[0])
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
-        self._compiled: OrderedDict[tuple[Any, ...], tuple[Any, list[str], list[str]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._compiled = LRU()
         # executable op name -> canonical op name, for ops that exist under their own raw name
         self.canonical_ops = {
             t.exec_name.rpartition(":")[0]: t.op
@@ -98,16 +121,12 @@ class Runtime:
         """
         order = sorted({t.name for t in fetches})
         key = (tuple(t.name for t in feeds), tuple(order))
-        with self._lock:
-            if key in self._compiled:
-                self._compiled.move_to_end(key)
-                return self._compiled[key]
-        function, kept = self.prune(feeds, [self.tensors[n] for n in order])
-        with self._lock:
-            self._compiled[key] = (function, order, kept)
-            while len(self._compiled) > CACHE_SIZE:
-                self._compiled.popitem(last=False)
-        return function, order, kept
+        cached = self._compiled.get(key)
+        if cached is None:
+            function, kept = self.prune(feeds, [self.tensors[n] for n in order])
+            cached = (function, order, kept)
+            self._compiled.put(key, cached)
+        return cached
 
     def prune(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str]]:
         """A compiled function computing `fetches` from `feeds`, holding only the ops in between.
@@ -282,7 +301,8 @@ class Executor:
 
     Call it with one array (one input), a list/tuple (positional inputs) or a dict (by input or
     feed name); it returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all
-    computed in one execution. Arrays are read-only copies: they never alias a live variable.
+    computed in one execution. Arrays are read-only: zero-copy views of TensorFlow's buffers, or
+    copies where a value may share a buffer with a variable or constant (never a live variable).
     Calls are thread-safe (TensorFlow functions may be called from several threads at once).
     """
 
@@ -295,7 +315,6 @@ class Executor:
         *,
         explicit_feeds: bool,
     ) -> None:
-        self._G = G
         self._keys = [k for k, _ in fetches]
         self.fetches: list[Tensor] = [t for _, t in fetches]
         self.inputs: list[str] = [k for k, _ in feeds]
@@ -315,10 +334,10 @@ class Executor:
         # results are zero-copy read-only views, except values that may share a buffer with a
         # variable or a constant of the function: those are copied
         self._copy = {n for n in order if _may_alias_state(G, tensors[n])}
-        order = {name: k for k, name in enumerate(G)}
+        position = {name: k for k, name in enumerate(G)}
         runs = {runtime.canonical_ops[n] for n in kept if n in runtime.canonical_ops}
         runs |= {t.op for t in used_feeds if t.op_type == "Placeholder"}  # fed model inputs
-        self.ops: list[str] = sorted(runs, key=order.__getitem__)
+        self.ops: list[str] = sorted(runs, key=position.__getitem__)
         self._runtime = runtime
 
     def __repr__(self) -> str:
@@ -336,14 +355,14 @@ class Executor:
             raise ExecutionError(self._explain(e)) from None
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
-        arrays: dict[str, np.ndarray] = {}
+        values: dict[str, np.ndarray] = {}
         for name, k in self._position.items():
             array = np.asarray(outs[k])  # a view of TF's buffer, read-only for good
             if name in self._copy:
                 array = array.copy()
                 array.flags.writeable = False
-            arrays[name] = array
-        return Results((key, arrays[t.name]) for key, t in zip(self._keys, self.fetches))
+            values[name] = array
+        return Results((key, values[t.name]) for key, t in zip(self._keys, self.fetches))
 
     # ---- inputs
 

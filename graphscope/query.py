@@ -107,7 +107,7 @@ def find(
     else:
         tensors_ = G.graph["tensors"]
         items = [tensors_[n] for n in index.search(_compile(pattern, "pattern"))]
-    return _filter(G, items, None, op_type=op_type, layer=layer)
+    return _filter(items, None, op_type=op_type, layer=layer)
 
 
 def ancestors(
@@ -127,7 +127,7 @@ def ancestors(
     if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
         own = {t.name for t in seeds}
         found = [t for t in found if t.name not in own]
-    return _filter(G, found, pattern, op_type=op_type, layer=None)
+    return _filter(found, pattern, op_type=op_type, layer=None)
 
 
 def descendants(
@@ -144,7 +144,7 @@ def descendants(
             if t.index in edge["outputs"] and consumer not in ops:
                 ops.add(consumer)
                 ops |= nx.descendants(G, consumer)
-    return _filter(G, _tensors_in_order(G, ops), pattern, op_type=op_type, layer=None)
+    return _filter(_tensors_in_order(G, ops), pattern, op_type=op_type, layer=None)
 
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:
@@ -247,14 +247,12 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
 
 
 def _filter(
-    G: nx.DiGraph,
     items: list[Tensor],
     pattern: str | None,
     *,
     op_type: str | None,
     layer: str | None,
 ) -> Selection:
-    del G
     if pattern is not None:
         rx = _compile(pattern, "pattern")
         items = [t for t in items if rx.search(t.name)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,17 +18,9 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 def to_text(renderable: Any, *, width: int = 100) -> str:
     """Render to plain text (no colour), for `str()` and logs."""
-    console = Console(width=width, color_system=None, record=True, file=_Null())
+    console = Console(width=width, color_system=None, record=True, file=io.StringIO())
     console.print(renderable)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()).strip("\n")
-
-
-class _Null:
-    def write(self, _: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def _shape(shape: Any) -> str:

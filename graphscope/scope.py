@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,7 +10,7 @@ import networkx as nx
 
 from graphscope import query
 from graphscope.errors import TensorNotFoundError
-from graphscope.execute import CACHE_SIZE, Executor, Results, Runtime
+from graphscope.execute import LRU, Executor, Results, Runtime
 from graphscope.graph import Layer, Op, Selection, Tensor, mirror
 from graphscope.tracing import Traced, trace_function
 
@@ -49,7 +48,7 @@ class Scope:
         self._traced = traced
         self._graph = graph
         self._runtime: Runtime | None = None
-        self._executors: OrderedDict[tuple[Any, ...], Executor] = OrderedDict()
+        self._executors = LRU()
         self._lock = threading.Lock()
 
     # ---- what it is
@@ -137,17 +136,13 @@ class Scope:
         else:
             feed_pairs = self._pairs(feeds)
         key = (tuple((k, t.name) for k, t in fetch_pairs), tuple((k, t.name) for k, t in feed_pairs))
-        with self._lock:
-            if key in self._executors:
-                self._executors.move_to_end(key)
-                return self._executors[key]
-            if self._runtime is None:
-                self._runtime = Runtime(self._traced, self._graph)
-        executor = Executor(self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None)
-        with self._lock:
-            self._executors[key] = executor
-            while len(self._executors) > CACHE_SIZE:
-                self._executors.popitem(last=False)
+        executor = self._executors.get(key)
+        if executor is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = Runtime(self._traced, self._graph)
+            executor = Executor(self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None)
+            self._executors.put(key, executor)
         return executor
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
