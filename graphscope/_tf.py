@@ -6,11 +6,12 @@ changes the behaviour we rely on. Nothing outside this module imports a private 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
-from tensorflow.python.framework import convert_to_constants
+from tensorflow.python.framework import convert_to_constants, op_def_registry
 
 __all__ = [
     "build_shapes",
@@ -18,6 +19,7 @@ __all__ = [
     "inline_calls",
     "last_op_id",
     "op_id",
+    "output_ref",
 ]
 
 
@@ -50,14 +52,26 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
 
 
+_INLINE_LOCK = threading.Lock()
+
+
 def inline_calls(concrete_function: Any) -> graph_pb2.GraphDef:
     """GraphDef of `concrete_function` with every (Stateful)PartitionedCall inlined.
 
-    Inlined ops are named `<call op name>/<body op name>`; `While`/`If` stay functional.
+    Inlined ops are named `<call op name>/<body op name>`; `While`/`If`/`Case` stay functional.
+    TensorFlow's helper marks only `If`/`While` ops "do not lower to Switch/Merge"; `Case` ops
+    are added to its list for the call, or Grappler would lower them into v1 control flow, whose
+    untaken branch cannot be fetched.
     """
-    return convert_to_constants._run_inline_graph_optimization(  # pylint: disable=protected-access
-        concrete_function, lower_control_flow=False, aggressive_inlining=True
-    )
+    with _INLINE_LOCK:
+        kept = convert_to_constants._CONTROL_FLOW_OPS  # pylint: disable=protected-access
+        convert_to_constants._CONTROL_FLOW_OPS = kept | {"Case", "StatelessCase"}  # pylint: disable=protected-access
+        try:
+            return convert_to_constants._run_inline_graph_optimization(  # pylint: disable=protected-access
+                concrete_function, lower_control_flow=False, aggressive_inlining=True
+            )
+        finally:
+            convert_to_constants._CONTROL_FLOW_OPS = kept  # pylint: disable=protected-access
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:
@@ -79,3 +93,30 @@ def sublayers(layer: Any) -> list[Any]:
 def input_layers(model: Any) -> list[Any]:
     """The `InputLayer` behind each of a functional model's flat inputs, in order."""
     return [t._keras_history[0] for t in tf.nest.flatten(model.inputs)]  # pylint: disable=protected-access
+
+
+def output_ref(node_def: Any, index: int, library: dict[str, Any]) -> str:
+    """How a FunctionDef names output `index` of its node `node_def`: `node:out_arg:k`.
+
+    Inside a FunctionDef, outputs are addressed by the op's output argument name and the
+    position within that argument (`NonMaxSuppressionV3:selected_indices:0`,
+    `while:output:3`), read from the op's registered OpDef (or the called function's signature).
+    """
+    if node_def.op in library:
+        args = list(library[node_def.op].signature.output_arg)
+        return f"{node_def.name}:{args[index].name}:0"
+    op_def = op_def_registry.get(node_def.op)
+    if op_def is None:
+        raise LookupError(f"no OpDef registered for op type {node_def.op!r}")
+    position = 0
+    for arg in op_def.output_arg:
+        if arg.number_attr:
+            count = node_def.attr[arg.number_attr].i
+        elif arg.type_list_attr:
+            count = len(node_def.attr[arg.type_list_attr].list.type)
+        else:
+            count = 1
+        if index < position + count:
+            return f"{node_def.name}:{arg.name}:{index - position}"
+        position += count
+    raise LookupError(f"op {node_def.name!r} ({node_def.op}) has no output {index}")

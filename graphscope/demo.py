@@ -170,14 +170,7 @@ def report(*, variant: str = "loop") -> list[Any]:
         Text(f"Ancestors of ROI's output {roi.output.name} that are NMS ops:"),
         nms,
     ]
-    runnable = [t for t in nms if t.exec_name is not None]
-    if not runnable:
-        out.append(Text(
-            "The NMS ops run inside a tf.map_fn loop body; fetching from loop bodies is not "
-            "supported yet, so this variant stops at the search."
-        ))
-        return out
-    fetches = [scope.layer("rpn_class").output, scope.layer("rpn_bbox").output, *runnable]
+    fetches = [scope.layer("rpn_class").output, scope.layer("rpn_bbox").output, *nms]
     images = synthetic_images()
     executor = scope.executor(fetches)
     values = executor(images)
@@ -186,15 +179,21 @@ def report(*, variant: str = "loop") -> list[Any]:
         render.results_table(values),
     ]
     # the check a user would do by hand: NMS on the fetched boxes/scores gives the same indices
-    inputs = scope.executor([scope.op(t.op).inputs[k] for t in runnable for k in (0, 1)])(images)
+    # (inside tf.map_fn every value has one entry per image, one per loop iteration)
+    inputs = scope.executor([scope.op(t.op).inputs[k] for t in nms for k in (0, 1)])(images)
     checks = []
-    for t in runnable:
+    for t in nms:
         boxes_name, scores_name = scope.op(t.op).inputs[:2]
-        by_hand = tf.image.non_max_suppression(
-            inputs[boxes_name], inputs[scores_name], roi.keras_layer.proposal_count, roi.keras_layer.nms_threshold
-        ).numpy()
-        same = np.array_equal(by_hand, values[t.name])
-        checks.append(f"{t.name}: {len(by_hand)} boxes kept; tf.image.non_max_suppression by hand "
-                      f"{'agrees' if same else 'DIFFERS'}")
+        per_image = [(inputs[boxes_name], inputs[scores_name], values[t.name])]
+        if t.context:
+            per_image = list(zip(inputs[boxes_name], inputs[scores_name], values[t.name]))
+        for k, (boxes, scores, fetched) in enumerate(per_image):
+            by_hand = tf.image.non_max_suppression(
+                boxes, scores, roi.keras_layer.proposal_count, roi.keras_layer.nms_threshold
+            ).numpy()
+            same = np.array_equal(by_hand, fetched)
+            where = f" (image {k}, loop iteration {k})" if t.context else ""
+            checks.append(f"{t.name}{where}: {len(by_hand)} boxes kept; tf.image.non_max_suppression "
+                          f"by hand {'agrees' if same else 'DIFFERS'}")
     out.append(Panel("\n".join(checks), title="check", expand=False))
     return out

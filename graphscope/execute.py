@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
-from graphscope import _tf
+from graphscope import _tf, rewrite
 from graphscope.errors import (
     DisconnectedError,
     ExecutionError,
@@ -40,6 +40,7 @@ _WRITE_OPS = re.compile(
     r"Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign"
 )
 _RNG_VARIABLE = re.compile(r"seed_generator_state")
+_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}
 # compiled functions (and, in Scope, executors) kept per scope; older ones are rebuilt on demand
 CACHE_SIZE = 64
 
@@ -95,51 +96,131 @@ class Runtime:
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
         self._compiled = LRU()
-        # executable op name -> canonical op name, for ops that exist under their own raw name
-        self.canonical_ops = {
-            t.exec_name.rpartition(":")[0]: t.op
-            for t in self.tensors.values()
-            if t.exec_name is not None and t.exec_name == t.raw_name
-        }
+        self.library = rewrite.library_of(self.graph_def)
+        self._functions: dict[str, dict[str, Any]] = {}
+        # executable op name -> canonical op name, for top-level ops and inlined calls' ops
+        self.canonical_ops = {}
+        for t in self.tensors.values():
+            raw = t.raw_name.rpartition(":")[0]
+            if t.index == 0 and raw in self.nodes and all(attr == "f" for _, attr in t.site):
+                self.canonical_ops[raw] = t.op
 
-    def check(self, t: Tensor) -> str:
-        """The executable name of `t`, or an error saying why it cannot run."""
-        if t.exec_name is None:
-            raise UnsupportedFetchError(f"cannot run {t.name!r}: {t.unrunnable}")
-        if t.exec_name.rpartition(":")[0] not in self.nodes:
-            raise UnsupportedFetchError(
-                f"cannot run {t.name!r}: TensorFlow's inliner did not keep {t.exec_name!r} "
-                "in the executable graph"
-            )
-        return t.exec_name
+    def locate(self, t: Tensor) -> str | rewrite.Target:
+        """Where `t` is computed at run time: a top-level tensor name, or a `rewrite.Target`
+        inside a loop, branch or call the inliner kept. Raises UnsupportedFetchError when
+        TensorFlow's optimizer removed it."""
+        seen = {t.name}
+        while True:
+            where = self._direct(t)
+            if where is not None:
+                return where
+            if t.alias is None or t.alias in seen:
+                raise UnsupportedFetchError(
+                    f"cannot run {t.name!r}: TensorFlow's function inliner did not keep its op "
+                    f"({t.raw_name.rpartition(':')[0]!r}) in the executable graph; fetch a tensor "
+                    "that consumes it instead"
+                )
+            seen.add(t.alias)
+            t = self.tensors[t.alias]
 
-    def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str], list[str]]:
+    def _direct(self, t: Tensor) -> str | rewrite.Target | None:
+        nodes: Mapping[str, Any] = self.nodes
+        prefix = ""
+        steps: list[tuple[str, str]] = []
+        for local, attr in t.site:
+            name = prefix + local
+            node = nodes.get(name)
+            if attr == "f" and (node is None or node.op not in _CALLS):
+                prefix = f"{name}/"  # the call was inlined: its ops are named under it
+                continue
+            if node is None:
+                return None
+            function = rewrite._function_attr(node, attr).name
+            if function not in self.library:
+                return None
+            steps.append((name, attr))
+            nodes = self._function_nodes(function)
+            prefix = ""
+        if t.arg is not None and steps and not prefix:
+            return rewrite.Target(tuple(steps), None, t.arg, t.index, tf.as_dtype(t.dtype).as_datatype_enum)
+        local = prefix + t.local
+        if local not in nodes:
+            return None
+        if not steps:
+            return f"{local}:{t.index}"
+        return rewrite.Target(tuple(steps), local, None, t.index, tf.as_dtype(t.dtype).as_datatype_enum)
+
+    def _function_nodes(self, function: str) -> dict[str, Any]:
+        nodes = self._functions.get(function)
+        if nodes is None:
+            nodes = {n.name: n for n in self.library[function].node_def}
+            self._functions[function] = nodes
+        return nodes
+
+    def compiled(
+        self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]
+    ) -> tuple[Any, list[str], list[str], list[tuple[str, ...]]]:
         """The compiled function for this feed list and fetch *set*, built once and reused.
 
-        Returns the function, the fetch names in the order it returns them, and the executable
-        names of the ops it holds. The most recently used `CACHE_SIZE` functions are kept.
+        Returns the function, the fetch names in the order it returns them, the executable
+        names of the top-level ops it holds, and for each fetch the wrappers its value comes
+        in (`rewrite.Exposed.kinds`; empty for a plain tensor). The most recently used
+        `CACHE_SIZE` functions are kept.
         """
         order = sorted({t.name for t in fetches})
         key = (tuple(t.name for t in feeds), tuple(order))
         cached = self._compiled.get(key)
         if cached is None:
-            function, kept = self.prune(feeds, [self.tensors[n] for n in order])
-            cached = (function, order, kept)
+            function, kept, kinds = self.prune(feeds, [self.tensors[n] for n in order])
+            cached = (function, order, kept, kinds)
             self._compiled.put(key, cached)
         return cached
 
-    def prune(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> tuple[Any, list[str]]:
+    def prune(
+        self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]
+    ) -> tuple[Any, list[str], list[tuple[str, ...]]]:
         """A compiled function computing `fetches` from `feeds`, holding only the ops in between.
 
-        Returns the ConcreteFunction and the executable names of the ops it holds.
+        Fetches inside loops, branches and kept calls are exposed by rewriting the functions on
+        the way (see `rewrite`). Returns the ConcreteFunction, the executable names of the
+        top-level ops it holds, and each fetch's wrappers.
         """
-        feed_names = {_normal(self.check(t)): f"graphscope_feed_{k}" for k, t in enumerate(feeds)}
-        fetch_names = [_normal(self.check(t)) for t in fetches]
-        kept = self._select(feed_names, fetch_names)
+        feed_names = {}
+        for k, t in enumerate(feeds):
+            where = self.locate(t)
+            if not isinstance(where, str):
+                raise UnsupportedFetchError(
+                    f"cannot feed {t.name!r}: it is computed inside {t.context or t.function[-1]}, "
+                    "where it has one value per iteration or call; feed a tensor outside loops, "
+                    "branches and functions"
+                )
+            feed_names[_normal(where)] = f"graphscope_feed_{k}"
+        located = [self.locate(t) for t in fetches]
+        targets = [w for w in located if isinstance(w, rewrite.Target)]
+        nodes, functions = self.nodes, []
+        exposed = iter(())
+        if targets:
+            try:
+                patch = rewrite.expose(self.nodes, self.library, targets)
+            except LookupError as e:
+                raise UnsupportedFetchError(f"cannot expose {', '.join(t.name for t in fetches)}: {e}") from None
+            nodes = {**self.nodes, **patch.nodes}
+            functions = patch.functions
+            exposed = iter(patch.exposed)
+        fetch_names, kinds = [], []
+        for where in located:
+            if isinstance(where, str):
+                fetch_names.append(_normal(where))
+                kinds.append(())
+            else:
+                e = next(exposed)
+                fetch_names.append(e.tensor)
+                kinds.append(e.kinds)
+        kept = self._select(nodes, feed_names, fetch_names)
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = self._select(feed_names, fetch_names + updates)
-        out = self._graph_def(feeds, feed_names, kept)
+            kept = self._select(nodes, feed_names, fetch_names + updates)
+        out = self._graph_def(nodes, functions, feeds, feed_names, kept)
         captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
         placeholders = [f"{p}:0" for p in feed_names.values()]
         outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
@@ -168,18 +249,26 @@ class Runtime:
         signature = [tf.TensorSpec(t.shape, t.dtype) for t in feeds]
         function = tf.compat.v1.wrap_function(run, signature)
         pending.clear()
-        return function, [n.name for n in self.graph_def.node if n.name in kept]
+        return function, [n.name for n in self.graph_def.node if n.name in kept], kinds
 
-    def _graph_def(self, feeds: Sequence[Tensor], feed_names: dict[str, str], kept: set[str]) -> graph_pb2.GraphDef:
+    def _graph_def(
+        self,
+        nodes: Mapping[str, Any],
+        functions: list[Any],
+        feeds: Sequence[Tensor],
+        feed_names: dict[str, str],
+        kept: set[str],
+    ) -> graph_pb2.GraphDef:
         """The `kept` nodes, with each fed tensor replaced by a placeholder of its own."""
         out = graph_pb2.GraphDef()
         out.versions.CopyFrom(self.graph_def.versions)
         out.library.CopyFrom(self.graph_def.library)
+        out.library.function.extend(functions)
         for t, placeholder in zip(feeds, feed_names.values()):
             node = out.node.add(name=placeholder, op="Placeholder")
             node.attr["dtype"].type = tf.as_dtype(t.dtype).as_datatype_enum
             node.attr["shape"].shape.CopyFrom(tf.TensorShape(t.shape).as_proto())
-        for node in self.graph_def.node:
+        for node in nodes.values():
             if node.name not in kept:
                 continue
             copy = out.node.add()
@@ -201,10 +290,9 @@ class Runtime:
                     copy.input.append(i)
         return out
 
-    def _select(self, feeds: dict[str, str], fetches: list[str]) -> set[str]:
+    def _select(self, nodes: Mapping[str, Any], feeds: dict[str, str], fetches: list[str]) -> set[str]:
         """Nodes needed for `fetches` when `feeds` are given: data inputs up to the feeds, and
         control inputs that can themselves run from the feeds."""
-        nodes = self.nodes
         runnable: dict[str, bool] = {}
 
         def inputs_of(name: str) -> list[str]:
@@ -328,12 +416,14 @@ class Executor:
         needed = _needed_feeds(G, self.fetches, self._feeds, explicit=explicit_feeds)
         self._used = [i for i, t in enumerate(self._feeds) if t.name in needed]
         used_feeds = [self._feeds[i] for i in self._used]
-        self._function, order, kept = runtime.compiled(used_feeds, self.fetches)
+        self._function, order, kept, kinds = runtime.compiled(used_feeds, self.fetches)
+        self._kinds = dict(zip(order, kinds))
         self._position = {n: k for k, n in enumerate(order)}
         tensors = G.graph["tensors"]
         # results are zero-copy read-only views, except values that may share a buffer with a
         # variable or a constant of the function: those are copied
         self._copy = {n for n in order if _may_alias_state(G, tensors[n])}
+        self._dtypes = {n: tf.as_dtype(tensors[n].dtype) for n in order}
         position = {name: k for k, name in enumerate(G)}
         runs = {runtime.canonical_ops[n] for n in kept if n in runtime.canonical_ops}
         runs |= {t.op for t in used_feeds if t.op_type == "Placeholder"}  # fed model inputs
@@ -355,8 +445,12 @@ class Executor:
             raise ExecutionError(self._explain(e)) from None
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
-        values: dict[str, np.ndarray] = {}
+        values: dict[str, Any] = {}
         for name, k in self._position.items():
+            kinds = self._kinds[name]
+            if kinds:
+                values[name] = _decode(outs[k], kinds, self._dtypes[name])
+                continue
             array = np.asarray(outs[k])  # a view of TF's buffer, read-only for good
             if name in self._copy:
                 array = array.copy()
@@ -479,8 +573,43 @@ def _check_fetchable(t: Tensor) -> None:
             f"cannot fetch {t.name!r}: it is a {t.dtype} tensor (a handle, not a value); "
             "fetch a tensor that reads it instead, e.g. a ReadVariableOp"
         )
-    if t.exec_name is None:
-        raise UnsupportedFetchError(f"cannot fetch {t.name!r}: {t.unrunnable}")
+
+
+def _decode(value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> Any:
+    """Unwrap an exposed value (see `rewrite`): a loop's list becomes an array with one entry per
+    iteration on a new leading axis (a list of values when their shapes differ), a branch's
+    optional its value or None when the branch did not run."""
+    kind, rest = kinds[0], kinds[1:]
+    inner = tf.variant if rest else dtype
+    if kind == "optional":
+        if not bool(tf.raw_ops.OptionalHasValue(optional=value)):
+            return None
+        (got,) = tf.raw_ops.OptionalGetValue(optional=value, output_types=[inner], output_shapes=[None])
+        return _decode(got, rest, dtype) if rest else _read_only(np.array(got))
+    n = int(tf.raw_ops.TensorListLength(input_handle=value))
+    if not rest and n:
+        try:  # one copy when every iteration's value has the same shape
+            stacked = tf.raw_ops.TensorListStack(input_handle=value, element_shape=-1, element_dtype=dtype)
+            return _read_only(np.asarray(stacked))
+        except tf.errors.InvalidArgumentError:
+            pass
+    items = []
+    for i in range(n):
+        item = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=-1, element_dtype=inner)
+        items.append(_decode(item, rest, dtype) if rest else _read_only(np.array(item)))
+    return _combine(items)
+
+
+def _combine(items: list[Any]) -> Any:
+    """One array when every item is an array of the same shape, else the list itself."""
+    if items and all(isinstance(a, np.ndarray) for a in items) and len({a.shape for a in items}) == 1:
+        return _read_only(np.stack(items))
+    return items
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def _needed_feeds(G: nx.DiGraph, fetches: list[Tensor], feeds: list[Tensor], *, explicit: bool) -> set[str]:
@@ -504,7 +633,12 @@ def _needed_feeds(G: nx.DiGraph, fetches: list[Tensor], feeds: list[Tensor], *, 
             if name in model_inputs:
                 missing.setdefault(name, []).append(fetch.name)
                 continue
-            todo.extend(G.nodes[tensors[name].op]["op"].inputs)
+            t = tensors[name]
+            todo.extend(G.nodes[t.op]["op"].inputs)
+            # a value inside a body runs only when the op calling the body runs: it needs
+            # that op's inputs too (a constant in a loop body needs the loop's)
+            for frame in t.function:
+                todo.extend(G.nodes[frame.rpartition(":")[0] if ":" in frame else frame]["op"].inputs)
     if missing:
         lines = ", ".join(f"{m} (needed by {', '.join(dict.fromkeys(f))})" for m, f in missing.items())
         raise DisconnectedError(

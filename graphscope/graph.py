@@ -45,8 +45,20 @@ class Tensor:
     shape: Shape
     layer: str | None
     function: tuple[str, ...] = ()
-    exec_name: str | None = dataclasses.field(default=None, repr=False, compare=False)
-    unrunnable: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    # where the value lives at run time (see execute.Runtime.locate): the enclosing calls and
+    # control-flow bodies as (op name in its own graph, role), the op's own name in the innermost
+    # graph, its position among that graph's arguments (when it is one), and a tensor that
+    # always holds the same value (a call's argument: the call's input; a call's output: the
+    # body's result)
+    site: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False, compare=False)
+    local: str = dataclasses.field(default="", repr=False, compare=False)
+    arg: int | None = dataclasses.field(default=None, repr=False, compare=False)
+    alias: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def context(self) -> str | None:
+        """The innermost loop or branch computing this tensor (`'ROI/map/while:body'`), or None."""
+        return next((f for f in reversed(self.function) if ":" in f), None)
 
     def __repr__(self) -> str:
         where = f" layer={self.layer}" if self.layer else ""
@@ -181,7 +193,8 @@ class _Frame:
     function: tuple[str, ...]
     arg_sources: list[str]  # canonical tensor names feeding the body's arguments, by position
     args: dict[str, int]  # body argument tensor name -> position
-    runnable: bool
+    prefix: str  # canonical names of this body's ops start with it ("" or "<call>/")
+    site: tuple[tuple[str, str], ...]  # (op name in its graph, role) of each enclosing body
 
 
 def mirror(traced: Traced) -> nx.DiGraph:
@@ -270,21 +283,26 @@ class _Mirror:
 
     def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
         base = canonical_op_name(op.name, self._scopes(owner))
+        arg = frame.args.get(op.outputs[0].name) if frame and op.outputs and op.type == "Placeholder" else None
         if frame is None:
             name, raw = base, op.name
         elif not frame.role:
             name, raw = f"{frame.call_name}/{base}", f"{frame.call_raw}/{op.name}"
         else:
-            name = base if base not in self.G else qualify(base, frame.call_name, frame.role)
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
+            if arg is not None:  # a loop variable or branch argument: named by its body
+                name = f"{frame.call_name}/{frame.role}/{base.rpartition('/')[2]}"
+            else:
+                name = frame.prefix + base
+                name = name if name not in self.G else qualify(name, frame.call_name, frame.role)
         name = uniquify(name, self.G)
         function = frame.function if frame else ()
+        site = frame.site if frame else ()
         layer = self._layer_path(owner)
-        runnable = frame is None or frame.runnable
 
         bodies = self._bodies(op)
         body_outputs: list[list[str]] = []
-        for role, body, offset in bodies:
+        for role, attr, body, offset in bodies:
             sub = _Frame(
                 call_name=name,
                 call_raw=raw,
@@ -294,38 +312,26 @@ class _Mirror:
                 function=function + ((name,) if not role else (f"{name}:{role}",)),
                 arg_sources=[self.by_tf[(id(graph), t.name)] for t in op.inputs[offset:]],
                 args={t.name: i for i, t in enumerate(body.inputs)},
-                runnable=runnable and not role,
+                prefix=f"{name}/" if not role else (frame.prefix if frame else ""),
+                site=site + ((op.name, attr),),
             )
             self._walk(body, sub)
             body_outputs.append([self.by_tf[(id(body), t.name)] for t in body.outputs])
 
         inputs = [self.by_tf[(id(graph), t.name)] for t in op.inputs]
-        arg_position = frame.args.get(op.outputs[0].name) if frame and op.outputs else None
-        if arg_position is not None and arg_position < len(frame.arg_sources):
-            inputs.append(frame.arg_sources[arg_position])
+        if arg is not None and arg < len(frame.arg_sources):
+            inputs.append(frame.arg_sources[arg])
         for outs in body_outputs:
             inputs.extend(outs)
 
         outputs = []
         for i, t in enumerate(op.outputs):
             tname = tensor_name(name, i)
-            exec_name, why = None, None
-            if not runnable:
-                kind = frame.call_type if frame else op.type
-                why = (
-                    f"it is computed inside the {frame.role} of {frame.call_name} ({kind}); "
-                    "fetching values from inside loops and branches is not supported yet"
-                ) if frame else None
-            elif arg_position is not None:
-                src = self.tensors.get(frame.arg_sources[arg_position]) if frame else None
-                exec_name = src.exec_name if src else None
-            elif op.type in _CALL_OPS and body_outputs:
-                inner = self.tensors[body_outputs[0][i]]
-                exec_name = inner.exec_name
-            else:
-                exec_name = tensor_name(raw, i)
-            if exec_name is None and why is None:
-                why = "it has no counterpart in the executable graph"
+            alias = None
+            if arg is not None and not frame.role and arg < len(frame.arg_sources):
+                alias = frame.arg_sources[arg]  # a function's argument is the call's input
+            elif op.type in _CALL_OPS and body_outputs and i < len(body_outputs[0]):
+                alias = body_outputs[0][i]  # a call's output is its body's result
             tensor = Tensor(
                 name=tname,
                 raw_name=tensor_name(raw, i),
@@ -336,8 +342,10 @@ class _Mirror:
                 shape=tuple(t.shape.as_list()) if t.shape.rank is not None else None,
                 layer=layer,
                 function=function,
-                exec_name=exec_name,
-                unrunnable=why,
+                site=site,
+                local=op.name,
+                arg=arg,
+                alias=alias,
             )
             self.tensors[tname] = tensor
             self.by_tf[(id(graph), t.name)] = tname
@@ -356,18 +364,19 @@ class _Mirror:
             else:
                 self.G.add_edge(producer.op, name, outputs=(producer.index,))
 
-    def _bodies(self, op: tf.Operation) -> list[tuple[str, tf.Graph, int]]:
+    def _bodies(self, op: tf.Operation) -> list[tuple[str, str, tf.Graph, int]]:
+        """(role, function attribute, body graph, offset of the op inputs feeding its arguments)."""
         node_def = op.node_def
         found = []
         if op.type in _CALL_OPS and "f" in node_def.attr:
-            found.append(("", _tf.function_graph(op.graph, node_def.attr["f"].func.name), 0))
+            found.append(("", "f", _tf.function_graph(op.graph, node_def.attr["f"].func.name), 0))
             return found
         for attr, role, offset in _BODY_ATTRS:
             if attr in node_def.attr and node_def.attr[attr].HasField("func"):
-                found.append((role, _tf.function_graph(op.graph, node_def.attr[attr].func.name), offset))
+                found.append((role, attr, _tf.function_graph(op.graph, node_def.attr[attr].func.name), offset))
         if "branches" in node_def.attr:
             for k, fn in enumerate(node_def.attr["branches"].list.func):
-                found.append((f"branch{k}", _tf.function_graph(op.graph, fn.name), 1))
+                found.append((f"branch{k}", f"branches:{k}", _tf.function_graph(op.graph, fn.name), 1))
         return found
 
     # ---- layers

@@ -222,3 +222,148 @@ def sample_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> list[np.
     else:  # a subclassed model: its recorded build shape
         shapes = [tuple(model._build_shapes_dict and list(model._build_shapes_dict.values())[0][1:])]
     return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]
+
+
+# --------------------------------------------------------------------------- control flow zoo
+# Layers whose interesting values live inside loops, branches and nested functions.
+
+
+class ThresholdNMS(keras.layers.Layer):
+    """Per-image NMS inside tf.map_fn with a score threshold: each image keeps its own count."""
+
+    def call(self, inputs: list) -> tf.Tensor:
+        boxes, scores = inputs
+
+        def per_image(args: tuple) -> tf.Tensor:
+            b, s = args
+            keep = tf.image.non_max_suppression(b, s, 6, 0.5, score_threshold=0.4, name="nms")
+            kept = tf.gather(s, keep)
+            return tf.pad(kept, [[0, 6 - tf.shape(kept)[0]]])
+
+        return tf.map_fn(per_image, (boxes, scores), fn_output_signature=tf.TensorSpec((6,), tf.float32))
+
+    def compute_output_shape(self, input_shape: list) -> tuple:
+        return (input_shape[0][0], 6)
+
+
+def threshold_nms() -> keras.Model:
+    boxes = keras.Input((12, 4), name="boxes")
+    scores = keras.Input((12,), name="scores")
+    out = ThresholdNMS(name="nms_layer")([boxes, scores])
+    return keras.Model([boxes, scores], out, name="threshold_nms")
+
+
+class Scan(keras.layers.Layer):
+    """tf.scan: a running product-sum over the feature axis."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        steps = tf.transpose(x)  # (features, batch)
+        out = tf.scan(lambda acc, col: acc * 0.5 + tf.tanh(col), steps, initializer=tf.zeros_like(steps[0]))
+        return tf.transpose(out)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class Branchy(keras.layers.Layer):
+    """tf.cond on the batch sum, and tf.switch_case on a clipped index."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.nn.relu(x) * 2.0, lambda: tf.exp(x) - 1.0)
+        index = tf.clip_by_value(tf.cast(tf.reduce_max(x) * 2.0, tf.int32), 0, 2)
+        return tf.switch_case(index, [lambda: y + 1.0, lambda: tf.sqrt(tf.abs(y)), lambda: y * y])
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class CondInLoop(keras.layers.Layer):
+    """A tf.cond inside tf.map_fn: each row takes its own branch."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(
+            lambda row: tf.cond(row[0] > 0.0, lambda: tf.math.log1p(row * row), lambda: row - 3.0), x
+        )
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class NestedLoops(keras.layers.Layer):
+    """tf.map_fn inside a tf.function helper, each row running an inner tf.while_loop that
+    reads a weight: loops inside a function inside a layer."""
+
+    def build(self, input_shape: tuple) -> None:
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer=keras.initializers.RandomNormal(seed=7), name="w")
+
+    @tf.function
+    def helper(self, x: tf.Tensor) -> tf.Tensor:
+        def per_row(row: tf.Tensor) -> tf.Tensor:
+            def body(i: tf.Tensor, acc: tf.Tensor) -> tuple:
+                step = tf.tanh(acc * self.w + row * tf.cast(i, tf.float32))
+                return i + 1, step
+
+            return tf.while_loop(lambda i, _: i < 3, body, (0, tf.zeros_like(row)))[1]
+
+        return tf.map_fn(per_row, x)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.helper(x)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class SharedHelper(keras.layers.Layer):
+    """One tf.function called from two places: one function body, two call sites."""
+
+    @tf.function
+    def squash(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.sigmoid(x) * 4.0
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.squash(x) + self.squash(x * -1.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class XlaHelper(keras.layers.Layer):
+    """A tf.function(jit_compile=True) helper."""
+
+    @tf.function(jit_compile=True)
+    def compiled(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(x) * 3.0
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.compiled(x) + 1.0
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+def loops_and_branches() -> keras.Model:
+    """Every kind of control flow on one input, each in its own layer."""
+    x_in = keras.Input((5,), name="x")
+    a = RunningSum(name="running_sum")(x_in)
+    b = Scan(name="scan")(x_in)
+    c = Branchy(name="branchy")(x_in)
+    d = CondInLoop(name="cond_in_loop")(x_in)
+    e = NestedLoops(name="nested_loops")(x_in)
+    f = SharedHelper(name="shared_helper")(x_in)
+    g = XlaHelper(name="xla_helper")(x_in)
+    out = keras.layers.Add(name="sum")([a, b, c, d, e, f, g])
+    return keras.Model(x_in, out, name="loops_and_branches")
+
+
+def recurrent(kind: str = "LSTM") -> keras.Model:
+    """A Keras LSTM or GRU (a tf.while_loop over time steps on CPU)."""
+    x_in = keras.Input((4, 3), name="sequence")
+    layer = getattr(keras.layers, kind)(
+        5,
+        return_sequences=True,
+        name=kind.lower(),
+        kernel_initializer=keras.initializers.GlorotUniform(seed=next(_seeds)),
+        recurrent_initializer=keras.initializers.Orthogonal(seed=next(_seeds)),
+    )
+    return keras.Model(x_in, layer(x_in), name=f"{kind.lower()}_model")

@@ -68,11 +68,12 @@ def test_resource_tensors_are_refused():
         scope.executor([handle])
 
 
-def test_loop_body_tensors_are_refused_clearly_for_now():
+def test_feeding_a_tensor_inside_a_loop_body_is_refused():
     scope = gs.trace(demo.proposal_model(variant="map_fn"))
     (nms,) = scope.find(op_type="NonMaxSuppressionV3")
-    with pytest.raises(gs.UnsupportedFetchError, match=r"inside the body of ROI/map/while .*not supported yet"):
-        scope.executor([nms])
+    boxes = scope.op(nms.op).inputs[0]
+    with pytest.raises(gs.UnsupportedFetchError, match=r"cannot feed .* inside ROI/map/while:body.*one value per iteration"):
+        scope.executor([nms], feeds=[boxes])
 
 
 def test_unknown_fetch_and_nothing_to_fetch():
