@@ -189,11 +189,7 @@ class Runtime:
         for k, t in enumerate(feeds):
             where = self.locate(t)
             if not isinstance(where, str):
-                raise UnsupportedFetchError(
-                    f"cannot feed {t.name!r}: it is computed inside {t.context or t.function[-1]}, "
-                    "where it has one value per iteration or call; feed a tensor outside loops, "
-                    "branches and functions"
-                )
+                raise UnsupportedFetchError(f"cannot feed {t.name!r}: it is computed inside {t.function[-1]}")
             feed_names[_normal(where)] = f"graphscope_feed_{k}"
         located = [self.locate(t) for t in fetches]
         targets = [w for w in located if isinstance(w, rewrite.Target)]
@@ -413,6 +409,13 @@ class Executor:
                 self._aliases.setdefault(alias, k)
         for t in self.fetches:
             _check_fetchable(t)
+        for t in self._feeds:
+            if t.context:
+                raise UnsupportedFetchError(
+                    f"cannot feed {t.name!r}: it is computed inside {t.context}, where it has one "
+                    "value per iteration or none when the branch does not run; feed a tensor "
+                    "outside loops and branches"
+                )
         needed = _needed_feeds(G, self.fetches, self._feeds, explicit=explicit_feeds)
         self._used = [i for i, t in enumerate(self._feeds) if t.name in needed]
         used_feeds = [self._feeds[i] for i in self._used]

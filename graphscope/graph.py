@@ -16,6 +16,7 @@ Graph-level attributes: `tensors` (canonical name -> Tensor), `names` (every acc
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
@@ -142,6 +143,9 @@ class Layer:
     ops: tuple[Op, ...]
     input_structure: Any = dataclasses.field(default=None, repr=False, compare=False)
     keras_layer: Any = dataclasses.field(default=None, repr=False, compare=False)
+    # "call": recorded Keras layer calls; "name scope": guessed from op names (a SavedModel
+    # traced without its Python classes, where no Keras object exists)
+    source: str = "call"
 
     @property
     def output(self) -> Tensor:
@@ -195,6 +199,54 @@ class _Frame:
     args: dict[str, int]  # body argument tensor name -> position
     prefix: str  # canonical names of this body's ops start with it ("" or "<call>/")
     site: tuple[tuple[str, str], ...]  # (op name in its graph, role) of each enclosing body
+    layer: str | None = None  # the calling op's layer
+
+
+_GENERIC_CALL = re.compile(r"(?:Stateful)?PartitionedCall(?:_\d+)?")
+_KERAS_SUFFIX = re.compile(r"_\d+$")
+_HANDLES = ("resource", "variant")
+
+
+class _NameScopes:
+    """Canonical names and layers from name scopes alone, for a SavedModel traced without its
+    Python classes: the Keras model's own scope is dropped (`mask_rcnn_demo_1/conv1_1/BiasAdd`
+    -> `conv1/BiasAdd`), the next segment is the layer, without Keras' uniquifying `_<n>` suffix
+    unless a variable's path says the suffix is part of the name; a layer seen under a second
+    scope is its second call (`shared_dense@2`)."""
+
+    def __init__(self, function: Any) -> None:
+        self.known = {v.name.split("/")[0] for v in function.graph.variables if "/" in v.name}
+        firsts: dict[str, int] = defaultdict(int)
+        total = 0
+        for op in function.graph.get_operations():
+            if op.type in _CALL_OPS and "f" in op.node_def.attr:
+                body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
+                for inner in body.get_operations():
+                    if "/" in inner.name:
+                        firsts[inner.name.split("/")[0]] += 1
+                        total += 1
+        top = max(firsts, key=firsts.__getitem__, default=None)
+        # the model's scope holds (nearly) every scoped op and carries Keras' suffix
+        self.model = top if top and _KERAS_SUFFIX.search(top) and firsts[top] * 10 >= total * 9 else None
+        self.tokens: dict[str, str] = {}
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def canonical(self, name: str) -> tuple[str, str | None]:
+        """`name` without the model scope and with the layer's own name; and that layer."""
+        segments = name.split("/")
+        if self.model is not None and len(segments) > 1 and segments[0] == self.model:
+            segments = segments[1:]
+        if len(segments) < 2:
+            return "/".join(segments), None
+        token = self.tokens.get(segments[0])
+        if token is None:
+            scope = segments[0]
+            layer = scope if scope in self.known else _KERAS_SUFFIX.sub("", scope)
+            self.calls[layer] += 1
+            token = layer if self.calls[layer] == 1 else f"{layer}@{self.calls[layer]}"
+            self.tokens[scope] = token
+        segments[0] = token
+        return "/".join(segments), token
 
 
 def mirror(traced: Traced) -> nx.DiGraph:
@@ -214,6 +266,7 @@ class _Mirror:
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
         self.paths: dict[int, str | None] = {}
+        self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
 
     def build(self) -> nx.DiGraph:
         cf = self.traced.function
@@ -283,11 +336,17 @@ class _Mirror:
 
     def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
         base = canonical_op_name(op.name, self._scopes(owner))
+        scoped_layer = None
+        if self.scopes is not None and (frame is None or not frame.prefix):  # not named under a call
+            base, scoped_layer = self.scopes.canonical(base)
         arg = frame.args.get(op.outputs[0].name) if frame and op.outputs and op.type == "Placeholder" else None
         if frame is None:
             name, raw = base, op.name
         elif not frame.role:
-            name, raw = f"{frame.call_name}/{base}", f"{frame.call_raw}/{op.name}"
+            raw = f"{frame.call_raw}/{op.name}"
+            name = f"{frame.prefix}{base}"
+            if not frame.prefix and (base in self.G or arg is not None):  # keep clashes apart
+                name = f"{frame.call_name}/{base}"
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
             if arg is not None:  # a loop variable or branch argument: named by its body
@@ -298,7 +357,7 @@ class _Mirror:
         name = uniquify(name, self.G)
         function = frame.function if frame else ()
         site = frame.site if frame else ()
-        layer = self._layer_path(owner)
+        layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
 
         bodies = self._bodies(op)
         body_outputs: list[list[str]] = []
@@ -312,8 +371,9 @@ class _Mirror:
                 function=function + ((name,) if not role else (f"{name}:{role}",)),
                 arg_sources=[self.by_tf[(id(graph), t.name)] for t in op.inputs[offset:]],
                 args={t.name: i for i, t in enumerate(body.inputs)},
-                prefix=f"{name}/" if not role else (frame.prefix if frame else ""),
+                prefix=self._prefix(op, name, role, frame),
                 site=site + ((op.name, attr),),
+                layer=layer,
             )
             self._walk(body, sub)
             body_outputs.append([self.by_tf[(id(body), t.name)] for t in body.outputs])
@@ -364,6 +424,14 @@ class _Mirror:
             else:
                 self.G.add_edge(producer.op, name, outputs=(producer.index,))
 
+    def _prefix(self, op: tf.Operation, name: str, role: str, frame: _Frame | None) -> str:
+        """How the canonical names of a body's ops start."""
+        if role:  # loop and branch bodies' ops are already scoped under the op
+            return frame.prefix if frame else ""
+        if self.scopes is not None and frame is None and _GENERIC_CALL.fullmatch(op.name):
+            return ""  # a SavedModel's serving call: its name is noise
+        return f"{name}/"
+
     def _bodies(self, op: tf.Operation) -> list[tuple[str, str, tf.Graph, int]]:
         """(role, function attribute, body graph, offset of the op inputs feeding its arguments)."""
         node_def = op.node_def
@@ -397,10 +465,40 @@ class _Mirror:
         root, model = self.traced.root_call, self.traced.model
         if model is not None and root is not None:
             self._visit(root, model, inputs)
+        elif self.scopes is not None:
+            self._scoped_layers()
         else:  # no Keras root: the layers a module or function called, in call order
             for call in self.children.get(id(None), []):
                 self._emit_call(call, None)
         return self.layers
+
+    def _scoped_layers(self) -> None:
+        """Layers guessed from name scopes, in order of first appearance; their inputs and
+        outputs are the tensors crossing the group's border."""
+        G, outputs = self.G, set(self.G.graph.get("outputs", ()))
+        for index, (name, ops) in enumerate(self.ops_by_layer.items()):
+            own = {o.name for o in ops}
+            ins, outs = [], []
+            for o in ops:
+                for t in o.inputs:
+                    producer = self.tensors[t]
+                    if producer.op not in own and producer.dtype not in _HANDLES and producer.op_type != "Const":
+                        ins.append(t)
+                for t in o.outputs:
+                    used_outside = any(c not in own for c in G.successors(o.name)) or t in outputs
+                    if used_outside and self.tensors[t].dtype not in _HANDLES:
+                        outs.append(t)
+            self.layers.append(
+                Layer(
+                    name=name,
+                    type="",
+                    index=index,
+                    inputs=Selection(self.tensors[n] for n in dict.fromkeys(ins)),
+                    outputs=Selection(self.tensors[n] for n in dict.fromkeys(outs)),
+                    ops=tuple(ops),
+                    source="name scope",
+                )
+            )
 
     def _visit(self, parent: LayerCall, container: Any, container_inputs: list[str]) -> None:
         try:  # functional models: which InputLayer stands for which input

@@ -72,7 +72,7 @@ def test_feeding_a_tensor_inside_a_loop_body_is_refused():
     scope = gs.trace(demo.proposal_model(variant="map_fn"))
     (nms,) = scope.find(op_type="NonMaxSuppressionV3")
     boxes = scope.op(nms.op).inputs[0]
-    with pytest.raises(gs.UnsupportedFetchError, match=r"cannot feed .* inside ROI/map/while:body.*one value per iteration"):
+    with pytest.raises(gs.UnsupportedFetchError, match=r"cannot feed .* inside ROI/map/while:body, where it has one value per iteration"):
         scope.executor([nms], feeds=[boxes])
 
 

@@ -193,3 +193,78 @@ def test_loaded_saved_model_object_and_plain_module():
         np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-5)
     with pytest.raises(gs.UnsupportedModelError, match="no __call__"):
         gs.trace(tf.Module())
+
+
+_EXPORT = '''
+import sys
+import keras, numpy as np, tensorflow as tf
+
+class PerImageNMS(keras.layers.Layer):  # defined only in this script: not importable elsewhere
+    def call(self, inputs):
+        boxes, scores = inputs
+        def one(args):
+            b, s = args
+            keep = tf.image.non_max_suppression(b, s, 5, 0.5, score_threshold=0.3, name="nms")
+            return tf.pad(tf.gather(s, keep), [[0, 5 - tf.shape(keep)[0]]])
+        return tf.map_fn(one, (boxes, scores), fn_output_signature=tf.TensorSpec((5,), tf.float32))
+
+boxes = keras.Input((10, 4), name="boxes")
+scores = keras.Input((10,), name="scores")
+hidden = keras.layers.Dense(10, name="rescore", kernel_initializer=keras.initializers.GlorotUniform(seed=1))(scores)
+out = PerImageNMS(name="proposals")([boxes, keras.layers.Activation("sigmoid", name="squash")(hidden)])
+keras.Model([boxes, scores], out, name="detector").export(sys.argv[1], verbose=False)
+'''
+
+_CHECK = '''
+import sys
+import numpy as np, tensorflow as tf
+import graphscope as gs
+
+scope = gs.trace(sys.argv[1])
+assert "PerImageNMS" not in sys.modules.get("__main__").__dict__
+(nms,) = scope.find(op_type=r"NonMaxSuppressionV\\d")
+assert nms.name == "proposals/map/while/nms/NonMaxSuppressionV3:0", nms.name
+assert nms.layer == "proposals" and scope.layer("proposals").source == "name scope"
+assert scope.op("rescore/BiasAdd").layer == "rescore"
+assert not [n for n in scope.graph if n.startswith("StatefulPartitionedCall/") and "/" in n[24:]]
+rng = np.random.default_rng(0)
+corners = rng.uniform(0, 0.6, (3, 10, 2)).astype(np.float32)
+boxes = np.concatenate([corners, corners + 0.3], -1)
+scores = rng.normal(size=(3, 10)).astype(np.float32)
+squash = scope.layer("squash").output
+got = scope.run([nms, squash, *scope.outputs], {"boxes": boxes, "scores": scores})
+restored = tf.saved_model.load(sys.argv[1])
+loaded = restored.serve([boxes, scores]).numpy()
+np.testing.assert_allclose(got[scope.outputs.names[0]], loaded, rtol=1e-6)
+for b, s, kept in zip(boxes, got[squash.name], got[nms.name]):
+    np.testing.assert_array_equal(kept, tf.image.non_max_suppression(b, s, 5, 0.5, score_threshold=0.3).numpy())
+print("ok", [len(k) for k in got[nms.name]] if isinstance(got[nms.name], list) else got[nms.name].shape)
+'''
+
+
+def test_saved_model_of_an_unimportable_class_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "export.py").write_text(_EXPORT)
+    (tmp_path / "check.py").write_text(_CHECK)
+    path = str(tmp_path / "detector")
+    for script, args in (("export.py", [path]), ("check.py", [path])):
+        run = subprocess.run([sys.executable, str(tmp_path / script), *args], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("ok")
+
+
+def test_keras_file_with_a_registered_custom_layer_runs_inside_its_loop(tmp_path):
+    from graphscope import demo
+
+    model = demo.proposal_model(variant="map_fn")
+    path = tmp_path / "demo.keras"
+    model.save(path)
+    scope = gs.trace(path)
+    images = demo.synthetic_images()
+    name = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+    fresh = gs.trace(model).run(name, images)[name]
+    np.testing.assert_array_equal(scope.run(name, images)[name], fresh)
+    assert scope.layer("ROI").type == "ProposalLayer"
