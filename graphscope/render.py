@@ -36,7 +36,8 @@ def _table(title: str) -> Table:
 
 
 def selection_table(selection: Any) -> Table:
-    """A table of tensors: name, layer, op type, shape, dtype."""
+    """A table of tensors: name, layer, op type, shape, dtype. A tensor computed inside a loop
+    or branch says which under its layer (`body of while`)."""
     table = _table(f"{len(selection)} tensor{'s' if len(selection) != 1 else ''}")
     table.add_column("name", overflow="fold", ratio=3)
     table.add_column("layer", overflow="fold", ratio=1)
@@ -44,8 +45,17 @@ def selection_table(selection: Any) -> Table:
     table.add_column("shape", no_wrap=True)
     table.add_column("dtype", no_wrap=True)
     for t in selection:
-        table.add_row(t.name, t.layer or "", t.op_type, _shape(t.shape), t.dtype)
+        where = "\n".join(filter(None, [t.layer or "", context_text(t.context)]))
+        table.add_row(t.name, where, t.op_type, _shape(t.shape), t.dtype)
     return table
+
+
+def context_text(context: str | None) -> str:
+    """`'ROI/map/while:body'` -> `'body of while'` (the tensor's name shows the rest)."""
+    if not context:
+        return ""
+    op, _, role = context.rpartition(":")
+    return f"{role} of {op.rpartition('/')[2]}"
 
 
 def sparkline(values: np.ndarray, bins: int = 8) -> str:
@@ -68,11 +78,21 @@ def results_table(results: Mapping[str, Any]) -> Table:
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("histogram", no_wrap=True)
     for name, value in results.items():
-        a = np.asarray(value)
+        if value is None:  # a branch that did not run
+            table.add_row(str(name), "None (not run)", "", "", "", "")
+            continue
+        if isinstance(value, list):  # one entry per iteration, shapes differing
+            present = [np.asarray(v) for v in value if v is not None]
+            a = np.concatenate([v.ravel() for v in present]) if present else np.zeros(0)
+            dtype = present[0].dtype if present else a.dtype
+            kind = f"list[{len(value)}] of {dtype}"
+        else:
+            a = np.asarray(value)
+            kind = f"{a.dtype}[{','.join(map(str, a.shape))}]"
         if a.size and a.dtype.kind in "biuf":
             stats = [f"{a.min():.3g}", f"{a.max():.3g}", f"{a.astype(np.float64).mean():.3g}"]
             hist = sparkline(a)
         else:
             stats, hist = ["", "", ""], ""
-        table.add_row(str(name), f"{a.dtype}[{','.join(map(str, a.shape))}]", *stats, hist)
+        table.add_row(str(name), kind, *stats, hist)
     return table

@@ -49,3 +49,36 @@ def test_results_table():
 def test_sparkline():
     assert render.sparkline(np.array([0, 0, 0, 1])) == "█      ▄"
     assert render.sparkline(np.array([np.nan])) == ""
+
+
+def test_results_of_loops_and_branches():
+    results = gs.Results({
+        "kept:0": [np.array([3, 1], np.int32), np.array([0], np.int32)],  # one entry per iteration
+        "then/x:0": None,  # the branch did not run
+    })
+    assert _text(results) == (
+        "2 values                                                    \n"
+        "                                                            \n"
+        " name       value              min   max   mean   histogram \n"
+        " ────────────────────────────────────────────────────────── \n"
+        " kept:0     list[2] of int32     0     3   1.33   █ █    █  \n"
+        " then/x:0   None (not run)                                  \n"
+        "                                                            \n"
+    )
+
+
+def test_selection_table_says_which_loop_or_branch():
+    from graphscope import demo
+
+    scope = gs.trace(demo.proposal_model(variant="map_fn"))
+    assert _text(scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")) == (
+        "2 tensors                                                                       \n"
+        "                                                                                \n"
+        " name                    layer           op type               shape      dtype \n"
+        " ────────────────────────────────────────────────────────────────────────────── \n"
+        " ROI/top_anchors:1       ROI             TopKV2                (2, 200)   int32 \n"
+        " ROI/map/while/rpn_non   ROI             NonMaxSuppressionV3   (?,)       int32 \n"
+        " _max_suppression/NonM   body of while                                          \n"
+        " axSuppressionV3:0                                                              \n"
+        "                                                                                \n"
+    )

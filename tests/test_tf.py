@@ -123,3 +123,103 @@ def test_keras_layer_call_is_looked_up_on_the_instance():
         object.__delattr__(layer, "call")
     assert seen == [(4, 3)]
     assert "call" not in layer.__dict__
+
+
+# ---- what the loop/branch rewrite (graphscope/rewrite.py) relies on
+
+
+def _control_flow_function():
+    v = tf.Variable([1.0, -1.0])
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        return tf.nn.relu(x) * 3.0
+
+    @tf.function
+    def helper(x):  # a call inside a loop body: inlined into the body by Grappler
+        return tf.tanh(x) * v
+
+    @tf.function
+    def f(x):
+        y = tf.map_fn(helper, x)
+        y = tf.switch_case(tf.cast(tf.reduce_sum(y) > 0, tf.int32), [lambda: y + 1.0, lambda: y * 2.0])
+        return compiled(y)
+
+    return f.get_concrete_function(tf.TensorSpec((None, 2), tf.float32))
+
+
+def test_inline_calls_keeps_loops_branches_cases_and_xla_calls_functional():
+    cf = _control_flow_function()
+    graph_def = _tf.inline_calls(cf)
+    ops = {n.op for n in graph_def.node}
+    assert ops & {"While", "StatelessWhile"} and ops & {"Case", "StatelessCase"}
+    assert not ops & {"Switch", "_SwitchN", "Merge", "Enter"}  # nothing lowered to v1 control flow
+    (xla,) = [n for n in graph_def.node if n.op.endswith("PartitionedCall")]
+    assert xla.attr["_XlaMustCompile"].b  # an XLA call is left in place: graphscope rewrites it
+    # TensorFlow's own list is restored after the call
+    from tensorflow.python.framework import convert_to_constants
+
+    assert "Case" not in convert_to_constants._CONTROL_FLOW_OPS
+
+
+def test_calls_inside_loop_bodies_are_inlined_with_the_same_naming():
+    cf = _control_flow_function()
+    graph_def = _tf.inline_calls(cf)
+    library = {f.signature.name: f for f in graph_def.library.function}
+    (loop,) = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
+    body = library[loop.attr["body"].func.name]
+    assert not [n for n in body.node_def if n.op.endswith("PartitionedCall")]
+    graph = _tf.function_graph(cf.graph, loop.attr["body"].func.name)
+    (call,) = [op for op in graph.get_operations() if op.type.endswith("PartitionedCall")]
+    names = {n.name for n in body.node_def}
+    assert any(n.startswith(call.name + "/") for n in names)  # `<call>/<op>`, as at the top level
+    # the body's FunctionDef keeps the FuncGraph's op names, and its arguments are in the
+    # FuncGraph's input order
+    kept = [op.name for op in graph.get_operations() if op.type not in ("Placeholder",) and not op.type.endswith("PartitionedCall")]
+    assert set(kept) - names <= {op.name for op in graph.get_operations() if op.type == "NoOp"}
+    assert len(body.signature.input_arg) == len(graph.inputs)
+
+
+def test_output_ref_names_outputs_the_function_def_way():
+    cf = _control_flow_function()
+    graph_def = _tf.inline_calls(cf)
+    library = {f.signature.name: f for f in graph_def.library.function}
+    (loop,) = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
+    body = library[loop.attr["body"].func.name]
+    by_name = {n.name: n for n in body.node_def}
+    checked = 0
+    for node in body.node_def:  # every `node:out_arg:k` reference the body itself makes
+        for ref in node.input:
+            if ref.startswith("^") or ref.count(":") != 2:
+                continue
+            producer = by_name[ref.split(":")[0]]
+            assert ref in {_tf.output_ref(producer, j, library) for j in range(_outputs(producer, library))}
+            checked += 1
+    assert checked > 5
+
+
+def _outputs(node, library):
+    count = 0
+    while True:
+        try:
+            _tf.output_ref(node, count, library)
+        except LookupError:
+            return count
+        count += 1
+
+
+def test_tensor_lists_and_optionals_carry_values_as_the_rewrite_uses_them():
+    empty = tf.raw_ops.EmptyTensorList(element_shape=-1, max_num_elements=-1, element_dtype=tf.float32)
+    lst = tf.raw_ops.TensorListPushBack(input_handle=empty, tensor=tf.ones((2,)))
+    lst = tf.raw_ops.TensorListPushBack(input_handle=lst, tensor=tf.zeros((3,)))
+    assert int(tf.raw_ops.TensorListLength(input_handle=lst)) == 2
+    item = tf.raw_ops.TensorListGetItem(input_handle=lst, index=1, element_shape=-1, element_dtype=tf.float32)
+    assert item.shape == (3,)
+    try:  # differing shapes cannot be stacked: graphscope then returns a list
+        tf.raw_ops.TensorListStack(input_handle=lst, element_shape=-1, element_dtype=tf.float32)
+        raise AssertionError("TensorListStack stacked differing shapes")
+    except tf.errors.InvalidArgumentError:
+        pass
+    some = tf.raw_ops.OptionalFromValue(components=[tf.ones((2,))])
+    assert bool(tf.raw_ops.OptionalHasValue(optional=some))
+    assert not bool(tf.raw_ops.OptionalHasValue(optional=tf.raw_ops.OptionalNone()))
