@@ -234,3 +234,23 @@ def test_records_say_which_loop_or_branch_computes_them(zoo):
     assert scope.op("nested_loops/StatefulPartitionedCall/map/while/while").type in ("While", "StatelessWhile")
     assert scope.tensor("branchy/cond/Exp:0").context == "branchy/cond:else"
     assert scope.tensor("branchy/Sum:0").context is None
+
+
+def test_a_loop_that_never_runs_gives_empty_lists(zoo):
+    _, scope, _ = zoo
+    empty = np.zeros((0, 5), np.float32)  # tf.map_fn over an empty batch: zero iterations
+    got = scope.run(["cond_in_loop/map/while/add:0", "cond_in_loop/map/while/cond/Log1p:0",
+                     "cond_in_loop/map/while/Less:0"], empty)
+    assert got["cond_in_loop/map/while/add:0"] == [] and got["cond_in_loop/map/while/cond/Log1p:0"] == []
+    np.testing.assert_array_equal(got["cond_in_loop/map/while/Less:0"], [False])  # the cond ran once
+
+
+def test_an_xla_helper_stays_compiled_unless_fetched_from(zoo):
+    _, scope, x = zoo
+    runtime_node = lambda ex: [n for n in ex._function.graph.as_graph_def().node if n.op.endswith("PartitionedCall")]
+    outside = scope.executor(["xla_helper/add:0"])
+    (relu,) = scope.find("^xla_helper/", op_type="Relu")
+    inside = scope.executor([relu])
+    assert [n.attr["_XlaMustCompile"].b for n in runtime_node(outside)] == [True]
+    assert [n.attr["_XlaMustCompile"].b for n in runtime_node(inside)] == [False]
+    np.testing.assert_allclose(outside(x)["xla_helper/add:0"], np.maximum(x, 0) * 3 + 1, rtol=1e-6)
