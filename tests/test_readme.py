@@ -20,6 +20,10 @@ def test_python_examples_run():
         exec(compile(block, "README.md", "exec"), namespace)
     assert repr(namespace["scope"]).startswith("<Scope mask_rcnn_demo:")
     assert namespace["tail"].inputs == ["conv3_block1_out/Relu:0"]
+    nms = namespace["nms"]  # the loop example: its claims in comments
+    assert nms.context == "ROI/map/while:body"
+    value = namespace["mapped"].run(nms, namespace["demo"].synthetic_images())[nms.name]
+    assert value.dtype == "int32" and value.shape == (2, 32)
 
 
 def test_readme_repr_comments_are_true():
