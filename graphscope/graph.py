@@ -59,7 +59,7 @@ class Tensor:
     @property
     def context(self) -> str | None:
         """The innermost loop or branch computing this tensor (`'ROI/map/while:body'`), or None."""
-        return next((f for f in reversed(self.function) if ":" in f), None)
+        return _context(self.function)
 
     def __repr__(self) -> str:
         where = f" layer={self.layer}" if self.layer else ""
@@ -77,6 +77,11 @@ class Op:
     function: tuple[str, ...]
     inputs: tuple[str, ...]  # tensor names this op depends on (body args: the call's input)
     outputs: tuple[str, ...]
+
+    @property
+    def context(self) -> str | None:
+        """The innermost loop or branch running this op (`'ROI/map/while:body'`), or None."""
+        return _context(self.function)
 
     def __repr__(self) -> str:
         return f"<Op {self.name} {self.type}>"
@@ -166,6 +171,10 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} {self.type}: {len(self.ops)} ops, {len(self.outputs)} output(s)>"
+
+
+def _context(function: tuple[str, ...]) -> str | None:
+    return next((f for f in reversed(function) if ":" in f), None)
 
 
 def _shape_text(shape: Shape) -> str:

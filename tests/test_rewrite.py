@@ -234,6 +234,7 @@ def test_records_say_which_loop_or_branch_computes_them(zoo):
     assert scope.op("nested_loops/StatefulPartitionedCall/map/while/while").type in ("While", "StatelessWhile")
     assert scope.tensor("branchy/cond/Exp:0").context == "branchy/cond:else"
     assert scope.tensor("branchy/Sum:0").context is None
+    assert scope.op("branchy/cond/Exp").context == "branchy/cond:else"
 
 
 def test_a_loop_that_never_runs_gives_empty_lists(zoo):
