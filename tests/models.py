@@ -133,7 +133,14 @@ def with_tf_function() -> keras.Model:
     return keras.Model(x_in, out, name="helper_model")
 
 
-class RunningSum(keras.layers.Layer):
+class SameShape(keras.layers.Layer):
+    """A layer whose output has its input's shape."""
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+class RunningSum(SameShape):
     """A tf.while_loop layer: cumulative sum over the feature axis."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -148,18 +155,12 @@ class RunningSum(keras.layers.Layer):
         )
         return tf.transpose(acc.stack())
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class MapSquare(keras.layers.Layer):
+class MapSquare(SameShape):
     """A tf.map_fn layer."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(lambda row: tf.square(row) + 1.0, x)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
 
 def control_flow() -> keras.Model:
@@ -253,7 +254,7 @@ def threshold_nms() -> keras.Model:
     return keras.Model([boxes, scores], out, name="threshold_nms")
 
 
-class Scan(keras.layers.Layer):
+class Scan(SameShape):
     """tf.scan: a running product-sum over the feature axis."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -261,11 +262,8 @@ class Scan(keras.layers.Layer):
         out = tf.scan(lambda acc, col: acc * 0.5 + tf.tanh(col), steps, initializer=tf.zeros_like(steps[0]))
         return tf.transpose(out)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class Branchy(keras.layers.Layer):
+class Branchy(SameShape):
     """tf.cond on the batch sum, and tf.switch_case on a clipped index."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -273,11 +271,8 @@ class Branchy(keras.layers.Layer):
         index = tf.clip_by_value(tf.cast(tf.reduce_max(x) * 2.0, tf.int32), 0, 2)
         return tf.switch_case(index, [lambda: y + 1.0, lambda: tf.sqrt(tf.abs(y)), lambda: y * y])
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class CondInLoop(keras.layers.Layer):
+class CondInLoop(SameShape):
     """A tf.cond inside tf.map_fn: each row takes its own branch."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -285,11 +280,8 @@ class CondInLoop(keras.layers.Layer):
             lambda row: tf.cond(row[0] > 0.0, lambda: tf.math.log1p(row * row), lambda: row - 3.0), x
         )
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class NestedLoops(keras.layers.Layer):
+class NestedLoops(SameShape):
     """tf.map_fn inside a tf.function helper, each row running an inner tf.while_loop that
     reads a weight: loops inside a function inside a layer."""
 
@@ -310,11 +302,8 @@ class NestedLoops(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.helper(x)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class SharedHelper(keras.layers.Layer):
+class SharedHelper(SameShape):
     """One tf.function called from two places: one function body, two call sites."""
 
     @tf.function
@@ -324,11 +313,8 @@ class SharedHelper(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.squash(x) + self.squash(x * -1.0)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
-
-class XlaHelper(keras.layers.Layer):
+class XlaHelper(SameShape):
     """A tf.function(jit_compile=True) helper."""
 
     @tf.function(jit_compile=True)
@@ -337,9 +323,6 @@ class XlaHelper(keras.layers.Layer):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.compiled(x) + 1.0
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
 
 
 def loops_and_branches() -> keras.Model:

@@ -162,12 +162,17 @@ def test_inline_calls_keeps_loops_branches_cases_and_xla_calls_functional():
     assert "Case" not in convert_to_constants._CONTROL_FLOW_OPS
 
 
-def test_calls_inside_loop_bodies_are_inlined_with_the_same_naming():
+def _inlined_loop_body():
+    """The traced function, its inlined GraphDef's library, its loop node and the loop's body."""
     cf = _control_flow_function()
     graph_def = _tf.inline_calls(cf)
     library = {f.signature.name: f for f in graph_def.library.function}
     (loop,) = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
-    body = library[loop.attr["body"].func.name]
+    return cf, library, loop, library[loop.attr["body"].func.name]
+
+
+def test_calls_inside_loop_bodies_are_inlined_with_the_same_naming():
+    cf, _, loop, body = _inlined_loop_body()
     assert not [n for n in body.node_def if n.op.endswith("PartitionedCall")]
     graph = _tf.function_graph(cf.graph, loop.attr["body"].func.name)
     (call,) = [op for op in graph.get_operations() if op.type.endswith("PartitionedCall")]
@@ -181,11 +186,7 @@ def test_calls_inside_loop_bodies_are_inlined_with_the_same_naming():
 
 
 def test_output_ref_names_outputs_the_function_def_way():
-    cf = _control_flow_function()
-    graph_def = _tf.inline_calls(cf)
-    library = {f.signature.name: f for f in graph_def.library.function}
-    (loop,) = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
-    body = library[loop.attr["body"].func.name]
+    _, library, _, body = _inlined_loop_body()
     by_name = {n.name: n for n in body.node_def}
     checked = 0
     for node in body.node_def:  # every `node:out_arg:k` reference the body itself makes
