@@ -255,3 +255,44 @@ def test_an_xla_helper_stays_compiled_unless_fetched_from(zoo):
     assert [n.attr["_XlaMustCompile"].b for n in runtime_node(outside)] == [True]
     assert [n.attr["_XlaMustCompile"].b for n in runtime_node(inside)] == [False]
     np.testing.assert_allclose(outside(x)["xla_helper/add:0"], np.maximum(x, 0) * 3 + 1, rtol=1e-6)
+
+
+def _inputs_for(model, rng):
+    return [rng.normal(size=(2, *t.shape[1:])).astype(np.float32) for t in model.inputs]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: demo.proposal_model(variant="map_fn"),
+        models.threshold_nms,
+        lambda: models.recurrent("LSTM"),
+        lambda: models.recurrent("GRU"),
+        models.control_flow,
+    ],
+    ids=["demo_map_fn", "threshold_nms", "lstm", "gru", "control_flow"],
+)
+def test_every_numeric_tensor_of_each_control_flow_model_is_fetchable(build):
+    model = build()
+    scope = gs.trace(model)
+    rng = np.random.default_rng(0)
+    inputs = _inputs_for(model, rng)
+    tensors = _numeric(scope)
+    values = scope.executor(tensors)(inputs)
+    assert len(values) == len(tensors)
+    expected = model(inputs if len(inputs) > 1 else inputs[0])
+    for name, want in zip(scope.outputs.names, tf.nest.flatten(expected)):
+        np.testing.assert_allclose(values[name], np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_every_numeric_tensor_of_a_saved_model_is_fetchable(tmp_path, zoo):
+    model, _, x = zoo
+    model.export(str(tmp_path / "zoo"), verbose=False)
+    scope = gs.trace(tmp_path / "zoo")
+    assert {layer.source for layer in scope.layers} == {"name scope"}
+    tensors = _numeric(scope)
+    values = scope.executor(tensors)(x)
+    np.testing.assert_allclose(values[scope.outputs.names[0]], model(x).numpy(), rtol=1e-5, atol=1e-6)
+    name = "nested_loops/StatefulPartitionedCall/map/while/while/Tanh:0"
+    assert scope.tensor(name).layer == "nested_loops"
+    np.testing.assert_allclose(values[name], gs.trace(model).run(name, x)[name], rtol=1e-6)
