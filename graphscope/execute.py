@@ -40,7 +40,6 @@ _WRITE_OPS = re.compile(
     r"Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign"
 )
 _RNG_VARIABLE = re.compile(r"seed_generator_state")
-_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}
 # compiled functions (and, in Scope, executors) kept per scope; older ones are rebuilt on demand
 CACHE_SIZE = 64
 
@@ -124,18 +123,20 @@ class Runtime:
             t = self.tensors[t.alias]
 
     def _direct(self, t: Tensor) -> str | rewrite.Target | None:
+        """Follow `t.site` through the executable graph: inlined calls add a name prefix, kept
+        calls and control-flow ops become steps of a Target. None when `t`'s op is not there."""
         nodes: Mapping[str, Any] = self.nodes
         prefix = ""
         steps: list[tuple[str, str]] = []
         for local, attr in t.site:
             name = prefix + local
             node = nodes.get(name)
-            if attr == "f" and (node is None or node.op not in _CALLS):
+            if attr == "f" and (node is None or node.op not in rewrite.CALLS):
                 prefix = f"{name}/"  # the call was inlined: its ops are named under it
                 continue
             if node is None:
                 return None
-            function = rewrite._function_attr(node, attr).name
+            function = rewrite.function_attr(node, attr).name
             if function not in self.library:
                 return None
             steps.append((name, attr))

@@ -33,11 +33,11 @@ from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2, ten
 
 from graphscope import _tf
 
-__all__ = ["Exposed", "Patch", "Target", "expose"]
+__all__ = ["Exposed", "Patch", "Target", "expose", "function_attr", "library_of"]
 
 _LOOPS = {"While", "StatelessWhile"}
 _BRANCHES = {"If", "StatelessIf", "Case", "StatelessCase"}
-_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}
+CALLS = {"PartitionedCall", "StatefulPartitionedCall"}
 _VARIANT = tf.variant.as_datatype_enum
 _INT32 = tf.int32.as_datatype_enum
 _XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_XlaInternalScope")
@@ -195,11 +195,11 @@ class _Body(_Container):
         return f"graphscope_{name}_{next(_names)}"
 
     def add_input(self, dtype: int) -> str:
-        arg = self.fdef.signature.input_arg.add(name=self.unique("acc").replace("/", "_"), type=dtype)
+        arg = self.fdef.signature.input_arg.add(name=self.unique("acc"), type=dtype)
         return arg.name
 
     def add_output(self, ref: str, dtype: int) -> None:
-        arg = self.fdef.signature.output_arg.add(name=self.unique("out").replace("/", "_"), type=dtype)
+        arg = self.fdef.signature.output_arg.add(name=self.unique("out"), type=dtype)
         self.fdef.ret[arg.name] = ref
 
 
@@ -232,7 +232,7 @@ class _Rewriter:
                 found = self._loop(container, node, inner)
             elif node.op in _BRANCHES:
                 found = self._branch(container, node, inner)
-            elif node.op in _CALLS:
+            elif node.op in CALLS:
                 found = self._call(container, node, inner)
             else:
                 raise LookupError(f"op {name!r} ({node.op}) calls no function graphscope can rewrite")
@@ -260,8 +260,11 @@ class _Rewriter:
         attrs = ["then_branch", "else_branch"] if "then_branch" in node.attr else [
             f"branches:{k}" for k in range(len(node.attr["branches"].list.func))
         ]
-        funcs = {a: _function_attr(node, a) for a in attrs}
+        funcs = {a: function_attr(node, a) for a in attrs}
         bodies = {a: _Body(self.library[funcs[a].name], self.library) for a in attrs}
+        unknown = [attr for attr, _ in inner if attr not in attrs]
+        if unknown:
+            raise LookupError(f"op {node.name!r} ({node.op}) has no function {unknown[0]!r}")
         exposed: list[tuple[str, _Value]] = []
         order: list[int] = []
         for a in attrs:
@@ -269,9 +272,6 @@ class _Rewriter:
             for (k, _), v in zip(mine, self.values(bodies[a], [t for _, t in mine])):
                 exposed.append((a, v))
                 order.append(k)
-        unknown = [k for k, (attr, _) in enumerate(inner) if attr not in attrs]
-        if unknown:
-            raise LookupError(f"op {node.name!r} ({node.op}) has no function {inner[unknown[0]][0]!r}")
         for a, body in bodies.items():
             for owner, v in exposed:
                 wrapped = node_def_pb2.NodeDef(name=body.unique("optional"))
@@ -352,7 +352,8 @@ class _Rewriter:
         return [result[k] for k in range(len(inner))]
 
 
-def _function_attr(node: Any, attr: str) -> Any:
+def function_attr(node: Any, attr: str) -> Any:
+    """The function a node calls through `attr` (`body`, `then_branch`, `f`, `branches:<k>`)."""
     if attr.startswith("branches:"):
         return node.attr["branches"].list.func[int(attr.partition(":")[2])]
     return node.attr[attr].func
