@@ -142,14 +142,15 @@ class Runtime:
             steps.append((name, attr))
             nodes = self._function_nodes(function)
             prefix = ""
+        dtype = tf.as_dtype(t.dtype).as_datatype_enum
         if t.arg is not None and steps and not prefix:
-            return rewrite.Target(tuple(steps), None, t.arg, t.index, tf.as_dtype(t.dtype).as_datatype_enum)
+            return rewrite.Target(tuple(steps), None, t.arg, t.index, dtype)
         local = prefix + t.local
         if local not in nodes:
             return None
         if not steps:
             return f"{local}:{t.index}"
-        return rewrite.Target(tuple(steps), local, None, t.index, tf.as_dtype(t.dtype).as_datatype_enum)
+        return rewrite.Target(tuple(steps), local, None, t.index, dtype)
 
     def _function_nodes(self, function: str) -> dict[str, Any]:
         nodes = self._functions.get(function)
@@ -583,13 +584,15 @@ def _decode(value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> Any:
     """Unwrap an exposed value (see `rewrite`): a loop's list becomes an array with one entry per
     iteration on a new leading axis (a list of values when their shapes differ), a branch's
     optional its value or None when the branch did not run."""
+    if not kinds:  # the value itself: a copy, since list items may share buffers with state
+        return _read_only(np.array(value))
     kind, rest = kinds[0], kinds[1:]
     inner = tf.variant if rest else dtype
     if kind == "optional":
         if not bool(tf.raw_ops.OptionalHasValue(optional=value)):
             return None
         (got,) = tf.raw_ops.OptionalGetValue(optional=value, output_types=[inner], output_shapes=[None])
-        return _decode(got, rest, dtype) if rest else _read_only(np.array(got))
+        return _decode(got, rest, dtype)
     n = int(tf.raw_ops.TensorListLength(input_handle=value))
     if not rest and n:
         try:  # one copy when every iteration's value has the same shape
@@ -600,7 +603,7 @@ def _decode(value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> Any:
     items = []
     for i in range(n):
         item = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=-1, element_dtype=inner)
-        items.append(_decode(item, rest, dtype) if rest else _read_only(np.array(item)))
+        items.append(_decode(item, rest, dtype))
     return _combine(items)
 
 
@@ -642,7 +645,7 @@ def _needed_feeds(G: nx.DiGraph, fetches: list[Tensor], feeds: list[Tensor], *, 
             # a value inside a body runs only when the op calling the body runs: it needs
             # that op's inputs too (a constant in a loop body needs the loop's)
             for frame in t.function:
-                todo.extend(G.nodes[frame.rpartition(":")[0] if ":" in frame else frame]["op"].inputs)
+                todo.extend(G.nodes[frame.partition(":")[0]]["op"].inputs)  # "<op>" or "<op>:<role>"
     if missing:
         lines = ", ".join(f"{m} (needed by {', '.join(dict.fromkeys(f))})" for m, f in missing.items())
         raise DisconnectedError(

@@ -200,7 +200,6 @@ _BODY_ATTRS = (
 class _Frame:
     call_name: str
     call_raw: str
-    call_type: str
     role: str  # "" for a function call, else cond/body/then/else/branchK
     owner: LayerCall | None
     function: tuple[str, ...]
@@ -288,7 +287,7 @@ class _Mirror:
             names=self.names,
             inputs=inputs,
             outputs=outputs,
-            layers=self._layers(inputs),
+            layers=self._layers(inputs, outputs),
         )
         return self.G
 
@@ -374,7 +373,6 @@ class _Mirror:
             sub = _Frame(
                 call_name=name,
                 call_raw=raw,
-                call_type=op.type,
                 role=role,
                 owner=owner,
                 function=function + ((name,) if not role else (f"{name}:{role}",)),
@@ -458,7 +456,7 @@ class _Mirror:
 
     # ---- layers
 
-    def _layers(self, inputs: list[str]) -> list[Layer]:
+    def _layers(self, inputs: list[str], outputs: list[str]) -> list[Layer]:
         """One Layer per recorded call, in `.layers` order, nested layers after their parent."""
         self.ops_by_layer: dict[str, list[Op]] = defaultdict(list)
         for _, data in self.G.nodes(data=True):
@@ -475,16 +473,16 @@ class _Mirror:
         if model is not None and root is not None:
             self._visit(root, model, inputs)
         elif self.scopes is not None:
-            self._scoped_layers()
+            self._scoped_layers(set(outputs))
         else:  # no Keras root: the layers a module or function called, in call order
             for call in self.children.get(id(None), []):
                 self._emit_call(call, None)
         return self.layers
 
-    def _scoped_layers(self) -> None:
+    def _scoped_layers(self, graph_outputs: set[str]) -> None:
         """Layers guessed from name scopes, in order of first appearance; their inputs and
-        outputs are the tensors crossing the group's border."""
-        G, outputs = self.G, set(self.G.graph.get("outputs", ()))
+        outputs are the tensors crossing the group's border (or leaving the graph)."""
+        G = self.G
         for index, (name, ops) in enumerate(self.ops_by_layer.items()):
             own = {o.name for o in ops}
             ins, outs = [], []
@@ -494,8 +492,11 @@ class _Mirror:
                     if producer.op not in own and producer.dtype not in _HANDLES and producer.op_type != "Const":
                         ins.append(t)
                 for t in o.outputs:
-                    used_outside = any(c not in own for c in G.successors(o.name)) or t in outputs
-                    if used_outside and self.tensors[t].dtype not in _HANDLES:
+                    tensor = self.tensors[t]
+                    used_outside = t in graph_outputs or any(
+                        c not in own and tensor.index in G.edges[o.name, c]["outputs"] for c in G.successors(o.name)
+                    )
+                    if used_outside and tensor.dtype not in _HANDLES:
                         outs.append(t)
             self.layers.append(
                 Layer(

@@ -131,7 +131,8 @@ class _Container:
         return self.ref(node.name, 0)
 
     def unique(self, name: str) -> str:
-        return f"graphscope/{name}_{next(_names)}"
+        """A new name, valid for a node and for a function argument alike."""
+        return f"graphscope_{name}_{next(_names)}"
 
     def set_data_inputs(self, node: node_def_pb2.NodeDef, extra: list[str]) -> None:
         """Append data inputs to `node` (before its control inputs)."""
@@ -190,9 +191,6 @@ class _Body(_Container):
 
     def arg(self, position: int) -> str:
         return self.fdef.signature.input_arg[position].name
-
-    def unique(self, name: str) -> str:
-        return f"graphscope_{name}_{next(_names)}"
 
     def add_input(self, dtype: int) -> str:
         arg = self.fdef.signature.input_arg.add(name=self.unique("acc"), type=dtype)
