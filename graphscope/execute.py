@@ -191,7 +191,10 @@ class Runtime:
         for k, t in enumerate(feeds):
             where = self.locate(t)
             if not isinstance(where, str):
-                raise UnsupportedFetchError(f"cannot feed {t.name!r}: it is computed inside {t.function[-1]}")
+                raise UnsupportedFetchError(
+                    f"cannot feed {t.name!r}: it is computed inside {t.function[-1]}, a function "
+                    "TensorFlow does not inline (an XLA helper); feed its input or its result instead"
+                )
             feed_names[_normal(where)] = f"graphscope_feed_{k}"
         located = [self.locate(t) for t in fetches]
         targets = [w for w in located if isinstance(w, rewrite.Target)]
@@ -201,7 +204,10 @@ class Runtime:
             try:
                 patch = rewrite.expose(self.nodes, self.library, targets)
             except LookupError as e:
-                raise UnsupportedFetchError(f"cannot expose {', '.join(t.name for t in fetches)}: {e}") from None
+                raise UnsupportedFetchError(
+                    f"cannot reach inside the loops/branches for {', '.join(t.name for t in fetches)}: {e}; "
+                    "fetch the loop's or branch's own outputs instead (and please report this)"
+                ) from None
             nodes = {**self.nodes, **patch.nodes}
             functions = patch.functions
             exposed = iter(patch.exposed)
