@@ -19,6 +19,7 @@ from graphscope.errors import (
     DisconnectedError,
     ExecutionError,
     GraphscopeError,
+    GraphvizNotFoundError,
     InputError,
     LayerNotFoundError,
     ModelLoadError,
@@ -31,8 +32,8 @@ from graphscope.errors import (
 if TYPE_CHECKING:
     from graphscope.execute import Executor, Results
     from graphscope.graph import Layer, Op, Selection, Tensor
-    from graphscope.query import ancestors, descendants, find
-    from graphscope.scope import Scope, trace
+    from graphscope.query import ancestors, cut_points, descendants, find
+    from graphscope.scope import Scope, trace, tree
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,8 @@ _LAZY = {
     "find": "graphscope.query",
     "Scope": "graphscope.scope",
     "trace": "graphscope.scope",
+    "tree": "graphscope.scope",
+    "cut_points": "graphscope.query",
 }
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "ExecutionError",
     "Executor",
     "GraphscopeError",
+    "GraphvizNotFoundError",
     "InputError",
     "Layer",
     "LayerNotFoundError",
@@ -71,9 +75,11 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "ancestors",
+    "cut_points",
     "descendants",
     "find",
     "trace",
+    "tree",
 ]
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "DisconnectedError",
     "ExecutionError",
     "GraphscopeError",
+    "GraphvizNotFoundError",
     "InputError",
     "LayerNotFoundError",
     "ModelLoadError",
@@ -66,6 +67,10 @@ class ModelLoadError(GraphscopeError, FileNotFoundError):
 
 class ExecutionError(GraphscopeError, RuntimeError):
     """TensorFlow failed while running an executor; the message names the op that failed."""
+
+
+class GraphvizNotFoundError(GraphscopeError, RuntimeError):
+    """Drawing needs Graphviz's `dot` program, which is not installed (the message says how)."""
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from graphscope import _tf, rewrite
+from graphscope._display import RichDisplay
 from graphscope.errors import (
     DisconnectedError,
     ExecutionError,
@@ -374,7 +375,7 @@ def _without_weight_updates(graph_def: graph_pb2.GraphDef, *, keep: set[str]) ->
     return out
 
 
-class Results(dict):  # type: ignore[type-arg]
+class Results(RichDisplay, dict):  # type: ignore[type-arg]
     """`{name: numpy.ndarray}`; printing it shows a table of shapes and value statistics."""
 
     def __rich__(self) -> Any:
@@ -382,10 +383,17 @@ class Results(dict):  # type: ignore[type-arg]
 
         return render.results_table(self)
 
-    def __str__(self) -> str:
-        from graphscope import render
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k} {_kind(v)}" for k, v in list(self.items())[:2]) + (", ..." if len(self) > 2 else "")
+        return f"<Results {len(self)} value{'s' if len(self) != 1 else ''}: {shown}>"
 
-        return render.to_text(self.__rich__())
+
+def _kind(value: Any) -> str:
+    """`float32[2,16,16,32]`, `list[3]` or `None`: what a result holds, in a few characters."""
+    if value is None or isinstance(value, list):
+        return "None" if value is None else f"list[{len(value)}]"
+    a = np.asarray(value)
+    return f"{a.dtype}[{','.join(map(str, a.shape))}]"
 
 
 class Executor:

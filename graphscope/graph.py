@@ -10,7 +10,8 @@ feed the calling op, so the graph stays acyclic (loop back-edges are not drawn) 
 layer's output reaches into custom layers' loops and helper functions.
 
 Graph-level attributes: `tensors` (canonical name -> Tensor), `names` (every accepted spelling
--> canonical tensor or op name), `inputs`, `outputs` (tensor names), `layers` (Layer records).
+-> canonical tensor or op name), `inputs`, `outputs` (tensor names), `layers` (Layer records),
+`model_type` (the traced object's class name).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import networkx as nx
 import tensorflow as tf
 
 from graphscope import _tf
+from graphscope._display import RichDisplay
 from graphscope.names import canonical_op_name, qualify, tensor_name, uniquify
 from graphscope.tracing import LayerCall, Traced
 
@@ -87,7 +89,7 @@ class Op:
         return f"<Op {self.name} {self.type}>"
 
 
-class Selection(Sequence[Tensor]):
+class Selection(RichDisplay, Sequence[Tensor]):
     """A read-only, ordered sequence of Tensors (topological order, then name)."""
 
     __slots__ = ("_items",)
@@ -130,14 +132,9 @@ class Selection(Sequence[Tensor]):
 
         return render.selection_table(self)
 
-    def __str__(self) -> str:
-        from graphscope import render
 
-        return render.to_text(self.__rich__())
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Layer:
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Layer(RichDisplay):
     """One call of a Keras layer (`shared_dense@2` is the second call of `shared_dense`)."""
 
     name: str
@@ -171,6 +168,11 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} {self.type}: {len(self.ops)} ops, {len(self.outputs)} output(s)>"
+
+    def __rich__(self) -> Any:
+        from graphscope import render
+
+        return render.layer_view(self)
 
 
 def _context(function: tuple[str, ...]) -> str | None:
@@ -257,14 +259,17 @@ class _NameScopes:
         return "/".join(segments), token
 
 
-def mirror(traced: Traced) -> nx.DiGraph:
-    """Mirror a traced function (and every function nested in it) into a networkx DiGraph."""
-    return _Mirror(traced).build()
+def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> nx.DiGraph:
+    """Mirror a traced function (and every function nested in it) into a networkx DiGraph.
+
+    `tick(1)` is called once per op mirrored (a progress display's counter)."""
+    return _Mirror(traced, tick).build()
 
 
 class _Mirror:
-    def __init__(self, traced: Traced) -> None:
+    def __init__(self, traced: Traced, tick: Callable[[int], None] | None = None) -> None:
         self.traced = traced
+        self.tick = tick
         self.G = nx.DiGraph(name=traced.name)
         self.tensors: dict[str, Tensor] = {}
         self.names: dict[str, str] = {}
@@ -288,6 +293,7 @@ class _Mirror:
             inputs=inputs,
             outputs=outputs,
             layers=self._layers(inputs, outputs),
+            model_type=type(self.traced.model).__name__ if self.traced.model is not None else "function",
         )
         return self.G
 
@@ -341,6 +347,8 @@ class _Mirror:
         owners = self._owners(graph)
         for op in graph.get_operations():
             self._add(op, graph, frame, owners.get(op.name) or (frame.owner if frame else None))
+            if self.tick is not None:
+                self.tick(1)
 
     def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
         base = canonical_op_name(op.name, self._scopes(owner))

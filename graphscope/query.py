@@ -30,7 +30,7 @@ from graphscope.errors import (
 from graphscope.graph import Layer, Op, Selection, Tensor
 from graphscope.names import split_tensor_name
 
-__all__ = ["ancestors", "descendants", "find", "layer", "op", "tensor", "tensors"]
+__all__ = ["ancestors", "cut_points", "descendants", "find", "layer", "op", "tensor", "tensors"]
 
 TensorLike = str | Tensor
 Fetchable = TensorLike | Selection | Iterable[TensorLike]
@@ -165,6 +165,66 @@ def layer(G: nx.DiGraph, key: str | int) -> Layer:
             return lay
     names = [lay.name for lay in layers]
     raise LayerNotFoundError(f"no layer named {key!r} in {G.name!r}.{suggestion(key, names)}")
+
+
+def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
+    """Tensors through which every path from the inputs to the outputs passes.
+
+    Each one splits the model in two: a head from the inputs to it, and a tail fed by it alone
+    (`executor(outputs, feeds=[cut])`). Inside a fork (ResNet's shortcut next to its main path)
+    there are none: the first cut point after `conv2_block1_0_conv` is the join's output. Paths
+    through constants and variables do not count; tensors inside loops and branches are never
+    cut points (they hold one value per iteration).
+
+    Args:
+        every_tensor: list every such tensor (a chain of ops inside a layer has one per op);
+            by default, only the model's inputs and the outputs of its top-level layers.
+
+    Returns:
+        The cut points in topological order, the model's inputs and outputs included.
+    """
+    index = _index(G)
+    tensors_ = G.graph["tensors"]
+    sources = [tensors_[n].op for n in G.graph["inputs"]]
+    used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
+    for n in G.graph["outputs"]:
+        used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+    if not sources or not used:
+        return Selection()
+    upstream = set(used).union(*(index.ancestors(op) for op in used))
+    source, sink = object(), object()  # never clash with an op name
+    H = nx.DiGraph()
+    H.add_edges_from((source, op) for op in sources if op in upstream)
+    H.add_edges_from((op, sink) for op in used)
+    stack, seen = [op for op in sources if op in upstream], set()
+    while stack:  # only ops that depend on an input and feed an output
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        for succ, edge in G.succ[op].items():
+            if succ in upstream:
+                H.add_edge(op, succ)
+                used.setdefault(op, set()).update(edge["outputs"])
+                stack.append(succ)
+    idom = nx.immediate_dominators(H, source)
+    chain, node = [], idom[sink]
+    while node is not source:
+        chain.append(node)
+        node = idom[node]
+    wanted = None
+    if not every_tensor:
+        wanted = set(G.graph["inputs"]) | set(G.graph["outputs"])
+        wanted.update(n for lay in G.graph["layers"] if "/" not in lay.name for n in lay.outputs.names)
+    found = []
+    for op in chain:
+        if len(used[op]) != 1:  # several outputs of one op carry the paths: no single tensor
+            continue
+        t = tensors_[G.nodes[op]["op"].outputs[next(iter(used[op]))]]
+        if t.context is None and (wanted is None or t.name in wanted):
+            found.append(t)
+    found.sort(key=lambda t: index.position[t.op])
+    return Selection(found)
 
 
 class _Index:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from graphscope import query
+from graphscope._display import RichDisplay
+from graphscope._progress import StageProgress
 from graphscope.errors import TensorNotFoundError
 from graphscope.execute import LRU, Executor, Results, Runtime
 from graphscope.graph import Layer, Op, Selection, Tensor, mirror
 from graphscope.tracing import Traced, trace_function
 
-__all__ = ["Scope", "trace"]
+if TYPE_CHECKING:
+    from graphscope.render import LayerTree, Picture
+
+__all__ = ["Scope", "trace", "tree"]
 
 
-def trace(model: Any, input_signature: Any = None, *, training: bool = False) -> Scope:
+def trace(model: Any, input_signature: Any = None, *, training: bool = False, quiet: bool = False) -> Scope:
     """Trace `model` and mirror every op it runs, nested functions included.
 
     Args:
@@ -28,6 +34,8 @@ def trace(model: Any, input_signature: Any = None, *, training: bool = False) ->
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
             Executors never update weights, whichever mode is traced.
+        quiet: never show a progress bar (one appears on a terminal's stderr when tracing and
+            mirroring take over a second; never in notebooks, pipes or CI logs).
 
     Returns:
         A `Scope` to search, walk and run.
@@ -37,11 +45,46 @@ def trace(model: Any, input_signature: Any = None, *, training: bool = False) ->
     >>> gs.trace(model).find("dense/BiasAdd:0").names
     ['dense/BiasAdd:0']
     """
-    traced = trace_function(model, input_signature, training=training)
-    return Scope(traced, mirror(traced))
+    with StageProgress(quiet=quiet) as progress:
+        with progress.stage(f"tracing {_describe(model)}"):
+            traced = trace_function(model, input_signature, training=training)
+        with progress.stage(f"mirroring {traced.name}") as tick:
+            graph = mirror(traced, tick=tick)
+    return Scope(traced, graph)
 
 
-class Scope:
+def _describe(model: Any) -> str:
+    """What is being traced, in a few words, for the progress display."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    return str(getattr(model, "name", None) or type(model).__name__)
+
+
+def tree(
+    model: Any,
+    *,
+    depth: int | None = None,
+    pattern: str | None = None,
+    ops: bool = False,
+    quiet: bool = False,
+) -> LayerTree:
+    """`trace(model).layer_tree(...)`: a model's layers as a tree, to print or show in a notebook.
+
+    >>> import graphscope as gs, keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")], name="tiny")
+    >>> print(gs.tree(model))  # doctest: +NORMALIZE_WHITESPACE
+     layer       type        output  params  ops
+     ──────────────────────────────────────────────
+     tiny      Sequential  ?×2          8    9
+     └─ dense  Dense       ?×2          8    6  cut
+    <BLANKLINE>
+    1 layer · 9 ops · 8 params
+    cut: every path from the inputs passes through this output
+    """
+    return trace(model, quiet=quiet).layer_tree(depth=depth, pattern=pattern, ops=ops)
+
+
+class Scope(RichDisplay):
     """A traced model: its mirrored graph, queries over it and executors for any of its tensors."""
 
     def __init__(self, traced: Traced, graph: nx.DiGraph) -> None:
@@ -92,6 +135,32 @@ class Scope:
         n_layers = len({lay.index for lay in self._graph.graph["layers"] if "/" not in lay.name})
         return f"<Scope {self.name}: {self._graph.number_of_nodes()} ops, {n_layers} layers>"
 
+    # ---- display
+
+    def layer_tree(
+        self,
+        *,
+        depth: int | None = None,
+        pattern: str | None = None,
+        ops: bool = False,
+        limit: int = 60,
+    ) -> LayerTree:
+        """The layers as a tree (type, output shape, params, ops; fork/join/cut marks); see
+        `graphscope.render.layer_tree`. Print it, or show it in a notebook."""
+        from graphscope import render
+
+        return render.layer_tree(self._graph, depth=depth, pattern=pattern, ops=ops, limit=limit)
+
+    def draw(self, of: Any, *, radius: int = 3) -> Picture:
+        """The neighbourhood of a tensor, op or layer: its ancestors up to `radius` ops away,
+        grouped by layer, with loops and branches as clusters; see `graphscope.render.draw`."""
+        from graphscope import render
+
+        return render.draw(self._graph, of, radius=radius)
+
+    def __rich__(self) -> Any:
+        return self.layer_tree()
+
     # ---- queries
 
     def tensor(self, name: str | Tensor) -> Tensor:
@@ -113,6 +182,11 @@ class Scope:
     def descendants(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
         """Every tensor downstream of `of`, filtered like `find`."""
         return query.descendants(self._graph, query.resolve_all(self._graph, of), pattern, op_type=op_type)
+
+    def cut_points(self, *, every_tensor: bool = False) -> Selection:
+        """Tensors every path from the inputs passes through: where the model splits into a head
+        and a tail fed by that tensor alone. See `graphscope.query.cut_points`."""
+        return query.cut_points(self._graph, every_tensor=every_tensor)
 
     def layer(self, key: str | int) -> Layer:
         """A layer call by name/path (`"backbone/conv1"`, `"shared@2"`) or index in `model.layers`."""
