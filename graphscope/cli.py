@@ -1,4 +1,9 @@
-"""The `graphscope` command line."""
+"""The `graphscope` command line: demo, tree, find, run, export, draw.
+
+Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
+2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
+or `demo` (`demo:map_fn` for the tf.map_fn variant).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,71 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 EXAMPLES = """examples:
-  graphscope demo                  trace the built-in Mask R-CNN-like model, find and run its NMS
-  graphscope demo --variant map_fn the same model with tf.map_fn inside its proposal layer
+  graphscope demo                               trace the built-in demo model, find and run its NMS
+  graphscope tree demo                          the demo model's layers as a tree
+  graphscope find demo NonMaxSuppression        tensors whose name matches a regex
+  graphscope run demo 'ROI/.*NonMaxSuppressionV3:0' --out nms.npz
+  graphscope export model.keras --format graphml --out model.graphml
+  graphscope draw demo ROI --out roi.svg
+
+MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
+variant). Each command has its own --help.
 """
+
+_SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (one-line help, description, examples)
+    "demo": (
+        "run the built-in demo model (no downloads)",
+        "Build a small Mask R-CNN-like model with random weights, find the NMS op inside its "
+        "custom ROI layer by an ancestor walk, and run it on a synthetic image.",
+        "  graphscope demo\n  graphscope demo --variant map_fn",
+    ),
+    "tree": (
+        "print a model's layers as a tree",
+        "Print the layers as a tree: type, output shape, parameters, ops, and marks where paths "
+        "fork, join, and where the model can be cut (every path from the inputs passes there). "
+        "Long runs of layers fold by name prefix; --depth or --pattern opens them.",
+        "  graphscope tree demo\n  graphscope tree model.keras --depth 2\n"
+        "  graphscope tree demo --pattern ROI --ops     the ROI layer's ops, loops as subtrees",
+    ),
+    "find": (
+        "search tensors by name, op type or ancestry",
+        "List tensors whose canonical name matches PATTERN (a Python regex, searched), "
+        "optionally only ops of a type, or only ancestors/descendants of a tensor or layer.",
+        "  graphscope find demo BiasAdd\n"
+        "  graphscope find demo --op-type 'NonMaxSuppression.*' --ancestors-of ROI\n"
+        "  graphscope find demo --cut-points\n"
+        "  graphscope find demo Relu --names          one name per line, for scripts",
+    ),
+    "run": (
+        "run tensors on inputs and save or show their values",
+        "Run the named tensors (canonical names, or regexes standing for every tensor they match) "
+        "on arrays read from .npy/.npz files (never unpickled). `--input x.npy` feeds the "
+        "model's inputs in order; `--input NAME=x.npy` feeds the tensor NAME (a model input or "
+        "any tensor outside loops: the model is then run from there). Values are shown as a "
+        "table and, with --out, saved to an .npz keyed by tensor name.",
+        "  graphscope run demo 'ROI/.*NonMaxSuppressionV3:0'       demo: synthetic images\n"
+        "  graphscope run model.keras block4_conv3/BiasAdd:0 --input x.npy --out values.npz\n"
+        "  graphscope run model.keras predictions/Softmax:0 --input pool1_pool/MaxPool2d:0=act.npy",
+    ),
+    "export": (
+        "write the op graph as GraphML, DOT or JSON",
+        "Write every op (nested functions, loop and branch bodies included) and the tensors "
+        "between them, with plain string/number attributes, to standard output or --out.",
+        "  graphscope export demo --format graphml --out demo.graphml\n"
+        "  graphscope export model.keras --format json | jq '.nodes | length'",
+    ),
+    "draw": (
+        "draw the neighbourhood of a tensor or layer (SVG)",
+        "Draw NAME (a tensor, op or layer) and its ancestors up to --radius ops away, grouped "
+        "by layer, loops and branches as clusters: SVG (needs Graphviz's `dot`) or DOT text.",
+        "  graphscope draw demo ROI --out roi.svg\n"
+        "  graphscope draw demo 'rpn_class/Softmax:0' --radius 5 --format dot",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,16 +86,60 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo",
-        help="run the built-in demo model (no downloads)",
-        description="Build a small Mask R-CNN-like model with random weights, find the NMS op "
-        "inside its custom ROI layer by an ancestor walk, and run it on a synthetic image.",
-    )
-    demo.add_argument("--variant", choices=("loop", "map_fn"), default="loop",
-                      help="how the ROI layer loops over the batch (default: loop)")
+    cmd = {}
+    for name, (help_, description, examples) in _SUBCOMMANDS.items():
+        cmd[name] = sub.add_parser(
+            name,
+            help=help_,
+            description=description,
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name != "demo":
+            cmd[name].add_argument("model", metavar="MODEL", help="a .keras/.h5 file, a SavedModel directory, or demo")
+
+    cmd["demo"].add_argument("--variant", choices=("loop", "map_fn"), default="loop",
+                             help="how the ROI layer loops over the batch (default: loop)")
+
+    cmd["tree"].add_argument("--depth", type=_natural, help="levels to show (default: as many as fit in ~60 rows)")
+    cmd["tree"].add_argument("--pattern", help="only layers whose path matches this regex")
+    cmd["tree"].add_argument("--ops", action="store_true", help="list each layer's ops (loops and branches as subtrees)")
+
+    cmd["find"].add_argument("pattern", metavar="PATTERN", nargs="?", help="regex searched in tensor names")
+    cmd["find"].add_argument("--op-type", help="only ops whose type fully matches this regex")
+    cmd["find"].add_argument("--layer", help="only tensors created inside this layer")
+    walk = cmd["find"].add_mutually_exclusive_group()
+    walk.add_argument("--ancestors-of", metavar="NAME", help="only tensors upstream of NAME (a tensor or layer)")
+    walk.add_argument("--descendants-of", metavar="NAME", help="only tensors downstream of NAME")
+    walk.add_argument("--cut-points", action="store_true", help="only tensors every path from the inputs passes through")
+    cmd["find"].add_argument("--names", action="store_true", help="print names only, one per line")
+
+    cmd["run"].add_argument("fetches", metavar="FETCH", nargs="+", help="tensor names (or regexes: every match)")
+    cmd["run"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                            help=".npy/.npz arrays to feed; repeat for several inputs (demo: optional)")
+    cmd["run"].add_argument("--out", metavar="FILE.npz", help="save the values to this .npz")
+
+    cmd["export"].add_argument("--format", required=True, choices=("graphml", "dot", "json"))
+    cmd["export"].add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    cmd["draw"].add_argument("name", metavar="NAME", help="a tensor, op or layer name")
+    cmd["draw"].add_argument("--radius", type=_natural, default=3, help="how many ops upstream to include (default 3)")
+    cmd["draw"].add_argument("--format", choices=("svg", "dot"), help="default: from --out's suffix, else svg")
+    cmd["draw"].add_argument("--out", metavar="FILE", help="write here instead of standard output")
     return parser
+
+
+def _natural(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def _quiet_tensorflow_import() -> None:
@@ -53,9 +162,166 @@ def _quiet_tensorflow_import() -> None:
         os.close(saved)
 
 
+def _scope(model: str, quiet: bool) -> Any:
+    import graphscope as gs
+
+    if model in ("demo", "demo:loop", "demo:map_fn"):
+        from graphscope import demo
+
+        return gs.trace(demo.proposal_model(variant=model.partition(":")[2] or "loop"), quiet=quiet)
+    return gs.trace(model, quiet=quiet)
+
+
+def _read_array(path: str) -> Any:
+    """An array from a .npy, or a dict of arrays from an .npz; pickles are refused."""
+    import numpy as np
+
+    from graphscope.errors import InputError
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"input file {path!r} does not exist") from None
+    except ValueError as e:  # object arrays (pickles), or not a NumPy file at all
+        raise InputError(f"cannot read {path!r} as a .npy/.npz file without unpickling: {e}") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    return loaded
+
+
+def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
+    """Each item: an exact tensor name, else a regex standing for every tensor it matches."""
+    from graphscope.errors import GraphscopeError
+
+    names: list[str] = []
+    for item in items:
+        try:
+            names.append(scope.tensor(item).name)
+            continue
+        except GraphscopeError as not_a_name:
+            error = not_a_name
+        try:
+            found = scope.find(item)
+        except GraphscopeError:  # not a valid regex either: the name error says more
+            raise error from None
+        if not found:
+            raise error
+        names.extend(n for n in found.names if n not in names)
+    return names
+
+
+def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    fetches = _fetch_names(scope, args.fetches)
+    named: dict[str, Any] = {}
+    positional: list[Any] = []
+    for spec in args.inputs:
+        name, sep, path = spec.rpartition("=")
+        if sep and name:
+            named[name] = _read_array(path)
+        else:
+            value = _read_array(spec)
+            positional.extend(value.values() if isinstance(value, dict) else [value])
+    if named and positional:
+        parser.error("give every --input as NAME=FILE, or none of them")
+    if not named and not positional:
+        if not args.model.startswith("demo"):
+            parser.error("run needs --input FILE (one per model input) or --input NAME=FILE")
+        from graphscope import demo
+
+        positional = [demo.synthetic_images()]
+    if named:
+        feeds = [n for n in named if n not in scope.inputs] and list(named)
+        return scope.run(fetches, named, feeds=feeds or None)
+    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0])
+
+
+def _save_npz(path: str, values: dict[str, Any]) -> list[str]:
+    """Save values keyed by tensor name; per-iteration lists as `name#k`. Returns what was left out."""
+    import numpy as np
+
+    arrays, skipped = {}, []
+    for name, value in values.items():
+        if value is None:
+            skipped.append(name)
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                if item is None:
+                    skipped.append(f"{name}#{k}")
+                else:
+                    arrays[f"{name}#{k}"] = item
+        else:
+            arrays[name] = value
+    np.savez(path, **arrays)
+    return skipped
+
+
+def _write(text: str, out: str | None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console: Any) -> None:
+    if args.command == "demo":
+        from graphscope import demo
+
+        for renderable in demo.report(variant=args.variant):
+            console.print(renderable)
+        return
+    scope = _scope(args.model, args.quiet)
+    if args.command == "tree":
+        console.print(scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
+    elif args.command == "find":
+        from graphscope.query import narrow
+
+        if args.cut_points:
+            found = scope.cut_points()
+        elif args.ancestors_of:
+            found = scope.ancestors(_seed(scope, args.ancestors_of))
+        elif args.descendants_of:
+            found = scope.descendants(_seed(scope, args.descendants_of))
+        else:
+            found = scope.find()
+        found = narrow(found, args.pattern, op_type=args.op_type, layer=args.layer)
+        if args.names:
+            for name in found.names:
+                print(name)
+        else:
+            console.print(found)
+    elif args.command == "run":
+        values = _run(scope, args, parser)
+        console.print(values)
+        if args.out:
+            skipped = _save_npz(args.out, values)
+            note = f" (left out, not run: {', '.join(skipped)})" if skipped else ""
+            print(f"wrote {len(values) - len(skipped)} value(s) to {args.out}{note}", file=sys.stderr)
+    elif args.command == "export":
+        _write(scope.export(args.format), args.out)
+    elif args.command == "draw":
+        picture = scope.draw(_seed(scope, args.name), radius=args.radius)
+        fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
+        _write(picture.source if fmt == "dot" else picture.svg(), args.out)
+
+
+def _seed(scope: Any, name: str) -> Any:
+    """A layer by that name, else a tensor or op."""
+    from graphscope.errors import LayerNotFoundError
+
+    if name in scope.graph.graph["names"] or name in scope.graph.graph["tensors"] or name in scope.graph:
+        return name
+    try:
+        return scope.layer(name)
+    except LayerNotFoundError:
+        return name  # the tensor lookup gives the error, with the closest names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `graphscope` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if not args.debug:
         _quiet_tensorflow_import()
     from rich.console import Console
@@ -64,17 +330,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     try:
-        if args.command == "demo":
-            from graphscope import demo
-
-            for renderable in demo.report(variant=args.variant):
-                console.print(renderable)
+        _command(args, parser, console)
         return 0
     except GraphscopeError as e:
         if args.debug:
             raise
         print(f"graphscope: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # unwritable --out, unreadable model directory...
+        if args.debug:
+            raise
+        print(f"graphscope: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

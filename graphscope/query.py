@@ -30,7 +30,7 @@ from graphscope.errors import (
 from graphscope.graph import Layer, Op, Selection, Tensor
 from graphscope.names import split_tensor_name
 
-__all__ = ["ancestors", "cut_points", "descendants", "find", "layer", "op", "tensor", "tensors"]
+__all__ = ["ancestors", "cut_points", "descendants", "find", "layer", "narrow", "op", "tensor", "tensors"]
 
 TensorLike = str | Tensor
 Fetchable = TensorLike | Selection | Iterable[TensorLike]
@@ -107,7 +107,7 @@ def find(
     else:
         tensors_ = G.graph["tensors"]
         items = [tensors_[n] for n in index.search(_compile(pattern, "pattern"))]
-    return _filter(items, None, op_type=op_type, layer=layer)
+    return narrow(items, None, op_type=op_type, layer=layer)
 
 
 def ancestors(
@@ -127,7 +127,7 @@ def ancestors(
     if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
         own = {t.name for t in seeds}
         found = [t for t in found if t.name not in own]
-    return _filter(found, pattern, op_type=op_type, layer=None)
+    return narrow(found, pattern, op_type=op_type, layer=None)
 
 
 def descendants(
@@ -144,7 +144,7 @@ def descendants(
             if t.index in edge["outputs"] and consumer not in ops:
                 ops.add(consumer)
                 ops |= nx.descendants(G, consumer)
-    return _filter(_tensors_in_order(G, ops), pattern, op_type=op_type, layer=None)
+    return narrow(_tensors_in_order(G, ops), pattern, op_type=op_type, layer=None)
 
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:
@@ -178,10 +178,12 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
 
     Args:
         every_tensor: list every such tensor (a chain of ops inside a layer has one per op);
-            by default, only the model's inputs and the outputs of its top-level layers.
+            by default, only the model's inputs and the outputs of its top-level layers (of a
+            model without layers, such as a `tf.function`: every tensor).
 
     Returns:
-        The cut points in topological order, the model's inputs and outputs included.
+        The cut points in topological order, a single input included. With several inputs,
+        the first is where their paths have all met (the tail is still fed by it alone).
     """
     index = _index(G)
     tensors_ = G.graph["tensors"]
@@ -213,9 +215,9 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
         chain.append(node)
         node = idom[node]
     wanted = None
-    if not every_tensor:
-        wanted = set(G.graph["inputs"]) | set(G.graph["outputs"])
-        wanted.update(n for lay in G.graph["layers"] if "/" not in lay.name for n in lay.outputs.names)
+    top = [n for lay in G.graph["layers"] if "/" not in lay.name for n in lay.outputs.names]
+    if top and not every_tensor:
+        wanted = set(G.graph["inputs"]) | set(top)
     found = []
     for op in chain:
         if len(used[op]) != 1:  # several outputs of one op carry the paths: no single tensor
@@ -306,13 +308,16 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
         raise PatternError(f"{what} {pattern!r} is not a valid regular expression: {e}") from None
 
 
-def _filter(
-    items: list[Tensor],
-    pattern: str | None,
+def narrow(
+    items: Iterable[Tensor],
+    pattern: str | None = None,
     *,
-    op_type: str | None,
-    layer: str | None,
+    op_type: str | None = None,
+    layer: str | None = None,
 ) -> Selection:
+    """Keep the tensors matching every filter given, the way `find` filters: `pattern`
+    searched in the name, `op_type` fully matching the op type, created inside `layer`."""
+    items = list(items)
     if pattern is not None:
         rx = _compile(pattern, "pattern")
         items = [t for t in items if rx.search(t.name)]

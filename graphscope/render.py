@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich import box
-from rich.console import Console, ConsoleOptions
+from rich.console import Console, ConsoleOptions, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -76,7 +76,7 @@ def selection_table(selection: Any) -> Table:
     return table
 
 
-def layer_view(layer: Layer) -> Table:
+def layer_view(layer: Layer) -> Group:
     """One layer call: its inputs and outputs (name, shape, dtype) and what its ops are."""
     table = _table(f"{layer.name} ({layer.type}): {len(layer.ops)} ops")
     table.add_column("", no_wrap=True)
@@ -90,11 +90,9 @@ def layer_view(layer: Layer) -> Table:
     for op in layer.ops:
         if op.type not in _HIDDEN_OPS:
             kinds[op.type] = kinds.get(op.type, 0) + 1
-    if kinds:
-        top = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
-        table.caption = "ops: " + ", ".join(f"{k} ×{n}" for k, n in top[:8]) + (", …" if len(top) > 8 else "")
-        table.caption_justify = "left"
-    return table
+    top = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    summary = "ops: " + ", ".join(f"{k} ×{n}" for k, n in top[:8]) + (", …" if len(top) > 8 else "")
+    return Group(table, Text(summary if kinds else "no ops of its own"))
 
 
 def context_text(context: str | None) -> str:
@@ -191,20 +189,27 @@ class LayerTree:
         """The tree as a table (without its caption) for a console `width` columns wide: long
         names fold under their own guide lines."""
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-        room = max(20, width - 52)  # what the other columns leave the names
+        rows = [(node, guide, under, "" if node.params is None else _count(node.params),
+                 "" if node.ops is None else str(node.ops)) for node, guide, under in _guided(self._root)]
+        others = [  # widest cell of each other column, as rich will lay them out
+            min(14, max(len("type"), *(len(r[0].type) for r in rows))),
+            min(16, max(len("output"), *(len(line) for r in rows for line in r[0].shape.split(", ")))),
+            max(len("params"), *(len(r[3]) for r in rows)),
+            max(len("ops"), *(len(r[4]) for r in rows)),
+            max(len(r[0].marks) for r in rows),
+        ]
+        room = max(20, width - sum(others) - 3 * len(others) - 2)  # what the other columns leave the names
         table.add_column("layer", no_wrap=True)
         table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=14)
         table.add_column("output", overflow="fold", max_width=16)
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("ops", justify="right", no_wrap=True)
         table.add_column("", no_wrap=True)
-        for node, guide, under in _guided(self._root):
+        for node, guide, under, params, ops in rows:
             label = node.label + (" ▸" if node.children and not node.open else "")
             step = max(8, room - len(guide))
             chunks = [label[k:k + step] for k in range(0, len(label), step)] or [""]
             text = "\n".join([guide + chunks[0]] + [under + c for c in chunks[1:]])
-            params = "" if node.params is None else _count(node.params)
-            ops = "" if node.ops is None else str(node.ops)
             table.add_row(text, node.type, node.shape, params, ops, node.marks)
         return table
 

@@ -158,6 +158,17 @@ class Scope(RichDisplay):
 
         return render.draw(self._graph, of, radius=radius)
 
+    def export(self, format: str, path: str | os.PathLike[str] | None = None) -> str:
+        """The mirrored graph as `graphml`, `dot` or `json` (node-link) text with plain string and
+        number attributes; written to `path` too when given. See `graphscope.export`."""
+        from graphscope.export import export
+
+        text = export(self._graph, format)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
+
     def __rich__(self) -> Any:
         return self.layer_tree()
 

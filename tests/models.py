@@ -202,6 +202,22 @@ def deep_chain(depth: int = 40) -> keras.Model:
     return keras.Model(x_in, h, name="chain")
 
 
+def residual() -> keras.Model:
+    """Two ResNet-style blocks: each forks into a shortcut (`_0_conv`) and a main path
+    (`_1_conv`, `_2_conv`) that rejoin at an Add."""
+    x_in = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv", **_init())(x_in)
+    for b in (1, 2):
+        short = keras.layers.Conv2D(4, 1, name=f"block{b}_0_conv", **_init())(h)
+        main = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"block{b}_1_conv", **_init())(h)
+        main = keras.layers.Conv2D(4, 3, padding="same", name=f"block{b}_2_conv", **_init())(main)
+        h = keras.layers.Add(name=f"block{b}_add")([short, main])
+        h = keras.layers.ReLU(name=f"block{b}_out")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    out = keras.layers.Dense(3, name="logits", **_init())(h)
+    return keras.Model(x_in, out, name="residual")
+
+
 ZOO = {
     "functional": functional,
     "sequential": sequential,
@@ -212,6 +228,7 @@ ZOO = {
     "with_tf_function": with_tf_function,
     "control_flow": control_flow,
     "misleading_names": misleading_names,
+    "residual": residual,
 }
 
 
@@ -350,3 +367,16 @@ def recurrent(kind: str = "LSTM") -> keras.Model:
         recurrent_initializer=keras.initializers.Orthogonal(seed=next(_seeds)),
     )
     return keras.Model(x_in, layer(x_in), name=f"{kind.lower()}_model")
+
+
+def many_blocks(blocks: int = 30) -> keras.Model:
+    """EfficientNet-style naming at small scale: `block{n}a_expand`, `block{n}a_project`, ...,
+    far more layers than a screen holds."""
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(4, name="stem_dense", **_init())(x_in)
+    for n in range(1, blocks + 1):
+        for part in ("expand", "act", "project"):
+            act = "relu" if part == "act" else None
+            h = keras.layers.Dense(4, activation=act, name=f"block{n}a_{part}", **_init())(h)
+    out = keras.layers.Dense(2, name="top_dense", **_init())(h)
+    return keras.Model(x_in, out, name="many_blocks")

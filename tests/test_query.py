@@ -1,5 +1,7 @@
 """query: find / ancestors / descendants / lookups, as plain functions and through Scope."""
 
+import keras
+import numpy as np
 import pytest
 
 import graphscope as gs
@@ -148,3 +150,75 @@ def test_find_literal_shortcut_property(chain):
         assert chain.find(pattern).names == [n for n in names if rx.search(n)]
 
     check()
+
+
+# --------------------------------------------------------------------------- cut points
+
+
+def test_cut_points_skip_forks_and_split_the_model():
+    model = models.residual()
+    scope = gs.trace(model)
+    cuts = scope.cut_points()
+    assert cuts.names == [
+        "image:0", "stem_conv/BiasAdd:0", "block1_add/Add:0", "block1_out/Relu:0",
+        "block2_add/Add:0", "block2_out/Relu:0", "pool/Mean:0", "logits/BiasAdd:0",
+    ]
+    assert cuts == gs.cut_points(scope.graph)
+    x = models.sample_inputs(model)[0]
+    full = model(x).numpy()
+    for cut in cuts[1:]:  # head from the input, tail fed by the cut alone: together, the model
+        head = scope.run(cut, x)[cut.name]
+        layer = model.get_layer(cut.layer)
+        np.testing.assert_allclose(head, keras.Model(model.input, layer.output)(x), rtol=1e-5, atol=1e-5)
+        tail = scope.executor(scope.outputs, feeds=[cut])
+        np.testing.assert_allclose(tail(head)[scope.outputs[0].name], full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tensor_inside_a_fork_is_no_cut_point():
+    scope = gs.trace(models.residual())
+    inside = scope.layer("block1_1_conv").output
+    assert inside not in scope.cut_points(every_tensor=True)
+    with pytest.raises(gs.DisconnectedError, match="image"):  # the shortcut still needs the input
+        scope.executor(scope.outputs, feeds=[inside])
+
+
+def test_every_tensor_cut_points_include_chains_inside_layers():
+    scope = gs.trace(models.functional())
+    every = scope.cut_points(every_tensor=True)
+    assert set(scope.cut_points()) < set(every)
+    assert {"conv/convolution:0", "conv/BiasAdd:0", "dense/MatMul:0"} <= set(every.names)
+    assert not any(t.op_type in ("Const", "ReadVariableOp") for t in every)
+
+
+def test_cut_points_of_several_outputs_stop_before_they_part():
+    model = models.multi_input()
+    scope = gs.trace(model)
+    assert scope.cut_points().names == ["add/Add:0"]  # where both inputs have met, before the outputs part
+    x = models.sample_inputs(model)
+    tail = scope.executor(scope.outputs, feeds=["add/Add:0"])
+    np.testing.assert_allclose(tail(scope.run("add/Add:0", tuple(x))["add/Add:0"])[scope.outputs[1].name],
+                               model(x)[1], rtol=1e-5)
+    demo_scope = gs.trace(demo.proposal_model())
+    assert demo_scope.cut_points().names == ["input_image:0", "conv1/Relu:0", "conv2/Relu:0", "rpn_conv_shared/Relu:0"]
+
+
+@pytest.mark.slow
+def test_first_15_layers_of_resnet50():
+    """The seed: "the first 15 layers" of ResNet50 end inside conv2_block1's fork; the cut points
+    on either side are pool1_pool's output and the block's output."""
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    scope = gs.trace(model)
+    fifteenth = scope.layer(15)
+    assert fifteenth.name == "conv2_block1_0_bn"
+    cuts = scope.cut_points()
+    positions = {lay.name: k for k, lay in enumerate(model.layers)}
+    by_layer = {t.layer: t for t in cuts if t.layer}
+    before = max((n for n in by_layer if positions[n] <= 15), key=positions.__getitem__)
+    after = min((n for n in by_layer if positions[n] > 15), key=positions.__getitem__)
+    assert (before, after) == ("pool1_pool", "conv2_block1_add")
+    assert "conv2_block1_0_conv" not in by_layer and "conv2_block1_1_conv" not in by_layer
+    assert len([t for t in cuts if (t.layer or "").endswith("_out")]) == 16  # one per residual block
+    images = np.random.default_rng(2).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    head = scope.run(by_layer[after], images)[by_layer[after].name]
+    tail = scope.executor(scope.outputs, feeds=[by_layer[after]])(head)
+    np.testing.assert_allclose(next(iter(tail.values())), model(images), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,174 @@
+"""cli: every subcommand run as a subprocess, as a user would, bad arguments included.
+
+Exit codes: 0 success, 1 graphscope error (one line, no traceback), 2 usage error.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import graphscope as gs
+from graphscope import cli, demo
+from tests import models
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "graphscope", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The residual zoo model saved as .keras, and an input for it as .npy."""
+    folder = tmp_path_factory.mktemp("cli")
+    model = models.residual()
+    path = folder / "residual.keras"
+    model.save(path)
+    x = models.sample_inputs(model, batch=2)[0]
+    np.save(folder / "x.npy", x)
+    return model, str(path), folder
+
+
+def test_help_everywhere_with_examples():
+    for command in cli._SUBCOMMANDS:
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+    run = _cli("run", "--help")
+    assert run.returncode == 0 and "examples:" in run.stdout and "--input" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "required: COMMAND"),
+        (("nope",), "invalid choice"),
+        (("tree",), "required: MODEL"),
+        (("tree", "demo", "--depth", "-1"), "expected 0 or more"),
+        (("export", "demo"), "required: --format"),
+        (("export", "demo", "--format", "yaml"), "invalid choice"),
+        (("find", "demo", "--ancestors-of", "a", "--cut-points"), "not allowed with"),
+        (("draw", "demo", "ROI", "--radius", "x"), "expected a whole number"),
+    ],
+)
+def test_usage_errors_exit_2_before_loading_anything(args, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(args))
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tree_of_the_demo_and_of_a_saved_model(saved):
+    run = _cli("tree", "demo")
+    assert run.returncode == 0, run.stderr
+    assert " └─ ROI               ProposalLayer  2×?×4                  0  145  join" in run.stdout
+    assert " ├─ rpn_conv_shared   Conv2D         2×16×16×32          9248   10  cut fork" in run.stdout
+    assert run.stderr == ""
+    _, path, _ = saved
+    run = _cli("-q", "tree", path, "--depth", "1")
+    assert run.returncode == 0, run.stderr
+    assert " ├─ block1 ▸" in run.stdout and "block1_add" not in run.stdout
+    ops = _cli("tree", "demo:map_fn", "--pattern", "ROI", "--ops")
+    assert "body of while" in ops.stdout and "NonMaxSuppres" in ops.stdout
+
+
+def test_find_the_nms_from_the_terminal():
+    run = _cli("find", "demo", "--op-type", "NonMaxSuppressionV3", "--ancestors-of", "ROI", "--names")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "ROI/rpn_non_max_suppression/NonMaxSuppressionV3:0",
+        "ROI/rpn_non_max_suppression_1/NonMaxSuppressionV3:0",
+    ]
+    table = _cli("find", "demo", "NonMaxSuppressionV3:0$")
+    assert table.returncode == 0 and table.stdout.startswith("2 tensors")
+    cuts = _cli("find", "demo", "--cut-points", "--names")
+    assert cuts.stdout.split() == ["input_image:0", "conv1/Relu:0", "conv2/Relu:0", "rpn_conv_shared/Relu:0"]
+
+
+def test_run_the_nms_to_an_npz(tmp_path):
+    out = tmp_path / "nms.npz"
+    run = _cli("run", "demo", "ROI/.*NonMaxSuppressionV3:0", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("2 values") and f"wrote 2 value(s) to {out}" in run.stderr
+    scope = gs.trace(demo.proposal_model())
+    names = scope.find(op_type="NonMaxSuppressionV3").names
+    want = scope.run(names, demo.synthetic_images())
+    with np.load(out, allow_pickle=False) as got:
+        assert sorted(got.files) == sorted(names)
+        for name in names:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_run_a_saved_model_from_inputs_and_from_a_cut(saved, tmp_path):
+    model, path, folder = saved
+    x = np.load(folder / "x.npy")
+    out = tmp_path / "v.npz"
+    run = _cli("run", path, "block1_1_conv/BiasAdd:0", "block1_out/Relu:0", "--input", str(folder / "x.npy"), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    with np.load(out) as got:
+        want = keras.Model(model.input, model.get_layer("block1_out").output)(x)
+        np.testing.assert_allclose(got["block1_out/Relu:0"], want, rtol=1e-5, atol=1e-5)
+        conv = model.get_layer("block1_1_conv")
+        pre = keras.Model(model.input, conv.input)(x)
+        by_hand = keras.ops.conv(pre, conv.kernel, padding="same") + conv.bias
+        np.testing.assert_allclose(got["block1_1_conv/BiasAdd:0"], by_hand, rtol=1e-5, atol=1e-5)
+        np.save(tmp_path / "cut.npy", got["block1_out/Relu:0"])
+    tail = tmp_path / "tail.npz"
+    run = _cli("run", path, "logits/BiasAdd:0", "--input", f"block1_out/Relu:0={tmp_path / 'cut.npy'}", "--out", str(tail))
+    assert run.returncode == 0, run.stderr
+    with np.load(tail) as got:
+        np.testing.assert_allclose(got["logits/BiasAdd:0"], model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_run_errors_are_one_line(saved, tmp_path):
+    _, path, folder = saved
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cases = [
+        (("run", path, "logits/BiasAdd:0", "--input", str(tmp_path / "pickled.npy")), "without unpickling"),
+        (("run", path, "logits/BiasAdd:0", "--input", str(tmp_path / "missing.npy")), "does not exist"),
+        (("run", "demo", "ROI/nope:0"), "no tensor named 'ROI/nope:0'"),
+        (("tree", str(tmp_path / "nowhere.keras")), "nowhere.keras"),
+    ]
+    for args, message in cases:
+        run = _cli(*args)
+        assert run.returncode == 1, (args, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("graphscope: error:") and message in lines[0], run.stderr
+    no_input = _cli("run", path, "logits/BiasAdd:0")
+    assert no_input.returncode == 2 and "run needs --input" in no_input.stderr
+    debug = _cli("--debug", "run", "demo", "ROI/nope:0")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "TensorNotFoundError" in debug.stderr
+
+
+def test_export_to_stdout_and_to_a_file(tmp_path):
+    import json
+
+    import networkx as nx
+
+    run = _cli("export", "demo", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    G = nx.node_link_graph(json.loads(run.stdout), edges="edges")
+    assert "ROI/rpn_non_max_suppression/NonMaxSuppressionV3" in G
+    out = tmp_path / "demo.graphml"
+    run = _cli("export", "demo", "--format", "graphml", "--out", str(out))
+    assert run.returncode == 0 and run.stdout == ""
+    assert nx.read_graphml(out).number_of_nodes() == G.number_of_nodes()
+
+
+def test_draw_svg_or_dot_and_the_graphviz_hint(tmp_path):
+    dot = _cli("draw", "demo", "ROI", "--radius", "1", "--format", "dot")
+    assert dot.returncode == 0 and dot.stdout.startswith("digraph") and "cluster" in dot.stdout
+    env = dict(os.environ, PATH=str(tmp_path))  # no Graphviz on this PATH
+    missing = _cli("draw", "demo", "ROI", "--out", str(tmp_path / "roi.svg"), env=env)
+    assert missing.returncode == 1 and "install Graphviz" in missing.stderr
+    assert not (tmp_path / "roi.svg").exists()
+    if shutil.which("dot"):
+        run = _cli("draw", "demo", "rpn_class/Softmax:0", "--out", str(tmp_path / "softmax.svg"))
+        assert run.returncode == 0, run.stderr
+        assert "<svg" in (tmp_path / "softmax.svg").read_text()
