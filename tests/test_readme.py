@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+import shlex
 
 import pytest
 
@@ -43,3 +44,26 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     assert first[0].endswith("graphscope demo") and first[1].endswith("pytest")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "README.md" in ci  # .ci/run takes the command from the README itself
+
+
+@pytest.mark.slow
+def test_terminal_examples_run(tmp_path):
+    """The README's terminal block: tree, find the NMS, run it to an .npz, as written."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    (block,) = [b for b in _blocks("bash") if "graphscope tree demo" in b]
+    outputs = []
+    for line in block.strip().splitlines():
+        assert line.startswith(".venv/bin/graphscope ")
+        argv = [sys.executable, "-m", "graphscope", *shlex.split(line)[1:]]
+        run = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert run.returncode == 0, (line, run.stderr)
+        outputs.append(run.stdout)
+    tree, found, values = outputs
+    assert "└─ ROI" in tree and "ProposalLayer" in tree
+    assert " ROI/rpn_non_max_suppression/NonM" in found and found.startswith("2 tensors")
+    with np.load(tmp_path / "nms.npz") as saved:
+        assert saved["ROI/rpn_non_max_suppression/NonMaxSuppressionV3:0"].dtype == np.int32
