@@ -251,3 +251,15 @@ def test_picture_of_an_unknown_name_suggests_names():
         scope.draw("dense/BiasAd:0")
     with pytest.raises(ValueError, match="radius"):
         scope.draw("dense/BiasAdd:0", radius=-1)
+
+
+@pytest.mark.slow
+def test_efficientnetb7_tree_folds_to_one_screen():
+    import keras
+
+    model = keras.applications.EfficientNetB7(weights=None, input_shape=(64, 64, 3))
+    tree = gs.trace(model).layer_tree()
+    lines = _text(tree).splitlines()
+    assert len(lines) < 75 and max(len(line) for line in lines) <= 80  # 816 layers, 7 331 ops
+    assert " ├─ block4a ▸      14 layers       ?×4×4×160   143.7K   135  cut " in lines
+    assert lines[-2].startswith("816 layers · 7331 ops · 66.7M params")
