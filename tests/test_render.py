@@ -261,5 +261,7 @@ def test_efficientnetb7_tree_folds_to_one_screen():
     tree = gs.trace(model).layer_tree()
     lines = _text(tree).splitlines()
     assert len(lines) < 75 and max(len(line) for line in lines) <= 80  # 816 layers, 7 331 ops
-    assert " ├─ block4a ▸      14 layers       ?×4×4×160   143.7K   135  cut " in lines
+    # (the input layer's name, hence column widths, depends on what Keras built before)
+    assert (1, "block4a", "14 layers", "cut") in tree.rows
+    assert any(line.split() == ["├─", "block4a", "▸", "14", "layers", "?×4×4×160", "143.7K", "135", "cut"] for line in lines)
     assert lines[-2].startswith("816 layers · 7331 ops · 66.7M params")
