@@ -106,7 +106,7 @@ def find(
         items = list(index.tensors)
     else:
         tensors_ = G.graph["tensors"]
-        items = [tensors_[n] for n in index.search(_compile(pattern, "pattern"))]
+        items = [tensors_[n] for n in index.search(compile_pattern(pattern, "pattern"))]
     return narrow(items, None, op_type=op_type, layer=layer)
 
 
@@ -301,7 +301,8 @@ def _tensors_in_order(G: nx.DiGraph, ops: set[str]) -> list[Tensor]:
     return [t for name in sorted(ops, key=index.position.__getitem__) for t in nodes[name]["tensors"]]
 
 
-def _compile(pattern: str, what: str) -> re.Pattern[str]:
+def compile_pattern(pattern: str, what: str) -> re.Pattern[str]:
+    """`re.compile(pattern)`, or a `PatternError` naming `what` the pattern was for."""
     try:
         return re.compile(pattern)
     except re.error as e:
@@ -319,10 +320,10 @@ def narrow(
     searched in the name, `op_type` fully matching the op type, created inside `layer`."""
     items = list(items)
     if pattern is not None:
-        rx = _compile(pattern, "pattern")
+        rx = compile_pattern(pattern, "pattern")
         items = [t for t in items if rx.search(t.name)]
     if op_type is not None:
-        rt = _compile(op_type, "op_type")
+        rt = compile_pattern(op_type, "op_type")
         items = [t for t in items if rt.fullmatch(t.op_type)]
     if layer is not None:
         prefix = layer + "/"

@@ -15,10 +15,12 @@ from rich.console import Console, ConsoleOptions, Group
 from rich.table import Table
 from rich.text import Text
 
+from graphscope.errors import GraphvizNotFoundError, LayerNotFoundError, PatternError, suggestion
+from graphscope.graph import Layer
+from graphscope.query import compile_pattern, cut_points, layer as find_layer, tensors
+
 if TYPE_CHECKING:
     import networkx as nx
-
-    from graphscope.graph import Layer
 
 __all__ = ["LayerTree", "Picture", "draw", "layer_tree", "layer_view", "mimebundle", "results_table", "selection_table", "to_html", "to_text"]
 
@@ -247,8 +249,6 @@ def layer_tree(
             functions become subtrees (`body of while`, `then of cond`).
         limit: the row budget when `depth` is None.
     """
-    from graphscope.query import _compile, cut_points  # noqa: PLC0415 - query sits above render
-
     layers: list[Layer] = G.graph["layers"]
     cuts = set(cut_points(G).names) if G.graph["inputs"] else set()
     root = _Node(G.name, "model", type=G.graph.get("model_type", "model"), key=G.name)
@@ -258,8 +258,11 @@ def layer_tree(
     outs = G.graph["outputs"]
     root.shape = ", ".join(_dims(G.graph["tensors"][n].shape) for n in outs[:2]) + (" …" if len(outs) > 2 else "")
     if pattern is not None:
-        rx = _compile(pattern, "pattern")
-        _keep(root, rx)
+        _keep(root, compile_pattern(pattern, "pattern"))
+        if not root.children:
+            what = "layer path or op name" if ops else "layer path"
+            names = [lay.name for lay in layers]
+            raise PatternError(f"pattern {pattern!r} matches no {what} of {G.name!r}.{suggestion(pattern, names)}")
         for node, _ in root.walk():
             node.open = True
     elif depth is not None:
@@ -485,8 +488,6 @@ class Picture:
         Raises:
             GraphvizNotFoundError: `dot` is not installed (the message says how to install it).
         """
-        from graphscope.errors import GraphvizNotFoundError
-
         try:
             return bytes(self.dot.create(prog="dot", format="svg")).decode("utf-8")
         except OSError as e:
@@ -504,8 +505,6 @@ class Picture:
         return f"<Picture {self.title}: {self.n_ops} ops>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from graphscope.errors import GraphvizNotFoundError
-
         try:
             return {"image/svg+xml": self.svg(), "text/plain": repr(self)}
         except GraphvizNotFoundError as e:
@@ -518,15 +517,12 @@ def draw(G: nx.DiGraph, of: Any, *, radius: int = 3) -> Picture:
     name): the ops producing it and their ancestors up to `radius` ops away, grouped by layer,
     with loops, branches and called functions as nested clusters. Constants are left out.
     """
-    import pydot  # noqa: PLC0415 - only drawing needs it
-
-    from graphscope.graph import Layer
-    from graphscope.query import layer as find_layer, tensors  # noqa: PLC0415
+    import pydot  # only drawing needs it
 
     if isinstance(of, str) and of not in G.graph["names"] and of not in G.graph["tensors"] and of not in G:
         try:
             of = find_layer(G, of)
-        except Exception:  # noqa: BLE001 - not a layer either: let the tensor lookup explain
+        except LayerNotFoundError:  # not a layer either: the tensor lookup explains, with names
             pass
     if isinstance(of, Layer):
         seeds = {o.name for o in of.ops} or {t.op for t in of.outputs}

@@ -134,6 +134,7 @@ def test_run_errors_are_one_line(saved, tmp_path):
         (("run", path, "logits/BiasAdd:0", "--input", str(tmp_path / "missing.npy")), "does not exist"),
         (("run", "demo", "ROI/nope:0"), "no tensor named 'ROI/nope:0'"),
         (("tree", str(tmp_path / "nowhere.keras")), "nowhere.keras"),
+        (("tree", "demo", "--pattern", "rpn_clas_raw"), "Did you mean 'rpn_class_raw'"),
     ]
     for args, message in cases:
         run = _cli(*args)

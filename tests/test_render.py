@@ -170,6 +170,14 @@ def test_layer_tree_ops_show_loops_and_branches_as_such():
     assert (4, "rpn_non_max_suppression/NonMaxSuppressionV3", "NonMaxSuppressionV3") in demo_rows
 
 
+def test_a_pattern_matching_nothing_says_so():
+    scope = gs.trace(models.residual())
+    with pytest.raises(gs.PatternError, match=r"matches no layer path of 'residual'. Did you mean 'block1_add'"):
+        scope.layer_tree(pattern="block1_ad$")
+    with pytest.raises(gs.PatternError, match="not a valid regular expression"):
+        scope.layer_tree(pattern="(")
+
+
 def test_long_names_fold_under_their_own_guides():
     tree = gs.tree(demo.proposal_model(variant="map_fn"), pattern="NonMaxSuppression", ops=True)
     text = _text(tree)
