@@ -275,14 +275,14 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
     if args.command == "tree":
         console.print(scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
     elif args.command == "find":
-        from graphscope.query import narrow
+        from graphscope.query import layer_or_name, narrow
 
         if args.cut_points:
             found = scope.cut_points()
         elif args.ancestors_of:
-            found = scope.ancestors(_seed(scope, args.ancestors_of))
+            found = scope.ancestors(layer_or_name(scope.graph, args.ancestors_of))
         elif args.descendants_of:
-            found = scope.descendants(_seed(scope, args.descendants_of))
+            found = scope.descendants(layer_or_name(scope.graph, args.descendants_of))
         else:
             found = scope.find()
         found = narrow(found, args.pattern, op_type=args.op_type, layer=args.layer)
@@ -301,21 +301,9 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
     elif args.command == "export":
         _write(scope.export(args.format), args.out)
     elif args.command == "draw":
-        picture = scope.draw(_seed(scope, args.name), radius=args.radius)
+        picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
         _write(picture.source if fmt == "dot" else picture.svg(), args.out)
-
-
-def _seed(scope: Any, name: str) -> Any:
-    """A layer by that name, else a tensor or op."""
-    from graphscope.errors import LayerNotFoundError
-
-    if name in scope.graph.graph["names"] or name in scope.graph.graph["tensors"] or name in scope.graph:
-        return name
-    try:
-        return scope.layer(name)
-    except LayerNotFoundError:
-        return name  # the tensor lookup gives the error, with the closest names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import json
 import networkx as nx
 
 from graphscope.errors import GraphscopeError
+from graphscope.graph import shape_text
 
 __all__ = ["FORMATS", "export", "plain_graph"]
 
@@ -38,7 +39,7 @@ def plain_graph(G: nx.DiGraph) -> nx.DiGraph:
             context=op.context or "",
             outputs=", ".join(op.outputs),
             dtypes=", ".join(t.dtype for t in outs),
-            shapes=", ".join(_shape(t.shape) for t in outs),
+            shapes=", ".join(shape_text(t.shape) for t in outs),
             n_outputs=len(outs),
         )
     for u, v, data in G.edges(data=True):
@@ -65,9 +66,3 @@ def export(G: nx.DiGraph, format: str) -> str:
         return json.dumps(nx.node_link_data(H, edges="edges"), indent=1) + "\n"
     return str(nx.nx_pydot.to_pydot(H).to_string())
 
-
-def _shape(shape: tuple[int | None, ...] | None) -> str:
-    """`(None, 4)` -> `[?,4]`; unknown rank -> `?`."""
-    if shape is None:
-        return "?"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

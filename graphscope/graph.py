@@ -65,7 +65,7 @@ class Tensor:
 
     def __repr__(self) -> str:
         where = f" layer={self.layer}" if self.layer else ""
-        return f"<Tensor {self.name} {self.op_type} {self.dtype}{_shape_text(self.shape)}{where}>"
+        return f"<Tensor {self.name} {self.op_type} {self.dtype}{shape_text(self.shape)}{where}>"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -179,7 +179,8 @@ def _context(function: tuple[str, ...]) -> str | None:
     return next((f for f in reversed(function) if ":" in f), None)
 
 
-def _shape_text(shape: Shape) -> str:
+def shape_text(shape: Shape) -> str:
+    """`(None, 4)` -> `[?,4]`; unknown rank -> `[?...]`."""
     if shape is None:
         return "[?...]"
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

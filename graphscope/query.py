@@ -331,6 +331,17 @@ def narrow(
     return Selection(items)
 
 
+def layer_or_name(G: nx.DiGraph, item: Any) -> Any:
+    """The Layer called `item` when it is a layer name that names no tensor or op; otherwise
+    `item` unchanged (for `ancestors`/`draw` of "ROI", the layer, or "conv1/Relu", the op)."""
+    if not isinstance(item, str) or item in G.graph["names"] or item in G.graph["tensors"] or item in G:
+        return item
+    try:
+        return layer(G, item)
+    except LayerNotFoundError:  # not a layer either: the tensor lookup explains, with names
+        return item
+
+
 def resolve_all(G: nx.DiGraph, items: Any) -> list[Tensor]:
     """Like `tensors`, accepting a Layer (its outputs) too."""
     if isinstance(items, Layer):

@@ -15,9 +15,9 @@ from rich.console import Console, ConsoleOptions, Group
 from rich.table import Table
 from rich.text import Text
 
-from graphscope.errors import GraphvizNotFoundError, LayerNotFoundError, PatternError, suggestion
+from graphscope.errors import GraphvizNotFoundError, PatternError, suggestion
 from graphscope.graph import Layer
-from graphscope.query import compile_pattern, cut_points, layer as find_layer, tensors
+from graphscope.query import compile_pattern, cut_points, layer_or_name, tensors
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -519,11 +519,7 @@ def draw(G: nx.DiGraph, of: Any, *, radius: int = 3) -> Picture:
     """
     import pydot  # only drawing needs it
 
-    if isinstance(of, str) and of not in G.graph["names"] and of not in G.graph["tensors"] and of not in G:
-        try:
-            of = find_layer(G, of)
-        except LayerNotFoundError:  # not a layer either: the tensor lookup explains, with names
-            pass
+    of = layer_or_name(G, of)
     if isinstance(of, Layer):
         seeds = {o.name for o in of.ops} or {t.op for t in of.outputs}
         title = f"layer {of.name}"
