@@ -230,9 +230,9 @@ def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) 
         from graphscope import demo
 
         positional = [demo.synthetic_images()]
-    if named:
-        feeds = [n for n in named if n not in scope.inputs] and list(named)
-        return scope.run(fetches, named, feeds=feeds or None)
+    if named:  # model inputs only: the default feeds; any other tensor: run from exactly these
+        feeds = list(named) if any(n not in scope.inputs for n in named) else None
+        return scope.run(fetches, named, feeds=feeds)
     return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0])
 
 

@@ -384,16 +384,10 @@ class Results(RichDisplay, dict):  # type: ignore[type-arg]
         return render.results_table(self)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k} {_kind(v)}" for k, v in list(self.items())[:2]) + (", ..." if len(self) > 2 else "")
-        return f"<Results {len(self)} value{'s' if len(self) != 1 else ''}: {shown}>"
+        from graphscope import render
 
-
-def _kind(value: Any) -> str:
-    """`float32[2,16,16,32]`, `list[3]` or `None`: what a result holds, in a few characters."""
-    if value is None or isinstance(value, list):
-        return "None" if value is None else f"list[{len(value)}]"
-    a = np.asarray(value)
-    return f"{a.dtype}[{','.join(map(str, a.shape))}]"
+        shown = ", ".join(f"{k} {render.value_kind(v)}" for k, v in list(self.items())[:2])
+        return f"<Results {len(self)} value{'s' if len(self) != 1 else ''}: {shown}{', ...' if len(self) > 2 else ''}>"
 
 
 class Executor:

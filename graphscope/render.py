@@ -22,7 +22,19 @@ from graphscope.query import compile_pattern, cut_points, layer_or_name, tensors
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = ["LayerTree", "Picture", "draw", "layer_tree", "layer_view", "mimebundle", "results_table", "selection_table", "to_html", "to_text"]
+__all__ = [
+    "LayerTree",
+    "Picture",
+    "draw",
+    "layer_tree",
+    "layer_view",
+    "mimebundle",
+    "results_table",
+    "selection_table",
+    "to_html",
+    "to_text",
+    "value_kind",
+]
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -116,6 +128,18 @@ def sparkline(values: np.ndarray, bins: int = 8) -> str:
     return "".join(_BARS[min(len(_BARS) - 1, int(c * (len(_BARS) - 1) / top + 0.999))] if c else " " for c in counts)
 
 
+def value_kind(value: Any) -> str:
+    """What a result holds, in a few characters: `float32[2,16]`, `list[3] of int32` (one entry
+    per iteration, shapes differing) or `None (not run)` (a branch that did not run)."""
+    if value is None:
+        return "None (not run)"
+    if isinstance(value, list):
+        present = [np.asarray(v) for v in value if v is not None]
+        return f"list[{len(value)}] of {present[0].dtype if present else np.float64().dtype}"
+    a = np.asarray(value)
+    return f"{a.dtype}[{','.join(map(str, a.shape))}]"
+
+
 def results_table(results: Mapping[str, Any]) -> Table:
     """A table of fetched values: name, dtype[shape], min/max/mean and a histogram."""
     table = _table(f"{len(results)} value{'s' if len(results) != 1 else ''}")
@@ -126,16 +150,14 @@ def results_table(results: Mapping[str, Any]) -> Table:
     table.add_column("histogram", no_wrap=True)
     for name, value in results.items():
         if value is None:  # a branch that did not run
-            table.add_row(str(name), "None (not run)", "", "", "", "")
+            table.add_row(str(name), value_kind(value), "", "", "", "")
             continue
         if isinstance(value, list):  # one entry per iteration, shapes differing
-            present = [np.asarray(v) for v in value if v is not None]
-            a = np.concatenate([v.ravel() for v in present]) if present else np.zeros(0)
-            dtype = present[0].dtype if present else a.dtype
-            kind = f"list[{len(value)}] of {dtype}"
+            present = [np.asarray(v).ravel() for v in value if v is not None]
+            a = np.concatenate(present) if present else np.zeros(0)
         else:
             a = np.asarray(value)
-            kind = f"{a.dtype}[{','.join(map(str, a.shape))}]"
+        kind = value_kind(value)
         if a.size and a.dtype.kind in "biuf":
             stats = [f"{a.min():.3g}", f"{a.max():.3g}", f"{a.astype(np.float64).mean():.3g}"]
             hist = sparkline(a)
@@ -251,8 +273,11 @@ def layer_tree(
     """
     layers: list[Layer] = G.graph["layers"]
     cuts = set(cut_points(G).names) if G.graph["inputs"] else set()
+    nested: dict[str, list[Layer]] = {}  # parent path ('' for the model) -> its layers, in order
+    for lay in layers:
+        nested.setdefault(lay.name.rpartition("/")[0], []).append(lay)
     root = _Node(G.name, "model", type=G.graph.get("model_type", "model"), key=G.name)
-    root.children = _layer_nodes(G, [lay for lay in layers if "/" not in lay.name], layers, cuts, ops)
+    root.children = _layer_nodes(G, nested.get("", []), nested, cuts, ops)
     root.ops = G.number_of_nodes()
     root.params = _params_of(root)
     outs = G.graph["outputs"]
@@ -267,7 +292,8 @@ def layer_tree(
             node.open = True
     elif depth is not None:
         for node, d in root.walk():
-            node.open = d < depth or node.kind in ("op", "body")
+            if node.kind in ("model", "group", "layer"):
+                node.open = d < depth
     else:
         _open_within(root, limit)
     n_layers = sum(1 for lay in layers if "/" not in lay.name)
@@ -278,7 +304,9 @@ def layer_tree(
     return LayerTree(root, caption)
 
 
-def _layer_nodes(G: nx.DiGraph, siblings: list[Layer], layers: list[Layer], cuts: set[str], ops: bool) -> list[_Node]:
+def _layer_nodes(
+    G: nx.DiGraph, siblings: list[Layer], nested: dict[str, list[Layer]], cuts: set[str], ops: bool
+) -> list[_Node]:
     """Nodes for sibling layer calls (grouped when many), with their nested layers and ops."""
     producer = {t: lay.name for lay in siblings for t in lay.outputs.names}
     consumers: dict[str, set[str]] = {lay.name: set() for lay in siblings}
@@ -305,11 +333,10 @@ def _layer_nodes(G: nx.DiGraph, siblings: list[Layer], layers: list[Layer], cuts
             marks=" ".join(marks),
             key=lay.name,
         )
-        prefix = lay.name + "/"
-        nested = [x for x in layers if x.name.startswith(prefix) and "/" not in x.name[len(prefix):]]
-        node.children = _layer_nodes(G, nested, layers, cuts, ops)
+        inner = nested.get(lay.name, [])
+        node.children = _layer_nodes(G, inner, nested, cuts, ops)
         if ops:
-            node.children += _op_nodes(G, lay, {o.name for x in nested for o in x.ops})
+            node.children += _op_nodes(G, lay, {o.name for x in inner for o in x.ops})
         nodes.append(node)
     return _grouped(nodes, 0) if len(nodes) > _GROUP_ABOVE else nodes
 
@@ -355,9 +382,8 @@ def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
 
 
 def _params_of(node: _Node) -> int | None:
-    """Sum of the parameters below a group (each Keras layer once)."""
-    values = [c.params if c.kind != "group" else _params_of(c) for c in node.children if c.kind in ("layer", "group")]
-    values = [v for v in values if v is not None]
+    """Sum of the parameters of a node's layers and groups (each Keras layer counted once)."""
+    values = [c.params for c in node.children if c.kind in ("layer", "group") and c.params is not None]
     return sum(values) if values else None
 
 
@@ -370,7 +396,7 @@ def _op_nodes(G: nx.DiGraph, lay: Layer, nested_ops: set[str]) -> list[_Node]:
     for o in own:
         t = G.graph["tensors"][o.outputs[0]] if o.outputs else None
         nodes[o.name] = _Node(_relative(o.name, lay.name), "op", type=o.type,
-                              shape=_dims(t.shape) if t is not None else "", key=o.name)
+                              shape=_dims(t.shape) if t is not None else "", key=o.name, open=True)
     roles: dict[str, _Node] = {}
     top = []
     for o in own:
@@ -384,7 +410,7 @@ def _op_nodes(G: nx.DiGraph, lay: Layer, nested_ops: set[str]) -> list[_Node]:
                     parent = nodes[op_name]
                 else:
                     if f not in roles:
-                        roles[f] = _Node(f"{role} of {op_name.rpartition('/')[2]}", "body", key=f)
+                        roles[f] = _Node(f"{role} of {op_name.rpartition('/')[2]}", "body", key=f, open=True)
                         nodes[op_name].children.append(roles[f])
                     parent = roles[f]
                 break
@@ -407,12 +433,9 @@ def _keep(node: _Node, rx: re.Pattern[str]) -> bool:
 
 
 def _open_within(root: _Node, limit: int) -> None:
-    """Open the tree a whole level at a time while the rows fit in `limit`; ops stay open."""
+    """Open the tree a whole level at a time while the rows fit in `limit` (op lists are open)."""
     root.open = True
     level, rows = [root], len(root.children)
-    for node, _ in root.walk():
-        if node.kind in ("op", "body"):
-            node.open = True
     while True:
         nxt = [c for n in level for c in n.children if c.children and c.kind in ("layer", "group")]
         if not nxt:
@@ -519,6 +542,8 @@ def draw(G: nx.DiGraph, of: Any, *, radius: int = 3) -> Picture:
     """
     import pydot  # only drawing needs it
 
+    if radius < 0:
+        raise ValueError(f"radius is a number of ops (0 or more), not {radius}")
     of = layer_or_name(G, of)
     if isinstance(of, Layer):
         seeds = {o.name for o in of.ops} or {t.op for t in of.outputs}
@@ -527,8 +552,6 @@ def draw(G: nx.DiGraph, of: Any, *, radius: int = 3) -> Picture:
         found = tensors(G, of)
         seeds = {t.op for t in found}
         title = ", ".join(t.name for t in found[:3]) + (" …" if len(found) > 3 else "")
-    if radius < 0:
-        raise ValueError(f"radius is a number of ops (0 or more), not {radius}")
     keep, frontier = set(seeds), set(seeds)
     for _ in range(radius):
         frontier = {p for n in frontier for p in G.pred[n] if p not in keep}
