@@ -181,9 +181,12 @@ def _read_array(path: str) -> Any:
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"input file {path!r} does not exist") from None
+        raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
     except ValueError as e:  # object arrays (pickles), or not a NumPy file at all
-        raise InputError(f"cannot read {path!r} as a .npy/.npz file without unpickling: {e}") from None
+        raise InputError(
+            f"cannot read {path!r} as a .npy/.npz file without unpickling ({e}); "
+            "save plain numeric arrays with numpy.save or numpy.savez"
+        ) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             return {k: loaded[k] for k in loaded.files}
