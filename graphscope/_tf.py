@@ -14,6 +14,7 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, op_def_registry
 
 __all__ = [
+    "FlatFunction",
     "build_shapes",
     "function_graph",
     "inline_calls",
@@ -72,6 +73,34 @@ def inline_calls(concrete_function: Any) -> graph_pb2.GraphDef:
             )
         finally:
             convert_to_constants._CONTROL_FLOW_OPS = kept  # pylint: disable=protected-access
+
+
+class FlatFunction:
+    """A concrete function as a plain callable of its flat inputs, without its Python graph.
+
+    A `ConcreteFunction` keeps the `FuncGraph` it was traced into: a Python object for every op
+    and tensor, and TensorFlow's C++ graph with a shape-inference context per node, about three
+    times the memory of the function itself. Only the runtime function is needed to call it:
+    the `AtomicFunction` registered in the eager context (`_inference_function`), called with
+    the captured inputs after the arguments. Its cached graph reference is dropped, so the graph
+    is freed with the ConcreteFunction; errors are still interpolated from the context's debug
+    information.
+    """
+
+    __slots__ = ("_atomic", "_captures")
+
+    def __init__(self, concrete_function: Any) -> None:
+        self._atomic = concrete_function._inference_function  # pylint: disable=protected-access
+        self._atomic._cached_graph = None  # pylint: disable=protected-access
+        self._captures = list(concrete_function.captured_inputs)
+
+    @property
+    def definition(self) -> Any:
+        """The FunctionDef the runtime holds (its `node_def`s are the function's ops)."""
+        return self._atomic.definition
+
+    def __call__(self, *args: tf.Tensor) -> list[tf.Tensor]:
+        return list(self._atomic.call_flat(*args, *self._captures))
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:

@@ -248,7 +248,7 @@ def test_a_loop_that_never_runs_gives_empty_lists(zoo):
 
 def test_an_xla_helper_stays_compiled_unless_fetched_from(zoo):
     _, scope, x = zoo
-    runtime_node = lambda ex: [n for n in ex._function.graph.as_graph_def().node if n.op.endswith("PartitionedCall")]
+    runtime_node = lambda ex: [n for n in ex._function.definition.node_def if n.op.endswith("PartitionedCall")]
     outside = scope.executor(["xla_helper/add:0"])
     (relu,) = scope.find("^xla_helper/", op_type="Relu")
     inside = scope.executor([relu])

@@ -4,8 +4,12 @@ When one of these fails after a TensorFlow or Keras upgrade, the behaviour graph
 changed: fix `_tf.py` (and only it) before anything else.
 """
 
+import gc
+import weakref
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from graphscope import _tf
@@ -70,6 +74,24 @@ def test_inline_calls_names_inner_ops_under_the_call():
     assert not any(op.endswith("PartitionedCall") for op in names.values())
     (call,) = [op for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
     assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
+
+
+def test_flat_function_calls_without_keeping_the_traced_graph():
+    v = tf.Variable(2.0)
+    cf = tf.compat.v1.wrap_function(lambda x: [x * v, x + 1], [tf.TensorSpec([], tf.float32)])
+    graph = weakref.ref(cf.graph)
+    flat = _tf.FlatFunction(cf)
+    del cf
+    gc.collect()
+    assert graph() is None, "the FuncGraph outlived its ConcreteFunction"
+    assert [t.numpy() for t in flat(tf.constant(3.0))] == [6.0, 4.0]
+    assert {n.op for n in flat.definition.node_def} >= {"Mul", "AddV2"}
+    v.assign(5.0)  # the captured variable is the live one
+    assert flat(tf.constant(1.0))[0].numpy() == 5.0
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _tf.FlatFunction(
+            tf.compat.v1.wrap_function(lambda x: [tf.debugging.check_numerics(tf.math.log(x), "log")], [tf.TensorSpec([], tf.float32)])
+        )(tf.constant(-1.0))
 
 
 def test_build_shapes_of_a_subclassed_model():
