@@ -15,6 +15,7 @@ from tensorflow.python.framework import convert_to_constants, op_def_registry
 
 __all__ = [
     "FlatFunction",
+    "bind_capture",
     "build_shapes",
     "function_graph",
     "inline_calls",
@@ -101,6 +102,17 @@ class FlatFunction:
 
     def __call__(self, *args: tf.Tensor) -> list[tf.Tensor]:
         return list(self._atomic.call_flat(*args, *self._captures))
+
+
+def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
+    """Make `placeholder`, already in the function graph being built, the captured input that
+    `external` (an eager tensor: a variable handle) is passed through on every call.
+
+    `FuncGraph.add_capture` appends it to the graph's inputs and capture list, as capturing does,
+    without creating a placeholder of its own. Shape inference inside the graph does not see a
+    bound resource's handle data (a variable's shape and dtype); the runtime does.
+    """
+    placeholder.graph.add_capture(external, placeholder)
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:

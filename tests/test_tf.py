@@ -94,6 +94,25 @@ def test_flat_function_calls_without_keeping_the_traced_graph():
         )(tf.constant(-1.0))
 
 
+def test_bind_capture_feeds_an_imported_placeholder_from_a_live_variable():
+    v = tf.Variable([1.0, 2.0])
+    traced = tf.function(lambda x: x * v).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    ((handle, internal),) = traced.graph.captures
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=["mul:0", internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return [out]
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [3.0, 6.0])
+    v.assign([0.0, 1.0])
+    np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [0.0, 3.0])
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):
