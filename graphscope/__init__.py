@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphscope.errors import (
     AmbiguousMatchError,
+    ArgumentError,
     DisconnectedError,
     ExecutionError,
     GraphscopeError,
@@ -23,6 +24,7 @@ from graphscope.errors import (
     InputError,
     LayerNotFoundError,
     ModelLoadError,
+    OptionError,
     PatternError,
     TensorNotFoundError,
     UnsupportedFetchError,
@@ -55,6 +57,7 @@ _LAZY = {
 
 __all__ = [
     "AmbiguousMatchError",
+    "ArgumentError",
     "DisconnectedError",
     "ExecutionError",
     "Executor",
@@ -65,6 +68,7 @@ __all__ = [
     "LayerNotFoundError",
     "ModelLoadError",
     "Op",
+    "OptionError",
     "PatternError",
     "Results",
     "Scope",

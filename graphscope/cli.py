@@ -174,23 +174,37 @@ def _scope(model: str, quiet: bool) -> Any:
 
 def _read_array(path: str) -> Any:
     """An array from a .npy, or a dict of arrays from an .npz; pickles are refused."""
+    import zipfile
+
     import numpy as np
 
     from graphscope.errors import InputError
 
     try:
-        loaded = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(6)
     except FileNotFoundError:
         raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
-    except ValueError as e:  # object arrays (pickles), or not a NumPy file at all
+    except OSError as e:
+        raise InputError(f"cannot open input file {path!r}: {e.strerror}") from None
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
+        raise InputError(
+            f"{path!r} is not a .npy or .npz file (it does not start with NumPy's or a zip's "
+            "signature); save arrays with numpy.save or numpy.savez"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return loaded
+    except ValueError as e:  # object arrays (pickles), or a damaged header
         raise InputError(
             f"cannot read {path!r} as a .npy/.npz file without unpickling ({e}); "
             "save plain numeric arrays with numpy.save or numpy.savez"
         ) from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    return loaded
+    except (EOFError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {path!r}: the file is damaged ({e}); save it again with numpy.save") from None
 
 
 def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:

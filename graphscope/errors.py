@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AmbiguousMatchError",
+    "ArgumentError",
     "DisconnectedError",
     "ExecutionError",
     "GraphscopeError",
@@ -14,6 +15,7 @@ __all__ = [
     "InputError",
     "LayerNotFoundError",
     "ModelLoadError",
+    "OptionError",
     "PatternError",
     "TensorNotFoundError",
     "UnsupportedFetchError",
@@ -27,6 +29,14 @@ class GraphscopeError(Exception):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ArgumentError(GraphscopeError, TypeError):
+    """An argument of the wrong kind (a tensor named by a number, fetches given as an int)."""
+
+
+class OptionError(GraphscopeError, ValueError):
+    """An option outside what it can be (an unknown export format, a negative radius)."""
 
 
 class TensorNotFoundError(GraphscopeError, KeyError):
@@ -76,17 +86,29 @@ class GraphvizNotFoundError(GraphscopeError, RuntimeError):
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to `n` candidates closest to `name`, best first.
 
-    Matches on the whole name and on its last path segment, so `BiasAd` finds
-    `block1_conv1/BiasAdd:0`.
+    Compares case-insensitively on the whole name, then on its last path segment (`BiasAd`
+    finds `block1_conv1/BiasAdd:0`), then offers the direct contents of the scope the name is
+    in (`conv/Conv2d` finds `conv/convolution:0`).
 
     >>> closest("dense/BiasAd:0", ["dense/BiasAdd:0", "conv/Relu:0"])
     ['dense/BiasAdd:0']
+    >>> closest("conv/Conv2d", ["conv/kernel/read:0", "conv/convolution:0", "dense/MatMul:0"])
+    ['conv/convolution:0', 'conv/kernel/read:0']
     """
     pool = list(dict.fromkeys(candidates))
-    found = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    lowered: dict[str, str] = {}
+    for c in pool:
+        lowered.setdefault(c.lower(), c)
+    key = name.lower()
+    found = [lowered[c] for c in difflib.get_close_matches(key, lowered, n=n, cutoff=0.6)]
     if len(found) < n:
-        tail = name.rsplit("/", 1)[-1].lower()
+        tail = key.rsplit("/", 1)[-1]
         found += [c for c in pool if tail and tail in c.lower() and c not in found][: n - len(found)]
+    scope, _, _ = name.rpartition("/")
+    if len(found) < n and scope:
+        inside = [c for c in pool if c.startswith(scope + "/") and c not in found]
+        inside.sort(key=lambda c: c.count("/"))  # the scope's own ops before nested ones
+        found += inside[: n - len(found)]
     return found
 
 

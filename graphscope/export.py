@@ -11,7 +11,7 @@ import json
 
 import networkx as nx
 
-from graphscope.errors import GraphscopeError
+from graphscope.errors import OptionError
 from graphscope.graph import shape_text
 
 __all__ = ["FORMATS", "export", "plain_graph"]
@@ -55,10 +55,10 @@ def export(G: nx.DiGraph, format: str) -> str:
     >>> export(nx.DiGraph(), "yaml")
     Traceback (most recent call last):
     ...
-    graphscope.errors.GraphscopeError: unknown export format 'yaml': choose graphml, dot or json
+    graphscope.errors.OptionError: unknown export format 'yaml': choose graphml, dot or json
     """
     if format not in FORMATS:
-        raise GraphscopeError(f"unknown export format {format!r}: choose graphml, dot or json")
+        raise OptionError(f"unknown export format {format!r}: choose graphml, dot or json")
     H = plain_graph(G)
     if format == "graphml":
         return "\n".join(nx.generate_graphml(H)) + "\n"

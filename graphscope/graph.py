@@ -152,12 +152,12 @@ class Layer(RichDisplay):
     @property
     def output(self) -> Tensor:
         """The layer's single output tensor."""
-        from graphscope.errors import AmbiguousMatchError, GraphscopeError
+        from graphscope.errors import AmbiguousMatchError, TensorNotFoundError
 
         if len(self.outputs) == 1:
             return self.outputs[0]
         if not self.outputs:
-            raise GraphscopeError(
+            raise TensorNotFoundError(
                 f"layer {self.name!r} has no output tensor in the traced graph "
                 "(it was not called while tracing)"
             )

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
 
 from graphscope.errors import (
     AmbiguousMatchError,
+    ArgumentError,
     LayerNotFoundError,
     PatternError,
     TensorNotFoundError,
@@ -47,7 +48,7 @@ def tensor(G: nx.DiGraph, name: str | Tensor) -> Tensor:
     if isinstance(name, Tensor):
         return G.graph["tensors"][name.name]
     if not isinstance(name, str):
-        raise TypeError(f"a tensor is named by a str or a Tensor, not {type(name).__name__}")
+        raise ArgumentError(f"a tensor is named by a str or a Tensor, not {type(name).__name__} ({name!r})")
     tensors: dict[str, Tensor] = G.graph["tensors"]
     if name in tensors:
         return tensors[name]
@@ -152,7 +153,7 @@ def layer(G: nx.DiGraph, key: str | int) -> Layer:
     the traced model's `.layers`."""
     layers: list[Layer] = G.graph["layers"]
     if isinstance(key, bool) or not isinstance(key, (int, str)):
-        raise TypeError(f"a layer is named by its name/path (str) or index (int), not {type(key).__name__}")
+        raise ArgumentError(f"a layer is named by its name/path (str) or index (int), not {type(key).__name__} ({key!r})")
     if isinstance(key, int):
         top = {lay.index: lay for lay in reversed(layers) if lay.index is not None and "/" not in lay.name}
         n = 1 + max(top, default=-1)

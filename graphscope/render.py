@@ -15,7 +15,7 @@ from rich.console import Console, ConsoleOptions, Group
 from rich.table import Table
 from rich.text import Text
 
-from graphscope.errors import GraphvizNotFoundError, PatternError, suggestion
+from graphscope.errors import GraphvizNotFoundError, OptionError, PatternError, suggestion
 from graphscope.graph import Layer
 from graphscope.query import compile_pattern, cut_points, layer_or_name, tensors
 
@@ -543,7 +543,7 @@ def draw(G: nx.DiGraph, of: Any, *, radius: int = 3) -> Picture:
     import pydot  # only drawing needs it
 
     if radius < 0:
-        raise ValueError(f"radius is a number of ops (0 or more), not {radius}")
+        raise OptionError(f"radius is a number of ops (0 or more), not {radius}")
     of = layer_or_name(G, of)
     if isinstance(of, Layer):
         seeds = {o.name for o in of.ops} or {t.op for t in of.outputs}

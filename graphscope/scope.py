@@ -12,7 +12,7 @@ import networkx as nx
 from graphscope import query
 from graphscope._display import RichDisplay
 from graphscope._progress import StageProgress
-from graphscope.errors import TensorNotFoundError
+from graphscope.errors import ArgumentError, TensorNotFoundError
 from graphscope.execute import LRU, Executor, Results, Runtime
 from graphscope.graph import Layer, Op, Selection, Tensor, mirror
 from graphscope.tracing import Traced, trace_function
@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 __all__ = ["Scope", "trace", "tree"]
 
 
-def trace(model: Any, input_signature: Any = None, *, training: bool = False, quiet: bool = False) -> Scope:
+def trace(
+    model: Any,
+    input_signature: Any = None,
+    *,
+    training: bool = False,
+    quiet: bool = False,
+    safe_mode: bool = True,
+) -> Scope:
     """Trace `model` and mirror every op it runs, nested functions included.
 
     Args:
@@ -36,6 +43,9 @@ def trace(model: Any, input_signature: Any = None, *, training: bool = False, qu
             Executors never update weights, whichever mode is traced.
         quiet: never show a progress bar (one appears on a terminal's stderr when tracing and
             mirroring take over a second; never in notebooks, pipes or CI logs).
+        safe_mode: load `.keras` files in Keras' safe mode (the default), which refuses to run
+            Python code stored in the file (a Lambda layer's function); pass False only for
+            files you trust.
 
     Returns:
         A `Scope` to search, walk and run.
@@ -47,7 +57,7 @@ def trace(model: Any, input_signature: Any = None, *, training: bool = False, qu
     """
     with StageProgress(quiet=quiet) as progress:
         with progress.stage(f"tracing {_describe(model)}"):
-            traced = trace_function(model, input_signature, training=training)
+            traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode)
         with progress.stage(f"mirroring {traced.name}") as tick:
             graph = mirror(traced, tick=tick)
     return Scope(traced, graph)
@@ -242,7 +252,7 @@ class Scope(RichDisplay):
         if isinstance(items, (str, Tensor)):
             items = [items]
         if not isinstance(items, Iterable):
-            raise TypeError(
+            raise ArgumentError(
                 f"expected tensor names, Tensors, a Selection or a Layer, got {type(items).__name__}"
             )
         pairs = []

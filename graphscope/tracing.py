@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from graphscope import _tf
-from graphscope.errors import ModelLoadError, UnsupportedModelError
+from graphscope.errors import InputError, ModelLoadError, UnsupportedModelError
 
 __all__ = ["LayerCall", "Traced", "load_model", "trace_function"]
 
@@ -64,7 +65,7 @@ class Traced:
 
 
 def trace_function(
-    model: Any, input_signature: Any = None, *, training: bool = False
+    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True
 ) -> Traced:
     """Trace `model` into a ConcreteFunction and record its Keras call structure.
 
@@ -74,9 +75,11 @@ def trace_function(
         input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
+        safe_mode: load `.keras` files in Keras' safe mode, which refuses to deserialize Python
+            code (lambdas); pass False only for files you trust.
     """
     if isinstance(model, (str, os.PathLike)):
-        loaded = load_model(model)
+        loaded = load_model(model, safe_mode=safe_mode)
         if isinstance(loaded, keras.Layer):
             traced = _trace_keras(loaded, input_signature, training)
         else:
@@ -102,13 +105,21 @@ def trace_function(
     )
 
 
-def load_model(path: str | os.PathLike) -> Any:
-    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True`) or a SavedModel directory."""
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
+    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True` by default) or a SavedModel directory."""
     p = Path(path)
     if not p.exists():
+        hint = ""
+        if isinstance(path, str) and not p.suffix and os.sep not in path:
+            hint = (
+                "; to trace a model by name, build it and pass the object, e.g. "
+                f"gs.trace(keras.applications.{path}(weights=None))"
+                if hasattr(keras.applications, path)
+                else "; gs.trace takes a model object or the path of a saved model"
+            )
         raise ModelLoadError(
             f"no model at {str(path)!r}: the path does not exist "
-            "(expected a .keras or .h5 file, or a SavedModel directory)"
+            f"(expected a .keras or .h5 file, or a SavedModel directory){hint}"
         )
     if p.is_dir():
         if not (p / "saved_model.pb").exists() and not (p / "saved_model.pbtxt").exists():
@@ -118,7 +129,10 @@ def load_model(path: str | os.PathLike) -> Any:
         try:
             return tf.saved_model.load(str(p))
         except Exception as e:  # noqa: BLE001 - TF raises many unrelated types here
-            raise ModelLoadError(f"could not load the SavedModel at {str(path)!r}: {_first_line(e)}") from None
+            raise ModelLoadError(
+                f"could not load the SavedModel at {str(path)!r}: {_first_line(e)} "
+                "(re-export it with model.export(path) or tf.saved_model.save)"
+            ) from None
     suffix = p.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
         raise ModelLoadError(
@@ -126,16 +140,29 @@ def load_model(path: str | os.PathLike) -> Any:
             "or a SavedModel directory"
         )
     try:
-        return keras.saving.load_model(str(p), compile=False, safe_mode=True)
+        return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
     except Exception as e:  # noqa: BLE001
-        message = _first_line(e)
-        hint = ""
-        if "Could not locate" in message or "Unknown layer" in message:
-            hint = (
-                " — the file uses a custom class that is not registered: import the module "
-                "that defines it, decorated with @keras.saving.register_keras_serializable()"
-            )
-        raise ModelLoadError(f"could not load {str(path)!r}: {message}{hint}") from None
+        raise ModelLoadError(f"could not load {str(path)!r}: {_load_failure(e)}") from None
+
+
+def _load_failure(e: BaseException) -> str:
+    """Why Keras could not load a file, and what to do: the cause Keras buries in its message."""
+    text = f"{e}\n{e.__context__ or ''}"
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if missing or "Unknown layer" in text:
+        what = f"the custom class {missing.group(1)!r}" if missing else "a custom class"
+        return (
+            f"the file uses {what}, which is not registered: import the module that defines it, "
+            "decorated with @keras.saving.register_keras_serializable(), before tracing"
+        )
+    if "safe_mode" in text:
+        return (
+            "the file holds Python code (a Lambda layer's function), which Keras' safe mode "
+            "refuses to load; if you trust the file, pass safe_mode=False to gs.trace"
+        )
+    if "zip" in text.lower() or "signature" in text.lower() or "file" in text.lower():
+        return f"{_first_line(e)} (the file is damaged or not a Keras model; save it again with model.save)"
+    return _first_line(e)
 
 
 # --------------------------------------------------------------------------- Keras models
@@ -170,14 +197,16 @@ def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Tr
 
 def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
     """Flat named specs, and the structure to call the model with (None: call with *specs)."""
-    if input_signature is not None:
-        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model))
-        return specs, None
     inputs = None
     try:
         inputs = model.input if isinstance(model, keras.Model) else None
     except (AttributeError, ValueError):
         inputs = None
+    if input_signature is not None:
+        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model))
+        if inputs is not None:
+            _check_signature(model, specs, tf.nest.flatten(inputs))
+        return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs
@@ -194,6 +223,23 @@ def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _check_signature(model: Any, specs: list[tf.TensorSpec], inputs: list[Any]) -> None:
+    """Refuse an input_signature that a functional model's own inputs contradict."""
+    takes = ", ".join(f"{t.name} {tuple(t.shape)}" for t in inputs)
+    if len(specs) != len(inputs):
+        raise InputError(
+            f"input_signature gives {len(specs)} spec{'s' if len(specs) != 1 else ''} but model "
+            f"{model.name!r} takes {len(inputs)} input{'s' if len(inputs) != 1 else ''}: {takes} "
+            "(or leave input_signature out: the model knows its inputs)"
+        )
+    for k, (spec, t) in enumerate(zip(specs, inputs)):
+        if not spec.shape.is_compatible_with(tf.TensorShape(t.shape)):
+            raise InputError(
+                f"input_signature[{k}] has shape {tuple(spec.shape.as_list()) if spec.shape.rank is not None else None} "
+                f"but input {t.name!r} of model {model.name!r} takes {tuple(t.shape)}"
+            )
 
 
 def _input_dtype(model: Any) -> tf.DType:
