@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import threading
 from collections.abc import Sequence
@@ -139,10 +140,15 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
             f"do not know how to load {str(path)!r}: expected a .keras or .h5 file, "
             "or a SavedModel directory"
         )
+    # Keras draws seeds for the loaded layers' random generators from Python's global `random`;
+    # its state is put back, so loading a file does not change the user's random stream
+    state = random.getstate()
     try:
         return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"could not load {str(path)!r}: {_load_failure(e)}") from None
+    finally:
+        random.setstate(state)
 
 
 def _load_failure(e: BaseException) -> str:

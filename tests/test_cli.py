@@ -173,3 +173,32 @@ def test_draw_svg_or_dot_and_the_graphviz_hint(tmp_path):
         run = _cli("draw", "demo", "rpn_class/Softmax:0", "--out", str(tmp_path / "softmax.svg"))
         assert run.returncode == 0, run.stderr
         assert "<svg" in (tmp_path / "softmax.svg").read_text()
+
+
+def test_nothing_is_written_but_the_paths_given(tmp_path):
+    """Every writing command, run where the user stands: the files asked for appear, and nothing
+    else, anywhere: not in the working directory, not in the temporary directory (Graphviz's
+    scratch files included), not at home. Two libraries write there on import, whatever runs:
+    Keras its ~/.keras/keras.json, and matplotlib (imported by TensorFlow where it is installed)
+    its font cache."""
+    work, home, scratch = tmp_path / "work", tmp_path / "home", tmp_path / "tmp"
+    for folder in (work, home, scratch):
+        folder.mkdir()
+    np.save(work / "images.npy", demo.synthetic_images())
+    calls = [
+        ["tree", "demo"],
+        ["find", "demo", "--op-type", "NonMaxSuppressionV3"],
+        ["run", "demo", "ROI/.*NonMaxSuppressionV3:0", "--input", "images.npy", "--out", "nms.npz"],
+        ["export", "demo", "--format", "graphml", "--out", "demo.graphml"],
+    ]
+    if shutil.which("dot"):
+        calls.append(["draw", "demo", "ROI", "--out", "roi.svg"])
+    script = "import sys\nfrom graphscope import cli\nfor argv in %r:\n    assert cli.main(argv) == 0, argv\n" % calls
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(scratch), "PYTHONPATH": os.getcwd()}
+    env.pop("KERAS_HOME", None)
+    run = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    made = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    wanted = {"work/images.npy", "work/nms.npz", "work/demo.graphml"} | ({"work/roi.svg"} if shutil.which("dot") else set())
+    theirs = {p for p in made if p == "home/.keras/keras.json" or p.startswith("home/.cache/matplotlib/")}
+    assert made - theirs == wanted
