@@ -1,0 +1,198 @@
+"""Differential fuzzing: random Keras models, every layer output checked against Keras itself.
+
+Hypothesis draws a model as a list of steps (a random DAG of conv, dense, batch-norm, activation,
+pooling, add and concatenate layers, nested models, shared layers and custom layers with a
+`tf.function` helper); `build` turns any list into a valid model by adapting a step that does not
+fit its input (a conv on a vector becomes a dense, an add of unequal shapes an activation). Each
+model is traced; every layer call's output is fetched by one executor and compared with
+`keras.Model(model.inputs, that output)` (one multi-output Keras model of them all), and every
+numeric op output of the mirrored graph is fetched by a second executor.
+
+Profiles (tests/conftest.py): `ci` (the default) runs a fixed set of examples quickly;
+`HYPOTHESIS_PROFILE=long` draws at least 200 new models and prints the tally:
+
+    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz.py -s
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
+
+import graphscope as gs
+
+KINDS = ("conv", "dense", "bn", "act", "add", "concat", "pool", "nested", "shared", "custom")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus", "gelu", "swish", "linear")
+TALLY: collections.Counter = collections.Counter()
+
+
+class Helpful(keras.layers.Layer):
+    """A custom layer whose call goes through a tf.function helper (a nested function call)."""
+
+    def __init__(self, power: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.power = power
+
+    def build(self, shape: Any) -> None:
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+    @tf.function
+    def _helper(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.tanh(x) ** self.power * self.scale
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self._helper(x) + tf.reduce_mean(x, axis=-1, keepdims=True)
+
+
+@st.composite
+def specs(draw: Any) -> dict:
+    image = draw(st.booleans())
+    if image:
+        side = draw(st.sampled_from([4, 6]))
+        shape = (side, side, draw(st.integers(1, 3)))
+    else:
+        shape = (draw(st.integers(2, 8)),)
+    steps = []
+    for i in range(draw(st.integers(1, 9))):
+        steps.append(
+            (
+                draw(st.sampled_from(KINDS)),
+                draw(st.integers(0, i)),  # first input: an earlier tensor (0: the model input)
+                draw(st.integers(0, i)),  # second input, for add/concat
+                draw(st.integers(1, 4)),  # the step's size or variant
+            )
+        )
+    return {"shape": shape, "steps": steps, "seed": draw(st.integers(0, 2**16))}
+
+
+@dataclasses.dataclass
+class Built:
+    model: keras.Model
+    calls: list[tuple[str, Any]]  # (graphscope layer name of the call, its Keras output tensor)
+    x: np.ndarray
+
+
+def build(spec: dict) -> Built:
+    """A functional model from any spec; outputs are all tensors nothing else consumes."""
+    x_in = keras.Input(spec["shape"], name="x")
+    tensors, calls, consumed = [x_in], [], set()
+    layers_by_input: dict[tuple, list[keras.layers.Layer]] = collections.defaultdict(list)
+    counts: collections.Counter = collections.Counter()
+
+    def call(layer: keras.layers.Layer, *args: Any) -> Any:
+        out = layer(*args) if len(args) == 1 else layer(list(args))
+        counts[layer.name] += 1
+        calls.append((layer.name if counts[layer.name] == 1 else f"{layer.name}@{counts[layer.name]}", out))
+        return out
+
+    for k, (kind, i, j, size) in enumerate(spec["steps"]):
+        a, b = tensors[i], tensors[j]
+        name = f"{kind}{k}"
+        rank = len(a.shape)
+        if kind == "conv" and rank == 4:
+            layer = keras.layers.Conv2D(size, 3 if size % 2 else 1, padding="same", name=name,
+                                        activation=ACTIVATIONS[size % len(ACTIVATIONS)])
+        elif kind in ("conv", "dense"):
+            layer = keras.layers.Dense(size + 1, activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)], name=name)
+        elif kind == "bn":
+            layer = keras.layers.BatchNormalization(name=name)
+        elif kind == "pool" and rank == 4:
+            layer = [keras.layers.GlobalAveragePooling2D, keras.layers.Flatten,
+                     lambda name: keras.layers.MaxPooling2D(2, padding="same", name=name),
+                     keras.layers.GlobalMaxPooling2D][size - 1](name=name)
+        elif kind == "add" and a.shape == b.shape and i != j:
+            layer = keras.layers.Add(name=name)
+        elif kind == "concat" and i != j and rank == len(b.shape) and a.shape[1:-1] == b.shape[1:-1]:
+            layer = keras.layers.Concatenate(name=name)
+        elif kind == "nested":
+            inner_in = keras.Input(a.shape[1:], name=f"{name}_in")
+            h = keras.layers.Dense(size + 1, activation="relu", name=f"{name}_dense")(inner_in)
+            h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+            layer = keras.Model(inner_in, keras.layers.Activation("tanh", name=f"{name}_act")(h), name=name)
+        elif kind == "shared" and layers_by_input[tuple(a.shape)]:
+            layer = layers_by_input[tuple(a.shape)][size % len(layers_by_input[tuple(a.shape)])]
+        elif kind == "custom":
+            layer = Helpful(power=size % 3 + 1, name=name)
+        else:  # a step that does not fit its input
+            layer = keras.layers.Activation(ACTIVATIONS[size % len(ACTIVATIONS)], name=name)
+        two = isinstance(layer, (keras.layers.Add, keras.layers.Concatenate))
+        out = call(layer, a, b) if two else call(layer, a)
+        consumed |= {i, j} if two else {i}
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) and tuple(out.shape) != ():
+            layers_by_input[tuple(a.shape)].append(layer)  # can be called again on the same shape
+        tensors.append(out)
+    sinks = [t for n, t in enumerate(tensors) if n not in consumed and n > 0] or [tensors[-1]]
+    model = keras.Model(x_in, sinks, name="fuzzed")
+    rng = np.random.default_rng(spec["seed"])
+    for w in model.weights:  # weights away from their initial values (batch-norm stats too)
+        values = rng.normal(0.0, 0.5, w.shape)
+        if "variance" in w.path:
+            values = rng.uniform(0.5, 1.5, w.shape)
+        w.assign(values.astype(w.dtype))
+    x = rng.normal(0.0, 1.0, (3, *spec["shape"])).astype(np.float32)
+    return Built(model, calls, x)
+
+
+def check(spec: dict) -> None:
+    built = build(spec)
+    scope = gs.trace(built.model, quiet=True)
+    names = [scope.layer(token).output for token, _ in built.calls]
+    got = scope.run(names, built.x)
+    want = keras.Model(built.model.input, [t for _, t in built.calls])(built.x)
+    want = [want] if not isinstance(want, (list, tuple)) else want
+    mismatched = []
+    for (token, _), t, w in zip(built.calls, names, want):
+        if not np.allclose(got[t.name], np.asarray(w), rtol=1e-4, atol=1e-4):
+            mismatched.append(token)
+    TALLY["models"] += 1
+    TALLY["layer outputs compared"] += len(names)
+    TALLY["mismatches"] += len(mismatched)
+    assert not mismatched, f"graphscope and Keras differ at {mismatched} of {spec}"
+    fetchable = [t for t in scope.find() if t.dtype not in ("resource", "variant")]
+    values = scope.run(fetchable, built.x)
+    assert set(values) == {t.name for t in fetchable}
+    for t in fetchable:
+        shape = values[t.name].shape
+        assert tf.TensorShape(t.shape).is_compatible_with(shape), (t.name, t.shape, shape)
+    TALLY["op outputs fetched"] += len(fetchable)
+
+
+@given(specs())
+def test_random_models_agree_with_keras(spec):
+    check(spec)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tally():
+    yield
+    print(f"\nfuzz tally: {dict(TALLY)}")
+    report = os.environ.get("GRAPHSCOPE_FUZZ_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump(dict(TALLY), f, indent=1)
+
+
+def test_the_builder_covers_every_kind_of_step():
+    spec = {
+        "shape": (4, 4, 2),
+        "steps": [("conv", 0, 0, 3), ("bn", 1, 1, 1), ("act", 2, 2, 2), ("add", 3, 1, 1), ("concat", 4, 1, 1),
+                  ("shared", 0, 0, 1), ("custom", 5, 5, 2), ("nested", 7, 7, 2), ("pool", 8, 8, 1),
+                  ("dense", 9, 9, 2)],
+        "seed": 7,
+    }
+    built = build(spec)
+    kinds = {type(layer).__name__ for layer in built.model.layers}
+    assert kinds >= {"Conv2D", "BatchNormalization", "Activation", "Add", "Concatenate", "Helpful",
+                     "Functional", "GlobalAveragePooling2D", "Dense"}
+    assert any("@2" in token for token, _ in built.calls)  # the shared conv's second call
+    check(spec)
