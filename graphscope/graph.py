@@ -280,6 +280,7 @@ class _Mirror:
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
         self.paths: dict[int, str | None] = {}
+        self.call_scopes: dict[int, list[tuple[str, str | None]]] = {}
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
 
     def build(self) -> nx.DiGraph:
@@ -338,9 +339,14 @@ class _Mirror:
         return self.paths[key]
 
     def _scopes(self, call: LayerCall | None) -> list[tuple[str, str | None]]:
-        return [
-            (c.layer.name, None if c is self.traced.root_call else c.token) for c in self._chain(call)
-        ]
+        """(layer name, call token) of each call from the root down to `call`, once per call:
+        reading a Keras layer's `name` costs a property lookup through its tracking machinery."""
+        key = id(call)
+        scopes = self.call_scopes.get(key)
+        if scopes is None:
+            scopes = [(c.layer.name, None if c is self.traced.root_call else c.token) for c in self._chain(call)]
+            self.call_scopes[key] = scopes
+        return scopes
 
     # ---- the walk
 
