@@ -5,8 +5,9 @@ pooling, add and concatenate layers, nested models, shared layers and custom lay
 `tf.function` helper); `build` turns any list into a valid model by adapting a step that does not
 fit its input (a conv on a vector becomes a dense, an add of unequal shapes an activation). Each
 model is traced; every layer call's output is fetched by one executor and compared with
-`keras.Model(model.inputs, that output)` (one multi-output Keras model of them all), and every
-numeric op output of the mirrored graph is fetched by a second executor.
+`keras.Model(model.input, that output)` (one multi-output Keras model of them all), and every
+numeric op output of the mirrored graph is fetched by a second executor. The same comparison is
+then made on the training-mode graph (batch norm on batch statistics), and no weight may move.
 
 Profiles (tests/conftest.py): `ci` (the default) runs a fixed set of examples quickly;
 `HYPOTHESIS_PROFILE=long` draws at least 200 new models and prints the tally:
@@ -143,21 +144,31 @@ def build(spec: dict) -> Built:
     return Built(model, calls, x)
 
 
-def check(spec: dict) -> None:
-    built = build(spec)
-    scope = gs.trace(built.model, quiet=True)
+def _compare(built: Built, *, training: bool) -> None:
+    """Every layer call's output, from graphscope and from Keras, in one mode."""
+    scope = gs.trace(built.model, training=training, quiet=True)
     names = [scope.layer(token).output for token, _ in built.calls]
+    weights = [w.numpy() for w in built.model.weights]
     got = scope.run(names, built.x)
-    want = keras.Model(built.model.input, [t for _, t in built.calls])(built.x)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, built.model.weights)), "a weight moved"
+    # (Keras' own training-mode call updates batch-norm statistics: it comes last)
+    want = keras.Model(built.model.input, [t for _, t in built.calls])(built.x, training=training)
     want = [want] if not isinstance(want, (list, tuple)) else want
     mismatched = []
     for (token, _), t, w in zip(built.calls, names, want):
         if not np.allclose(got[t.name], np.asarray(w), rtol=1e-4, atol=1e-4):
             mismatched.append(token)
-    TALLY["models"] += 1
     TALLY["layer outputs compared"] += len(names)
     TALLY["mismatches"] += len(mismatched)
-    assert not mismatched, f"graphscope and Keras differ at {mismatched} of {spec}"
+    mode = "training" if training else "inference"
+    assert not mismatched, f"graphscope and Keras differ in {mode} mode at {mismatched}"
+
+
+def check(spec: dict) -> None:
+    built = build(spec)
+    _compare(built, training=False)
+    TALLY["models"] += 1
+    scope = gs.trace(built.model, quiet=True)
     fetchable = [t for t in scope.find() if t.dtype not in ("resource", "variant")]
     values = scope.run(fetchable, built.x)
     assert set(values) == {t.name for t in fetchable}
@@ -165,6 +176,7 @@ def check(spec: dict) -> None:
         shape = values[t.name].shape
         assert tf.TensorShape(t.shape).is_compatible_with(shape), (t.name, t.shape, shape)
     TALLY["op outputs fetched"] += len(fetchable)
+    _compare(built, training=True)  # batch norm on batch statistics; executors never update it
 
 
 @given(specs())
