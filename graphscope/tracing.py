@@ -166,9 +166,7 @@ def _load_failure(e: BaseException) -> str:
             "the file holds Python code (a Lambda layer's function), which Keras' safe mode "
             "refuses to load; if you trust the file, pass safe_mode=False to gs.trace"
         )
-    if "zip" in text.lower() or "signature" in text.lower() or "file" in text.lower():
-        return f"{_first_line(e)} (the file is damaged or not a Keras model; save it again with model.save)"
-    return _first_line(e)
+    return f"{_first_line(e)} (the file is damaged, or not saved by Keras 3; save it again with model.save)"
 
 
 # --------------------------------------------------------------------------- Keras models
