@@ -337,12 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _command(args, parser, console)
         return 0
-    except GraphscopeError as e:
-        if args.debug:
-            raise
-        print(f"graphscope: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # unwritable --out, unreadable model directory...
+    except (GraphscopeError, OSError) as e:  # OSError: an unwritable --out, an unreadable directory...
         if args.debug:
             raise
         print(f"graphscope: error: {e}", file=sys.stderr)

@@ -245,7 +245,8 @@ class Runtime:
                 return_elements=outputs + updates + list(captures),
                 name="",
             )
-            values, internal = values[: len(values) - len(captures)], values[len(values) - len(captures) :]
+            returned = len(outputs) + len(updates)
+            values, internal = values[:returned], values[returned:]
             for handle, placeholder in zip(captures.values(), internal):
                 _tf.bind_capture(handle, placeholder)
             if not updates:
@@ -460,8 +461,6 @@ class Executor:
             outs = self._function(*fed)
         except tf.errors.OpError as e:
             raise ExecutionError(self._explain(e)) from None
-        if not isinstance(outs, (list, tuple)):
-            outs = [outs]
         values: dict[str, Any] = {}
         for name, k in self._position.items():
             kinds = self._kinds[name]
@@ -469,10 +468,7 @@ class Executor:
                 values[name] = _decode(outs[k], kinds, self._dtypes[name])
                 continue
             array = np.asarray(outs[k])  # a view of TF's buffer, read-only for good
-            if name in self._copy:
-                array = array.copy()
-                array.flags.writeable = False
-            values[name] = array
+            values[name] = _read_only(array.copy()) if name in self._copy else array
         return Results((key, values[t.name]) for key, t in zip(self._keys, self.fetches))
 
     # ---- inputs

@@ -279,7 +279,6 @@ class _Mirror:
         for call in traced.calls:
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
-        self.paths: dict[int, str | None] = {}
         self.call_scopes: dict[int, list[tuple[str, str | None]]] = {}
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
 
@@ -332,11 +331,7 @@ class _Mirror:
     def _layer_path(self, call: LayerCall | None) -> str | None:
         if call is None:
             return None
-        key = id(call)
-        if key not in self.paths:
-            tokens = [c.token for c in self._chain(call) if c is not self.traced.root_call]
-            self.paths[key] = "/".join(tokens) or None
-        return self.paths[key]
+        return "/".join(token for _, token in self._scopes(call) if token is not None) or None
 
     def _scopes(self, call: LayerCall | None) -> list[tuple[str, str | None]]:
         """(layer name, call token) of each call from the root down to `call`, once per call:
