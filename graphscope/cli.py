@@ -186,7 +186,7 @@ def _read_array(path: str) -> Any:
     except FileNotFoundError:
         raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
     except OSError as e:
-        raise InputError(f"cannot open input file {path!r}: {e.strerror}") from None
+        raise InputError(f"cannot open input file {path!r}: {e.strerror}; give a readable .npy or .npz file") from None
     if head != b"\x93NUMPY" and not head.startswith(b"PK"):
         raise InputError(
             f"{path!r} is not a .npy or .npz file (it does not start with NumPy's or a zip's "
