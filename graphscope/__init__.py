@@ -26,6 +26,7 @@ from graphscope.errors import (
     ModelLoadError,
     OptionError,
     PatternError,
+    StoreError,
     TensorNotFoundError,
     UnsupportedFetchError,
     UnsupportedModelError,
@@ -35,11 +36,14 @@ if TYPE_CHECKING:
     from graphscope.execute import Executor, Results
     from graphscope.graph import Layer, Op, Selection, Tensor
     from graphscope.query import ancestors, cut_points, descendants, find
+    from graphscope.bundle import Bundle, open
     from graphscope.scope import Scope, trace, tree
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Bundle": "graphscope.bundle",
+    "open": "graphscope.bundle",
     "Executor": "graphscope.execute",
     "Results": "graphscope.execute",
     "Layer": "graphscope.graph",
@@ -58,6 +62,7 @@ _LAZY = {
 __all__ = [
     "AmbiguousMatchError",
     "ArgumentError",
+    "Bundle",
     "DisconnectedError",
     "ExecutionError",
     "Executor",
@@ -73,6 +78,7 @@ __all__ = [
     "Results",
     "Scope",
     "Selection",
+    "StoreError",
     "Tensor",
     "TensorNotFoundError",
     "UnsupportedFetchError",
@@ -82,6 +88,7 @@ __all__ = [
     "cut_points",
     "descendants",
     "find",
+    "open",
     "trace",
     "tree",
 ]

@@ -1,4 +1,4 @@
-"""The `graphscope` command line: demo, tree, find, run, export, draw.
+"""The `graphscope` command line: demo, tree, find, run, export, draw, extract, open, validate.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -20,6 +20,9 @@ EXAMPLES = """examples:
   graphscope run demo 'ROI/.*NonMaxSuppressionV3:0' --out nms.npz
   graphscope export model.keras --format graphml --out model.graphml
   graphscope draw demo ROI --out roi.svg
+  graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr
+  graphscope open run.zarr
+  graphscope validate demo
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
 variant). Each command has its own --help.
@@ -75,6 +78,30 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "  graphscope draw demo ROI --out roi.svg\n"
         "  graphscope draw demo 'rpn_class/Softmax:0' --radius 5 --format dot",
     ),
+    "extract": (
+        "run tensors over a dataset into a zarr store (resumable)",
+        "Run the named tensors (names or regexes) over every sample of --input (a .npy/.npz, "
+        "read memory-mapped) or --images (a directory of images, read with Keras' image-dataset "
+        "utility at --size H W, in file-name order), and write them to the zarr store --out, "
+        "one chunk per batch. Run the same command again after an interruption to continue "
+        "where it stopped. The demo models use synthetic images when no input is given.",
+        "  graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr\n"
+        "  graphscope extract model.keras block4_conv3/BiasAdd:0 --images photos/ --size 224 224 --out run.zarr",
+    ),
+    "open": (
+        "show what a saved run holds (no model needed)",
+        "Show the tensors a store written by `extract` holds (layout, dtype, entries), or with "
+        "NAME one stored tensor, and with --index one entry's value.",
+        "  graphscope open run.zarr\n"
+        "  graphscope open run.zarr 'ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0' --index 3",
+    ),
+    "validate": (
+        "replay every op on its own inputs and compare with Keras",
+        "Fetch every op's inputs and outputs (or only FETCH's ops) on --input, replay each op "
+        "alone from its fetched inputs, and compare layer outputs with a Keras sub-model's. "
+        "Prints checked / mismatches / skipped; exit status 1 when anything disagrees.",
+        "  graphscope validate demo\n  graphscope validate model.keras --input x.npy",
+    ),
 }
 
 
@@ -97,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
             epilog="examples:\n" + examples,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if name != "demo":
+        if name == "open":
+            cmd[name].add_argument("store", metavar="STORE", help="a directory `graphscope extract` wrote")
+        elif name != "demo":
             cmd[name].add_argument("model", metavar="MODEL", help="a .keras/.h5 file, a SavedModel directory, or demo")
 
     cmd["demo"].add_argument("--variant", choices=("loop", "map_fn"), default="loop",
@@ -128,6 +157,22 @@ def _parser() -> argparse.ArgumentParser:
     cmd["draw"].add_argument("--radius", type=_natural, default=3, help="how many ops upstream to include (default 3)")
     cmd["draw"].add_argument("--format", choices=("svg", "dot"), help="default: from --out's suffix, else svg")
     cmd["draw"].add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    cmd["extract"].add_argument("fetches", metavar="FETCH", nargs="+", help="tensor names (or regexes: every match)")
+    source = cmd["extract"].add_mutually_exclusive_group()
+    source.add_argument("--input", dest="inputs", action="append", default=[], metavar="FILE",
+                        help=".npy/.npz with one entry per sample; repeat for several inputs")
+    source.add_argument("--images", metavar="DIR", help="a directory of images (jpeg, png, bmp, gif)")
+    cmd["extract"].add_argument("--size", type=_natural, nargs=2, metavar=("H", "W"), help="image size (with --images)")
+    cmd["extract"].add_argument("--batch-size", type=_positive, help="samples per batch and chunk (default 32)")
+    cmd["extract"].add_argument("--out", required=True, metavar="STORE", help="the zarr store's directory")
+
+    cmd["open"].add_argument("name", metavar="NAME", nargs="?", help="one stored tensor")
+    cmd["open"].add_argument("--index", type=int, help="show this entry's value (sample, or batch)")
+
+    cmd["validate"].add_argument("fetches", metavar="FETCH", nargs="*", help="only these tensors' ops (default: every op)")
+    cmd["validate"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                                 help=".npy/.npz arrays to feed (demo: optional)")
     return parser
 
 
@@ -139,6 +184,14 @@ def _natural(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = _natural(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
 
 
@@ -162,18 +215,22 @@ def _quiet_tensorflow_import() -> None:
         os.close(saved)
 
 
-def _scope(model: str, quiet: bool) -> Any:
+def _scope(model: str, quiet: bool, *, free_batch: bool = False) -> Any:
+    """The traced MODEL; `free_batch`: the map_fn demo with a free batch size (for datasets)."""
     import graphscope as gs
 
     if model in ("demo", "demo:loop", "demo:map_fn"):
         from graphscope import demo
 
-        return gs.trace(demo.proposal_model(variant=model.partition(":")[2] or "loop"), quiet=quiet)
+        variant = model.partition(":")[2] or "loop"
+        batch = None if free_batch and variant == "map_fn" else 2
+        return gs.trace(demo.proposal_model(variant=variant, batch_size=batch), quiet=quiet)
     return gs.trace(model, quiet=quiet)
 
 
-def _read_array(path: str) -> Any:
-    """An array from a .npy, or a dict of arrays from an .npz; pickles are refused."""
+def _read_array(path: str, *, mmap: bool = False) -> Any:
+    """An array from a .npy (memory-mapped with `mmap`), or a dict of arrays from an .npz;
+    pickles are refused."""
     import zipfile
 
     import numpy as np
@@ -193,7 +250,7 @@ def _read_array(path: str) -> Any:
             "signature); save arrays with numpy.save or numpy.savez"
         )
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 return {k: loaded[k] for k in loaded.files}
@@ -230,6 +287,15 @@ def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
 
 def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     fetches = _fetch_names(scope, args.fetches)
+    named, positional = _inputs(args, parser)
+    if named:  # model inputs only: the default feeds; any other tensor: run from exactly these
+        feeds = list(named) if any(n not in scope.inputs for n in named) else None
+        return scope.run(fetches, named, feeds=feeds)
+    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0])
+
+
+def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], list[Any]]:
+    """--input arrays: by name (NAME=FILE), or positional; the demo's synthetic images if none."""
     named: dict[str, Any] = {}
     positional: list[Any] = []
     for spec in args.inputs:
@@ -243,14 +309,48 @@ def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error("give every --input as NAME=FILE, or none of them")
     if not named and not positional:
         if not args.model.startswith("demo"):
-            parser.error("run needs --input FILE (one per model input) or --input NAME=FILE")
+            parser.error(f"{args.command} needs --input FILE (one per model input) or --input NAME=FILE")
         from graphscope import demo
 
         positional = [demo.synthetic_images()]
-    if named:  # model inputs only: the default feeds; any other tensor: run from exactly these
-        feeds = list(named) if any(n not in scope.inputs for n in named) else None
-        return scope.run(fetches, named, feeds=feeds)
-    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0])
+    return named, positional
+
+
+def _extract(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    fetches = _fetch_names(scope, args.fetches)
+    batch_size = args.batch_size
+    if args.size and not args.images:
+        parser.error("--size goes with --images")
+    if args.images:
+        if not args.size:
+            parser.error("--images needs --size H W (the size images are resized to)")
+        import keras
+
+        from graphscope.errors import InputError
+
+        if not os.path.isdir(args.images):
+            raise InputError(f"--images {args.images!r} is not a directory; give a directory of image files")
+        try:
+            data = keras.utils.image_dataset_from_directory(
+                args.images, labels=None, image_size=tuple(args.size), batch_size=batch_size or 32,
+                shuffle=False, verbose=False,
+            )
+        except ValueError as e:  # Keras: no images found, or a bad size
+            raise InputError(f"cannot read images from {args.images!r}: {e}") from None
+        batch_size = None  # the dataset is batched already
+    elif args.inputs:
+        arrays: list[Any] = []
+        for path in args.inputs:
+            value = _read_array(path, mmap=True)
+            arrays.extend(value.values() if isinstance(value, dict) else [value])
+        data = arrays[0] if len(arrays) == 1 else arrays
+    elif args.model.startswith("demo"):
+        from graphscope import demo
+
+        data = demo.synthetic_images(64, seed=1)
+    else:
+        parser.error("extract needs --input FILE (one per model input) or --images DIR --size H W")
+    return scope.extract(fetches, data, out=args.out, batch_size=batch_size, quiet=args.quiet)
 
 
 def _save_npz(path: str, values: dict[str, Any]) -> list[str]:
@@ -288,7 +388,23 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         for renderable in demo.report(variant=args.variant):
             console.print(renderable)
         return
-    scope = _scope(args.model, args.quiet)
+    if args.command == "open":
+        import graphscope as gs
+
+        bundle = gs.open(args.store)
+        if args.name is None:
+            if args.index is not None:
+                parser.error("--index goes with NAME")
+            console.print(bundle)
+            return
+        stored = bundle[args.name]
+        console.print(repr(stored))
+        if args.index is not None:
+            from graphscope import render
+
+            console.print(render.results_table({f"{stored.name}[{args.index}]": stored[args.index]}))
+        return
+    scope = _scope(args.model, args.quiet, free_batch=args.command == "extract")
     if args.command == "tree":
         console.print(scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
     elif args.command == "find":
@@ -317,10 +433,25 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
             print(f"wrote {len(values) - len(skipped)} value(s) to {args.out}{note}", file=sys.stderr)
     elif args.command == "export":
         _write(scope.export(args.format), args.out)
+    elif args.command == "extract":
+        bundle = _extract(scope, args, parser)
+        console.print(bundle)
+        print(f"wrote {bundle.samples} samples to {bundle.path}", file=sys.stderr)
+    elif args.command == "validate":
+        named, positional = _inputs(args, parser)
+        inputs = named or (tuple(positional) if len(positional) > 1 else positional[0])
+        report = scope.validate(inputs, fetches=_fetch_names(scope, args.fetches) if args.fetches else None)
+        console.print(report)
+        if not report.ok:
+            raise _Disagree(f"{len(report.mismatches)} value(s) disagree")
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
         _write(picture.source if fmt == "dot" else picture.svg(), args.out)
+
+
+class _Disagree(Exception):
+    """validate found mismatches: exit status 1, the report already printed."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"graphscope: error: {e}", file=sys.stderr)
+        return 1
+    except _Disagree as e:
+        print(f"graphscope: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

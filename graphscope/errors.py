@@ -79,6 +79,10 @@ class ExecutionError(GraphscopeError, RuntimeError):
     """TensorFlow failed while running an executor; the message names the op that failed."""
 
 
+class StoreError(GraphscopeError, ValueError):
+    """An extraction store that cannot be written, continued or opened."""
+
+
 class GraphvizNotFoundError(GraphscopeError, RuntimeError):
     """Drawing needs Graphviz's `dot` program, which is not installed (the message says how)."""
 

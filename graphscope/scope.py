@@ -18,7 +18,9 @@ from graphscope.graph import Layer, Op, Selection, Tensor, mirror
 from graphscope.tracing import Traced, trace_function
 
 if TYPE_CHECKING:
+    from graphscope.bundle import Bundle
     from graphscope.render import LayerTree, Picture
+    from graphscope.validate import Validation
 
 __all__ = ["Scope", "trace", "tree"]
 
@@ -244,6 +246,86 @@ class Scope(RichDisplay):
         """One-shot `executor(fetches, feeds=feeds)(inputs)`."""
         ex = self.executor(fetches, feeds=feeds)
         return ex(*inputs) if isinstance(inputs, tuple) else ex(inputs)
+
+    # ---- datasets
+
+    def extract(
+        self,
+        fetches: Any,
+        data: Any,
+        *,
+        out: str | os.PathLike[str],
+        batch_size: int | None = None,
+        quiet: bool = False,
+    ) -> Bundle:
+        """Run `fetches` over a whole dataset and store the values in a zarr store at `out`.
+
+        Args:
+            fetches: tensor names, Tensors, a Selection or a Layer.
+            data: numpy arrays (a dict or list of them for several inputs), a `tf.data.Dataset`
+                (of batches, or of samples when `batch_size` is given; `(x, y)` elements give x),
+                or an iterable of batches.
+            out: the store's directory (zarr v3). Re-running the same call after an
+                interruption continues where it stopped; a finished store is left as it is.
+            batch_size: samples per batch (and per chunk) for arrays (default 32) and datasets
+                of samples.
+            quiet: no progress bar (one shows samples/s and the time left on a terminal).
+
+        Returns:
+            The store reopened as a `Bundle` (`gs.open(out)`): `bundle[name][i]` is sample i's
+            value. See `graphscope.extract` for the layout.
+        """
+        from graphscope import extract
+        from graphscope.bundle import open as open_bundle
+        from graphscope.export import graph_data
+
+        tensors = [t for _, t in self._pairs(fetches)]
+        tensors = list({t.name: t for t in tensors}.values())
+        executor = self.executor([t.name for t in tensors])
+        feeds = executor._feeds
+        fixed = next((t.shape[0] for t in feeds if t.shape and t.shape[0] is not None), None)
+        extract.extract(
+            lambda arrays: executor(arrays),
+            tensors,
+            data,
+            out=out,
+            inputs=executor.inputs,
+            batch_size=batch_size,
+            fixed_batch=fixed,
+            about=self._about(tensors),
+            graph=lambda: graph_data(self._graph),
+            quiet=quiet,
+        )
+        return open_bundle(out)
+
+    def _about(self, tensors: list[Tensor]) -> dict[str, Any]:
+        """What a store records about the model and each tensor."""
+        from graphscope import __version__
+        from graphscope.extract import weights_fingerprint
+
+        variables = self.function.graph.variables
+        tensor_records = self._graph.graph["tensors"]
+        inputs = [tensor_records[n] for n in self._graph.graph["inputs"]]
+        return {
+            "model": self.name,
+            "fingerprint": weights_fingerprint((v.name, v.numpy()) for v in variables),
+            "input_signature": [
+                {"name": name, "dtype": t.dtype, "shape": None if t.shape is None else list(t.shape)}
+                for name, t in zip(self.inputs, inputs)
+            ],
+            "graphscope_version": __version__,
+            "tensors": {
+                t.name: {"raw_name": t.raw_name, "layer": t.layer, "op_type": t.op_type, "dtype": t.dtype}
+                for t in tensors
+            },
+        }
+
+    def validate(self, inputs: Any, *, fetches: Any = None) -> Validation:
+        """Replay each fetched op (every op by default) on its own fetched inputs, and compare
+        fetched layer outputs with Keras' own; see `graphscope.validate`."""
+        from graphscope.validate import validate
+
+        return validate(self, inputs, fetches=fetches)
 
     def _pairs(self, items: Any) -> list[tuple[str, Tensor]]:
         """(key as given, Tensor) for each fetch or feed."""
