@@ -359,8 +359,10 @@ class Store:
         batches: int | None,
         about: dict[str, Any],
         graph: dict[str, Any],
+        call: dict[str, Any],
     ) -> Store:
-        """A new store at `out` (replacing any there) with empty arrays for `fields`."""
+        """A new store at `out` (replacing any there) with empty arrays for `fields`, its
+        attributes, and a progress of nothing written."""
         import zarr
 
         group = zarr.open_group(out, mode="w", zarr_format=3)
@@ -392,7 +394,17 @@ class Store:
                     dimension_names=[axis, *(f"{f.key}.{k}" for k in range(1, len(f.shape) + 1))],
                     attributes=attrs,
                 )
-        return cls(group, fields, batch_size=batch_size, samples=samples)
+        group.attrs["graphscope"] = {
+            **{k: v for k, v in about.items() if k != "tensors"},
+            "format": FORMAT,
+            "call": call,
+            "tensors": {f.name: asdict(f) for f in fields},
+            "total": samples,
+            "progress": None,
+        }
+        store = cls(group, fields, batch_size=batch_size, samples=samples)
+        store.record({"batches": 0, "samples": 0, "values": {f.key: 0 for f in fields if f.ragged}, "complete": False})
+        return store
 
     def truncate(self, batches: int, samples: int, values: Mapping[str, int]) -> None:
         """Cut every array back to what the progress records (growing arrays only)."""
@@ -409,9 +421,15 @@ class Store:
                 a.resize((n, *a.shape[1:]))
 
     def write(self, batch: int, start: int, values: Mapping[str, Any], size: int,
-              totals: dict[str, int]) -> None:
-        """Write one batch's values (batch index, first sample, values by name, samples in it);
-        `totals` (values written so far per ragged key) is updated."""
+              totals: dict[str, int], *, ragged_values: Callable[[Field, int, np.ndarray], None] | None = None) -> None:
+        """Write one batch's values (batch index, first sample, values by name, samples in it).
+
+        `totals` holds, per ragged key, the values before this batch and is moved past it. A
+        ragged tensor's values go to `ragged_values(field, begin, values)` when given (Beam:
+        one writer per tensor), else into its `values` array here. Every other write covers
+        whole chunks of this batch (plus, sequentially, the next offset), so batches can be
+        written by different workers at once.
+        """
         for f in self.fields:
             value = values[f.name]
             at, n = (start, size) if f.layout == "sample" else (batch, 1)
@@ -422,7 +440,7 @@ class Store:
                     "batch gave one per sample: its loop does not run once per sample"
                 )
             if f.ragged:
-                self._write_ragged(f, at, entries, totals)
+                self._write_ragged(f, at, entries, totals, ragged_values)
                 continue
             array = self.group[f.key]
             if array.shape[0] < at + n:
@@ -435,7 +453,8 @@ class Store:
                 )
             array[at : at + n] = block
 
-    def _write_ragged(self, f: Field, at: int, entries: list[Any], totals: dict[str, int]) -> None:
+    def _write_ragged(self, f: Field, at: int, entries: list[Any], totals: dict[str, int],
+                      sink: Callable[[Field, int, np.ndarray], None] | None) -> None:
         g = self.group[f.key]
         arrays = [np.asarray(e) for e in entries]
         if any(a.ndim != f.ndim for a in arrays):
@@ -443,18 +462,29 @@ class Store:
         sizes = np.array([a.size for a in arrays], dtype=np.int64)
         begin = totals[f.key]
         end = begin + int(sizes.sum())
-        values, offsets, shapes = g["values"], g["offsets"], g["shapes"]
-        if values.shape[0] < end:
-            values.resize((end,))
-        if end > begin:
-            values[begin:end] = np.concatenate([a.ravel() for a in arrays]).astype(f.dtype, copy=False)
+        flat = np.concatenate([a.ravel() for a in arrays]).astype(f.dtype, copy=False)
+        if sink is not None:
+            sink(f, begin, flat)
+        else:
+            self.write_values(f, begin, flat)
+        offsets, shapes = g["offsets"], g["shapes"]
         n = len(arrays)
         if offsets.shape[0] < at + n + 1:
             offsets.resize((at + n + 1,))
             shapes.resize((at + n, shapes.shape[1]))
-        offsets[at + 1 : at + n + 1] = begin + np.cumsum(sizes)
+        offsets[at : at + n] = begin + np.cumsum(sizes) - sizes  # each entry's start: this batch's chunk
+        if sink is None:
+            offsets[at + n] = end  # where the next batch starts (the end, after the last)
         shapes[at : at + n] = np.array([a.shape or (1,) for a in arrays], dtype=np.int64).reshape(n, -1)
         totals[f.key] = end
+
+    def write_values(self, f: Field, begin: int, flat: np.ndarray) -> None:
+        """Put a ragged tensor's flattened entries at `begin` of its `values`."""
+        values = self.group[f.key]["values"]
+        if values.shape[0] < begin + len(flat):
+            values.resize((begin + len(flat),))
+        if len(flat):
+            values[begin : begin + len(flat)] = flat
 
     def record(self, progress: dict[str, Any]) -> None:
         """Record the progress (one atomic replace of the root's zarr.json)."""
@@ -462,11 +492,19 @@ class Store:
         attrs["progress"] = progress
         self.group.attrs["graphscope"] = attrs
 
-    def finish(self, batches: int, samples: int) -> None:
-        """Shrink arrays sized up front to what was written (a dataset shorter than announced)."""
+    def finish(self, batches: int, samples: int, totals: dict[str, int]) -> dict[str, Any]:
+        """Shrink arrays sized up front to what was written (a dataset shorter than announced),
+        close each ragged tensor's offsets, and record the store complete."""
         if self.samples is not None and self.samples != samples:
             self.samples = None
-            self.truncate(batches, samples, {})
+            self.truncate(batches, samples, totals)
+        for f in self.fields:
+            if f.ragged:
+                n = samples if f.layout == "sample" else batches
+                self.group[f.key]["offsets"][n] = totals[f.key]
+        final = {"batches": batches, "samples": samples, "values": dict(totals), "complete": True}
+        self.record(final)
+        return final
 
 
 def _chunks(rows: int, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -504,13 +542,7 @@ def extract(
     first = batches.first()
     if fixed_batch is not None:
         _check_fixed(batches, first, fixed_batch)
-    call = {
-        "fetches": [t.name for t in fetches],
-        "batch_size": len(first[0]),
-        "first_batch": fingerprint(first),
-        "fingerprint": about["fingerprint"],
-        "model": about["model"],
-    }
+    call = describe_call(fetches, first, about)
     store, progress = _resume(out, call)
     if progress is not None and progress["complete"]:
         return progress
@@ -518,21 +550,22 @@ def extract(
         fields = plan(fetches, run, first, fixed_batch=fixed_batch)
         store = Store.create(
             out, fields, batch_size=len(first[0]), samples=batches.samples, batches=batches.count(),
-            about=about, graph=graph(),
+            about=about, graph=graph(), call=call,
         )
-        store.group.attrs["graphscope"] = {
-            **{k: v for k, v in about.items() if k != "tensors"},
-            "format": FORMAT,
-            "call": call,
-            "tensors": {f.name: asdict(f) for f in fields},
-            "total": batches.samples,
-            "progress": None,
-        }
-        progress = {"batches": 0, "samples": 0, "values": {f.key: 0 for f in fields if f.ragged},
-                    "complete": False}
-        store.record(progress)
+        progress = store.group.attrs["graphscope"]["progress"]
     _clean_partial_files(out)
     return _stream(run, store, batches, progress, quiet=quiet)
+
+
+def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dict[str, Any]) -> dict[str, Any]:
+    """What makes two extractions the same job (to continue one, the call must match)."""
+    return {
+        "fetches": [t.name for t in fetches],
+        "batch_size": len(first[0]),
+        "first_batch": fingerprint(first),
+        "fingerprint": about["fingerprint"],
+        "model": about["model"],
+    }
 
 
 def _check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
@@ -632,10 +665,7 @@ def _stream(
     finally:
         source.close()
         bar.close()
-    store.finish(done, start)
-    final = {"batches": done, "samples": start, "values": totals, "complete": True}
-    store.record(final)
-    return final
+    return store.finish(done, start, totals)
 
 
 class _Prefetch:

@@ -292,14 +292,15 @@ class Scope(RichDisplay):
             inputs=executor.inputs,
             batch_size=batch_size,
             fixed_batch=fixed,
-            about=self._about(tensors),
+            about=self.describe(tensors),
             graph=lambda: graph_data(self._graph),
             quiet=quiet,
         )
         return open_bundle(out)
 
-    def _about(self, tensors: list[Tensor]) -> dict[str, Any]:
-        """What a store records about the model and each tensor."""
+    def describe(self, tensors: list[Tensor]) -> dict[str, Any]:
+        """What an extraction store records: the model, its weights fingerprint, the input
+        signature, the graphscope version, and each tensor's raw name, layer, op type and dtype."""
         from graphscope import __version__
         from graphscope.extract import weights_fingerprint
 

@@ -1,0 +1,243 @@
+"""Extraction on Apache Beam (`pip install "tf-graphscope[beam]"`): the same zarr store as
+`Scope.extract`, written by many workers.
+
+    import apache_beam as beam
+    from graphscope.beam import ExtractToZarr
+
+    with beam.Pipeline(options=options) as p:
+        (p
+         | beam.Create(list(enumerate(images)))          # (sample index, sample) pairs
+         | ExtractToZarr("model.keras", ["block4_conv3/BiasAdd:0"], out="run.zarr", batch_size=32))
+
+`GraphscopeModelHandler` loads the model on each worker and runs the pruned executor, so Beam's
+`RunInference` does the work; each element it runs is one whole batch (samples
+`[k*batch_size, (k+1)*batch_size)`), the same batches `Scope.extract` makes, so per-batch
+values and chunks match. Workers write whole chunks, never the same one; a ragged tensor's
+`values` (whose positions depend on every earlier sample) are written by one worker per tensor.
+The store is created (and the layout probed on the first batch) by one worker before any
+batch is written, and marked complete after the last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+__all__ = ["ExtractToZarr", "GraphscopeModelHandler"]
+
+
+def _scope(model: str | os.PathLike[str] | Callable[[], Any]) -> Any:
+    import graphscope as gs
+
+    built = model() if callable(model) else os.fspath(model)
+    return gs.trace(built, quiet=True)
+
+
+class GraphscopeModelHandler(ModelHandler[Sequence[np.ndarray], PredictionResult, Any]):
+    """Runs graphscope executors inside `RunInference`.
+
+    Each example is one batch: a list of arrays, one per model input. Its inference is
+    `{tensor name: value}` for `fetches`.
+
+    Args:
+        model: a `.keras`/`.h5` file or SavedModel directory every worker can read, or a
+            picklable function that builds the model (e.g. `functools.partial(make_model)`).
+        fetches: tensor names.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | Callable[[], Any], fetches: Sequence[str]) -> None:
+        super().__init__(max_batch_size=1)  # an example is a whole batch already
+        self._model = model
+        self._fetches = list(fetches)
+
+    def load_model(self) -> Any:
+        scope = _scope(self._model)
+        return scope.executor([scope.tensor(f).name for f in self._fetches])
+
+    def run_inference(
+        self, batch: Sequence[Sequence[np.ndarray]], model: Any, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[PredictionResult]:
+        return [PredictionResult(arrays, dict(model(list(arrays)))) for arrays in batch]
+
+    def get_num_bytes(self, batch: Sequence[Sequence[np.ndarray]]) -> int:
+        return sum(int(np.asarray(a).nbytes) for arrays in batch for a in arrays)
+
+    def get_metrics_namespace(self) -> str:
+        return "graphscope"
+
+
+class ExtractToZarr(beam.PTransform):
+    """(sample index, sample) pairs -> the zarr store `Scope.extract` would write at `out`.
+
+    A sample is an array (one model input) or a tuple/list of arrays (one per input); indices
+    run from 0 to the number of samples - 1. The output is one element: the final progress.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | Callable[[], Any],
+        fetches: Sequence[str],
+        *,
+        out: str | os.PathLike[str],
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self._model = model
+        self._fetches = list(fetches)
+        self._out = os.fspath(out)
+        self._batch_size = batch_size
+
+    def expand(self, samples: Any) -> Any:
+        b, out = self._batch_size, self._out
+        batches = (
+            samples
+            | "ByBatch" >> beam.Map(lambda kv: (int(kv[0]) // b, kv))
+            | "GroupBatch" >> beam.GroupByKey()
+            | "Stack" >> beam.Map(_stack, b)
+        )
+        count = samples | "Count" >> beam.combiners.Count.Globally()
+        created = (
+            batches
+            | "FirstBatch" >> beam.Filter(lambda kv: kv[0] == 0)
+            | "Create" >> beam.Map(_create, self._model, self._fetches, out, count=beam.pvalue.AsSingleton(count))
+        )
+        results = batches | "Run" >> RunInference(KeyedModelHandler(GraphscopeModelHandler(self._model, self._fetches)))
+        starts = (
+            results
+            | "Sizes" >> beam.Map(_sizes, fields=beam.pvalue.AsSingleton(created))
+            | "AllSizes" >> beam.CombineGlobally(_merge)
+            | "Starts" >> beam.Map(_starts)
+        )
+        written = results | "Write" >> beam.ParDo(
+            _WriteBatch(out, b), fields=beam.pvalue.AsSingleton(created), starts=beam.pvalue.AsSingleton(starts)
+        ).with_outputs("values", main="done")
+        values_done = (
+            written.values
+            | "GroupValues" >> beam.GroupByKey()
+            | "WriteValues" >> beam.Map(_write_values, out, fields=beam.pvalue.AsSingleton(created))
+        )
+        return (
+            (written.done, values_done)
+            | "AllWritten" >> beam.Flatten()
+            | "Wait" >> beam.combiners.Count.Globally()
+            | "Finish" >> beam.Map(
+                _finish, out, b,
+                count=beam.pvalue.AsSingleton(count),
+                fields=beam.pvalue.AsSingleton(created),
+                starts=beam.pvalue.AsSingleton(starts),
+            )
+        )
+
+
+def _stack(element: tuple[int, Iterable[tuple[int, Any]]], size: int) -> tuple[int, list[np.ndarray]]:
+    """A batch's samples, in index order, stacked into one array per input."""
+    batch, items = element
+    ordered = sorted(items, key=lambda kv: kv[0])
+    first = batch * size
+    if [i for i, _ in ordered] != list(range(first, first + len(ordered))):
+        raise ValueError(f"batch {batch} is missing samples: sample indices must run 0, 1, 2, ... without gaps")
+    samples = [s if isinstance(s, (tuple, list)) else (s,) for _, s in ordered]
+    return batch, [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]
+
+
+def _create(first: tuple[int, list[np.ndarray]], model: Any, fetches: list[str], out: str, count: int) -> list[Any]:
+    """Probe the layout on batch 0 and create the store; the fields, for every writer."""
+    from graphscope.export import graph_data
+    from graphscope.extract import Store, describe_call, plan
+
+    scope = _scope(model)
+    tensors = list({t.name: t for t in (scope.tensor(f) for f in fetches)}.values())
+    executor = scope.executor([t.name for t in tensors])
+    fixed = next((t.shape[0] for t in executor._feeds if t.shape and t.shape[0] is not None), None)
+    arrays = first[1]
+    size = len(arrays[0])
+    fields = plan(tensors, lambda a: executor(a), arrays, fixed_batch=fixed)
+    about = scope.describe(tensors)
+    Store.create(
+        out, fields, batch_size=size, samples=count, batches=-(-count // size),
+        about=about, graph=graph_data(scope.graph), call=describe_call(tensors, arrays, about),
+    )
+    return fields
+
+
+def _open(out: str, fields: list[Any], batch_size: int, count: int | None = None) -> Any:
+    import zarr
+
+    from graphscope.extract import Store
+
+    return Store(zarr.open_group(out, mode="r+"), fields, batch_size=batch_size, samples=count)
+
+
+def _sizes(element: tuple[int, PredictionResult], fields: list[Any]) -> dict[int, dict[str, int]]:
+    """How many ragged values this batch holds, per ragged tensor."""
+    batch, result = element
+    out = {}
+    for f in fields:
+        if f.ragged:
+            value = result.inference[f.name]
+            entries = list(value) if f.layout == "sample" else [value]
+            out[f.key] = int(sum(np.asarray(e).size for e in entries))
+    return {batch: out}
+
+
+def _merge(parts: Iterable[dict[int, dict[str, int]]]) -> dict[int, dict[str, int]]:
+    """Per-batch sizes merged into one dict (associative, as Beam's combiners need)."""
+    merged: dict[int, dict[str, int]] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _starts(sizes: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
+    """Each batch's first value position per ragged tensor (and the totals under key -1)."""
+    starts: dict[int, dict[str, int]] = {}
+    running: dict[str, int] = {}
+    for batch in sorted(sizes):
+        starts[batch] = dict(running)
+        for key, n in sizes[batch].items():
+            running[key] = running.get(key, 0) + n
+    starts[-1] = running
+    return starts
+
+
+class _WriteBatch(beam.DoFn):
+    """Write one batch's chunks; hand its ragged values on to their tensor's writer."""
+
+    def __init__(self, out: str, batch_size: int) -> None:
+        self._out = out
+        self._batch_size = batch_size
+
+    def process(self, element: tuple[int, PredictionResult], fields: list[Any], starts: dict[int, dict[str, int]]) -> Any:
+        batch, result = element
+        store = _open(self._out, fields, self._batch_size)
+        n = len(result.example[0])
+        handed: list[tuple[str, tuple[int, np.ndarray]]] = []
+        totals = {f.key: starts[batch].get(f.key, 0) for f in fields if f.ragged}
+        store.write(
+            batch, batch * self._batch_size, result.inference, n, totals,
+            ragged_values=lambda f, begin, flat: handed.append((f.key, (begin, flat))),
+        )
+        for item in handed:
+            yield beam.pvalue.TaggedOutput("values", item)
+        yield n
+
+
+def _write_values(element: tuple[str, Iterable[tuple[int, np.ndarray]]], out: str, fields: list[Any]) -> int:
+    key, pieces = element
+    store = _open(out, fields, 1)
+    field = next(f for f in fields if f.key == key)
+    for begin, flat in sorted(pieces, key=lambda p: p[0]):
+        store.write_values(field, begin, flat)
+    return 0
+
+
+def _finish(_: int, out: str, batch_size: int, count: int, fields: list[Any], starts: dict[int, dict[str, int]]) -> dict[str, Any]:
+    store = _open(out, fields, batch_size, count)
+    batches = -(-count // batch_size)
+    totals = {f.key: starts[-1].get(f.key, 0) for f in fields if f.ragged}
+    return store.finish(batches, count, totals)
