@@ -149,7 +149,7 @@ class Bundle(RichDisplay):
 
         table = Table(title=repr(self).strip("<>"), title_justify="left")
         for column in ("tensor", "layout", "dtype", "entry shape", "entries"):
-            table.add_column(column, justify="right" if column == "entries" else "left")
+            table.add_column(column, justify="right" if column == "entries" else "left", overflow="fold")
         for t in self._tensors.values():
             shape = "ragged" if t.ragged else "×".join(map(str, t.entry_shape)) or "scalar"
             table.add_row(t.name, f"per {t.layout}", t.dtype.name, shape, str(len(t)))

@@ -55,6 +55,10 @@ def test_help_everywhere_with_examples():
         (("export", "demo", "--format", "yaml"), "invalid choice"),
         (("find", "demo", "--ancestors-of", "a", "--cut-points"), "not allowed with"),
         (("draw", "demo", "ROI", "--radius", "x"), "expected a whole number"),
+        (("extract", "demo", "conv1/Relu:0"), "required: --out"),
+        (("extract", "demo", "a", "--input", "x.npy", "--images", "d", "--out", "o"), "not allowed with"),
+        (("extract", "demo", "a", "--batch-size", "0", "--out", "o"), "expected 1 or more"),
+        (("open",), "required: STORE"),
     ],
 )
 def test_usage_errors_exit_2_before_loading_anything(args, message, capsys):
@@ -202,3 +206,64 @@ def test_nothing_is_written_but_the_paths_given(tmp_path):
     wanted = {"work/images.npy", "work/nms.npz", "work/demo.graphml"} | ({"work/roi.svg"} if shutil.which("dot") else set())
     theirs = {p for p in made if p == "home/.keras/keras.json" or p.startswith("home/.cache/matplotlib/")}
     assert made - theirs == wanted
+
+
+NMS = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+
+
+def test_extract_resume_and_open_from_the_terminal(tmp_path):
+    images = demo.synthetic_images(10, seed=4)
+    np.save(tmp_path / "x.npy", images)
+    out = tmp_path / "run.zarr"
+    args = ("extract", "demo:map_fn", "ROI/.*NonMaxSuppressionV3:0", "conv1/Relu:0",
+            "--input", str(tmp_path / "x.npy"), "--batch-size", "4", "--out", str(out))
+    run = _cli(*args)
+    assert run.returncode == 0, run.stderr
+    assert "wrote 10 samples" in run.stderr and "per sample" in run.stdout
+    first_column = "".join(line.split("│")[1].strip() for line in run.stdout.splitlines() if line.startswith("│"))
+    assert NMS in first_column  # long names fold, never cut
+    again = _cli(*args)  # finished: nothing to do, same store
+    assert again.returncode == 0 and "wrote 10 samples" in again.stderr
+    bundle = gs.open(out)
+    scope = gs.trace(demo.proposal_model(variant="map_fn", batch_size=None), quiet=True)
+    expected = scope.run([NMS, "conv1/Relu:0"], images)
+    np.testing.assert_array_equal(np.asarray(bundle["conv1/Relu:0"]), expected["conv1/Relu:0"])
+    assert [list(bundle[NMS][i]) for i in range(10)] == [list(v) for v in expected[NMS]]
+    shown = _cli("open", str(out))
+    assert shown.returncode == 0 and "conv1/Relu:0" in shown.stdout and "ragged" in shown.stdout
+    one = _cli("open", str(out), NMS, "--index", "3")
+    assert one.returncode == 0 and "1 value" in one.stdout and f"int32[{len(bundle[NMS][3])}]" in one.stdout
+    wrong = _cli("extract", "demo:map_fn", "conv2/Relu:0", "--input", str(tmp_path / "x.npy"), "--out", str(out))
+    assert wrong.returncode == 1 and "different call" in wrong.stderr and "Traceback" not in wrong.stderr
+    missing = _cli("open", str(tmp_path / "nothing.zarr"))
+    assert missing.returncode == 1 and "no store at" in missing.stderr
+
+
+def test_extract_a_directory_of_images(tmp_path):
+    images = (demo.synthetic_images(5, seed=6) * 255).round()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, image in enumerate(images):
+        keras.utils.save_img(folder / f"{k:02d}.png", image, scale=False)
+    out = tmp_path / "run.zarr"
+    run = _cli("extract", "demo:map_fn", "conv1/BiasAdd:0", "--images", str(folder), "--size", "64", "64",
+               "--batch-size", "2", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    scope = gs.trace(demo.proposal_model(variant="map_fn", batch_size=None), quiet=True)
+    expected = scope.run("conv1/BiasAdd:0", images.astype("float32"))["conv1/BiasAdd:0"]
+    np.testing.assert_allclose(np.asarray(gs.open(out)["conv1/BiasAdd:0"]), expected, rtol=1e-5, atol=1e-4)
+    no_size = _cli("extract", "demo:map_fn", "conv1/BiasAdd:0", "--images", str(folder), "--out", str(out))
+    assert no_size.returncode == 2 and "--size" in no_size.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = _cli("extract", "demo:map_fn", "conv1/BiasAdd:0", "--images", str(empty), "--size", "64", "64",
+                "--out", str(tmp_path / "e.zarr"))
+    assert none.returncode == 1 and "cannot read images" in none.stderr
+
+
+def test_validate_from_the_terminal():
+    run = _cli("validate", "demo")
+    assert run.returncode == 0, run.stderr
+    assert "mismatches  0" in run.stdout and "all agree" in run.stdout
+    some = _cli("validate", "demo", "conv1/Relu:0", "rpn_class/Softmax:0")
+    assert some.returncode == 0 and "2 ops replayed" in some.stdout

@@ -1,0 +1,80 @@
+"""Beam: RunInference with graphscope's ModelHandler writes the store one process writes."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import numpy as np
+import pytest
+
+import graphscope as gs
+from tests import models
+
+beam = pytest.importorskip("apache_beam", reason="the beam extra is not installed")
+
+from apache_beam.ml.inference.base import RunInference  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
+
+from graphscope.beam import ExtractToZarr, GraphscopeModelHandler  # noqa: E402
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _data(n: int = 23):
+    rng = np.random.default_rng(3)
+    boxes = np.sort(rng.uniform(size=(n, 12, 4)), axis=-1).astype("float32")
+    scores = rng.uniform(size=(n, 12)).astype("float32")
+    return boxes, scores
+
+
+@pytest.mark.slow
+def test_two_worker_processes_write_the_single_process_store(tmp_path, monkeypatch):
+    """DirectRunner, multi-processing, 2 workers: per-sample ragged NMS indices (counts differ
+    per sample), per-sample dense values and a per-batch value (the map_fn's loop count), from a
+    two-input model; the store equals `Scope.extract`'s, attributes included."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import tests.models
+    boxes, scores = _data()
+    scope = gs.trace(models.threshold_nms(), quiet=True)
+    nms = scope.find(op_type="NonMaxSuppressionV\\d")[0].name
+    fetches = [nms, scope.layer("nms_layer").output.name, "nms_layer/map/strided_slice:0"]
+    single = scope.extract(fetches, {"boxes": boxes, "scores": scores}, out=tmp_path / "one.zarr", batch_size=5)
+    assert [single[f].layout for f in fetches] == ["sample", "sample", "batch"]
+    assert len({len(single[nms][i]) for i in range(23)}) > 1
+
+    options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
+    with beam.Pipeline(options=options) as p:
+        done = (
+            p
+            | beam.Create(list(enumerate(zip(boxes, scores))))
+            | ExtractToZarr(models.threshold_nms, fetches, out=str(tmp_path / "beam.zarr"), batch_size=5)
+        )
+        assert_that(done, lambda got: _check_one_complete(got, 23))
+    spread = gs.open(tmp_path / "beam.zarr")
+    assert spread.attrs == single.attrs
+    for name in fetches:
+        assert len(spread[name]) == len(single[name])
+        for i in range(len(single[name])):
+            np.testing.assert_array_equal(spread[name][i], single[name][i])
+
+
+def _check_one_complete(got, samples):
+    assert len(got) == 1 and got[0]["complete"] and got[0]["samples"] == samples
+
+
+def test_the_model_handler_in_run_inference():
+    """Each example is one batch (a list of arrays per input); its inference, the fetched values."""
+    boxes, scores = _data(6)
+    scope = gs.trace(models.threshold_nms(), quiet=True)
+    name = scope.layer("nms_layer").output.name
+    expected = scope.run(name, [boxes[:3], scores[:3]])[name]
+    handler = GraphscopeModelHandler(functools.partial(models.threshold_nms), [name])
+    with beam.Pipeline() as p:
+        got = (
+            p
+            | beam.Create([[boxes[:3], scores[:3]]])
+            | RunInference(handler)
+            | beam.Map(lambda result: result.inference[name].tolist())
+        )
+        assert_that(got, equal_to([expected.tolist()]))
