@@ -41,8 +41,9 @@ def _scope(model: str | os.PathLike[str] | Callable[[], Any]) -> Any:
 class GraphscopeModelHandler(ModelHandler[Sequence[np.ndarray], PredictionResult, Any]):
     """Runs graphscope executors inside `RunInference`.
 
-    Each example is one batch: a list of arrays, one per model input. Its inference is
-    `{tensor name: value}` for `fetches`.
+    Each example is one batch: a list of arrays, one per model input. Its result's inference
+    is `{tensor name: value}` for `fetches`, its example the batch's number of samples (the
+    arrays are not carried on).
 
     Args:
         model: a `.keras`/`.h5` file or SavedModel directory every worker can read, or a
@@ -62,7 +63,8 @@ class GraphscopeModelHandler(ModelHandler[Sequence[np.ndarray], PredictionResult
     def run_inference(
         self, batch: Sequence[Sequence[np.ndarray]], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
-        return [PredictionResult(arrays, dict(model(list(arrays)))) for arrays in batch]
+        # the example is the batch's sample count: the input arrays are not carried on
+        return [PredictionResult(len(arrays[0]), dict(model(list(arrays)))) for arrays in batch]
 
     def get_num_bytes(self, batch: Sequence[Sequence[np.ndarray]]) -> int:
         return sum(int(np.asarray(a).nbytes) for arrays in batch for a in arrays)
@@ -107,29 +109,23 @@ class ExtractToZarr(beam.PTransform):
             | "Create" >> beam.Map(_create, self._model, self._fetches, out, count=beam.pvalue.AsSingleton(count))
         )
         results = batches | "Run" >> RunInference(KeyedModelHandler(GraphscopeModelHandler(self._model, self._fetches)))
-        starts = (
-            results
-            | "Sizes" >> beam.Map(_sizes, fields=beam.pvalue.AsSingleton(created))
-            | "AllSizes" >> beam.CombineGlobally(_merge)
-            | "Starts" >> beam.Map(_starts)
-        )
         written = results | "Write" >> beam.ParDo(
-            _WriteBatch(out, b), fields=beam.pvalue.AsSingleton(created), starts=beam.pvalue.AsSingleton(starts)
+            _WriteBatch(out, b), fields=beam.pvalue.AsSingleton(created)
         ).with_outputs("values", main="done")
-        values_done = (
+        totals = (
             written.values
             | "GroupValues" >> beam.GroupByKey()
-            | "WriteValues" >> beam.Map(_write_values, out, fields=beam.pvalue.AsSingleton(created))
+            | "WriteValues" >> beam.Map(_write_values, out, b, fields=beam.pvalue.AsSingleton(created))
+            | "Totals" >> beam.CombineGlobally(_merge)
         )
         return (
-            (written.done, values_done)
-            | "AllWritten" >> beam.Flatten()
+            written.done
             | "Wait" >> beam.combiners.Count.Globally()
             | "Finish" >> beam.Map(
                 _finish, out, b,
                 count=beam.pvalue.AsSingleton(count),
                 fields=beam.pvalue.AsSingleton(created),
-                starts=beam.pvalue.AsSingleton(starts),
+                totals=beam.pvalue.AsSingleton(totals),
             )
         )
 
@@ -173,71 +169,52 @@ def _open(out: str, fields: list[Any], batch_size: int, count: int | None = None
     return Store(zarr.open_group(out, mode="r+"), fields, batch_size=batch_size, samples=count)
 
 
-def _sizes(element: tuple[int, PredictionResult], fields: list[Any]) -> dict[int, dict[str, int]]:
-    """How many ragged values this batch holds, per ragged tensor."""
-    batch, result = element
-    out = {}
-    for f in fields:
-        if f.ragged:
-            value = result.inference[f.name]
-            entries = list(value) if f.layout == "sample" else [value]
-            out[f.key] = int(sum(np.asarray(e).size for e in entries))
-    return {batch: out}
-
-
-def _merge(parts: Iterable[dict[int, dict[str, int]]]) -> dict[int, dict[str, int]]:
-    """Per-batch sizes merged into one dict (associative, as Beam's combiners need)."""
-    merged: dict[int, dict[str, int]] = {}
+def _merge(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Dicts merged into one (associative, as Beam's combiners need)."""
+    merged: dict[str, int] = {}
     for part in parts:
         merged.update(part)
     return merged
 
 
-def _starts(sizes: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
-    """Each batch's first value position per ragged tensor (and the totals under key -1)."""
-    starts: dict[int, dict[str, int]] = {}
-    running: dict[str, int] = {}
-    for batch in sorted(sizes):
-        starts[batch] = dict(running)
-        for key, n in sizes[batch].items():
-            running[key] = running.get(key, 0) + n
-    starts[-1] = running
-    return starts
-
-
 class _WriteBatch(beam.DoFn):
-    """Write one batch's chunks; hand its ragged values on to their tensor's writer."""
+    """Write one batch's dense chunks and ragged shapes; hand its ragged values on to their
+    tensor's writer (their positions depend on every earlier batch)."""
 
     def __init__(self, out: str, batch_size: int) -> None:
         self._out = out
         self._batch_size = batch_size
 
-    def process(self, element: tuple[int, PredictionResult], fields: list[Any], starts: dict[int, dict[str, int]]) -> Any:
+    def process(self, element: tuple[int, PredictionResult], fields: list[Any]) -> Any:
         batch, result = element
         store = _open(self._out, fields, self._batch_size)
-        n = len(result.example[0])
-        handed: list[tuple[str, tuple[int, np.ndarray]]] = []
-        totals = {f.key: starts[batch].get(f.key, 0) for f in fields if f.ragged}
-        store.write(
-            batch, batch * self._batch_size, result.inference, n, totals,
-            ragged_values=lambda f, begin, flat: handed.append((f.key, (begin, flat))),
-        )
+        n = int(result.example)
+        handed: list[tuple[str, tuple[int, np.ndarray, np.ndarray]]] = []
+
+        def hand_on(f: Any, sizes: np.ndarray, flat: np.ndarray) -> None:
+            handed.append((f.key, (batch, sizes, flat)))
+
+        store.write(batch, batch * self._batch_size, result.inference, n, {}, ragged=hand_on)
         for item in handed:
             yield beam.pvalue.TaggedOutput("values", item)
         yield n
 
 
-def _write_values(element: tuple[str, Iterable[tuple[int, np.ndarray]]], out: str, fields: list[Any]) -> int:
+def _write_values(
+    element: tuple[str, Iterable[tuple[int, np.ndarray, np.ndarray]]], out: str, batch_size: int, fields: list[Any]
+) -> dict[str, int]:
+    """One ragged tensor's values and offsets, batch after batch; its total."""
     key, pieces = element
-    store = _open(out, fields, 1)
+    store = _open(out, fields, batch_size)
     field = next(f for f in fields if f.key == key)
-    for begin, flat in sorted(pieces, key=lambda p: p[0]):
-        store.write_values(field, begin, flat)
-    return 0
+    total = 0
+    for batch, sizes, flat in sorted(pieces, key=lambda p: p[0]):
+        at = batch * batch_size if field.layout == "sample" else batch
+        total = store.write_values(field, at, total, sizes, flat)
+    return {key: total}
 
 
-def _finish(_: int, out: str, batch_size: int, count: int, fields: list[Any], starts: dict[int, dict[str, int]]) -> dict[str, Any]:
+def _finish(_: int, out: str, batch_size: int, count: int, fields: list[Any], totals: dict[str, int]) -> dict[str, Any]:
     store = _open(out, fields, batch_size, count)
     batches = -(-count // batch_size)
-    totals = {f.key: starts[-1].get(f.key, 0) for f in fields if f.ragged}
-    return store.finish(batches, count, totals)
+    return store.finish(batches, count, {f.key: totals.get(f.key, 0) for f in fields if f.ragged})

@@ -421,14 +421,14 @@ class Store:
                 a.resize((n, *a.shape[1:]))
 
     def write(self, batch: int, start: int, values: Mapping[str, Any], size: int,
-              totals: dict[str, int], *, ragged_values: Callable[[Field, int, np.ndarray], None] | None = None) -> None:
+              totals: dict[str, int], *, ragged: Callable[[Field, np.ndarray, np.ndarray], None] | None = None) -> None:
         """Write one batch's values (batch index, first sample, values by name, samples in it).
 
         `totals` holds, per ragged key, the values before this batch and is moved past it. A
-        ragged tensor's values go to `ragged_values(field, begin, values)` when given (Beam:
-        one writer per tensor), else into its `values` array here. Every other write covers
-        whole chunks of this batch (plus, sequentially, the next offset), so batches can be
-        written by different workers at once.
+        ragged tensor's entry sizes and flattened values go to `ragged(field, sizes, values)`
+        when given (Beam: one writer per tensor places them), else into its arrays here.
+        Every other write covers whole chunks of this batch, so batches can be written by
+        different workers at once.
         """
         for f in self.fields:
             value = values[f.name]
@@ -440,7 +440,7 @@ class Store:
                     "batch gave one per sample: its loop does not run once per sample"
                 )
             if f.ragged:
-                self._write_ragged(f, at, entries, totals, ragged_values)
+                self._write_ragged(f, at, entries, totals, ragged)
                 continue
             array = self.group[f.key]
             if array.shape[0] < at + n:
@@ -454,37 +454,37 @@ class Store:
             array[at : at + n] = block
 
     def _write_ragged(self, f: Field, at: int, entries: list[Any], totals: dict[str, int],
-                      sink: Callable[[Field, int, np.ndarray], None] | None) -> None:
-        g = self.group[f.key]
+                      sink: Callable[[Field, np.ndarray, np.ndarray], None] | None) -> None:
         arrays = [np.asarray(e) for e in entries]
         if any(a.ndim != f.ndim for a in arrays):
             raise StoreError(f"{f.name!r} changed rank between batches ({f.ndim} first)")
+        n = len(arrays)
+        shapes = self.group[f.key]["shapes"]
+        if shapes.shape[0] < at + n:
+            shapes.resize((at + n, shapes.shape[1]))
+        shapes[at : at + n] = np.array([a.shape or (1,) for a in arrays], dtype=np.int64).reshape(n, -1)
         sizes = np.array([a.size for a in arrays], dtype=np.int64)
-        begin = totals[f.key]
-        end = begin + int(sizes.sum())
         flat = np.concatenate([a.ravel() for a in arrays]).astype(f.dtype, copy=False)
         if sink is not None:
-            sink(f, begin, flat)
+            sink(f, sizes, flat)
         else:
-            self.write_values(f, begin, flat)
-        offsets, shapes = g["offsets"], g["shapes"]
-        n = len(arrays)
+            totals[f.key] = self.write_values(f, at, totals[f.key], sizes, flat)
+
+    def write_values(self, f: Field, at: int, begin: int, sizes: np.ndarray, flat: np.ndarray) -> int:
+        """Put entries `at...` of a ragged tensor (their sizes, their values flattened) at
+        position `begin` of its values, and their offsets; returns where the next begin."""
+        g = self.group[f.key]
+        values, offsets = g["values"], g["offsets"]
+        end = begin + len(flat)
+        if values.shape[0] < end:
+            values.resize((end,))
+        if len(flat):
+            values[begin:end] = flat
+        n = len(sizes)
         if offsets.shape[0] < at + n + 1:
             offsets.resize((at + n + 1,))
-            shapes.resize((at + n, shapes.shape[1]))
-        offsets[at : at + n] = begin + np.cumsum(sizes) - sizes  # each entry's start: this batch's chunk
-        if sink is None:
-            offsets[at + n] = end  # where the next batch starts (the end, after the last)
-        shapes[at : at + n] = np.array([a.shape or (1,) for a in arrays], dtype=np.int64).reshape(n, -1)
-        totals[f.key] = end
-
-    def write_values(self, f: Field, begin: int, flat: np.ndarray) -> None:
-        """Put a ragged tensor's flattened entries at `begin` of its `values`."""
-        values = self.group[f.key]["values"]
-        if values.shape[0] < begin + len(flat):
-            values.resize((begin + len(flat),))
-        if len(flat):
-            values[begin : begin + len(flat)] = flat
+        offsets[at + 1 : at + n + 1] = begin + np.cumsum(sizes)
+        return end
 
     def record(self, progress: dict[str, Any]) -> None:
         """Record the progress (one atomic replace of the root's zarr.json)."""
@@ -494,14 +494,10 @@ class Store:
 
     def finish(self, batches: int, samples: int, totals: dict[str, int]) -> dict[str, Any]:
         """Shrink arrays sized up front to what was written (a dataset shorter than announced),
-        close each ragged tensor's offsets, and record the store complete."""
+        and record the store complete."""
         if self.samples is not None and self.samples != samples:
             self.samples = None
             self.truncate(batches, samples, totals)
-        for f in self.fields:
-            if f.ragged:
-                n = samples if f.layout == "sample" else batches
-                self.group[f.key]["offsets"][n] = totals[f.key]
         final = {"batches": batches, "samples": samples, "values": dict(totals), "complete": True}
         self.record(final)
         return final

@@ -31,6 +31,6 @@ def test_benchmark_smoke(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert {f["id"] for f in report["figures"]} == {"1", "2a", "2b", "3", "4a", "4b", "4c", "5a", "5b", "6a", "6b"}
+    assert {f["id"] for f in report["figures"]} == {"1", "2a", "2b", "3", "4a", "4b", "4c", "5a", "5b", "6a", "6b", "7a", "7b"}
     assert all(f["value"] > 0 for f in report["figures"])
     assert report["machine"]["tensorflow"] and "ratio" in run.stdout
