@@ -152,7 +152,7 @@ def _create(first: tuple[int, list[np.ndarray]], model: Any, fetches: list[str],
     fixed = next((t.shape[0] for t in executor._feeds if t.shape and t.shape[0] is not None), None)
     arrays = first[1]
     size = len(arrays[0])
-    fields = plan(tensors, lambda a: executor(a), arrays, fixed_batch=fixed)
+    fields, _ = plan(tensors, lambda a: executor(a), arrays, fixed_batch=fixed)
     about = scope.describe(tensors)
     Store.create(
         out, fields, batch_size=size, samples=count, batches=-(-count // size),

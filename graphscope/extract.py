@@ -260,8 +260,9 @@ class Batches:
 
 
 def plan(fetches: Sequence[Tensor], run: Callable[[list[np.ndarray]], Mapping[str, Any]],
-         first: list[np.ndarray], *, fixed_batch: int | None) -> list[Field]:
-    """Decide each fetch's layout from the values on the first batch (see the module doc)."""
+         first: list[np.ndarray], *, fixed_batch: int | None) -> tuple[list[Field], Mapping[str, Any]]:
+    """Decide each fetch's layout from the values on the first batch (see the module doc).
+    Returns the fields and the first batch's values."""
     b = len(first[0])
     full = run(first)
     small = run([a[:1] for a in first]) if b > 1 and fixed_batch is None else None
@@ -305,7 +306,7 @@ def plan(fetches: Sequence[Tensor], run: Callable[[list[np.ndarray]], Mapping[st
                 ndim=entries[0].ndim,
             )
         )
-    return fields
+    return fields, full
 
 
 def _leading(value: Any) -> int | None:
@@ -542,15 +543,16 @@ def extract(
     store, progress = _resume(out, call)
     if progress is not None and progress["complete"]:
         return progress
+    computed: Mapping[str, Any] | None = None
     if store is None:
-        fields = plan(fetches, run, first, fixed_batch=fixed_batch)
+        fields, computed = plan(fetches, run, first, fixed_batch=fixed_batch)
         store = Store.create(
             out, fields, batch_size=len(first[0]), samples=batches.samples, batches=batches.count(),
             about=about, graph=graph(), call=call,
         )
         progress = store.group.attrs["graphscope"]["progress"]
     _clean_partial_files(out)
-    return _stream(run, store, batches, progress, quiet=quiet)
+    return _stream(run, store, batches, progress, quiet=quiet, first=computed)
 
 
 def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dict[str, Any]) -> dict[str, Any]:
@@ -630,9 +632,11 @@ def _stream(
     progress: dict[str, Any],
     *,
     quiet: bool,
+    first: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The loop: inputs prefetched on one thread, the executor here, writes on another; at most
-    two batches of inputs and two of values alive at once, so memory stays flat."""
+    two batches of inputs and two of values alive at once, so memory stays flat. `first`: the
+    first batch's values when already computed (by `plan`)."""
     done, start = progress["batches"], progress["samples"]
     totals = dict(progress["values"])
     total = store.samples
@@ -642,15 +646,15 @@ def _stream(
     source = _Prefetch(batches.iterate(skip=done))
     pending: Future[None] | None = None
 
-    def write(k: int, first: int, values: Mapping[str, Any], n: int) -> None:
-        store.write(k, first, values, n, totals)
-        store.record({"batches": k + 1, "samples": first + n, "values": dict(totals), "complete": False})
+    def write(k: int, begin: int, values: Mapping[str, Any], n: int) -> None:
+        store.write(k, begin, values, n, totals)
+        store.record({"batches": k + 1, "samples": begin + n, "values": dict(totals), "complete": False})
         bar.advance(n)
 
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="graphscope-write") as writer:
             for arrays in source:
-                values = run(arrays)
+                values = first if first is not None and done == 0 else run(arrays)
                 if pending is not None:
                     pending.result()
                 n = len(arrays[0])

@@ -15,7 +15,8 @@ def _blocks(language):
 
 
 @pytest.mark.slow
-def test_python_examples_run():
+def test_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dataset example writes run.zarr
     namespace: dict = {}
     for block in _blocks("python"):  # the tour builds on itself, block after block
         exec(compile(block, "README.md", "exec"), namespace)
@@ -25,6 +26,9 @@ def test_python_examples_run():
     assert nms.context == "ROI/map/while:body"
     value = namespace["mapped"].run(nms, namespace["demo"].synthetic_images())[nms.name]
     assert value.dtype == "int32" and value.shape == (2, 32)
+    saved = namespace["saved"]  # the dataset example
+    assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
+    assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]
 
 
 def test_readme_repr_comments_are_true():
