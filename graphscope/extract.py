@@ -33,7 +33,6 @@ import os
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -714,7 +713,6 @@ class _Bar:
 
     def __init__(self, total: int | None, done: int, *, quiet: bool) -> None:
         self._progress: Any = None
-        self._started = time.perf_counter()
         if quiet:
             return
         from rich.console import Console
