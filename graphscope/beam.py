@@ -149,10 +149,9 @@ def _create(first: tuple[int, list[np.ndarray]], model: Any, fetches: list[str],
     scope = _scope(model)
     tensors = list({t.name: t for t in (scope.tensor(f) for f in fetches)}.values())
     executor = scope.executor([t.name for t in tensors])
-    fixed = next((t.shape[0] for t in executor._feeds if t.shape and t.shape[0] is not None), None)
     arrays = first[1]
     size = len(arrays[0])
-    fields, _ = plan(tensors, lambda a: executor(a), arrays, fixed_batch=fixed)
+    fields, _ = plan(executor, arrays)
     about = scope.describe(tensors)
     Store.create(
         out, fields, batch_size=size, samples=count, batches=-(-count // size),

@@ -51,7 +51,10 @@ class Bundle(RichDisplay):
             self._group = zarr.open_group(self.path, mode="r")
             attrs = dict(self._group.attrs["graphscope"])
         except Exception:  # zarr's errors for foreign or damaged metadata vary by version
-            raise StoreError(f"{self.path!r} is not a store graphscope wrote (no graphscope metadata)") from None
+            raise StoreError(
+                f"{self.path!r} is not a store graphscope wrote (no graphscope metadata); give the "
+                "directory Scope.extract (or graphscope extract) wrote"
+            ) from None
         self.attrs: dict[str, Any] = attrs
         progress = attrs.get("progress") or {"batches": 0, "samples": 0, "complete": False}
         self.samples: int = progress["samples"]

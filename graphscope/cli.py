@@ -336,7 +336,10 @@ def _extract(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
                 shuffle=False, verbose=False,
             )
         except ValueError as e:  # Keras: no images found, or a bad size
-            raise InputError(f"cannot read images from {args.images!r}: {e}") from None
+            raise InputError(
+                f"cannot read images from {args.images!r}: {e}; give a directory holding .jpeg, .png, "
+                ".bmp or .gif files and --size H W of at least 1"
+            ) from None
         batch_size = None  # the dataset is batched already
     elif args.inputs:
         arrays: list[Any] = []

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from graphscope.errors import ArgumentError, InputError, StoreError, UnsupportedFetchError
+from graphscope.execute import Executor
 from graphscope.graph import Tensor
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Field", "extract", "fingerprint", "store_key", "weights_fingerprint"]
@@ -93,14 +94,15 @@ def weights_fingerprint(named: Iterable[tuple[str, Any]]) -> str:
 
 
 class Batches:
-    """The batches of `data` for a model with `inputs`: each a list of arrays, one per input."""
+    """The batches of `data` for `executor`'s inputs: each a list of arrays, one per input."""
 
-    def __init__(self, data: Any, inputs: Sequence[str], batch_size: int | None) -> None:
+    def __init__(self, data: Any, executor: Executor, batch_size: int | None) -> None:
         import tensorflow as tf
 
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ArgumentError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        self.inputs = list(inputs)
+        self.inputs = list(executor.inputs)
+        self._by_name = executor._by_name  # dicts: by input name, or any spelling of it
         self.samples: int | None = None
         self._arrays: list[np.ndarray] | None = None
         self._dataset = None
@@ -114,7 +116,6 @@ class Batches:
             self._arrays = arrays
             self.samples = len(arrays[0])
             self.batch_size = batch_size or DEFAULT_BATCH_SIZE
-            self.description = "arrays " + ", ".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
         elif isinstance(data, tf.data.Dataset):
             if batch_size is not None:
                 n = int(data.cardinality())
@@ -123,7 +124,6 @@ class Batches:
             n = int(data.cardinality())
             self.batch_count = n if n >= 0 else None
             self._dataset = data
-            self.description = f"tf.data.Dataset {data.element_spec}"
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
             if batch_size is not None:
                 raise ArgumentError(
@@ -131,7 +131,6 @@ class Batches:
                     "its batches: leave batch_size out, or pass the arrays themselves"
                 )
             self._iterable = data
-            self.description = type(data).__name__
         else:
             raise ArgumentError(
                 f"data must be numpy arrays (a dict or list of them for several inputs), a "
@@ -168,22 +167,8 @@ class Batches:
                 "give each input one entry per sample"
             )
         if not counts or counts == {0}:
-            raise InputError("the input arrays hold no samples")
+            raise InputError("the input arrays hold no samples; give at least one")
         return arrays
-
-    def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
-        from graphscope.errors import suggestion
-
-        unknown = [k for k in given if k not in self.inputs]
-        if unknown:
-            raise InputError(
-                f"unknown input {unknown[0]!r}: the model takes {', '.join(self.inputs)}."
-                + suggestion(str(unknown[0]), self.inputs)
-            )
-        missing = [k for k in self.inputs if k not in given]
-        if missing:
-            raise InputError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-        return [given[k] for k in self.inputs]
 
     def count(self) -> int | None:
         """How many batches there are, when known."""
@@ -221,12 +206,12 @@ class Batches:
                 self._rest = iter(self._iterable)
                 item = next(self._rest, None)
                 if item is None:
-                    raise InputError("data holds no batches")
+                    raise InputError("data holds no batches; give at least one")
                 self._first = self._element(item)
             return self._first
         for batch in self.iterate():
             return batch
-        raise InputError("data holds no batches")
+        raise InputError("data holds no batches; give at least one")
 
     def _element(self, element: Any) -> list[np.ndarray]:
         """One batch as a list of arrays; Keras' `(x, y[, sample_weight])` tuples give x."""
@@ -244,7 +229,8 @@ class Batches:
         arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
         if len(arrays) != n:
             raise InputError(
-                f"a batch holds {len(arrays)} array(s), the model takes {n} ({', '.join(self.inputs)})"
+                f"a batch holds {len(arrays)} array(s), the model takes {n} ({', '.join(self.inputs)}): "
+                "give one array per input, in that order, or a dict by name"
             )
         counts = {len(a) if a.ndim else -1 for a in arrays}
         if len(counts) != 1 or -1 in counts:
@@ -258,16 +244,21 @@ class Batches:
 # --------------------------------------------------------------------------- layout
 
 
-def plan(fetches: Sequence[Tensor], run: Callable[[list[np.ndarray]], Mapping[str, Any]],
-         first: list[np.ndarray], *, fixed_batch: int | None) -> tuple[list[Field], Mapping[str, Any]]:
-    """Decide each fetch's layout from the values on the first batch (see the module doc).
-    Returns the fields and the first batch's values."""
+def fixed_batch(executor: Executor) -> int | None:
+    """The batch size a model's inputs fix, or None when it is free."""
+    return next((t.shape[0] for t in executor._feeds if t.shape and t.shape[0] is not None), None)
+
+
+def plan(executor: Executor, first: list[np.ndarray]) -> tuple[list[Field], Mapping[str, Any]]:
+    """Decide the layout of each of `executor`'s fetches from its values on the first batch
+    (see the module doc). Returns the fields and the first batch's values."""
     b = len(first[0])
-    full = run(first)
-    small = run([a[:1] for a in first]) if b > 1 and fixed_batch is None else None
+    fixed = fixed_batch(executor)
+    full = executor(first)
+    small = executor([a[:1] for a in first]) if b > 1 and fixed is None else None
     keys: set[str] = set()
     fields = []
-    for t in fetches:
+    for t in executor.fetches:
         if t.context is not None and not t.context.endswith(":body"):
             raise UnsupportedFetchError(
                 f"cannot store {t.name!r}: it is computed inside {t.context}, a branch that may "
@@ -275,8 +266,8 @@ def plan(fetches: Sequence[Tensor], run: Callable[[list[np.ndarray]], Mapping[st
             )
         value = full[t.name]
         lead = _leading(value)
-        if fixed_batch is not None or small is None:
-            per_sample = lead == b and (fixed_batch is not None or _batch_axis(t, b))
+        if fixed is not None or small is None:
+            per_sample = lead == b and (fixed is not None or _batch_axis(t, b))
         else:
             per_sample = lead == b and _leading(small[t.name]) == 1
         entries = _entries(value) if per_sample else [value]
@@ -287,7 +278,9 @@ def plan(fetches: Sequence[Tensor], run: Callable[[list[np.ndarray]], Mapping[st
             )
         dtype = np.dtype(entries[0].dtype)
         if dtype.kind not in "biufc":
-            raise UnsupportedFetchError(f"cannot store {t.name!r}: {dtype} values are not numbers")
+            raise UnsupportedFetchError(
+                f"cannot store {t.name!r}: {dtype} values are not numbers; fetch a numeric tensor"
+            )
         static = _entry_shape(t, per_sample)
         ragged = static is None or any(d is None for d in static)
         key = store_key(t.name)
@@ -437,7 +430,8 @@ class Store:
             if len(entries) != n:
                 raise StoreError(
                     f"{f.name!r} gave {len(entries)} entries for a batch of {n} samples; the first "
-                    "batch gave one per sample: its loop does not run once per sample"
+                    "batch gave one per sample, so its loop does not run once per sample: fetch the "
+                    "loop's outputs instead"
                 )
             if f.ragged:
                 self._write_ragged(f, at, entries, totals, ragged)
@@ -449,7 +443,8 @@ class Store:
             if block.shape[1:] != array.shape[1:]:
                 raise StoreError(
                     f"{f.name!r} has shape {block.shape[1:]} per entry in batch {batch}, "
-                    f"{array.shape[1:]} before"
+                    f"{array.shape[1:]} before; its entries cannot be stored in one dense array "
+                    "(please report this: its static shape promised they could)"
                 )
             array[at : at + n] = block
 
@@ -457,7 +452,10 @@ class Store:
                       sink: Callable[[Field, np.ndarray, np.ndarray], None] | None) -> None:
         arrays = [np.asarray(e) for e in entries]
         if any(a.ndim != f.ndim for a in arrays):
-            raise StoreError(f"{f.name!r} changed rank between batches ({f.ndim} first)")
+            raise StoreError(
+                f"{f.name!r} changed rank between batches ({f.ndim} first); fetch a tensor of a "
+                "fixed rank (its loop's outputs, for a loop)"
+            )
         n = len(arrays)
         shapes = self.group[f.key]["shapes"]
         if shapes.shape[0] < at + n:
@@ -516,42 +514,41 @@ def _chunks(rows: int, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]
 
 
 def extract(
-    run: Callable[[list[np.ndarray]], Mapping[str, Any]],
-    fetches: Sequence[Tensor],
+    executor: Executor,
     data: Any,
     *,
     out: str | os.PathLike[str],
-    inputs: Sequence[str],
     batch_size: int | None = None,
-    fixed_batch: int | None = None,
     about: dict[str, Any],
     graph: Callable[[], dict[str, Any]],
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run `run` (an executor's call) on every batch of `data` and write the values to `out`.
+    """Run `executor` (fetches keyed by canonical name, fed the model's inputs) on every batch
+    of `data` and write the values to `out`.
 
     `about` holds the store's attributes (model, fingerprint, input signature, per-tensor
     records); `graph()` the mirrored graph's node-link data. Returns the final progress.
     """
     out = os.fspath(out)
-    batches = Batches(data, inputs, batch_size)
+    batches = Batches(data, executor, batch_size)
     first = batches.first()
-    if fixed_batch is not None:
-        _check_fixed(batches, first, fixed_batch)
-    call = describe_call(fetches, first, about)
+    fixed = fixed_batch(executor)
+    if fixed is not None:
+        _check_fixed(batches, first, fixed)
+    call = describe_call(executor.fetches, first, about)
     store, progress = _resume(out, call)
     if progress is not None and progress["complete"]:
         return progress
     computed: Mapping[str, Any] | None = None
     if store is None:
-        fields, computed = plan(fetches, run, first, fixed_batch=fixed_batch)
+        fields, computed = plan(executor, first)
         store = Store.create(
             out, fields, batch_size=len(first[0]), samples=batches.samples, batches=batches.count(),
             about=about, graph=graph(), call=call,
         )
         progress = store.group.attrs["graphscope"]["progress"]
     _clean_partial_files(out)
-    return _stream(run, store, batches, progress, quiet=quiet, first=computed)
+    return _stream(executor, store, batches, progress, quiet=quiet, first=computed)
 
 
 def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dict[str, Any]) -> dict[str, Any]:

@@ -282,16 +282,11 @@ class Scope(RichDisplay):
         tensors = [t for _, t in self._pairs(fetches)]
         tensors = list({t.name: t for t in tensors}.values())
         executor = self.executor([t.name for t in tensors])
-        feeds = executor._feeds
-        fixed = next((t.shape[0] for t in feeds if t.shape and t.shape[0] is not None), None)
         extract.extract(
-            lambda arrays: executor(arrays),
-            tensors,
+            executor,
             data,
             out=out,
-            inputs=executor.inputs,
             batch_size=batch_size,
-            fixed_batch=fixed,
             about=self.describe(tensors),
             graph=lambda: graph_data(self._graph),
             quiet=quiet,

@@ -110,7 +110,7 @@ def validate(scope: Any, inputs: Any, *, fetches: Any = None) -> Validation:
         else:
             candidates.append(op)
     wanted = sorted({n for op in candidates for n in (*_data_inputs(op, tensors), *_values(op, tensors))})
-    fetched = _run(scope, wanted, inputs) if wanted else {}
+    fetched = dict(scope.run(wanted, inputs)) if wanted else {}
     for group in _rounds(candidates, tensors):
         _replay(scope, group, fetched, tensors, report)
     _compare_keras(scope, inputs, fetches, fetched, report)
@@ -159,20 +159,13 @@ def _rounds(ops: list[Op], tensors: dict[str, Tensor]) -> list[list[Op]]:
     return rounds
 
 
-def _run(scope: Any, names: list[str], inputs: Any, feeds: Any = None) -> dict[str, Any]:
-    executor = scope.executor(names, feeds=feeds)
-    if isinstance(inputs, tuple):
-        return dict(executor(*inputs))
-    return dict(executor(inputs))
-
-
 def _replay(scope: Any, ops: list[Op], fetched: dict[str, Any], tensors: dict[str, Tensor], report: Validation) -> None:
     feeds = sorted({n for op in ops for n in _data_inputs(op, tensors)})
     outs = sorted({n for op in ops for n in _values(op, tensors)} - set(feeds))
     if not outs:
         return
     try:
-        replayed = _run(scope, outs, {n: fetched[n] for n in feeds}, feeds=feeds)
+        replayed = scope.run(outs, {n: fetched[n] for n in feeds}, feeds=feeds)
     except GraphscopeError:
         if len(ops) == 1:
             report.skipped[ops[0].name] = "cannot be run alone from its inputs"
@@ -224,7 +217,7 @@ def _compare_keras(scope: Any, inputs: Any, fetches: Any, fetched: dict[str, Any
         sub_model = keras.Model(model_inputs, [s for _, s in pairs])
     except ValueError:  # Keras cannot cut the model there
         return
-    ours = _run(scope, [n for n, _ in pairs], inputs)
+    ours = scope.run([n for n, _ in pairs], inputs)
     given = inputs if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
     theirs = sub_model(given, training=False)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
