@@ -9,6 +9,7 @@ mirrored graph, so the same `find`/`ancestors` queries work on it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -113,7 +114,8 @@ class Bundle(RichDisplay):
         if self._graph is None:
             from graphscope.export import graph_from_data
 
-            self._graph = graph_from_data(self._group["graphscope"].attrs["graph"])
+            text = self._group["graphscope"]["graph.json"][:].tobytes().decode()
+            self._graph = graph_from_data(json.loads(text))
         return self._graph
 
     def tensor(self, name: str) -> Tensor:
