@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args.executors = 5 if quick else 100
     args.samples = 32 if quick else 512
     args.dataset_batch = 16 if quick else 32
-    args.dataset_rounds = 1 if quick else 3
+    args.dataset_rounds = 1 if quick else 5
     console = Console(stderr=True)
     figures: list[dict] = []
     steps = {"12": bench_extraction, "3": bench_shallow, "4": bench_trace, "5": bench_queries, "6": bench_executors,

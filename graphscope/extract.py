@@ -56,6 +56,16 @@ VALUES_CHUNK = 2**20
 FORMAT = 1  # the store layout's version, in the attributes
 
 
+def _compressors() -> list[Any]:
+    """Blosc: LZ4 over bit-shuffled values. On ResNet50 activations it costs the writer 15-20
+    ms per 6.8 MB batch, zarr's default zstd 45-50 (for 12 % vs 22 % smaller than raw): on a
+    small machine the writer's time is taken from the model, and most of it is the file
+    system's, per byte written."""
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+
+
 @dataclass(frozen=True)
 class Field:
     """How one fetched tensor is stored."""
@@ -364,7 +374,10 @@ class Store:
         # the graph's node-link JSON as the bytes of a uint8 array: zarr's attribute writer
         # takes ~0.4 s for ResNet50's 1.8 MB of JSON, a compressed array a few milliseconds
         text = np.frombuffer(json.dumps(graph, separators=(",", ":")).encode(), dtype=np.uint8)
-        group.create_group("graphscope").create_array("graph.json", data=text, chunks=(max(len(text), 1),))
+        compressors = _compressors()
+        group.create_group("graphscope").create_array(
+            "graph.json", data=text, chunks=(max(len(text), 1),), compressors=compressors
+        )
         for f in fields:
             attrs = {k: v for k, v in about.items() if k != "tensors"}
             attrs.update(about["tensors"][f.name], name=f.name, layout=f.layout, ragged=f.ragged)
@@ -374,7 +387,7 @@ class Store:
             if f.ragged:
                 g = group.create_group(f.key, attributes=attrs)
                 g.create_array("values", shape=(0,), chunks=(VALUES_CHUNK,), dtype=f.dtype,
-                               dimension_names=[f"{f.key}.values"])
+                               compressors=compressors, dimension_names=[f"{f.key}.values"])
                 offsets = g.create_array("offsets", shape=(n + 1,), chunks=(rows,), dtype="int64",
                                          fill_value=-1, dimension_names=[f"{axis}+1"])
                 offsets[0] = 0
@@ -389,6 +402,7 @@ class Store:
                     chunks=_chunks(rows, f.shape, dtype.itemsize),
                     dtype=dtype,
                     fill_value=np.nan if dtype.kind in "fc" else 0,
+                    compressors=compressors,
                     dimension_names=[axis, *(f"{f.key}.{k}" for k in range(1, len(f.shape) + 1))],
                     attributes=attrs,
                 )

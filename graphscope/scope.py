@@ -304,7 +304,7 @@ class Scope(RichDisplay):
         inputs = [tensor_records[n] for n in self._graph.graph["inputs"]]
         return {
             "model": self.name,
-            "fingerprint": weights_fingerprint((v.name, v.numpy()) for v in variables),
+            "fingerprint": weights_fingerprint((v.name, v.value()) for v in variables),  # no copy
             "input_signature": [
                 {"name": name, "dtype": t.dtype, "shape": None if t.shape is None else list(t.shape)}
                 for name, t in zip(self.inputs, inputs)

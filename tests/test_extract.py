@@ -70,6 +70,9 @@ def test_values_layouts_and_attributes(map_fn_demo, images, tmp_path):
     conv = group[store_key("conv1/BiasAdd:0")]
     assert conv.shape == (37, 32, 32, 16) and conv.chunks == (8, 32, 32, 16)
     assert conv.metadata.dimension_names[0] == "sample"
+    # Blosc LZ4 over bit-shuffled values, a codec every zarr v3 reader has
+    (codec,) = conv.compressors
+    assert (codec.cname.value, codec.shuffle.value) == ("lz4", "bitshuffle")
     attrs = dict(conv.attrs)
     assert attrs["name"] == "conv1/BiasAdd:0" and attrs["raw_name"].endswith("BiasAdd:0")
     assert attrs["layer"] == "conv1" and attrs["op_type"] == "BiasAdd" and attrs["dtype"] == "float32"
