@@ -3,7 +3,7 @@
 Chained residual blocks: each block runs conv -> bias -> batch norm -> relu twice on its main
 path, a 1x1 conv on a shortcut path every other block, and joins both at an Add, with the
 variable reads a traced Keras model has. The records are the same `Op`/`Tensor` records
-`graphscope.graph.mirror` builds, so every query function runs on it unchanged.
+`graphscope.mirror.mirror` builds, so every query function runs on it unchanged.
 """
 
 from __future__ import annotations

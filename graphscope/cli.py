@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `graphscope` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if not args.debug:
+    if not args.debug and args.command != "open":  # a saved run opens without TensorFlow
         _quiet_tensorflow_import()
     from rich.console import Console
 

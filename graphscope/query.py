@@ -1,6 +1,6 @@
 """find / ancestors / descendants / layers: a mirrored graph in, records out.
 
-Plain functions over the `networkx.DiGraph` that `graph.mirror` builds, usable without a
+Plain functions over the `networkx.DiGraph` that `mirror.mirror` builds, usable without a
 `Scope`, the way `networkx.ancestors(G, n)` is. Results come in the graph's topological order
 (the order ops were mirrored in), so the same query prints the same thing every time.
 """

@@ -14,7 +14,8 @@ from graphscope._display import RichDisplay
 from graphscope._progress import StageProgress
 from graphscope.errors import ArgumentError, TensorNotFoundError
 from graphscope.execute import LRU, Executor, Results, Runtime
-from graphscope.graph import Layer, Op, Selection, Tensor, mirror
+from graphscope.graph import Layer, Op, Selection, Tensor
+from graphscope.mirror import mirror
 from graphscope.tracing import Traced, trace_function
 
 if TYPE_CHECKING:

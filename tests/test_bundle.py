@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import graphscope as gs
 from graphscope import demo
 from graphscope.export import graph_data, graph_from_data
 
+ROOT = pathlib.Path(__file__).parents[1]
 NMS = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
 
 
@@ -98,3 +102,25 @@ def test_rich_table(saved):
     console.print(gs.open(saved[1]))
     text = console.export_text()
     assert "conv1/BiasAdd:0" in text and "per sample" in text and "ragged" in text and "32×32×16" in text
+
+
+def test_a_saved_run_opens_without_tensorflow(saved):
+    """Reading a store, querying its graph and `graphscope open` import neither TensorFlow
+    nor Keras (seconds saved, and a saved run reads where they do not load)."""
+    out = saved[1]
+    code = f"""
+import sys
+import numpy as np
+import graphscope as gs
+from graphscope import cli
+bundle = gs.open({str(out)!r})
+assert np.asarray(bundle["conv1/BiasAdd:0"]).shape == (12, 32, 32, 16)
+assert bundle.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [{NMS!r}]
+assert bundle.layer("ROI").type == "ProposalLayer"
+assert cli.main(["open", {str(out)!r}, {NMS!r}, "--index", "3"]) == 0
+loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+assert not loaded, loaded
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NonMaxSuppressionV3:0[3]" in done.stdout

@@ -6,7 +6,7 @@ import time
 from rich.console import Console
 
 import graphscope as gs
-from graphscope import graph, tracing
+from graphscope import mirror, tracing
 from graphscope._progress import StageProgress
 from tests import models
 
@@ -54,7 +54,7 @@ def test_nothing_shows_when_quick_quiet_piped_or_in_ci(monkeypatch):
 def test_mirror_counts_every_op():
     traced = tracing.trace_function(models.control_flow())
     counted = []
-    G = graph.mirror(traced, tick=counted.append)
+    G = mirror.mirror(traced, tick=counted.append)
     assert sum(counted) == G.number_of_nodes()
 
 
