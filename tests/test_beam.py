@@ -17,7 +17,7 @@ from apache_beam.ml.inference.base import RunInference  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from graphscope.beam import ExtractToZarr, GraphscopeModelHandler  # noqa: E402
+from graphscope.beam import ExtractToZarr, GraphscopeModelHandler, ReadNpy  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -31,9 +31,10 @@ def _data(n: int = 23):
 
 @pytest.mark.slow
 def test_two_worker_processes_write_the_single_process_store(tmp_path, monkeypatch):
-    """DirectRunner, multi-processing, 2 workers: per-sample ragged NMS indices (counts differ
-    per sample), per-sample dense values and a per-batch value (the map_fn's loop count), from a
-    two-input model; the store equals `Scope.extract`'s, attributes included."""
+    """DirectRunner, multi-processing, 2 workers reading the samples from .npy files: per-sample
+    ragged NMS indices (counts differ per sample), per-sample dense values and a per-batch value
+    (the map_fn's loop count), from a two-input model; the store equals `Scope.extract`'s,
+    attributes included."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import tests.models
     boxes, scores = _data()
     scope = gs.trace(models.threshold_nms(), quiet=True)
@@ -43,11 +44,13 @@ def test_two_worker_processes_write_the_single_process_store(tmp_path, monkeypat
     assert [single[f].layout for f in fetches] == ["sample", "sample", "batch"]
     assert len({len(single[nms][i]) for i in range(23)}) > 1
 
+    np.save(tmp_path / "boxes.npy", boxes)
+    np.save(tmp_path / "scores.npy", scores)
     options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
     with beam.Pipeline(options=options) as p:
         done = (
             p
-            | beam.Create(list(enumerate(zip(boxes, scores))))
+            | ReadNpy(tmp_path / "boxes.npy", tmp_path / "scores.npy")
             | ExtractToZarr(models.threshold_nms, fetches, out=str(tmp_path / "beam.zarr"), batch_size=5)
         )
         assert_that(done, lambda got: _check_one_complete(got, 23))
@@ -78,3 +81,35 @@ def test_the_model_handler_in_run_inference():
             | beam.Map(lambda result: result.inference[name].tolist())
         )
         assert_that(got, equal_to([expected.tolist()]))
+
+
+def test_read_npy_gives_index_sample_pairs(tmp_path):
+    """One file: (i, sample i); several: (i, (sample i of each file)); copies, not memory maps."""
+    boxes, scores = _data(7)
+    np.save(tmp_path / "boxes.npy", boxes)
+    np.save(tmp_path / "scores.npy", scores)
+    with beam.Pipeline() as p:
+        one = p | "One" >> ReadNpy(tmp_path / "scores.npy") | "Plain" >> beam.Map(lambda kv: (kv[0], kv[1].tolist()))
+        assert_that(one, equal_to([(i, scores[i].tolist()) for i in range(7)]), label="one file")
+        two = p | "Two" >> ReadNpy(tmp_path / "boxes.npy", tmp_path / "scores.npy") | "Check" >> beam.Map(
+            lambda kv: (kv[0], type(kv[1][0]) is np.ndarray, kv[1][0].tolist(), kv[1][1].tolist())
+        )
+        expected = [(i, True, boxes[i].tolist(), scores[i].tolist()) for i in range(7)]
+        assert_that(two, equal_to(expected), label="two files")
+
+
+@pytest.mark.parametrize(
+    "files, error, match",
+    [
+        ((), gs.ArgumentError, r"at least one \.npy file: one per model input"),
+        (("a.npy", "short.npy"), gs.InputError, r"different numbers of samples \(4, 3\).*one entry per sample"),
+        (("missing.npy",), gs.InputError, r"cannot read .*missing\.npy.*give a file np\.save wrote"),
+        (("scalar.npy",), gs.InputError, r"holds a scalar; .*samples on its first axis"),
+    ],
+)
+def test_read_npy_refuses_bad_files(tmp_path, files, error, match):
+    np.save(tmp_path / "a.npy", np.zeros((4, 2)))
+    np.save(tmp_path / "short.npy", np.zeros((3, 2)))
+    np.save(tmp_path / "scalar.npy", np.float32(1))
+    with pytest.raises(error, match=match):
+        ReadNpy(*(tmp_path / f for f in files))
