@@ -96,7 +96,7 @@ class ReadNpy(beam.PTransform):
 
         if not paths:
             raise ArgumentError("ReadNpy needs at least one .npy file: one per model input, in order")
-        self._paths = [os.fspath(p) for p in paths]
+        self._paths = [os.path.abspath(p) for p in paths]  # workers may start elsewhere
         counts = [len(_memmap(p)) for p in self._paths]
         if len(set(counts)) > 1:
             raise InputError(
