@@ -111,11 +111,11 @@ class ReadNpy(beam.PTransform):
 
 def _memmap(path: str) -> np.ndarray:
     from graphscope.errors import InputError
+    from graphscope.extract import read_array
 
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path!r} as a .npy array ({e}); give a file np.save wrote") from None
+    array = read_array(path, mmap=True)
+    if isinstance(array, dict):
+        raise InputError(f"{path!r} is an .npz archive; give one .npy file per model input, in order")
     if array.ndim == 0:
         raise InputError(f"{path!r} holds a scalar; each .npy file needs the samples on its first axis")
     return array

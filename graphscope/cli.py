@@ -228,42 +228,6 @@ def _scope(model: str, quiet: bool, *, free_batch: bool = False) -> Any:
     return gs.trace(model, quiet=quiet)
 
 
-def _read_array(path: str, *, mmap: bool = False) -> Any:
-    """An array from a .npy (memory-mapped with `mmap`), or a dict of arrays from an .npz;
-    pickles are refused."""
-    import zipfile
-
-    import numpy as np
-
-    from graphscope.errors import InputError
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except FileNotFoundError:
-        raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
-    except OSError as e:
-        raise InputError(f"cannot open input file {path!r}: {e.strerror}; give a readable .npy or .npz file") from None
-    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
-        raise InputError(
-            f"{path!r} is not a .npy or .npz file (it does not start with NumPy's or a zip's "
-            "signature); save arrays with numpy.save or numpy.savez"
-        )
-    try:
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                return {k: loaded[k] for k in loaded.files}
-        return loaded
-    except ValueError as e:  # object arrays (pickles), or a damaged header
-        raise InputError(
-            f"cannot read {path!r} as a .npy/.npz file without unpickling ({e}); "
-            "save plain numeric arrays with numpy.save or numpy.savez"
-        ) from None
-    except (EOFError, OSError, zipfile.BadZipFile) as e:
-        raise InputError(f"cannot read {path!r}: the file is damaged ({e}); save it again with numpy.save") from None
-
-
 def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
     """Each item: an exact tensor name, else a regex standing for every tensor it matches."""
     from graphscope.errors import GraphscopeError
@@ -296,14 +260,16 @@ def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], list[Any]]:
     """--input arrays: by name (NAME=FILE), or positional; the demo's synthetic images if none."""
+    from graphscope.extract import read_array
+
     named: dict[str, Any] = {}
     positional: list[Any] = []
     for spec in args.inputs:
         name, sep, path = spec.rpartition("=")
         if sep and name:
-            named[name] = _read_array(path)
+            named[name] = read_array(path)
         else:
-            value = _read_array(spec)
+            value = read_array(spec)
             positional.extend(value.values() if isinstance(value, dict) else [value])
     if named and positional:
         parser.error("give every --input as NAME=FILE, or none of them")
@@ -342,9 +308,11 @@ def _extract(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
             ) from None
         batch_size = None  # the dataset is batched already
     elif args.inputs:
+        from graphscope.extract import read_array
+
         arrays: list[Any] = []
         for path in args.inputs:
-            value = _read_array(path, mmap=True)
+            value = read_array(path, mmap=True)
             arrays.extend(value.values() if isinstance(value, dict) else [value])
         data = arrays[0] if len(arrays) == 1 else arrays
     elif args.model.startswith("demo"):

@@ -38,15 +38,19 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from graphscope.errors import ArgumentError, InputError, StoreError, UnsupportedFetchError
-from graphscope.execute import Executor
 from graphscope.graph import Tensor
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Field", "extract", "fingerprint", "store_key", "weights_fingerprint"]
+if TYPE_CHECKING:
+    from graphscope.execute import Executor
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE", "Field", "extract", "fingerprint", "read_array", "store_key", "weights_fingerprint",
+]
 
 DEFAULT_BATCH_SIZE = 32
 # chunks are one batch along the samples; trailing axes are split when a chunk would pass this
@@ -103,6 +107,38 @@ def weights_fingerprint(named: Iterable[tuple[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- input batches
+
+
+def read_array(path: str, *, mmap: bool = False) -> Any:
+    """An array from a .npy (memory-mapped with `mmap`), or a dict of arrays from an .npz;
+    pickles are refused (files from the command line, and Beam's `ReadNpy`)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
+    except OSError as e:
+        raise InputError(f"cannot open input file {path!r}: {e.strerror}; give a readable .npy or .npz file") from None
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
+        raise InputError(
+            f"{path!r} is not a .npy or .npz file (it does not start with NumPy's or a zip's "
+            "signature); save arrays with numpy.save or numpy.savez"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return loaded
+    except ValueError as e:  # object arrays (pickles), or a damaged header
+        raise InputError(
+            f"cannot read {path!r} as a .npy/.npz file without unpickling ({e}); "
+            "save plain numeric arrays with numpy.save or numpy.savez"
+        ) from None
+    except (EOFError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {path!r}: the file is damaged ({e}); save it again with numpy.save") from None
 
 
 class Batches:

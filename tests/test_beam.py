@@ -103,7 +103,8 @@ def test_read_npy_gives_index_sample_pairs(tmp_path):
     [
         ((), gs.ArgumentError, r"at least one \.npy file: one per model input"),
         (("a.npy", "short.npy"), gs.InputError, r"different numbers of samples \(4, 3\).*one entry per sample"),
-        (("missing.npy",), gs.InputError, r"cannot read .*missing\.npy.*give a file np\.save wrote"),
+        (("missing.npy",), gs.InputError, r"missing\.npy' does not exist; give the path of a \.npy"),
+        (("pair.npz",), gs.InputError, r"pair\.npz' is an \.npz archive; give one \.npy file per model input"),
         (("scalar.npy",), gs.InputError, r"holds a scalar; .*samples on its first axis"),
     ],
 )
@@ -111,5 +112,6 @@ def test_read_npy_refuses_bad_files(tmp_path, files, error, match):
     np.save(tmp_path / "a.npy", np.zeros((4, 2)))
     np.save(tmp_path / "short.npy", np.zeros((3, 2)))
     np.save(tmp_path / "scalar.npy", np.float32(1))
+    np.savez(tmp_path / "pair.npz", a=np.zeros(2), b=np.ones(2))
     with pytest.raises(error, match=match):
         ReadNpy(*(tmp_path / f for f in files))

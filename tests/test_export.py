@@ -1,6 +1,5 @@
 """export: GraphML, DOT and JSON node-link that other tools read back, with plain attributes."""
 
-import io
 import json
 
 import networkx as nx

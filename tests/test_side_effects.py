@@ -19,13 +19,11 @@ import shutil
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 from keras.src.backend.common import global_state  # Keras' own process-wide state, read only
 
 import graphscope as gs
 from graphscope import render
-from tests import models
 
 
 @keras.saving.register_keras_serializable(package="graphscope_side_effects")
