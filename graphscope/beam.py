@@ -33,6 +33,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from graphscope.errors import ArgumentError, InputError
+from graphscope.extract import read_array
+
 __all__ = ["ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]
 
 
@@ -92,8 +95,6 @@ class ReadNpy(beam.PTransform):
 
     def __init__(self, *paths: str | os.PathLike[str]) -> None:
         super().__init__()
-        from graphscope.errors import ArgumentError, InputError
-
         if not paths:
             raise ArgumentError("ReadNpy needs at least one .npy file: one per model input, in order")
         self._paths = [os.path.abspath(p) for p in paths]  # workers may start elsewhere
@@ -110,9 +111,6 @@ class ReadNpy(beam.PTransform):
 
 
 def _memmap(path: str) -> np.ndarray:
-    from graphscope.errors import InputError
-    from graphscope.extract import read_array
-
     array = read_array(path, mmap=True)
     if isinstance(array, dict):
         raise InputError(f"{path!r} is an .npz archive; give one .npy file per model input, in order")

@@ -1,8 +1,8 @@
 """The mirrored graph: frozen Op/Tensor/Layer records and the networkx.DiGraph that holds them.
 
-`graphscope.mirror` builds it from a traced function. Every op of the traced function and of every function nested in it (`PartitionedCall` /
-`StatefulPartitionedCall` bodies, `While` cond/body, `If`/`Case` branches) becomes one node,
-keyed by its canonical name and carrying its `Op` record under the attribute `"op"` and its
+`graphscope.mirror` builds it from a traced function. Every op of the traced function and of
+every function nested in it (`PartitionedCall` / `StatefulPartitionedCall` bodies, `While`
+cond/body, `If`/`Case` branches) becomes one node, keyed by its canonical name and carrying its `Op` record under the attribute `"op"` and its
 output `Tensor` records (dtype, static shape, ...) under `"tensors"`. Edges run
 from producer op to consumer op (attribute `"outputs"`: which of the producer's outputs flow).
 A body's argument nodes take edges from the producers of the calling op's inputs and its results
