@@ -20,6 +20,7 @@ __all__ = [
     "function_graph",
     "inline_calls",
     "last_op_id",
+    "node_numbers",
     "op_id",
     "output_ref",
 ]
@@ -129,6 +130,34 @@ def sublayers(layer: Any) -> list[Any]:
     if isinstance(getattr(layer, "layers", None), list):
         return list(layer.layers)
     return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+
+
+def node_numbers(container: Any) -> dict[int, list[int]]:
+    """How Keras numbers the layer calls a functional model makes, in the order it makes them.
+
+    A functional model (Keras 3 or tf_keras; a Keras 3 `Sequential` through the functional
+    model it builds) runs its nodes by depth, from the inputs (`_nodes_by_depth`, deepest
+    first, each depth's list in order), so a shared layer's calls run in that order, not in
+    the order the user's code made them. The user's number of a call is its node's position
+    among the layer's `_inbound_nodes` that belong to this model, 1-based: `layer.output` is
+    node 1's. Returns, for each layer the model calls (by `id`), the numbers of its calls in
+    execution order; empty for anything that is not a functional model.
+    """
+    by_depth = getattr(container, "_nodes_by_depth", None)
+    if by_depth is None:
+        by_depth = getattr(getattr(container, "_functional", None), "_nodes_by_depth", None)
+    if not by_depth:
+        return {}
+    executed = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    in_model = {id(node) for node in executed}
+    numbers: dict[int, list[int]] = {}
+    for node in executed:
+        layer = getattr(node, "operation", None) or getattr(node, "layer", None)  # Keras 3 | tf_keras
+        if layer is None or node.is_input:
+            continue
+        own = [id(n) for n in layer._inbound_nodes if id(n) in in_model]  # pylint: disable=protected-access
+        numbers.setdefault(id(layer), []).append(own.index(id(node)) + 1)
+    return numbers
 
 
 def input_layers(model: Any) -> list[Any]:

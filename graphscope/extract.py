@@ -610,6 +610,9 @@ def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dic
     """What makes two extractions the same job (to continue one, the call must match)."""
     return {
         "fetches": [t.name for t in fetches],
+        # the graph's own names: a canonical name can come to mean another tensor (before issue
+        # 20, a shared layer's calls were numbered in the order they ran), a raw name cannot
+        "raw_fetches": [t.raw_name for t in fetches],
         "batch_size": len(first[0]),
         "first_batch": fingerprint(first),
         "fingerprint": about["fingerprint"],
@@ -650,6 +653,8 @@ def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any
     if differs:
         what = {
             "fetches": "the fetched tensors",
+            "raw_fetches": "the fetched tensors' TensorFlow names (or the store was written by a graphscope "
+            "that numbered shared layers' calls in the order they ran)",
             "batch_size": "the batch size",
             "first_batch": "the data (its first batch)",
             "fingerprint": "the model's weights",

@@ -365,7 +365,7 @@ class _Mirror:
             input_layers = {}
         pending = list(self.children.get(id(parent), []))
         for index, child in enumerate(_tf.sublayers(container)):
-            calls = [c for c in pending if c.layer is child]
+            calls = sorted((c for c in pending if c.layer is child), key=lambda c: c.number)
             pending = [c for c in pending if c.layer is not child]
             for call in calls:
                 self._emit_call(call, index)

@@ -36,7 +36,9 @@ class LayerCall:
 
     layer: Any
     parent: LayerCall | None
-    number: int  # 1-based: the n-th call of this layer inside its parent call
+    # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
+    # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order
+    number: int
     graph: tf.Graph
     first_id: int  # ops of `graph` with first_id < id <= last_id were created by this call
     last_id: int = -1
@@ -186,6 +188,7 @@ def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Tr
             cf = fn.get_concrete_function(structured, training=training)
         else:
             cf = fn.get_concrete_function(*specs, training=training)
+    recorder.renumber()
     names = [s.name for s in specs]
     return Traced(
         function=cf,
@@ -283,6 +286,27 @@ class _Recorder:
 
         return recording_call
 
+    def renumber(self) -> None:
+        """Number the calls a functional model makes the way Keras does (its node order), not
+        in the order its graph ran them. Calls that do not match the model's nodes one to one
+        (a model whose `call` is its own code) keep their call order."""
+        by_parent: dict[int, list[LayerCall]] = {}
+        for call in self.calls:
+            by_parent.setdefault(id(call.parent), []).append(call)
+        for calls in by_parent.values():
+            parent = calls[0].parent
+            numbers = _tf.node_numbers(parent.layer) if parent is not None else {}
+            if not numbers:
+                continue
+            by_layer: dict[int, list[LayerCall]] = {}
+            for call in calls:
+                by_layer.setdefault(id(call.layer), []).append(call)
+            for key, same in by_layer.items():
+                order = numbers.get(key)
+                if order is not None and len(order) == len(same) and len(set(order)) == len(order):
+                    for call, number in zip(same, order):
+                        call.number = number
+
 
 _MISSING = object()
 
@@ -347,6 +371,7 @@ def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
     fn = call if is_function else tf.function(call)
     with _TRACE_LOCK, _recording(_keras_attributes(module)) as recorder:
         cf = _concrete(fn, input_signature, what=f"the tf.Module {_module_name(module)!r}")
+    recorder.renumber()
     traced = _from_concrete(cf, name=_module_name(module), source="module")
     traced.calls = recorder.calls
     return traced

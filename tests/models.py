@@ -218,12 +218,34 @@ def residual() -> keras.Model:
     return keras.Model(x_in, out, name="residual")
 
 
+def shared_out_of_order() -> keras.Model:
+    """Shared calls that Keras runs in another order than the code made them.
+
+    A functional model runs its nodes by depth, each depth's list in its own order: here
+    `conv1(a)` and `block(conv2(c))` run before `conv1(x)` and `block(b)`, although the code made
+    them second. A layer's calls are numbered in the code's order, as Keras numbers its nodes:
+    `conv1` takes `x`, `conv1@2` takes `conv0`'s output.
+    """
+    x_in = keras.Input((3,), name="x")
+    conv0 = keras.layers.Dense(3, name="conv0", **_init())
+    conv1 = keras.layers.Dense(3, activation="tanh", name="conv1", **_init())
+    a = conv0(x_in)
+    b = conv1(x_in)
+    c = conv1(a)
+    inner_in = keras.Input((3,), name="block_in")
+    block = keras.Model(inner_in, keras.layers.Dense(3, name="inner", **_init())(inner_in), name="block")
+    e = block(b)
+    f = block(keras.layers.Dense(3, name="conv2", **_init())(c))
+    return keras.Model(x_in, [e, f], name="reordered")
+
+
 ZOO = {
     "functional": functional,
     "sequential": sequential,
     "subclassed": subclassed,
     "nested": nested,
     "shared": shared,
+    "shared_out_of_order": shared_out_of_order,
     "multi_input": multi_input,
     "with_tf_function": with_tf_function,
     "control_flow": control_flow,

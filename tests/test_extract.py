@@ -299,6 +299,26 @@ def test_a_different_call_is_refused(map_fn_demo, images, tmp_path):
     assert (tmp_path / "notes" / "a.txt").read_text() == "mine"
 
 
+def test_a_store_whose_names_meant_other_tensors_is_not_continued(tmp_path):
+    """Stores written while shared layers' calls were numbered in the order they ran (issue 20)
+    name the other call's tensor: the raw TensorFlow names tell, and resuming is refused."""
+    scope = gs.trace(models.shared_out_of_order(), quiet=True)
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    out = tmp_path / "run.zarr"
+    scope.extract(["conv1/Tanh:0"], x, out=out, batch_size=3)
+    group = zarr.open_group(out, mode="r+")
+    attrs = dict(group.attrs["graphscope"])
+    other = scope.tensor("conv1@2/Tanh:0").raw_name  # what `conv1/Tanh:0` meant before the fix
+    attrs["call"] = {**attrs["call"], "raw_fetches": [other]}
+    group.attrs["graphscope"] = attrs
+    with pytest.raises(gs.StoreError, match="TensorFlow names"):
+        scope.extract(["conv1/Tanh:0"], x, out=out, batch_size=3)
+    del attrs["call"]["raw_fetches"]  # written before raw names were recorded: refused too
+    group.attrs["graphscope"] = attrs
+    with pytest.raises(gs.StoreError, match="numbered shared layers"):
+        scope.extract(["conv1/Tanh:0"], x, out=out, batch_size=3)
+
+
 @pytest.mark.parametrize(
     "data, kwargs, error, match",
     [

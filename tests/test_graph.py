@@ -1,6 +1,8 @@
 """graph: the mirrored networkx graph, nested bodies included, with layers from the real calls."""
 
+import keras
 import networkx as nx
+import numpy as np
 import pytest
 
 import graphscope as gs
@@ -81,6 +83,60 @@ def test_shared_layer_calls_are_numbered_in_call_order():
     assert {op.layer for op in second.ops} == {"shared_dense@2"}
     assert "shared_dense@2/MatMul:0" in scope.find("MatMul").names
     assert first.keras_layer is second.keras_layer
+
+
+def test_shared_layer_calls_are_numbered_in_the_models_node_order():
+    """Keras runs `conv1(a)` before `conv1(x)` (by depth), but the code made `conv1(x)` first, and
+    so `model.get_layer("conv1").output` is that call's: so is graphscope's `conv1` (issue 20)."""
+    model = models.shared_out_of_order()
+    scope = gs.trace(model)
+    assert scope.layer("conv1").inputs.names == ["x:0"]
+    assert scope.layer("conv1@2").inputs.names == ["conv0/BiasAdd:0"]
+    # the trace ran them the other way round: Keras' `_1` scope suffix went to the second call
+    assert scope.tensor("conv1@2/MatMul:0").raw_name.startswith("reordered_1/conv1_1/")
+    assert scope.layer("block").inputs.names == ["conv1/Tanh:0"]
+    assert scope.layer("block@2").inputs.names == ["conv2/BiasAdd:0"]
+    assert scope.layer("block@2/inner").output.name == "block@2/inner/BiasAdd:0"
+    assert [lay.name for lay in scope.layers if "conv1" in lay.name] == ["conv1", "conv1@2"]
+    x = models.sample_inputs(model)[0]
+    got = scope.run([scope.layer("conv1").output, scope.layer("conv1@2").output], x)
+    want = keras.Model(model.input, [model.get_layer("conv1").output])(x)
+    np.testing.assert_allclose(got["conv1/Tanh:0"], want, rtol=1e-6)
+    assert not np.allclose(got["conv1@2/Tanh:0"], want)
+
+
+def test_issue_20_example():
+    x_in = keras.Input((2,), name="x")
+    conv0, conv1 = keras.layers.Dense(2, name="conv0"), keras.layers.Dense(2, name="conv1")
+    a = conv0(x_in)
+    b, c = conv1(x_in), conv1(a)
+    model = keras.Model(x_in, [b, c])
+    scope = gs.trace(model)
+    assert scope.layer("conv1").inputs.names == ["x:0"]
+    assert scope.layer("conv1@2").inputs.names == ["conv0/BiasAdd:0"]
+    x = np.random.default_rng(0).normal(size=(3, 2)).astype("float32")
+    got = scope.run([scope.layer("conv1").output, scope.layer("conv1@2").output], x)
+    want_b, want_c = keras.Model(x_in, [b, c])(x)
+    np.testing.assert_allclose(got["conv1/BiasAdd:0"], want_b, rtol=1e-6)
+    np.testing.assert_allclose(got["conv1@2/BiasAdd:0"], want_c, rtol=1e-6)
+
+
+def test_calls_without_nodes_keep_call_order():
+    """A subclassed model has no nodes: its layers' calls are numbered in the order they ran."""
+
+    class Twice(keras.Model):
+        def __init__(self):
+            super().__init__(name="twice")
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, x):
+            return self.dense(self.dense(x) * 3.0)
+
+    model = Twice()
+    model(np.zeros((1, 2), np.float32))
+    scope = gs.trace(model)
+    assert scope.layer("dense").inputs[0].op_type == "Placeholder"
+    assert scope.layer("dense@2").inputs[0].op_type == "Mul"
 
 
 def test_nested_models_keep_their_name_as_a_segment():

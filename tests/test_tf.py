@@ -147,6 +147,28 @@ def test_sublayers_and_input_layers():
     assert [lay.name for lay in _tf.sublayers(Holder())] == ["inner"]
 
 
+def test_node_numbers_follow_keras_execution_order():
+    """A functional model runs its nodes by depth, deepest first, each depth's list in order; a
+    shared layer's calls then run in another order than its `_inbound_nodes` (the code's)."""
+    x_in = keras.Input((2,), name="x")
+    conv0, conv1 = keras.layers.Dense(2, name="conv0"), keras.layers.Dense(2, name="conv1")
+    b, c = conv1(x_in), conv1(conv0(x_in))
+    model = keras.Model(x_in, [b, c])
+    ran = []
+    original = conv1.call
+    conv1.call = lambda x: ran.append(x) or original(x)  # which input each call gets, as it runs
+    try:
+        model(np.ones((1, 2), np.float32))
+    finally:
+        del conv1.call
+    assert [r.shape for r in ran] == [(1, 2), (1, 2)] and not np.array_equal(ran[0], np.ones((1, 2)))
+    assert _tf.node_numbers(model) == {id(conv0): [1], id(conv1): [2, 1]}  # conv1(a) ran first
+    assert b is conv1._inbound_nodes[0].outputs[0] and conv1.output is b
+    seq = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    assert _tf.node_numbers(seq) == {id(seq.layers[0]): [1]}  # through its functional model
+    assert _tf.node_numbers(keras.layers.Dense(2)) == {}
+
+
 def test_keras_layer_call_is_looked_up_on_the_instance():
     """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
     layer = keras.layers.Dense(2)

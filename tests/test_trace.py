@@ -114,6 +114,17 @@ def test_h5_file(tmp_path):
                                keras.Model(model.input, model.get_layer("dense").output)(x), rtol=1e-5)
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_saved_files_keep_the_node_order_of_shared_calls(tmp_path, suffix):
+    """Keras rebuilds a loaded model's nodes from its config, in the order the code made them."""
+    path = tmp_path / f"reordered{suffix}"
+    models.shared_out_of_order().save(path)
+    scope = gs.trace(path, quiet=True)
+    assert scope.layer("conv1").inputs.names == ["x:0"]
+    assert scope.layer("conv1@2").inputs.names == ["conv0/BiasAdd:0"]
+    assert scope.layer("block@2").inputs.names == ["conv2/BiasAdd:0"]
+
+
 def test_saved_model_without_source(tmp_path):
     model = models.with_tf_function()
     path = tmp_path / "exported"
