@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from graphscope.graph import Op, Tensor
+from graphscope.ir.records import Op, Tensor
 
 
 def cnn_graph(n_ops: int = 100_000) -> nx.DiGraph:

@@ -6,7 +6,9 @@
     scope.run(["block4_conv3/BiasAdd:0", "block4_conv3/Relu:0"], images)
 
 The public names below load lazily, so `import graphscope` (and the CLI's `--help`) does not
-import TensorFlow until something needs it.
+import TensorFlow until something needs it. The package is layered the way the data flows
+(`ir` <- `backend`, `display` <- `runtime` <- `data`, `check` <- `scope`, `bundle`, `cli`): see
+the README's architecture section.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# registers the views of graphscope's records (`graphscope.ir.views`) before anything shows one
+from graphscope import display  # noqa: F401  (rich, no TensorFlow)
 from graphscope.errors import (
     AmbiguousMatchError,
     ArgumentError,
@@ -32,31 +36,33 @@ from graphscope.errors import (
     UnsupportedModelError,
 )
 
-if TYPE_CHECKING:
-    from graphscope.execute import Executor, Results
-    from graphscope.graph import Layer, Op, Selection, Tensor
-    from graphscope.query import ancestors, cut_points, descendants, find
-    from graphscope.bundle import Bundle, open
-    from graphscope.scope import Scope, trace, tree
+from graphscope.version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from graphscope.bundle import Bundle, open
+    from graphscope.ir.graph import ModelGraph
+    from graphscope.ir.query import ancestors, cut_points, descendants, find
+    from graphscope.ir.records import Layer, Op, Results, Selection, Tensor
+    from graphscope.runtime.executor import Executor
+    from graphscope.scope import Scope, trace, tree
 
 _LAZY = {
     "Bundle": "graphscope.bundle",
     "open": "graphscope.bundle",
-    "Executor": "graphscope.execute",
-    "Results": "graphscope.execute",
-    "Layer": "graphscope.graph",
-    "Op": "graphscope.graph",
-    "Selection": "graphscope.graph",
-    "Tensor": "graphscope.graph",
-    "ancestors": "graphscope.query",
-    "descendants": "graphscope.query",
-    "find": "graphscope.query",
+    "Executor": "graphscope.runtime.executor",
+    "Results": "graphscope.ir.records",
+    "Layer": "graphscope.ir.records",
+    "Op": "graphscope.ir.records",
+    "Selection": "graphscope.ir.records",
+    "Tensor": "graphscope.ir.records",
+    "ModelGraph": "graphscope.ir.graph",
+    "ancestors": "graphscope.ir.query",
+    "descendants": "graphscope.ir.query",
+    "find": "graphscope.ir.query",
+    "cut_points": "graphscope.ir.query",
     "Scope": "graphscope.scope",
     "trace": "graphscope.scope",
     "tree": "graphscope.scope",
-    "cut_points": "graphscope.query",
 }
 
 __all__ = [
@@ -71,6 +77,7 @@ __all__ = [
     "InputError",
     "Layer",
     "LayerNotFoundError",
+    "ModelGraph",
     "ModelLoadError",
     "Op",
     "OptionError",

@@ -260,7 +260,7 @@ def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], list[Any]]:
     """--input arrays: by name (NAME=FILE), or positional; the demo's synthetic images if none."""
-    from graphscope.extract import read_array
+    from graphscope.data.sources import read_array
 
     named: dict[str, Any] = {}
     positional: list[Any] = []
@@ -308,7 +308,7 @@ def _extract(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
             ) from None
         batch_size = None  # the dataset is batched already
     elif args.inputs:
-        from graphscope.extract import read_array
+        from graphscope.data.sources import read_array
 
         arrays: list[Any] = []
         for path in args.inputs:
@@ -371,22 +371,22 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         stored = bundle[args.name]
         console.print(repr(stored))
         if args.index is not None:
-            from graphscope import render
+            from graphscope.ir.records import Results
 
-            console.print(render.results_table({f"{stored.name}[{args.index}]": stored[args.index]}))
+            console.print(Results({f"{stored.name}[{args.index}]": stored[args.index]}))
         return
     scope = _scope(args.model, args.quiet, free_batch=args.command == "extract")
     if args.command == "tree":
         console.print(scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
     elif args.command == "find":
-        from graphscope.query import layer_or_name, narrow
+        from graphscope.ir.query import narrow
 
         if args.cut_points:
             found = scope.cut_points()
         elif args.ancestors_of:
-            found = scope.ancestors(layer_or_name(scope.graph, args.ancestors_of))
+            found = scope.ancestors(args.ancestors_of)
         elif args.descendants_of:
-            found = scope.descendants(layer_or_name(scope.graph, args.descendants_of))
+            found = scope.descendants(args.descendants_of)
         else:
             found = scope.find()
         found = narrow(found, args.pattern, op_type=args.op_type, layer=args.layer)

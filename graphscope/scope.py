@@ -1,27 +1,24 @@
-"""Scope: the facade that ties trace, mirror, query and execute together for a user."""
+"""Scope: a traced model for a user, its `ModelGraph` and the runtime that runs it (trace ->
+mirror -> query -> execute), with its views, pictures, exports, dataset jobs and checks."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
-from graphscope import query
-from graphscope._display import RichDisplay
-from graphscope._progress import StageProgress
-from graphscope.errors import ArgumentError, TensorNotFoundError
-from graphscope.execute import LRU, Executor, Results, Runtime
-from graphscope.graph import Layer, Op, Selection, Tensor
-from graphscope.mirror import mirror
-from graphscope.tracing import Traced, trace_function
+from graphscope.backend.mirror import Mirrored, mirror
+from graphscope.backend.trace import Traced, trace_function
+from graphscope.display.progress import StageProgress
+from graphscope.display.tree import LayerTree, layer_tree
+from graphscope.ir.graph import ModelGraph, Queries
+from graphscope.ir.records import Results
+from graphscope.ir.views import Shown, view
+from graphscope.runtime.executor import Executor, Runtime
 
 if TYPE_CHECKING:
     from graphscope.bundle import Bundle
-    from graphscope.render import LayerTree, Picture
-    from graphscope.validate import Validation
+    from graphscope.check.validate import Validation
+    from graphscope.display.picture import Picture
 
 __all__ = ["Scope", "trace", "tree"]
 
@@ -62,8 +59,8 @@ def trace(
         with progress.stage(f"tracing {_describe(model)}"):
             traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode)
         with progress.stage(f"mirroring {traced.name}") as tick:
-            graph = mirror(traced, tick=tick)
-    return Scope(traced, graph)
+            mirrored = mirror(traced, tick=tick)
+    return Scope(traced, mirrored)
 
 
 def _describe(model: Any) -> str:
@@ -88,8 +85,8 @@ def tree(
     >>> print(gs.tree(model))  # doctest: +NORMALIZE_WHITESPACE
      layer       type        output  params  ops
      ──────────────────────────────────────────────
-     tiny      Sequential  ?×2          8    9
-     └─ dense  Dense       ?×2          8    6  cut
+     tiny      Sequential  [?,2]        8    9
+     └─ dense  Dense       [?,2]        8    6  cut
     <BLANKLINE>
     1 layer · 9 ops · 8 params
     cut: every path from the inputs passes through this output
@@ -97,15 +94,12 @@ def tree(
     return trace(model, quiet=quiet).layer_tree(depth=depth, pattern=pattern, ops=ops)
 
 
-class Scope(RichDisplay):
+class Scope(Queries, Shown):
     """A traced model: its mirrored graph, queries over it and executors for any of its tensors."""
 
-    def __init__(self, traced: Traced, graph: nx.DiGraph) -> None:
+    def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
         self._traced = traced
-        self._graph = graph
-        self._runtime: Runtime | None = None
-        self._executors = LRU()
-        self._lock = threading.Lock()
+        self._runtime = Runtime(traced, mirrored)
 
     # ---- what it is
 
@@ -115,9 +109,9 @@ class Scope(RichDisplay):
         return self._traced.name
 
     @property
-    def graph(self) -> nx.DiGraph:
-        """The mirrored graph: one node per op (attribute `op`), producer -> consumer edges."""
-        return self._graph
+    def model_graph(self) -> ModelGraph:
+        """The mirrored graph with its metadata and queries (no TensorFlow needed to use it)."""
+        return self._runtime.graph
 
     @property
     def function(self) -> Any:
@@ -132,21 +126,10 @@ class Scope(RichDisplay):
     @property
     def inputs(self) -> list[str]:
         """The model's input names (what executors are fed by default)."""
-        return list(self._traced.input_names)
-
-    @property
-    def outputs(self) -> Selection:
-        """The traced function's output tensors."""
-        return Selection(self._graph.graph["tensors"][n] for n in self._graph.graph["outputs"])
-
-    @property
-    def layers(self) -> list[Layer]:
-        """Every layer call, in the model's `.layers` order, nested layers after their parent."""
-        return list(self._graph.graph["layers"])
+        return self.model_graph.input_names
 
     def __repr__(self) -> str:
-        n_layers = len({lay.index for lay in self._graph.graph["layers"] if "/" not in lay.name})
-        return f"<Scope {self.name}: {self._graph.number_of_nodes()} ops, {n_layers} layers>"
+        return f"<Scope {self.name}: {self.model_graph.n_ops} ops, {self.model_graph.n_layers} layers>"
 
     # ---- display
 
@@ -159,67 +142,32 @@ class Scope(RichDisplay):
         limit: int = 60,
     ) -> LayerTree:
         """The layers as a tree (type, output shape, params, ops; fork/join/cut marks); see
-        `graphscope.render.layer_tree`. Print it, or show it in a notebook."""
-        from graphscope import render
-
-        return render.layer_tree(self._graph, depth=depth, pattern=pattern, ops=ops, limit=limit)
+        `graphscope.display.tree.layer_tree`. Print it, or show it in a notebook."""
+        return layer_tree(self.model_graph, depth=depth, pattern=pattern, ops=ops, limit=limit)
 
     def draw(self, of: Any, *, radius: int = 3) -> Picture:
         """The neighbourhood of a tensor, op or layer: its ancestors up to `radius` ops away,
-        grouped by layer, with loops and branches as clusters; see `graphscope.render.draw`."""
-        from graphscope import render
+        grouped by layer, with loops and branches as clusters; see `graphscope.display.picture`."""
+        from graphscope.display.picture import draw  # pydot, only when drawing
 
-        return render.draw(self._graph, of, radius=radius)
+        return draw(self.model_graph, of, radius=radius)
 
     def export(self, format: str, path: str | os.PathLike[str] | None = None) -> str:
         """The mirrored graph as `graphml`, `dot` or `json` (node-link) text with plain string and
-        number attributes; written to `path` too when given. See `graphscope.export`."""
-        from graphscope.export import export
+        number attributes; written to `path` too when given. See `graphscope.ir.serialize`."""
+        from graphscope.ir.serialize import export
 
-        text = export(self._graph, format)
+        text = export(self.graph, format)
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
         return text
 
-    def __rich__(self) -> Any:
-        return self.layer_tree()
-
-    # ---- queries
-
-    def tensor(self, name: str | Tensor) -> Tensor:
-        """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""
-        return query.tensor(self._graph, name)
-
-    def op(self, name: str) -> Op:
-        """The op record called `name`."""
-        return query.op(self._graph, name)
-
-    def find(self, pattern: str | None = None, *, op_type: str | None = None, layer: str | None = None) -> Selection:
-        """Tensors whose canonical name matches `re.search(pattern)`; see `graphscope.query.find`."""
-        return query.find(self._graph, pattern, op_type=op_type, layer=layer)
-
-    def ancestors(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor upstream of `of` (a name, Tensor, Selection or Layer), filtered like `find`."""
-        return query.ancestors(self._graph, query.resolve_all(self._graph, of), pattern, op_type=op_type)
-
-    def descendants(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor downstream of `of`, filtered like `find`."""
-        return query.descendants(self._graph, query.resolve_all(self._graph, of), pattern, op_type=op_type)
-
-    def cut_points(self, *, every_tensor: bool = False) -> Selection:
-        """Tensors every path from the inputs passes through: where the model splits into a head
-        and a tail fed by that tensor alone. See `graphscope.query.cut_points`."""
-        return query.cut_points(self._graph, every_tensor=every_tensor)
-
-    def layer(self, key: str | int) -> Layer:
-        """A layer call by name/path (`"backbone/conv1"`, `"shared@2"`) or index in `model.layers`."""
-        return query.layer(self._graph, key)
-
     # ---- execution
 
     def executor(self, fetches: Any, *, feeds: Any = None) -> Executor:
-        """A pruned executor for `fetches` (names, Tensors, a Selection or a Layer).
+        """A pruned executor for `fetches` (tensor, op or layer names, Tensors, a Selection or a
+        Layer).
 
         By default it is fed the model's inputs; `feeds`, when given, is the complete list of
         tensors it is fed (intermediate tensors, and model inputs by name if still needed).
@@ -227,28 +175,14 @@ class Scope(RichDisplay):
         fetch *set* (in any order or spelling) reuses the compiled function. The most recently
         used 64 of each are kept per scope.
         """
-        fetch_pairs = self._pairs(fetches)
-        if feeds is None:
-            tensors = self._graph.graph["tensors"]
-            feed_pairs = [(n, tensors[t]) for n, t in zip(self.inputs, self._graph.graph["inputs"])]
-        else:
-            feed_pairs = self._pairs(feeds)
-        key = (tuple((k, t.name) for k, t in fetch_pairs), tuple((k, t.name) for k, t in feed_pairs))
-        executor = self._executors.get(key)
-        if executor is None:
-            with self._lock:
-                if self._runtime is None:
-                    self._runtime = Runtime(self._traced, self._graph)
-            executor = Executor(self._graph, self._runtime, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None)
-            self._executors.put(key, executor)
-        return executor
+        return self._runtime.executor(fetches, feeds=feeds)
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
         """One-shot `executor(fetches, feeds=feeds)(inputs)`."""
         ex = self.executor(fetches, feeds=feeds)
         return ex(*inputs) if isinstance(inputs, tuple) else ex(inputs)
 
-    # ---- datasets
+    # ---- datasets and checks
 
     def extract(
         self,
@@ -262,7 +196,7 @@ class Scope(RichDisplay):
         """Run `fetches` over a whole dataset and store the values in a zarr store at `out`.
 
         Args:
-            fetches: tensor names, Tensors, a Selection or a Layer.
+            fetches: tensor or layer names, Tensors, a Selection or a Layer.
             data: numpy arrays (a dict or list of them for several inputs), a `tf.data.Dataset`
                 (of batches, or of samples when `batch_size` is given; `(x, y)` elements give x),
                 or an iterable of batches.
@@ -274,73 +208,27 @@ class Scope(RichDisplay):
 
         Returns:
             The store reopened as a `Bundle` (`gs.open(out)`): `bundle[name][i]` is sample i's
-            value. See `graphscope.extract` for the layout.
+            value. See `graphscope.data.store` for the layout.
         """
-        from graphscope import extract
-        from graphscope.bundle import open as open_bundle
-        from graphscope.export import graph_data
+        from graphscope.bundle import Bundle
+        from graphscope.data.job import extract
 
-        tensors = [t for _, t in self._pairs(fetches)]
-        tensors = list({t.name: t for t in tensors}.values())
-        executor = self.executor([t.name for t in tensors])
-        extract.extract(
-            executor,
-            data,
-            out=out,
-            batch_size=batch_size,
-            about=self.describe(tensors),
-            graph=lambda: graph_data(self._graph),
-            quiet=quiet,
-        )
-        return open_bundle(out)
+        extract(self._runtime, fetches, data, out=out, batch_size=batch_size, quiet=quiet)
+        return Bundle(out)
 
-    def describe(self, tensors: list[Tensor]) -> dict[str, Any]:
+    def describe(self, tensors: Any) -> dict[str, Any]:
         """What an extraction store records: the model, its weights fingerprint, the input
         signature, the graphscope version, and each tensor's raw name, layer, op type and dtype."""
-        from graphscope import __version__
-        from graphscope.extract import weights_fingerprint
+        from graphscope.data.job import describe
 
-        variables = self.function.graph.variables
-        tensor_records = self._graph.graph["tensors"]
-        inputs = [tensor_records[n] for n in self._graph.graph["inputs"]]
-        return {
-            "model": self.name,
-            "fingerprint": weights_fingerprint((v.name, v.value()) for v in variables),  # no copy
-            "input_signature": [
-                {"name": name, "dtype": t.dtype, "shape": None if t.shape is None else list(t.shape)}
-                for name, t in zip(self.inputs, inputs)
-            ],
-            "graphscope_version": __version__,
-            "tensors": {
-                t.name: {"raw_name": t.raw_name, "layer": t.layer, "op_type": t.op_type, "dtype": t.dtype}
-                for t in tensors
-            },
-        }
+        return describe(self._runtime, self.model_graph.resolve(tensors))
 
     def validate(self, inputs: Any, *, fetches: Any = None) -> Validation:
         """Replay each fetched op (every op by default) on its own fetched inputs, and compare
-        fetched layer outputs with Keras' own; see `graphscope.validate`."""
-        from graphscope.validate import validate
+        fetched layer outputs with Keras' own; see `graphscope.check.validate`."""
+        from graphscope.check.validate import validate
 
-        return validate(self, inputs, fetches=fetches)
+        return validate(self._runtime, inputs, fetches=fetches)
 
-    def _pairs(self, items: Any) -> list[tuple[str, Tensor]]:
-        """(key as given, Tensor) for each fetch or feed."""
-        if isinstance(items, Layer):
-            items = items.outputs
-        if isinstance(items, (str, Tensor)):
-            items = [items]
-        if not isinstance(items, Iterable):
-            raise ArgumentError(
-                f"expected tensor names, Tensors, a Selection or a Layer, got {type(items).__name__}"
-            )
-        pairs = []
-        for item in items:
-            if isinstance(item, str) and item in self.inputs:
-                t = self._graph.graph["tensors"][self._graph.graph["inputs"][self.inputs.index(item)]]
-            else:
-                t = query.tensor(self._graph, item)
-            pairs.append((item if isinstance(item, str) else t.name, t))
-        if not pairs:
-            raise TensorNotFoundError("nothing to fetch: give at least one tensor name")
-        return pairs
+
+view.register(Scope)(lambda scope: scope.layer_tree())

@@ -17,9 +17,46 @@ settings.register_profile("long", max_examples=250, deadline=None, suppress_heal
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session")
+def functional_scope():
+    """The zoo's functional CNN, traced once for every test that only reads it."""
+    import graphscope as gs
+
+    return gs.trace(models.functional(), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def demo_scope():
+    """The demo (its ROI layer's NMS in a Python loop), traced once."""
+    import graphscope as gs
+    from graphscope import demo
+
+    return gs.trace(demo.proposal_model(), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def map_fn_scope():
+    """The demo with its NMS inside `tf.map_fn`, traced once."""
+    import graphscope as gs
+    from graphscope import demo
+
+    return gs.trace(demo.proposal_model(variant="map_fn"), quiet=True)
+
+
 @pytest.fixture(params=sorted(models.ZOO))
 def zoo_model(request):
     return request.param, models.ZOO[request.param]()
+
+
+def text_at(renderable, width=80):
+    """What a terminal `width` columns wide shows for `renderable`, without colour."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, color_system=None, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
 
 
 def weights_snapshot(model):

@@ -1,11 +1,14 @@
 """The benchmark script's fast smoke run: every figure is produced (no timing is asserted)."""
 
 import json
+import math
 import pathlib
+import re
 import subprocess
 import sys
 
 import networkx as nx
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -32,5 +35,16 @@ def test_benchmark_smoke(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert {f["id"] for f in report["figures"]} == {"1", "2a", "2b", "3", "4a", "4b", "4c", "5a", "5b", "6a", "6b", "7a", "7b"}
-    assert all(f["value"] > 0 for f in report["figures"])
+    for f in report["figures"]:
+        assert math.isfinite(f["value"]) and f["value"] > 0, f
+        assert f["unit"] in {"ratio", "x faster", "x throughput", "s", "ms", "MB"}, f
+        if f["goal"] == "report":
+            assert f["met"] is None, f
+        else:  # the verdict is the goal applied to the value
+            op, bound = f["goal"].split()
+            assert f["met"] == (f["value"] <= float(bound) if op == "<=" else f["value"] >= float(bound)), f
+        times = re.fullmatch(r"(\d+\.\d+) s vs (\d+\.\d+) s", f["note"])
+        if f["unit"] == "ratio" and times:  # "graphscope s vs the baseline s": the ratio is theirs
+            assert f["value"] == pytest.approx(float(times[1]) / float(times[2]), rel=0.02, abs=0.01), f
+        assert re.search(rf"\b{f['id']}\b", run.stdout), f["id"]  # and it is in the printed table
     assert report["machine"]["tensorflow"] and "ratio" in run.stdout

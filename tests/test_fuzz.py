@@ -37,7 +37,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import graphscope as gs
-from graphscope import _tf
+from graphscope.backend import tf_internals as _tf
 
 KINDS = ("conv", "dense", "bn", "act", "add", "concat", "pool", "nested", "shared", "custom")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus", "gelu", "swish", "linear")

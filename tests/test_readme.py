@@ -3,6 +3,7 @@
 import pathlib
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -46,8 +47,13 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     first = _blocks("bash")[0].strip().splitlines()
     assert len(first) == 2
     assert first[0].endswith("graphscope demo") and first[1].endswith("pytest")
+    # .ci/run takes the command from the README itself: run its own extraction and compare
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "README.md" in ci  # .ci/run takes the command from the README itself
+    (extraction,) = [line for line in ci.splitlines() if line.startswith("command=$(")]
+    got = subprocess.run(["bash", "-c", f"set -euo pipefail; {extraction}; printf %s \"$command\""],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert got == first[1]
+    assert 'bash -c "$command"' in ci  # and runs it as written
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras.src.backend.common import global_state  # Keras' own process-wide state, read only
 
 import graphscope as gs
-from graphscope import render
+from graphscope.display import format as render
 
 
 @keras.saving.register_keras_serializable(package="graphscope_side_effects")

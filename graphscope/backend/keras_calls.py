@@ -1,0 +1,152 @@
+"""Recording Keras layer calls while a model is traced.
+
+While tracing, each Keras layer of the model gets a temporary per-instance `call` wrapper that
+records which ops its call created (by op creation id), its inputs and its outputs, and who called
+it. The wrappers are removed when tracing ends, even on error: the model is left exactly as it
+was (no weights, layers or attributes changed). A functional model's calls are then numbered in
+its node order (`Recorder.renumber`), the order the user's code made them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from graphscope.backend import tf_internals as _tf
+
+__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "recording"]
+
+# Tracing mutates per-instance attributes for its duration; two traces of the same model at
+# once would see each other's wrappers.
+TRACE_LOCK = threading.RLock()
+
+
+@dataclasses.dataclass(eq=False)
+class LayerCall:
+    """One call of a Keras layer recorded while tracing."""
+
+    layer: Any
+    parent: LayerCall | None
+    # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
+    # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order
+    number: int
+    graph: tf.Graph
+    first_id: int  # ops of `graph` with first_id < id <= last_id were created by this call
+    last_id: int = -1
+    args: Any = None  # the positional arguments, tf tensors in a nested structure
+    outputs: Any = None
+
+    @property
+    def token(self) -> str:
+        """`name` for a first call, `name@n` for the n-th."""
+        return self.layer.name if self.number == 1 else f"{self.layer.name}@{self.number}"
+
+
+class Recorder:
+    """The layer calls seen while tracing, with their parents, op-id ranges, inputs and outputs."""
+
+    def __init__(self) -> None:
+        self.calls: list[LayerCall] = []
+        self.stack: list[LayerCall] = []
+        self.counts: dict[tuple[int, int], int] = {}
+        self.root: LayerCall | None = None
+
+    def wrap(self, layer: Any, call: Any) -> Any:
+        recorder = self
+
+        def recording_call(*args: Any, **kwargs: Any) -> Any:
+            graph = tf.compat.v1.get_default_graph()
+            parent = recorder.stack[-1] if recorder.stack else None
+            key = (id(parent), id(layer))
+            recorder.counts[key] = recorder.counts.get(key, 0) + 1
+            rec = LayerCall(layer, parent, recorder.counts[key], graph, _tf.last_op_id(graph), args=args)
+            recorder.calls.append(rec)
+            if parent is None and recorder.root is None:
+                recorder.root = rec
+            recorder.stack.append(rec)
+            try:
+                out = call(*args, **kwargs)
+            finally:
+                recorder.stack.pop()
+                rec.last_id = _tf.last_op_id(graph)
+            rec.outputs = out
+            return out
+
+        return recording_call
+
+    def renumber(self) -> None:
+        """Number the calls a functional model makes the way Keras does (its node order), not
+        in the order its graph ran them. Calls that do not match the model's nodes one to one
+        (a model whose `call` is its own code) keep their call order."""
+        by_parent: dict[int, list[LayerCall]] = {}
+        for call in self.calls:
+            by_parent.setdefault(id(call.parent), []).append(call)
+        for calls in by_parent.values():
+            parent = calls[0].parent
+            numbers = _tf.node_numbers(parent.layer) if parent is not None else {}
+            if not numbers:
+                continue
+            by_layer: dict[int, list[LayerCall]] = {}
+            for call in calls:
+                by_layer.setdefault(id(call.layer), []).append(call)
+            for key, same in by_layer.items():
+                order = numbers.get(key)
+                if order is not None and len(order) == len(same) and len(set(order)) == len(order):
+                    for call, number in zip(same, order):
+                        call.number = number
+
+
+_MISSING = object()
+
+
+class recording:
+    """Install per-instance `call` wrappers on every layer reachable from `roots`; remove them on exit."""
+
+    def __init__(self, roots: Sequence[Any]) -> None:
+        self.roots = roots
+        self.saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> Recorder:
+        recorder = Recorder()
+        seen: set[int] = set()
+        todo = list(self.roots)
+        try:
+            while todo:
+                layer = todo.pop()
+                if id(layer) in seen:
+                    continue
+                seen.add(id(layer))
+                original = layer.__dict__.get("call", _MISSING)
+                self.saved.append((layer, original))
+                object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
+                todo.extend(_tf.sublayers(layer))
+        except BaseException:
+            self._restore()
+            raise
+        return recorder
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for layer, original in reversed(self.saved):
+            if original is _MISSING:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", original)
+        self.saved.clear()
+
+
+def keras_attributes(module: Any) -> list[Any]:
+    """The Keras layers a tf.Module holds in its attributes (directly or in lists)."""
+    found = []
+    for value in vars(module).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, keras.Layer):
+                found.append(item)
+    return found

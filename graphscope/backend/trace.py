@@ -1,0 +1,310 @@
+"""model | path | tf.function  ->  a concrete function, plus the Keras call structure behind it
+(recorded by `graphscope.backend.keras_calls` while tracing; the model is left as it was)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from graphscope.backend import tf_internals as _tf
+from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, recording
+from graphscope.errors import InputError, ModelLoadError, UnsupportedModelError
+
+__all__ = ["Traced", "load_model", "trace_function"]
+
+
+@dataclasses.dataclass
+class Traced:
+    """What tracing produced: the function, and what is known about where its ops come from."""
+
+    function: Any  # ConcreteFunction
+    name: str
+    input_names: list[str]
+    model: Any = None  # the Keras root layer, when there is one
+    root_call: LayerCall | None = None
+    calls: list[LayerCall] = dataclasses.field(default_factory=list)
+    training: bool = False
+    source: str = "keras"  # keras | module | function | concrete_function | saved_model
+    # what must stay alive for the function to run: a loaded SavedModel owns its variables
+    owner: Any = dataclasses.field(default=None, repr=False)
+
+
+def trace_function(
+    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True
+) -> Traced:
+    """Trace `model` into a ConcreteFunction and record its Keras call structure.
+
+    Args:
+        model: a Keras 3 model or layer, a `tf.Module` with `__call__`, a `tf.function`, a
+            ConcreteFunction, or a path to a `.keras`/`.h5` file or a SavedModel directory.
+        input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
+            the model knows its inputs.
+        training: trace the training-mode graph (dropout active, batch norm in training mode).
+        safe_mode: load `.keras` files in Keras' safe mode, which refuses to deserialize Python
+            code (lambdas); pass False only for files you trust.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        loaded = load_model(model, safe_mode=safe_mode)
+        if isinstance(loaded, keras.Layer):
+            traced = _trace_keras(loaded, input_signature, training)
+        else:
+            traced = _trace_module(loaded, input_signature, training)
+            traced.source = "saved_model"
+            if traced.name in ("", "_UserObject"):
+                traced.name = Path(model).name
+        traced.owner = loaded
+        return traced
+    if isinstance(model, keras.Layer):
+        return _trace_keras(model, input_signature, training)
+    if isinstance(model, tf.types.experimental.ConcreteFunction):
+        return _from_concrete(model, name=_function_name(model), source="concrete_function")
+    if isinstance(model, tf.types.experimental.PolymorphicFunction):
+        cf = _concrete(model, input_signature, what="this tf.function")
+        return _from_concrete(cf, name=_function_name(model), source="function")
+    if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
+        return _trace_module(model, input_signature, training)
+    raise UnsupportedModelError(
+        f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "
+        "expected a keras.Model (or layer), a tf.Module with __call__, a tf.function, a "
+        "ConcreteFunction, or a path to a .keras/.h5 file or a SavedModel directory"
+    )
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
+    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True` by default) or a SavedModel directory."""
+    p = Path(path)
+    if not p.exists():
+        hint = ""
+        if isinstance(path, str) and not p.suffix and os.sep not in path:
+            hint = (
+                "; to trace a model by name, build it and pass the object, e.g. "
+                f"gs.trace(keras.applications.{path}(weights=None))"
+                if hasattr(keras.applications, path)
+                else "; gs.trace takes a model object or the path of a saved model"
+            )
+        raise ModelLoadError(
+            f"no model at {str(path)!r}: the path does not exist "
+            f"(expected a .keras or .h5 file, or a SavedModel directory){hint}"
+        )
+    if p.is_dir():
+        if not (p / "saved_model.pb").exists() and not (p / "saved_model.pbtxt").exists():
+            raise ModelLoadError(
+                f"{str(path)!r} is a directory but not a SavedModel (no saved_model.pb in it)"
+            )
+        try:
+            return tf.saved_model.load(str(p))
+        except Exception as e:  # noqa: BLE001 - TF raises many unrelated types here
+            raise ModelLoadError(
+                f"could not load the SavedModel at {str(path)!r}: {_first_line(e)} "
+                "(re-export it with model.export(path) or tf.saved_model.save)"
+            ) from None
+    suffix = p.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError(
+            f"do not know how to load {str(path)!r}: expected a .keras or .h5 file, "
+            "or a SavedModel directory"
+        )
+    # Keras draws seeds for the loaded layers' random generators from Python's global `random`;
+    # its state is put back, so loading a file does not change the user's random stream
+    state = random.getstate()
+    try:
+        return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"could not load {str(path)!r}: {_load_failure(e)}") from None
+    finally:
+        random.setstate(state)
+
+
+def _load_failure(e: BaseException) -> str:
+    """Why Keras could not load a file, and what to do: the cause Keras buries in its message."""
+    text = f"{e}\n{e.__context__ or ''}"
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if missing or "Unknown layer" in text:
+        what = f"the custom class {missing.group(1)!r}" if missing else "a custom class"
+        return (
+            f"the file uses {what}, which is not registered: import the module that defines it, "
+            "decorated with @keras.saving.register_keras_serializable(), before tracing"
+        )
+    if "safe_mode" in text:
+        return (
+            "the file holds Python code (a Lambda layer's function), which Keras' safe mode "
+            "refuses to load; if you trust the file, pass safe_mode=False to gs.trace"
+        )
+    return f"{_first_line(e)} (the file is damaged, or not saved by Keras 3; save it again with model.save)"
+
+
+# --------------------------------------------------------------------------- Keras models
+
+
+def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Traced:
+    if not model.built:
+        raise UnsupportedModelError(
+            f"model {model.name!r} is not built, so its inputs are unknown: call it once on "
+            "data, call model.build(input_shape), or pass input_signature="
+            "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
+        )
+    specs, structured = _keras_signature(model, input_signature)
+    fn = tf.function(model.__call__)
+    with TRACE_LOCK, recording([model]) as recorder:
+        if structured is not None:
+            cf = fn.get_concrete_function(structured, training=training)
+        else:
+            cf = fn.get_concrete_function(*specs, training=training)
+    recorder.renumber()
+    names = [s.name for s in specs]
+    return Traced(
+        function=cf,
+        name=model.name,
+        input_names=names,
+        model=model,
+        root_call=recorder.root,
+        calls=recorder.calls,
+        training=training,
+        source="keras",
+    )
+
+
+def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
+    """Flat named specs, and the structure to call the model with (None: call with *specs)."""
+    inputs = None
+    try:
+        inputs = model.input if isinstance(model, keras.Model) else None
+    except (AttributeError, ValueError):
+        inputs = None
+    if input_signature is not None:
+        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model))
+        if inputs is not None:
+            _check_signature(model, specs, tf.nest.flatten(inputs))
+        return specs, None
+    if inputs is not None:
+        structured = tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs
+        )
+        return tf.nest.flatten(structured), structured
+    shapes = _tf.build_shapes(model)
+    if shapes and len(shapes) == 1:
+        (shape,) = shapes.values()
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+            # the batch size of the call that built the model is not a property of the model
+            spec = tf.TensorSpec((None, *shape[1:]), _input_dtype(model), name="input_0")
+            return [spec], None
+    raise UnsupportedModelError(
+        f"cannot tell the inputs of model {model.name!r}: pass input_signature="
+        "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
+    )
+
+
+def _check_signature(model: Any, specs: list[tf.TensorSpec], inputs: list[Any]) -> None:
+    """Refuse an input_signature that a functional model's own inputs contradict."""
+    takes = ", ".join(f"{t.name} {tuple(t.shape)}" for t in inputs)
+    if len(specs) != len(inputs):
+        raise InputError(
+            f"input_signature gives {len(specs)} spec{'s' if len(specs) != 1 else ''} but model "
+            f"{model.name!r} takes {len(inputs)} input{'s' if len(inputs) != 1 else ''}: {takes} "
+            "(or leave input_signature out: the model knows its inputs)"
+        )
+    for k, (spec, t) in enumerate(zip(specs, inputs)):
+        if not spec.shape.is_compatible_with(tf.TensorShape(t.shape)):
+            raise InputError(
+                f"input_signature[{k}] has shape {tuple(spec.shape.as_list()) if spec.shape.rank is not None else None} "
+                f"but input {t.name!r} of model {model.name!r} takes {tuple(t.shape)}"
+            )
+
+
+def _input_dtype(model: Any) -> tf.DType:
+    try:
+        return tf.as_dtype(model.input_dtype)
+    except (AttributeError, TypeError):
+        return tf.float32
+
+
+# --------------------------------------------------------------------------- other callables
+
+
+def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
+    """A tf.Module (or loaded SavedModel): its serving signature, else its `__call__`."""
+    del training  # a module's __call__ takes no training flag we could set
+    signatures = getattr(module, "signatures", None)
+    if input_signature is None and signatures and "serving_default" in signatures:
+        cf = signatures["serving_default"]
+        return _from_concrete(cf, name=_module_name(module), source="module")
+    call = getattr(module, "__call__", None)
+    if call is None or not callable(call):
+        raise UnsupportedModelError(
+            f"{_module_name(module)!r} has no serving signature and no __call__ to trace: save it "
+            "with signatures=... or give it a tf.function __call__"
+        )
+    is_function = isinstance(call, tf.types.experimental.PolymorphicFunction) or hasattr(
+        call, "concrete_functions"
+    )
+    fn = call if is_function else tf.function(call)
+    with TRACE_LOCK, recording(keras_attributes(module)) as recorder:
+        cf = _concrete(fn, input_signature, what=f"the tf.Module {_module_name(module)!r}")
+    recorder.renumber()
+    traced = _from_concrete(cf, name=_module_name(module), source="module")
+    traced.calls = recorder.calls
+    return traced
+
+
+def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
+    if input_signature is not None:
+        specs = _normalize_signature(input_signature, default_dtype=tf.float32)
+        return fn.get_concrete_function(*specs)
+    if getattr(fn, "input_signature", None) is not None:
+        return fn.get_concrete_function()
+    concrete = list(getattr(fn, "concrete_functions", []) or [])
+    if len(concrete) == 1:
+        return concrete[0]
+    raise UnsupportedModelError(
+        f"cannot tell the inputs of {what}: pass input_signature="
+        "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
+    )
+
+
+def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
+    specs = [s for s in tf.nest.flatten(cf.structured_input_signature) if isinstance(s, tf.TensorSpec)]
+    names = [s.name or f"input_{i}" for i, s in enumerate(specs)]
+    return Traced(function=cf, name=name, input_names=names, source=source)
+
+
+def _normalize_signature(signature: Any, *, default_dtype: tf.DType) -> list[tf.TensorSpec]:
+    if isinstance(signature, (tf.TensorSpec, tf.TensorShape)) or (
+        isinstance(signature, tuple) and all(d is None or isinstance(d, int) for d in signature)
+    ):
+        signature = [signature]
+    if not isinstance(signature, (list, tuple)):
+        raise UnsupportedModelError(
+            f"input_signature must be a list of tf.TensorSpec or shapes, got {type(signature).__name__}"
+        )
+    specs = []
+    for i, s in enumerate(signature):
+        if isinstance(s, tf.TensorSpec):
+            specs.append(tf.TensorSpec(s.shape, s.dtype, name=s.name or f"input_{i}"))
+        elif isinstance(s, (tuple, list, tf.TensorShape)):
+            specs.append(tf.TensorSpec(tf.TensorShape(s), default_dtype, name=f"input_{i}"))
+        else:
+            raise UnsupportedModelError(
+                f"input_signature[{i}] is a {type(s).__name__}: expected a tf.TensorSpec or a "
+                "shape tuple such as (None, 224, 224, 3)"
+            )
+    return specs
+
+
+def _function_name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "graph", None), "name", "function")
+
+
+def _module_name(module: Any) -> str:
+    return getattr(module, "name", None) or type(module).__name__
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,240 @@
+"""Where a dataset job's inputs come from: numpy arrays, `tf.data.Dataset`s, iterables of batches,
+and `.npy`/`.npz` files; read ahead on a thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from graphscope.errors import ArgumentError, InputError
+from graphscope.runtime.executor import InputSignature
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Batches", "Prefetch", "read_array"]
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def read_array(path: str, *, mmap: bool = False) -> Any:
+    """An array from a .npy (memory-mapped with `mmap`), or a dict of arrays from an .npz;
+    pickles are refused (files from the command line, and Beam's `ReadNpy`)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise InputError(f"input file {path!r} does not exist; give the path of a .npy or .npz file") from None
+    except OSError as e:
+        raise InputError(f"cannot open input file {path!r}: {e.strerror}; give a readable .npy or .npz file") from None
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
+        raise InputError(
+            f"{path!r} is not a .npy or .npz file (it does not start with NumPy's or a zip's "
+            "signature); save arrays with numpy.save or numpy.savez"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return loaded
+    except ValueError as e:  # object arrays (pickles), or a damaged header
+        raise InputError(
+            f"cannot read {path!r} as a .npy/.npz file without unpickling ({e}); "
+            "save plain numeric arrays with numpy.save or numpy.savez"
+        ) from None
+    except (EOFError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {path!r}: the file is damaged ({e}); save it again with numpy.save") from None
+
+
+class Batches:
+    """The batches of `data` for an executor's inputs (its `signature`): each a list of arrays,
+    one per input."""
+
+    def __init__(self, data: Any, signature: InputSignature, batch_size: int | None) -> None:
+        import tensorflow as tf
+
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ArgumentError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        self.inputs = list(signature.names)
+        self._signature = signature  # dicts: by input name, or any spelling of it
+        self.samples: int | None = None
+        self._arrays: list[np.ndarray] | None = None
+        self._dataset = None
+        self._iterable: Iterable[Any] | None = None
+        self._first: list[np.ndarray] | None = None
+        self._rest: Iterator[Any] = iter(())
+        self.batch_count: int | None = None
+        self.batch_size = batch_size
+        arrays = self._as_arrays(data)
+        if arrays is not None:
+            self._arrays = arrays
+            self.samples = len(arrays[0])
+            self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        elif isinstance(data, tf.data.Dataset):
+            if batch_size is not None:
+                n = int(data.cardinality())
+                self.samples = n if n >= 0 else None
+                data = data.batch(batch_size)
+            n = int(data.cardinality())
+            self.batch_count = n if n >= 0 else None
+            self._dataset = data
+        elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+            if batch_size is not None:
+                raise ArgumentError(
+                    "batch_size applies to arrays and tf.data.Datasets; an iterable's items are "
+                    "its batches: leave batch_size out, or pass the arrays themselves"
+                )
+            self._iterable = data
+        else:
+            raise ArgumentError(
+                f"data must be numpy arrays (a dict or list of them for several inputs), a "
+                f"tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
+            )
+
+    def _as_arrays(self, data: Any) -> list[np.ndarray] | None:
+        """The per-input arrays when `data` is arrays (not batches); None otherwise."""
+        n = len(self.inputs)
+        if isinstance(data, np.ndarray):
+            arrays = [data]
+        elif isinstance(data, Mapping) and all(isinstance(v, np.ndarray) for v in data.values()):
+            arrays = self._signature.bind(data)
+        elif (
+            isinstance(data, (list, tuple))
+            and n > 1
+            and len(data) == n
+            and all(isinstance(v, np.ndarray) for v in data)
+        ):
+            arrays = list(data)
+        else:
+            return None
+        if len(arrays) != n:
+            raise InputError(
+                f"the model takes {n} inputs ({', '.join(self.inputs)}), got {len(arrays)} array(s): "
+                "pass a list of arrays in that order, or a dict by name"
+            )
+        if any(a.ndim == 0 for a in arrays):
+            raise InputError("each input array needs the samples on its first axis; got a scalar")
+        counts = {len(a) for a in arrays}
+        if len(counts) > 1:
+            raise InputError(
+                f"the input arrays hold different numbers of samples ({', '.join(str(len(a)) for a in arrays)}); "
+                "give each input one entry per sample"
+            )
+        if not counts or counts == {0}:
+            raise InputError("the input arrays hold no samples; give at least one")
+        return arrays
+
+    def count(self) -> int | None:
+        """How many batches there are, when known."""
+        if self.samples is not None and self.batch_size:
+            return -(-self.samples // self.batch_size)
+        return self.batch_count
+
+    def iterate(self, skip: int = 0) -> Iterator[list[np.ndarray]]:
+        """The batches after the first `skip`, each a list of arrays (one per input)."""
+        if self._arrays is not None:
+            b = self.batch_size
+            assert b is not None
+            for start in range(skip * b, self.samples or 0, b):
+                yield [a[start : start + b] for a in self._arrays]
+            return
+        if self._dataset is not None:
+            import tensorflow as tf
+
+            dataset = self._dataset.skip(skip).prefetch(tf.data.AUTOTUNE)
+            for element in dataset.as_numpy_iterator():
+                yield self._element(element)
+            return
+        first = self.first()
+        if skip == 0:
+            yield first
+        for k, element in enumerate(self._rest, start=1):
+            if k >= skip:
+                yield self._element(element)
+
+    def first(self) -> list[np.ndarray]:
+        """The first batch. A one-pass iterator (a generator) is read once: `iterate` gives
+        this batch again, then the rest."""
+        if self._iterable is not None:
+            if self._first is None:
+                self._rest = iter(self._iterable)
+                item = next(self._rest, None)
+                if item is None:
+                    raise InputError("data holds no batches; give at least one")
+                self._first = self._element(item)
+            return self._first
+        for batch in self.iterate():
+            return batch
+        raise InputError("data holds no batches; give at least one")
+
+    def _element(self, element: Any) -> list[np.ndarray]:
+        """One batch as a list of arrays; Keras' `(x, y[, sample_weight])` tuples give x."""
+        n = len(self.inputs)
+        if isinstance(element, tuple) and element and isinstance(element[0], (tuple, list, Mapping)):
+            element = element[0]
+        elif isinstance(element, tuple) and n == 1 and len(element) in (2, 3):
+            element = element[0]
+        if isinstance(element, Mapping):
+            arrays = self._signature.bind(element)
+        elif isinstance(element, (list, tuple)):
+            arrays = list(element)
+        else:
+            arrays = [element]
+        arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
+        if len(arrays) != n:
+            raise InputError(
+                f"a batch holds {len(arrays)} array(s), the model takes {n} ({', '.join(self.inputs)}): "
+                "give one array per input, in that order, or a dict by name"
+            )
+        counts = {len(a) if a.ndim else -1 for a in arrays}
+        if len(counts) != 1 or -1 in counts:
+            raise InputError(
+                "each batch needs one array per input with the samples on the first axis, all "
+                f"of the same length; got shapes {', '.join(str(a.shape) for a in arrays)}"
+            )
+        return arrays
+
+
+class Prefetch:
+    """Iterate `source` on a thread, `depth` items ahead."""
+
+    def __init__(self, source: Iterator[Any], depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True, name="graphscope-read")
+        self._thread.start()
+
+    def _fill(self, source: Iterator[Any]) -> None:
+        try:
+            for item in source:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # raised again on the consuming thread
+            self._put(("error", e))
+
+    def _put(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

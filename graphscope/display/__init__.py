@@ -1,0 +1,19 @@
+"""Showing graphscope's objects: rich renderables for terminals, HTML for notebooks, text for logs.
+
+Importing this package registers the views of the records (`graphscope.ir.views`); the package's
+own `__init__` imports it first. Modules: `format` (one spelling of a shape, counts, text and
+HTML export), `tables`, `tree` (layer trees), `picture` (drawings), `progress`.
+"""
+
+from __future__ import annotations
+
+from graphscope.display import format, tables
+from graphscope.ir import views
+from graphscope.ir.records import Layer, Results, Selection
+
+__all__ = ["format", "tables"]
+
+views.install(text=format.to_text, html=format.to_html)
+views.view.register(Selection)(tables.selection_table)
+views.view.register(Layer)(tables.layer_view)
+views.view.register(Results)(tables.results_table)

@@ -1,0 +1,322 @@
+"""Layer trees: a model's layers (and, on demand, their ops) with type, output shape,
+parameters, op counts, and where paths fork, join and can be cut."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from rich import box
+from rich.console import Console, ConsoleOptions
+from rich.table import Table
+from rich.text import Text
+
+from graphscope.display.format import count, shape_text, to_html, to_text
+from graphscope.display.tables import HIDDEN_OPS
+from graphscope.errors import PatternError, suggestion
+from graphscope.ir.graph import ModelGraph
+from graphscope.ir.query import compile_pattern
+from graphscope.ir.records import Layer
+
+__all__ = ["LayerTree", "layer_tree"]
+
+_GROUP_ABOVE = 12  # sibling lists longer than this are grouped by name prefix (conv2_block1_...)
+
+_GROUP_ABOVE = 12  # sibling lists longer than this are grouped by name prefix (conv2_block1_...)
+
+
+@dataclasses.dataclass(eq=False)
+class _Node:
+    label: str
+    kind: str  # "model" | "group" | "layer" | "op" | "body"
+    type: str = ""
+    shape: str = ""
+    params: int | None = None
+    ops: int | None = None
+    marks: str = ""
+    key: str = ""  # what `pattern` is matched against: the layer path or op name
+    children: list[_Node] = dataclasses.field(default_factory=list)
+    open: bool = False
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[_Node, int]]:
+        yield self, depth
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+
+class LayerTree:
+    """A model's layers as a tree: type, output shape, parameters, ops, and where paths fork,
+    join and can be cut. A rich renderable; `str()` gives plain text."""
+
+    def __init__(self, root: _Node, caption: str) -> None:
+        self._root = root
+        self.caption = caption
+
+    @property
+    def rows(self) -> list[tuple[int, str, str, str]]:
+        """(depth, label, type, marks) of every shown row, for programs and tests."""
+        return [(d, n.label, n.type, n.marks) for n, d in _shown(self._root)]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
+        yield self.table(width=options.max_width)
+        yield Text(self.caption, overflow="fold")
+
+    def table(self, *, width: int = 80) -> Table:
+        """The tree as a table (without its caption) for a console `width` columns wide: long
+        names fold under their own guide lines."""
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+        rows = [(node, guide, under, "" if node.params is None else count(node.params),
+                 "" if node.ops is None else str(node.ops)) for node, guide, under in _guided(self._root)]
+        others = [  # widest cell of each other column, as rich will lay them out
+            min(14, max(len("type"), *(len(r[0].type) for r in rows))),
+            min(16, max(len("output"), *(len(line) for r in rows for line in r[0].shape.split(", ")))),
+            max(len("params"), *(len(r[3]) for r in rows)),
+            max(len("ops"), *(len(r[4]) for r in rows)),
+            max(len(r[0].marks) for r in rows),
+        ]
+        room = max(20, width - sum(others) - 3 * len(others) - 2)  # what the other columns leave the names
+        table.add_column("layer", no_wrap=True)
+        table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=14)
+        table.add_column("output", overflow="fold", max_width=16)
+        table.add_column("params", justify="right", no_wrap=True)
+        table.add_column("ops", justify="right", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        for node, guide, under, params, ops in rows:
+            label = node.label + (" ▸" if node.children and not node.open else "")
+            step = max(8, room - len(guide))
+            chunks = [label[k:k + step] for k in range(0, len(label), step)] or [""]
+            text = "\n".join([guide + chunks[0]] + [under + c for c in chunks[1:]])
+            table.add_row(text, node.type, node.shape, params, ops, node.marks)
+        return table
+
+    def __str__(self) -> str:
+        return to_text(self, width=80)
+
+    def __repr__(self) -> str:
+        return f"<LayerTree {self._root.label}: {sum(1 for _ in _shown(self._root))} rows>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": repr(self), "text/html": to_html(self)}
+
+
+def layer_tree(
+    graph: ModelGraph,
+    *,
+    depth: int | None = None,
+    pattern: str | None = None,
+    ops: bool = False,
+    limit: int = 60,
+) -> LayerTree:
+    """The layers of a mirrored graph as a tree.
+
+    Nested models and layers are children of their parent; long runs of sibling layers are
+    grouped by name prefix (`conv2` > `conv2_block1` > `conv2_block1_1_conv`). Marks: `fork`
+    (the output feeds several layers), `join` (inputs from several layers), `cut` (every path
+    from the inputs passes through the output: see `query.cut_points`).
+
+    Args:
+        depth: show this many levels below the model (None: as many as fit in `limit` rows,
+            a whole level at a time, so a model of thousands of ops stays short).
+        pattern: show only layers whose path matches this regex (and, with `ops`, ops whose
+            name does), with everything above them.
+        ops: list each layer's own ops (constants left out); loops, branches and called
+            functions become subtrees (`body of while`, `then of cond`).
+        limit: the row budget when `depth` is None.
+    """
+    G = graph.graph
+    layers: list[Layer] = G.graph["layers"]
+    cuts = set(graph.cut_points().names)
+    nested: dict[str, list[Layer]] = {}  # parent path ('' for the model) -> its layers, in order
+    for lay in layers:
+        nested.setdefault(lay.name.rpartition("/")[0], []).append(lay)
+    root = _Node(G.name, "model", type=G.graph.get("model_type", "model"), key=G.name)
+    root.children = _layer_nodes(graph, nested.get("", []), nested, cuts, ops)
+    root.ops = G.number_of_nodes()
+    root.params = _params_of(root)
+    outs = G.graph["outputs"]
+    root.shape = ", ".join(shape_text(G.graph["tensors"][n].shape) for n in outs[:2]) + (" …" if len(outs) > 2 else "")
+    if pattern is not None:
+        _keep(root, compile_pattern(pattern, "pattern"))
+        if not root.children:
+            what = "layer path or op name" if ops else "layer path"
+            names = [lay.name for lay in layers]
+            raise PatternError(f"pattern {pattern!r} matches no {what} of {G.name!r}.{suggestion(pattern, names)}")
+        for node, _ in root.walk():
+            node.open = True
+    elif depth is not None:
+        for node, d in root.walk():
+            if node.kind in ("model", "group", "layer"):
+                node.open = d < depth
+    else:
+        _open_within(root, limit)
+    n_layers = graph.n_layers
+    parts = [f"{n_layers} layer{'s' if n_layers != 1 else ''}", f"{G.number_of_nodes()} ops", f"{count(root.params or 0)} params"]
+    if any(n.children and not n.open for n, _ in _shown(root)):
+        parts.append("▸ folded: depth= or pattern= opens")
+    caption = " · ".join(parts) + "\ncut: every path from the inputs passes through this output"
+    return LayerTree(root, caption)
+
+
+def _layer_nodes(
+    graph: ModelGraph, siblings: list[Layer], nested: dict[str, list[Layer]], cuts: set[str], ops: bool
+) -> list[_Node]:
+    """Nodes for sibling layer calls (grouped when many), with their nested layers and ops."""
+    producer = {t: lay.name for lay in siblings for t in lay.outputs.names}
+    consumers: dict[str, set[str]] = {lay.name: set() for lay in siblings}
+    producers: dict[str, set[str]] = {}
+    for lay in siblings:
+        producers[lay.name] = {producer[t] for t in lay.inputs.names if t in producer and producer[t] != lay.name}
+        for p in producers[lay.name]:
+            consumers[p].add(lay.name)
+    seen_weights: set[int] = set()
+    nodes = []
+    for lay in siblings:
+        marks = [m for m, on in (
+            ("cut", any(t in cuts for t in lay.outputs.names)),
+            ("fork", len(consumers[lay.name]) > 1),
+            ("join", len(producers[lay.name]) > 1),
+        ) if on]
+        node = _Node(
+            lay.name.rpartition("/")[2],
+            "layer",
+            type=lay.type,
+            shape=", ".join(shape_text(t.shape) for t in lay.outputs),
+            params=_layer_params(lay, seen_weights),
+            ops=len(lay.ops),
+            marks=" ".join(marks),
+            key=lay.name,
+        )
+        inner = nested.get(lay.name, [])
+        node.children = _layer_nodes(graph, inner, nested, cuts, ops)
+        if ops:
+            node.children += _op_nodes(graph, lay, {o.name for x in inner for o in x.ops})
+        nodes.append(node)
+    return _grouped(nodes, 0) if len(nodes) > _GROUP_ABOVE else nodes
+
+
+def _layer_params(lay: Layer, seen: set[int]) -> int | None:
+    """The layer's parameter count, once per Keras layer (a shared layer's later calls: None)."""
+    if lay.keras_layer is None or id(lay.keras_layer) in seen:
+        return None
+    seen.add(id(lay.keras_layer))
+    try:
+        return int(lay.keras_layer.count_params())
+    except ValueError:  # never built
+        return None
+
+
+def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
+    """Consecutive nodes whose names share their first `level + 1` `_`-separated words become
+    one group; groups still longer than `_GROUP_ABOVE` are grouped again one word deeper."""
+    out: list[_Node] = []
+    run: list[_Node] = []
+    key = None
+
+    def flush() -> None:
+        if len(run) > 1 and key is not None:
+            children = _grouped(run, level + 1) if len(run) > _GROUP_ABOVE else list(run)
+            last = run[-1]
+            group = _Node(key, "group", type=f"{len(run)} layers", shape=last.shape, ops=sum(n.ops or 0 for n in run),
+                          marks="cut" if "cut" in last.marks.split() else "", key=key, children=children)
+            group.params = _params_of(group)
+            out.append(group)
+        else:
+            out.extend(run)
+
+    for node in nodes:
+        words = node.label.split("_")
+        k = "_".join(words[: level + 1]) if len(words) > level + 1 else None
+        if k != key or k is None:
+            flush()
+            run, key = [], k
+        run.append(node)
+    flush()
+    return out
+
+
+def _params_of(node: _Node) -> int | None:
+    """Sum of the parameters of a node's layers and groups (each Keras layer counted once)."""
+    values = [c.params for c in node.children if c.kind in ("layer", "group") and c.params is not None]
+    return sum(values) if values else None
+
+
+def _op_nodes(graph: ModelGraph, lay: Layer, nested_ops: set[str]) -> list[_Node]:
+    """The layer's own ops; ops inside a call, loop or branch go under that op (`body of while`)."""
+    hidden = graph.stand_ins  # TF's stand-ins for unused loop values
+    own = [o for o in lay.ops if o.name not in nested_ops and o.type not in HIDDEN_OPS and o.name not in hidden]
+    names = {o.name for o in own}
+    nodes = {}
+    for o in own:
+        t = graph.tensors[o.outputs[0]] if o.outputs else None
+        nodes[o.name] = _Node(_relative(o.name, lay.name), "op", type=o.type,
+                              shape=shape_text(t.shape) if t is not None else "", key=o.name, open=True)
+    roles: dict[str, _Node] = {}
+    top = []
+    for o in own:
+        parent = None
+        for f in reversed(o.function):
+            op_name, _, role = f.partition(":")
+            if op_name in names:
+                label = _relative(o.name, op_name)
+                nodes[o.name].label = _relative(label, role) if role else label
+                if not role:
+                    parent = nodes[op_name]
+                else:
+                    if f not in roles:
+                        roles[f] = _Node(f"{role} of {op_name.rpartition('/')[2]}", "body", key=f, open=True)
+                        nodes[op_name].children.append(roles[f])
+                    parent = roles[f]
+                break
+        (parent.children if parent is not None else top).append(nodes[o.name])
+    for body in roles.values():
+        body.ops = sum(1 for n, _ in body.walk() if n.kind == "op")
+    return top
+
+
+def _relative(name: str, layer: str) -> str:
+    return name[len(layer) + 1:] if name.startswith(layer + "/") else name
+
+
+def _keep(node: _Node, rx: re.Pattern[str]) -> bool:
+    """Prune to nodes matching `rx` and their ancestors; a matching layer keeps its subtree."""
+    if node.kind in ("layer", "op") and rx.search(node.key):
+        return True
+    node.children = [c for c in node.children if _keep(c, rx)]
+    return bool(node.children) or node.kind == "model"
+
+
+def _open_within(root: _Node, limit: int) -> None:
+    """Open the tree a whole level at a time while the rows fit in `limit` (op lists are open)."""
+    root.open = True
+    level, rows = [root], len(root.children)
+    while True:
+        nxt = [c for n in level for c in n.children if c.children and c.kind in ("layer", "group")]
+        if not nxt:
+            return
+        extra = sum(len(c.children) for c in nxt)
+        if rows + extra > limit:
+            return
+        for c in nxt:
+            c.open = True
+        rows += extra
+        level = nxt
+
+
+def _shown(root: _Node, depth: int = 0) -> Iterator[tuple[_Node, int]]:
+    yield root, depth
+    if root.open:
+        for c in root.children:
+            yield from _shown(c, depth + 1)
+
+
+def _guided(root: _Node, prefix: str = "", guide: str = "") -> Iterator[tuple[_Node, str, str]]:
+    """Each shown node with its tree guide (`├─ `...) and the guide of its name's folded lines."""
+    shown = root.open and bool(root.children)
+    yield root, guide, prefix + ("│  " if shown else "   ")
+    if not root.open:
+        return
+    for k, c in enumerate(root.children):
+        last = k == len(root.children) - 1
+        yield from _guided(c, prefix + ("   " if last else "│  "), prefix + ("└─ " if last else "├─ "))

@@ -1,0 +1,407 @@
+"""find / ancestors / descendants / layers / cut points: a mirrored graph in, records out.
+
+Plain functions over any `networkx.DiGraph` shaped like the one `backend.mirror` builds (its
+views and copies too), usable without a `Scope`, the way `networkx.ancestors(G, n)` is. Like
+networkx's functions they never write into the graph they are handed: the lookups they need are
+built for the call, except for the frozen graph of a `ModelGraph`, which built its index once
+(`graphscope.ir.graph`). Results come in the graph's topological order (the order ops were
+mirrored in), so the same query prints the same thing every time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+try:  # the regex parser, to find literals a pattern requires (Python 3.11+ names)
+    from re import _constants as sre_constants, _parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_constants, sre_parse  # type: ignore[no-redef]
+
+from graphscope.errors import (
+    AmbiguousMatchError,
+    ArgumentError,
+    LayerNotFoundError,
+    PatternError,
+    TensorNotFoundError,
+    suggestion,
+)
+from graphscope.ir.names import split_tensor_name
+from graphscope.ir.records import Layer, Op, Selection, Tensor
+
+__all__ = ["Index", "ancestors", "as_layer", "cut_points", "descendants", "find", "layer", "narrow", "op", "resolve",
+           "resolve_pairs", "tensor"]
+
+TensorLike = str | Tensor
+Fetchable = TensorLike | Selection | Layer | Iterable[TensorLike | Layer]
+
+
+def tensor(G: nx.DiGraph, name: str | Tensor) -> Tensor:
+    """The tensor called `name`: a canonical or raw tensor name, or an op name meaning the op's
+    only output.
+
+    Raises:
+        TensorNotFoundError: nothing has that name (the message lists the closest names).
+        AmbiguousMatchError: an op name whose op has several outputs.
+    """
+    if isinstance(name, Tensor):
+        return G.graph["tensors"][name.name]
+    if not isinstance(name, str):
+        raise ArgumentError(f"a tensor is named by a str or a Tensor, not {type(name).__name__} ({name!r})")
+    tensors: dict[str, Tensor] = G.graph["tensors"]
+    if name in tensors:
+        return tensors[name]
+    resolved = G.graph["names"].get(name)
+    if resolved in tensors:
+        return tensors[resolved]
+    if resolved is None and name in G:
+        resolved = name
+    if resolved is not None and resolved in G:
+        outputs = G.nodes[resolved]["op"].outputs
+        if len(outputs) == 1:
+            return tensors[outputs[0]]
+        if not outputs:
+            raise TensorNotFoundError(
+                f"op {resolved!r} has no outputs (it only orders other ops); "
+                "name one of the tensors it depends on instead"
+            )
+        raise AmbiguousMatchError(
+            f"op {resolved!r} has {len(outputs)} outputs; name one: {', '.join(outputs)}"
+        )
+    op_name, _ = split_tensor_name(name)
+    hint = suggestion(name, tensors) or suggestion(op_name, tensors)
+    raise TensorNotFoundError(f"no tensor named {name!r} in graph {G.name!r}.{hint}")
+
+
+def op(G: nx.DiGraph, name: str) -> Op:
+    """The op record called `name` (canonical or raw op name, or the name of one of its tensors)."""
+    if name in G:
+        return G.nodes[name]["op"]
+    return G.nodes[tensor(G, name).op]["op"]
+
+
+def resolve_pairs(G: nx.DiGraph, of: Any) -> list[tuple[str, Tensor]]:
+    """`(key, Tensor)` for everything `of` names, in order: the one resolver behind every method
+    that takes "a tensor or a layer".
+
+    `of` is a name, a Tensor, a Layer (its outputs), a Selection or an iterable of them. A name
+    is tried as a tensor or op name (canonical or raw), then as a model input's name
+    (`input_image`), then as a layer's name or path (`ROI`, `shared@2`: its outputs). The key is
+    the name as given for a name that names one tensor, else the tensor's canonical name.
+
+    Raises:
+        TensorNotFoundError: a name that names nothing (with the closest tensor and layer names).
+        ArgumentError: something that is not a name, Tensor, Layer or Selection.
+    """
+    if isinstance(of, (str, Tensor, Layer)):
+        of = [of]
+    elif not isinstance(of, Iterable):
+        raise ArgumentError(
+            f"expected tensor or layer names, Tensors, a Selection or a Layer, got {type(of).__name__} ({of!r})"
+        )
+    pairs: list[tuple[str, Tensor]] = []
+    for item in of:
+        lay = as_layer(G, item)
+        if lay is not None:
+            pairs.extend((t.name, G.graph["tensors"][t.name]) for t in lay.outputs)
+        elif isinstance(item, str) and not _names_a_tensor(G, item):
+            pairs.extend(_by_other_name(G, item))
+        else:
+            t = tensor(G, item)
+            pairs.append((item if isinstance(item, str) else t.name, t))
+    return pairs
+
+
+def resolve(G: nx.DiGraph, of: Any) -> list[Tensor]:
+    """The Tensors `of` names (see `resolve_pairs`), in order."""
+    return [t for _, t in resolve_pairs(G, of)]
+
+
+def as_layer(G: nx.DiGraph, item: Any) -> Layer | None:
+    """The Layer `item` stands for: a Layer, or the name of a layer call that names no tensor,
+    op or input (`"ROI"`; `"conv1/Relu"` is the op); else None."""
+    if isinstance(item, Layer):
+        return item
+    if not isinstance(item, str) or _names_a_tensor(G, item) or item in G.graph.get("input_names", ()):
+        return None
+    return next((lay for lay in G.graph["layers"] if lay.name == item), None)
+
+
+def _names_a_tensor(G: nx.DiGraph, name: str) -> bool:
+    return name in G.graph["tensors"] or name in G.graph["names"] or name in G
+
+
+def _by_other_name(G: nx.DiGraph, name: str) -> list[tuple[str, Tensor]]:
+    """A model input's name; else the error, offering layer names too."""
+    tensors_: dict[str, Tensor] = G.graph["tensors"]
+    input_names = G.graph.get("input_names", [])
+    if name in input_names:
+        return [(name, tensors_[G.graph["inputs"][input_names.index(name)]])]
+    op_name, _ = split_tensor_name(name)
+    candidates = [*tensors_, *(lay.name for lay in G.graph["layers"])]
+    hint = suggestion(name, candidates) or suggestion(op_name, candidates)
+    raise TensorNotFoundError(f"no tensor named {name!r} in graph {G.name!r} (nor an input or layer).{hint}")
+
+
+def find(
+    G: nx.DiGraph,
+    pattern: str | None = None,
+    *,
+    op_type: str | None = None,
+    layer: str | None = None,
+) -> Selection:
+    """Tensors whose canonical name matches `re.search(pattern)`.
+
+    Args:
+        pattern: a regular expression searched in canonical tensor names (None: every tensor).
+        op_type: keep only tensors of ops whose type fully matches this regex (`Conv2D|MatMul`).
+        layer: keep only tensors created inside this layer (or a layer nested in it).
+    """
+    index = _index(G)
+    if pattern is None:
+        items = list(index.tensors)
+    else:
+        tensors_ = G.graph["tensors"]
+        items = [tensors_[n] for n in index.search(compile_pattern(pattern, "pattern"))]
+    return narrow(items, None, op_type=op_type, layer=layer)
+
+
+def ancestors(
+    G: nx.DiGraph,
+    of: Fetchable,
+    pattern: str | None = None,
+    *,
+    op_type: str | None = None,
+) -> Selection:
+    """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
+    depth and into nested functions, filtered like `find`."""
+    seeds = resolve(G, of)
+    index = _index(G)
+    ops: set[str] = set()
+    for t in seeds:
+        ops |= index.ancestors(t.op)
+    found = _tensors_in_order(G, ops, index)
+    if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
+        own = {t.name for t in seeds}
+        found = [t for t in found if t.name not in own]
+    return narrow(found, pattern, op_type=op_type, layer=None)
+
+
+def descendants(
+    G: nx.DiGraph,
+    of: Fetchable,
+    pattern: str | None = None,
+    *,
+    op_type: str | None = None,
+) -> Selection:
+    """Every tensor downstream of `of`: produced by ops that consume it, directly or not."""
+    ops: set[str] = set()
+    for t in resolve(G, of):
+        for consumer, edge in G.succ[t.op].items():
+            if t.index in edge["outputs"] and consumer not in ops:
+                ops.add(consumer)
+                ops |= nx.descendants(G, consumer)
+    return narrow(_tensors_in_order(G, ops, _index(G)), pattern, op_type=op_type, layer=None)
+
+
+def layer(G: nx.DiGraph, key: str | int) -> Layer:
+    """A layer call by name or path (`"backbone/conv1"`, `"shared_dense@2"`) or by its index in
+    the traced model's `.layers`."""
+    layers: list[Layer] = G.graph["layers"]
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise ArgumentError(f"a layer is named by its name/path (str) or index (int), not {type(key).__name__} ({key!r})")
+    if isinstance(key, int):
+        top = {lay.index: lay for lay in reversed(layers) if lay.index is not None and "/" not in lay.name}
+        n = 1 + max(top, default=-1)
+        k = key + n if key < 0 else key
+        if k in top:
+            return top[k]
+        raise LayerNotFoundError(f"no layer at index {key}: the model has {n} layers (0..{n - 1})")
+    for lay in layers:
+        if lay.name == key:
+            return lay
+    names = [lay.name for lay in layers]
+    raise LayerNotFoundError(f"no layer named {key!r} in {G.name!r}.{suggestion(key, names)}")
+
+
+def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
+    """Tensors through which every path from the inputs to the outputs passes.
+
+    Each one splits the model in two: a head from the inputs to it, and a tail fed by it alone
+    (`executor(outputs, feeds=[cut])`). Inside a fork (ResNet's shortcut next to its main path)
+    there are none: the first cut point after `conv2_block1_0_conv` is the join's output. Paths
+    through constants and variables do not count; tensors inside loops and branches are never
+    cut points (they hold one value per iteration).
+
+    Args:
+        every_tensor: list every such tensor (a chain of ops inside a layer has one per op);
+            by default, only the model's inputs and the outputs of its top-level layers (of a
+            model without layers, such as a `tf.function`: every tensor).
+
+    Returns:
+        The cut points in topological order, a single input included. With several inputs,
+        the first is where their paths have all met (the tail is still fed by it alone).
+    """
+    index = _index(G)
+    tensors_ = G.graph["tensors"]
+    sources = [tensors_[n].op for n in G.graph["inputs"]]
+    used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
+    for n in G.graph["outputs"]:
+        used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+    if not sources or not used:
+        return Selection()
+    upstream = set(used).union(*(index.ancestors(op) for op in used))
+    source, sink = object(), object()  # never clash with an op name
+    H = nx.DiGraph()
+    H.add_edges_from((source, op) for op in sources if op in upstream)
+    H.add_edges_from((op, sink) for op in used)
+    stack, seen = [op for op in sources if op in upstream], set()
+    while stack:  # only ops that depend on an input and feed an output
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        for succ, edge in G.succ[op].items():
+            if succ in upstream:
+                H.add_edge(op, succ)
+                used.setdefault(op, set()).update(edge["outputs"])
+                stack.append(succ)
+    idom = nx.immediate_dominators(H, source)
+    chain, node = [], idom[sink]
+    while node is not source:
+        chain.append(node)
+        node = idom[node]
+    wanted = None
+    top = [n for lay in G.graph["layers"] if "/" not in lay.name for n in lay.outputs.names]
+    if top and not every_tensor:
+        wanted = set(G.graph["inputs"]) | set(top)
+    found = []
+    for op in chain:
+        if len(used[op]) != 1:  # several outputs of one op carry the paths: no single tensor
+            continue
+        t = tensors_[G.nodes[op]["op"].outputs[next(iter(used[op]))]]
+        if t.context is None and (wanted is None or t.name in wanted):
+            found.append(t)
+    found.sort(key=lambda t: index.position[t.op])
+    return Selection(found)
+
+
+class Index:
+    """A graph's lookups: ops and tensors in topological order, adjacency tuples, and every
+    tensor name in one string for fast literal scans. Built per query for a graph handed in;
+    once for a `ModelGraph`'s frozen graph (`own`)."""
+
+    def __init__(self, G: nx.DiGraph) -> None:
+        self.size = G.number_of_nodes()
+        self.ops = list(G)  # insertion order is topological
+        self.position = {name: k for k, name in enumerate(self.ops)}
+        self.pred = {name: tuple(G.pred[name]) for name in self.ops}
+        tensors_ = G.graph["tensors"]
+        self.tensors = [tensors_[t] for name in self.ops for t in G.nodes[name]["op"].outputs]
+        self.tensor_ops = [t.op for t in self.tensors]
+        self.names = [t.name for t in self.tensors]
+        self.blob = "\n".join(self.names)
+        self.starts = list(itertools.accumulate((len(n) + 1 for n in self.names[:-1]), initial=0))
+
+    def ancestors(self, op: str) -> set[str]:
+        """Every op upstream of `op` (the graph is acyclic: no cycle handling needed)."""
+        pred, seen, stack = self.pred, set(), [op]
+        while stack:
+            for p in pred[stack.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def search(self, rx: re.Pattern[str]) -> list[str]:
+        """Names where `rx.search` matches, in order. A literal every match must contain
+        narrows the candidates with `str.find` over all names at once; the regex decides."""
+        literal = _required_literal(rx.pattern) if not rx.flags & re.IGNORECASE else ""
+        if len(literal) < 3:
+            return list(filter(rx.search, self.names))
+        lines, i = [], self.blob.find(literal)
+        while i != -1:
+            line = bisect.bisect_right(self.starts, i) - 1
+            lines.append(line)
+            i = self.blob.find(literal, self.starts[line + 1] if line + 1 < len(self.starts) else len(self.blob))
+        return [self.names[k] for k in lines if rx.search(self.names[k])]
+
+
+def _required_literal(pattern: str) -> str:
+    """The longest run of characters that every match of `pattern` contains ('' if unsure)."""
+    try:
+        tokens = list(sre_parse.parse(pattern))
+    except Exception:  # noqa: BLE001 - any doubt means no shortcut
+        return ""
+    best, run = "", []
+    for op, arg in tokens:
+        if op is sre_constants.LITERAL:
+            run.append(chr(arg))
+            continue
+        best = max(best, "".join(run), key=len)
+        run = []
+    return max(best, "".join(run), key=len)
+
+
+# the indexes of graphs a ModelGraph froze itself (never views, which can change with their base)
+_OWNED: weakref.WeakKeyDictionary[nx.DiGraph, Index] = weakref.WeakKeyDictionary()
+
+
+def own(G: nx.DiGraph) -> Index:
+    """Build `G`'s index once and keep it for every later query of `G`. Only for a graph that
+    nothing can change any more: `ModelGraph` freezes the graph it built, then owns it."""
+    if not nx.is_frozen(G) or hasattr(G, "_graph"):  # views keep their base graph in `_graph`
+        raise ValueError("only a frozen graph that is not a view of another can keep its index")
+    index = _OWNED.get(G)
+    if index is None:
+        index = _OWNED[G] = Index(G)
+    return index
+
+
+def _index(G: nx.DiGraph) -> Index:
+    index = _OWNED.get(G)
+    return index if index is not None else Index(G)
+
+
+def _tensors_in_order(G: nx.DiGraph, ops: set[str], index: Index) -> list[Tensor]:
+    """The outputs of `ops`, in topological order."""
+    if len(ops) * 8 > index.size:  # a large share of the graph: one pass in order
+        return [t for t, op in zip(index.tensors, index.tensor_ops) if op in ops]
+    nodes = G.nodes
+    return [t for name in sorted(ops, key=index.position.__getitem__) for t in nodes[name]["tensors"]]
+
+
+def compile_pattern(pattern: str, what: str) -> re.Pattern[str]:
+    """`re.compile(pattern)`, or a `PatternError` naming `what` the pattern was for."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise PatternError(f"{what} {pattern!r} is not a valid regular expression: {e}") from None
+
+
+def narrow(
+    items: Iterable[Tensor],
+    pattern: str | None = None,
+    *,
+    op_type: str | None = None,
+    layer: str | None = None,
+) -> Selection:
+    """Keep the tensors matching every filter given, the way `find` filters: `pattern`
+    searched in the name, `op_type` fully matching the op type, created inside `layer`."""
+    items = list(items)
+    if pattern is not None:
+        rx = compile_pattern(pattern, "pattern")
+        items = [t for t in items if rx.search(t.name)]
+    if op_type is not None:
+        rt = compile_pattern(op_type, "op_type")
+        items = [t for t in items if rt.fullmatch(t.op_type)]
+    if layer is not None:
+        prefix = layer + "/"
+        items = [t for t in items if t.layer is not None and (t.layer == layer or t.layer.startswith(prefix))]
+    return Selection(items)

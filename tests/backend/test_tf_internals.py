@@ -1,0 +1,289 @@
+"""Guards for every internal TensorFlow/Keras API and naming convention in graphscope/backend/tf_internals.py.
+
+When one of these fails after a TensorFlow or Keras upgrade, the behaviour graphscope relies on
+changed: fix `tf_internals.py` (and only it) before anything else.
+"""
+
+import gc
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from graphscope.backend import tf_internals as _tf
+
+
+def test_versions_are_keras_3():
+    assert int(keras.__version__.split(".")[0]) == 3
+    assert tuple(int(p) for p in tf.__version__.split(".")[:2]) >= (2, 16)
+
+
+def test_op_ids_grow_with_graph_version():
+    g = tf.Graph()
+    with g.as_default():
+        a = tf.constant(1.0)
+        assert _tf.op_id(a.op) == _tf.last_op_id(g)
+        b = a + 1.0  # two ops: a Const and an AddV2
+        assert _tf.op_id(b.op) == _tf.last_op_id(g) == _tf.op_id(a.op) + 2
+    assert [_tf.op_id(op) for op in g.get_operations()] == sorted(_tf.op_id(op) for op in g.get_operations())
+
+
+def _helper_function():
+    v = tf.Variable([1.0, 2.0])
+
+    @tf.function
+    def inner(x):
+        return tf.nn.softplus(x) * v
+
+    @tf.function
+    def outer(x):
+        return inner(x) + 1.0
+
+    return v, outer.get_concrete_function(tf.TensorSpec((None, 2), tf.float32))
+
+
+def test_function_graph_finds_called_bodies():
+    _, cf = _helper_function()
+    (call,) = [op for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
+    body = _tf.function_graph(cf.graph, call.get_attr("f").name)
+    assert any(op.type == "Softplus" for op in body.get_operations())
+    assert len(body.inputs) == len(call.inputs)  # arguments then captures, by position
+    assert len(body.outputs) == len(call.outputs)
+
+
+def test_while_and_cond_bodies_are_found_too():
+    @tf.function
+    def f(x):
+        y = tf.while_loop(lambda i, a: i < 3, lambda i, a: (i + 1, a * 2.0), (0, x))[1]
+        return tf.cond(tf.reduce_sum(y) > 0, lambda: y + 1.0, lambda: y - 1.0)
+
+    cf = f.get_concrete_function(tf.TensorSpec((2,), tf.float32))
+    ops = {op.type: op for op in cf.graph.get_operations()}
+    loop = ops.get("While") or ops["StatelessWhile"]
+    branch = ops.get("If") or ops["StatelessIf"]
+    assert len(_tf.function_graph(cf.graph, loop.get_attr("body").name).inputs) == len(loop.inputs)
+    assert len(_tf.function_graph(cf.graph, branch.get_attr("then_branch").name).inputs) == len(branch.inputs) - 1
+
+
+def test_inline_calls_names_inner_ops_under_the_call():
+    _, cf = _helper_function()
+    graph_def = _tf.inline_calls(cf)
+    names = {n.name: n.op for n in graph_def.node}
+    assert not any(op.endswith("PartitionedCall") for op in names.values())
+    (call,) = [op for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
+    assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
+
+
+def test_flat_function_calls_without_keeping_the_traced_graph():
+    v = tf.Variable(2.0)
+    cf = tf.compat.v1.wrap_function(lambda x: [x * v, x + 1], [tf.TensorSpec([], tf.float32)])
+    graph = weakref.ref(cf.graph)
+    flat = _tf.FlatFunction(cf)
+    del cf
+    gc.collect()
+    assert graph() is None, "the FuncGraph outlived its ConcreteFunction"
+    assert [t.numpy() for t in flat(tf.constant(3.0))] == [6.0, 4.0]
+    assert {n.op for n in flat.definition.node_def} >= {"Mul", "AddV2"}
+    v.assign(5.0)  # the captured variable is the live one
+    assert flat(tf.constant(1.0))[0].numpy() == 5.0
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _tf.FlatFunction(
+            tf.compat.v1.wrap_function(lambda x: [tf.debugging.check_numerics(tf.math.log(x), "log")], [tf.TensorSpec([], tf.float32)])
+        )(tf.constant(-1.0))
+
+
+def test_bind_capture_feeds_an_imported_placeholder_from_a_live_variable():
+    v = tf.Variable([1.0, 2.0])
+    traced = tf.function(lambda x: x * v).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    ((handle, internal),) = traced.graph.captures
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=["mul:0", internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return [out]
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [3.0, 6.0])
+    v.assign([0.0, 1.0])
+    np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [0.0, 3.0])
+
+
+def test_build_shapes_of_a_subclassed_model():
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    m = M()
+    assert _tf.build_shapes(m) is None or not m.built
+    m(np.zeros((1, 3), np.float32))
+    shapes = _tf.build_shapes(m)
+    assert list(shapes.values()) == [(1, 3)]
+
+
+def test_sublayers_and_input_layers():
+    a = keras.Input((2,), name="a")
+    b = keras.Input((3,), name="b")
+    out = keras.layers.Concatenate()([a, b])
+    model = keras.Model([a, b], out)
+    assert [lay.name for lay in _tf.input_layers(model)] == ["a", "b"]
+
+    class Holder(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = keras.layers.Dense(1, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    assert [lay.name for lay in _tf.sublayers(Holder())] == ["inner"]
+
+
+def test_node_numbers_follow_keras_execution_order():
+    """A functional model runs its nodes by depth, deepest first, each depth's list in order; a
+    shared layer's calls then run in another order than its `_inbound_nodes` (the code's)."""
+    x_in = keras.Input((2,), name="x")
+    conv0, conv1 = keras.layers.Dense(2, name="conv0"), keras.layers.Dense(2, name="conv1")
+    b, c = conv1(x_in), conv1(conv0(x_in))
+    model = keras.Model(x_in, [b, c])
+    ran = []
+    original = conv1.call
+    conv1.call = lambda x: ran.append(x) or original(x)  # which input each call gets, as it runs
+    try:
+        model(np.ones((1, 2), np.float32))
+    finally:
+        del conv1.call
+    assert [r.shape for r in ran] == [(1, 2), (1, 2)] and not np.array_equal(ran[0], np.ones((1, 2)))
+    assert _tf.node_numbers(model) == {id(conv0): [1], id(conv1): [2, 1]}  # conv1(a) ran first
+    assert b is conv1._inbound_nodes[0].outputs[0] and conv1.output is b
+    seq = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    assert _tf.node_numbers(seq) == {id(seq.layers[0]): [1]}  # through its functional model
+    assert _tf.node_numbers(keras.layers.Dense(2)) == {}
+
+
+def test_keras_layer_call_is_looked_up_on_the_instance():
+    """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
+    layer = keras.layers.Dense(2)
+    seen = []
+    original = layer.call
+
+    def spy(*args, **kwargs):
+        seen.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    object.__setattr__(layer, "call", spy)
+    try:
+        layer(np.zeros((4, 3), np.float32))
+    finally:
+        object.__delattr__(layer, "call")
+    assert seen == [(4, 3)]
+    assert "call" not in layer.__dict__
+
+
+# ---- what the loop/branch rewrite (graphscope/rewrite.py) relies on
+
+
+def _control_flow_function():
+    v = tf.Variable([1.0, -1.0])
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        return tf.nn.relu(x) * 3.0
+
+    @tf.function
+    def helper(x):  # a call inside a loop body: inlined into the body by Grappler
+        return tf.tanh(x) * v
+
+    @tf.function
+    def f(x):
+        y = tf.map_fn(helper, x)
+        y = tf.switch_case(tf.cast(tf.reduce_sum(y) > 0, tf.int32), [lambda: y + 1.0, lambda: y * 2.0])
+        return compiled(y)
+
+    return f.get_concrete_function(tf.TensorSpec((None, 2), tf.float32))
+
+
+def test_inline_calls_keeps_loops_branches_cases_and_xla_calls_functional():
+    cf = _control_flow_function()
+    graph_def = _tf.inline_calls(cf)
+    ops = {n.op for n in graph_def.node}
+    assert ops & {"While", "StatelessWhile"} and ops & {"Case", "StatelessCase"}
+    assert not ops & {"Switch", "_SwitchN", "Merge", "Enter"}  # nothing lowered to v1 control flow
+    (xla,) = [n for n in graph_def.node if n.op.endswith("PartitionedCall")]
+    assert xla.attr["_XlaMustCompile"].b  # an XLA call is left in place: graphscope rewrites it
+    # TensorFlow's own list is restored after the call
+    from tensorflow.python.framework import convert_to_constants
+
+    assert "Case" not in convert_to_constants._CONTROL_FLOW_OPS
+
+
+def _inlined_loop_body():
+    """The traced function, its inlined GraphDef's library, its loop node and the loop's body."""
+    cf = _control_flow_function()
+    graph_def = _tf.inline_calls(cf)
+    library = {f.signature.name: f for f in graph_def.library.function}
+    (loop,) = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
+    return cf, library, loop, library[loop.attr["body"].func.name]
+
+
+def test_calls_inside_loop_bodies_are_inlined_with_the_same_naming():
+    cf, _, loop, body = _inlined_loop_body()
+    assert not [n for n in body.node_def if n.op.endswith("PartitionedCall")]
+    graph = _tf.function_graph(cf.graph, loop.attr["body"].func.name)
+    (call,) = [op for op in graph.get_operations() if op.type.endswith("PartitionedCall")]
+    names = {n.name for n in body.node_def}
+    assert any(n.startswith(call.name + "/") for n in names)  # `<call>/<op>`, as at the top level
+    # the body's FunctionDef keeps the FuncGraph's op names, and its arguments are in the
+    # FuncGraph's input order
+    kept = [op.name for op in graph.get_operations() if op.type not in ("Placeholder",) and not op.type.endswith("PartitionedCall")]
+    assert set(kept) - names <= {op.name for op in graph.get_operations() if op.type == "NoOp"}
+    assert len(body.signature.input_arg) == len(graph.inputs)
+
+
+def test_output_ref_names_outputs_the_function_def_way():
+    _, library, _, body = _inlined_loop_body()
+    by_name = {n.name: n for n in body.node_def}
+    checked = 0
+    for node in body.node_def:  # every `node:out_arg:k` reference the body itself makes
+        for ref in node.input:
+            if ref.startswith("^") or ref.count(":") != 2:
+                continue
+            producer = by_name[ref.split(":")[0]]
+            assert ref in {_tf.output_ref(producer, j, library) for j in range(_outputs(producer, library))}
+            checked += 1
+    assert checked > 5
+
+
+def _outputs(node, library):
+    count = 0
+    while True:
+        try:
+            _tf.output_ref(node, count, library)
+        except LookupError:
+            return count
+        count += 1
+
+
+def test_tensor_lists_and_optionals_carry_values_as_the_rewrite_uses_them():
+    empty = tf.raw_ops.EmptyTensorList(element_shape=-1, max_num_elements=-1, element_dtype=tf.float32)
+    lst = tf.raw_ops.TensorListPushBack(input_handle=empty, tensor=tf.ones((2,)))
+    lst = tf.raw_ops.TensorListPushBack(input_handle=lst, tensor=tf.zeros((3,)))
+    assert int(tf.raw_ops.TensorListLength(input_handle=lst)) == 2
+    item = tf.raw_ops.TensorListGetItem(input_handle=lst, index=1, element_shape=-1, element_dtype=tf.float32)
+    assert item.shape == (3,)
+    try:  # differing shapes cannot be stacked: graphscope then returns a list
+        tf.raw_ops.TensorListStack(input_handle=lst, element_shape=-1, element_dtype=tf.float32)
+        raise AssertionError("TensorListStack stacked differing shapes")
+    except tf.errors.InvalidArgumentError:
+        pass
+    some = tf.raw_ops.OptionalFromValue(components=[tf.ones((2,))])
+    assert bool(tf.raw_ops.OptionalHasValue(optional=some))
+    assert not bool(tf.raw_ops.OptionalHasValue(optional=tf.raw_ops.OptionalNone()))

@@ -1,0 +1,81 @@
+"""validate: ops replayed on their own fetched inputs, layer outputs against Keras."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from rich.console import Console
+
+import graphscope as gs
+from graphscope import demo
+from graphscope.check import validate
+from tests import models
+
+
+@pytest.mark.parametrize("variant", ["loop", "map_fn"])
+def test_the_demo_agrees_with_itself_and_keras(variant):
+    scope = gs.trace(demo.proposal_model(variant=variant), quiet=True)
+    report = scope.validate(demo.synthetic_images())
+    assert report.ok and report.mismatches == []
+    assert report.checked > 60 and report.layers == 9
+    assert report.skipped["input_image"] == "a model input or captured variable"
+    if variant == "map_fn":  # ops inside the map_fn body cannot be fed per iteration
+        assert report.skipped[
+            "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3"
+        ].startswith("inside a loop")
+    console = Console(width=100, color_system=None, record=True)
+    console.print(report)
+    text = console.export_text()
+    assert "checked" in text and "mismatches  0" in text and "all agree" in text
+
+
+def test_only_the_fetched_ops():
+    scope = gs.trace(models.residual(), quiet=True)
+    x = models.sample_inputs(scope.model, batch=2)[0]
+    names = [t.name for t in scope.find("Relu")][:3]
+    report = scope.validate(x, fetches=names)
+    assert report.checked == 3 and report.ok and report.skipped == {}
+
+
+class Noisy(keras.layers.Layer):
+    """Adds fresh random noise each call (a stateful random op)."""
+
+    def call(self, x):
+        return x + tf.random.uniform(tf.shape(x), name="noise")
+
+
+def test_a_random_op_is_skipped_and_would_disagree(monkeypatch):
+    x_in = keras.Input((4,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, name="d")(Noisy(name="noisy")(x_in)))
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 4), "float32")
+    report = scope.validate(x)
+    noise = next(t for t in scope.find(op_type="RandomUniform"))
+    assert report.ok and report.skipped[noise.op].startswith("random")
+    # replayed anyway, the random op draws other numbers: the report says so
+    monkeypatch.setattr(validate, "_RANDOM", validate.re.compile("(?!)"))
+    report = scope.validate(x)
+    assert not report.ok
+    replayed = [m for m in report.mismatches if m.kind == "replay"]
+    assert [m.name for m in replayed] == [noise.name] and "max |difference|" in replayed[0].detail
+    # and the layer outputs downstream of it no longer match Keras' own run
+    assert {m.name for m in report.mismatches if m.kind == "keras"} == {"noisy/add:0", "d/BiasAdd:0"}
+
+
+def test_a_training_graph_differs_from_keras_inference():
+    """Traced in training mode, dropout is active: the layer output differs from Keras' own
+    (inference) and the report names it."""
+    x_in = keras.Input((64,), name="x")
+    out = keras.layers.Dropout(0.5, name="drop", seed=1)(keras.layers.Dense(64, name="d")(x_in))
+    scope = gs.trace(keras.Model(x_in, out), training=True, quiet=True)
+    report = scope.validate(np.ones((4, 64), "float32"))
+    assert [(m.name, m.kind) for m in report.mismatches] == [(scope.layer("drop").output.name, "keras")]
+    assert "mismatch" in repr(report)
+
+
+def test_subclassed_models_replay_without_keras():
+    scope = gs.trace(models.subclassed(), quiet=True)
+    report = scope.validate(models.sample_inputs(scope.model, batch=2)[0])
+    assert report.ok and report.checked > 0 and report.layers == 0

@@ -1,0 +1,299 @@
+"""query: find / ancestors / descendants / lookups, as plain functions and through Scope."""
+
+import keras
+import networkx as nx
+import numpy as np
+import pytest
+
+import graphscope as gs
+from graphscope import demo
+from graphscope.ir import query
+from tests import models
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return gs.trace(models.deep_chain(40))
+
+
+def test_find_pattern_op_type_and_layer(functional_scope):
+    scope = functional_scope
+    assert scope.find(r"dense/BiasAdd:0").names == ["dense/BiasAdd:0"]
+    assert "dense/BiasAdd/ReadVariableOp:0" in scope.find(r"dense/BiasAdd").names  # re.search
+    assert scope.find(op_type="BiasAdd").names == ["conv/BiasAdd:0", "dense/BiasAdd:0", "probs/BiasAdd:0"]
+    assert scope.find(op_type="Bias") == gs.Selection()  # op_type must match fully
+    assert all(t.layer == "bn" for t in scope.find(layer="bn"))
+    assert query.find(scope.graph, "Softmax").names == scope.find("Softmax").names
+
+
+def test_results_are_deterministic_and_topological(chain):
+    again = gs.trace(models.deep_chain(40))
+    assert chain.find("MatMul").names == again.find("MatMul").names
+    names = chain.find(op_type="MatMul").names
+    assert names == [f"d{i}/MatMul:0" for i in range(40)]
+
+
+def test_ancestors_have_no_depth_limit(chain):
+    last = chain.layer("d39").output
+    up = chain.ancestors(last, op_type="MatMul")
+    assert len(up) == 40 and up[0].name == "d0/MatMul:0"
+    assert last.name not in chain.ancestors(last).names
+    assert chain.ancestors(last, r"^d0/").names[0].startswith("d0/")
+
+
+def test_descendants_follow_only_the_named_output(chain):
+    down = chain.descendants("d37/Tanh:0", op_type="Tanh")
+    assert down.names == ["d38/Tanh:0", "d39/Tanh:0"]
+    assert chain.descendants(chain.outputs, op_type="Tanh") == gs.Selection()
+
+
+def test_ancestor_walk_reaches_into_custom_layer_loops(map_fn_scope):
+    scope = map_fn_scope
+    nms = scope.ancestors(scope.layer("ROI").output, op_type=r"NonMaxSuppressionV\d")
+    assert nms.names == ["ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"]
+    assert scope.descendants("rpn_class/Softmax:0", op_type=r"NonMaxSuppressionV\d") == nms
+
+
+def test_lookup_by_canonical_raw_and_op_name(functional_scope):
+    scope = functional_scope
+    t = scope.tensor("dense/BiasAdd:0")
+    assert scope.tensor("dense/BiasAdd") is t
+    assert scope.tensor(t.raw_name) is t
+    assert scope.tensor(t.raw_name.rpartition(":")[0]) is t
+    assert t.raw_name.startswith("functional_cnn")
+    assert repr(t) == "<Tensor dense/BiasAdd:0 BiasAdd float32[?,6] layer=dense>"
+
+
+def test_unknown_name_suggests_the_closest(functional_scope):
+    scope = functional_scope
+    with pytest.raises(gs.TensorNotFoundError, match=r"Did you mean 'dense/BiasAdd:0'") as e:
+        scope.tensor("dense/BiasAd:0")
+    assert isinstance(e.value, KeyError)
+    assert "\\n" not in str(e.value) and not str(e.value).startswith('"')
+
+
+def test_op_with_several_outputs_is_ambiguous():
+    import keras
+    import tensorflow as tf
+
+    class Halves(keras.layers.Layer):
+        def call(self, x):
+            a, b = tf.split(x, 2, axis=-1)
+            return a * b
+
+        def compute_output_shape(self, s):
+            return (s[0], s[1] // 2)
+
+    x_in = keras.Input((4,))
+    scope = gs.trace(keras.Model(x_in, Halves(name="halves")(x_in)))
+    with pytest.raises(gs.AmbiguousMatchError, match=r"2 outputs.*halves/split:0, halves/split:1"):
+        scope.tensor("halves/split")
+    assert scope.tensor("halves/split:1").index == 1
+
+
+def test_invalid_regex(functional_scope):
+    scope = functional_scope
+    with pytest.raises(gs.PatternError, match=r"not a valid regular expression"):
+        scope.find("dense/(")
+    with pytest.raises(gs.PatternError, match="op_type"):
+        scope.find(op_type="[")
+
+
+def test_layers_by_name_index_and_path():
+    model = models.functional()
+    scope = gs.trace(model)
+    for i, lay in enumerate(model.layers):
+        assert scope.layer(i).name == lay.name
+    assert scope.layer(-1).name == "probs"
+    with pytest.raises(gs.LayerNotFoundError, match=r"0\.\.7"):
+        scope.layer(8)
+    with pytest.raises(gs.LayerNotFoundError, match="Did you mean 'dense'"):
+        scope.layer("dens")
+    assert repr(scope) == "<Scope functional_cnn: 52 ops, 8 layers>"
+    assert repr(scope.layer("dense")).startswith("<Layer dense Dense:")
+
+
+def test_multi_output_layer_output_is_ambiguous():
+    scope = gs.trace(models.with_tf_function())
+    assert scope.layer("soft").output.op_type == "AddV2"
+    scope2 = gs.trace(models.multi_input())
+    assert len(scope2.outputs) == 2
+
+
+TRICKY = [r"BiasAdd", r"^d1", r"d1\d/", r"(?i)matmul", r"Mat|Tanh", r"d3.*Tanh:0$", r"d[12]0/MatMul",
+          r"\w+/MatMul:0", r"d1?0/", r"x{0}MatMul", r"(?:d1)?5/Tanh", r"Tanh:0\Z", r"\Ad2", r"a\nb"]
+
+
+@pytest.mark.parametrize("pattern", TRICKY)
+def test_find_matches_plain_re_search(chain, pattern):
+    import re
+
+    want = [t.name for t in query.find(chain.graph) if re.search(pattern, t.name)]
+    assert chain.find(pattern).names == want
+
+
+def test_find_literal_shortcut_property(chain):
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(["d", "1", "2", "/", "Mat", "Mul", "Tanh", ":0", r"\d", ".", "*", "?", "^", "$",
+                              "|", "(", ")", "[12]", "+", r"\w", "x{0}", "(?:d)", "a"])
+    names = [t.name for t in query.find(chain.graph)]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(pieces, min_size=1, max_size=8).map("".join))
+    def check(pattern):
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            return
+        assert chain.find(pattern).names == [n for n in names if rx.search(n)]
+
+    check()
+
+
+# --------------------------------------------------------------------------- cut points
+
+
+def test_cut_points_skip_forks_and_split_the_model():
+    model = models.residual()
+    scope = gs.trace(model)
+    cuts = scope.cut_points()
+    assert cuts.names == [
+        "image:0", "stem_conv/BiasAdd:0", "block1_add/Add:0", "block1_out/Relu:0",
+        "block2_add/Add:0", "block2_out/Relu:0", "pool/Mean:0", "logits/BiasAdd:0",
+    ]
+    assert cuts == gs.cut_points(scope.graph)
+    x = models.sample_inputs(model)[0]
+    full = model(x).numpy()
+    for cut in cuts[1:]:  # head from the input, tail fed by the cut alone: together, the model
+        head = scope.run(cut, x)[cut.name]
+        layer = model.get_layer(cut.layer)
+        np.testing.assert_allclose(head, keras.Model(model.input, layer.output)(x), rtol=1e-5, atol=1e-5)
+        tail = scope.executor(scope.outputs, feeds=[cut])
+        np.testing.assert_allclose(tail(head)[scope.outputs[0].name], full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tensor_inside_a_fork_is_no_cut_point():
+    scope = gs.trace(models.residual())
+    inside = scope.layer("block1_1_conv").output
+    assert inside not in scope.cut_points(every_tensor=True)
+    with pytest.raises(gs.DisconnectedError, match="image"):  # the shortcut still needs the input
+        scope.executor(scope.outputs, feeds=[inside])
+
+
+def test_every_tensor_cut_points_include_chains_inside_layers(functional_scope):
+    scope = functional_scope
+    every = scope.cut_points(every_tensor=True)
+    assert set(scope.cut_points()) < set(every)
+    assert {"conv/convolution:0", "conv/BiasAdd:0", "dense/MatMul:0"} <= set(every.names)
+    assert not any(t.op_type in ("Const", "ReadVariableOp") for t in every)
+
+
+def test_cut_points_of_several_outputs_stop_before_they_part(demo_scope):
+    model = models.multi_input()
+    scope = gs.trace(model)
+    assert scope.cut_points().names == ["add/Add:0"]  # where both inputs have met, before the outputs part
+    x = models.sample_inputs(model)
+    tail = scope.executor(scope.outputs, feeds=["add/Add:0"])
+    np.testing.assert_allclose(tail(scope.run("add/Add:0", tuple(x))["add/Add:0"])[scope.outputs[1].name],
+                               model(x)[1], rtol=1e-5)
+    assert demo_scope.cut_points().names == ["input_image:0", "conv1/Relu:0", "conv2/Relu:0", "rpn_conv_shared/Relu:0"]
+
+
+@pytest.mark.slow
+def test_first_15_layers_of_resnet50():
+    """The seed: "the first 15 layers" of ResNet50 end inside conv2_block1's fork; the cut points
+    on either side are pool1_pool's output and the block's output."""
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    scope = gs.trace(model)
+    fifteenth = scope.layer(15)
+    assert fifteenth.name == "conv2_block1_0_bn"
+    cuts = scope.cut_points()
+    positions = {lay.name: k for k, lay in enumerate(model.layers)}
+    by_layer = {t.layer: t for t in cuts if t.layer}
+    before = max((n for n in by_layer if positions[n] <= 15), key=positions.__getitem__)
+    after = min((n for n in by_layer if positions[n] > 15), key=positions.__getitem__)
+    assert (before, after) == ("pool1_pool", "conv2_block1_add")
+    assert "conv2_block1_0_conv" not in by_layer and "conv2_block1_1_conv" not in by_layer
+    assert len([t for t in cuts if (t.layer or "").endswith("_out")]) == 16  # one per residual block
+    images = np.random.default_rng(2).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    head = scope.run(by_layer[after], images)[by_layer[after].name]
+    tail = scope.executor(scope.outputs, feeds=[by_layer[after]])(head)
+    np.testing.assert_allclose(next(iter(tail.values())), model(images), rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- issue 16's bugs
+
+
+def test_queries_never_keep_state_in_a_graph_they_are_handed(demo_scope):
+    """Removing every edge into the last op of a copy: the answers are the copy's, not the
+    original's (the index once lived in G.graph and outlived the change)."""
+    G = demo_scope.graph
+    last = demo_scope.outputs[-1]
+    assert len(gs.ancestors(G, last)) > 100
+    H = G.copy()
+    H.remove_edges_from(list(H.in_edges(last.op)))
+    assert nx.ancestors(H, last.op) == set()
+    assert gs.ancestors(H, last) == gs.Selection()
+    assert "_index" not in H.graph and "_index" not in G.graph
+    assert len(gs.ancestors(G, last)) > 100  # the original is untouched, its answers too
+
+
+def test_queries_on_a_view_answer_for_the_view(demo_scope):
+    G = demo_scope.graph
+    last = demo_scope.outputs[-1]
+    view = nx.restricted_view(G, [], list(G.in_edges(last.op)))  # shares G.graph with G
+    assert view.graph is G.graph
+    assert gs.ancestors(view, last) == gs.Selection()
+    assert gs.find(view, "rpn_class").names == gs.find(G, "rpn_class").names
+    smaller = nx.restricted_view(G, [demo_scope.tensor("rpn_class/Softmax:0").op], [])
+    assert "rpn_class/Softmax:0" not in gs.find(smaller, "rpn_class").names
+
+
+def test_a_scopes_graph_is_frozen_and_keeps_its_index(demo_scope):
+    G = demo_scope.graph
+    with pytest.raises(nx.NetworkXError, match="Frozen"):
+        G.remove_edge(*next(iter(G.edges)))
+    assert query._index(G) is query._index(G)  # built once, for the ModelGraph that froze it
+    assert query._index(G.copy()) is not query._index(G.copy())  # any other graph: per query
+    with pytest.raises(ValueError, match="frozen"):
+        query.own(G.copy())
+
+
+def test_every_facade_names_things_the_same_way(map_fn_scope, tmp_path):
+    """A layer name, a tensor name, a Tensor and a Layer mean the same to Scope, Bundle and the
+    CLI (Scope once refused layer names that a Bundle and the CLI took)."""
+    scope = map_fn_scope
+    roi = scope.layer("ROI")
+    want = scope.ancestors(roi.output)
+    assert scope.ancestors("ROI") == scope.ancestors(roi) == want
+    assert scope.descendants("rpn_class") == scope.descendants(scope.layer("rpn_class"))
+    x = demo.synthetic_images()
+    bundle = scope.extract([roi.output], x, out=tmp_path / "run.zarr", quiet=True)
+    assert bundle.ancestors("ROI").names == want.names
+    assert bundle.ancestors(roi.output.name).names == want.names
+    assert list(scope.executor("ROI")(x)) == roi.outputs.names  # layers run by name too
+    with pytest.raises(gs.TensorNotFoundError, match="nor an input or layer.*Did you mean 'ROI'"):
+        scope.ancestors("ROJ")
+
+
+def test_one_count_of_layers(functional_scope):
+    """repr and the layer tree count the same layers: a shared layer once (model.layers)."""
+    shared = gs.trace(models.shared())
+    assert repr(shared) == f"<Scope siam: {shared.graph.number_of_nodes()} ops, 5 layers>"
+    assert len(shared.model.layers) == 5
+    assert str(shared.layer_tree()).splitlines()[-2].startswith("5 layers · ")
+    assert repr(functional_scope).endswith(f"{len(functional_scope.model.layers)} layers>")
+
+
+def test_cut_points_are_computed_once_per_graph(demo_scope, monkeypatch):
+    first = demo_scope.cut_points()
+    calls = []
+    monkeypatch.setattr(query, "cut_points", lambda *a, **k: calls.append(a) or gs.Selection())
+    assert demo_scope.cut_points() is first
+    str(demo_scope)  # the layer tree shows the cut marks
+    demo_scope.layer_tree(depth=1)
+    assert calls == []
