@@ -32,11 +32,11 @@ class ModelGraph:
     (`model_graph.graph.copy()`) and use the functions of `graphscope.ir.query` on the copy.
     """
 
-    __slots__ = ("_cuts", "_index", "graph")
+    __slots__ = ("_cuts", "graph")
 
     def __init__(self, G: nx.DiGraph) -> None:
         self.graph: nx.DiGraph = nx.freeze(G)
-        self._index = query.own(self.graph)
+        query.own(self.graph)  # its index is built by the first query, then kept
         self._cuts: Selection | None = None
 
     # ---- what it is

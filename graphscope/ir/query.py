@@ -349,24 +349,26 @@ def _required_literal(pattern: str) -> str:
     return max(best, "".join(run), key=len)
 
 
-# the indexes of graphs a ModelGraph froze itself (never views, which can change with their base)
-_OWNED: weakref.WeakKeyDictionary[nx.DiGraph, Index] = weakref.WeakKeyDictionary()
+# graphs a ModelGraph froze itself (never views, which change with their base), and their
+# indexes once a query has built them
+_OWNED: weakref.WeakKeyDictionary[nx.DiGraph, Index | None] = weakref.WeakKeyDictionary()
 
 
-def own(G: nx.DiGraph) -> Index:
-    """Build `G`'s index once and keep it for every later query of `G`. Only for a graph that
-    nothing can change any more: `ModelGraph` freezes the graph it built, then owns it."""
+def own(G: nx.DiGraph) -> None:
+    """Keep `G`'s index, built by its first query, for every later query of `G`. Only for a
+    graph that nothing can change any more: `ModelGraph` freezes the graph it built, then owns it."""
     if not nx.is_frozen(G) or hasattr(G, "_graph"):  # views keep their base graph in `_graph`
         raise ValueError("only a frozen graph that is not a view of another can keep its index")
-    index = _OWNED.get(G)
-    if index is None:
-        index = _OWNED[G] = Index(G)
-    return index
+    _OWNED.setdefault(G, None)
 
 
 def _index(G: nx.DiGraph) -> Index:
-    index = _OWNED.get(G)
-    return index if index is not None else Index(G)
+    if G not in _OWNED:
+        return Index(G)  # a graph handed in: built for this query
+    index = _OWNED[G]
+    if index is None:  # two threads may both build it; either result is the same
+        index = _OWNED[G] = Index(G)
+    return index
 
 
 def _tensors_in_order(G: nx.DiGraph, ops: set[str], index: Index) -> list[Tensor]:
