@@ -8,6 +8,7 @@ model is traced; every layer call's output is fetched by one executor and compar
 `keras.Model(model.input, that output)` (one multi-output Keras model of them all), and every
 numeric op output of the mirrored graph is fetched by a second executor. The same comparison is
 then made on the training-mode graph (batch norm on batch statistics), and no weight may move.
+The same models are also built with Keras 2 (tf_keras) and checked against tf_keras itself.
 
 A second strategy, `shared_specs`, draws mostly dense layers and shared calls on vectors of
 one width, so that shared layers are called from several depths: a functional model runs its
@@ -16,7 +17,8 @@ nodes by depth, and a shared layer's calls then run in another order than the co
 pinned as an `@example`.
 
 Profiles (tests/conftest.py): `ci` (the default) replays fixed, derandomized examples;
-`HYPOTHESIS_PROFILE=long` draws new models (250 of each strategy) and prints the tally:
+`HYPOTHESIS_PROFILE=long` draws new models (250 of each strategy, 125 tf_keras ones) and
+prints the tally:
 
     HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz.py -s
 """
@@ -44,22 +46,30 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus", "gelu", "swish", "linear")
 TALLY: collections.Counter = collections.Counter()
 
 
-class Helpful(keras.layers.Layer):
-    """A custom layer whose call goes through a tf.function helper (a nested function call)."""
+def _helpful(K: Any) -> type:
+    """A custom layer of Keras `K` whose call goes through a tf.function helper (a nested call)."""
+    if K not in _HELPFUL:
 
-    def __init__(self, power: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.power = power
+        class Helpful(K.layers.Layer):
+            def __init__(self, power: int = 1, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.power = power
 
-    def build(self, shape: Any) -> None:
-        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+            def build(self, shape: Any) -> None:
+                self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
 
-    @tf.function
-    def _helper(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.math.tanh(x) ** self.power * self.scale
+            @tf.function
+            def _helper(self, x: tf.Tensor) -> tf.Tensor:
+                return tf.math.tanh(x) ** self.power * self.scale
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self._helper(x) + tf.reduce_mean(x, axis=-1, keepdims=True)
+            def call(self, x: tf.Tensor) -> tf.Tensor:
+                return self._helper(x) + tf.reduce_mean(x, axis=-1, keepdims=True)
+
+        _HELPFUL[K] = Helpful
+    return _HELPFUL[K]
+
+
+_HELPFUL: dict[Any, type] = {}
 
 
 @st.composite
@@ -98,19 +108,20 @@ def shared_specs(draw: Any) -> dict:
 
 @dataclasses.dataclass
 class Built:
-    model: keras.Model
+    model: Any  # a Keras 3 or tf_keras functional model
     calls: list[tuple[str, Any]]  # (graphscope layer name of the call, its Keras output tensor)
     x: np.ndarray
 
 
-def build(spec: dict) -> Built:
-    """A functional model from any spec; outputs are all tensors nothing else consumes."""
-    x_in = keras.Input(spec["shape"], name="x")
+def build(spec: dict, K: Any = keras) -> Built:
+    """A functional model of Keras `K` (Keras 3, or tf_keras) from any spec; outputs are all
+    tensors nothing else consumes."""
+    x_in = K.Input(spec["shape"], name="x")
     tensors, calls, consumed = [x_in], [], set()
-    layers_by_input: dict[tuple, list[keras.layers.Layer]] = collections.defaultdict(list)
+    layers_by_input: dict[tuple, list[K.layers.Layer]] = collections.defaultdict(list)
     counts: collections.Counter = collections.Counter()
 
-    def call(layer: keras.layers.Layer, *args: Any) -> Any:
+    def call(layer: K.layers.Layer, *args: Any) -> Any:
         out = layer(*args) if len(args) == 1 else layer(list(args))
         counts[layer.name] += 1
         calls.append((layer.name if counts[layer.name] == 1 else f"{layer.name}@{counts[layer.name]}", out))
@@ -121,45 +132,45 @@ def build(spec: dict) -> Built:
         name = f"{kind}{k}"
         rank = len(a.shape)
         if kind == "conv" and rank == 4:
-            layer = keras.layers.Conv2D(size, 3 if size % 2 else 1, padding="same", name=name,
+            layer = K.layers.Conv2D(size, 3 if size % 2 else 1, padding="same", name=name,
                                         activation=ACTIVATIONS[size % len(ACTIVATIONS)])
         elif kind in ("conv", "dense"):
-            layer = keras.layers.Dense(size + 1, activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)], name=name)
+            layer = K.layers.Dense(size + 1, activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)], name=name)
         elif kind == "bn":
-            layer = keras.layers.BatchNormalization(name=name)
+            layer = K.layers.BatchNormalization(name=name)
         elif kind == "pool" and rank == 4:
-            layer = [keras.layers.GlobalAveragePooling2D, keras.layers.Flatten,
-                     lambda name: keras.layers.MaxPooling2D(2, padding="same", name=name),
-                     keras.layers.GlobalMaxPooling2D][size - 1](name=name)
+            layer = [K.layers.GlobalAveragePooling2D, K.layers.Flatten,
+                     lambda name: K.layers.MaxPooling2D(2, padding="same", name=name),
+                     K.layers.GlobalMaxPooling2D][size - 1](name=name)
         elif kind == "add" and a.shape == b.shape and i != j:
-            layer = keras.layers.Add(name=name)
+            layer = K.layers.Add(name=name)
         elif kind == "concat" and i != j and rank == len(b.shape) and a.shape[1:-1] == b.shape[1:-1]:
-            layer = keras.layers.Concatenate(name=name)
+            layer = K.layers.Concatenate(name=name)
         elif kind == "nested":
-            inner_in = keras.Input(a.shape[1:], name=f"{name}_in")
-            h = keras.layers.Dense(size + 1, activation="relu", name=f"{name}_dense")(inner_in)
-            h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
-            layer = keras.Model(inner_in, keras.layers.Activation("tanh", name=f"{name}_act")(h), name=name)
+            inner_in = K.Input(a.shape[1:], name=f"{name}_in")
+            h = K.layers.Dense(size + 1, activation="relu", name=f"{name}_dense")(inner_in)
+            h = K.layers.BatchNormalization(name=f"{name}_bn")(h)
+            layer = K.Model(inner_in, K.layers.Activation("tanh", name=f"{name}_act")(h), name=name)
         elif kind == "shared" and layers_by_input[tuple(a.shape)]:
             layer = layers_by_input[tuple(a.shape)][size % len(layers_by_input[tuple(a.shape)])]
         elif kind == "custom":
-            layer = Helpful(power=size % 3 + 1, name=name)
+            layer = _helpful(K)(power=size % 3 + 1, name=name)
         else:  # a step that does not fit its input
-            layer = keras.layers.Activation(ACTIVATIONS[size % len(ACTIVATIONS)], name=name)
-        two = isinstance(layer, (keras.layers.Add, keras.layers.Concatenate))
+            layer = K.layers.Activation(ACTIVATIONS[size % len(ACTIVATIONS)], name=name)
+        two = isinstance(layer, (K.layers.Add, K.layers.Concatenate))
         out = call(layer, a, b) if two else call(layer, a)
         consumed |= {i, j} if two else {i}
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) and tuple(out.shape) != ():
+        if isinstance(layer, (K.layers.Dense, K.layers.Conv2D)) and tuple(out.shape) != ():
             layers_by_input[tuple(a.shape)].append(layer)  # can be called again on the same shape
         tensors.append(out)
     sinks = [t for n, t in enumerate(tensors) if n not in consumed and n > 0] or [tensors[-1]]
-    model = keras.Model(x_in, sinks, name="fuzzed")
+    model = K.Model(x_in, sinks, name="fuzzed")
     rng = np.random.default_rng(spec["seed"])
     for w in model.weights:  # weights away from their initial values (batch-norm stats too)
         values = rng.normal(0.0, 0.5, w.shape)
-        if "variance" in w.path:
+        if "variance" in getattr(w, "path", w.name):  # Keras 3 | tf_keras
             values = rng.uniform(0.5, 1.5, w.shape)
-        w.assign(values.astype(w.dtype))
+        w.assign(values.astype(tf.as_dtype(w.dtype).as_numpy_dtype))
     x = rng.normal(0.0, 1.0, (3, *spec["shape"])).astype(np.float32)
     return Built(model, calls, x)
 
@@ -172,7 +183,8 @@ def _compare(built: Built, *, training: bool) -> None:
     got = scope.run(names, built.x)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, built.model.weights)), "a weight moved"
     # (Keras' own training-mode call updates batch-norm statistics: it comes last)
-    want = keras.Model(built.model.input, [t for _, t in built.calls])(built.x, training=training)
+    functional = _tf.functional_model(built.model, built.model.input, [t for _, t in built.calls])
+    want = functional(built.x, training=training)
     want = [want] if not isinstance(want, (list, tuple)) else want
     mismatched = []
     for (token, _), t, w in zip(built.calls, names, want):
@@ -184,14 +196,14 @@ def _compare(built: Built, *, training: bool) -> None:
     assert not mismatched, f"graphscope and Keras differ in {mode} mode at {mismatched}"
 
 
-def check(spec: dict) -> None:
-    built = build(spec)
+def check(spec: dict, K: Any = keras) -> None:
+    built = build(spec, K)
     _compare(built, training=False)
     TALLY["models"] += 1
     if any(order != sorted(order) for order in _tf.node_numbers(built.model).values()):
         TALLY["models whose shared calls ran out of node order"] += 1
     scope = gs.trace(built.model, quiet=True)
-    fetchable = [t for t in scope.find() if t.dtype not in ("resource", "variant")]
+    fetchable = [t for t in scope.find() if not t.is_handle]
     values = scope.run(fetchable, built.x)
     assert set(values) == {t.name for t in fetchable}
     for t in fetchable:
@@ -218,6 +230,15 @@ def test_random_models_agree_with_keras(spec):
 @settings(max_examples=max(120, settings().max_examples))
 def test_random_shared_layer_models_agree_with_keras(spec):
     check(spec)
+
+
+@given(specs())
+@example(_SHARED_OUT_OF_ORDER)
+@settings(max_examples=max(30, settings().max_examples // 2))
+def test_random_tf_keras_models_agree_with_tf_keras(spec):
+    tf_keras = pytest.importorskip("tf_keras")
+    check(spec, tf_keras)
+    TALLY["tf_keras models"] += 1
 
 
 def test_the_pinned_example_runs_calls_out_of_node_order():

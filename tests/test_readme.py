@@ -38,8 +38,14 @@ def test_readme_repr_comments_are_true():
     import graphscope as gs
 
     model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(64, 64, 3))
-    (claimed,) = re.findall(r"# (<Scope vgg19: .*>)", README)
-    assert repr(gs.trace(model)) == claimed
+    claims = dict((kind, scope) for scope, kind in re.findall(r"# (<Scope vgg19: [^>]*>)( \(tf_keras\))?", README))
+    assert repr(gs.trace(model)) == claims[""]
+    tf_keras = pytest.importorskip("tf_keras")
+    vgg2 = tf_keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    keras2 = gs.trace(vgg2)
+    assert repr(keras2) == claims[" (tf_keras)"]
+    (tensor,) = re.findall(r"keras2\.layer\(\"block4_conv3\"\)\.output\s+# (<Tensor [^>]*>)", README)
+    assert repr(keras2.layer("block4_conv3").output) == tensor
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():

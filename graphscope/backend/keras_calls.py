@@ -14,7 +14,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
@@ -147,6 +146,6 @@ def keras_attributes(module: Any) -> list[Any]:
     found = []
     for value in vars(module).values():
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, keras.Layer):
+            if _tf.is_keras_layer(item):
                 found.append(item)
     return found

@@ -182,6 +182,7 @@ class _Mirror:
             layers=self._layers(inputs, outputs),
             model_type=type(self.traced.model).__name__ if self.traced.model is not None else "function",
             input_names=list(self.traced.input_names),
+            output_keys=self.traced.output_keys,
             stand_ins=frozenset(n for n in self.G if _tf.is_stand_in(n)),
         )
         return Mirrored(ModelGraph(self.G), self.sites)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
 from typing import Any
 
@@ -29,7 +30,11 @@ __all__ = [
     "failure_reason",
     "function_graph",
     "inline_calls",
+    "is_input_layer",
+    "is_keras_layer",
+    "is_keras_model",
     "is_stand_in",
+    "functional_model",
     "keras_scope",
     "last_op_id",
     "node_numbers",
@@ -181,8 +186,56 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:
-    """The input shapes a built Keras 3 layer recorded when it was built, by argument name."""
-    return getattr(model, "_build_shapes_dict", None)
+    """The input shapes a built Keras layer recorded when it was built, by argument name: Keras
+    3 keeps them in `_build_shapes_dict`, tf_keras one shape in `_build_input_shape`."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if shapes is not None:
+        return shapes
+    shape = getattr(model, "_build_input_shape", None)
+    if shape is None:
+        return None
+    shape = tf.TensorShape(shape)
+    return {"inputs": tuple(shape.as_list())} if shape.rank is not None else None
+
+
+# ---- which Keras: Keras 3, or Keras 2 as tf_keras (imported only by a program that uses it)
+
+
+def _keras_modules() -> list[Any]:
+    import keras
+
+    modules = [keras]
+    tf_keras = sys.modules.get("tf_keras")  # a tf_keras model exists only once tf_keras is imported
+    if tf_keras is not None:
+        modules.append(tf_keras)
+    return modules
+
+
+def _keras_of(obj: Any) -> Any:
+    """The Keras (`keras` or `tf_keras`) whose layer `obj` is, or None."""
+    return next((k for k in _keras_modules() if isinstance(obj, k.layers.Layer)), None)
+
+
+def is_keras_layer(obj: Any) -> bool:
+    """A Keras layer or model: Keras 3's, or Keras 2's (tf_keras)."""
+    return _keras_of(obj) is not None
+
+
+def is_keras_model(obj: Any) -> bool:
+    """A Keras model (Keras 3's or tf_keras')."""
+    k = _keras_of(obj)
+    return k is not None and isinstance(obj, k.Model)
+
+
+def is_input_layer(obj: Any) -> bool:
+    """A Keras `InputLayer` (Keras 3's or tf_keras')."""
+    k = _keras_of(obj)
+    return k is not None and isinstance(obj, k.layers.InputLayer)
+
+
+def functional_model(like: Any, inputs: Any, outputs: Any) -> Any:
+    """A functional model of the same Keras as the model `like`, from `inputs` to `outputs`."""
+    return _keras_of(like).Model(inputs, outputs)
 
 
 def sublayers(layer: Any) -> list[Any]:
@@ -220,10 +273,13 @@ def node_numbers(container: Any) -> dict[int, list[int]]:
 
 
 def node_outputs(container: Any, layer: Any) -> list[Any]:
-    """The symbolic outputs of each call of `layer` in the functional model `container`, in
-    node order: call k's (`layer@k`) at k - 1. Empty for anything that is not a functional model."""
+    """The symbolic outputs (a flat list) of each call of `layer` in the functional model
+    `container`, in node order: call k's (`layer@k`) at k - 1. Empty for anything that is not a
+    functional model."""
     in_model = {id(node) for node in _executed_nodes(container)}
-    return [node.outputs for node in layer._inbound_nodes if id(node) in in_model]  # pylint: disable=protected-access
+    nodes = [node for node in layer._inbound_nodes if id(node) in in_model]  # pylint: disable=protected-access
+    # Keras 3 gives a node's outputs as a list; tf_keras a single output as the tensor itself
+    return [list(n.outputs) if isinstance(n.outputs, (list, tuple)) else [n.outputs] for n in nodes]
 
 
 def _executed_nodes(container: Any) -> list[Any]:

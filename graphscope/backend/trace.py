@@ -17,7 +17,7 @@ from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, recording
 from graphscope.errors import InputError, ModelLoadError, UnsupportedModelError
 
-__all__ = ["Traced", "load_model", "trace_function"]
+__all__ = ["Traced", "load_model", "output_keys", "trace_function"]
 
 
 @dataclasses.dataclass
@@ -34,6 +34,41 @@ class Traced:
     source: str = "keras"  # keras | module | function | concrete_function | saved_model
     # what must stay alive for the function to run: a loaded SavedModel owns its variables
     owner: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def output_keys(self) -> list[str]:
+        """The key or path of each flat output in the structure the function returns: a dict's
+        keys (`detection_boxes`), a list's positions (`0`), paths into nested ones
+        (`features/p3`); `""` for a single tensor. In the order of the function's outputs."""
+        return output_keys(self.function.structured_outputs, len(self.function.outputs))
+
+
+def output_keys(structure: Any, count: int) -> list[str]:
+    """The path of each leaf of `structure`, in `tf.nest.flatten` order (dict keys sorted), one
+    per output; positions when the structure does not account for `count` outputs.
+
+    >>> output_keys({"scores": 1, "boxes": [2, 3]}, 3)
+    ['boxes/0', 'boxes/1', 'scores']
+    >>> output_keys(7, 1)
+    ['']
+    """
+    paths: list[str] = []
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                walk(value[key], (*path, str(key)))
+        elif isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple: its fields, in order
+            for key, item in zip(value._fields, value):
+                walk(item, (*path, key))
+        elif isinstance(value, (list, tuple)):
+            for k, item in enumerate(value):
+                walk(item, (*path, str(k)))
+        elif value is not None:
+            paths.append("/".join(path))
+
+    walk(structure, ())
+    return paths if len(paths) == count else [str(k) for k in range(count)]
 
 
 def trace_function(
@@ -52,7 +87,7 @@ def trace_function(
     """
     if isinstance(model, (str, os.PathLike)):
         loaded = load_model(model, safe_mode=safe_mode)
-        if isinstance(loaded, keras.Layer):
+        if _tf.is_keras_layer(loaded):
             traced = _trace_keras(loaded, input_signature, training)
         else:
             traced = _trace_module(loaded, input_signature, training)
@@ -61,7 +96,7 @@ def trace_function(
                 traced.name = Path(model).name
         traced.owner = loaded
         return traced
-    if isinstance(model, keras.Layer):
+    if _tf.is_keras_layer(model):  # Keras 3, or Keras 2 (tf_keras)
         return _trace_keras(model, input_signature, training)
     if isinstance(model, tf.types.experimental.ConcreteFunction):
         return _from_concrete(model, name=_function_name(model), source="concrete_function")
@@ -72,7 +107,7 @@ def trace_function(
         return _trace_module(model, input_signature, training)
     raise UnsupportedModelError(
         f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "
-        "expected a keras.Model (or layer), a tf.Module with __call__, a tf.function, a "
+        "expected a Keras model or layer (Keras 3 or tf_keras), a tf.Module with __call__, a tf.function, a "
         "ConcreteFunction, or a path to a .keras/.h5 file or a SavedModel directory"
     )
 
@@ -143,7 +178,7 @@ def _load_failure(e: BaseException) -> str:
 # --------------------------------------------------------------------------- Keras models
 
 
-def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Traced:
+def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
     if not model.built:
         raise UnsupportedModelError(
             f"model {model.name!r} is not built, so its inputs are unknown: call it once on "
@@ -171,11 +206,11 @@ def _trace_keras(model: keras.Layer, input_signature: Any, training: bool) -> Tr
     )
 
 
-def _keras_signature(model: keras.Layer, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
+def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
     """Flat named specs, and the structure to call the model with (None: call with *specs)."""
     inputs = None
     try:
-        inputs = model.input if isinstance(model, keras.Model) else None
+        inputs = model.input if _tf.is_keras_model(model) else None
     except (AttributeError, ValueError):
         inputs = None
     if input_signature is not None:

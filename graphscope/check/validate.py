@@ -18,7 +18,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from graphscope.backend.tf_internals import node_outputs
+from graphscope.backend.tf_internals import functional_model, is_input_layer, is_keras_model, node_outputs
 from graphscope.display.tables import validation_view
 from graphscope.errors import GraphscopeError
 from graphscope.ir.records import Op, Tensor
@@ -163,12 +163,11 @@ def _replay(runtime: Runtime, ops: list[Op], fetched: dict[str, Any], tensors: d
 def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validation) -> None:
     """Fetched layer outputs (every top-level layer's when fetches is None) against a Keras
     sub-model's; only where Keras can answer (a functional or sequential model)."""
-    import keras
 
     model = runtime.traced.model
     G = runtime.graph.graph
     try:
-        model_inputs = model.inputs if isinstance(model, keras.Model) else None
+        model_inputs = model.inputs if is_keras_model(model) else None
     except (AttributeError, ValueError):
         model_inputs = None
     if not model_inputs:
@@ -181,7 +180,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
             continue
         if (wanted is not None and lay.output.name not in wanted) or lay.output.is_handle:
             continue
-        if isinstance(lay.keras_layer, keras.layers.InputLayer):
+        if is_input_layer(lay.keras_layer):
             continue
         if random_ops and random_ops & nx.ancestors(G, lay.output.op):
             report.skipped[lay.output.name] = "random: depends on numbers drawn anew each run (vs Keras)"
@@ -195,7 +194,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
     if not pairs:
         return
     try:
-        sub_model = keras.Model(model_inputs, [s for _, s in pairs])
+        sub_model = functional_model(model, model_inputs, [s for _, s in pairs])
     except ValueError:  # Keras cannot cut the model there
         return
     ours = _run(runtime, [n for n, _ in pairs], inputs)

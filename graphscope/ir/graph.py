@@ -66,6 +66,21 @@ class ModelGraph:
         return Selection(self.tensors[n] for n in self.graph.graph["outputs"])
 
     @property
+    def output_keys(self) -> list[str]:
+        """The key or path of each output in the structure the model returns (`detection_boxes`,
+        `0`, `features/p3`; `""` for a single tensor), in the order of `outputs`."""
+        return list(self.graph.graph.get("output_keys") or [str(k) for k in range(len(self.graph.graph["outputs"]))])
+
+    def output(self, key: str | int = 0) -> Tensor:
+        """The output tensor at `key`: a key or path of the returned structure, or a position.
+
+        Raises:
+            TensorNotFoundError: no output has that key (the message lists the keys).
+            AmbiguousMatchError: a path to several outputs (`"features"` holding p3...p7).
+        """
+        return query.output(self.graph, key)
+
+    @property
     def layers(self) -> list[Layer]:
         """Every layer call, in the model's `.layers` order, nested layers after their parent."""
         return list(self.graph.graph["layers"])
@@ -169,6 +184,16 @@ class Queries:
     def layers(self) -> list[Layer]:
         """Every layer call, in the model's `.layers` order, nested layers after their parent."""
         return self.model_graph.layers
+
+    @property
+    def output_keys(self) -> list[str]:
+        """The key or path of each output in the structure the model returns, as `outputs`."""
+        return self.model_graph.output_keys
+
+    def output(self, key: str | int = 0) -> Tensor:
+        """The output tensor at a key, path or position of the returned structure
+        (`"detection_boxes"`, `"features/p3"`, `0`)."""
+        return self.model_graph.output(key)
 
     def tensor(self, name: str | Tensor) -> Tensor:
         """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""

@@ -35,7 +35,7 @@ from graphscope.errors import (
 from graphscope.ir.names import split_tensor_name
 from graphscope.ir.records import Layer, Op, Selection, Tensor
 
-__all__ = ["Index", "ancestors", "as_layer", "cut_points", "descendants", "find", "layer", "narrow", "op", "resolve",
+__all__ = ["Index", "ancestors", "as_layer", "output", "cut_points", "descendants", "find", "layer", "narrow", "op", "resolve",
            "resolve_pairs", "tensor"]
 
 TensorLike = str | Tensor
@@ -92,7 +92,8 @@ def resolve_pairs(G: nx.DiGraph, of: Any) -> list[tuple[str, Tensor]]:
 
     `of` is a name, a Tensor, a Layer (its outputs), a Selection or an iterable of them. A name
     is tried as a tensor or op name (canonical or raw), then as a model input's name
-    (`input_image`), then as a layer's name or path (`ROI`, `shared@2`: its outputs). The key is
+    (`input_image`), then as a layer's name or path (`ROI`, `shared@2`: its outputs), then as
+    the key of an output in the structure the model returns (`detection_boxes`). The key is
     the name as given for a name that names one tensor, else the tensor's canonical name.
 
     Raises:
@@ -123,6 +124,28 @@ def resolve(G: nx.DiGraph, of: Any) -> list[Tensor]:
     return [t for _, t in resolve_pairs(G, of)]
 
 
+def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
+    """The output tensor at `key`: a key or path of the structure the traced function returns,
+    or a position among its outputs (see `ModelGraph.output`)."""
+    outputs: list[str] = G.graph["outputs"]
+    keys: list[str] = G.graph.get("output_keys") or [str(k) for k in range(len(outputs))]
+    tensors_: dict[str, Tensor] = G.graph["tensors"]
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise ArgumentError(f"an output is named by its key or path (str) or position (int), not {type(key).__name__}")
+    if isinstance(key, int):
+        if -len(outputs) <= key < len(outputs):
+            return tensors_[outputs[key]]
+        raise TensorNotFoundError(f"no output at position {key}: {G.name!r} has {len(outputs)} (0..{len(outputs) - 1})")
+    if key in keys:
+        return tensors_[outputs[keys.index(key)]]
+    under = [k for k in keys if k.startswith(key.rstrip("/") + "/")]
+    if under:
+        raise AmbiguousMatchError(f"{key!r} holds {len(under)} outputs; name one: {', '.join(under)}")
+    raise TensorNotFoundError(
+        f"no output {key!r} in {G.name!r}: its outputs are {', '.join(map(repr, keys))}.{suggestion(key, keys)}"
+    )
+
+
 def as_layer(G: nx.DiGraph, item: Any) -> Layer | None:
     """The Layer `item` stands for: a Layer, or the name of a layer call that names no tensor,
     op or input (`"ROI"`; `"conv1/Relu"` is the op); else None."""
@@ -143,6 +166,9 @@ def _by_other_name(G: nx.DiGraph, name: str) -> list[tuple[str, Tensor]]:
     input_names = G.graph.get("input_names", [])
     if name in input_names:
         return [(name, tensors_[G.graph["inputs"][input_names.index(name)]])]
+    keys = list(G.graph.get("output_keys", ()))
+    if name and name in keys:  # a key or path of the returned structure
+        return [(name, tensors_[G.graph["outputs"][keys.index(name)]])]
     op_name, _ = split_tensor_name(name)
     candidates = [*tensors_, *(lay.name for lay in G.graph["layers"])]
     hint = suggestion(name, candidates) or suggestion(op_name, candidates)

@@ -102,6 +102,7 @@ def graph_data(G: nx.DiGraph) -> dict[str, Any]:
             "names": dict(G.graph["names"]),
             "layers": layers,
             "input_names": list(G.graph.get("input_names", [])),
+            "output_keys": list(G.graph.get("output_keys", [])),
             "stand_ins": sorted(G.graph.get("stand_ins", ())),
         },
         "nodes": [
@@ -155,6 +156,7 @@ def graph_from_data(data: dict[str, Any]) -> nx.DiGraph:
         layers=layers,
         model_type=meta["model_type"],
         input_names=list(meta.get("input_names", [])),  # stores written before they were kept
+        output_keys=list(meta.get("output_keys", [])),
         stand_ins=frozenset(meta.get("stand_ins", ())),
     )
     return G

@@ -257,3 +257,48 @@ def test_keras_file_with_a_registered_custom_layer_runs_inside_its_loop(tmp_path
     fresh = gs.trace(model).run(name, images)[name]
     np.testing.assert_array_equal(scope.run(name, images)[name], fresh)
     assert scope.layer("ROI").type == "ProposalLayer"
+
+
+class _Detector(keras.Model):
+    """Returns a dict, with a nested dict inside, as detectors do."""
+
+    def __init__(self):
+        super().__init__(name="detector")
+        self.body = keras.layers.Dense(4, name="body")
+
+    def call(self, x):
+        h = self.body(x)
+        return {"detection_boxes": h * 2.0, "detection_scores": tf.nn.sigmoid(h),
+                "features": {"p3": h + 1.0, "p4": h - 1.0}}
+
+
+def test_outputs_are_named_by_their_key_in_the_returned_structure():
+    model = _Detector()
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    want = model(x)
+    scope = gs.trace(model, quiet=True)
+    assert scope.output_keys == ["detection_boxes", "detection_scores", "features/p3", "features/p4"]
+    for key in scope.output_keys:
+        got = scope.run([scope.output(key)], x)[scope.output(key).name]
+        path = key.split("/")
+        np.testing.assert_allclose(got, want[path[0]] if len(path) == 1 else want[path[0]][path[1]], rtol=1e-6)
+    values = scope.run(["detection_boxes", "features/p3"], x)  # keys are names too
+    assert list(values) == ["detection_boxes", "features/p3"]
+    np.testing.assert_allclose(values["features/p3"], want["features"]["p3"], rtol=1e-6)
+    assert scope.output(1) == scope.output("detection_scores") == scope.outputs[1]
+    with pytest.raises(gs.AmbiguousMatchError, match="'features' holds 2 outputs; name one: features/p3, features/p4"):
+        scope.output("features")
+    with pytest.raises(gs.TensorNotFoundError, match="no output 'detection_box'.*Did you mean 'detection_boxes'"):
+        scope.output("detection_box")
+    with pytest.raises(gs.TensorNotFoundError, match="no output at position 9"):
+        scope.output(9)
+
+
+def test_lists_single_tensors_and_saved_models_have_keys_too(tmp_path):
+    scope = gs.trace(models.multi_input(), quiet=True)
+    assert scope.output_keys == ["0", "1"] and scope.output("1") == scope.outputs[1]
+    assert gs.trace(models.functional(), quiet=True).output_keys == [""]
+    path = tmp_path / "saved"
+    tf.saved_model.save(models.multi_input(), str(path))
+    saved = gs.trace(path, quiet=True)
+    assert saved.output_keys == ["output_0", "output_1"]

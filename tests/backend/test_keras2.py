@@ -1,0 +1,153 @@
+"""Keras 2 (tf_keras) models get what Keras 3 models get: inputs from the model, layer calls
+recorded from tf_keras' own `Layer.__call__`, canonical names, layers, parameters, trees, cut
+points, validate and extract; every value compared with tf_keras itself."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+tf_keras = pytest.importorskip("tf_keras")
+
+import graphscope as gs  # noqa: E402
+from graphscope.backend import tf_internals as _tf  # noqa: E402
+from tests import models_keras2 as zoo  # noqa: E402
+from tests.conftest import assert_weights_unchanged, weights_snapshot  # noqa: E402
+
+FUNCTIONAL = {"functional", "sequential", "nested", "shared_out_of_order", "with_tf_function", "padded_proposals"}
+
+
+@pytest.fixture(params=sorted(zoo.ZOO))
+def keras2_model(request):
+    return request.param, zoo.ZOO[request.param]()
+
+
+def _keras_call_output(model, lay):
+    """tf_keras' own symbolic output of a top-level layer call: its node's, in node order."""
+    _, _, number = lay.name.partition("@")
+    return _tf.node_outputs(model, lay.keras_layer)[int(number or 1) - 1]
+
+
+def test_every_layer_output_matches_tf_keras(keras2_model):
+    name, model = keras2_model
+    before = weights_snapshot(model)
+    scope = gs.trace(model, quiet=True)  # no input_signature: the model knows its inputs
+    assert scope.layers and all(t.layer is None or not t.layer.startswith(model.name) for t in scope.find())
+    inputs = zoo.sample_inputs(model)
+    layers = [lay for lay in scope.layers if lay.outputs]
+    values = scope.run([t for lay in layers for t in (*lay.outputs, *lay.inputs)], inputs)
+    compared = 0
+    for lay in layers:
+        if name in FUNCTIONAL and "/" not in lay.name and lay.type != "InputLayer":
+            want = tf_keras.Model(model.inputs, _keras_call_output(model, lay))(inputs)
+        elif lay.input_structure is not None:  # inside a nested or subclassed model: call it eagerly
+            want = lay.keras_layer(*tf.nest.map_structure(lambda n: values[n], lay.input_structure))
+        else:
+            continue
+        got = [values[t.name] for t in lay.outputs]
+        want = tf.nest.flatten(want)
+        assert len(got) == len(want), lay.name
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=lay.name)
+        compared += 1
+    assert compared >= 2
+    out = scope.run(scope.outputs, inputs)
+    for got, want in zip(out.values(), tf.nest.flatten(model(inputs if len(inputs) > 1 else inputs[0]))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_weights_unchanged(model, before)
+    assert "call" not in vars(model) and all("call" not in vars(lay) for lay in model.submodules
+                                               if isinstance(lay, tf_keras.layers.Layer))
+
+
+def test_vgg19_from_tf_keras_applications_has_keras_names_and_layers():
+    model = tf_keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    scope = gs.trace(model, quiet=True)
+    assert repr(scope) == f"<Scope vgg19: {scope.graph.number_of_nodes()} ops, {len(model.layers)} layers>"
+    pre, post = scope.tensor("block4_conv3/BiasAdd:0"), scope.tensor("block4_conv3/Relu:0")
+    assert pre.raw_name == "vgg19/block4_conv3/BiasAdd:0" and pre.layer == "block4_conv3"
+    assert scope.layer("block4_conv3").output == post and scope.layer(9).name == model.layers[9].name
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    values = scope.run([pre, post], x)
+    np.testing.assert_array_equal(np.maximum(values[pre.name], 0), values[post.name])
+    want = tf_keras.Model(model.input, model.get_layer("block4_conv3").output)(x)
+    np.testing.assert_allclose(values[post.name], want, rtol=1e-5, atol=1e-5)
+    tree = scope.layer_tree()
+    assert tree.rows[0][:3] == (0, "vgg19", "Functional")
+    assert f"{model.count_params() / 1e6:.1f}M params" in tree.caption
+    assert "block5_pool/MaxPool:0" in scope.cut_points().names
+
+
+def test_shared_calls_follow_tf_keras_node_order():
+    model = zoo.shared_out_of_order()
+    scope = gs.trace(model, quiet=True)
+    assert scope.layer("conv1").inputs.names == ["x:0"]
+    assert scope.layer("conv1@2").inputs.names == ["conv0/BiasAdd:0"]
+    assert scope.layer("block@2").inputs.names == ["conv2/BiasAdd:0"]
+    assert scope.tensor("conv1@2/MatMul:0").raw_name.startswith("reordered/conv1/")  # tf_keras ran it first
+    assert _tf.node_numbers(model)[id(model.get_layer("conv1"))] == [2, 1]
+
+
+def test_a_subclassed_tf_keras_model_takes_its_inputs_from_its_build():
+    model = zoo.subclassed()
+    scope = gs.trace(model, quiet=True)
+    assert [t.shape for t in scope.model_graph.inputs] == [(None, 4)]
+    assert scope.layer("encoder").output.layer == "encoder"
+    assert [t for t in scope.find(op_type="Mul|AddV2") if t.layer is None]  # the model's own code
+
+
+def test_padded_nms_loops_inside_the_roi_generator_are_found_and_run():
+    """Model Garden's shape of problem: NMS as `while` loops inside a layer, no NMS op."""
+    model = zoo.padded_proposals()
+    scope = gs.trace(model, quiet=True)
+    assert not scope.find(op_type="NonMaxSuppression.*")
+    roi = scope.layer("multilevel_roi_generator")
+    loops = scope.ancestors(roi.output, op_type="While|StatelessWhile")
+    assert {t.layer for t in loops} == {"multilevel_roi_generator"} and len({t.op for t in loops}) == 2
+    (iou,) = [t for t in scope.ancestors(roi.output, "padded_nms", op_type="RealDiv") if t.context]
+    assert iou.context.endswith(":body")
+    x = zoo.sample_inputs(model, batch=2)[0]
+    values = scope.run([iou, "corners", "scores", roi.output], x)
+    for k in range(2):  # per image (map_fn), per iteration of the NMS loop: IoU of box i with all
+        order = np.argsort(-values["scores/Reshape:0"][k], kind="stable")
+        boxes = values["corners/concat:0"][k][order]
+        per_iteration = values[iou.name][k]
+        assert len(per_iteration) >= 1
+        for i, got in enumerate(per_iteration):
+            np.testing.assert_allclose(got, _iou(boxes[i], boxes), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(values[roi.output.name], model(x), rtol=1e-5, atol=1e-6)
+
+
+def _iou(box, boxes):
+    y1, x1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    y2, x2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.maximum(y2 - y1, 0) * np.maximum(x2 - x1, 0)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / ((box[2] - box[0]) * (box[3] - box[1]) + areas - inter + 1e-9)
+
+
+def test_validate_and_extract_a_tf_keras_model(tmp_path):
+    model = zoo.functional()
+    scope = gs.trace(model, quiet=True)
+    x = zoo.sample_inputs(model, batch=4)[0]
+    report = scope.validate(x)
+    assert report.ok, report
+    assert report.checked + len(report.skipped) == scope.graph.number_of_nodes()  # each op: replayed or why not
+    assert report.layers == len(model.layers) - 1  # every layer but the input, against tf_keras
+    bundle = scope.extract(["dense/Tanh:0", "conv"], x, out=tmp_path / "run.zarr", batch_size=2, quiet=True)
+    want = tf_keras.Model(model.input, [model.get_layer("dense").output, model.get_layer("conv").output])(x)
+    np.testing.assert_allclose(np.asarray(bundle["dense/Tanh:0"]), want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bundle["conv/BiasAdd:0"]), want[1], rtol=1e-5, atol=1e-6)
+    assert bundle.layer("dense").inputs.names == scope.layer("dense").inputs.names
+
+
+def test_a_keras_3_model_never_imports_tf_keras():
+    script = (
+        "import sys, keras, numpy as np, graphscope as gs\n"
+        "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name='d')])\n"
+        "gs.trace(m, quiet=True).run('d/BiasAdd:0', np.ones((1, 3), 'float32'))\n"
+        "assert 'tf_keras' not in sys.modules, 'tf_keras was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -1,0 +1,192 @@
+"""The zoo's cases as Keras 2 (tf_keras) models: functional, sequential, subclassed, nested, shared
+(in and out of node order), a custom layer with a tf.function helper, and a proposal layer doing
+padded NMS in a `tf.while_loop`, the way the TF Model Garden's Mask R-CNN does."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+_seeds = itertools.count(5000)
+
+
+def _init() -> dict:
+    return {
+        "kernel_initializer": tf_keras.initializers.GlorotUniform(seed=next(_seeds)),
+        "bias_initializer": tf_keras.initializers.RandomNormal(stddev=0.3, seed=next(_seeds)),
+    }
+
+
+def functional() -> tf_keras.Model:
+    x_in = tf_keras.Input((8, 8, 3), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv", **_init())(x_in)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    x = tf_keras.layers.ReLU(name="relu")(x)
+    x = tf_keras.layers.MaxPooling2D(name="pool")(x)
+    x = tf_keras.layers.Flatten(name="flatten")(x)
+    x = tf_keras.layers.Dense(6, activation="tanh", name="dense", **_init())(x)
+    out = tf_keras.layers.Dense(3, activation="softmax", name="probs", **_init())(x)
+    return tf_keras.Model(x_in, out, name="functional_cnn")
+
+
+def sequential() -> tf_keras.Model:
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((5,)),
+            tf_keras.layers.Dense(8, activation="relu", name="hidden", **_init()),
+            tf_keras.layers.Dropout(0.5, name="dropout"),
+            tf_keras.layers.Dense(2, name="logits", **_init()),
+        ],
+        name="seq",
+    )
+
+
+class Subclassed(tf_keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="subclassed")
+        self.encoder = tf_keras.layers.Dense(6, activation="relu", name="encoder", **_init())
+        self.decoder = tf_keras.layers.Dense(3, name="decoder", **_init())
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.decoder(self.encoder(x) * 2.0 + 1.0)
+
+
+def subclassed() -> tf_keras.Model:
+    model = Subclassed()
+    model(np.zeros((1, 4), np.float32))
+    return model
+
+
+def nested() -> tf_keras.Model:
+    b_in = tf_keras.Input((6, 6, 2), name="backbone_input")
+    b = tf_keras.layers.Conv2D(3, 3, activation="relu", name="conv1", **_init())(b_in)
+    b = tf_keras.layers.Conv2D(3, 3, activation="relu", name="conv2", **_init())(b)
+    backbone = tf_keras.Model(b_in, b, name="backbone")
+    x_in = tf_keras.Input((6, 6, 2), name="pixels")
+    h = tf_keras.layers.GlobalAveragePooling2D(name="gap")(backbone(x_in))
+    out = tf_keras.layers.Dense(2, name="head", **_init())(h)
+    return tf_keras.Model(x_in, out, name="outer")
+
+
+def shared_out_of_order() -> tf_keras.Model:
+    """As `models.shared_out_of_order`: tf_keras runs nodes by depth too."""
+    x_in = tf_keras.Input((3,), name="x")
+    conv0 = tf_keras.layers.Dense(3, name="conv0", **_init())
+    conv1 = tf_keras.layers.Dense(3, activation="tanh", name="conv1", **_init())
+    a = conv0(x_in)
+    b = conv1(x_in)
+    c = conv1(a)
+    inner_in = tf_keras.Input((3,), name="block_in")
+    block = tf_keras.Model(inner_in, tf_keras.layers.Dense(3, name="inner", **_init())(inner_in), name="block")
+    e = block(b)
+    f = block(tf_keras.layers.Dense(3, name="conv2", **_init())(c))
+    return tf_keras.Model(x_in, [e, f], name="reordered")
+
+
+class Helpful(tf_keras.layers.Layer):
+    """A custom layer whose call goes through a tf.function helper."""
+
+    def build(self, shape: tf.TensorShape) -> None:
+        self.scale = self.add_weight(name="scale", shape=(shape[-1],), initializer="ones")
+
+    @tf.function
+    def _helper(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.softplus(x) * self.scale
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self._helper(x) - 1.0
+
+
+def with_tf_function() -> tf_keras.Model:
+    x_in = tf_keras.Input((4,), name="x")
+    h = tf_keras.layers.Dense(4, name="pre", **_init())(x_in)
+    out = Helpful(name="helpful")(h)
+    return tf_keras.Model(x_in, out, name="helped")
+
+
+class PaddedProposals(tf_keras.layers.Layer):
+    """Greedy NMS padded to `count` boxes in a `tf.while_loop` per image, as Model Garden's
+    `sorted_non_max_suppression_padded` does: no NMS op in the graph, only loops."""
+
+    def __init__(self, count: int = 4, threshold: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.count, self.threshold = count, threshold
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        boxes, scores = inputs
+
+        def one_image(args):
+            b, s = args
+            order = tf.argsort(s, direction="DESCENDING")
+            b, s = tf.gather(b, order), tf.gather(s, order)
+            n = tf.shape(s)[0]
+
+            def body(i, keep, alive):
+                ok = alive[i]
+                keep = tf.cond(ok, lambda: keep.write(keep.size(), i), lambda: keep)
+                iou = _iou(b[i], b)
+                alive = tf.logical_and(alive, tf.logical_or(tf.logical_not(ok), iou <= self.threshold))
+                alive = tf.tensor_scatter_nd_update(alive, [[i]], [False])
+                return i + 1, keep, alive
+
+            _, keep, _ = tf.while_loop(
+                lambda i, keep, alive: tf.logical_and(i < n, keep.size() < self.count),
+                body,
+                [tf.constant(0), tf.TensorArray(tf.int32, size=0, dynamic_size=True), tf.ones([n], tf.bool)],
+                name="padded_nms",
+            )
+            kept = keep.stack()
+            padded = tf.pad(kept, [[0, self.count - tf.shape(kept)[0]]], constant_values=-1)
+            return tf.gather(b, tf.maximum(padded, 0)) * tf.cast(padded[:, None] >= 0, b.dtype)
+
+        return tf.map_fn(one_image, (boxes, scores), fn_output_signature=tf.float32)
+
+
+def _iou(box: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+    y1 = tf.maximum(box[0], boxes[:, 0])
+    x1 = tf.maximum(box[1], boxes[:, 1])
+    y2 = tf.minimum(box[2], boxes[:, 2])
+    x2 = tf.minimum(box[3], boxes[:, 3])
+    inter = tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + areas - inter + 1e-9)
+
+
+def padded_proposals() -> tf_keras.Model:
+    """A Mask R-CNN-like head: anchors' deltas and scores from a small conv net, then padded NMS."""
+    image = tf_keras.Input((8, 8, 3), name="image")
+    h = tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="rpn_conv", **_init())(image)
+    deltas = tf_keras.layers.Conv2D(4, 1, name="rpn_bbox", **_init())(h)
+    logits = tf_keras.layers.Conv2D(1, 1, name="rpn_class", **_init())(h)
+    boxes = tf_keras.layers.Reshape((64, 4), name="boxes")(tf_keras.layers.Activation("sigmoid", name="unit")(deltas))
+    corners = tf_keras.layers.Lambda(
+        lambda b: tf.concat([tf.minimum(b[..., :2], b[..., 2:]), tf.maximum(b[..., :2], b[..., 2:])], -1),
+        name="corners",
+    )(boxes)
+    scores = tf_keras.layers.Reshape((64,), name="scores")(logits)
+    rois = PaddedProposals(count=5, name="multilevel_roi_generator")([corners, scores])
+    return tf_keras.Model(image, rois, name="padded_rcnn")
+
+
+ZOO = {
+    "functional": functional,
+    "sequential": sequential,
+    "subclassed": subclassed,
+    "nested": nested,
+    "shared_out_of_order": shared_out_of_order,
+    "with_tf_function": with_tf_function,
+    "padded_proposals": padded_proposals,
+}
+
+
+def sample_inputs(model: tf_keras.Model, batch: int = 3, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if isinstance(getattr(model, "inputs", None), list) and model.inputs:
+        shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    else:
+        shapes = [tuple(model._build_input_shape[1:])]
+    return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]
