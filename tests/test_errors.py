@@ -116,7 +116,7 @@ def _tanh(w):
 WRONG = [
     # ---- trace: what can be traced
     Wrong("a numpy array", lambda w: gs.trace(np.zeros(3)), gs.UnsupportedModelError, TypeError,
-          r"cannot trace an object of type numpy.ndarray: expected a keras.Model"),
+          r"cannot trace an object of type numpy.ndarray: expected a Keras model or layer \(Keras 3 or tf_keras\)"),
     Wrong("a number", lambda w: gs.trace(42), gs.UnsupportedModelError, TypeError, r"type builtins.int: expected"),
     Wrong("a dict", lambda w: gs.trace({"a": 1}), gs.UnsupportedModelError, TypeError, r"builtins.dict: expected"),
     Wrong("a model name instead of a model", lambda w: gs.trace("ResNet50"), gs.ModelLoadError, FileNotFoundError,
