@@ -10,6 +10,7 @@ its node order (`Recorder.renumber`), the order the user's code made them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 
-__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "recording"]
+__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "keras_roots", "recording"]
 
 # Tracing mutates per-instance attributes for its duration; two traces of the same model at
 # once would see each other's wrappers.
@@ -149,3 +150,42 @@ def keras_attributes(module: Any) -> list[Any]:
             if _tf.is_keras_layer(item):
                 found.append(item)
     return found
+
+
+def keras_roots(fn: Any) -> list[Any]:
+    """The Keras layers and models a Python callable can reach without calling anything: its
+    bound object (`model.predict_step`'s model), the values its closure, defaults and the globals
+    its code names hold (layers, or lists, tuples and dicts of them), a `functools.partial`'s
+    function and arguments; one level deep, as a lambda around a model is."""
+    found: dict[int, Any] = {}
+
+    def add(value: Any) -> None:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if _tf.is_keras_layer(item):
+                found.setdefault(id(item), item)
+
+    seen: set[int] = set()
+    todo = [fn]
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        if isinstance(f, functools.partial):
+            todo.append(f.func)
+            add(list(f.args) + list(f.keywords.values()))
+            continue
+        add(getattr(f, "__self__", None))
+        code = getattr(f, "__code__", None)
+        if code is None:
+            continue
+        for cell in getattr(f, "__closure__", None) or ():
+            try:
+                add(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        add(list(getattr(f, "__defaults__", None) or ()))
+        names = getattr(f, "__globals__", {})
+        add([names[n] for n in code.co_names if n in names])
+    return list(found.values())

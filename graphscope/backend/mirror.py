@@ -367,7 +367,9 @@ class _Mirror:
         self.layers: list[Layer] = []
         root, model = self.traced.root_call, self.traced.model
         if model is not None and root is not None:
-            self._visit(root, model, inputs)
+            # a method's own layer calls, outside the model's call, are the model's layers too
+            beside = [c for c in self.children.get(id(None), []) if c is not root]
+            self._visit(root, model, inputs, beside)
         elif self.scopes is not None:
             self._scoped_layers(set(outputs))
         else:  # no Keras root: the layers a module or function called, in call order
@@ -406,12 +408,13 @@ class _Mirror:
                 )
             )
 
-    def _visit(self, parent: LayerCall, container: Any, container_inputs: list[str]) -> None:
+    def _visit(self, parent: LayerCall, container: Any, container_inputs: list[str],
+               beside: list[LayerCall] | None = None) -> None:
         try:  # functional models: which InputLayer stands for which input
             input_layers = {id(lay): k for k, lay in enumerate(_tf.input_layers(container))}
         except (AttributeError, ValueError, TypeError, IndexError):
             input_layers = {}
-        pending = list(self.children.get(id(parent), []))
+        pending = list(self.children.get(id(parent), [])) + list(beside or ())
         for index, child in enumerate(_tf.sublayers(container)):
             calls = sorted((c for c in pending if c.layer is child), key=lambda c: c.number)
             pending = [c for c in pending if c.layer is not child]

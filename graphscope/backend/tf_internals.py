@@ -34,6 +34,7 @@ __all__ = [
     "is_keras_layer",
     "is_keras_model",
     "is_stand_in",
+    "fresh_function",
     "functional_model",
     "keras_scope",
     "last_op_id",
@@ -183,6 +184,15 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     bound resource's handle data (a variable's shape and dtype); the runtime does.
     """
     placeholder.graph.add_capture(external, placeholder)
+
+
+def fresh_function(fn: Any) -> Any:
+    """A new `tf.function` of `fn`'s Python function with `fn`'s input signature and XLA setting,
+    which traces anew (`fn`'s own cache would hand back a trace made before).
+
+    `PolymorphicFunction` keeps its `jit_compile` option in `_jit_compile`."""
+    return tf.function(fn.python_function, input_signature=fn.input_signature,
+                       jit_compile=getattr(fn, "_jit_compile", None))
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
-from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, recording
+from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
 from graphscope.errors import InputError, ModelLoadError, UnsupportedModelError
 
 __all__ = ["Traced", "load_model", "output_keys", "trace_function"]
@@ -101,14 +101,15 @@ def trace_function(
     if isinstance(model, tf.types.experimental.ConcreteFunction):
         return _from_concrete(model, name=_function_name(model), source="concrete_function")
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
-        cf = _concrete(model, input_signature, what="this tf.function")
-        return _from_concrete(cf, name=_function_name(model), source="function")
+        return _trace_callable(model, input_signature)
     if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
         return _trace_module(model, input_signature, training)
+    if callable(model):  # a lambda, a function, a bound method such as model.predict_step
+        return _trace_callable(model, input_signature)
     raise UnsupportedModelError(
         f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "
-        "expected a Keras model or layer (Keras 3 or tf_keras), a tf.Module with __call__, a tf.function, a "
-        "ConcreteFunction, or a path to a .keras/.h5 file or a SavedModel directory"
+        "expected a Keras model or layer (Keras 3 or tf_keras), a tf.Module with __call__, a tf.function "
+        "or any callable, a ConcreteFunction, or a path to a .keras/.h5 file or a SavedModel directory"
     )
 
 
@@ -261,6 +262,34 @@ def _input_dtype(model: Any) -> tf.DType:
 
 
 # --------------------------------------------------------------------------- other callables
+
+
+def _trace_callable(fn: Any, input_signature: Any) -> Traced:
+    """A tf.function or any Python callable, with the calls of every Keras layer it reaches.
+
+    For a bound method of a Keras model (`model.predict_step`) that model is the root, so its
+    ops are named as `trace(model)` names them; any other callable's layers and models are
+    first segments, as nested models are. A tf.function is traced anew (a copy of it with the
+    same options), since the trace it has cached recorded nothing.
+    """
+    python = getattr(fn, "python_function", fn)
+    roots = keras_roots(python)
+    what = "this tf.function" if fn is not python else f"the callable {_function_name(fn)!r}"
+    if not roots:
+        cf = _concrete(fn if fn is not python else tf.function(fn), input_signature, what=what)
+        return _from_concrete(cf, name=_function_name(fn), source="function")
+    fresh = _tf.fresh_function(fn) if fn is not python else tf.function(fn)
+    with TRACE_LOCK, recording(roots) as recorder:
+        cf = _concrete(fresh, input_signature, what=what)
+    recorder.renumber()
+    traced = _from_concrete(cf, name=_function_name(fn), source="function")
+    traced.calls = recorder.calls
+    owner = getattr(python, "__self__", None)
+    if owner is not None and _tf.is_keras_layer(owner):  # a model's method: the model is the root
+        traced.model = owner
+        traced.name = owner.name
+        traced.root_call = next((c for c in recorder.calls if c.parent is None and c.layer is owner), None)
+    return traced
 
 
 def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:

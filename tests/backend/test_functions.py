@@ -1,0 +1,99 @@
+"""Functions and methods that call layers: `gs.trace(fn, input_signature)` records every Keras
+layer they call, so their ops have layers and canonical names, exactly as for a model."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from tests import models
+
+
+class Detector(keras.Model):
+    """Like keras-hub's detectors: `call` runs the network; `predict_step` runs it and then a
+    decoder layer that `call` never touches (keras-hub's NMS lives there)."""
+
+    def __init__(self):
+        super().__init__(name="detector")
+        self.backbone = keras.layers.Dense(6, activation="relu", name="backbone")
+        self.head = keras.layers.Dense(4, name="head")
+        self.decoder = keras.layers.Softmax(name="decoder")
+
+    def call(self, x):
+        return self.head(self.backbone(x))
+
+    def predict_step(self, x):
+        raw = self(x)
+        return {"scores": self.decoder(raw), "raw": raw}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    model = Detector()
+    model(np.zeros((1, 3), np.float32))
+    return model
+
+
+SPEC = [tf.TensorSpec((None, 3), tf.float32)]
+
+
+def test_a_models_method_is_named_as_the_model_is(detector):
+    scope = gs.trace(detector.predict_step, SPEC, quiet=True)
+    whole = gs.trace(detector, quiet=True)
+    assert scope.name == "detector" and scope.model is detector
+    inside = {t.name for t in whole.find() if t.layer}
+    assert inside <= set(scope.model_graph.tensors)  # the model's ops keep the names trace(model) gives
+    assert scope.layer("backbone").output.name == whole.layer("backbone").output.name == "backbone/Relu:0"
+    decoder = scope.layer("decoder")  # called by the method, outside the model's call
+    assert decoder.type == "Softmax" and decoder.inputs.names == ["head/BiasAdd:0"]
+    assert all(op.layer == "decoder" for op in decoder.ops)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    values = scope.run([decoder.output, "scores", "backbone"], x)
+    want = detector.predict_step(x)
+    np.testing.assert_allclose(values[decoder.output.name], want["scores"], rtol=1e-6)
+    np.testing.assert_allclose(values["scores"], want["scores"], rtol=1e-6)
+    hidden = keras.ops.convert_to_numpy(detector.backbone(x))
+    np.testing.assert_allclose(values["backbone/Relu:0"], hidden, rtol=1e-6)
+    assert "call" not in vars(detector) and "call" not in vars(detector.decoder)  # left as it was
+
+
+def test_a_lambda_names_each_model_it_calls_as_a_first_segment():
+    model = models.functional()
+    scope = gs.trace(lambda x: model(x) * 2.0, [tf.TensorSpec((None, 8, 8, 3))], quiet=True)
+    dense = scope.layer("functional_cnn/dense")
+    assert dense.output.name == "functional_cnn/dense/Tanh:0" and dense.output.layer == "functional_cnn/dense"
+    suffixed = {f"{name}_{k}" for name in [model.name, *(lay.name for lay in model.layers)] for k in range(1, 4)}
+    assert suffixed.isdisjoint(seg for t in scope.find() for seg in t.name.split("/"))  # no Keras suffixes
+    assert any(seg in suffixed for t in scope.find() for seg in t.raw_name.split("/"))  # which raw names have
+    x = models.sample_inputs(model)[0]
+    got = scope.run(dense.output, x)[dense.output.name]
+    np.testing.assert_allclose(got, keras.Model(model.input, model.get_layer("dense").output)(x), rtol=1e-5)
+    np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x) * 2.0, rtol=1e-5)
+
+
+backbone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5, activation="tanh", name="feature")],
+                            name="backbone")
+head = keras.layers.Dense(2, name="classifier")
+
+
+@tf.function
+def pipeline(x):
+    """A tf.function calling a model and a layer it finds in its module's globals."""
+    return head(backbone(x))
+
+
+def test_a_tf_function_records_the_layers_it_calls_even_after_it_was_traced():
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    pipeline(x)  # traced already: its cached trace recorded nothing
+    scope = gs.trace(pipeline, SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["backbone", "backbone/feature", "classifier"]
+    assert scope.layer("classifier").inputs.names == ["backbone/feature/Tanh:0"]
+    values = scope.run(["backbone/feature/Tanh:0", scope.layer("classifier").output], x)
+    np.testing.assert_allclose(values["backbone/feature/Tanh:0"], backbone(x), rtol=1e-6)
+    np.testing.assert_allclose(values[scope.layer("classifier").output.name], pipeline(x), rtol=1e-6)
+
+
+def test_a_callable_without_an_input_signature_is_refused_with_the_fix(detector):
+    with pytest.raises(gs.UnsupportedModelError, match="input_signature="):
+        gs.trace(lambda x: detector(x))
