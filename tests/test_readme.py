@@ -27,6 +27,9 @@ def test_python_examples_run(tmp_path, monkeypatch):
     assert nms.context == "ROI/map/while:body"
     value = namespace["mapped"].run(nms, namespace["demo"].synthetic_images())[nms.name]
     assert value.dtype == "int32" and value.shape == (2, 32)
+    steps = namespace["steps"]  # a method's trace
+    assert steps.layer("decoder").inputs.names == ["net/BiasAdd:0"] and steps.output_keys == ["scores"]
+    assert repr(namespace["keras2"]).startswith("<Scope vgg19:")  # the tf_keras example
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]
