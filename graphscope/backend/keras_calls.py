@@ -124,7 +124,7 @@ class recording:
                 original = layer.__dict__.get("call", _MISSING)
                 self.saved.append((layer, original))
                 object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
-                todo.extend(_tf.sublayers(layer))
+                todo.extend(_tf.tracked_layers(layer))
         except BaseException:
             self._restore()
             raise

@@ -42,6 +42,7 @@ __all__ = [
     "node_outputs",
     "op_id",
     "output_ref",
+    "tracked_layers",
 ]
 
 # ---- naming conventions
@@ -300,6 +301,18 @@ def _executed_nodes(container: Any) -> list[Any]:
     if not by_depth:
         return []
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def tracked_layers(layer: Any) -> list[Any]:
+    """Every Keras layer `layer` tracks directly: a model's `.layers` and also the layers it
+    holds in attributes without calling them in `call` (keras-hub's `prediction_decoder`), in
+    creation order, each once."""
+    found = {id(child): child for child in sublayers(layer)}
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is not None:
+        for child in flatten(include_self=False, recursive=False):  # pylint: disable=protected-access
+            found.setdefault(id(child), child)
+    return list(found.values())
 
 
 def input_layers(model: Any) -> list[Any]:

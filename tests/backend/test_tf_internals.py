@@ -169,6 +169,18 @@ def test_node_numbers_follow_keras_execution_order():
     assert _tf.node_numbers(keras.layers.Dense(2)) == {}
 
 
+def test_tracked_layers_include_attribute_layers_outside_the_graph():
+    """A functional model's `.layers` are its graph's; a layer it holds in an attribute without
+    calling it in `call` (keras-hub's `prediction_decoder`) is tracked all the same."""
+    x_in = keras.Input((3,))
+    model = keras.Model(x_in, keras.layers.Dense(2, name="d")(x_in))
+    model.decoder = keras.layers.Softmax(name="decoder")
+    assert [lay.name for lay in _tf.sublayers(model)] == [model.layers[0].name, "d"]
+    assert [lay.name for lay in _tf.tracked_layers(model)] == [model.layers[0].name, "d", "decoder"]
+    dense = keras.layers.Dense(2)
+    assert _tf.tracked_layers(dense) == _tf.sublayers(dense) == []
+
+
 def test_keras_layer_call_is_looked_up_on_the_instance():
     """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
     layer = keras.layers.Dense(2)
