@@ -79,6 +79,29 @@ class Recorder:
 
         return recording_call
 
+    def keep(self, graph: tf.Graph) -> None:
+        """Keep only the calls made while tracing `graph` (and the functions and bodies inside
+        it), numbered again: a tf.function traces twice when its first trace creates variables
+        (a model built by its first call), and throws the first graph away."""
+
+        def inside(g: Any) -> bool:
+            while g is not None:
+                if g is graph:
+                    return True
+                g = getattr(g, "outer_graph", None)
+            return False
+
+        kept = [c for c in self.calls if inside(c.graph)]
+        if len(kept) == len(self.calls):
+            return
+        counts: dict[tuple[int, int], int] = {}
+        for call in kept:
+            key = (id(call.parent), id(call.layer))
+            counts[key] = counts.get(key, 0) + 1
+            call.number = counts[key]
+        self.calls = kept
+        self.root = next((c for c in kept if c.parent is None), None)
+
     def renumber(self) -> None:
         """Number the calls a functional model makes the way Keras does (its node order), not
         in the order its graph ran them. Calls that do not match the model's nodes one to one
@@ -105,11 +128,14 @@ _MISSING = object()
 
 
 class recording:
-    """Install per-instance `call` wrappers on every layer reachable from `roots`; remove them on exit."""
+    """Install per-instance `call` wrappers on every layer reachable from `roots`; remove them on
+    exit. A layer whose class computes in a `__call__` of its own (not Keras') is recorded there:
+    for the duration it is an instance of a subclass whose `__call__` records, then its class again."""
 
     def __init__(self, roots: Sequence[Any]) -> None:
         self.roots = roots
         self.saved: list[tuple[Any, Any]] = []
+        self.classes: list[tuple[Any, type]] = []
 
     def __enter__(self) -> Recorder:
         recorder = Recorder()
@@ -121,9 +147,12 @@ class recording:
                 if id(layer) in seen:
                     continue
                 seen.add(id(layer))
-                original = layer.__dict__.get("call", _MISSING)
-                self.saved.append((layer, original))
-                object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
+                if _tf.has_own_dunder_call(layer):
+                    self._record_dunder_call(layer, recorder)
+                else:
+                    original = layer.__dict__.get("call", _MISSING)
+                    self.saved.append((layer, original))
+                    object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
                 todo.extend(_tf.tracked_layers(layer))
         except BaseException:
             self._restore()
@@ -133,7 +162,18 @@ class recording:
     def __exit__(self, *exc: Any) -> None:
         self._restore()
 
+    def _record_dunder_call(self, layer: Any, recorder: Recorder) -> None:
+        cls = type(layer)
+        recorded = recorder.wrap(layer, lambda *args, **kwargs: cls.__call__(layer, *args, **kwargs))
+        namespace = {"__call__": lambda self, *args, **kwargs: recorded(*args, **kwargs),
+                     "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        object.__setattr__(layer, "__class__", type(cls.__name__, (cls,), namespace))
+        self.classes.append((layer, cls))
+
     def _restore(self) -> None:
+        for layer, cls in reversed(self.classes):
+            object.__setattr__(layer, "__class__", cls)
+        self.classes.clear()
         for layer, original in reversed(self.saved):
             if original is _MISSING:
                 object.__delattr__(layer, "call")

@@ -35,6 +35,7 @@ __all__ = [
     "is_keras_model",
     "is_stand_in",
     "fresh_function",
+    "has_own_dunder_call",
     "functional_model",
     "keras_scope",
     "last_op_id",
@@ -242,6 +243,13 @@ def is_input_layer(obj: Any) -> bool:
     """A Keras `InputLayer` (Keras 3's or tf_keras')."""
     k = _keras_of(obj)
     return k is not None and isinstance(obj, k.layers.InputLayer)
+
+
+def has_own_dunder_call(layer: Any) -> bool:
+    """Whether `layer(...)` runs a `__call__` of the layer's own code, not Keras' `Layer.__call__`
+    (Model Garden's `DetectionGenerator` computes its outputs there, never calling `call`)."""
+    owner = next(c for c in type(layer).__mro__ if "__call__" in vars(c))
+    return owner.__module__.split(".")[0] not in ("keras", "tf_keras")
 
 
 def functional_model(like: Any, inputs: Any, outputs: Any) -> Any:

@@ -97,3 +97,14 @@ def test_a_tf_function_records_the_layers_it_calls_even_after_it_was_traced():
 def test_a_callable_without_an_input_signature_is_refused_with_the_fix(detector):
     with pytest.raises(gs.UnsupportedModelError, match="input_signature="):
         gs.trace(lambda x: detector(x))
+
+
+def test_a_model_built_by_the_trace_itself_is_recorded_once():
+    """An unbuilt model builds on its first call, so tf.function traces twice (the first trace
+    creates the variables and is thrown away): only the kept trace's calls count."""
+    model = models.unbuilt_subclassed()
+    scope = gs.trace(lambda x: model(x), [tf.TensorSpec((None, 4))], quiet=True)
+    assert [lay.name for lay in scope.layers] == ["subclassed", "subclassed/encoder", "subclassed/decoder"]
+    assert scope.layer("subclassed/encoder").output.name == "subclassed/encoder/Relu:0"
+    x = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-5)

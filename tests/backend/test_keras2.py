@@ -151,3 +151,24 @@ def test_a_keras_3_model_never_imports_tf_keras():
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+class Direct(tf_keras.layers.Layer):
+    """Computes in a `__call__` of its own, as Model Garden's DetectionGenerator does."""
+
+    def __call__(self, x, scale=2.0):
+        return tf.nn.relu(x) * scale
+
+
+def test_a_layer_computing_in_its_own_dunder_call_is_recorded_and_left_as_it_was():
+    x_in = tf_keras.Input((3,), name="x")
+    h = tf_keras.layers.Dense(3, name="pre")(x_in)
+    model = tf_keras.Model(x_in, h, name="wrapped")
+    direct = Direct(name="direct")
+    scope = gs.trace(lambda x: direct(model(x)), [tf.TensorSpec((None, 3))], quiet=True)
+    lay = scope.layer("direct")
+    assert lay.type == "Direct" and lay.inputs.names == ["wrapped/pre/BiasAdd:0"]
+    assert {op.type for op in lay.ops} >= {"Relu", "Mul"}
+    assert type(direct) is Direct  # its class is its own again
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(scope.run(lay.output, x)[lay.output.name], direct(model(x)), rtol=1e-6)

@@ -181,6 +181,18 @@ def test_tracked_layers_include_attribute_layers_outside_the_graph():
     assert _tf.tracked_layers(dense) == _tf.sublayers(dense) == []
 
 
+def test_a_layer_with_its_own_dunder_call_is_told_apart():
+    class Direct(keras.layers.Layer):
+        def __call__(self, x):  # computes here, never reaching Layer.__call__ or call
+            return x * 2.0
+
+    assert _tf.has_own_dunder_call(Direct())
+    assert not _tf.has_own_dunder_call(keras.layers.Dense(2))
+    assert not _tf.has_own_dunder_call(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]))
+    tf_keras = pytest.importorskip("tf_keras")
+    assert not _tf.has_own_dunder_call(tf_keras.Sequential([tf_keras.layers.Dense(2)]))  # tf_keras' own Model.__call__
+
+
 def test_keras_layer_call_is_looked_up_on_the_instance():
     """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
     layer = keras.layers.Dense(2)
