@@ -190,3 +190,14 @@ def sample_inputs(model: tf_keras.Model, batch: int = 3, seed: int = 0) -> list[
     else:
         shapes = [tuple(model._build_input_shape[1:])]
     return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]
+
+
+def fixed_functional() -> tf_keras.Model:
+    """`functional` with weights drawn from a fixed seed: the same model each time it is built
+    (Beam's workers build their own)."""
+    model = functional()
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        values = rng.uniform(0.5, 1.5, w.shape) if "moving_variance" in w.name else rng.normal(0.0, 0.3, w.shape)
+        w.assign(values.astype(w.dtype.as_numpy_dtype))
+    return model

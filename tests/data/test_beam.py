@@ -115,3 +115,24 @@ def test_read_npy_refuses_bad_files(tmp_path, files, error, match):
     np.savez(tmp_path / "pair.npz", a=np.zeros(2), b=np.ones(2))
     with pytest.raises(error, match=match):
         ReadNpy(*(tmp_path / f for f in files))
+
+
+def test_a_tf_keras_model_on_beam_writes_what_extract_writes(tmp_path):
+    pytest.importorskip("tf_keras")
+    from tests import models_keras2
+
+    x = np.random.default_rng(4).normal(size=(10, 8, 8, 3)).astype("float32")
+    fetches = ["dense/Tanh:0", "conv/BiasAdd:0"]
+    single = gs.trace(models_keras2.fixed_functional(), quiet=True).extract(fetches, x, out=tmp_path / "one.zarr",
+                                                                              batch_size=5, quiet=True)
+    with beam.Pipeline() as p:
+        done = (
+            p
+            | beam.Create(list(enumerate(x)))
+            | ExtractToZarr(models_keras2.fixed_functional, fetches, out=str(tmp_path / "beam.zarr"), batch_size=5)
+        )
+        assert_that(done, lambda got: _check_one_complete(got, 10))
+    spread = gs.open(tmp_path / "beam.zarr")
+    assert spread.attrs == single.attrs  # the same model (weights fingerprint), call and layout
+    for name in fetches:
+        np.testing.assert_array_equal(np.asarray(spread[name]), np.asarray(single[name]))
