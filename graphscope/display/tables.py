@@ -27,16 +27,22 @@ def _table(title: str) -> Table:
 
 def selection_table(selection: Any) -> Table:
     """A table of tensors: name, layer, op type, shape, dtype. A tensor computed inside a loop
-    or branch says which under its layer (`body of while`)."""
-    table = _table(f"{len(selection)} tensor{'s' if len(selection) != 1 else ''}")
+    or branch says which under its layer (`body of while`). A model's outputs (`Outputs`) show
+    their keys first."""
+    keys = getattr(selection, "keys", None)
+    title = f"{len(selection)} {'output' if keys is not None else 'tensor'}{'s' if len(selection) != 1 else ''}"
+    table = _table(title)
+    if keys is not None:
+        table.add_column("key", overflow="fold", ratio=2)
     table.add_column("name", overflow="fold", ratio=3)
     table.add_column("layer", overflow="fold", ratio=1)
     table.add_column("op type", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("dtype", no_wrap=True)
-    for t in selection:
+    for k, t in enumerate(selection):
         where = "\n".join(filter(None, [t.layer or "", context_text(t.context)]))
-        table.add_row(t.name, where, t.op_type, shape_text(t.shape), t.dtype)
+        key = [keys[k]] if keys is not None else []
+        table.add_row(*key, t.name, where, t.op_type, shape_text(t.shape), t.dtype)
     return table
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import networkx as nx
 
 from graphscope.ir import query
-from graphscope.ir.records import Layer, Op, Selection, Tensor
+from graphscope.ir.records import Layer, Op, Outputs, Selection, Tensor
 
 __all__ = ["ModelGraph", "Queries"]
 
@@ -61,9 +61,9 @@ class ModelGraph:
         return list(self.graph.graph.get("input_names") or [t.op for t in self.inputs])
 
     @property
-    def outputs(self) -> Selection:
-        """The traced function's output tensors."""
-        return Selection(self.tensors[n] for n in self.graph.graph["outputs"])
+    def outputs(self) -> Outputs:
+        """The traced function's output tensors, with their keys (`Outputs.keys`)."""
+        return Outputs((self.tensors[n] for n in self.graph.graph["outputs"]), self.output_keys)
 
     @property
     def output_keys(self) -> list[str]:
@@ -176,8 +176,8 @@ class Queries:
         return self.model_graph.graph
 
     @property
-    def outputs(self) -> Selection:
-        """The traced function's output tensors."""
+    def outputs(self) -> Outputs:
+        """The traced function's output tensors, with their keys in the returned structure."""
         return self.model_graph.outputs
 
     @property

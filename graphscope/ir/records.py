@@ -17,7 +17,7 @@ import numpy as np
 from graphscope.errors import AmbiguousMatchError, TensorNotFoundError
 from graphscope.ir.views import Shown
 
-__all__ = ["HANDLE_DTYPES", "Layer", "Op", "Results", "Selection", "Shape", "Tensor", "shape_text", "value_kind"]
+__all__ = ["HANDLE_DTYPES", "Layer", "Op", "Outputs", "Results", "Selection", "Shape", "Tensor", "shape_text", "value_kind"]
 
 Shape = tuple[int | None, ...] | None
 # dtypes of tensors that are handles to state (variables, lists, optionals), not values
@@ -112,6 +112,21 @@ class Selection(Shown, Sequence[Tensor]):
     def __repr__(self) -> str:
         shown = ", ".join(self.names[:3]) + (", ..." if len(self) > 3 else "")
         return f"<Selection {len(self)} tensor{'s' if len(self) != 1 else ''}: {shown}>"
+
+
+class Outputs(Selection):
+    """A model's output tensors with their keys in the structure it returns (`detection_boxes`,
+    `features/p3`, `0`; `""` for a single tensor): a Selection whose table shows the keys."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, items: Iterable[Tensor] = (), keys: Iterable[str] = ()) -> None:
+        super().__init__(items)
+        self.keys: tuple[str, ...] = tuple(keys)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={t.name}" if k else t.name for k, t in list(zip(self.keys, self))[:3])
+        return f"<Outputs {len(self)}: {shown}{', ...' if len(self) > 3 else ''}>"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)

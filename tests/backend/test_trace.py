@@ -286,6 +286,12 @@ def test_outputs_are_named_by_their_key_in_the_returned_structure():
     assert list(values) == ["detection_boxes", "features/p3"]
     np.testing.assert_allclose(values["features/p3"], want["features"]["p3"], rtol=1e-6)
     assert scope.output(1) == scope.output("detection_scores") == scope.outputs[1]
+    assert scope.outputs.keys == tuple(scope.output_keys) and scope.outputs == gs.Selection(scope.outputs)
+    assert repr(scope.outputs) == (f"<Outputs 4: detection_boxes={scope.outputs[0].name}, "
+                                   f"detection_scores={scope.outputs[1].name}, features/p3={scope.outputs[2].name}, ...>")
+    lines = str(scope.outputs).splitlines()  # the table shows each output's key beside its tensor
+    assert lines[0] == "4 outputs" and lines[2].split()[:2] == ["key", "name"]
+    assert [line.split()[:2] for line in lines[4:8]] == [[k, t.name] for k, t in zip(scope.output_keys, scope.outputs)]
     with pytest.raises(gs.AmbiguousMatchError, match="'features' holds 2 outputs; name one: features/p3, features/p4"):
         scope.output("features")
     with pytest.raises(gs.TensorNotFoundError, match="no output 'detection_box'.*Did you mean 'detection_boxes'"):
