@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import networkx as nx
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -46,7 +45,8 @@ def test_benchmark_smoke(tmp_path):
             op, bound = f["goal"].split()
             assert f["met"] == (f["value"] <= float(bound) if op == "<=" else f["value"] >= float(bound)), f
         times = re.fullmatch(r"(\d+\.\d+) s vs (\d+\.\d+) s", f["note"])
-        if f["unit"] == "ratio" and times:  # "graphscope s vs the baseline s": the ratio is theirs
-            assert f["value"] == pytest.approx(float(times[1]) / float(times[2]), rel=0.02, abs=0.01), f
+        if f["unit"] == "ratio" and times:  # "graphscope s vs the baseline s": the ratio is theirs,
+            ours, theirs = float(times[1]), float(times[2])  # within what rounding to 0.01 s allows
+            assert (ours - 0.005) / (theirs + 0.005) <= f["value"] <= (ours + 0.005) / max(theirs - 0.005, 1e-9), f
         assert re.search(rf"\b{f['id']}\b", run.stdout), f["id"]  # and it is in the printed table
     assert report["machine"]["tensorflow"] and "ratio" in run.stdout
