@@ -34,9 +34,10 @@ def trace(
     """Trace `model` and mirror every op it runs, nested functions included.
 
     Args:
-        model: a Keras 3 model (functional, sequential, subclassed, nested), a `tf.Module` with
-            `__call__`, a `tf.function`, a ConcreteFunction, or a path to a `.keras`/`.h5` file
-            or a SavedModel directory.
+        model: a Keras 3 or tf_keras model (functional, sequential, subclassed, nested), a
+            `tf.Module` with `__call__`, a `tf.function` or any callable that calls Keras layers
+            (a lambda, a bound method such as `model.predict_step`), a ConcreteFunction, or a
+            path to a `.keras`/`.h5` file or a SavedModel directory.
         input_signature: `tf.TensorSpec`s (or shapes), one per positional input; optional when
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).

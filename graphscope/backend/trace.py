@@ -77,8 +77,9 @@ def trace_function(
     """Trace `model` into a ConcreteFunction and record its Keras call structure.
 
     Args:
-        model: a Keras 3 model or layer, a `tf.Module` with `__call__`, a `tf.function`, a
-            ConcreteFunction, or a path to a `.keras`/`.h5` file or a SavedModel directory.
+        model: a Keras 3 or tf_keras model or layer, a `tf.Module` with `__call__`, a
+            `tf.function` or any callable, a ConcreteFunction, or a path to a `.keras`/`.h5`
+            file or a SavedModel directory.
         input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
