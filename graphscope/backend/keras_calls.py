@@ -4,7 +4,7 @@ While tracing, each Keras layer of the model gets a temporary per-instance `call
 records which ops its call created (by op creation id), its inputs and its outputs, and who called
 it. The wrappers are removed when tracing ends, even on error: the model is left exactly as it
 was (no weights, layers or attributes changed). A functional model's calls are then numbered in
-its node order (`Recorder.renumber`), the order the user's code made them.
+its node order (`Recorder.finish`), the order the user's code made them.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ class LayerCall:
 
     layer: Any
     parent: LayerCall | None
-    # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
-    # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order
-    number: int
     graph: tf.Graph
     first_id: int  # ops of `graph` with first_id < id <= last_id were created by this call
     last_id: int = -1
     args: Any = None  # the positional arguments, tf tensors in a nested structure
     outputs: Any = None
+    # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
+    # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order;
+    # set by `Recorder.finish`
+    number: int = 0
 
     @property
     def token(self) -> str:
@@ -53,8 +54,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[LayerCall] = []
         self.stack: list[LayerCall] = []
-        self.counts: dict[tuple[int, int], int] = {}
-        self.root: LayerCall | None = None
+        self.root: LayerCall | None = None  # the first call made outside every other, once finished
 
     def wrap(self, layer: Any, call: Any) -> Any:
         recorder = self
@@ -62,12 +62,8 @@ class Recorder:
         def recording_call(*args: Any, **kwargs: Any) -> Any:
             graph = tf.compat.v1.get_default_graph()
             parent = recorder.stack[-1] if recorder.stack else None
-            key = (id(parent), id(layer))
-            recorder.counts[key] = recorder.counts.get(key, 0) + 1
-            rec = LayerCall(layer, parent, recorder.counts[key], graph, _tf.last_op_id(graph), args=args)
+            rec = LayerCall(layer, parent, graph, _tf.last_op_id(graph), args=args)
             recorder.calls.append(rec)
-            if parent is None and recorder.root is None:
-                recorder.root = rec
             recorder.stack.append(rec)
             try:
                 out = call(*args, **kwargs)
@@ -79,10 +75,11 @@ class Recorder:
 
         return recording_call
 
-    def keep(self, graph: tf.Graph) -> None:
-        """Keep only the calls made while tracing `graph` (and the functions and bodies inside
-        it), numbered again: a tf.function traces twice when its first trace creates variables
-        (a model built by its first call), and throws the first graph away."""
+    def finish(self, graph: tf.Graph) -> None:
+        """After tracing `graph`: keep only the calls made while tracing it (and the functions
+        and bodies inside it), since a tf.function traces twice when its first trace creates
+        variables (a model built by its first call) and throws that graph away; then number
+        them, in call order, and a functional model's calls in its node order (`_renumber`)."""
 
         def inside(g: Any) -> bool:
             while g is not None:
@@ -92,8 +89,6 @@ class Recorder:
             return False
 
         kept = [c for c in self.calls if inside(c.graph)]
-        if len(kept) == len(self.calls):
-            return
         counts: dict[tuple[int, int], int] = {}
         for call in kept:
             key = (id(call.parent), id(call.layer))
@@ -101,8 +96,9 @@ class Recorder:
             call.number = counts[key]
         self.calls = kept
         self.root = next((c for c in kept if c.parent is None), None)
+        self._renumber()
 
-    def renumber(self) -> None:
+    def _renumber(self) -> None:
         """Number the calls a functional model makes the way Keras does (its node order), not
         in the order its graph ran them. Calls that do not match the model's nodes one to one
         (a model whose `call` is its own code) keep their call order."""

@@ -194,8 +194,7 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
             cf = fn.get_concrete_function(structured, training=training)
         else:
             cf = fn.get_concrete_function(*specs, training=training)
-    recorder.keep(cf.graph)
-    recorder.renumber()
+    recorder.finish(cf.graph)
     names = [s.name for s in specs]
     return Traced(
         function=cf,
@@ -283,8 +282,7 @@ def _trace_callable(fn: Any, input_signature: Any) -> Traced:
     fresh = _tf.fresh_function(fn) if fn is not python else tf.function(fn)
     with TRACE_LOCK, recording(roots) as recorder:
         cf = _concrete(fresh, input_signature, what=what)
-    recorder.keep(cf.graph)
-    recorder.renumber()
+    recorder.finish(cf.graph)
     traced = _from_concrete(cf, name=_function_name(fn), source="function")
     traced.calls = recorder.calls
     owner = getattr(python, "__self__", None)
@@ -314,8 +312,7 @@ def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
     fn = call if is_function else tf.function(call)
     with TRACE_LOCK, recording(keras_attributes(module)) as recorder:
         cf = _concrete(fn, input_signature, what=f"the tf.Module {_module_name(module)!r}")
-    recorder.keep(cf.graph)
-    recorder.renumber()
+    recorder.finish(cf.graph)
     traced = _from_concrete(cf, name=_module_name(module), source="module")
     traced.calls = recorder.calls
     return traced
