@@ -50,6 +50,7 @@ class Program:
         self.tensors: dict[str, Tensor] = mirrored.graph.tensors
         graph_def = _tf.inline_calls(cf)
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
+        self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
         variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
         rng = {
             internal.op.name
@@ -95,8 +96,8 @@ class Program:
         return cached
 
     def _compile(self, feeds: list[Tensor], fetches: list[Tensor]) -> Compiled:
-        feed_names: dict[str, str] = {}  # executable tensor name -> the placeholder that replaces it
-        feed_at: list[str] = []
+        # executable tensor name -> the placeholder that replaces it, in the feeds' order
+        feed_names: dict[str, str] = {}
         for k, t in enumerate(feeds):
             where = self.locator.locate(t)
             if not isinstance(where, str):
@@ -106,13 +107,12 @@ class Program:
                 )
             where = prune.normal(where)
             if where in feed_names:
-                other = feeds[feed_at.index(where)].name
+                other = feeds[list(feed_names).index(where)].name
                 raise ArgumentError(
                     f"feeds {other!r} and {t.name!r} hold the same value (one is the other's alias "
                     "in the executable graph): feed one of them"
                 )
             feed_names[where] = f"graphscope_feed_{k}"
-            feed_at.append(where)
         located = [self.locator.locate(t) for t in fetches]
         targets = [w for w in located if isinstance(w, expose.Target)]
         nodes, functions = self.nodes, []
@@ -137,20 +137,22 @@ class Program:
                 e = next(exposed)
                 fetch_names.append(e.tensor)
                 kinds.append(e.kinds)
-        selected = prune.select(nodes, feed_names, fetch_names, captures=set(self.captures))
+        selected = prune.select(nodes, feed_names, fetch_names, captures=self._bound)
         if selected.missing:
             self._disconnected(selected.missing, dict(zip(fetch_names, fetches)))
         kept = selected.kept
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = prune.select(nodes, feed_names, fetch_names + updates, captures=set(self.captures)).kept
+            kept = prune.select(nodes, feed_names, fetch_names + updates, captures=self._bound).kept
         # the function takes the feeds the fetches reach, in the feed list's order
-        used = [k for k, where in enumerate(feed_at) if where in selected.reached]
-        placeholders = [(feed_at[k], feed_names[feed_at[k]]) for k in used]
+        fed = [(k, where, placeholder) for k, (where, placeholder) in enumerate(feed_names.items())
+               if where in selected.reached]
+        used = [k for k, _, _ in fed]
         specs = [feeds[k] for k in used]
-        out = prune.graph_def(self.graph_def, nodes, functions, list(zip(placeholders, specs)), kept)
+        out = prune.graph_def(self.graph_def, nodes, functions,
+                              [(where, placeholder, feeds[k]) for k, where, placeholder in fed], kept)
         captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
-        inputs = [f"{p}:0" for _, p in placeholders]
+        inputs = [f"{placeholder}:0" for _, _, placeholder in fed]
         outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
         function = _function(out, inputs, outputs, updates, captures, specs)
         top = [n.name for n in self.graph_def.node if n.name in kept]

@@ -110,18 +110,18 @@ def graph_def(
     base: graph_pb2.GraphDef,
     nodes: Mapping[str, Any],
     functions: list[Any],
-    feeds: Sequence[tuple[str, Any]],
+    feeds: Sequence[tuple[str, str, Any]],
     kept: set[str],
 ) -> graph_pb2.GraphDef:
     """The `kept` nodes of `base` (as replaced in `nodes`), with each fed tensor replaced by a
-    placeholder of its own. `feeds`: (placeholder name, TensorSpec-like with dtype and shape),
-    in the order of `feed_names`."""
+    placeholder of its own. `feeds`: (executable tensor name, placeholder name, anything with
+    the tensor's `dtype` and `shape`), in the order the function takes them."""
     out = graph_pb2.GraphDef()
     out.versions.CopyFrom(base.versions)
     out.library.CopyFrom(base.library)
     out.library.function.extend(functions)
     fed: dict[str, str] = {}
-    for (where, placeholder), spec in feeds:
+    for where, placeholder, spec in feeds:
         node = out.node.add(name=placeholder, op="Placeholder")
         node.attr["dtype"].type = tf.as_dtype(spec.dtype).as_datatype_enum
         node.attr["shape"].shape.CopyFrom(tf.TensorShape(spec.shape).as_proto())
