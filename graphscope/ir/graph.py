@@ -69,7 +69,7 @@ class ModelGraph:
     def output_keys(self) -> list[str]:
         """The key or path of each output in the structure the model returns (`detection_boxes`,
         `0`, `features/p3`; `""` for a single tensor), in the order of `outputs`."""
-        return list(self.graph.graph.get("output_keys") or [str(k) for k in range(len(self.graph.graph["outputs"]))])
+        return query.output_keys(self.graph)
 
     def output(self, key: str | int = 0) -> Tensor:
         """The output tensor at `key`: a key or path of the returned structure, or a position.

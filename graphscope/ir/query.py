@@ -35,7 +35,7 @@ from graphscope.errors import (
 from graphscope.ir.names import split_tensor_name
 from graphscope.ir.records import Layer, Op, Selection, Tensor
 
-__all__ = ["Index", "ancestors", "as_layer", "output", "cut_points", "descendants", "find", "layer", "narrow", "op", "resolve",
+__all__ = ["Index", "ancestors", "as_layer", "output", "cut_points", "descendants", "find", "layer", "narrow", "op", "output_keys", "resolve",
            "resolve_pairs", "tensor"]
 
 TensorLike = str | Tensor
@@ -124,11 +124,17 @@ def resolve(G: nx.DiGraph, of: Any) -> list[Tensor]:
     return [t for _, t in resolve_pairs(G, of)]
 
 
+def output_keys(G: nx.DiGraph) -> list[str]:
+    """The key or path of each output in the structure the traced function returns, in the
+    order of its outputs; positions (`"0"`, `"1"`) for a graph saved before keys were kept."""
+    return list(G.graph.get("output_keys") or [str(k) for k in range(len(G.graph["outputs"]))])
+
+
 def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
     """The output tensor at `key`: a key or path of the structure the traced function returns,
     or a position among its outputs (see `ModelGraph.output`)."""
     outputs: list[str] = G.graph["outputs"]
-    keys: list[str] = G.graph.get("output_keys") or [str(k) for k in range(len(outputs))]
+    keys = output_keys(G)
     tensors_: dict[str, Tensor] = G.graph["tensors"]
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise ArgumentError(f"an output is named by its key or path (str) or position (int), not {type(key).__name__}")
@@ -166,7 +172,7 @@ def _by_other_name(G: nx.DiGraph, name: str) -> list[tuple[str, Tensor]]:
     input_names = G.graph.get("input_names", [])
     if name in input_names:
         return [(name, tensors_[G.graph["inputs"][input_names.index(name)]])]
-    keys = list(G.graph.get("output_keys", ()))
+    keys = list(G.graph.get("output_keys", ()))  # as recorded: positions are no names
     if name and name in keys:  # a key or path of the returned structure
         return [(name, tensors_[G.graph["outputs"][keys.index(name)]])]
     op_name, _ = split_tensor_name(name)
