@@ -180,8 +180,7 @@ class Scope(Queries, Shown):
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
         """One-shot `executor(fetches, feeds=feeds)(inputs)`."""
-        ex = self.executor(fetches, feeds=feeds)
-        return ex(*inputs) if isinstance(inputs, tuple) else ex(inputs)
+        return self._runtime.run(fetches, inputs, feeds=feeds)
 
     # ---- datasets and checks
 

@@ -83,16 +83,11 @@ def validate(runtime: Runtime, inputs: Any, *, fetches: Any = None) -> Validatio
         else:
             candidates.append(op)
     wanted = sorted({n for op in candidates for n in (*_data_inputs(op, tensors), *_values(op, tensors))})
-    fetched = dict(_run(runtime, wanted, inputs)) if wanted else {}
+    fetched = dict(runtime.run(wanted, inputs)) if wanted else {}
     for group in _rounds(candidates, tensors):
         _replay(runtime, group, fetched, tensors, report)
     _compare_keras(runtime, inputs, fetches, report)
     return report
-
-
-def _run(runtime: Runtime, fetches: Any, inputs: Any, feeds: Any = None) -> Any:
-    executor = runtime.executor(fetches, feeds=feeds)
-    return executor(*inputs) if isinstance(inputs, tuple) else executor(inputs)
 
 
 def _values(op: Op, tensors: dict[str, Tensor]) -> list[str]:
@@ -143,7 +138,7 @@ def _replay(runtime: Runtime, ops: list[Op], fetched: dict[str, Any], tensors: d
     if not outs:
         return
     try:
-        replayed = _run(runtime, outs, {n: fetched[n] for n in feeds}, feeds=feeds)
+        replayed = runtime.run(outs, {n: fetched[n] for n in feeds}, feeds=feeds)
     except GraphscopeError:
         if len(ops) == 1:
             report.skipped[ops[0].name] = "cannot be run alone from its inputs"
@@ -197,7 +192,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
         sub_model = functional_model(model, model_inputs, [s for _, s in pairs])
     except ValueError:  # Keras cannot cut the model there
         return
-    ours = _run(runtime, [n for n, _ in pairs], inputs)
+    ours = runtime.run([n for n, _ in pairs], inputs)
     given = inputs if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
     theirs = sub_model(given, training=False)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]

@@ -65,6 +65,11 @@ class Runtime:
             self._executors.put(key, executor)
         return executor
 
+    def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
+        """One-shot `executor(fetches, feeds=feeds)(inputs)`; a tuple holds positional inputs."""
+        executor = self.executor(fetches, feeds=feeds)
+        return executor(*inputs) if isinstance(inputs, tuple) else executor(inputs)
+
 
 class InputSignature:
     """What an executor is fed: names (every spelling of each input accepted by name), dtypes and
