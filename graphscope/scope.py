@@ -4,6 +4,7 @@ mirror -> query -> execute), with its views, pictures, exports, dataset jobs and
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from graphscope.backend.mirror import Mirrored, mirror
@@ -13,9 +14,9 @@ from graphscope.display.tree import LayerTree, layer_tree
 from graphscope.ir.graph import ModelGraph, Queries
 from graphscope.ir.records import Results
 from graphscope.ir.views import Shown, view
-from graphscope.runtime.executor import Executor, Runtime
 
 if TYPE_CHECKING:
+    from graphscope.runtime.executor import Executor, Runtime
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
     from graphscope.display.picture import Picture
@@ -100,7 +101,20 @@ class Scope(Queries, Shown):
 
     def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
         self._traced = traced
-        self._runtime = Runtime(traced, mirrored)
+        self._mirrored = mirrored
+        self._runtime_lock = threading.Lock()
+        self._lazy_runtime: Runtime | None = None
+
+    @property
+    def _runtime(self) -> Runtime:
+        """The runtime, made (and its modules imported) on first use: tracing and queries need
+        neither, and a first trace in a fresh process is that much quicker."""
+        with self._runtime_lock:
+            if self._lazy_runtime is None:
+                from graphscope.runtime.executor import Runtime
+
+                self._lazy_runtime = Runtime(self._traced, self._mirrored)
+            return self._lazy_runtime
 
     # ---- what it is
 
@@ -112,7 +126,7 @@ class Scope(Queries, Shown):
     @property
     def model_graph(self) -> ModelGraph:
         """The mirrored graph with its metadata and queries (no TensorFlow needed to use it)."""
-        return self._runtime.graph
+        return self._mirrored.graph
 
     @property
     def function(self) -> Any:

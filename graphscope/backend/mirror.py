@@ -29,6 +29,9 @@ from graphscope.ir.records import Layer, Op, Selection, Tensor
 __all__ = ["Mirrored", "Site", "canonical_op_name", "mirror"]
 
 _CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
+# the op types that hold function bodies: only their NodeDefs are read (parsing every op's costs
+# a tenth of a ResNet50's mirror)
+_BODY_OPS = _CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
 # function-valued attributes of control-flow ops: attr -> (role, offset of the op's inputs).
 # A loop's body is mirrored before its cond, so on a name clash the body keeps the plain name.
 _BODY_ATTRS = (
@@ -157,6 +160,9 @@ class _Mirror:
         self.traced = traced
         self.tick = tick
         self.G = nx.DiGraph(name=traced.name)
+        # nodes and edges are collected while walking and added to G at once, afterwards
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[tuple[str, str], list[int]] = {}
         self.tensors: dict[str, Tensor] = {}
         self.sites: dict[str, Site] = {}
         self.names: dict[str, str] = {}
@@ -171,6 +177,8 @@ class _Mirror:
     def build(self) -> Mirrored:
         cf = self.traced.function
         self._walk(cf.graph, None)
+        self.G.add_nodes_from(self.nodes.items())
+        self.G.add_edges_from((u, v, {"outputs": tuple(sorted(set(ix)))}) for (u, v), ix in self.edges.items())
         n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
         inputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.inputs[:n_inputs]]
         outputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.outputs]
@@ -252,7 +260,7 @@ class _Mirror:
         elif not frame.role:
             raw = f"{frame.call_raw}/{op.name}"
             name = f"{frame.prefix}{base}"
-            if not frame.prefix and (base in self.G or arg is not None):  # keep clashes apart
+            if not frame.prefix and (base in self.nodes or arg is not None):  # keep clashes apart
                 name = f"{frame.call_name}/{base}"
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
@@ -260,8 +268,8 @@ class _Mirror:
                 name = f"{frame.call_name}/{frame.role}/{base.rpartition('/')[2]}"
             else:
                 name = frame.prefix + base
-                name = name if name not in self.G else qualify(name, frame.call_name, frame.role)
-        name = uniquify(name, self.G)
+                name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)
+        name = uniquify(name, self.nodes)
         function = frame.function if frame else ()
         site = frame.site if frame else ()
         layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
@@ -316,16 +324,12 @@ class _Mirror:
             outputs.append(tname)
 
         record = Op(name, raw, op.type, layer, function, tuple(inputs), tuple(outputs))
-        self.G.add_node(name, op=record, tensors=tuple(self.tensors[t] for t in outputs))
+        self.nodes[name] = {"op": record, "tensors": tuple(self.tensors[t] for t in outputs)}
         self.names.setdefault(raw, name)
+        edges = self.edges
         for src in inputs:
             producer = self.tensors[src]
-            if self.G.has_edge(producer.op, name):
-                edge = self.G.edges[producer.op, name]
-                if producer.index not in edge["outputs"]:
-                    edge["outputs"] = tuple(sorted(edge["outputs"] + (producer.index,)))
-            else:
-                self.G.add_edge(producer.op, name, outputs=(producer.index,))
+            edges.setdefault((producer.op, name), []).append(producer.index)
 
     def _prefix(self, op: tf.Operation, name: str, role: str, frame: _Frame | None) -> str:
         """How the canonical names of a body's ops start."""
@@ -337,6 +341,8 @@ class _Mirror:
 
     def _bodies(self, op: tf.Operation) -> list[tuple[str, str, tf.Graph, int]]:
         """(role, function attribute, body graph, offset of the op inputs feeding its arguments)."""
+        if op.type not in _BODY_OPS:
+            return []
         node_def = op.node_def
         found = []
         if op.type in _CALL_OPS and "f" in node_def.attr:

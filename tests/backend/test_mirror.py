@@ -4,6 +4,7 @@ import keras
 import networkx as nx
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import graphscope as gs
 from graphscope import demo
@@ -168,3 +169,38 @@ def test_resnet_names_match_model_summary():
     assert ours <= keras_names
     assert len(keras_names - ours) <= 1  # only the InputLayer owns no op
     assert scope.layer("conv2_block1_add").output.name == "conv2_block1_add/Add:0"
+
+
+def test_every_op_holding_a_function_is_one_the_mirror_opens():
+    """The mirror reads NodeDefs only of the op types in `_BODY_OPS`; an op type TF adds (or
+    renames) that holds a body would go unopened, so every function-valued attribute TF writes
+    for loops, branches, switches and calls must be on an op of those types."""
+    from graphscope.backend import tf_internals as _tf
+    from graphscope.backend.mirror import _BODY_OPS, _CALL_OPS
+
+    @tf.function
+    def helper(x):
+        return tf.nn.softplus(x)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3)), tf.TensorSpec((), tf.int32)])
+    def f(x, k):
+        y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+        y = tf.switch_case(k, [lambda: y, lambda: y + 1.0, lambda: helper(y)])
+        _, y = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 0.5), (0, y))
+        return tf.map_fn(lambda row: tf.reduce_max(row), y)
+
+    seen, todo = set(), [f.get_concrete_function().graph]
+    while todo:
+        graph = todo.pop()
+        for op in graph.get_operations():
+            for attr in op.node_def.attr.values():
+                names = [attr.func.name] if attr.HasField("func") else [fn.name for fn in attr.list.func]
+                for name in names:
+                    seen.add(op.type)
+                    assert op.type in _BODY_OPS, f"{op.type} holds function {name} but the mirror would not open it"
+                    todo.append(_tf.function_graph(op.graph, name))
+    # a loop, a branch, a switch and a call (TF picks the stateless forms of pure bodies)
+    assert {"While", "StatelessWhile"} & seen and {"If", "StatelessIf"} & seen
+    assert {"Case", "StatelessCase"} & seen and _CALL_OPS & seen
+    scope = gs.trace(f)  # and the mirror opens them all: the helper's Softplus is there
+    assert scope.find(op_type="Softplus")
