@@ -16,7 +16,7 @@ from graphscope.ir.records import Results
 from graphscope.ir.views import Shown, view
 
 if TYPE_CHECKING:
-    from graphscope.runtime.executor import Executor, Runtime
+    from graphscope.runtime.executor import Executor, GradientExecutor, Runtime
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
     from graphscope.display.picture import Picture
@@ -180,21 +180,64 @@ class Scope(Queries, Shown):
 
     # ---- execution
 
-    def executor(self, fetches: Any, *, feeds: Any = None) -> Executor:
+    def executor(self, fetches: Any, *, feeds: Any = None, edits: Any = None) -> Executor:
         """A pruned executor for `fetches` (tensor, op or layer names, Tensors, a Selection or a
         Layer).
 
         By default it is fed the model's inputs; `feeds`, when given, is the complete list of
         tensors it is fed (intermediate tensors, and model inputs by name if still needed).
-        Executors are cached: the same fetches and feeds return the same executor, and the same
-        fetch *set* (in any order or spelling) reuses the compiled function. The most recently
-        used 64 of each are kept per scope.
-        """
-        return self._runtime.executor(fetches, feeds=feeds)
 
-    def run(self, fetches: Any, inputs: Any, *, feeds: Any = None) -> Results:
-        """One-shot `executor(fetches, feeds=feeds)(inputs)`."""
-        return self._runtime.run(fetches, inputs, feeds=feeds)
+        `edits` maps tensors (names or Tensors) to replacements: an array, patched in on every
+        call and broadcast to the tensor's shape (a value saved from another run: activation
+        patching), or a callable `fn(value) -> value` written with TF ops or `keras.ops` (zero a
+        channel, scale, steer, clamp), traced once into the executor (tensors and variables it
+        reads are taken at their values then). Everything downstream of
+        an edit is computed from it, a fetch of the edited tensor returns the edited value, and
+        the model is never changed. Inside loop bodies and branches a callable applies at every
+        iteration (or whenever the branch runs); an array is refused there.
+
+        Executors are cached: the same fetches, feeds and edits return the same executor, and
+        the same fetch *set* (in any order or spelling) reuses the compiled function. The most
+        recently used 64 of each are kept per scope.
+
+        >>> import graphscope as gs, keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+        >>> run = gs.trace(model).executor("dense/BiasAdd:0", edits={"dense/MatMul:0": lambda v: v * 0})
+        >>> run(np.ones((1, 3), "float32"))["dense/BiasAdd:0"].tolist() == [model.layers[0].bias.numpy().tolist()]
+        True
+        """
+        return self._runtime.executor(fetches, feeds=feeds, edits=edits)
+
+    def run(self, fetches: Any, inputs: Any, *, feeds: Any = None, edits: Any = None) -> Results:
+        """One-shot `executor(fetches, feeds=feeds, edits=edits)(inputs)`."""
+        return self._runtime.run(fetches, inputs, feeds=feeds, edits=edits)
+
+    def gradients(self, of: Any, wrt: Any, inputs: Any, *, target: Any = None, feeds: Any = None,
+                  edits: Any = None) -> Results:
+        """The gradient of `target(value of of)` (default: the value itself), summed to a
+        scalar, with respect to each entry of `wrt`, on `inputs`.
+
+        Args:
+            of: one tensor (a name, an output key such as `"detection_boxes"`, a Tensor).
+            wrt: one entry or a list: model inputs (by input name), any tensor outside loop
+                bodies and branches (a pre-activation inside a layer included), variables (by
+                path, `"conv1/kernel"`, or the variable itself).
+            inputs: what the model (or `feeds`) is fed, as for an executor.
+            target: `fn(value) -> tensor` written with TF ops, e.g. `lambda v: v[:, 3]` for one
+                class's logit; its result is summed.
+            feeds, edits: as for `executor`; gradients flow through edits.
+
+        Returns:
+            `Results` keyed as `wrt` was given (a variable object by its path), each gradient
+            shaped like its entry. Gradients flow through loops (`map_fn`, `while_loop`),
+            branches and nested functions. Compiled once and cached; no weight moves.
+        """
+        return self._runtime.gradients(of, wrt, inputs, target=target, feeds=feeds, edits=edits)
+
+    def gradient_executor(self, of: Any, wrt: Any, *, target: Any = None, feeds: Any = None,
+                          edits: Any = None) -> GradientExecutor:
+        """The cached function behind `gradients`, to call on many inputs."""
+        return self._runtime.gradient_executor(of, wrt, target=target, feeds=feeds, edits=edits)
 
     # ---- datasets and checks
 

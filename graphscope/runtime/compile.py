@@ -20,6 +20,7 @@ from graphscope.backend.mirror import Mirrored
 from graphscope.backend.trace import Traced
 from graphscope.errors import ArgumentError, DisconnectedError, UnsupportedFetchError
 from graphscope.ir.records import Tensor
+from graphscope.runtime import edit as editing
 from graphscope.runtime import expose, prune
 from graphscope.runtime.cache import LRU
 from graphscope.runtime.locate import Locator
@@ -39,6 +40,7 @@ class Compiled:
     kinds: list[tuple[str, ...]]
     kept: list[str]
     used: list[int]
+    edit_ops: dict[str, str] = dataclasses.field(default_factory=dict)  # spliced op prefix -> edited tensor
 
 
 class Program:
@@ -78,24 +80,49 @@ class Program:
             if t.index == 0 and raw in self.nodes and all(attr == "f" for _, attr in path):
                 self.canonical_ops[raw] = t.op
 
-    def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor]) -> Compiled:
-        """The compiled function for this feed list and fetch *set*, built once and reused (the
-        most recently used `cache.CACHE_SIZE` are kept).
+    def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor],
+                 edits: Sequence[editing.Edit] = ()) -> Compiled:
+        """The compiled function for this feed list, fetch *set* and edits, built once and
+        reused (the most recently used `cache.CACHE_SIZE` are kept).
 
         Raises:
-            DisconnectedError: a fetch needs a model input that is not fed.
+            DisconnectedError: a fetch needs a model input that is not fed, or an edit changes
+                nothing a fetch depends on.
             UnsupportedFetchError: a fetch or feed TensorFlow's optimizer removed, or a feed
                 inside a function TensorFlow does not inline.
+            InputError: an edit that cannot replace its tensor.
         """
         order = sorted({t.name for t in fetches})
-        key = (tuple(t.name for t in feeds), tuple(order))
+        key = (tuple(t.name for t in feeds), tuple(order), tuple(e.key for e in edits))
         cached = self._compiled.get(key)
         if cached is None:
-            cached = self._compile(list(feeds), [self.tensors[n] for n in order])
+            cached = self._compile(list(feeds), [self.tensors[n] for n in order], list(edits))
             self._compiled.put(key, cached)
         return cached
 
-    def _compile(self, feeds: list[Tensor], fetches: list[Tensor]) -> Compiled:
+    def gradient(self, feeds: Sequence[Tensor], of: Tensor, wrt: Sequence[Tensor | str],
+                 target: Any, edits: Sequence[editing.Edit] = (), labels: Sequence[str] | None = None) -> Compiled:
+        """A compiled function of the feeds that returns the gradient of
+        `sum(target(value of of))` with respect to each entry of `wrt`: a tensor outside loops
+        and branches (fed or computed), or the name of a placeholder bound to a variable
+        (`captures`; several for one variable are given as one entry joined by spaces, and
+        their gradients are added); `labels` name the entries in errors. Cached like
+        `compiled`, by `target` too.
+
+        Raises:
+            DisconnectedError: no gradient flows from `of` to some entry of `wrt`.
+        """
+        key = ("gradient", tuple(t.name for t in feeds), of.name,
+               tuple(w if isinstance(w, str) else w.name for w in wrt), id(target), tuple(e.key for e in edits))
+        cached = self._compiled.get(key)
+        if cached is None:
+            names = list(labels) if labels is not None else [w if isinstance(w, str) else w.name for w in wrt]
+            cached = self._compile(list(feeds), [of], list(edits), gradient=(list(wrt), target, names))
+            self._compiled.put(key, cached)
+        return cached
+
+    def _compile(self, feeds: list[Tensor], fetches: list[Tensor], edits: list[editing.Edit],
+                 gradient: tuple[list[Tensor | str], Any, list[str]] | None = None) -> Compiled:
         # executable tensor name -> the placeholder that replaces it, in the feeds' order
         feed_names: dict[str, str] = {}
         for k, t in enumerate(feeds):
@@ -113,51 +140,161 @@ class Program:
                     "in the executable graph): feed one of them"
                 )
             feed_names[where] = f"graphscope_feed_{k}"
-        located = [self.locator.locate(t) for t in fetches]
+        nodes, library, functions = self.nodes, self.library, []
+        edited: dict[Any, str | expose.Target] = {}  # where an edited value was -> where it is now
+        patch = None
+        if edits:
+            located_edits = []
+            for e in edits:
+                where = self.locator.locate(e.tensor)
+                where = prune.normal(where) if isinstance(where, str) else where
+                if any(w == where for _, w in located_edits):
+                    other = next(o for o, w in located_edits if w == where)
+                    raise ArgumentError(
+                        f"edits of {other.tensor.name!r} and {e.tensor.name!r} replace the same value (one is the "
+                        "other's alias in the executable graph): edit one of them"
+                    )
+                located_edits.append((e, where))
+            patch = editing.apply(self.nodes, self.library, located_edits)
+            nodes = {**self.nodes, **patch.nodes}
+            library = patch.library
+            functions = list(patch.functions)
+            edited = {where: patch.outputs[e.tensor.name] for e, where in located_edits}
+        wrt_tensors = [w for w in (gradient[0] if gradient else []) if isinstance(w, Tensor)]
+        located = []
+        for t in [*fetches, *wrt_tensors]:
+            where = self.locator.locate(t)
+            where = prune.normal(where) if isinstance(where, str) else where
+            located.append(edited.get(where, where))
+        for t, where in zip(wrt_tensors, located[len(fetches):]):
+            if not isinstance(where, str):
+                raise UnsupportedFetchError(
+                    f"cannot take a gradient with respect to {t.name!r}: it is computed inside "
+                    f"{t.context or t.function[-1]}, where it has a value per iteration (or per call); take it with "
+                    "respect to a tensor outside loops and branches (the loop's input or output)"
+                )
         targets = [w for w in located if isinstance(w, expose.Target)]
-        nodes, functions = self.nodes, []
         exposed = iter(())
         if targets:
             try:
-                patch = expose.expose(self.nodes, self.library, targets)
+                exposing = expose.expose(nodes, library, targets)
             except LookupError as e:
                 raise UnsupportedFetchError(
                     f"cannot reach inside the loops/branches for {', '.join(t.name for t in fetches)}: {e}; "
                     "fetch the loop's or branch's own outputs instead (and please report this)"
                 ) from None
-            nodes = {**self.nodes, **patch.nodes}
-            functions = patch.functions
-            exposed = iter(patch.exposed)
+            nodes = {**nodes, **exposing.nodes}
+            functions += exposing.functions
+            exposed = iter(exposing.exposed)
         fetch_names, kinds = [], []
         for where in located:
             if isinstance(where, str):
-                fetch_names.append(prune.normal(where))
+                fetch_names.append(where)
                 kinds.append(())
             else:
                 e = next(exposed)
                 fetch_names.append(e.tensor)
                 kinds.append(e.kinds)
-        selected = prune.select(nodes, feed_names, fetch_names, captures=self._bound)
+        wanted = fetch_names[: len(fetches)]  # the gradient's forward pass needs `of` alone
+        selected = prune.select(nodes, feed_names, wanted, captures=self._bound)
         if selected.missing:
-            self._disconnected(selected.missing, dict(zip(fetch_names, fetches)))
+            self._disconnected(selected.missing, dict(zip(wanted, fetches)))
         kept = selected.kept
+        if patch is not None:
+            for e in edits:
+                if patch.anchors[e.tensor.name] not in kept:
+                    raise DisconnectedError(
+                        f"the edit of {e.tensor.name!r} changes nothing the fetches "
+                        f"({', '.join(t.name for t in fetches)}) depend on"
+                        + (" from these feeds" if feeds and len(feeds) else "")
+                        + ": edit a tensor upstream of them, or fetch one downstream of the edit"
+                    )
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = prune.select(nodes, feed_names, fetch_names + updates, captures=self._bound).kept
+            kept = prune.select(nodes, feed_names, wanted + updates, captures=self._bound).kept
         # the function takes the feeds the fetches reach, in the feed list's order
         fed = [(k, where, placeholder) for k, (where, placeholder) in enumerate(feed_names.items())
                if where in selected.reached]
         used = [k for k, _, _ in fed]
         specs = [feeds[k] for k in used]
-        out = prune.graph_def(self.graph_def, nodes, functions,
-                              [(where, placeholder, feeds[k]) for k, where, placeholder in fed], kept)
+        graph = prune.graph_def(self.graph_def, nodes, functions,
+                                [(where, placeholder, feeds[k]) for k, where, placeholder in fed], kept)
         captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
         inputs = [f"{placeholder}:0" for _, _, placeholder in fed]
-        outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
-        function = _function(out, inputs, outputs, updates, captures, specs)
+        then = None
+        if gradient is None:
+            outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
+        else:
+            outputs, then = self._gradient(fetches[0], gradient, fetch_names, feed_names, fed, captures, kept)
+        function = _function(graph, inputs, outputs, updates, captures, specs, then)
         top = [n.name for n in self.graph_def.node if n.name in kept]
-        return Compiled(function, [t.name for t in fetches], kinds, top, used)
+        return Compiled(function, [t.name for t in fetches], kinds, top, used,
+                        patch.prefixes if patch is not None else {})
 
+    def _gradient(self, of: Tensor, gradient: tuple[list[Tensor | str], Any, list[str]], fetch_names: list[str],
+                  feed_names: dict[str, str], fed: list[tuple[int, str, str]],
+                  captures: dict[str, Any], kept: set[str]) -> tuple[list[str], Any]:
+        """The tensors a gradient function imports (`of`, then every computed `wrt` tensor) and
+        the step that builds the gradient from them (`then` of `_function`)."""
+        wrt, target, labels = gradient
+        args = {where: j for j, (_, where, _) in enumerate(fed)}  # fed tensor -> function argument
+        outputs = [fetch_names[0]]
+        sources: list[tuple[str, Any]] = []  # per wrt: ("arg", j) | ("out", k) | ("captures", names)
+        names = iter(fetch_names[1:])
+
+        def unreachable(label: str) -> DisconnectedError:
+            return DisconnectedError(
+                f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of {of.name!r} (or a feed "
+                f"cuts it off); take the gradient with respect to something {of.name!r} is computed from"
+            )
+
+        for w, label in zip(wrt, labels):
+            if isinstance(w, str):
+                bound = [f"{n}:0" for n in w.split(" ") if f"{n}:0" in captures]
+                if not bound:
+                    raise unreachable(label)
+                sources.append(("captures", bound))
+                continue
+            where = next(names)
+            if where in feed_names and where not in args or where not in feed_names and where.partition(":")[0] not in kept:
+                raise unreachable(label)
+            if where in args:
+                sources.append(("arg", args[where]))
+            else:
+                sources.append(("out", len(outputs)))
+                outputs.append(where)
+
+        def then(values: list[tf.Tensor], arguments: list[tf.Tensor], bound: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+            value = values[0]
+            if target is not None:
+                value = tf.convert_to_tensor(target(value))
+            if not (value.dtype.is_floating or value.dtype.is_complex):
+                raise ArgumentError(
+                    f"cannot differentiate {of.name!r}{' (after target)' if target is not None else ''}: it is "
+                    f"{value.dtype.name}; take the gradient of a floating-point tensor"
+                )
+            total = tf.reduce_sum(value)
+            xs, spans = [], []
+            for kind, where in sources:
+                if kind == "captures":
+                    spans.append((len(xs), len(where)))
+                    xs.extend(bound[n] for n in where)
+                else:
+                    spans.append((len(xs), 1))
+                    xs.append(arguments[where] if kind == "arg" else values[where])
+            grads = tf.gradients(total, xs) if xs else []
+            out = []
+            for label, (start, count) in zip(labels, spans):
+                parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]
+                if not parts:
+                    raise DisconnectedError(
+                        f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of it, or every path "
+                        "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
+                    )
+                out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
+            return out
+
+        return outputs, then
     def _disconnected(self, missing: dict[str, list[str]], fetches: dict[str, Tensor]) -> None:
         lines = ", ".join(
             f"{self.canonical_ops.get(name, name)}:0 (needed by {', '.join(dict.fromkeys(fetches[f].name for f in needed))})"
@@ -171,7 +308,7 @@ class Program:
 
 
 def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[str],
-              captures: dict[str, Any], specs: list[Tensor]) -> _tf.FlatFunction:
+              captures: dict[str, Any], specs: list[Tensor], then: Any = None) -> _tf.FlatFunction:
     pending = [graph]  # the GraphDef is needed while building only; the closure outlives it
 
     def run(*args: tf.Tensor) -> list[tf.Tensor]:
@@ -191,10 +328,15 @@ def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[s
         values, internal = values[:returned], values[returned:]
         for handle, placeholder in zip(captures.values(), internal):
             _tf.bind_capture(handle, placeholder)
+        if then is not None:  # a step built on the imported values (a gradient)
+            values = [*then(values[: len(outputs)], list(args), dict(zip(captures, internal))), *values[len(outputs):]]
+            outputs_count = len(values) - len(updates)
+        else:
+            outputs_count = len(outputs)
         if not updates:
             return values
-        with tf.control_dependencies(values[len(outputs) :]):
-            return [tf.identity(v) for v in values[: len(outputs)]]
+        with tf.control_dependencies(values[outputs_count:]):
+            return [tf.identity(v) for v in values[:outputs_count]]
 
     # wrap_function builds the function without tf.function's automatic-control-dependency
     # pass, which would cost a third of the build and add nothing the GraphDef lacks

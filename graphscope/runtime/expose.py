@@ -35,7 +35,10 @@ from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2, ten
 
 from graphscope.backend import tf_internals as _tf
 
-__all__ = ["CALLS", "Exposed", "Patch", "Target", "decode", "expose", "function_attr", "library_of", "read_only"]
+__all__ = [
+    "CALLS", "Body", "Container", "Exposed", "Patch", "Target", "Top", "decode", "expose", "function_attr",
+    "library_of", "read_only",
+]
 
 _LOOPS = {"While", "StatelessWhile"}
 _BRANCHES = {"If", "StatelessIf", "Case", "StatelessCase"}
@@ -97,7 +100,7 @@ def expose(
     Raises:
         LookupError: a step or op is not where the target says.
     """
-    top = _Top(nodes, library)
+    top = Top(nodes, library)
     rewriter = _Rewriter(library)
     values = rewriter.values(top, list(targets))
     return Patch(
@@ -107,7 +110,7 @@ def expose(
     )
 
 
-class _Container:
+class Container:
     """A graph being edited: the top-level GraphDef or a cloned FunctionDef."""
 
     library: dict[str, function_pb2.FunctionDef]
@@ -143,7 +146,7 @@ class _Container:
         node.input.extend(data + extra + control)
 
 
-class _Top(_Container):
+class Top(Container):
     def __init__(self, nodes: dict[str, node_def_pb2.NodeDef], library: dict[str, Any]) -> None:
         self.nodes = nodes
         self.library = library
@@ -168,7 +171,7 @@ class _Top(_Container):
         return f"{node}:{index}"
 
 
-class _Body(_Container):
+class Body(Container):
     """A clone of a library function, under a new name."""
 
     def __init__(self, fdef: function_pb2.FunctionDef, library: dict[str, Any]) -> None:
@@ -207,12 +210,12 @@ class _Rewriter:
         self.library = library
         self.created: list[function_pb2.FunctionDef] = []
 
-    def register(self, body: _Body) -> str:
+    def register(self, body: Body) -> str:
         """Add a finished clone to the library being built; returns its name."""
         self.created.append(body.fdef)
         return body.fdef.signature.name
 
-    def values(self, container: _Container, targets: list[Target]) -> list[_Value]:
+    def values(self, container: Container, targets: list[Target]) -> list[_Value]:
         """The value of each target, named in `container` (whose ops the targets start from)."""
         out: list[_Value | None] = [None] * len(targets)
         groups: dict[str, list[int]] = {}
@@ -241,8 +244,8 @@ class _Rewriter:
 
     # ---- the three kinds of function-calling ops
 
-    def _call(self, container: _Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
-        body = _Body(self.library[node.attr["f"].func.name], self.library)
+    def _call(self, container: Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
+        body = Body(self.library[node.attr["f"].func.name], self.library)
         values = self.values(body, [t for _, t in inner])
         n = len(node.attr["Tout"].list.type)
         for v in values:
@@ -255,12 +258,12 @@ class _Rewriter:
         _unknown_shapes(node, len(values))
         return [_Value(container.ref(node.name, n + j), v.dtype, v.kinds) for j, v in enumerate(values)]
 
-    def _branch(self, container: _Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
+    def _branch(self, container: Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
         attrs = ["then_branch", "else_branch"] if "then_branch" in node.attr else [
             f"branches:{k}" for k in range(len(node.attr["branches"].list.func))
         ]
         funcs = {a: function_attr(node, a) for a in attrs}
-        bodies = {a: _Body(self.library[funcs[a].name], self.library) for a in attrs}
+        bodies = {a: Body(self.library[funcs[a].name], self.library) for a in attrs}
         unknown = [attr for attr, _ in inner if attr not in attrs]
         if unknown:
             raise LookupError(f"op {node.name!r} ({node.op}) has no function {unknown[0]!r}")
@@ -291,10 +294,10 @@ class _Rewriter:
             result[k] = _Value(container.ref(node.name, n + j), _VARIANT, ("optional",) + v.kinds)
         return [v for v in result if v is not None]
 
-    def _loop(self, container: _Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
+    def _loop(self, container: Container, node: Any, inner: list[tuple[str, Target]]) -> list[_Value]:
         types = list(node.attr["T"].list.type)
         n = len(types)
-        body = _Body(self.library[node.attr["body"].func.name], self.library)
+        body = Body(self.library[node.attr["body"].func.name], self.library)
         in_body = [k for k, (attr, _) in enumerate(inner) if attr == "body"]
         in_cond = [k for k, (attr, _) in enumerate(inner) if attr == "cond"]
         if len(in_body) + len(in_cond) != len(inner):
@@ -302,7 +305,7 @@ class _Rewriter:
         values = dict(zip(in_body, self.values(body, [inner[k][1] for k in in_body])))
         replay = None
         if in_cond:  # the cond's values: a copy of the cond, called on each iteration's arguments
-            copy = _Body(self.library[node.attr["cond"].func.name], self.library)
+            copy = Body(self.library[node.attr["cond"].func.name], self.library)
             found = self.values(copy, [inner[k][1] for k in in_cond])
             returns = [a.type for a in copy.fdef.signature.output_arg]  # the cond's own result
             for v in found:
@@ -313,7 +316,7 @@ class _Rewriter:
             for j, k in enumerate(in_cond):
                 values[k] = _Value(body.ref(call.name, replay[2] + j), found[j].dtype, found[j].kinds)
         order = in_body + in_cond
-        cond = _Body(self.library[node.attr["cond"].func.name], self.library)
+        cond = Body(self.library[node.attr["cond"].func.name], self.library)
         for k in order:
             v = values[k]
             acc = body.add_input(_VARIANT)

@@ -1,0 +1,304 @@
+"""Edits: a tensor's value replaced inside the executable graph, for one executor.
+
+An edit maps a tensor to a replacement: an array (patched in on every call, broadcast to the
+tensor's shape: activation patching) or a callable `fn(value) -> value` written with TF ops or
+`keras.ops` (zero a channel, scale, steer, clamp), traced once. The executable graph is
+rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
+tensor itself returns it; everything not downstream of an edit is computed as before. The model
+and the `Program`'s own graph are never changed: the rewrite touches copies.
+
+- At the top level the replacement's ops are spliced into the GraphDef under
+  `graphscope_edit_<k>/`, so gradients flow through them like through any other op.
+- Inside a loop body, a branch or a call TensorFlow does not inline, the chain of functions down
+  to the tensor is cloned (as `expose` does) and the innermost clone calls the replacement's
+  function on the value, so a callable applies at every iteration, or whenever the branch runs.
+  An array has no meaning there (one value for every iteration?) and is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import function_pb2, node_def_pb2
+
+from graphscope.backend import tf_internals as _tf
+from graphscope.errors import ArgumentError, InputError
+from graphscope.ir.graph import ModelGraph
+from graphscope.ir.records import Tensor, shape_text
+from graphscope.runtime import expose
+
+__all__ = ["Edit", "EditPatch", "apply", "castable", "resolve"]
+
+_names = itertools.count()  # edit node prefixes are process-unique, as expose's clones are
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Edit:
+    """One tensor's replacement: `array` (already checked against the tensor) or `fn`."""
+
+    tensor: Tensor
+    array: np.ndarray | None = None
+    fn: Callable[[Any], Any] | None = None
+
+    @property
+    def key(self) -> tuple:
+        """What executors with this edit are cached by: the array's contents, or the callable."""
+        if self.array is not None:
+            digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
+            return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
+        return (self.tensor.name, "callable", id(self.fn))
+
+    def replacement(self, value: tf.Tensor) -> tf.Tensor:
+        """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""
+        if self.array is not None:
+            return tf.broadcast_to(tf.constant(self.array, dtype=value.dtype), tf.shape(value))
+        return self.fn(value)
+
+
+def castable(source: np.dtype, target: np.dtype) -> bool:
+    """Whether values of `source` convert to `target` without losing what they mean (the same
+    kind or safer, or integers into floats)."""
+    return np.can_cast(source, target, casting="same_kind") or (source.kind in "biu" and target.kind in "fc")
+
+
+def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
+    """The edits a caller passes (`{tensor: array or callable}`), each to exactly one tensor.
+
+    Raises:
+        ArgumentError: `edits` is not a mapping, a key names several tensors, or a value is
+            neither an array nor a callable.
+        InputError: an array that cannot take the tensor's place (its dtype or shape).
+        TensorNotFoundError: a key names no tensor (with the closest names).
+    """
+    if edits is None:
+        return []
+    if not isinstance(edits, Mapping):
+        raise ArgumentError(
+            f"edits must be a dict {{tensor name: array or callable}}, got {type(edits).__name__}"
+        )
+    out: list[Edit] = []
+    seen: dict[str, Any] = {}
+    for key, value in edits.items():
+        pairs = graph.resolve_pairs(key)
+        if len(pairs) != 1:
+            raise ArgumentError(
+                f"an edit replaces one tensor, but {key!r} names {len(pairs)}: "
+                f"{', '.join(t.name for _, t in pairs[:5])}{', ...' if len(pairs) > 5 else ''}; edit each by its name"
+            )
+        (_, tensor), = pairs
+        if tensor.name in seen:
+            raise ArgumentError(f"{key!r} and {seen[tensor.name]!r} are the same tensor {tensor.name!r}: edit it once")
+        seen[tensor.name] = key
+        if tensor.is_handle:
+            raise InputError(f"cannot edit {tensor.name!r}: it is a {tensor.dtype} handle, not a value")
+        if callable(value) and not isinstance(value, (np.ndarray, tf.Tensor)):
+            out.append(Edit(tensor, fn=value))
+        elif isinstance(value, (np.ndarray, np.generic, tf.Tensor, int, float, bool, list, tuple)):
+            out.append(Edit(tensor, array=_array_for(tensor, value)))
+        else:
+            raise ArgumentError(
+                f"the edit of {tensor.name!r} must be an array (patched in) or a callable fn(value) -> value, "
+                f"got {type(value).__name__}"
+            )
+    return out
+
+
+def _array_for(tensor: Tensor, value: Any) -> np.ndarray:
+    """`value` as an array of `tensor`'s dtype that broadcasts to its shape (a private copy:
+    the caller may change theirs afterwards)."""
+    array = np.array(value.numpy() if isinstance(value, tf.Tensor) else value)
+    target = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
+    if array.dtype.kind not in "biufc" or not castable(array.dtype, target):
+        raise InputError(
+            f"the edit of {tensor.name!r} ({tensor.dtype}) is an array of dtype {array.dtype}, "
+            "which would lose information as " + tensor.dtype + "; convert it first"
+        )
+    if tensor.shape is not None:
+        rank = len(tensor.shape)
+        fits = array.ndim <= rank and all(
+            a == 1 or d is None or a == d for a, d in zip(array.shape[::-1], tensor.shape[::-1])
+        )
+        if not fits:
+            raise InputError(
+                f"the edit of {tensor.name!r} has shape {shape_text(array.shape)}, which does not broadcast "
+                f"to the tensor's shape {shape_text(tensor.shape)} (? for any size)"
+            )
+    return expose.read_only(array.astype(target, copy=False))
+
+
+# --------------------------------------------------------------------------- the rewrite
+
+
+@dataclasses.dataclass
+class EditPatch:
+    """What `apply` rewrote: top-level nodes to replace or add, the function library with the
+    clones and replacement functions (`library`; `functions` are the new ones), where each
+    edited tensor's new value is (`outputs`, by canonical name: a top-level tensor or a
+    `Target`), and the top-level node each edit lives in or under (`anchors`)."""
+
+    nodes: dict[str, node_def_pb2.NodeDef]
+    library: dict[str, function_pb2.FunctionDef]
+    functions: list[function_pb2.FunctionDef]
+    outputs: dict[str, str | expose.Target]
+    anchors: dict[str, str]
+    prefixes: dict[str, str]  # spliced node name prefix -> the edited tensor's name
+
+
+def apply(
+    nodes: dict[str, node_def_pb2.NodeDef],
+    library: dict[str, function_pb2.FunctionDef],
+    edits: list[tuple[Edit, str | expose.Target]],
+) -> EditPatch:
+    """Rewrite the executable graph (`nodes`, `library`: left unchanged) so that each edited
+    tensor, located at a top-level tensor name or a `Target`, is replaced.
+
+    Raises:
+        InputError: an array edit inside a loop or branch, or a callable that fails, or returns
+            a value of another dtype or shape.
+    """
+    patch = EditPatch({}, dict(library), [], {}, {}, {})
+    top = expose.Top(nodes, patch.library)
+    for edit, where in edits:
+        function = _trace(edit)
+        if isinstance(where, str):
+            patch.outputs[edit.tensor.name] = _splice(top, nodes, where, function, edit, patch)
+            patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
+        else:
+            if edit.array is not None:
+                raise InputError(
+                    f"cannot patch {edit.tensor.name!r} with an array: it is computed inside {edit.tensor.context}, "
+                    "where it takes a value on every iteration (or only when the branch runs); pass a callable "
+                    "fn(value) -> value, which applies each time"
+                )
+            _add_functions(patch, function)
+            node = _within(top, list(where.steps), patch, lambda body: _call(body, where, function))
+            patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
+            patch.anchors[edit.tensor.name] = where.steps[0][0]
+    patch.nodes = top.changed
+    return patch
+
+
+def _trace(edit: Edit) -> Any:
+    """The replacement as a ConcreteFunction of the tensor's value, its captures made constants."""
+    t = edit.tensor
+    spec = tf.TensorSpec(t.shape, t.dtype)
+    try:
+        function = tf.function(lambda value: tf.convert_to_tensor(edit.replacement(value))).get_concrete_function(spec)
+    except Exception as e:  # noqa: BLE001 - whatever the user's function raised
+        raise InputError(
+            f"the edit of {t.name!r} failed on a {t.dtype} tensor of shape {shape_text(t.shape)}: "
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        ) from None
+    (out,) = function.outputs
+    if out.dtype != spec.dtype:
+        raise InputError(
+            f"the edit of {t.name!r} returns {out.dtype.name}, but the tensor is {t.dtype}: cast the result"
+        )
+    if not out.shape.is_compatible_with(spec.shape):
+        raise InputError(
+            f"the edit of {t.name!r} returns shape {shape_text(out.shape.as_list() if out.shape.rank is not None else None)}, "
+            f"but the tensor has shape {shape_text(t.shape)}: an edit must keep the shape"
+        )
+    return _tf.frozen(function)
+
+
+def _add_functions(patch: EditPatch, function: Any) -> None:
+    """The replacement's FunctionDef and those it calls, into the library being built."""
+    for fdef in [*function.graph.as_graph_def().library.function, function.function_def]:
+        if fdef.signature.name not in patch.library:
+            patch.library[fdef.signature.name] = fdef
+            patch.functions.append(fdef)
+
+
+def _splice(top: expose.Top, nodes: Mapping[str, Any], ref: str, function: Any, edit: Edit, patch: EditPatch) -> str:
+    """Copy the replacement's ops into the top-level graph, reading `ref`; point every consumer
+    of `ref` at the result; return the result's tensor name."""
+    prefix = f"graphscope_edit_{next(_names)}"
+    patch.prefixes[prefix] = edit.tensor.name
+    source, _, index = ref.partition(":")
+    placeholder = function.inputs[0].op.name
+    graph_def = function.graph.as_graph_def()
+
+    def mapped(name: str) -> str:
+        control = name.startswith("^")
+        node, _, out = name.lstrip("^").partition(":")
+        if node == placeholder:
+            return f"^{source}" if control else ref
+        return f"{'^' if control else ''}{prefix}/{node}{':' + out if out else ''}"
+
+    added = []
+    for node in graph_def.node:
+        if node.name == placeholder:
+            continue
+        copy = node_def_pb2.NodeDef()
+        copy.CopyFrom(node)
+        copy.name = f"{prefix}/{node.name}"
+        del copy.input[:]
+        copy.input.extend(mapped(i) for i in node.input)
+        if "_class" in copy.attr:
+            del copy.attr["_class"]
+        added.append(copy)
+    for fdef in graph_def.library.function:
+        if fdef.signature.name not in patch.library:
+            patch.library[fdef.signature.name] = fdef
+            patch.functions.append(fdef)
+    result = mapped(function.outputs[0].name)
+    spellings = {ref, source} if index == "0" else {ref}
+    consumers = [n for n in [*nodes, *top.changed] if any(i in spellings for i in _node_of(top, n).input)]
+    for name in dict.fromkeys(consumers):
+        node = top.get(name)
+        replaced = [result if i in spellings else i for i in node.input]
+        del node.input[:]
+        node.input.extend(replaced)
+    for copy in added:
+        top.add(copy)
+    return result
+
+
+def _node_of(top: expose.Top, name: str) -> Any:
+    return top.changed.get(name) or top.nodes[name]
+
+
+def _within(container: expose.Container, steps: list[tuple[str, str]], patch: EditPatch,
+            edit: Callable[[expose.Body], str]) -> str:
+    """Clone the functions along `steps` (each parent pointed at its clone) and apply `edit`
+    to the innermost clone; returns what `edit` returns."""
+    (name, attr), rest = steps[0], steps[1:]
+    node = container.get(name)
+    func = expose.function_attr(node, attr)
+    body = expose.Body(patch.library[func.name], patch.library)
+    result = _within(body, rest, patch, edit) if rest else edit(body)
+    patch.library[body.fdef.signature.name] = body.fdef
+    patch.functions.append(body.fdef)
+    func.name = body.fdef.signature.name
+    if attr == "f":  # an XLA call: an edited body runs without XLA, as an exposed one does
+        for key in _tf.XLA_ATTRS:
+            if key in node.attr:
+                del node.attr[key]
+    return result
+
+
+def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
+    """Inside `body`: call the replacement on the target's value and point every consumer (and
+    the body's results) at it; returns the call's node name."""
+    ref = body.arg(where.arg) if where.arg is not None else body.ref(where.node, where.index)
+    call = node_def_pb2.NodeDef(name=body.unique("edit"), op="StatefulPartitionedCall")
+    call.input.append(ref)
+    call.attr["f"].func.name = function.function_def.signature.name
+    call.attr["Tin"].list.type.append(where.dtype)
+    call.attr["Tout"].list.type.append(where.dtype)
+    body.add(call)
+    out = body.ref(call.name, 0)
+    for node in body.fdef.node_def:
+        if node.name != call.name and ref in node.input:
+            node.input[:] = [out if i == ref else i for i in node.input]
+    for key, value in list(body.fdef.ret.items()):
+        if value == ref:  # a loop carries the edited value on to the next iteration
+            body.fdef.ret[key] = out
+    return call.name

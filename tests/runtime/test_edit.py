@@ -1,0 +1,206 @@
+"""Edits: each compared with an independent computation (a Keras clone with the change made in
+its weights, a run on other data, the loop computed by hand), never with graphscope itself."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from tests import models
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+
+def _two_convs(seed: int = 3) -> keras.Model:
+    """conv1 -> conv2 (ReLU fused) -> global pooling -> dense: every value depends on the image alone."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    bias = keras.initializers.RandomNormal(stddev=0.2, seed=seed + 1)
+    x_in = keras.Input((10, 10, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1", kernel_initializer=init, bias_initializer=bias)(x_in)
+    x = keras.layers.Conv2D(5, 3, activation="relu", name="conv2", kernel_initializer=init, bias_initializer=bias)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(4, name="logits", kernel_initializer=init)(x)
+    return keras.Model(x_in, out, name="two_convs")
+
+
+@pytest.fixture(scope="module")
+def convs():
+    model = _two_convs()
+    images = np.random.default_rng(5).normal(size=(3, 10, 10, 3)).astype(np.float32)
+    return model, gs.trace(model, quiet=True), images
+
+
+def test_zeroing_a_channel_of_a_pre_activation_equals_zeroing_its_weights(convs):
+    model, scope, images = convs
+    k = 2
+    before = weights_snapshot(model)
+
+    def zero_channel(v):
+        return v * tf.one_hot(k, 5, on_value=0.0, off_value=1.0)
+
+    got = scope.run(["conv2/BiasAdd:0", "logits/BiasAdd:0"], images, edits={"conv2/BiasAdd:0": zero_channel})
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    kernel, bias = clone.get_layer("conv2").get_weights()
+    kernel[..., k], bias[k] = 0, 0
+    clone.get_layer("conv2").set_weights([kernel, bias])
+    np.testing.assert_allclose(got["logits/BiasAdd:0"], clone.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    # the fetched edited tensor is the edited value; the model itself is untouched
+    assert np.all(got["conv2/BiasAdd:0"][..., k] == 0)
+    assert_weights_unchanged(model, before)
+    np.testing.assert_allclose(scope.run("logits/BiasAdd:0", images)["logits/BiasAdd:0"],
+                               model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_patching_a_layer_output_with_another_inputs_value_equals_running_that_input(convs):
+    model, scope, images = convs
+    clean, corrupt = images[:1], images[1:2]
+    saved = scope.run("conv1/Relu:0", clean)["conv1/Relu:0"]
+    patched = scope.run("logits/BiasAdd:0", corrupt, edits={"conv1/Relu:0": saved})["logits/BiasAdd:0"]
+    np.testing.assert_allclose(patched, model.predict(clean, verbose=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(patched, model.predict(corrupt, verbose=0))
+    # broadcast: one sample's value patched into a batch of three
+    batch = scope.run("logits/BiasAdd:0", images, edits={"conv1/Relu:0": saved})["logits/BiasAdd:0"]
+    np.testing.assert_allclose(batch, np.repeat(model.predict(clean, verbose=0), 3, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_everything_not_downstream_of_an_edit_is_as_before(convs):
+    _, scope, images = convs
+    fetches = ["conv1/BiasAdd:0", "conv2/BiasAdd:0", "conv2/Relu:0"]
+    plain = scope.run(fetches, images)
+    edited = scope.run(fetches, images, edits={"conv2/BiasAdd:0": lambda v: v + 1.0})
+    np.testing.assert_array_equal(edited["conv1/BiasAdd:0"], plain["conv1/BiasAdd:0"])
+    np.testing.assert_allclose(edited["conv2/BiasAdd:0"], plain["conv2/BiasAdd:0"] + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(edited["conv2/Relu:0"], np.maximum(plain["conv2/BiasAdd:0"] + 1.0, 0), rtol=1e-6)
+
+
+def test_several_edits_at_once_compose(convs):
+    model, scope, images = convs
+    got = scope.run("logits/BiasAdd:0", images, edits={
+        "conv1/Relu:0": lambda v: keras.ops.clip(v, 0.0, 0.1),  # keras.ops work too
+        "pool/Mean:0": np.zeros((1, 5), np.float32),
+    })["logits/BiasAdd:0"]
+    bias = model.get_layer("logits").bias.numpy()
+    np.testing.assert_allclose(got, np.broadcast_to(bias, (3, 4)), atol=1e-7)  # the pool edit overrides conv1's
+
+
+def test_edits_steer_with_a_captured_vector_and_a_variable(convs):
+    _, scope, images = convs
+    direction = tf.constant(np.linspace(-1, 1, 5), tf.float32)
+    scale = tf.Variable(3.0)
+    plain = scope.run("pool/Mean:0", images)["pool/Mean:0"]
+    got = scope.run("pool/Mean:0", images, edits={"pool/Mean:0": lambda v: v + scale * direction})["pool/Mean:0"]
+    np.testing.assert_allclose(got, plain + 3.0 * direction.numpy(), rtol=1e-6)
+
+
+def test_edited_executors_are_cached_by_their_edits(convs):
+    _, scope, _ = convs
+    fn = lambda v: v * 2.0  # noqa: E731
+    a = scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": fn})
+    assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": fn}) is a
+    assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": lambda v: v * 2.0}) is not a
+    assert scope.executor("logits/BiasAdd:0") is not a
+    zeros = np.zeros((1, 6, 6, 5), np.float32)
+    b = scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": zeros})
+    assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": zeros.copy()}) is b  # same contents
+    assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": zeros + 1}) is not b
+    assert "1 edit" in repr(a)
+
+
+def test_an_array_changed_after_the_call_does_not_change_the_executor(convs):
+    _, scope, images = convs
+    value = np.zeros((1, 5), np.float32)
+    run = scope.executor("logits/BiasAdd:0", edits={"pool/Mean:0": value})
+    first = run(images)["logits/BiasAdd:0"]
+    value += 10
+    np.testing.assert_array_equal(run(images)["logits/BiasAdd:0"], first)
+
+
+def test_an_edit_of_a_model_input(convs):
+    model, scope, images = convs
+    got = scope.run("logits/BiasAdd:0", images, edits={"image": lambda v: v * 0.5})["logits/BiasAdd:0"]
+    np.testing.assert_allclose(got, model.predict(images * 0.5, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_edits_with_intermediate_feeds(convs):
+    model, scope, images = convs
+    h = scope.run("conv1/Relu:0", images)["conv1/Relu:0"]
+    got = scope.run("logits/BiasAdd:0", h, feeds=["conv1/Relu:0"], edits={"conv2/Relu:0": lambda v: v * 0})
+    bias = model.get_layer("logits").bias.numpy()
+    np.testing.assert_allclose(got["logits/BiasAdd:0"], np.broadcast_to(bias, (3, 4)), atol=1e-7)
+    with pytest.raises(gs.DisconnectedError, match="changes nothing"):  # the feed cuts the edit off
+        scope.executor("logits/BiasAdd:0", feeds=["conv2/Relu:0"], edits={"conv1/Relu:0": lambda v: v})
+
+
+def test_an_edit_inside_a_map_fn_body_equals_the_loop_by_hand():
+    model = models.control_flow()  # running_sum (while loop) -> map_square (map_fn: x**2 + 1) -> out
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    (square,) = scope.find(r"^map_square/map/while/Square:0$")
+    got = scope.run([square, "map_square/map/TensorArrayV2Stack/TensorListStack:0", "out/BiasAdd:0"], x,
+                    edits={square: lambda v: -v})
+    h = np.cumsum(x, axis=1)  # the running sum over the features
+    mapped = -(h**2) + 1.0  # the edit applies in every iteration of the map
+    np.testing.assert_allclose(got["map_square/map/TensorArrayV2Stack/TensorListStack:0"], mapped, rtol=1e-5)
+    kernel, bias = model.get_layer("out").get_weights()
+    np.testing.assert_allclose(got["out/BiasAdd:0"], mapped @ kernel + bias, rtol=1e-5, atol=1e-6)
+    # the edited value, fetched inside the loop: one per iteration
+    np.testing.assert_allclose(got[square.name], -(h**2), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def flows():
+    scope = gs.trace(models.loops_and_branches(), quiet=True)
+    return scope, np.random.default_rng(1).normal(size=(2, 5)).astype(np.float32)
+
+
+def _switch(x, y):
+    """Branchy's tf.switch_case by hand, on the branch its (unedited) index picks."""
+    index = int(np.clip(int(np.max(x) * 2.0), 0, 2))
+    return [y + 1.0, np.sqrt(np.abs(y)), y * y][index]
+
+
+def test_an_edit_inside_a_cond_branch_applies_when_the_branch_runs(flows):
+    scope, x = flows
+    for sign in (1.0, -1.0):  # the then-branch runs for a positive batch sum, the else-branch for a negative one
+        xs = np.abs(x) * sign
+        out = scope.layer("branchy").output
+        got = scope.run([out, "branchy/cond/Relu:0"], xs, edits={"branchy/cond/Relu:0": lambda v: v + 1.0})
+        y = (np.maximum(xs, 0) + 1.0) * 2.0 if sign > 0 else np.exp(xs) - 1.0
+        np.testing.assert_allclose(got[out.name], _switch(xs, y), rtol=1e-5)
+        if sign > 0:  # the edited value, fetched: there when its branch ran, None when not
+            np.testing.assert_allclose(got["branchy/cond/Relu:0"], np.maximum(xs, 0) + 1.0, rtol=1e-6)
+        else:
+            assert got["branchy/cond/Relu:0"] is None
+
+
+def test_an_edit_inside_an_xla_helper(flows):
+    scope, x = flows
+    out = scope.layer("xla_helper").output
+    got = scope.run(out, x, edits={"xla_helper/PartitionedCall/Relu:0": lambda v: v - 2.0})[out.name]
+    np.testing.assert_allclose(got, (np.maximum(x, 0) - 2.0) * 3.0 + 1.0, rtol=1e-5)
+
+
+def test_an_edit_at_one_call_site_of_a_shared_function_leaves_the_other(flows):
+    scope, x = flows
+    out = scope.layer("shared_helper").output
+    got = scope.run(out, x, edits={"shared_helper/PartitionedCall/Sigmoid:0": lambda v: v * 0.0})
+    np.testing.assert_allclose(got[out.name], 4.0 / (1.0 + np.exp(x)), rtol=1e-5)  # sigmoid(-x) * 4
+
+
+def test_an_array_edit_inside_a_loop_is_refused_with_the_way_out():
+    scope = gs.trace(models.control_flow(), quiet=True)
+    (square,) = scope.find(r"^map_square/map/while/Square:0$")
+    with pytest.raises(gs.InputError, match="pass a callable"):
+        scope.executor("out/BiasAdd:0", edits={square: np.zeros(5, np.float32)})
+
+
+def test_the_model_is_never_changed_by_edits(convs):
+    model, scope, images = convs
+    before = weights_snapshot(model)
+    graph_def = scope._runtime.program.graph_def.SerializeToString(deterministic=True)
+    scope.run("logits/BiasAdd:0", images, edits={"conv1/Relu:0": lambda v: v * 0, "conv2/BiasAdd:0": np.ones(5, np.float32)})
+    assert_weights_unchanged(model, before)
+    assert scope._runtime.program.graph_def.SerializeToString(deterministic=True) == graph_def
+    np.testing.assert_allclose(scope.run("logits/BiasAdd:0", images)["logits/BiasAdd:0"],
+                               model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,113 @@
+"""Gradients: each compared with tf.GradientTape on the Keras model, a Keras tail model, or the
+derivative computed by hand; never with graphscope itself."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from tests import models
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    model = models.functional()  # conv -> bn -> relu -> pool -> flatten -> dense (tanh) -> probs (softmax)
+    x = models.sample_inputs(model)[0]
+    return model, gs.trace(model, quiet=True), x
+
+
+def test_gradients_wrt_inputs_and_weights_equal_gradient_tape(cnn):
+    model, scope, x = cnn
+    before = weights_snapshot(model)
+    dense_kernel = model.get_layer("dense").kernel
+    got = scope.gradients("probs/Softmax:0", ["image", "conv/kernel", dense_kernel, "dense/bias"], x,
+                          target=lambda p: tf.math.log(p[:, 1]))
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.reduce_sum(tf.math.log(model(xs, training=False)[:, 1]))
+    want = tape.gradient(loss, [xs, model.get_layer("conv").kernel.value, dense_kernel.value,
+                                model.get_layer("dense").bias.value])
+    assert list(got) == ["image", "conv/kernel", "dense/kernel", "dense/bias"]  # keyed as given (a variable by path)
+    for key, w in zip(got, want):
+        assert got[key].shape == tuple(w.shape)
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-4, atol=1e-6)
+    assert_weights_unchanged(model, before)
+
+
+def test_a_gradient_wrt_a_pre_activation_is_the_tail_models_times_the_activations_derivative(cnn):
+    model, scope, x = cnn
+    values = scope.run(["dense/BiasAdd:0", "dense/Tanh:0"], x)
+    got = scope.gradients("probs/Softmax:0", "dense/BiasAdd:0", x, target=lambda p: p[:, 0])["dense/BiasAdd:0"]
+    # the Keras tail: the layers after `dense`, on a new input of dense's output shape
+    tail_in = keras.Input((6,))
+    tail = keras.Model(tail_in, model.get_layer("probs")(tail_in))
+    h = tf.constant(values["dense/Tanh:0"])
+    with tf.GradientTape() as tape:
+        tape.watch(h)
+        p0 = tf.reduce_sum(tail(h)[:, 0])
+    want = tape.gradient(p0, h).numpy() * (1.0 - np.tanh(values["dense/BiasAdd:0"]) ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_through_a_map_fn_and_a_while_loop_by_hand():
+    model = models.control_flow()  # h = running sum (while loop); m = map_fn(h**2 + 1); out = m @ W + b
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    h = "running_sum/transpose:0"
+    got = scope.gradients("out/BiasAdd:0", [h, "x"], x, target=lambda v: v[:, 1])
+    kernel = model.get_layer("out").kernel.numpy()
+    hv = np.cumsum(x, axis=1)
+    d_h = 2.0 * hv * kernel[:, 1]  # d/dh sum_b (h_b**2 + 1) @ W[:, 1]
+    np.testing.assert_allclose(got[h], d_h, rtol=1e-5)
+    d_x = np.cumsum(d_h[:, ::-1], axis=1)[:, ::-1]  # the running sum's transpose: suffix sums
+    np.testing.assert_allclose(got["x"], d_x, rtol=1e-5)
+
+
+def test_gradients_flow_through_edits(cnn):
+    _, scope, x = cnn
+    plain = scope.gradients("dense/Tanh:0", "flatten/Reshape:0", x)["flatten/Reshape:0"]
+    doubled = scope.gradients("dense/Tanh:0", "flatten/Reshape:0", x,
+                              edits={"dense/BiasAdd:0": lambda v: v * 0.5})["flatten/Reshape:0"]
+    values = scope.run("dense/BiasAdd:0", x)["dense/BiasAdd:0"]
+    kernel = scope.model.get_layer("dense").kernel.numpy()
+    np.testing.assert_allclose(plain, (1 - np.tanh(values) ** 2) @ kernel.T, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(doubled, (0.5 * (1 - np.tanh(0.5 * values) ** 2)) @ kernel.T, rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_from_intermediate_feeds(cnn):
+    _, scope, x = cnn
+    flat = scope.run("flatten/Reshape:0", x)["flatten/Reshape:0"]
+    fed = scope.gradients("dense/Tanh:0", ["flatten/Reshape:0", "dense/kernel"], flat, feeds=["flatten/Reshape:0"])
+    full = scope.gradients("dense/Tanh:0", ["flatten/Reshape:0", "dense/kernel"], x)
+    for key in full:
+        np.testing.assert_allclose(fed[key], full[key], rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_executors_are_cached_and_run_on_new_inputs(cnn):
+    model, scope, x = cnn
+    run = scope.gradient_executor("probs/Softmax:0", "image", target=lambda p: p[:, 2])
+    assert scope.gradient_executor("probs/Softmax:0", "image", target=run.target) is run
+    other = x[::-1].copy()
+    xs = tf.constant(other)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        p = tf.reduce_sum(model(xs)[:, 2])
+    np.testing.assert_allclose(run(other)["image"], tape.gradient(p, xs).numpy(), rtol=1e-4, atol=1e-7)
+    assert "d probs/Softmax:0 / d image" in repr(run)
+
+
+def test_gradients_wrt_a_shared_variable_add_every_read():
+    model = models.shared()
+    scope = gs.trace(model, quiet=True)
+    x = models.sample_inputs(model)
+    shared = [lay for lay in model.layers if len(lay._inbound_nodes) > 1][0]
+    kernel = shared.weights[0]
+    got = scope.gradients(scope.outputs[0], kernel, x)
+    xs = [tf.constant(a) for a in x]
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(model(xs if len(xs) > 1 else xs[0]))
+    want = tape.gradient(y, kernel.value)
+    np.testing.assert_allclose(got[kernel.path], want.numpy(), rtol=1e-4, atol=1e-6)
