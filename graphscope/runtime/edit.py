@@ -191,9 +191,12 @@ def _trace(edit: Edit) -> Any:
     try:
         function = tf.function(lambda value: tf.convert_to_tensor(edit.replacement(value))).get_concrete_function(spec)
     except Exception as e:  # noqa: BLE001 - whatever the user's function raised
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # autograph frames the cause with "in user code:" and file lines; the cause comes last
+        reason = lines[-1] if lines else type(e).__name__
+        reason = reason if reason.split(":")[0].endswith(("Error", "Exception")) else f"{type(e).__name__}: {reason}"
         raise InputError(
-            f"the edit of {t.name!r} failed on a {t.dtype} tensor of shape {shape_text(t.shape)}: "
-            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            f"the edit of {t.name!r} failed on a {t.dtype} tensor of shape {shape_text(t.shape)}: {reason}"
         ) from None
     (out,) = function.outputs
     if out.dtype != spec.dtype:

@@ -139,7 +139,15 @@ class Runtime:
                     )
                 out.append((path, " ".join(variables[path])))
                 continue
-            pairs = self.graph.resolve_pairs(item)
+            try:
+                pairs = self.graph.resolve_pairs(item)
+            except TensorNotFoundError:
+                if not isinstance(item, str):
+                    raise
+                names = [*variables, *self.graph.input_names, *self.graph.tensors]
+                raise TensorNotFoundError(
+                    f"no tensor, input or variable named {item!r}." + suggestion(item, names)
+                ) from None
             if len(pairs) != 1:
                 raise ArgumentError(
                     f"{item!r} names {len(pairs)} tensors ({', '.join(t.name for _, t in pairs[:5])}); a gradient "
