@@ -1,4 +1,4 @@
-"""The `graphscope` command line: demo, tree, find, run, export, draw, extract, open, validate.
+"""The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   graphscope tree demo                          the demo model's layers as a tree
   graphscope find demo NonMaxSuppression        tensors whose name matches a regex
   graphscope run demo 'ROI/.*NonMaxSuppressionV3:0' --out nms.npz
+  graphscope run model.keras logits/BiasAdd:0 --input x.npy --edit block4_conv3/Relu:0=saved.npy
+  graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 block5_conv4/BiasAdd:0 --input x.npy --out grads.npz
   graphscope export model.keras --format graphml --out model.graphml
   graphscope draw demo ROI --out roi.svg
   graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr
@@ -59,10 +61,22 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "on arrays read from .npy/.npz files (never unpickled). `--input x.npy` feeds the "
         "model's inputs in order; `--input NAME=x.npy` feeds the tensor NAME (a model input or "
         "any tensor outside loops: the model is then run from there). Values are shown as a "
-        "table and, with --out, saved to an .npz keyed by tensor name.",
+        "table and, with --out, saved to an .npz keyed by tensor name. `--edit NAME=FILE` patches "
+        "the tensor NAME with the array in FILE (broadcast to its shape) on this run: everything "
+        "downstream is computed from it.",
         "  graphscope run demo 'ROI/.*NonMaxSuppressionV3:0'       demo: synthetic images\n"
+        "  graphscope run model.keras logits/BiasAdd:0 --input x.npy --edit conv2/Relu:0=clean.npy\n"
         "  graphscope run model.keras block4_conv3/BiasAdd:0 --input x.npy --out values.npz\n"
         "  graphscope run model.keras predictions/Softmax:0 --input pool1_pool/MaxPool2d:0=act.npy",
+    ),
+    "grad": (
+        "gradients of a tensor with respect to inputs, tensors or weights",
+        "Compute the gradient of OF (a tensor name or output key, summed over every entry) with "
+        "respect to each --wrt: a model input, any tensor outside loop bodies (a pre-activation "
+        "inside a layer included) or a variable by path (conv1/kernel), on the --input arrays. "
+        "Shown as a table and, with --out, saved to an .npz keyed by the --wrt names.",
+        "  graphscope grad demo rpn_class/Softmax:0 --wrt image conv1/BiasAdd:0\n"
+        "  graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 conv1/kernel --input x.npy --out grads.npz",
     ),
     "export": (
         "write the op graph as GraphML, DOT or JSON",
@@ -149,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     cmd["run"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
                             help=".npy/.npz arrays to feed; repeat for several inputs (demo: optional)")
     cmd["run"].add_argument("--out", metavar="FILE.npz", help="save the values to this .npz")
+    cmd["run"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
+                            help="replace tensor NAME with the array in FILE (.npy/.npz), broadcast to its shape")
+    cmd["grad"].add_argument("of", metavar="OF", help="the tensor (or output key) to differentiate, summed")
+    cmd["grad"].add_argument("--wrt", nargs="+", required=True, metavar="NAME",
+                             help="model inputs, tensors or variable paths to differentiate with respect to")
+    cmd["grad"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                             help="a .npy/.npz per model input, in order (or NAME=FILE); default for demo: synthetic images")
+    cmd["grad"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
+                             help="replace tensor NAME with the array in FILE, as for run")
+    cmd["grad"].add_argument("--out", metavar="FILE.npz", help="save the gradients to this .npz")
 
     cmd["export"].add_argument("--format", required=True, choices=("graphml", "dot", "json"))
     cmd["export"].add_argument("--out", metavar="FILE", help="write here instead of standard output")
@@ -252,10 +276,39 @@ def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
 def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     fetches = _fetch_names(scope, args.fetches)
     named, positional = _inputs(args, parser)
+    edits = _edits(args, parser)
     if named:  # model inputs only: the default feeds; any other tensor: run from exactly these
         feeds = list(named) if any(n not in scope.inputs for n in named) else None
-        return scope.run(fetches, named, feeds=feeds)
-    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0])
+        return scope.run(fetches, named, feeds=feeds, edits=edits)
+    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0], edits=edits)
+
+
+def _grad(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    named, positional = _inputs(args, parser)
+    edits = _edits(args, parser)
+    if named:
+        feeds = list(named) if any(n not in scope.inputs for n in named) else None
+        return scope.gradients(args.of, args.wrt, named, feeds=feeds, edits=edits)
+    return scope.gradients(args.of, args.wrt, tuple(positional) if len(positional) > 1 else positional[0],
+                           edits=edits)
+
+
+def _edits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any] | None:
+    """--edit NAME=FILE: the arrays that replace tensors."""
+    from graphscope.data.sources import read_array
+
+    edits: dict[str, Any] = {}
+    for spec in args.edits:
+        name, sep, path = spec.rpartition("=")
+        if not sep or not name or not path:
+            parser.error(f"--edit takes NAME=FILE (a tensor name and a .npy/.npz file), got {spec!r}")
+        value = read_array(path)
+        if isinstance(value, dict):
+            if len(value) != 1:
+                parser.error(f"--edit {spec!r}: {path} holds {len(value)} arrays; give a file with one")
+            (value,) = value.values()
+        edits[name] = value
+    return edits or None
 
 
 def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], list[Any]]:
@@ -395,8 +448,8 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
                 print(name)
         else:
             console.print(found)
-    elif args.command == "run":
-        values = _run(scope, args, parser)
+    elif args.command in ("run", "grad"):
+        values = (_run if args.command == "run" else _grad)(scope, args, parser)
         console.print(values)
         if args.out:
             skipped = _save_npz(args.out, values)

@@ -130,6 +130,48 @@ def test_run_a_saved_model_from_inputs_and_from_a_cut(saved, tmp_path):
         np.testing.assert_allclose(got["logits/BiasAdd:0"], model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_run_with_an_edit_patches_a_saved_value_in(saved, tmp_path):
+    """Activation patching from the terminal: block1_out of one input patched into a run on
+    another gives the first input's logits (everything after block1_out depends on it alone)."""
+    model, path, folder = saved
+    x = np.load(folder / "x.npy")
+    clean = keras.Model(model.input, model.get_layer("block1_out").output)(x[:1])
+    np.save(tmp_path / "clean.npy", np.asarray(clean))
+    np.save(tmp_path / "other.npy", x[1:])
+    out = tmp_path / "patched.npz"
+    run = _cli("run", path, "logits/BiasAdd:0", "--input", str(tmp_path / "other.npy"),
+               "--edit", f"block1_out/Relu:0={tmp_path / 'clean.npy'}", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    with np.load(out) as got:
+        np.testing.assert_allclose(got["logits/BiasAdd:0"], model(x[:1]), rtol=1e-5, atol=1e-5)
+    bad = _cli("run", path, "logits/BiasAdd:0", "--input", str(folder / "x.npy"), "--edit", "block1_out/Relu:0")
+    assert bad.returncode == 2 and "--edit takes NAME=FILE" in bad.stderr
+
+
+def test_grad_writes_gradients_equal_to_gradient_tape(saved, tmp_path):
+    import tensorflow as tf
+
+    model, path, folder = saved
+    x = np.load(folder / "x.npy")
+    out = tmp_path / "grads.npz"
+    run = _cli("grad", path, "logits/BiasAdd:0", "--wrt", "image", "stem_conv/kernel", "--input",
+               str(folder / "x.npy"), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "stem_conv/kernel" in run.stdout
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs))
+    gx, gk = tape.gradient(y, [xs, model.get_layer("stem_conv").kernel.value])
+    with np.load(out) as got:
+        assert sorted(got.files) == ["image", "stem_conv/kernel"]
+        np.testing.assert_allclose(got["image"], gx.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got["stem_conv/kernel"], gk.numpy(), rtol=1e-4, atol=1e-6)
+    wrong = _cli("grad", path, "logits/BiasAdd:0", "--wrt", "stem_conv/kernl", "--input", str(folder / "x.npy"))
+    assert wrong.returncode == 1 and "Did you mean 'stem_conv/kernel'" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+
 def test_run_errors_are_one_line(saved, tmp_path):
     _, path, folder = saved
     np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
