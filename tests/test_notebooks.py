@@ -24,9 +24,10 @@ def _outputs(nb, mime):
             for out in cell.get("outputs", []) if mime in out.get("data", {})]
 
 
-def test_there_are_four_notebooks():
+def test_there_are_six_notebooks():
     assert [p.name for p in NOTEBOOKS] == [
-        "01_tour.ipynb", "02_vgg19_preactivations.ipynb", "03_mask_rcnn_nms.ipynb", "04_cutting_resnet50.ipynb"
+        "01_tour.ipynb", "02_vgg19_preactivations.ipynb", "03_mask_rcnn_nms.ipynb", "04_cutting_resnet50.ipynb",
+        "05_grad_cam_vgg19.ipynb", "06_activation_patching.ipynb",
     ]
 
 
@@ -39,8 +40,12 @@ def test_notebook_runs(path, tmp_path):
     assert not errors
     html = "\n".join(_outputs(nb, "text/html"))
     assert "<pre" in html  # graphscope's tables and trees, rendered for the notebook
-    if path.stem == "02_vgg19_preactivations":
-        assert _outputs(nb, "image/png")  # the BiasAdd vs Relu histogram
+    if path.stem in ("02_vgg19_preactivations", "05_grad_cam_vgg19", "06_activation_patching"):
+        assert _outputs(nb, "image/png")  # the histogram, the Grad-CAM maps, the patching heatmap
+    if path.stem == "05_grad_cam_vgg19":
+        assert "graphscope and the Keras sub-model agree at the layer output" in _text(nb)
+    if path.stem == "06_activation_patching":
+        assert "restores the clean logit exactly: agree" in _text(nb)
     if path.stem in ("01_tour", "03_mask_rcnn_nms"):
         assert "NonMaxSuppressionV3:0" in _text(nb)
         assert _outputs(nb, "image/svg+xml") or "install Graphviz" in html  # the picture, or how to get it
