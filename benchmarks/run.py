@@ -344,6 +344,51 @@ def bench_dataset(args: argparse.Namespace) -> list[dict]:
     return figures
 
 
+def bench_interventions(args: argparse.Namespace) -> list[dict]:
+    """Figure 8: gradients with respect to every layer output of ResNet50 vs one GradientTape
+    backward pass of the Keras model (to its input, forward included in both); an edited
+    forward pass vs the plain executor of the same fetch; memory per gradient executor."""
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(3).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    xt = tf.constant(x)
+    scope = gs.trace(model, quiet=True)
+    outputs = layer_outputs(scope)
+    last = scope.outputs[0]
+
+    @tf.function
+    def tape(images):
+        with tf.GradientTape() as g:
+            g.watch(images)
+            y = tf.reduce_sum(model(images, training=False))
+        return g.gradient(y, images)
+
+    grads = scope.gradient_executor(last, outputs)
+    middle = "conv4_block1_out/Relu:0"
+    plain = scope.executor(last)
+    edited = scope.executor(last, edits={middle: lambda v: v * tf.one_hot(0, v.shape[-1], 0.0, 1.0)})
+    t = interleaved(
+        {"tape": lambda: tape(xt).numpy(), "graphscope": lambda: grads(x),
+         "plain": lambda: plain(x), "edited": lambda: edited(x)},
+        args.rounds,
+    )
+    scope.executor(outputs[0])  # the runtime's program, built before counting memory
+    gc.collect()
+    before = rss_mb()
+    kept = [scope.gradient_executor(last, outputs[i % len(outputs)]) for i in range(args.gradient_executors)]
+    gc.collect()
+    per = (rss_mb() - before) / len(kept)
+    r, e = t["graphscope"] / t["tape"], t["edited"] / t["plain"]
+    return [
+        figure("8a", f"gradients w.r.t. every ResNet50 layer output ({len(outputs)} tensors) vs one GradientTape "
+               "backward pass to the input", r, "ratio", "<= 1.3", r <= 1.3,
+               f"{t['graphscope'] * 1e3:.0f} ms vs {t['tape'] * 1e3:.0f} ms, forward included"),
+        figure("8b", f"a forward pass with an edit ({middle}, channel 0 zeroed) vs the plain executor", e, "ratio",
+               "<= 1.1", e <= 1.1, f"{t['edited'] * 1e3:.0f} ms vs {t['plain'] * 1e3:.0f} ms"),
+        figure("8c", f"memory per gradient executor ({len(kept)} of them, one layer output each)", per, "MB",
+               "report", None, "resident set growth; weights are shared"),
+    ]
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     return {
@@ -373,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="batch size (default 8; 2 with --quick)")
     parser.add_argument("--rounds", type=int, help="timing rounds (default 15; 3 with --quick)")
     parser.add_argument("--big-model", help="the large model of figure 4 (default EfficientNetB7; B0 with --quick)")
-    parser.add_argument("--only", nargs="+", metavar="N", choices=list("1234567"),
+    parser.add_argument("--only", nargs="+", metavar="N", choices=list("12345678"),
                         help="measure only these figures (by number)")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("benchmarks/results.json"),
                         help="where to write the figures (default benchmarks/results.json)")
@@ -388,13 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     args.synthetic_ops = 5_000 if quick else 100_000
     args.first_rounds = 1 if quick else 9
     args.executors = 5 if quick else 100
+    args.gradient_executors = 3 if quick else 20
     args.samples = 32 if quick else 512
     args.dataset_batch = 16 if quick else 32
     args.dataset_rounds = 1 if quick else 5
     console = Console(stderr=True)
     figures: list[dict] = []
     steps = {"12": bench_extraction, "3": bench_shallow, "4": bench_trace, "5": bench_queries, "6": bench_executors,
-             "7": bench_dataset}
+             "7": bench_dataset, "8": bench_interventions}
     for numbers, step in steps.items():
         if args.only and not set(numbers) & set(args.only):
             continue

@@ -430,8 +430,12 @@ class GradientExecutor(_Runner):
         return f"<GradientExecutor d {self.of.name} / d {', '.join(self.wrt)} from {', '.join(self.inputs) or 'nothing'}>"
 
     def __call__(self, *inputs: Any) -> Results:
+        # zero-copy read-only views, as executors' results (a copy of every layer output's
+        # gradient would cost a third of the backward pass); a gradient that Grappler reduces to
+        # a variable's value stays as it was when the variable is assigned (TensorFlow copies a
+        # variable's buffer on write while another tensor shares it; tested)
         outs = self._outputs(inputs)
-        return Results((key, read_only(np.array(value))) for key, value in zip(self.wrt, outs))
+        return Results((key, read_only(np.asarray(value))) for key, value in zip(self.wrt, outs))
 
 
 def _check_edits_matter(graph: ModelGraph, edits: Sequence[editing.Edit], fetches: Sequence[Tensor]) -> None:

@@ -111,3 +111,28 @@ def test_gradients_wrt_a_shared_variable_add_every_read():
         y = tf.reduce_sum(model(xs if len(xs) > 1 else xs[0]))
     want = tape.gradient(y, kernel.value)
     np.testing.assert_allclose(got[kernel.path], want.numpy(), rtol=1e-4, atol=1e-6)
+
+
+class Scale(keras.layers.Layer):
+    """x * w, elementwise: the gradient with respect to x is w itself (Grappler may hand back
+    the variable's own value for it)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="w")
+
+    def call(self, x):
+        return x * self.w
+
+
+def test_a_gradient_that_is_a_weights_value_does_not_change_when_the_weight_does():
+    x_in = keras.Input((4,), name="x")
+    model = keras.Model(x_in, Scale(name="scale")(x_in))
+    model.get_layer("scale").w.assign([1.0, 2.0, 3.0, 4.0])
+    scope = gs.trace(model, quiet=True)
+    got = scope.gradients(scope.outputs[0], "x", np.ones((2, 4), np.float32))["x"]
+    np.testing.assert_array_equal(got, [[1, 2, 3, 4]] * 2)
+    assert not got.flags.writeable
+    model.get_layer("scale").w.assign([9.0, 9.0, 9.0, 9.0])
+    np.testing.assert_array_equal(got, [[1, 2, 3, 4]] * 2)  # the returned array is the value it was
+    again = scope.gradients(scope.outputs[0], "x", np.ones((2, 4), np.float32))["x"]
+    np.testing.assert_array_equal(again, [[9, 9, 9, 9]] * 2)  # and a new call sees the new weight
