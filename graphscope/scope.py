@@ -16,10 +16,10 @@ from graphscope.ir.records import Results
 from graphscope.ir.views import Shown, view
 
 if TYPE_CHECKING:
-    from graphscope.runtime.executor import Executor, GradientExecutor, Runtime
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
     from graphscope.display.picture import Picture
+    from graphscope.runtime.executor import Executor, GradientExecutor, Runtime
 
 __all__ = ["Scope", "trace", "tree"]
 

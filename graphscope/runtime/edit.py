@@ -18,6 +18,7 @@ and the `Program`'s own graph are never changed: the rewrite touches copies.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable, Mapping
@@ -165,19 +166,19 @@ def apply(
     patch = EditPatch({}, dict(library), [], {}, {}, {})
     top = expose.Top(nodes, patch.library)
     for edit, where in edits:
+        if not isinstance(where, str) and edit.array is not None and edit.tensor.context:
+            raise InputError(
+                f"cannot patch {edit.tensor.name!r} with an array: it is computed inside {edit.tensor.context}, "
+                "where it takes a value on every iteration (or only when the branch runs); pass a callable "
+                "fn(value) -> value, which applies each time"
+            )
         function = _trace(edit)
         if isinstance(where, str):
             patch.outputs[edit.tensor.name] = _splice(top, nodes, where, function, edit, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
-        else:
-            if edit.array is not None:
-                raise InputError(
-                    f"cannot patch {edit.tensor.name!r} with an array: it is computed inside {edit.tensor.context}, "
-                    "where it takes a value on every iteration (or only when the branch runs); pass a callable "
-                    "fn(value) -> value, which applies each time"
-                )
+        else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
             _add_functions(patch, function)
-            node = _within(top, list(where.steps), patch, lambda body: _call(body, where, function))
+            node = _within(top, list(where.steps), patch, functools.partial(_call, where=where, function=function))
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
     patch.nodes = top.changed

@@ -19,11 +19,19 @@ import tensorflow as tf
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.mirror import Mirrored
 from graphscope.backend.trace import Traced
-from graphscope.errors import ArgumentError, DisconnectedError, ExecutionError, InputError, TensorNotFoundError, UnsupportedFetchError, suggestion
+from graphscope.errors import (
+    ArgumentError,
+    DisconnectedError,
+    ExecutionError,
+    InputError,
+    TensorNotFoundError,
+    UnsupportedFetchError,
+    suggestion,
+)
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Results, Tensor, shape_text
-from graphscope.runtime.cache import LRU
 from graphscope.runtime import edit as editing
+from graphscope.runtime.cache import LRU
 from graphscope.runtime.compile import Compiled, Program
 from graphscope.runtime.expose import decode, read_only
 

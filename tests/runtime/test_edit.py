@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import graphscope as gs
+from graphscope.runtime import expose
 from tests import models
 from tests.conftest import assert_weights_unchanged, weights_snapshot
 
@@ -95,7 +96,9 @@ def test_edits_steer_with_a_captured_vector_and_a_variable(convs):
 
 def test_edited_executors_are_cached_by_their_edits(convs):
     _, scope, _ = convs
-    fn = lambda v: v * 2.0  # noqa: E731
+    def fn(v):
+        return v * 2.0
+
     a = scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": fn})
     assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": fn}) is a
     assert scope.executor("logits/BiasAdd:0", edits={"conv2/BiasAdd:0": lambda v: v * 2.0}) is not a
@@ -177,8 +180,14 @@ def test_an_edit_inside_a_cond_branch_applies_when_the_branch_runs(flows):
 def test_an_edit_inside_an_xla_helper(flows):
     scope, x = flows
     out = scope.layer("xla_helper").output
-    got = scope.run(out, x, edits={"xla_helper/PartitionedCall/Relu:0": lambda v: v - 2.0})[out.name]
+    relu = scope.tensor("xla_helper/PartitionedCall/Relu:0")
+    # the helper is not inlined (XLA): the edit goes into a clone of its function
+    assert isinstance(scope._runtime.program.locator.locate(relu), expose.Target)
+    got = scope.run(out, x, edits={relu: lambda v: v - 2.0})[out.name]
     np.testing.assert_allclose(got, (np.maximum(x, 0) - 2.0) * 3.0 + 1.0, rtol=1e-5)
+    # one value per call: an array may replace it
+    got = scope.run(out, x, edits={relu: np.full(5, 2.0, np.float32)})[out.name]
+    np.testing.assert_allclose(got, np.full_like(x, 7.0), rtol=1e-6)
 
 
 def test_an_edit_at_one_call_site_of_a_shared_function_leaves_the_other(flows):

@@ -103,7 +103,7 @@ def test_gradients_wrt_a_shared_variable_add_every_read():
     model = models.shared()
     scope = gs.trace(model, quiet=True)
     x = models.sample_inputs(model)
-    shared = [lay for lay in model.layers if len(lay._inbound_nodes) > 1][0]
+    shared = next(lay for lay in model.layers if len(lay._inbound_nodes) > 1)
     kernel = shared.weights[0]
     got = scope.gradients(scope.outputs[0], kernel, x)
     xs = [tf.constant(a) for a in x]
