@@ -269,6 +269,10 @@ WRONG = [
           lambda w: w.mapped.gradients(w.mapped.outputs[0], "ROI/map/while/rpn_non_max_suppression/iou_threshold:0",
                                        demo.synthetic_images()),
           gs.UnsupportedFetchError, ValueError, r"cannot take a gradient with respect to .* inside ROI/map/while:body"),
+    Wrong("a gradient of a tensor inside a loop body",
+          lambda w: w.mapped.gradients("ROI/map/while/rpn_non_max_suppression/iou_threshold:0", "input_image",
+                                       demo.synthetic_images()),
+          gs.UnsupportedFetchError, ValueError, r"cannot take the gradient of .* inside ROI/map/while:body.*outside loops"),
     Wrong("a gradient wrt an unknown variable", lambda w: w.scope.gradients("dense/Tanh:0", "dense/kernl", w.x),
           gs.TensorNotFoundError, KeyError, r"no tensor, input or variable named 'dense/kernl'.*Did you mean "
           r"'dense/kernel'"),

@@ -426,6 +426,12 @@ class GradientExecutor(_Runner):
         self.wrt: list[str] = [k for k, _ in wrt]
         self.target = target
         self._setup(feeds)
+        if of.context:
+            raise UnsupportedFetchError(
+                f"cannot take the gradient of {of.name!r}: it is computed inside {of.context}, where it has a value "
+                "per iteration (or none when the branch does not run); take it of a tensor outside loops and "
+                "branches (the loop's or branch's output)"
+            )
         if not (tf.as_dtype(of.dtype).is_floating or tf.as_dtype(of.dtype).is_complex) and target is None:
             raise ArgumentError(
                 f"cannot differentiate {of.name!r}: it is {of.dtype}; take the gradient of a floating-point tensor"

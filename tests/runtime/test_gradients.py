@@ -136,3 +136,21 @@ def test_a_gradient_that_is_a_weights_value_does_not_change_when_the_weight_does
     np.testing.assert_array_equal(got, [[1, 2, 3, 4]] * 2)  # the returned array is the value it was
     again = scope.gradients(scope.outputs[0], "x", np.ones((2, 4), np.float32))["x"]
     np.testing.assert_array_equal(again, [[9, 9, 9, 9]] * 2)  # and a new call sees the new weight
+
+
+def test_gradients_of_a_tf_keras_model_equal_its_gradient_tape():
+    tf_keras = pytest.importorskip("tf_keras")
+    from tests import models_keras2
+
+    model = models_keras2.functional()
+    scope = gs.trace(model, quiet=True)
+    x = models.sample_inputs(model)[0]
+    dense = next(lay for lay in model.layers if isinstance(lay, tf_keras.layers.Dense))
+    got = scope.gradients(scope.outputs[0], [scope.inputs[0], dense.kernel], x)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, training=False))
+    gx, gk = tape.gradient(y, [xs, dense.kernel])
+    np.testing.assert_allclose(got[scope.inputs[0]], gx.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[dense.kernel.name.removesuffix(":0")], gk.numpy(), rtol=1e-4, atol=1e-6)
