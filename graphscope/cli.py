@@ -410,7 +410,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         from graphscope import demo
 
         for renderable in demo.report(variant=args.variant):
-            console.print(renderable)
+            _show(console, renderable)
         return
     if args.command == "open":
         import graphscope as gs
@@ -419,18 +419,18 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         if args.name is None:
             if args.index is not None:
                 parser.error("--index goes with NAME")
-            console.print(bundle)
+            _show(console, bundle)
             return
         stored = bundle[args.name]
-        console.print(repr(stored))
+        _show(console, repr(stored))
         if args.index is not None:
             from graphscope.ir.records import Results
 
-            console.print(Results({f"{stored.name}[{args.index}]": stored[args.index]}))
+            _show(console, Results({f"{stored.name}[{args.index}]": stored[args.index]}))
         return
     scope = _scope(args.model, args.quiet, free_batch=args.command == "extract")
     if args.command == "tree":
-        console.print(scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
+        _show(console, scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
     elif args.command == "find":
         from graphscope.ir.query import narrow
 
@@ -447,10 +447,10 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
             for name in found.names:
                 print(name)
         else:
-            console.print(found)
+            _show(console, found)
     elif args.command in ("run", "grad"):
         values = (_run if args.command == "run" else _grad)(scope, args, parser)
-        console.print(values)
+        _show(console, values)
         if args.out:
             skipped = _save_npz(args.out, values)
             note = f" (left out, not run: {', '.join(skipped)})" if skipped else ""
@@ -459,19 +459,25 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         _write(scope.export(args.format), args.out)
     elif args.command == "extract":
         bundle = _extract(scope, args, parser)
-        console.print(bundle)
+        _show(console, bundle)
         print(f"wrote {bundle.samples} samples to {bundle.path}", file=sys.stderr)
     elif args.command == "validate":
         named, positional = _inputs(args, parser)
         inputs = named or (tuple(positional) if len(positional) > 1 else positional[0])
         report = scope.validate(inputs, fetches=_fetch_names(scope, args.fetches) if args.fetches else None)
-        console.print(report)
+        _show(console, report)
         if not report.ok:
             raise _Disagree(f"{len(report.mismatches)} value(s) disagree")
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
         _write(picture.source if fmt == "dot" else picture.svg(), args.out)
+
+
+def _show(console: Any, renderable: Any) -> None:
+    """Print without cropping: a name longer than the terminal is wider stays one line (the
+    terminal wraps it), so that it can be copied whole."""
+    console.print(renderable, crop=False)
 
 
 class _Disagree(Exception):

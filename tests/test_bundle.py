@@ -124,3 +124,15 @@ assert not loaded, loaded
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "NonMaxSuppressionV3:0[3]" in done.stdout
+
+
+def test_the_table_keeps_names_whole_at_any_width(saved):
+    from graphscope.display.format import to_text
+
+    bundle = gs.open(saved[1])
+    for width in (40, 60, 80, 120):
+        lines = to_text(bundle, width=width).splitlines()
+        for name in ("conv1/BiasAdd:0", NMS, "rpn_class/Softmax:0"):
+            assert any(name in line for line in lines), (width, name)
+    wide = to_text(bundle, width=120)
+    assert any(NMS in line and "per sample" in line for line in wide.splitlines())  # one row per tensor

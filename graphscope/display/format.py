@@ -20,14 +20,14 @@ _BARS = "▁▂▃▄▅▆▇█"
 def to_text(renderable: Any, *, width: int = 100) -> str:
     """Render to plain text (no colour), for `str()` and logs."""
     console = Console(width=width, color_system=None, record=True, file=io.StringIO())
-    console.print(renderable)
+    console.print(renderable, crop=False)  # a name longer than the width stays whole (see tables)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()).strip("\n")
 
 
 def to_html(renderable: Any, *, width: int = 100) -> str:
     """Render to HTML with inline styles, the way rich shows itself in Jupyter."""
     console = Console(width=width, record=True, file=io.StringIO(), force_jupyter=False, color_system="truecolor")
-    console.print(renderable)
+    console.print(renderable, crop=False)
     return console.export_html(
         inline_styles=True,
         code_format='<pre style="white-space:pre;overflow-x:auto;line-height:normal;'

@@ -3,19 +3,21 @@ Renderers return rich objects; they never print."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from graphscope.display.format import context_text, shape_text, sparkline, value_kind
 from graphscope.ir.records import Layer
 
-__all__ = ["bundle_table", "layer_view", "results_table", "selection_table", "validation_view"]
+__all__ = ["Column", "WholeNames", "bundle_table", "layer_view", "results_table", "selection_table", "validation_view"]
 
 # op summaries leave these out: constants are most ops and say little
 HIDDEN_OPS = {"Const", "NoOp"}
@@ -25,37 +27,109 @@ def _table(title: str) -> Table:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
 
 
-def selection_table(selection: Any) -> Table:
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of a `WholeNames` table. `name`: its cells are names a user copies (tensor
+    names): never folded, never cut. `fold`: its cells may fold over lines (layer paths,
+    reasons). `drop`: when the table is too narrow, columns give way in increasing `drop`
+    order (0: never)."""
+
+    header: str
+    name: bool = False
+    fold: bool = False
+    drop: int = 0
+    justify: str = "left"
+    width: int = 24  # a folding column's widest
+
+
+class WholeNames:
+    """A table that never splits a name across lines, at any width.
+
+    At render time it takes the console's width: when the longest name fits on one line beside
+    the other columns, it is an ordinary table; when not, the droppable columns give way (lowest
+    `drop` first: histograms, then statistics, ...); when even then it does not fit, each row
+    becomes its name on a line of its own (longer than the terminal, if it must: never cut),
+    with the other values on the line below, indented."""
+
+    def __init__(self, title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]],
+                 *, table: Any = _table) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.rows = [list(r) for r in rows]
+        self._make = table
+
+    def table(self, keep: Sequence[int]) -> Table:
+        """The ordinary table of the columns at `keep`."""
+        t = self._make(self.title)
+        for k in keep:
+            c = self.columns[k]
+            if c.name:
+                t.add_column(c.header, no_wrap=True, overflow="ignore", justify=c.justify)
+            elif c.fold:
+                t.add_column(c.header, overflow="fold", justify=c.justify, max_width=c.width)
+            else:
+                t.add_column(c.header, no_wrap=True, justify=c.justify)
+        for row in self.rows:
+            t.add_row(*(row[k] for k in keep))
+        return t
+
+    def layout(self, console: Console, options: ConsoleOptions) -> list[int] | None:
+        """The columns shown at this width, or None for the name-per-line layout."""
+        keep = list(range(len(self.columns)))
+        levels = sorted({c.drop for c in self.columns if c.drop})
+        natural = options.update(width=10_000, max_width=10_000)
+        for level in [0, *levels]:
+            keep = [k for k in keep if not (level and self.columns[k].drop == level)]
+            # the table's natural width: when it fits, rich draws every column at its full width
+            if Measurement.get(console, natural, self.table(keep)).maximum <= options.max_width:
+                return keep
+        return None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
+        keep = self.layout(console, options)
+        if keep is not None:
+            yield self.table(keep)
+            return
+        if self.title:
+            yield Text(self.title)
+        names = [k for k, c in enumerate(self.columns) if c.name]
+        others = [k for k, c in enumerate(self.columns) if not c.name]
+        for row in self.rows:
+            for k in names:
+                if row[k]:
+                    yield Text(row[k], no_wrap=True, overflow="ignore")
+            rest = "  ".join(row[k] for k in others if row[k])
+            if rest:
+                yield Text("    " + rest.replace("\n", ", "))
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        natural = Measurement.get(console, options.update(width=10_000, max_width=10_000), self.table(range(len(self.columns))))
+        return natural.clamp(max_width=options.max_width)
+
+
+def selection_table(selection: Any) -> WholeNames:
     """A table of tensors: name, layer, op type, shape, dtype. A tensor computed inside a loop
     or branch says which under its layer (`body of while`). A model's outputs (`Outputs`) show
-    their keys first."""
+    their keys first. Names are never split: narrow, dtype, op type, then layer give way."""
     keys = getattr(selection, "keys", None)
     title = f"{len(selection)} {'output' if keys is not None else 'tensor'}{'s' if len(selection) != 1 else ''}"
-    table = _table(title)
-    if keys is not None:
-        table.add_column("key", overflow="fold", ratio=2)
-    table.add_column("name", overflow="fold", ratio=3)
-    table.add_column("layer", overflow="fold", ratio=1)
-    table.add_column("op type", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype", no_wrap=True)
+    columns = [Column("key", name=True)] if keys is not None else []
+    columns += [Column("name", name=True), Column("layer", fold=True, drop=3), Column("op type", drop=2),
+                Column("shape"), Column("dtype", drop=1)]
+    rows = []
     for k, t in enumerate(selection):
         where = "\n".join(filter(None, [t.layer or "", context_text(t.context)]))
         key = [keys[k]] if keys is not None else []
-        table.add_row(*key, t.name, where, t.op_type, shape_text(t.shape), t.dtype)
-    return table
+        rows.append([*key, t.name, where, t.op_type, shape_text(t.shape), t.dtype])
+    return WholeNames(title, columns, rows)
 
 
 def layer_view(layer: Layer) -> Group:
     """One layer call: its inputs and outputs (name, shape, dtype) and what its ops are."""
-    table = _table(f"{layer.name} ({layer.type}): {len(layer.ops)} ops")
-    table.add_column("", no_wrap=True)
-    table.add_column("tensor", overflow="fold", ratio=1)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype", no_wrap=True)
-    for role, items in (("input", layer.inputs), ("output", layer.outputs)):
-        for t in items:
-            table.add_row(role, t.name, shape_text(t.shape), t.dtype)
+    rows = [[role, t.name, shape_text(t.shape), t.dtype]
+            for role, items in (("input", layer.inputs), ("output", layer.outputs)) for t in items]
+    table = WholeNames(f"{layer.name} ({layer.type}): {len(layer.ops)} ops",
+                       [Column(""), Column("tensor", name=True), Column("shape"), Column("dtype", drop=1)], rows)
     kinds: dict[str, int] = {}
     for op in layer.ops:
         if op.type not in HIDDEN_OPS:
@@ -65,17 +139,13 @@ def layer_view(layer: Layer) -> Group:
     return Group(table, Text(summary if kinds else "no ops of its own"))
 
 
-def results_table(results: Mapping[str, Any]) -> Table:
-    """A table of fetched values: name, dtype[shape], min/max/mean and a histogram."""
-    table = _table(f"{len(results)} value{'s' if len(results) != 1 else ''}")
-    table.add_column("name", overflow="fold", ratio=1)
-    table.add_column("value", no_wrap=True)
-    for col in ("min", "max", "mean"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("histogram", no_wrap=True)
+def results_table(results: Mapping[str, Any]) -> WholeNames:
+    """A table of fetched values: name, dtype[shape], min/max/mean and a histogram. Names are
+    never split: narrow, the histogram, then the statistics give way."""
+    rows = []
     for name, value in results.items():
         if value is None:  # a branch that did not run
-            table.add_row(str(name), value_kind(value), "", "", "", "")
+            rows.append([str(name), value_kind(value), "", "", "", ""])
             continue
         if isinstance(value, list):  # one entry per iteration, shapes differing
             present = [np.asarray(v).ravel() for v in value if v is not None]
@@ -88,8 +158,10 @@ def results_table(results: Mapping[str, Any]) -> Table:
             hist = sparkline(a)
         else:
             stats, hist = ["", "", ""], ""
-        table.add_row(str(name), kind, *stats, hist)
-    return table
+        rows.append([str(name), kind, *stats, hist])
+    columns = [Column("name", name=True), Column("value"),
+               *(Column(c, drop=2, justify="right") for c in ("min", "max", "mean")), Column("histogram", drop=1)]
+    return WholeNames(f"{len(results)} value{'s' if len(results) != 1 else ''}", columns, rows)
 
 
 def validation_view(report: Any) -> Group:
@@ -102,33 +174,30 @@ def validation_view(report: Any) -> Group:
     summary.add_row("skipped", str(len(report.skipped)))
     parts: list[Any] = [summary]
     if report.mismatches:
-        table = Table(title="mismatches", title_justify="left")
-        for column in ("tensor", "check", "difference"):
-            table.add_column(column)
-        for m in report.mismatches:
-            table.add_row(m.name, m.kind, m.detail)
-        parts.append(table)
+        parts.append(WholeNames("mismatches", [Column("tensor", name=True), Column("check"),
+                                               Column("difference", fold=True, width=40)],
+                                [[m.name, m.kind, m.detail] for m in report.mismatches], table=_boxed))
     if report.skipped:
         reasons: dict[str, list[str]] = {}
         for name, reason in report.skipped.items():
             reasons.setdefault(reason, []).append(name)
-        table = Table(title="skipped", title_justify="left")
-        table.add_column("reason")
-        table.add_column("ops", justify="right")
-        table.add_column("e.g.")
-        for reason, names in reasons.items():
-            table.add_row(reason, str(len(names)), names[0])
-        parts.append(table)
+        parts.append(WholeNames("skipped", [Column("reason", fold=True, width=40), Column("ops", justify="right"),
+                                            Column("e.g.", name=True)],
+                                [[reason, str(len(names)), names[0]] for reason, names in reasons.items()],
+                                table=_boxed))
     parts.append(Text("all agree" if report.ok else "values disagree", style="green" if report.ok else "red"))
     return Group(*parts)
 
 
-def bundle_table(bundle: Any) -> Table:
-    """A saved run's tensors (`graphscope.scope.Bundle`): layout, dtype, entry shape, entries."""
-    table = Table(title=repr(bundle).strip("<>"), title_justify="left")
-    for column in ("tensor", "layout", "dtype", "entry shape", "entries"):
-        table.add_column(column, justify="right" if column == "entries" else "left", overflow="fold")
-    for t in bundle.stored:
-        shape = "ragged" if t.ragged else shape_text(t.entry_shape)
-        table.add_row(t.name, f"per {t.layout}", t.dtype.name, shape, str(len(t)))
-    return table
+def bundle_table(bundle: Any) -> WholeNames:
+    """A saved run's tensors (`graphscope.scope.Bundle`): layout, dtype, entry shape, entries.
+    Names are never split: narrow, the layout, then the dtype give way."""
+    rows = [[t.name, f"per {t.layout}", t.dtype.name, "ragged" if t.ragged else shape_text(t.entry_shape), str(len(t))]
+            for t in bundle.stored]
+    columns = [Column("tensor", name=True), Column("layout", drop=2), Column("dtype", drop=1), Column("entry shape"),
+               Column("entries", justify="right")]
+    return WholeNames(repr(bundle).strip("<>"), columns, rows, table=_boxed)
+
+
+def _boxed(title: str) -> Table:
+    return Table(title=title, title_justify="left")

@@ -4,6 +4,7 @@
 import numpy as np
 
 import graphscope as gs
+from graphscope import demo
 from graphscope.display import format
 from tests import models
 from tests.conftest import text_at as _text
@@ -61,19 +62,105 @@ def test_results_of_loops_and_branches():
 
 
 def test_selection_table_says_which_loop_or_branch(map_fn_scope):
+    scope = map_fn_scope
+    selection = scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")
+    assert _text(selection, 120) == (
+        "2 tensors" + " " * 108 + "\n"
+        + " " * 117 + "\n"
+        " name                                                          layer           op type               shape     dtype \n"
+        " " + "─" * 115 + " \n"
+        " ROI/top_anchors:1                                             ROI             TopKV2                [2,200]   int32 \n"
+        " ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0   ROI             NonMaxSuppressionV3   [?]       int32 \n"
+        "                                                               body of while                                         \n"
+        + " " * 117 + "\n"
+    )
+
+
+# --------------------------------------------------------------------------- whole names at any width
+
+
+def test_at_80_columns_the_other_columns_give_way(map_fn_scope):
+    selection = map_fn_scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")
+    assert _text(selection, 80) == (
+        "2 tensors                                                              \n"
+        "                                                                       \n"
+        " name                                                          shape   \n"
+        " ───────────────────────────────────────────────────────────────────── \n"
+        " ROI/top_anchors:1                                             [2,200] \n"
+        " ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0   [?]     \n"
+        "                                                                       \n"
+    )
+
+
+def test_at_60_columns_a_long_name_gets_a_line_of_its_own(map_fn_scope):
+    selection = map_fn_scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")
+    assert _text(selection, 60) == (
+        "2 tensors\n"
+        "ROI/top_anchors:1\n"
+        "    ROI  TopKV2  [2,200]  int32\n"
+        "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0\n"
+        "    ROI, body of while  NonMaxSuppressionV3  [?]  int32\n"
+    )
+
+
+def test_results_keep_names_whole_histograms_then_statistics_give_way():
+    name = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+    results = gs.Results({name: np.array([0, 1, 1, 3], np.int32), "a:0": np.array([0.5, 1.5], np.float32)})
+    assert _text(results, 120) == (
+        "2 values" + " " * 97 + "\n"
+        + " " * 105 + "\n"
+        " name                                                          value        min   max   mean   histogram \n"
+        " " + "─" * 103 + " \n"
+        " ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0   int32[4]       0     3   1.25   ▅ █    ▅  \n"
+        " a:0                                                           float32[2]   0.5   1.5      1   █      █  \n"
+        + " " * 105 + "\n"
+    )
+    assert _text(results, 80) == (
+        "2 values" + " " * 66 + "\n"
+        + " " * 74 + "\n"
+        " name                                                          value      \n"
+        " " + "─" * 72 + " \n"
+        " ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0   int32[4]   \n"
+        " a:0                                                           float32[2] \n"
+        + " " * 74 + "\n"
+    )
+    assert _text(results, 60) == (
+        "2 values\n"
+        f"{name}\n"
+        "    int32[4]  0  3  1.25  ▅ █    ▅\n"
+        "a:0\n"
+        "    float32[2]  0.5  1.5  1  █      █\n"
+    )
+
+
+def _names_whole(text, names):
+    lines = text.splitlines()
+    return all(any(n in line for line in lines) for n in names)
+
+
+def _printed(renderable, width):
+    """What graphscope prints (str(), the CLI): not cropped at the width, so that a name longer
+    than the terminal stays one line, which the terminal wraps and a copy takes whole."""
+    from graphscope.display.format import to_text
+
+    return to_text(renderable, width=width)
+
+
+def test_no_table_ever_splits_a_name(map_fn_scope, tmp_path):
+    from graphscope.check.validate import Mismatch, Validation
 
     scope = map_fn_scope
-    assert _text(scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")) == (
-        "2 tensors                                                                       \n"
-        "                                                                                \n"
-        " name                     layer           op type               shape     dtype \n"
-        " ────────────────────────────────────────────────────────────────────────────── \n"
-        " ROI/top_anchors:1        ROI             TopKV2                [2,200]   int32 \n"
-        " ROI/map/while/rpn_non_   ROI             NonMaxSuppressionV3   [?]       int32 \n"
-        " max_suppression/NonMax   body of while                                         \n"
-        " SuppressionV3:0                                                                \n"
-        "                                                                                \n"
-    )
+    selection = gs.Selection(t for t in scope.find(r"NonMaxSuppressionV3|top_anchors|rpn_class") if not t.is_handle)
+    values = scope.run(list(selection), demo.synthetic_images())
+    layer = scope.layer("ROI")
+    long = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+    report = Validation(checked=3, mismatches=[Mismatch(long, "replay", "max |difference| 0.5 at [3]; " * 3)],
+                        skipped={long.rpartition(":")[0]: "inside a loop or branch: replayed with it"})
+    cases = [(selection, selection.names), (values, list(values)), (layer, [*layer.inputs.names, *layer.outputs.names]),
+             (report, [long, long.rpartition(":")[0]])]
+    for width in (30, 45, 60, 72, 80, 100, 120, 160):
+        for renderable, names in cases:
+            assert _names_whole(_printed(renderable, width), names), (width, type(renderable).__name__)
 
 
 # --------------------------------------------------------------------------- layer trees
