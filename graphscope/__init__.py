@@ -40,6 +40,7 @@ from graphscope.version import __version__
 
 if TYPE_CHECKING:
     from graphscope.bundle import Bundle, open
+    from graphscope.ir import presets
     from graphscope.ir.graph import ModelGraph
     from graphscope.ir.query import ancestors, cut_points, descendants, find
     from graphscope.ir.records import Layer, Op, Results, Selection, Tensor
@@ -96,12 +97,20 @@ __all__ = [
     "descendants",
     "find",
     "open",
+    "presets",
     "trace",
     "tree",
 ]
 
 
+_LAZY_MODULES = {"presets": "graphscope.ir.presets"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:  # `gs.presets.logits(scope)`
+        value = importlib.import_module(_LAZY_MODULES[name])
+        globals()[name] = value
+        return value
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

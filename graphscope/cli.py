@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   graphscope demo                               trace the built-in demo model, find and run its NMS
   graphscope tree demo                          the demo model's layers as a tree
   graphscope find demo NonMaxSuppression        tensors whose name matches a regex
+  graphscope find model.keras --preset logits   the input of the final softmax
   graphscope run demo 'ROI/.*NonMaxSuppressionV3:0' --out nms.npz
   graphscope run model.keras logits/BiasAdd:0 --input x.npy --edit block4_conv3/Relu:0=saved.npy
   graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 block5_conv4/BiasAdd:0 --input x.npy --out grads.npz
@@ -53,6 +54,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "  graphscope find demo BiasAdd\n"
         "  graphscope find demo --op-type 'NonMaxSuppression.*' --ancestors-of ROI\n"
         "  graphscope find demo --cut-points\n"
+        "  graphscope find model.keras --preset pre_activations   before every activation\n"
         "  graphscope find demo Relu --names          one name per line, for scripts",
     ),
     "run": (
@@ -157,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     walk.add_argument("--ancestors-of", metavar="NAME", help="only tensors upstream of NAME (a tensor or layer)")
     walk.add_argument("--descendants-of", metavar="NAME", help="only tensors downstream of NAME")
     walk.add_argument("--cut-points", action="store_true", help="only tensors every path from the inputs passes through")
+    walk.add_argument("--preset", choices=("pre_activations", "logits", "attention", "layer_outputs"),
+                      help="a selection by meaning: before each activation, the final softmax's input, "
+                           "attention probabilities, or every layer's output")
     cmd["find"].add_argument("--names", action="store_true", help="print names only, one per line")
 
     cmd["run"].add_argument("fetches", metavar="FETCH", nargs="+", help="tensor names (or regexes: every match)")
@@ -434,7 +439,11 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
     elif args.command == "find":
         from graphscope.ir.query import narrow
 
-        if args.cut_points:
+        if args.preset:
+            from graphscope.ir.presets import PRESETS
+
+            found = PRESETS[args.preset](scope)
+        elif args.cut_points:
             found = scope.cut_points()
         elif args.ancestors_of:
             found = scope.ancestors(args.ancestors_of)

@@ -172,6 +172,18 @@ def test_grad_writes_gradients_equal_to_gradient_tape(saved, tmp_path):
     assert len(wrong.stderr.strip().splitlines()) == 1
 
 
+def test_find_a_preset_from_the_terminal():
+    run = _cli("find", "demo", "--preset", "pre_activations", "--names")
+    assert run.returncode == 0, run.stderr
+    scope = gs.trace(demo.proposal_model(), quiet=True)
+    assert run.stdout.split() == gs.presets.pre_activations(scope).names
+    assert "rpn_class/Softmax" not in run.stdout and "conv1/BiasAdd:0" in run.stdout
+    logits = _cli("find", "demo", "--preset", "logits", "--names")
+    assert logits.stdout.split() == ["rpn_class_logits/Reshape:0"]
+    bad = _cli("find", "demo", "--preset", "nope")
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+
+
 def test_run_errors_are_one_line(saved, tmp_path):
     _, path, folder = saved
     np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)

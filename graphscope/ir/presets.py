@@ -1,0 +1,143 @@
+"""Presets: the selections people ask for by meaning, whatever each layer type calls them.
+
+    gs.presets.pre_activations(scope)   # before each layer's activation (BiasAdd, FusedBatchNormV3, ...)
+    gs.presets.logits(scope)            # the inputs of the model's final softmax or sigmoid
+    gs.presets.attention(scope)         # attention probabilities inside attention layers
+    gs.presets.layer_outputs(scope)     # every top-level layer's output
+
+Each takes a `Scope`, a saved run (`Bundle`) or a `ModelGraph` and returns a `Selection`, found
+from op types and the recorded layer calls (never from a layer type's spelling of its scopes), so
+it works the same for Keras 3 and tf_keras models and traced functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphscope.errors import ArgumentError
+from graphscope.ir.graph import ModelGraph
+from graphscope.ir.records import Selection, Tensor
+
+__all__ = ["ACTIVATIONS", "PRESETS", "attention", "layer_outputs", "logits", "pre_activations"]
+
+# activation op types: one input, the pre-activation (a layer's fused `activation=` or an
+# Activation/ReLU/Softmax layer following it)
+ACTIVATIONS = frozenset({
+    "Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Softmax",
+    "LogSoftmax", "Gelu",
+})
+_PASS_THROUGH = frozenset({"Identity", "IdentityN"})
+
+
+def _model_graph(of: Any) -> ModelGraph:
+    graph = getattr(of, "model_graph", of)
+    if not isinstance(graph, ModelGraph):
+        raise ArgumentError(
+            f"presets take a Scope (gs.trace), a saved run (gs.open) or a ModelGraph, got {type(of).__name__}"
+        )
+    return graph
+
+
+def _producer(graph: ModelGraph, tensor: Tensor) -> Tensor:
+    """`tensor`, or what it passes through unchanged (Identity ops, a function call's result)."""
+    seen = set()
+    while tensor.op_type in _PASS_THROUGH and tensor.name not in seen:
+        seen.add(tensor.name)
+        op = graph.graph.nodes[tensor.op]["op"]
+        index = tensor.index if tensor.op_type == "IdentityN" else 0
+        if index >= len(op.inputs):
+            break
+        tensor = graph.tensors[op.inputs[index]]
+    return tensor
+
+
+def _activation_input(graph: ModelGraph, tensor: Tensor) -> Tensor | None:
+    """The pre-activation of `tensor` when it is an activation's output: the activation op's
+    input; for SiLU/swish (`x * sigmoid(x)`), the `x`."""
+    t = _producer(graph, tensor)
+    op = graph.graph.nodes[t.op]["op"]
+    if t.op_type in ACTIVATIONS and op.inputs:
+        return graph.tensors[op.inputs[0]]
+    if t.op_type == "Mul" and len(op.inputs) == 2:  # SiLU/swish: x * sigmoid(x), or x * sigmoid(beta * x)
+        a, b = (graph.tensors[n] for n in op.inputs)
+        for x, s in ((a, b), (b, a)):
+            s = _producer(graph, s)
+            if s.op_type != "Sigmoid":
+                continue
+            (inner,) = graph.graph.nodes[s.op]["op"].inputs[:1] or ("",)
+            scaled = graph.tensors.get(inner)
+            if inner == x.name or (scaled is not None and scaled.op_type == "Mul"
+                                   and x.name in graph.graph.nodes[scaled.op]["op"].inputs):
+                return x
+    return None
+
+
+def _top_level_outputs(graph: ModelGraph) -> list[tuple[Any, Tensor]]:
+    """(layer, output) of every top-level layer call that computes something (InputLayers and
+    nested layers left out), in layer order."""
+    out = []
+    for layer in graph.layers:
+        if layer.ops and "/" not in layer.name.split("@")[0]:
+            out.extend((layer, t) for t in layer.outputs)
+    return out
+
+
+def pre_activations(of: Any) -> Selection:
+    """For every layer whose output is an activation (fused, `Dense(..., activation="relu")`, or
+    an `Activation`/`ReLU`/`Softmax` layer), the tensor just before it: `block4_conv3/BiasAdd:0`,
+    the `FusedBatchNormV3` before ResNet's `conv2_block1_1_relu`, SiLU's input in EfficientNet.
+    Layers nested inside others count too."""
+    graph = _model_graph(of)
+    found: dict[str, Tensor] = {}
+    for layer in graph.layers:
+        for t in layer.outputs:
+            pre = _activation_input(graph, t)
+            if pre is not None and not pre.is_handle:
+                found.setdefault(pre.name, pre)
+    return _ordered(graph, found)
+
+
+def logits(of: Any) -> Selection:
+    """The input of each final softmax or sigmoid: for every model output that is (through
+    Identity ops) a Softmax, Sigmoid or LogSoftmax, the tensor it is applied to."""
+    graph = _model_graph(of)
+    found: dict[str, Tensor] = {}
+    for out in graph.outputs:
+        t = _producer(graph, out)
+        op = graph.graph.nodes[t.op]["op"]
+        if t.op_type in ("Softmax", "Sigmoid", "LogSoftmax") and op.inputs:
+            pre = graph.tensors[op.inputs[0]]
+            found.setdefault(pre.name, pre)
+    return _ordered(graph, found)
+
+
+def attention(of: Any) -> Selection:
+    """The attention probabilities inside attention layers: every Softmax computed inside a
+    layer whose class is an attention layer (Keras `MultiHeadAttention`, keras-hub's cached and
+    transformer attention layers, any `*Attention*` class) or inside a layer nested in one:
+    `[batch, heads, queries, keys]` for multi-head attention, summing to one over the keys."""
+    graph = _model_graph(of)
+    attentive = [lay.name for lay in graph.layers if "attention" in lay.type.lower()]
+    found: dict[str, Tensor] = {}
+    for path in attentive:
+        for t in graph.find(op_type="Softmax"):
+            if t.layer == path or (t.layer or "").startswith(path + "/"):
+                found.setdefault(t.name, t)
+    return _ordered(graph, found)
+
+
+def layer_outputs(of: Any) -> Selection:
+    """Every top-level layer call's output, in layer order (InputLayers left out): what
+    `keras.Model(model.input, layer.output)` would give, for all layers at once."""
+    graph = _model_graph(of)
+    return Selection(dict((t.name, t) for _, t in _top_level_outputs(graph) if not t.is_handle).values())
+
+
+def _ordered(graph: ModelGraph, found: dict[str, Tensor]) -> Selection:
+    """The tensors in topological (graph) order."""
+    position = {name: k for k, name in enumerate(graph.graph)}
+    return Selection(sorted(found.values(), key=lambda t: (position.get(t.op, 0), t.index)))
+
+
+PRESETS = {"pre_activations": pre_activations, "logits": logits, "attention": attention,
+           "layer_outputs": layer_outputs}

@@ -1,0 +1,123 @@
+"""presets: each selection checked against what it means, computed independently: the
+activation applied to each pre-activation is the layer's output, softmax of the logits is the
+model's output, attention probabilities sum to one over the keys, layer outputs equal Keras'."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from tests import models
+
+_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)), "swish": lambda x: x / (1 + np.exp(-x)),
+    "softplus": lambda x: np.log1p(np.exp(x)),
+}
+
+
+def _activations_zoo() -> keras.Model:
+    """A layer for each common activation, fused (`activation=`) or as a layer of its own."""
+    init = keras.initializers.GlorotUniform(seed=11)
+    x_in = keras.Input((6, 6, 2), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_relu", kernel_initializer=init)(x_in)
+    x = keras.layers.Conv2D(4, 3, name="conv_linear", kernel_initializer=init)(x)
+    x = keras.layers.Activation("elu", name="elu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(8, activation="swish", name="dense_swish", kernel_initializer=init)(x)
+    x = keras.layers.Dense(8, activation="tanh", name="dense_tanh", kernel_initializer=init)(x)
+    x = keras.layers.Dense(8, activation="softplus", name="dense_softplus", kernel_initializer=init)(x)
+    x = keras.layers.Dense(8, activation="sigmoid", name="dense_sigmoid", kernel_initializer=init)(x)
+    out = keras.layers.Dense(3, activation="softmax", name="probs", kernel_initializer=init)(x)
+    return keras.Model(x_in, out, name="activations")
+
+
+# which activation each layer applies
+_APPLIED = {"conv_relu": "relu", "elu": "elu", "dense_swish": "swish", "dense_tanh": "tanh",
+            "dense_softplus": "softplus", "dense_sigmoid": "sigmoid"}
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_each_pre_activation_through_its_activation_is_the_layers_output():
+    model = _activations_zoo()
+    scope = gs.trace(model, quiet=True)
+    pre = gs.presets.pre_activations(scope)
+    x = models.sample_inputs(model)[0]
+    # fused activations: the layer's BiasAdd; an Activation layer: its input (conv_linear has no
+    # activation of its own, so nothing of it is a pre-activation but what `elu` takes)
+    by_layer = {name: scope.tensor("conv_linear/BiasAdd:0" if name == "elu" else f"{name}/BiasAdd:0") for name in _APPLIED}
+    assert set(pre.names) == {t.name for t in by_layer.values()} | {"probs/BiasAdd:0"}
+    outputs = [scope.layer(name).output for name in _APPLIED]
+    values = scope.run([*pre, *outputs], x)
+    for name, kind in _APPLIED.items():
+        pre_value = values[by_layer[name].name]
+        np.testing.assert_allclose(_ACTIVATIONS[kind](pre_value), values[scope.layer(name).output.name],
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    keras_out = keras.Model(model.input, model.get_layer("dense_swish").output)(x)  # and Keras agrees
+    np.testing.assert_allclose(values[scope.layer("dense_swish").output.name], keras_out, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_of_the_logits_is_the_models_output():
+    model = _activations_zoo()
+    scope = gs.trace(model, quiet=True)
+    (logits,) = gs.presets.logits(scope)
+    assert logits.name == "probs/BiasAdd:0"
+    x = models.sample_inputs(model)[0]
+    np.testing.assert_allclose(_softmax(scope.run(logits, x)[logits.name]), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_attention_probabilities_sum_to_one_over_the_keys():
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((5,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(11, 8, name="embed")(x_in)
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attn_0")(h, h)
+    h = keras.layers.MultiHeadAttention(num_heads=3, key_dim=4, name="attn_1")(h, h)
+    out = keras.layers.Dense(4, activation="softmax", name="head")(h[:, -1])
+    scope = gs.trace(keras.Model(x_in, out), quiet=True)
+    probs = gs.presets.attention(scope)
+    assert [t.layer.split("/")[0] for t in probs] == ["attn_0", "attn_1"]  # not the head's softmax
+    values = scope.run(probs, np.array([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]], np.int32))
+    for t, heads in zip(probs, (2, 3)):
+        v = values[t.name]
+        assert v.shape == (2, heads, 5, 5)  # [batch, heads, queries, keys]
+        np.testing.assert_allclose(v.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_layer_outputs_equal_a_keras_multi_output_model():
+    model = models.residual()
+    scope = gs.trace(model, quiet=True)
+    outs = gs.presets.layer_outputs(scope)
+    computing = [lay for lay in model.layers if not isinstance(lay, keras.layers.InputLayer)]
+    assert len(outs) == len(computing)
+    x = models.sample_inputs(model)[0]
+    values = scope.run(outs, x)
+    want = keras.Model(model.input, [lay.output for lay in computing])(x)
+    for t, w in zip(outs, want):
+        np.testing.assert_allclose(values[t.name], w, rtol=1e-5, atol=1e-5, err_msg=t.name)
+
+
+def test_presets_on_a_tf_keras_model_and_a_traced_method():
+    pytest.importorskip("tf_keras")
+    from tests import models_keras2
+
+    model = models_keras2.functional()  # conv -> bn -> ReLU layer -> pool -> flatten -> dense (tanh) -> probs (softmax)
+    scope = gs.trace(model, quiet=True)
+    pre = gs.presets.pre_activations(scope)
+    assert [t.layer for t in pre] == ["bn", "dense", "probs"]  # before the ReLU layer, the tanh, the softmax
+    (logits,) = gs.presets.logits(scope)
+    x = models.sample_inputs(model)[0]
+    np.testing.assert_allclose(_softmax(scope.run(logits, x)[logits.name]), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax", name="d")])
+    steps = gs.trace(dense.predict_step, [tf.TensorSpec((None, 3))])
+    assert gs.presets.logits(steps).names == ["d/BiasAdd:0"]
+
+
+def test_presets_refuse_what_is_not_a_model():
+    with pytest.raises(gs.ArgumentError, match="presets take a Scope"):
+        gs.presets.logits("model.keras")
