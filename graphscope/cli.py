@@ -81,10 +81,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "  graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 conv1/kernel --input x.npy --out grads.npz",
     ),
     "export": (
-        "write the op graph as GraphML, DOT or JSON",
+        "write the op graph as GraphML, DOT or JSON, or for TensorBoard",
         "Write every op (nested functions, loop and branch bodies included) and the tensors "
         "between them, with plain string/number attributes, to standard output or --out.",
         "  graphscope export demo --format graphml --out demo.graphml\n"
+        "  graphscope export model.keras --format tensorboard --out logs/   then: tensorboard --logdir logs/\n"
         "  graphscope export model.keras --format json | jq '.nodes | length'",
     ),
     "draw": (
@@ -179,8 +180,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="replace tensor NAME with the array in FILE, as for run")
     cmd["grad"].add_argument("--out", metavar="FILE.npz", help="save the gradients to this .npz")
 
-    cmd["export"].add_argument("--format", required=True, choices=("graphml", "dot", "json"))
-    cmd["export"].add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    cmd["export"].add_argument("--format", required=True, choices=("graphml", "dot", "json", "tensorboard"))
+    cmd["export"].add_argument("--out", metavar="FILE", help="write here instead of standard output "
+                                                             "(tensorboard: the log directory, required)")
 
     cmd["draw"].add_argument("name", metavar="NAME", help="a tensor, op or layer name")
     cmd["draw"].add_argument("--radius", type=_natural, default=3, help="how many ops upstream to include (default 3)")
@@ -465,7 +467,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
             note = f" (left out, not run: {', '.join(skipped)})" if skipped else ""
             print(f"wrote {len(values) - len(skipped)} value(s) to {args.out}{note}", file=sys.stderr)
     elif args.command == "export":
-        _write(scope.export(args.format), args.out)
+        if args.format == "tensorboard":
+            if not args.out:
+                parser.error("--format tensorboard writes an event file: give --out DIR, then run tensorboard --logdir DIR")
+            written = scope.export("tensorboard", args.out)
+            print(f"wrote {written}; view it with: tensorboard --logdir {args.out}", file=sys.stderr)
+        else:
+            _write(scope.export(args.format), args.out)
     elif args.command == "extract":
         bundle = _extract(scope, args, parser)
         _show(console, bundle)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from graphscope.backend.mirror import Mirrored, mirror
 from graphscope.backend.trace import Traced, trace_function
 from graphscope.display.progress import StageProgress
+from graphscope.errors import OptionError
 from graphscope.display.tree import LayerTree, layer_tree
 from graphscope.ir.graph import ModelGraph, Queries
 from graphscope.ir.records import Results
@@ -169,7 +170,16 @@ class Scope(Queries, Shown):
 
     def export(self, format: str, path: str | os.PathLike[str] | None = None) -> str:
         """The mirrored graph as `graphml`, `dot` or `json` (node-link) text with plain string and
-        number attributes; written to `path` too when given. See `graphscope.ir.serialize`."""
+        number attributes, written to `path` too when given (see `graphscope.ir.serialize`); or,
+        with `"tensorboard"`, an event file written to the directory `path` for `tensorboard
+        --logdir path`, whose graph has canonical names, layers as name scopes and nested
+        functions' and loop bodies' ops inside their caller's scope (returns the file's path)."""
+        if format == "tensorboard":
+            from graphscope.backend import tensorboard
+
+            if path is None:
+                raise OptionError('export("tensorboard", logdir) writes an event file: give the directory to write it in')
+            return tensorboard.write(self.graph, path)
         from graphscope.ir.serialize import export
 
         text = export(self.graph, format)

@@ -278,7 +278,7 @@ WRONG = [
           r"'dense/kernel'"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
-          r"unknown export format 'yaml': choose graphml, dot or json"),
+          r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),
     Wrong("a negative drawing radius", lambda w: w.scope.draw("dense", radius=-1), gs.OptionError, ValueError,
           r"radius is a number of ops \(0 or more\), not -1"),
     Wrong("drawing around an unknown name", lambda w: w.scope.draw("dense/BiasAd:0"), gs.TensorNotFoundError,

@@ -65,7 +65,7 @@ def export(G: nx.DiGraph, format: str) -> str:
     graphscope.errors.OptionError: unknown export format 'yaml': choose graphml, dot or json
     """
     if format not in FORMATS:
-        raise OptionError(f"unknown export format {format!r}: choose graphml, dot or json")
+        raise OptionError(f"unknown export format {format!r}: choose graphml, dot or json (or tensorboard, to a directory)")
     H = plain_graph(G)
     if format == "graphml":
         return "\n".join(nx.generate_graphml(H)) + "\n"
