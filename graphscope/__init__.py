@@ -27,6 +27,7 @@ from graphscope.errors import (
     GraphvizNotFoundError,
     InputError,
     LayerNotFoundError,
+    MissingDependencyError,
     ModelLoadError,
     OptionError,
     PatternError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from graphscope.ir import presets
     from graphscope.ir.graph import ModelGraph
     from graphscope.ir.query import ancestors, cut_points, descendants, find
+    from graphscope.display.plot import overlay
     from graphscope.ir.records import Layer, Op, Results, Selection, Tensor
     from graphscope.runtime.executor import Executor
     from graphscope.scope import Scope, trace, tree
@@ -61,6 +63,7 @@ _LAZY = {
     "descendants": "graphscope.ir.query",
     "find": "graphscope.ir.query",
     "cut_points": "graphscope.ir.query",
+    "overlay": "graphscope.display.plot",
     "Scope": "graphscope.scope",
     "trace": "graphscope.scope",
     "tree": "graphscope.scope",
@@ -78,6 +81,7 @@ __all__ = [
     "InputError",
     "Layer",
     "LayerNotFoundError",
+    "MissingDependencyError",
     "ModelGraph",
     "ModelLoadError",
     "Op",
@@ -97,6 +101,7 @@ __all__ = [
     "descendants",
     "find",
     "open",
+    "overlay",
     "presets",
     "trace",
     "tree",

@@ -65,7 +65,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "any tensor outside loops: the model is then run from there). Values are shown as a "
         "table and, with --out, saved to an .npz keyed by tensor name. `--edit NAME=FILE` patches "
         "the tensor NAME with the array in FILE (broadcast to its shape) on this run: everything "
-        "downstream is computed from it.",
+        "downstream is computed from it. `--plot DIR` writes a picture of each value (feature maps, "
+        "attention heads, heatmaps, one row per loop iteration) as DIR/<name>.png.",
         "  graphscope run demo 'ROI/.*NonMaxSuppressionV3:0'       demo: synthetic images\n"
         "  graphscope run model.keras logits/BiasAdd:0 --input x.npy --edit conv2/Relu:0=clean.npy\n"
         "  graphscope run model.keras block4_conv3/BiasAdd:0 --input x.npy --out values.npz\n"
@@ -169,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd["run"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
                             help=".npy/.npz arrays to feed; repeat for several inputs (demo: optional)")
     cmd["run"].add_argument("--out", metavar="FILE.npz", help="save the values to this .npz")
+    cmd["run"].add_argument("--plot", metavar="DIR",
+                            help="write a picture of each fetched value to DIR (one PNG per tensor; needs matplotlib)")
     cmd["run"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
                             help="replace tensor NAME with the array in FILE (.npy/.npz), broadcast to its shape")
     cmd["grad"].add_argument("of", metavar="OF", help="the tensor (or output key) to differentiate, summed")
@@ -384,6 +387,19 @@ def _extract(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
     return scope.extract(fetches, data, out=args.out, batch_size=batch_size, quiet=args.quiet)
 
 
+def _plots(values: Any, folder: str) -> list[str]:
+    """One PNG per value (`Results.plot`), named after the tensor (`/` and `:` as `_`)."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, value in values.items():
+        if value is None:  # a branch that did not run: nothing to draw
+            continue
+        path = os.path.join(folder, name.replace("/", "_").replace(":", "_") + ".png")
+        values.plot(name).savefig(path, dpi=100)
+        written.append(path)
+    return written
+
+
 def _save_npz(path: str, values: dict[str, Any]) -> list[str]:
     """Save values keyed by tensor name; per-iteration lists as `name#k`. Returns what was left out."""
     import numpy as np
@@ -466,6 +482,9 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
             skipped = _save_npz(args.out, values)
             note = f" (left out, not run: {', '.join(skipped)})" if skipped else ""
             print(f"wrote {len(values) - len(skipped)} value(s) to {args.out}{note}", file=sys.stderr)
+        if getattr(args, "plot", None):
+            written = _plots(values, args.plot)
+            print(f"wrote {len(written)} picture(s) to {args.plot}", file=sys.stderr)
     elif args.command == "export":
         if args.format == "tensorboard":
             if not args.out:

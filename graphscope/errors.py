@@ -87,6 +87,10 @@ class GraphvizNotFoundError(GraphscopeError, RuntimeError):
     """Drawing needs Graphviz's `dot` program, which is not installed (the message says how)."""
 
 
+class MissingDependencyError(GraphscopeError, ImportError):
+    """An optional package a feature needs is not installed (the message says how to add it)."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to `n` candidates closest to `name`, best first.
 

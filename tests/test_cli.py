@@ -184,6 +184,18 @@ def test_find_a_preset_from_the_terminal():
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
 
 
+def test_run_plots_one_png_per_fetched_tensor(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+
+    run = _cli("--quiet", "run", "demo", "conv1/BiasAdd:0", "rpn_class/Softmax:0", "--plot", str(tmp_path / "pics"))
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["conv1_BiasAdd_0.png", "rpn_class_Softmax_0.png"]
+    picture = matplotlib.image.imread(tmp_path / "pics" / "conv1_BiasAdd_0.png")
+    assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 400  # 16 channels, two rows of 8
+    assert "wrote 2 picture(s)" in run.stderr
+
+
 def test_run_errors_are_one_line(saved, tmp_path):
     _, path, folder = saved
     np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)

@@ -44,6 +44,7 @@ def test_notebook_runs(path, tmp_path):
         assert _outputs(nb, "image/png")  # the histogram, the Grad-CAM maps, the patching heatmap
     if path.stem == "05_grad_cam_vgg19":
         assert "graphscope and the Keras sub-model agree at the layer output" in _text(nb)
+        assert len(_outputs(nb, "image/png")) >= 3  # the feature maps (Results.plot) and two overlays
     if path.stem == "06_activation_patching":
         assert "restores the clean logit exactly: agree" in _text(nb)
     if path.stem in ("01_tour", "03_mask_rcnn_nms"):

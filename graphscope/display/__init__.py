@@ -13,7 +13,13 @@ from graphscope.ir.records import Layer, Results, Selection
 
 __all__ = ["format", "tables"]
 
-views.install(text=format.to_text, html=format.to_html)
+def _plot(value: object, **options: object) -> object:
+    from graphscope.display.plot import plot_value  # matplotlib, only when a picture is asked for
+
+    return plot_value(value, **options)
+
+
+views.install(text=format.to_text, html=format.to_html, plot=_plot)
 views.view.register(Selection)(tables.selection_table)
 views.view.register(Layer)(tables.layer_view)
 views.view.register(Results)(tables.results_table)

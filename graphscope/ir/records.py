@@ -15,6 +15,7 @@ from typing import Any, overload
 import numpy as np
 
 from graphscope.errors import AmbiguousMatchError, TensorNotFoundError
+from graphscope.ir import views
 from graphscope.ir.views import Shown
 
 __all__ = ["HANDLE_DTYPES", "Layer", "Op", "Outputs", "Results", "Selection", "Shape", "Tensor", "shape_text", "value_kind"]
@@ -167,7 +168,27 @@ class Layer(Shown):
 class Results(Shown, dict):  # type: ignore[type-arg]
     """`{name: numpy.ndarray}` from one execution; printing it shows a table of shapes and value
     statistics. A value is None for a branch that did not run, and a list for a loop whose
-    iterations' values differ in shape."""
+    iterations' values differ in shape. `per_iteration` names the values computed inside loops
+    (their first axis, or their list, is the iteration)."""
+
+    def __init__(self, *args: Any, per_iteration: Any = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_iteration: frozenset[str] = frozenset(per_iteration)
+
+    def plot(self, name: str, *, sample: int = 0, max_channels: int = 64, kind: str | None = None) -> Any:
+        """A matplotlib `Figure` of the value at `name`: a grid of feature maps for image-like
+        values (`[batch, h, w, channels]`: axis k shows channel k of `sample`, up to
+        `max_channels`), one heatmap per head for attention-shaped values (`[batch, heads,
+        queries, keys]`, rows summing to one), a heatmap for 2-D values, a line (or bars, for
+        a few entries) for 1-D, one row per iteration for values computed inside loops. `kind`
+        forces one: "feature_maps", "attention", "heatmap", "line", "iterations". Needs
+        matplotlib (`pip install "tf-graphscope[plot]"`)."""
+        if name not in self:
+            from graphscope.errors import TensorNotFoundError, suggestion
+
+            raise TensorNotFoundError(f"no value named {name!r} in these results." + suggestion(str(name), map(str, self)))
+        return views.plot(self[name], name=str(name), sample=sample, max_channels=max_channels, kind=kind,
+                          per_iteration=name in self.per_iteration)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k} {value_kind(v)}" for k, v in list(self.items())[:2])

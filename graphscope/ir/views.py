@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Shown", "install", "view"]
+__all__ = ["Shown", "install", "plot", "view"]
 
 
 @functools.singledispatch
@@ -25,9 +25,15 @@ def view(obj: Any) -> Any:
 _EXPORT: dict[str, Callable[[Any], str]] = {}
 
 
-def install(*, text: Callable[[Any], str], html: Callable[[Any], str]) -> None:
-    """Set how a renderable becomes plain text (`str()`) and HTML (notebooks)."""
-    _EXPORT.update(text=text, html=html)
+def install(*, text: Callable[[Any], str], html: Callable[[Any], str], plot: Callable[..., Any]) -> None:
+    """Set how a renderable becomes plain text (`str()`) and HTML (notebooks), and how a value
+    becomes a picture (`Results.plot`)."""
+    _EXPORT.update(text=text, html=html, plot=plot)
+
+
+def plot(value: Any, **options: Any) -> Any:
+    """A picture of `value` (a matplotlib Figure), drawn by the registered plotter."""
+    return _EXPORT["plot"](value, **options)
 
 
 def _export(kind: str, renderable: Any) -> str:

@@ -398,7 +398,8 @@ class Executor(_Runner):
                 continue
             array = np.asarray(outs[k])  # a view of TF's buffer, read-only for good
             values[name] = read_only(array.copy()) if name in self._copy else array
-        return Results((key, values[t.name]) for key, t in zip(self._keys, self.fetches))
+        looped = [key for key, t in zip(self._keys, self.fetches) if "list" in self._kinds[t.name]]
+        return Results(((key, values[t.name]) for key, t in zip(self._keys, self.fetches)), per_iteration=looped)
 
 
 class GradientExecutor(_Runner):

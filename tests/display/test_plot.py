@@ -1,0 +1,90 @@
+"""display.plot: the pictures' pixel data are the values (the image in axis k is channel k),
+not only that a figure exists."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import graphscope as gs
+
+pytest.importorskip("matplotlib")
+
+
+def _image(ax, k=0):
+    return np.asarray(ax.images[k].get_array())
+
+
+def test_feature_maps_axis_k_is_channel_k_of_the_sample():
+    value = np.random.default_rng(0).normal(size=(2, 5, 6, 70)).astype(np.float32)
+    fig = gs.Results({"conv/BiasAdd:0": value}).plot("conv/BiasAdd:0", sample=1, max_channels=10)
+    assert len(fig.axes) == 10
+    for k, ax in enumerate(fig.axes):
+        np.testing.assert_array_equal(_image(ax), value[1, :, :, k])
+        assert ax.get_title() == f"channel {k}"
+    assert len(gs.Results({"x": value}).plot("x").axes) == 64  # max_channels by default
+
+
+def test_attention_gets_one_heatmap_per_head():
+    logits = np.random.default_rng(1).normal(size=(2, 3, 4, 5))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    fig = gs.Results({"attn/Softmax:0": probs}).plot("attn/Softmax:0")
+    assert len(fig.axes) == 3
+    for h, ax in enumerate(fig.axes):
+        np.testing.assert_array_equal(_image(ax), probs[0, h])
+        assert ax.get_title() == f"head {h}" and ax.get_xlabel() == "key"
+
+
+def test_two_d_values_are_a_heatmap_and_one_d_a_bar_chart_or_line():
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
+    (ax,) = gs.Results({"m": matrix}).plot("m").axes
+    np.testing.assert_array_equal(_image(ax), matrix)
+    bars = np.array([3.0, -1.0, 2.0])
+    (ax,) = gs.Results({"b": bars}).plot("b").axes
+    assert [p.get_height() for p in ax.patches] == [3.0, -1.0, 2.0]
+    long = np.linspace(0, 1, 200)
+    (ax,) = gs.Results({"l": long}).plot("l").axes
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), long)
+
+
+def test_values_inside_loops_get_one_row_per_iteration(map_fn_scope):
+    from graphscope import demo
+
+    nms = "ROI/map/while/rpn_non_max_suppression/NonMaxSuppressionV3:0"
+    values = map_fn_scope.run(nms, demo.synthetic_images())
+    assert values.per_iteration == {nms}
+    fig = values.plot(nms)
+    assert len(fig.axes) == len(values[nms]) == 2  # two images: two iterations of the map
+    for k, ax in enumerate(fig.axes):
+        assert [p.get_height() for p in ax.patches] == values[nms][k].tolist()
+    ragged = gs.Results({"kept:0": [np.array([3, 1]), None, np.array([0])]}).plot("kept:0")
+    assert [len(ax.patches) for ax in ragged.axes] == [2, 0, 1] and ragged.axes[1].texts[0].get_text() == "not run"
+
+
+def test_overlay_draws_the_heatmap_scaled_up_over_the_image():
+    image = np.random.default_rng(2).uniform(0, 255, (1, 8, 12, 3))
+    heat = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    (ax,) = gs.overlay(heat, image).axes
+    np.testing.assert_allclose(_image(ax, 0), (image[0] - image.min()) / (image.max() - image.min()))
+    np.testing.assert_allclose(_image(ax, 1), np.kron(heat / 5.0, np.ones((4, 4))))
+    with pytest.raises(gs.InputError, match="does not divide the image"):
+        gs.overlay(np.ones((3, 5)), image)
+
+
+def test_clear_errors():
+    r = gs.Results({"a:0": np.ones((2, 3)), "gone:0": None})
+    with pytest.raises(gs.TensorNotFoundError, match="Did you mean 'a:0'"):
+        r.plot("a:1")
+    with pytest.raises(gs.InputError, match="its branch did not run"):
+        r.plot("gone:0")
+    with pytest.raises(gs.OptionError, match="unknown picture kind 'pie'"):
+        r.plot("a:0", kind="pie")
+    with pytest.raises(gs.InputError, match="sample 5 is out of range"):
+        gs.Results({"x": np.ones((2, 3, 3, 1))}).plot("x", sample=5)
+
+
+def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if it were not installed
+    with pytest.raises(gs.MissingDependencyError, match=r'pip install "tf-graphscope\[plot\]"') as caught:
+        gs.Results({"a": np.ones(3)}).plot("a")
+    assert isinstance(caught.value, ImportError)
