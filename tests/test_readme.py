@@ -17,6 +17,8 @@ def _blocks(language):
 
 @pytest.mark.slow
 def test_python_examples_run(tmp_path, monkeypatch):
+    import numpy as np
+
     monkeypatch.chdir(tmp_path)  # the dataset example writes run.zarr
     namespace: dict = {}
     for block in _blocks("python"):  # the tour builds on itself, block after block
@@ -30,6 +32,14 @@ def test_python_examples_run(tmp_path, monkeypatch):
     steps = namespace["steps"]  # a method's trace
     assert steps.layer("decoder").inputs.names == ["net/BiasAdd:0"] and steps.output_keys == ["scores"]
     assert repr(namespace["keras2"]).startswith("<Scope vgg19:")  # the tf_keras example
+    values = namespace["values"]  # the pictures example: the figure is the values
+    fig = values.plot("conv1/BiasAdd:0")
+    assert len(fig.axes) == 16
+    np.testing.assert_array_equal(fig.axes[5].images[0].get_array(), values["conv1/BiasAdd:0"][0, :, :, 5])
+    gs = namespace["gs"]
+    assert gs.presets.pre_activations(namespace["scope"]).names[:2] == ["conv1/BiasAdd:0", "conv2/BiasAdd:0"]
+    assert gs.presets.logits(namespace["scope"]).names == ["rpn_class_logits/Reshape:0"]
+    assert namespace["grads"]["block5_conv4/BiasAdd:0"].shape == (1, 4, 4, 512)  # the gradients example
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]

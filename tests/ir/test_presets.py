@@ -121,3 +121,30 @@ def test_presets_on_a_tf_keras_model_and_a_traced_method():
 def test_presets_refuse_what_is_not_a_model():
     with pytest.raises(gs.ArgumentError, match="presets take a Scope"):
         gs.presets.logits("model.keras")
+
+
+@pytest.mark.slow
+def test_presets_on_vgg19_and_resnet50():
+    vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    scope = gs.trace(vgg, quiet=True)
+    pre = gs.presets.pre_activations(scope)
+    assert pre.names == [f"block{b}_conv{c}/BiasAdd:0" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+                         for c in range(1, n + 1)]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    values = scope.run([*pre, *(t.name.replace("BiasAdd", "Relu") for t in pre)], x)
+    for t in pre:
+        np.testing.assert_array_equal(np.maximum(values[t.name], 0), values[t.name.replace("BiasAdd", "Relu")])
+    fig = values.plot("block3_conv2/BiasAdd:0", max_channels=4)  # and its picture is its values
+    np.testing.assert_array_equal(fig.axes[3].images[0].get_array(), values["block3_conv2/BiasAdd:0"][0, :, :, 3])
+
+    resnet = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=5)
+    scope = gs.trace(resnet, quiet=True)
+    (logits,) = gs.presets.logits(scope)
+    relus = [lay for lay in scope.layers if lay.type == "Activation"]
+    pre = gs.presets.pre_activations(scope)
+    assert len(pre) == len(relus) + 1  # every Activation layer's input, and the logits
+    values = scope.run([*pre, *(lay.output for lay in relus)], x)
+    for lay in relus:
+        (inp,) = lay.inputs
+        np.testing.assert_array_equal(np.maximum(values[inp.name], 0), values[lay.output.name])
+    np.testing.assert_allclose(_softmax(values[logits.name]), resnet.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
