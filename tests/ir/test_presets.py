@@ -2,6 +2,8 @@
 activation applied to each pre-activation is the layer's output, softmax of the logits is the
 model's output, attention probabilities sum to one over the keys, layer outputs equal Keras'."""
 
+import importlib.util
+
 import keras
 import numpy as np
 import pytest
@@ -87,6 +89,10 @@ def test_attention_probabilities_sum_to_one_over_the_keys():
         v = values[t.name]
         assert v.shape == (2, heads, 5, 5)  # [batch, heads, queries, keys]
         np.testing.assert_allclose(v.sum(axis=-1), 1.0, rtol=1e-5)
+        if importlib.util.find_spec("matplotlib"):  # its picture: one heatmap per head, of sample 1
+            fig = values.plot(t.name, sample=1)
+            assert len(fig.axes) == heads
+            np.testing.assert_array_equal(fig.axes[-1].images[0].get_array(), v[1, -1])
 
 
 def test_layer_outputs_equal_a_keras_multi_output_model():
