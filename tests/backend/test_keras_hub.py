@@ -68,3 +68,7 @@ def test_a_causal_lms_generate_step_has_per_step_attention():
     np.testing.assert_allclose(attention.sum(-1), 1.0, rtol=1e-5)
     for k, position in enumerate(range(3, 8)):  # causal: no weight on keys after the token's position
         assert np.all(attention[k, ..., position + 1:] < 1e-6), position
+    # the attention preset finds the same softmaxes, prefill and per-step, in both transformer layers
+    probs = gs.presets.attention(scope).names
+    assert prefill.name in probs and step.name in probs
+    assert {t.removeprefix("while/").split("/")[0].split("@")[0] for t in probs} == {"transformer_layer_0", "transformer_layer_1"}
