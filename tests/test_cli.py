@@ -286,8 +286,7 @@ def test_extract_resume_and_open_from_the_terminal(tmp_path):
     run = _cli(*args)
     assert run.returncode == 0, run.stderr
     assert "wrote 10 samples" in run.stderr and "per sample" in run.stdout
-    first_column = "".join(line.split("│")[1].strip() for line in run.stdout.splitlines() if line.startswith("│"))
-    assert NMS in first_column  # long names fold, never cut
+    assert any(NMS in line for line in run.stdout.splitlines())  # a long name stays whole, on one line
     again = _cli(*args)  # finished: nothing to do, same store
     assert again.returncode == 0 and "wrote 10 samples" in again.stderr
     bundle = gs.open(out)

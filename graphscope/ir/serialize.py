@@ -62,7 +62,7 @@ def export(G: nx.DiGraph, format: str) -> str:
     >>> export(nx.DiGraph(), "yaml")
     Traceback (most recent call last):
     ...
-    graphscope.errors.OptionError: unknown export format 'yaml': choose graphml, dot or json
+    graphscope.errors.OptionError: unknown export format 'yaml': choose graphml, dot or json (or tensorboard, to a directory)
     """
     if format not in FORMATS:
         raise OptionError(f"unknown export format {format!r}: choose graphml, dot or json (or tensorboard, to a directory)")
