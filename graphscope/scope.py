@@ -240,7 +240,9 @@ class Scope(Queries, Shown):
         Returns:
             `Results` keyed as `wrt` was given (a variable object by its path), each gradient
             shaped like its entry. Gradients flow through loops (`map_fn`, `while_loop`),
-            branches and nested functions. Compiled once and cached; no weight moves.
+            branches and nested functions. Compiled once and cached by `of`, `wrt`, feeds, edits
+            and `target` (by identity: keep one function, not a new lambda per call, to reuse
+            the compiled gradient); no weight moves.
         """
         return self._runtime.gradients(of, wrt, inputs, target=target, feeds=feeds, edits=edits)
 
