@@ -78,7 +78,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "respect to each --wrt: a model input, any tensor outside loop bodies (a pre-activation "
         "inside a layer included) or a variable by path (conv1/kernel), on the --input arrays. "
         "Shown as a table and, with --out, saved to an .npz keyed by the --wrt names.",
-        "  graphscope grad demo rpn_class/Softmax:0 --wrt image conv1/BiasAdd:0\n"
+        "  graphscope grad demo rpn_bbox/Reshape:0 --wrt input_image conv1/kernel\n"
         "  graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 conv1/kernel --input x.npy --out grads.npz",
     ),
     "export": (
