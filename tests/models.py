@@ -1,12 +1,14 @@
 """A zoo of small Keras models covering the cases graphscope must handle.
 
 Every builder seeds its own initializers, so models are deterministic and building one changes
-no global random state.
+no global random state. The builders that take `k` build with that Keras: `keras` (3, the
+default) or `tf_keras` (2), which `models_keras2` passes.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,33 +17,33 @@ import tensorflow as tf
 _seeds = itertools.count(1000)
 
 
-def _init() -> dict:
+def _init(k: Any = keras) -> dict:
     return {
-        "kernel_initializer": keras.initializers.GlorotUniform(seed=next(_seeds)),
-        "bias_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=next(_seeds)),
+        "kernel_initializer": k.initializers.GlorotUniform(seed=next(_seeds)),
+        "bias_initializer": k.initializers.RandomNormal(stddev=0.3, seed=next(_seeds)),
     }
 
 
-def functional() -> keras.Model:
+def functional(k: Any = keras) -> Any:
     """Conv, batch norm, activations, pooling, dense: the common functional CNN."""
-    x_in = keras.Input((8, 8, 3), name="image")
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv", **_init())(x_in)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.MaxPooling2D(name="pool")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(6, activation="tanh", name="dense", **_init())(x)
-    out = keras.layers.Dense(3, activation="softmax", name="probs", **_init())(x)
-    return keras.Model(x_in, out, name="functional_cnn")
+    x_in = k.Input((8, 8, 3), name="image")
+    x = k.layers.Conv2D(4, 3, padding="same", name="conv", **_init(k))(x_in)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.ReLU(name="relu")(x)
+    x = k.layers.MaxPooling2D(name="pool")(x)
+    x = k.layers.Flatten(name="flatten")(x)
+    x = k.layers.Dense(6, activation="tanh", name="dense", **_init(k))(x)
+    out = k.layers.Dense(3, activation="softmax", name="probs", **_init(k))(x)
+    return k.Model(x_in, out, name="functional_cnn")
 
 
-def sequential() -> keras.Model:
-    return keras.Sequential(
+def sequential(k: Any = keras) -> Any:
+    return k.Sequential(
         [
-            keras.Input((5,)),
-            keras.layers.Dense(8, activation="relu", name="hidden", **_init()),
-            keras.layers.Dropout(0.5, name="dropout"),
-            keras.layers.Dense(2, name="logits", **_init()),
+            k.Input((5,)),
+            k.layers.Dense(8, activation="relu", name="hidden", **_init(k)),
+            k.layers.Dropout(0.5, name="dropout"),
+            k.layers.Dense(2, name="logits", **_init(k)),
         ],
         name="seq",
     )
@@ -71,17 +73,17 @@ def unbuilt_subclassed() -> keras.Model:
     return Subclassed()
 
 
-def nested() -> keras.Model:
+def nested(k: Any = keras) -> Any:
     """A functional model used as a layer of another, with a layer of its own inside."""
-    b_in = keras.Input((6, 6, 2), name="backbone_input")
-    b = keras.layers.Conv2D(3, 3, activation="relu", name="conv1", **_init())(b_in)
-    b = keras.layers.Conv2D(3, 3, activation="relu", name="conv2", **_init())(b)
-    backbone = keras.Model(b_in, b, name="backbone")
-    x_in = keras.Input((6, 6, 2), name="pixels")
+    b_in = k.Input((6, 6, 2), name="backbone_input")
+    b = k.layers.Conv2D(3, 3, activation="relu", name="conv1", **_init(k))(b_in)
+    b = k.layers.Conv2D(3, 3, activation="relu", name="conv2", **_init(k))(b)
+    backbone = k.Model(b_in, b, name="backbone")
+    x_in = k.Input((6, 6, 2), name="pixels")
     x = backbone(x_in)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = keras.layers.Dense(2, name="head", **_init())(x)
-    return keras.Model(x_in, out, name="outer")
+    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = k.layers.Dense(2, name="head", **_init(k))(x)
+    return k.Model(x_in, out, name="outer")
 
 
 def shared() -> keras.Model:
@@ -218,7 +220,7 @@ def residual() -> keras.Model:
     return keras.Model(x_in, out, name="residual")
 
 
-def shared_out_of_order() -> keras.Model:
+def shared_out_of_order(k: Any = keras) -> Any:
     """Shared calls that Keras runs in another order than the code made them.
 
     A functional model runs its nodes by depth, each depth's list in its own order: here
@@ -226,17 +228,17 @@ def shared_out_of_order() -> keras.Model:
     them second. A layer's calls are numbered in the code's order, as Keras numbers its nodes:
     `conv1` takes `x`, `conv1@2` takes `conv0`'s output.
     """
-    x_in = keras.Input((3,), name="x")
-    conv0 = keras.layers.Dense(3, name="conv0", **_init())
-    conv1 = keras.layers.Dense(3, activation="tanh", name="conv1", **_init())
+    x_in = k.Input((3,), name="x")
+    conv0 = k.layers.Dense(3, name="conv0", **_init(k))
+    conv1 = k.layers.Dense(3, activation="tanh", name="conv1", **_init(k))
     a = conv0(x_in)
     b = conv1(x_in)
     c = conv1(a)
-    inner_in = keras.Input((3,), name="block_in")
-    block = keras.Model(inner_in, keras.layers.Dense(3, name="inner", **_init())(inner_in), name="block")
+    inner_in = k.Input((3,), name="block_in")
+    block = k.Model(inner_in, k.layers.Dense(3, name="inner", **_init(k))(inner_in), name="block")
     e = block(b)
-    f = block(keras.layers.Dense(3, name="conv2", **_init())(c))
-    return keras.Model(x_in, [e, f], name="reordered")
+    f = block(k.layers.Dense(3, name="conv2", **_init(k))(c))
+    return k.Model(x_in, [e, f], name="reordered")
 
 
 ZOO = {
@@ -259,8 +261,10 @@ def sample_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> list[np.
     rng = np.random.default_rng(seed)
     if getattr(model, "_functional", None) is not None or isinstance(getattr(model, "inputs", None), list):
         shapes = [tuple(t.shape[1:]) for t in model.inputs]
-    else:  # a subclassed model: its recorded build shape
-        shapes = [tuple(model._build_shapes_dict and list(model._build_shapes_dict.values())[0][1:])]
+    elif getattr(model, "_build_shapes_dict", None):  # a subclassed Keras 3 model: its recorded build shape
+        shapes = [tuple(next(iter(model._build_shapes_dict.values()))[1:])]
+    else:  # a subclassed tf_keras model
+        shapes = [tuple(model._build_input_shape[1:])]
     return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]
 
 

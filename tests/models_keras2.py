@@ -1,47 +1,28 @@
 """The zoo's cases as Keras 2 (tf_keras) models: functional, sequential, subclassed, nested, shared
 (in and out of node order), a custom layer with a tf.function helper, and a proposal layer doing
-padded NMS in a `tf.while_loop`, the way the TF Model Garden's Mask R-CNN does."""
+padded NMS in a `tf.while_loop`, the way the TF Model Garden's Mask R-CNN does. The functional
+builders are `tests.models`' own, built with tf_keras."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-_seeds = itertools.count(5000)
+from tests import models
+from tests.models import sample_inputs  # noqa: F401  (the zoo's inputs: one spelling for both Kerases)
 
 
 def _init() -> dict:
-    return {
-        "kernel_initializer": tf_keras.initializers.GlorotUniform(seed=next(_seeds)),
-        "bias_initializer": tf_keras.initializers.RandomNormal(stddev=0.3, seed=next(_seeds)),
-    }
+    return models._init(tf_keras)
 
 
 def functional() -> tf_keras.Model:
-    x_in = tf_keras.Input((8, 8, 3), name="image")
-    x = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv", **_init())(x_in)
-    x = tf_keras.layers.BatchNormalization(name="bn")(x)
-    x = tf_keras.layers.ReLU(name="relu")(x)
-    x = tf_keras.layers.MaxPooling2D(name="pool")(x)
-    x = tf_keras.layers.Flatten(name="flatten")(x)
-    x = tf_keras.layers.Dense(6, activation="tanh", name="dense", **_init())(x)
-    out = tf_keras.layers.Dense(3, activation="softmax", name="probs", **_init())(x)
-    return tf_keras.Model(x_in, out, name="functional_cnn")
+    return models.functional(tf_keras)
 
 
 def sequential() -> tf_keras.Model:
-    return tf_keras.Sequential(
-        [
-            tf_keras.Input((5,)),
-            tf_keras.layers.Dense(8, activation="relu", name="hidden", **_init()),
-            tf_keras.layers.Dropout(0.5, name="dropout"),
-            tf_keras.layers.Dense(2, name="logits", **_init()),
-        ],
-        name="seq",
-    )
+    return models.sequential(tf_keras)
 
 
 class Subclassed(tf_keras.Model):
@@ -61,29 +42,12 @@ def subclassed() -> tf_keras.Model:
 
 
 def nested() -> tf_keras.Model:
-    b_in = tf_keras.Input((6, 6, 2), name="backbone_input")
-    b = tf_keras.layers.Conv2D(3, 3, activation="relu", name="conv1", **_init())(b_in)
-    b = tf_keras.layers.Conv2D(3, 3, activation="relu", name="conv2", **_init())(b)
-    backbone = tf_keras.Model(b_in, b, name="backbone")
-    x_in = tf_keras.Input((6, 6, 2), name="pixels")
-    h = tf_keras.layers.GlobalAveragePooling2D(name="gap")(backbone(x_in))
-    out = tf_keras.layers.Dense(2, name="head", **_init())(h)
-    return tf_keras.Model(x_in, out, name="outer")
+    return models.nested(tf_keras)
 
 
 def shared_out_of_order() -> tf_keras.Model:
     """As `models.shared_out_of_order`: tf_keras runs nodes by depth too."""
-    x_in = tf_keras.Input((3,), name="x")
-    conv0 = tf_keras.layers.Dense(3, name="conv0", **_init())
-    conv1 = tf_keras.layers.Dense(3, activation="tanh", name="conv1", **_init())
-    a = conv0(x_in)
-    b = conv1(x_in)
-    c = conv1(a)
-    inner_in = tf_keras.Input((3,), name="block_in")
-    block = tf_keras.Model(inner_in, tf_keras.layers.Dense(3, name="inner", **_init())(inner_in), name="block")
-    e = block(b)
-    f = block(tf_keras.layers.Dense(3, name="conv2", **_init())(c))
-    return tf_keras.Model(x_in, [e, f], name="reordered")
+    return models.shared_out_of_order(tf_keras)
 
 
 class Helpful(tf_keras.layers.Layer):
@@ -181,15 +145,6 @@ ZOO = {
     "with_tf_function": with_tf_function,
     "padded_proposals": padded_proposals,
 }
-
-
-def sample_inputs(model: tf_keras.Model, batch: int = 3, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if isinstance(getattr(model, "inputs", None), list) and model.inputs:
-        shapes = [tuple(t.shape[1:]) for t in model.inputs]
-    else:
-        shapes = [tuple(model._build_input_shape[1:])]
-    return [rng.normal(size=(batch, *s)).astype(np.float32) for s in shapes]
 
 
 def fixed_functional() -> tf_keras.Model:
