@@ -284,23 +284,23 @@ def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
 
 
 def _run(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
-    fetches = _fetch_names(scope, args.fetches)
-    named, positional = _inputs(args, parser)
-    edits = _edits(args, parser)
-    if named:  # model inputs only: the default feeds; any other tensor: run from exactly these
-        feeds = list(named) if any(n not in scope.inputs for n in named) else None
-        return scope.run(fetches, named, feeds=feeds, edits=edits)
-    return scope.run(fetches, tuple(positional) if len(positional) > 1 else positional[0], edits=edits)
+    inputs, feeds = _given(scope, args, parser)
+    return scope.run(_fetch_names(scope, args.fetches), inputs, feeds=feeds, edits=_edits(args, parser))
 
 
 def _grad(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    inputs, feeds = _given(scope, args, parser)
+    return scope.gradients(args.of, args.wrt, inputs, feeds=feeds, edits=_edits(args, parser))
+
+
+def _given(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Any, list[str] | None]:
+    """What --input gives (a dict by name, a tuple of positional arrays, or one array) and the
+    feeds it implies: none for model inputs (the default feeds); for any other tensor, exactly
+    the named ones (the model is run from there)."""
     named, positional = _inputs(args, parser)
-    edits = _edits(args, parser)
     if named:
-        feeds = list(named) if any(n not in scope.inputs for n in named) else None
-        return scope.gradients(args.of, args.wrt, named, feeds=feeds, edits=edits)
-    return scope.gradients(args.of, args.wrt, tuple(positional) if len(positional) > 1 else positional[0],
-                           edits=edits)
+        return named, (list(named) if any(n not in scope.inputs for n in named) else None)
+    return (tuple(positional) if len(positional) > 1 else positional[0]), None
 
 
 def _edits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any] | None:
@@ -498,8 +498,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         _show(console, bundle)
         print(f"wrote {bundle.samples} samples to {bundle.path}", file=sys.stderr)
     elif args.command == "validate":
-        named, positional = _inputs(args, parser)
-        inputs = named or (tuple(positional) if len(positional) > 1 else positional[0])
+        inputs, _ = _given(scope, args, parser)  # validate runs the whole model: its inputs
         report = scope.validate(inputs, fetches=_fetch_names(scope, args.fetches) if args.fetches else None)
         _show(console, report)
         if not report.ok:

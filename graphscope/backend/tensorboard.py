@@ -51,5 +51,5 @@ def write(G: nx.DiGraph, logdir: str | os.PathLike[str]) -> str:
         tf.summary.graph(graph_def(G))
     writer.flush()
     writer.close()
-    (written,) = set(folder.glob("events.out.tfevents.*")) - before or sorted(folder.glob("events.out.tfevents.*"))[-1:]
+    (written,) = set(folder.glob("events.out.tfevents.*")) - before  # each writer makes a file of its own
     return str(written)

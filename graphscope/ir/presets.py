@@ -118,9 +118,10 @@ def attention(of: Any) -> Selection:
     `[batch, heads, queries, keys]` for multi-head attention, summing to one over the keys."""
     graph = _model_graph(of)
     attentive = [lay.name for lay in graph.layers if "attention" in lay.type.lower()]
+    softmaxes = graph.find(op_type="Softmax")
     found: dict[str, Tensor] = {}
     for path in attentive:
-        for t in graph.find(op_type="Softmax"):
+        for t in softmaxes:
             if t.layer == path or (t.layer or "").startswith(path + "/"):
                 found.setdefault(t.name, t)
     return _ordered(graph, found)
@@ -130,7 +131,7 @@ def layer_outputs(of: Any) -> Selection:
     """Every top-level layer call's output, in layer order (InputLayers left out): what
     `keras.Model(model.input, layer.output)` would give, for all layers at once."""
     graph = _model_graph(of)
-    return Selection(dict((t.name, t) for _, t in _top_level_outputs(graph) if not t.is_handle).values())
+    return Selection({t.name: t for _, t in _top_level_outputs(graph) if not t.is_handle}.values())
 
 
 def _ordered(graph: ModelGraph, found: dict[str, Tensor]) -> Selection:

@@ -14,7 +14,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from graphscope.errors import AmbiguousMatchError, TensorNotFoundError
+from graphscope.errors import AmbiguousMatchError, TensorNotFoundError, suggestion
 from graphscope.ir import views
 from graphscope.ir.views import Shown
 
@@ -184,8 +184,6 @@ class Results(Shown, dict):  # type: ignore[type-arg]
         forces one: "feature_maps", "attention", "heatmap", "line", "iterations". Needs
         matplotlib (`pip install "tf-graphscope[plot]"`)."""
         if name not in self:
-            from graphscope.errors import TensorNotFoundError, suggestion
-
             raise TensorNotFoundError(f"no value named {name!r} in these results." + suggestion(str(name), map(str, self)))
         return views.plot(self[name], name=str(name), sample=sample, max_channels=max_channels, kind=kind,
                           per_iteration=name in self.per_iteration)

@@ -256,7 +256,9 @@ class Program:
                 sources.append(("captures", bound))
                 continue
             where = next(names)
-            if where in feed_names and where not in args or where not in feed_names and where.partition(":")[0] not in kept:
+            fed_but_unused = where in feed_names and where not in args
+            pruned = where not in feed_names and where.partition(":")[0] not in kept
+            if fed_but_unused or pruned:
                 raise unreachable(label)
             if where in args:
                 sources.append(("arg", args[where]))

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -47,9 +47,10 @@ class Edit:
     array: np.ndarray | None = None
     fn: Callable[[Any], Any] | None = None
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple:
-        """What executors with this edit are cached by: the array's contents, or the callable."""
+        """What executors with this edit are cached by: the array's contents (hashed once), or
+        the callable."""
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
@@ -98,7 +99,7 @@ def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
         seen[tensor.name] = key
         if tensor.is_handle:
             raise InputError(f"cannot edit {tensor.name!r}: it is a {tensor.dtype} handle, not a value")
-        if callable(value) and not isinstance(value, (np.ndarray, tf.Tensor)):
+        if callable(value):
             out.append(Edit(tensor, fn=value))
         elif isinstance(value, (np.ndarray, np.generic, tf.Tensor, int, float, bool, list, tuple)):
             out.append(Edit(tensor, array=_array_for(tensor, value)))
@@ -177,7 +178,8 @@ def apply(
             patch.outputs[edit.tensor.name] = _splice(top, nodes, where, function, edit, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
         else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
-            _add_functions(patch, function)
+            # the replacement is called as a function there, with those it calls
+            _add_functions(patch, [*function.graph.as_graph_def().library.function, function.function_def])
             node = _within(top, list(where.steps), patch, functools.partial(_call, where=where, function=function))
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
@@ -212,9 +214,9 @@ def _trace(edit: Edit) -> Any:
     return _tf.frozen(function)
 
 
-def _add_functions(patch: EditPatch, function: Any) -> None:
-    """The replacement's FunctionDef and those it calls, into the library being built."""
-    for fdef in [*function.graph.as_graph_def().library.function, function.function_def]:
+def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) -> None:
+    """FunctionDefs into the library being built, each once."""
+    for fdef in fdefs:
         if fdef.signature.name not in patch.library:
             patch.library[fdef.signature.name] = fdef
             patch.functions.append(fdef)
@@ -248,10 +250,7 @@ def _splice(top: expose.Top, nodes: Mapping[str, Any], ref: str, function: Any, 
         if "_class" in copy.attr:
             del copy.attr["_class"]
         added.append(copy)
-    for fdef in graph_def.library.function:
-        if fdef.signature.name not in patch.library:
-            patch.library[fdef.signature.name] = fdef
-            patch.functions.append(fdef)
+    _add_functions(patch, graph_def.library.function)  # what the spliced ops call
     result = mapped(function.outputs[0].name)
     spellings = {ref, source} if index == "0" else {ref}
     consumers = [n for n in [*nodes, *top.changed] if any(i in spellings for i in _node_of(top, n).input)]

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import tensorflow as tf
 
@@ -459,9 +458,8 @@ def _check_edits_matter(graph: ModelGraph, edits: Sequence[editing.Edit], fetche
         return
     G = graph.graph
     wanted = {t.name for t in fetches}
-    needed: set[str] = set()
-    for t in fetches:
-        needed |= nx.ancestors(G, t.op) | {t.op}
+    # the ops the fetches depend on: the graph's ancestor index (one walk), and their own ops
+    needed = {t.op for t in graph.ancestors(list(fetches))} | {t.op for t in fetches}
     for e in edits:
         t = e.tensor
         if t.name in wanted:
