@@ -33,6 +33,7 @@ from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
+from graphscope.runtime.cache import Identity
 
 __all__ = ["Edit", "EditPatch", "apply", "castable", "resolve"]
 
@@ -50,11 +51,11 @@ class Edit:
     @functools.cached_property
     def key(self) -> tuple:
         """What executors with this edit are cached by: the array's contents (hashed once), or
-        the callable."""
+        the callable itself (by identity, held: see `cache.Identity`)."""
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", id(self.fn))
+        return (self.tensor.name, "callable", Identity(self.fn))
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
         """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""

@@ -30,7 +30,7 @@ from graphscope.errors import (
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Results, Tensor, shape_text
 from graphscope.runtime import edit as editing
-from graphscope.runtime.cache import LRU
+from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.compile import Compiled, Program
 from graphscope.runtime.expose import decode, read_only
 
@@ -96,7 +96,7 @@ class Runtime:
         feed_pairs = self._feed_pairs(feeds)
         edit_list = editing.resolve(self.graph, edits)
         key = ("gradient", of_tensor.name, tuple((k, w if isinstance(w, str) else w.name) for k, w in entries),
-               id(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
+               Identity(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
         if executor is None:
             executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list)

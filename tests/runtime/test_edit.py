@@ -213,3 +213,46 @@ def test_the_model_is_never_changed_by_edits(convs):
     assert scope._runtime.program.graph_def.SerializeToString(deterministic=True) == graph_def
     np.testing.assert_allclose(scope.run("logits/BiasAdd:0", images)["logits/BiasAdd:0"],
                                model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def _dense(seed: int = 7) -> keras.Model:
+    init = keras.initializers.RandomNormal(seed=seed)
+    x_in = keras.Input((3,), name="x")
+    out = keras.layers.Dense(2, name="dense", kernel_initializer=init, bias_initializer=init)(x_in)
+    return keras.Model(x_in, out, name="one_dense")
+
+
+def test_the_same_callable_reused_and_fresh_callables_across_cache_evictions():
+    """Executors and compiled functions are cached by an edit's callable. A key that held only
+    `id(fn)` let a fresh lambda, made after the executor of a collected one was evicted, reuse
+    that id and get its compiled function (`v * 0` for `v * 100`). Every value is checked
+    against numpy by hand."""
+    from graphscope.runtime.cache import CACHE_SIZE
+
+    model = _dense()
+    scope = gs.trace(model, quiet=True)
+    kernel, bias = model.get_layer("dense").get_weights()
+    x = np.random.default_rng(2).normal(size=(2, 3)).astype(np.float32)
+
+    def check(fn, factor):
+        got = scope.run("dense/BiasAdd:0", x, edits={"dense/MatMul:0": fn})["dense/BiasAdd:0"]
+        np.testing.assert_allclose(got, (x @ kernel) * factor + bias, rtol=1e-5, atol=1e-6)
+
+    def evict_executors():  # as many executors of one fetch set: the compiled function stays cached
+        for k in range(1, CACHE_SIZE + 2):
+            scope.executor(["dense/BiasAdd:0"] * k)
+
+    def evict_compiled():  # as many distinct compiled functions (array edits by their contents)
+        for k in range(CACHE_SIZE + 1):
+            scope.executor("dense/BiasAdd:0", edits={"dense/MatMul:0": np.full(2, k, np.float32)})
+
+    double = lambda v: v * 2.0  # noqa: E731 - one object, reused throughout
+    check(double, 2.0)
+    check(lambda v: v * 0.0, 0.0)  # collected once its executor is evicted
+    for round_, evict in enumerate([evict_executors, evict_compiled, evict_executors]):
+        evict()
+        for k in range(6):  # a fresh lambda each time: ids of collected ones come back
+            factor = 100.0 + 10 * round_ + k
+            check(lambda v, f=factor: v * f, factor)
+        check(double, 2.0)
+    check(lambda v: v * -3.0, -3.0)
