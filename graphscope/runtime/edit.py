@@ -292,6 +292,9 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
     """Inside `body`: call the replacement on the target's value and point every consumer (and
     the body's results) at it; returns the call's node name."""
     ref = body.arg(where.arg) if where.arg is not None else body.ref(where.node, where.index)
+    # a loop body's results that pass an argument on unchanged (a value computed before the
+    # loop, captured into it): the next iteration sees the loop's value, not this edit of it
+    invariant = _passed_on(body.fdef, ref) if where.steps[-1][1] == "body" else {}
     call = node_def_pb2.NodeDef(name=body.unique("edit"), op="StatefulPartitionedCall")
     call.input.append(ref)
     call.attr["f"].func.name = function.function_def.signature.name
@@ -303,6 +306,27 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
         if node.name != call.name and ref in node.input:
             node.input[:] = [out if i == ref else i for i in node.input]
     for key, value in list(body.fdef.ret.items()):
-        if value == ref:  # a loop carries the edited value on to the next iteration
+        if value == ref:  # a value the body computes (or a branch's result): edited where it goes
             body.fdef.ret[key] = out
+    body.fdef.ret.update(invariant)
     return call.name
+
+
+def _passed_on(fdef: function_pb2.FunctionDef, ref: str) -> dict[str, str]:
+    """The results of a loop body that return the argument at their own position unchanged
+    (directly or through `Identity` ops) by a way that passes through `ref`, each mapped to that
+    argument: a loop invariant, which every iteration sees as the loop was given it."""
+    nodes = {n.name: n for n in fdef.node_def}
+    args = [a.name for a in fdef.signature.input_arg]
+    out: dict[str, str] = {}
+    for position, result in enumerate(fdef.signature.output_arg):
+        value, seen = fdef.ret[result.name], []
+        while True:
+            seen.append(value)
+            node = nodes.get(value.partition(":")[0])
+            if node is None or node.op != "Identity":
+                break
+            value = node.input[0]
+        if position < len(args) and value.partition(":")[0] == args[position] and ref in seen:
+            out[result.name] = args[position]
+    return out

@@ -256,3 +256,46 @@ def test_the_same_callable_reused_and_fresh_callables_across_cache_evictions():
             check(lambda v, f=factor: v * f, factor)
         check(double, 2.0)
     check(lambda v: v * -3.0, -3.0)
+
+
+def _accumulate(edit_c=None, edit_acc=None, edit_sum=None):
+    """acc = 0; three times: acc = acc + c, with c = x * 1.0 computed before the loop. The
+    `edit_*` hooks apply an edit by hand, eagerly, where each value is used in the body."""
+    same = lambda v: v  # noqa: E731
+    edit_c, edit_acc, edit_sum = edit_c or same, edit_acc or same, edit_sum or same
+
+    def f(x):
+        c = x * 1.0
+        body = lambda i, acc: (i + 1, edit_sum(edit_acc(acc) + edit_c(c)))  # noqa: E731
+        return tf.while_loop(lambda i, acc: i < 3, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+    return f
+
+
+def test_an_edit_inside_a_loop_applies_once_to_each_iterations_value():
+    """A value computed before a loop and used in its body (`c`, captured: the body's argument
+    `while/body/mul:0`) is edited afresh in each iteration, never compounded (each iteration sees
+    2c: 6c in all, not 2c + 4c + 8c); an edited loop variable, or a value the body computes and
+    carries on, feeds the next iteration, since the model computes that iteration from it.
+    Each compared with the function re-run eagerly with the edit written into its body."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0], [0.5, 4.0, 1.5]], np.float32)
+    twice = lambda v: v * 2.0  # noqa: E731
+    (out,) = scope.outputs
+    (c,) = scope.find(r"^while/body/mul:0$")
+    (acc,) = scope.find(r"^while/body/Placeholder_1:0$")
+    (total,) = scope.find(r"^while/add_1:0$")  # acc + c, the next acc
+    cases = [
+        ("mul:0", dict(edit_c=twice)),  # c edited before the loop: the same as in it
+        (c.name, dict(edit_c=twice)),
+        (acc.name, dict(edit_acc=twice)),
+        (total.name, dict(edit_sum=twice)),
+    ]
+    for name, by_hand in cases:
+        got = scope.run([out, c], x, edits={name: twice})
+        want = _accumulate(**by_hand)(tf.constant(x)).numpy()
+        np.testing.assert_allclose(got[out.name], want, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(scope.run(out, x, edits={c: twice})[out.name], 6 * x, rtol=1e-6)
+    # the edited invariant, fetched: 2c in every iteration
+    np.testing.assert_allclose(scope.run(c, x, edits={c: twice})[c.name], np.stack([2 * x] * 3), rtol=1e-6)
