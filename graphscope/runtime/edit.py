@@ -34,8 +34,9 @@ from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
 from graphscope.runtime.cache import Identity
+from graphscope.runtime.convert import to_dtype
 
-__all__ = ["Edit", "EditPatch", "apply", "castable", "resolve"]
+__all__ = ["Edit", "EditPatch", "apply", "resolve"]
 
 _names = itertools.count()  # edit node prefixes are process-unique, as expose's clones are
 
@@ -62,12 +63,6 @@ class Edit:
         if self.array is not None:
             return tf.broadcast_to(tf.constant(self.array, dtype=value.dtype), tf.shape(value))
         return self.fn(value)
-
-
-def castable(source: np.dtype, target: np.dtype) -> bool:
-    """Whether values of `source` convert to `target` without losing what they mean (the same
-    kind or safer, or integers into floats)."""
-    return np.can_cast(source, target, casting="same_kind") or (source.kind in "biu" and target.kind in "fc")
 
 
 def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
@@ -115,13 +110,7 @@ def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
 def _array_for(tensor: Tensor, value: Any) -> np.ndarray:
     """`value` as an array of `tensor`'s dtype that broadcasts to its shape (a private copy:
     the caller may change theirs afterwards)."""
-    array = np.array(value.numpy() if isinstance(value, tf.Tensor) else value)
-    target = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
-    if array.dtype.kind not in "biufc" or not castable(array.dtype, target):
-        raise InputError(
-            f"the edit of {tensor.name!r} ({tensor.dtype}) is an array of dtype {array.dtype}, "
-            "which would lose information as " + tensor.dtype + "; convert it first"
-        )
+    array = to_dtype(value, tensor.dtype, f"the edit of {tensor.name!r}")
     if tensor.shape is not None:
         rank = len(tensor.shape)
         fits = array.ndim <= rank and all(
@@ -132,7 +121,7 @@ def _array_for(tensor: Tensor, value: Any) -> np.ndarray:
                 f"the edit of {tensor.name!r} has shape {shape_text(array.shape)}, which does not broadcast "
                 f"to the tensor's shape {shape_text(tensor.shape)} (? for any size)"
             )
-    return expose.read_only(array.astype(target, copy=False))
+    return expose.read_only(np.array(array))  # a copy: the caller's array may change
 
 
 # --------------------------------------------------------------------------- the rewrite

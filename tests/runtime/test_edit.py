@@ -299,3 +299,20 @@ def test_an_edit_inside_a_loop_applies_once_to_each_iterations_value():
     np.testing.assert_allclose(scope.run(out, x, edits={c: twice})[out.name], 6 * x, rtol=1e-6)
     # the edited invariant, fetched: 2c in every iteration
     np.testing.assert_allclose(scope.run(c, x, edits={c: twice})[c.name], np.stack([2 * x] * 3), rtol=1e-6)
+
+
+def test_an_edit_array_is_refused_where_the_tensors_dtype_cannot_hold_it():
+    """A float16 layer (its own mixed_float16 policy): 1e6 would become inf downstream, so it is
+    refused with the dtype and the range; 0.1 rounds and is patched in, checked by hand."""
+    init = keras.initializers.RandomNormal(seed=9)
+    x_in = keras.Input((3,), name="x")
+    half = keras.layers.Dense(2, name="half", dtype="mixed_float16", kernel_initializer=init, bias_initializer=init)
+    model = keras.Model(x_in, half(x_in), name="half_model")
+    scope = gs.trace(model, quiet=True)
+    assert scope.tensor("half/MatMul:0").dtype == "float16"
+    with pytest.raises(gs.InputError, match=r"expects float16, whose range is -65504 to 65504.*from 1e\+06 to 1e\+06"):
+        scope.executor("half/BiasAdd:0", edits={"half/MatMul:0": np.full(2, 1e6, np.float32)})
+    x = np.ones((2, 3), np.float32)
+    got = scope.run("half/BiasAdd:0", x, edits={"half/MatMul:0": np.full(2, 0.1, np.float32)})["half/BiasAdd:0"]
+    bias = half.bias.numpy().astype(np.float16)
+    np.testing.assert_array_equal(got, np.broadcast_to(np.float16(0.1) + bias, (2, 2)))
