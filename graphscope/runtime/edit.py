@@ -270,6 +270,12 @@ def _within(container: expose.Container, steps: list[tuple[str, str]], patch: Ed
     patch.library[body.fdef.signature.name] = body.fdef
     patch.functions.append(body.fdef)
     func.name = body.fdef.signature.name
+    if attr == "body":  # the cond under a new name too: TensorFlow's gradient names the cond it
+        # rewrites after it, and two loops of one cond but different bodies would clash there
+        cond = expose.Body(patch.library[node.attr["cond"].func.name], patch.library)
+        patch.library[cond.fdef.signature.name] = cond.fdef
+        patch.functions.append(cond.fdef)
+        node.attr["cond"].func.name = cond.fdef.signature.name
     if attr == "f":  # an XLA call: an edited body runs without XLA, as an exposed one does
         for key in _tf.XLA_ATTRS:
             if key in node.attr:

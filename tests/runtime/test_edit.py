@@ -316,3 +316,21 @@ def test_an_edit_array_is_refused_where_the_tensors_dtype_cannot_hold_it():
     got = scope.run("half/BiasAdd:0", x, edits={"half/MatMul:0": np.full(2, 0.1, np.float32)})["half/BiasAdd:0"]
     bias = half.bias.numpy().astype(np.float16)
     np.testing.assert_array_equal(got, np.broadcast_to(np.float16(0.1) + bias, (2, 2)))
+
+
+def test_gradients_through_different_edits_of_one_loop_equal_gradient_tape():
+    """Each edit of a loop clones its body, and its cond too: TensorFlow's gradient names the
+    cond it rewrites after the cond, and two bodies sharing one cond clashed there."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0], [0.5, 4.0, 1.5]], np.float32)
+    square = lambda v: v * v  # noqa: E731
+    cases = [("while/body/mul:0", dict(edit_c=square)), ("while/add_1:0", dict(edit_sum=square)),
+             ("while/body/Placeholder_1:0", dict(edit_acc=square))]
+    for name, by_hand in cases:
+        got = scope.gradients(scope.outputs[0], ["x"], x, edits={name: square})["x"]
+        xs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = tf.reduce_sum(_accumulate(**by_hand)(xs))
+        np.testing.assert_allclose(got, tape.gradient(y, xs).numpy(), rtol=1e-5, err_msg=name)
