@@ -287,9 +287,11 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
     """Inside `body`: call the replacement on the target's value and point every consumer (and
     the body's results) at it; returns the call's node name."""
     ref = body.arg(where.arg) if where.arg is not None else body.ref(where.node, where.index)
-    # a loop body's results that pass an argument on unchanged (a value computed before the
-    # loop, captured into it): the next iteration sees the loop's value, not this edit of it
-    invariant = _passed_on(body.fdef, ref) if where.steps[-1][1] == "body" else {}
+    # a loop body's argument that the body passes on unchanged (a value computed before the loop,
+    # captured into it): each iteration sees the loop's value, edited; the edit is not carried
+    invariant = None
+    if where.arg is not None and where.steps[-1][1] == "body":
+        invariant = _passed_on(body.fdef, where.arg)
     call = node_def_pb2.NodeDef(name=body.unique("edit"), op="StatefulPartitionedCall")
     call.input.append(ref)
     call.attr["f"].func.name = function.function_def.signature.name
@@ -303,25 +305,19 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
     for key, value in list(body.fdef.ret.items()):
         if value == ref:  # a value the body computes (or a branch's result): edited where it goes
             body.fdef.ret[key] = out
-    body.fdef.ret.update(invariant)
+    if invariant is not None:
+        body.fdef.ret[invariant] = ref
     return call.name
 
 
-def _passed_on(fdef: function_pb2.FunctionDef, ref: str) -> dict[str, str]:
-    """The results of a loop body that return the argument at their own position unchanged
-    (directly or through `Identity` ops) by a way that passes through `ref`, each mapped to that
-    argument: a loop invariant, which every iteration sees as the loop was given it."""
+def _passed_on(fdef: function_pb2.FunctionDef, position: int) -> str | None:
+    """The result of a loop body that returns its argument at `position` unchanged (directly or
+    through `Identity` ops), if it does: a loop invariant, the same in every iteration."""
+    if position >= len(fdef.signature.output_arg):
+        return None
     nodes = {n.name: n for n in fdef.node_def}
-    args = [a.name for a in fdef.signature.input_arg]
-    out: dict[str, str] = {}
-    for position, result in enumerate(fdef.signature.output_arg):
-        value, seen = fdef.ret[result.name], []
-        while True:
-            seen.append(value)
-            node = nodes.get(value.partition(":")[0])
-            if node is None or node.op != "Identity":
-                break
-            value = node.input[0]
-        if position < len(args) and value.partition(":")[0] == args[position] and ref in seen:
-            out[result.name] = args[position]
-    return out
+    result = fdef.signature.output_arg[position].name
+    value = fdef.ret[result]
+    while value.partition(":")[0] in nodes and nodes[value.partition(":")[0]].op == "Identity":
+        value = nodes[value.partition(":")[0]].input[0]
+    return result if value == fdef.signature.input_arg[position].name else None

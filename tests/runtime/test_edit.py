@@ -301,6 +301,37 @@ def test_an_edit_inside_a_loop_applies_once_to_each_iterations_value():
     np.testing.assert_allclose(scope.run(c, x, edits={c: twice})[c.name], np.stack([2 * x] * 3), rtol=1e-6)
 
 
+def _pass_on(edit_b=None, edit_next=None):
+    """A loop variable the body passes on unchanged: (i, acc, b) -> (i + 1, acc + b, b), with
+    b = x * 1.0, three times; the edits by hand where b is used and where it is passed on."""
+    same = lambda v: v  # noqa: E731
+    edit_b, edit_next = edit_b or same, edit_next or same
+
+    def f(x):
+        body = lambda i, acc, b: (i + 1, acc + edit_b(b), edit_next(b))  # noqa: E731
+        return tf.while_loop(lambda i, acc, b: i < 3, body, [tf.constant(0), tf.zeros_like(x), x * 1.0])[1]
+
+    return f
+
+
+def test_a_loop_variable_passed_on_unchanged_is_edited_afresh_but_its_passed_on_copy_is_carried():
+    """TensorFlow makes a captured value a loop variable the body passes on, so a declared loop
+    variable passed on unchanged is the same thing: its edit applies afresh in each iteration
+    (6x). The body's `Identity` that passes it on is a value the body computes for the next
+    iteration: an edit of that one is carried (x + 2x + 4x). Each against an eager re-run."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_pass_on(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0]], np.float32)
+    (out,) = scope.outputs
+    (b,) = scope.find(r"^while/body/Placeholder_2:0$")
+    (passed,) = [t for t in scope.find(r"^while/Identity_\d+:0$") if scope.op(t.op).inputs == (b.name,)]
+    twice = lambda v: v * 2.0  # noqa: E731
+    for name, by_hand, times in [(b, dict(edit_b=twice), 6), (passed, dict(edit_next=twice), 7)]:
+        got = scope.run(out, x, edits={name: twice})[out.name]
+        np.testing.assert_allclose(got, _pass_on(**by_hand)(tf.constant(x)).numpy(), rtol=1e-6, err_msg=name.name)
+        np.testing.assert_allclose(got, times * x, rtol=1e-6, err_msg=name.name)
+
+
 def test_an_edit_array_is_refused_where_the_tensors_dtype_cannot_hold_it():
     """A float16 layer (its own mixed_float16 policy): 1e6 would become inf downstream, so it is
     refused with the dtype and the range; 0.1 rounds and is patched in, checked by hand."""
