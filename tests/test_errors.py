@@ -234,8 +234,8 @@ WRONG = [
           gs.InputError, ValueError, r"input '\w+' expects int8, but it holds values that are not whole numbers "
           r"\(1 of 3, such as 0.5\), which would be truncated; round them first"),
     Wrong("an input with nan for an integer input", lambda w: _narrow_run(_X16, np.array([[np.nan, 1.0, 2.0]])),
-          gs.InputError, ValueError, r"input '\w+' expects int8, which has no nan or inf, but it holds 1 \(of 3\); "
-          r"replace them first"),
+          gs.InputError, ValueError, r"input '\w+' expects int8, which cannot hold nan or inf, but 1 of its 3 values "
+          r"are; replace them first"),
     Wrong("an unknown input name", lambda w: _tanh(w)({"imgae": w.x}), gs.InputError, ValueError,
           r"unknown input 'imgae': this executor takes image. Did you mean 'image'"),
     Wrong("a missing input", lambda w: w.multi.executor(["add/Add:0"])({"img": np.zeros((1, 4, 4, 1))}),

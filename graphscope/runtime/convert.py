@@ -84,8 +84,9 @@ def _check_finite(array: np.ndarray, converted: np.ndarray, target: tf.DType, wh
     complex_ = array.dtype.kind == "c"
     values = np.abs(array[bad]) if complex_ else array[bad]
     bound = target.real_dtype if target.is_complex else target
+    parts = " (each part)" if complex_ else ""
     raise InputError(
-        f"{what} expects {target.name}, whose range is {bound.min:g} to {bound.max:g}{' (each part)' if complex_ else ''}, "
+        f"{what} expects {target.name}, whose range is {bound.min:g} to {bound.max:g}{parts}, "
         f"but it holds {'magnitudes' if complex_ else 'values'} from {values.min():g} to {values.max():g} "
         f"({int(bad.sum())} of {array.size}) beyond it, which would become inf; scale or clip them first"
     )
@@ -99,8 +100,8 @@ def _check_integral(array: np.ndarray, target: tf.DType, what: str) -> None:
         finite = np.isfinite(array)
         if not finite.all():
             raise InputError(
-                f"{what} expects {target.name}, which has no nan or inf, but it holds {int((~finite).sum())} "
-                f"(of {array.size}); replace them first"
+                f"{what} expects {target.name}, which cannot hold nan or inf, but {int((~finite).sum())} of its "
+                f"{array.size} values are; replace them first"
             )
         fractional = array != np.trunc(array)
         if fractional.any():

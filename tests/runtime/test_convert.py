@@ -26,7 +26,7 @@ REFUSED = [  # (value, dtype, what the message says)
     (np.float64([1e39]), "bfloat16", r", whose range is -3.38953e\+38"),
     (np.complex128([1e40 + 1j]), "complex64", r"magnitudes from 1e\+40"),
     (np.float64([0.5, 1.0]), "int32", r"not whole numbers \(1 of 2, such as 0.5\), which would be truncated"),
-    (np.float64([np.nan]), "int32", r"no nan or inf"),
+    (np.float64([np.nan]), "int32", r"cannot hold nan or inf, but 1 of its 1 values are; replace them first"),
     (np.int64([300, -5]), "int8", r", whose range is -128 to 127, but it holds values from -5 to 300, which would wrap"),
     (np.int32([-1]), "uint8", r"from -1 to -1, which would wrap around"),
     (np.uint64([2**64 - 1]), "int64", r"wrap around"),
