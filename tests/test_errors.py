@@ -10,6 +10,7 @@ changed model. The CLI's share of the catalogue is at the end.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +114,24 @@ def _tanh(w):
     return w.scope.executor("dense/Tanh:0")
 
 
+@functools.cache
+def _narrow() -> gs.Scope:
+    """A function of a float16 and an int8 input: `mul:0` (x * 2) is float16, `add:0` (n + 1) int8."""
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float16), tf.TensorSpec((None, 3), tf.int8)])
+    def narrow(x, n):
+        return tf.cast(x * 2, tf.float32) + tf.cast(n + 1, tf.float32)
+
+    return gs.trace(narrow, quiet=True)
+
+
+def _narrow_run(x, n, edits=None):
+    scope = _narrow()
+    return scope.run(scope.outputs, [x, n], edits=edits)
+
+
+_X16, _N8 = np.ones((1, 3), np.float16), np.ones((1, 3), np.int8)
+
+
 WRONG = [
     # ---- trace: what can be traced
     Wrong("a numpy array", lambda w: gs.trace(np.zeros(3)), gs.UnsupportedModelError, TypeError,
@@ -206,7 +225,17 @@ WRONG = [
     Wrong("a non-numeric array", lambda w: _tanh(w)(np.array([["a"]])), gs.InputError, ValueError,
           r"input 'image' must be a numeric array \(float32\), got an array of dtype <U1"),
     Wrong("an unsafe dtype", lambda w: _tanh(w)(w.x.astype(np.complex64)), gs.InputError, ValueError,
-          r"expects float32, got complex64"),
+          r"input 'image' expects float32, got an array of dtype complex64, which would lose information as float32; "
+          r"convert it first"),
+    Wrong("an input beyond its float dtype's range", lambda w: _narrow_run(np.full((1, 3), 1e5, np.float32), _N8),
+          gs.InputError, ValueError, r"input '\w+' expects float16, whose range is -65504 to 65504, but it holds "
+          r"values from 100000 to 100000 \(3 of 3\) beyond it, which would become inf; scale or clip them first"),
+    Wrong("an input of fractions for an integer input", lambda w: _narrow_run(_X16, np.array([[0.5, 1.0, 2.0]])),
+          gs.InputError, ValueError, r"input '\w+' expects int8, but it holds values that are not whole numbers "
+          r"\(1 of 3, such as 0.5\), which would be truncated; round them first"),
+    Wrong("an input with nan for an integer input", lambda w: _narrow_run(_X16, np.array([[np.nan, 1.0, 2.0]])),
+          gs.InputError, ValueError, r"input '\w+' expects int8, which cannot hold nan or inf, but 1 of its 3 values "
+          r"are; replace them first"),
     Wrong("an unknown input name", lambda w: _tanh(w)({"imgae": w.x}), gs.InputError, ValueError,
           r"unknown input 'imgae': this executor takes image. Did you mean 'image'"),
     Wrong("a missing input", lambda w: w.multi.executor(["add/Add:0"])({"img": np.zeros((1, 4, 4, 1))}),
@@ -235,6 +264,18 @@ WRONG = [
     Wrong("an edit array of an unsafe dtype",
           lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMul:0": np.ones(6, np.complex64)}),
           gs.InputError, ValueError, r"an array of dtype complex64, which would lose information as float32"),
+    Wrong("an edit array beyond the tensor's float dtype's range",
+          lambda w: _narrow_run(_X16, _N8, edits={"mul:0": np.array([1.0, 7e4, -1e6], np.float32)}),
+          gs.InputError, ValueError, r"the edit of 'mul:0' expects float16, whose range is -65504 to 65504, but it "
+          r"holds values from -1e\+06 to 70000 \(2 of 3\) beyond it, which would become inf; scale or clip them first"),
+    Wrong("an edit array of fractions for an integer tensor",
+          lambda w: _narrow_run(_X16, _N8, edits={"add:0": np.array([0.25, 1.0, 2.0])}),
+          gs.InputError, ValueError, r"the edit of 'add:0' expects int8, but it holds values that are not whole "
+          r"numbers \(1 of 3, such as 0.25\), which would be truncated; round them first"),
+    Wrong("an edit array beyond the tensor's integer range",
+          lambda w: _narrow_run(_X16, _N8, edits={"add:0": np.array([1, 2, 300], np.int64)}),
+          gs.InputError, ValueError, r"the edit of 'add:0' expects int8, whose range is -128 to 127, but it holds "
+          r"values from 1 to 300, which would wrap around; clip them first"),
     Wrong("an edit that changes the dtype",
           lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMul:0": lambda v: tf.cast(v, tf.float64)}),
           gs.InputError, ValueError, r"returns float64, but the tensor is float32: cast the result"),
@@ -379,3 +420,15 @@ def test_unsafe_files_load_when_trusted(world):
 
 def test_a_matching_signature_is_accepted(world):
     assert gs.trace(world.cnn, [tf.TensorSpec((None, 8, 8, 3), tf.float32, name="img")]).inputs == ["img"]
+
+
+def test_values_a_narrow_dtype_holds_are_accepted_rounded():
+    """The way out of the dtype refusals: values within range round (0.1 into float16), whole
+    floats become integers, clipped values fit; each result against numpy by hand."""
+    x, n = np.full((1, 3), 0.1, np.float32), np.array([[1.0, -2.0, 3.0]])
+    (got,) = _narrow_run(x, n).values()
+    want = (np.float16(0.1) * np.float16(2)).astype(np.float32) + (n + 1).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    big = np.clip(np.array([1.0, 7e4, -1e6], np.float32), -65504, 65504)
+    (got,) = _narrow_run(_X16, _N8, edits={"mul:0": big, "add:0": np.array([1.0, -128.0, 127.0])}).values()
+    np.testing.assert_array_equal(got, [[1.0 + 1.0, 65504.0 - 128.0, -65504.0 + 127.0]])

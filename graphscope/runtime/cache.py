@@ -1,4 +1,5 @@
-"""One thread-safe LRU for the caches of compiled functions and executors."""
+"""One thread-safe LRU for the caches of compiled functions and executors, and the key part that
+stands for an object by identity (a callable: an edit, a gradient's target)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["CACHE_SIZE", "LRU"]
+__all__ = ["CACHE_SIZE", "LRU", "Identity"]
 
 # compiled functions and executors kept per scope; older ones are rebuilt on demand
 CACHE_SIZE = 64
@@ -34,3 +35,24 @@ class LRU:
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+
+class Identity:
+    """A key part that stands for one object by identity and holds it: equal only to a key part
+    of the same object, hashed by `id`. Holding it keeps the object alive as long as the cache
+    entry is, so its `id` cannot pass to a new object meanwhile (a bare `id()` in a key can: a
+    fresh lambda would find the executor built for a collected one)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and other.obj is self.obj
+
+    def __repr__(self) -> str:
+        return f"Identity({self.obj!r})"

@@ -22,7 +22,7 @@ from graphscope.errors import ArgumentError, DisconnectedError, UnsupportedFetch
 from graphscope.ir.records import Tensor
 from graphscope.runtime import edit as editing
 from graphscope.runtime import expose, prune
-from graphscope.runtime.cache import LRU
+from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.locate import Locator
 
 __all__ = ["Compiled", "Program"]
@@ -113,7 +113,7 @@ class Program:
             DisconnectedError: no gradient flows from `of` to some entry of `wrt`.
         """
         key = ("gradient", tuple(t.name for t in feeds), of.name,
-               tuple(w if isinstance(w, str) else w.name for w in wrt), id(target), tuple(e.key for e in edits))
+               tuple(w if isinstance(w, str) else w.name for w in wrt), Identity(target), tuple(e.key for e in edits))
         cached = self._compiled.get(key)
         if cached is None:
             names = list(labels) if labels is not None else [w if isinstance(w, str) else w.name for w in wrt]

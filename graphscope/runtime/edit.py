@@ -33,8 +33,10 @@ from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
+from graphscope.runtime.cache import Identity
+from graphscope.runtime.convert import to_dtype
 
-__all__ = ["Edit", "EditPatch", "apply", "castable", "resolve"]
+__all__ = ["Edit", "EditPatch", "apply", "resolve"]
 
 _names = itertools.count()  # edit node prefixes are process-unique, as expose's clones are
 
@@ -50,23 +52,17 @@ class Edit:
     @functools.cached_property
     def key(self) -> tuple:
         """What executors with this edit are cached by: the array's contents (hashed once), or
-        the callable."""
+        the callable itself (by identity, held: see `cache.Identity`)."""
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", id(self.fn))
+        return (self.tensor.name, "callable", Identity(self.fn))
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
         """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""
         if self.array is not None:
             return tf.broadcast_to(tf.constant(self.array, dtype=value.dtype), tf.shape(value))
         return self.fn(value)
-
-
-def castable(source: np.dtype, target: np.dtype) -> bool:
-    """Whether values of `source` convert to `target` without losing what they mean (the same
-    kind or safer, or integers into floats)."""
-    return np.can_cast(source, target, casting="same_kind") or (source.kind in "biu" and target.kind in "fc")
 
 
 def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
@@ -114,13 +110,7 @@ def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
 def _array_for(tensor: Tensor, value: Any) -> np.ndarray:
     """`value` as an array of `tensor`'s dtype that broadcasts to its shape (a private copy:
     the caller may change theirs afterwards)."""
-    array = np.array(value.numpy() if isinstance(value, tf.Tensor) else value)
-    target = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
-    if array.dtype.kind not in "biufc" or not castable(array.dtype, target):
-        raise InputError(
-            f"the edit of {tensor.name!r} ({tensor.dtype}) is an array of dtype {array.dtype}, "
-            "which would lose information as " + tensor.dtype + "; convert it first"
-        )
+    array = to_dtype(value, tensor.dtype, f"the edit of {tensor.name!r}")
     if tensor.shape is not None:
         rank = len(tensor.shape)
         fits = array.ndim <= rank and all(
@@ -131,7 +121,7 @@ def _array_for(tensor: Tensor, value: Any) -> np.ndarray:
                 f"the edit of {tensor.name!r} has shape {shape_text(array.shape)}, which does not broadcast "
                 f"to the tensor's shape {shape_text(tensor.shape)} (? for any size)"
             )
-    return expose.read_only(array.astype(target, copy=False))
+    return expose.read_only(np.array(array))  # a copy: the caller's array may change
 
 
 # --------------------------------------------------------------------------- the rewrite
@@ -280,6 +270,12 @@ def _within(container: expose.Container, steps: list[tuple[str, str]], patch: Ed
     patch.library[body.fdef.signature.name] = body.fdef
     patch.functions.append(body.fdef)
     func.name = body.fdef.signature.name
+    if attr == "body":  # the cond under a new name too: TensorFlow's gradient names the cond it
+        # rewrites after it, and two loops of one cond but different bodies would clash there
+        cond = expose.Body(patch.library[node.attr["cond"].func.name], patch.library)
+        patch.library[cond.fdef.signature.name] = cond.fdef
+        patch.functions.append(cond.fdef)
+        node.attr["cond"].func.name = cond.fdef.signature.name
     if attr == "f":  # an XLA call: an edited body runs without XLA, as an exposed one does
         for key in _tf.XLA_ATTRS:
             if key in node.attr:
@@ -291,6 +287,11 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
     """Inside `body`: call the replacement on the target's value and point every consumer (and
     the body's results) at it; returns the call's node name."""
     ref = body.arg(where.arg) if where.arg is not None else body.ref(where.node, where.index)
+    # a loop body's argument that the body passes on unchanged (a value computed before the loop,
+    # captured into it): each iteration sees the loop's value, edited; the edit is not carried
+    invariant = None
+    if where.arg is not None and where.steps[-1][1] == "body":
+        invariant = _passed_on(body.fdef, where.arg)
     call = node_def_pb2.NodeDef(name=body.unique("edit"), op="StatefulPartitionedCall")
     call.input.append(ref)
     call.attr["f"].func.name = function.function_def.signature.name
@@ -302,6 +303,21 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
         if node.name != call.name and ref in node.input:
             node.input[:] = [out if i == ref else i for i in node.input]
     for key, value in list(body.fdef.ret.items()):
-        if value == ref:  # a loop carries the edited value on to the next iteration
+        if value == ref:  # a value the body computes (or a branch's result): edited where it goes
             body.fdef.ret[key] = out
+    if invariant is not None:
+        body.fdef.ret[invariant] = ref
     return call.name
+
+
+def _passed_on(fdef: function_pb2.FunctionDef, position: int) -> str | None:
+    """The result of a loop body that returns its argument at `position` unchanged (directly or
+    through `Identity` ops), if it does: a loop invariant, the same in every iteration."""
+    if position >= len(fdef.signature.output_arg):
+        return None
+    nodes = {n.name: n for n in fdef.node_def}
+    result = fdef.signature.output_arg[position].name
+    value = fdef.ret[result]
+    while value.partition(":")[0] in nodes and nodes[value.partition(":")[0]].op == "Identity":
+        value = nodes[value.partition(":")[0]].input[0]
+    return result if value == fdef.signature.input_arg[position].name else None

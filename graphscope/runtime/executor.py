@@ -30,8 +30,9 @@ from graphscope.errors import (
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Results, Tensor, shape_text
 from graphscope.runtime import edit as editing
-from graphscope.runtime.cache import LRU
+from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.compile import Compiled, Program
+from graphscope.runtime.convert import to_dtype
 from graphscope.runtime.expose import decode, read_only
 
 __all__ = ["Executor", "GradientExecutor", "InputSignature", "Runtime"]
@@ -96,7 +97,7 @@ class Runtime:
         feed_pairs = self._feed_pairs(feeds)
         edit_list = editing.resolve(self.graph, edits)
         key = ("gradient", of_tensor.name, tuple((k, w if isinstance(w, str) else w.name) for k, w in entries),
-               id(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
+               Identity(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
         if executor is None:
             executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list)
@@ -242,23 +243,7 @@ class InputSignature:
     def convert(self, k: int, value: Any) -> tf.Tensor:
         """Input k as a tensor of its dtype, checked against its static shape."""
         name, spec = self.names[k], self.tensors[k]
-        expected = tf.as_dtype(spec.dtype)
-        if isinstance(value, tf.Tensor):
-            value = value.numpy()
-        array = np.asarray(value)
-        if array.dtype.kind not in "biufc":
-            raise InputError(
-                f"input {name!r} must be a numeric array ({expected.name}), got an array of dtype "
-                f"{array.dtype}"
-            )
-        target = np.dtype(expected.as_numpy_dtype)
-        if array.dtype != target:
-            if not editing.castable(array.dtype, target):
-                raise InputError(
-                    f"input {name!r} expects {expected.name}, got {array.dtype} "
-                    "(which would lose information); convert it first"
-                )
-            array = array.astype(target)
+        array = to_dtype(value, spec.dtype, f"input {name!r}")
         if spec.shape is not None:
             ok = array.ndim == len(spec.shape) and all(
                 d is None or d == a for d, a in zip(spec.shape, array.shape)

@@ -213,3 +213,155 @@ def test_the_model_is_never_changed_by_edits(convs):
     assert scope._runtime.program.graph_def.SerializeToString(deterministic=True) == graph_def
     np.testing.assert_allclose(scope.run("logits/BiasAdd:0", images)["logits/BiasAdd:0"],
                                model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def _dense(seed: int = 7) -> keras.Model:
+    init = keras.initializers.RandomNormal(seed=seed)
+    x_in = keras.Input((3,), name="x")
+    out = keras.layers.Dense(2, name="dense", kernel_initializer=init, bias_initializer=init)(x_in)
+    return keras.Model(x_in, out, name="one_dense")
+
+
+def test_the_same_callable_reused_and_fresh_callables_across_cache_evictions():
+    """Executors and compiled functions are cached by an edit's callable. A key that held only
+    `id(fn)` let a fresh lambda, made after the executor of a collected one was evicted, reuse
+    that id and get its compiled function (`v * 0` for `v * 100`). Every value is checked
+    against numpy by hand."""
+    from graphscope.runtime.cache import CACHE_SIZE
+
+    model = _dense()
+    scope = gs.trace(model, quiet=True)
+    kernel, bias = model.get_layer("dense").get_weights()
+    x = np.random.default_rng(2).normal(size=(2, 3)).astype(np.float32)
+
+    def check(fn, factor):
+        got = scope.run("dense/BiasAdd:0", x, edits={"dense/MatMul:0": fn})["dense/BiasAdd:0"]
+        np.testing.assert_allclose(got, (x @ kernel) * factor + bias, rtol=1e-5, atol=1e-6)
+
+    def evict_executors():  # as many executors of one fetch set: the compiled function stays cached
+        for k in range(1, CACHE_SIZE + 2):
+            scope.executor(["dense/BiasAdd:0"] * k)
+
+    def evict_compiled():  # as many distinct compiled functions (array edits by their contents)
+        for k in range(CACHE_SIZE + 1):
+            scope.executor("dense/BiasAdd:0", edits={"dense/MatMul:0": np.full(2, k, np.float32)})
+
+    double = lambda v: v * 2.0  # noqa: E731 - one object, reused throughout
+    check(double, 2.0)
+    check(lambda v: v * 0.0, 0.0)  # collected once its executor is evicted
+    for round_, evict in enumerate([evict_executors, evict_compiled, evict_executors]):
+        evict()
+        for k in range(6):  # a fresh lambda each time: ids of collected ones come back
+            factor = 100.0 + 10 * round_ + k
+            check(lambda v, f=factor: v * f, factor)
+        check(double, 2.0)
+    check(lambda v: v * -3.0, -3.0)
+
+
+def _accumulate(edit_c=None, edit_acc=None, edit_sum=None):
+    """acc = 0; three times: acc = acc + c, with c = x * 1.0 computed before the loop. The
+    `edit_*` hooks apply an edit by hand, eagerly, where each value is used in the body."""
+    same = lambda v: v  # noqa: E731
+    edit_c, edit_acc, edit_sum = edit_c or same, edit_acc or same, edit_sum or same
+
+    def f(x):
+        c = x * 1.0
+        body = lambda i, acc: (i + 1, edit_sum(edit_acc(acc) + edit_c(c)))  # noqa: E731
+        return tf.while_loop(lambda i, acc: i < 3, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+    return f
+
+
+def test_an_edit_inside_a_loop_applies_once_to_each_iterations_value():
+    """A value computed before a loop and used in its body (`c`, captured: the body's argument
+    `while/body/mul:0`) is edited afresh in each iteration, never compounded (each iteration sees
+    2c: 6c in all, not 2c + 4c + 8c); an edited loop variable, or a value the body computes and
+    carries on, feeds the next iteration, since the model computes that iteration from it.
+    Each compared with the function re-run eagerly with the edit written into its body."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0], [0.5, 4.0, 1.5]], np.float32)
+    twice = lambda v: v * 2.0  # noqa: E731
+    (out,) = scope.outputs
+    (c,) = scope.find(r"^while/body/mul:0$")
+    (acc,) = scope.find(r"^while/body/Placeholder_1:0$")
+    (total,) = scope.find(r"^while/add_1:0$")  # acc + c, the next acc
+    cases = [
+        ("mul:0", dict(edit_c=twice)),  # c edited before the loop: the same as in it
+        (c.name, dict(edit_c=twice)),
+        (acc.name, dict(edit_acc=twice)),
+        (total.name, dict(edit_sum=twice)),
+    ]
+    for name, by_hand in cases:
+        got = scope.run([out, c], x, edits={name: twice})
+        want = _accumulate(**by_hand)(tf.constant(x)).numpy()
+        np.testing.assert_allclose(got[out.name], want, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(scope.run(out, x, edits={c: twice})[out.name], 6 * x, rtol=1e-6)
+    # the edited invariant, fetched: 2c in every iteration
+    np.testing.assert_allclose(scope.run(c, x, edits={c: twice})[c.name], np.stack([2 * x] * 3), rtol=1e-6)
+
+
+def _pass_on(edit_b=None, edit_next=None):
+    """A loop variable the body passes on unchanged: (i, acc, b) -> (i + 1, acc + b, b), with
+    b = x * 1.0, three times; the edits by hand where b is used and where it is passed on."""
+    same = lambda v: v  # noqa: E731
+    edit_b, edit_next = edit_b or same, edit_next or same
+
+    def f(x):
+        body = lambda i, acc, b: (i + 1, acc + edit_b(b), edit_next(b))  # noqa: E731
+        return tf.while_loop(lambda i, acc, b: i < 3, body, [tf.constant(0), tf.zeros_like(x), x * 1.0])[1]
+
+    return f
+
+
+def test_a_loop_variable_passed_on_unchanged_is_edited_afresh_but_its_passed_on_copy_is_carried():
+    """TensorFlow makes a captured value a loop variable the body passes on, so a declared loop
+    variable passed on unchanged is the same thing: its edit applies afresh in each iteration
+    (6x). The body's `Identity` that passes it on is a value the body computes for the next
+    iteration: an edit of that one is carried (x + 2x + 4x). Each against an eager re-run."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_pass_on(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0]], np.float32)
+    (out,) = scope.outputs
+    (b,) = scope.find(r"^while/body/Placeholder_2:0$")
+    (passed,) = [t for t in scope.find(r"^while/Identity_\d+:0$") if scope.op(t.op).inputs == (b.name,)]
+    twice = lambda v: v * 2.0  # noqa: E731
+    for name, by_hand, times in [(b, dict(edit_b=twice), 6), (passed, dict(edit_next=twice), 7)]:
+        got = scope.run(out, x, edits={name: twice})[out.name]
+        np.testing.assert_allclose(got, _pass_on(**by_hand)(tf.constant(x)).numpy(), rtol=1e-6, err_msg=name.name)
+        np.testing.assert_allclose(got, times * x, rtol=1e-6, err_msg=name.name)
+
+
+def test_an_edit_array_is_refused_where_the_tensors_dtype_cannot_hold_it():
+    """A float16 layer (its own mixed_float16 policy): 1e6 would become inf downstream, so it is
+    refused with the dtype and the range; 0.1 rounds and is patched in, checked by hand."""
+    init = keras.initializers.RandomNormal(seed=9)
+    x_in = keras.Input((3,), name="x")
+    half = keras.layers.Dense(2, name="half", dtype="mixed_float16", kernel_initializer=init, bias_initializer=init)
+    model = keras.Model(x_in, half(x_in), name="half_model")
+    scope = gs.trace(model, quiet=True)
+    assert scope.tensor("half/MatMul:0").dtype == "float16"
+    with pytest.raises(gs.InputError, match=r"expects float16, whose range is -65504 to 65504.*from 1e\+06 to 1e\+06"):
+        scope.executor("half/BiasAdd:0", edits={"half/MatMul:0": np.full(2, 1e6, np.float32)})
+    x = np.ones((2, 3), np.float32)
+    got = scope.run("half/BiasAdd:0", x, edits={"half/MatMul:0": np.full(2, 0.1, np.float32)})["half/BiasAdd:0"]
+    bias = half.bias.numpy().astype(np.float16)
+    np.testing.assert_array_equal(got, np.broadcast_to(np.float16(0.1) + bias, (2, 2)))
+
+
+def test_gradients_through_different_edits_of_one_loop_equal_gradient_tape():
+    """Each edit of a loop clones its body, and its cond too: TensorFlow's gradient names the
+    cond it rewrites after the cond, and two bodies sharing one cond clashed there."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0], [0.5, 4.0, 1.5]], np.float32)
+    square = lambda v: v * v  # noqa: E731
+    cases = [("while/body/mul:0", dict(edit_c=square)), ("while/add_1:0", dict(edit_sum=square)),
+             ("while/body/Placeholder_1:0", dict(edit_acc=square))]
+    for name, by_hand in cases:
+        got = scope.gradients(scope.outputs[0], ["x"], x, edits={name: square})["x"]
+        xs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = tf.reduce_sum(_accumulate(**by_hand)(xs))
+        np.testing.assert_allclose(got, tape.gradient(y, xs).numpy(), rtol=1e-5, err_msg=name)

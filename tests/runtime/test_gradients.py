@@ -154,3 +154,24 @@ def test_gradients_of_a_tf_keras_model_equal_its_gradient_tape():
     gx, gk = tape.gradient(y, [xs, dense.kernel])
     np.testing.assert_allclose(got[scope.inputs[0]], gx.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got[dense.kernel.name.removesuffix(":0")], gk.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_fresh_targets_across_cache_evictions_get_their_own_gradient():
+    """Gradient executors are cached by `target`; a key that held only `id(target)` let a fresh
+    lambda, made after the executor of a collected one was evicted, get its compiled gradient."""
+    from graphscope.runtime.cache import CACHE_SIZE
+
+    init = keras.initializers.RandomNormal(seed=4)
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="dense", kernel_initializer=init)(x_in))
+    scope = gs.trace(model, quiet=True)
+    kernel = model.get_layer("dense").kernel.numpy()
+    x = np.ones((2, 3), np.float32)
+    scope.gradients("dense/BiasAdd:0", "x", x, target=lambda v: v * 0.0)
+    for round_ in range(3):
+        for k in range(1, CACHE_SIZE + 2):  # evicts the gradient executor, not its compiled function
+            scope.executor(["dense/BiasAdd:0"] * k)
+        for k in range(4):  # a fresh lambda each time: d sum(f * y[:, 1]) / dx = f * kernel[:, 1]
+            factor = 1.0 + round_ * 4 + k
+            got = scope.gradients("dense/BiasAdd:0", "x", x, target=lambda v, f=factor: v[:, 1] * f)["x"]
+            np.testing.assert_allclose(got, np.tile(factor * kernel[:, 1], (2, 1)), rtol=1e-5)

@@ -1,0 +1,56 @@
+"""Arrays converted to a tensor's dtype: rounding is fine, changing what a value is is refused."""
+
+import numpy as np
+import pytest
+
+import graphscope as gs
+from graphscope.runtime.convert import to_dtype
+
+FITS = [  # (value, dtype): accepted, equal to numpy's own conversion
+    (np.float32([0.1, -3.5, 6e4]), "float16"),  # rounded within range
+    (np.float64([1e-30]), "float16"),  # underflows to 0: rounding, not overflow
+    (np.float64([np.inf, -np.inf, np.nan]), "float16"),  # already not finite: stays so
+    (np.int64([2**62]), "float32"),
+    (np.float64([2.0, -3.0, 0.0]), "int32"),  # whole numbers
+    (np.int64([-128, 127]), "int8"),
+    (np.int32([0, 255]), "uint8"),
+    (np.array([True, False]), "int8"),
+    (np.float32([3.0]), "complex64"),
+    (np.float64([-(2.0**63)]), "int64"),
+    (np.float32([1e38]), "bfloat16"),
+]
+REFUSED = [  # (value, dtype, what the message says)
+    (np.float32([1e6]), "float16", r", whose range is -65504 to 65504, .* from 1e\+06 to 1e\+06 \(1 of 1\)"),
+    (np.int64([100_000, 1]), "float16", r"from 100000 to 100000 \(1 of 2\) beyond it, which would become inf"),
+    (np.float64([1e40]), "float32", r"would become inf"),
+    (np.float64([1e39]), "bfloat16", r", whose range is -3.38953e\+38"),
+    (np.complex128([1e40 + 1j]), "complex64", r"magnitudes from 1e\+40"),
+    (np.float64([0.5, 1.0]), "int32", r"not whole numbers \(1 of 2, such as 0.5\), which would be truncated"),
+    (np.float64([np.nan]), "int32", r"cannot hold nan or inf, but 1 of its 1 values are; replace them first"),
+    (np.int64([300, -5]), "int8", r", whose range is -128 to 127, but it holds values from -5 to 300, which would wrap"),
+    (np.int32([-1]), "uint8", r"from -1 to -1, which would wrap around"),
+    (np.uint64([2**64 - 1]), "int64", r"wrap around"),
+    (np.float64([2.0**63]), "int64", r"wrap around"),
+    (np.complex64([1j]), "float32", r"got an array of dtype complex64, which would lose information as float32"),
+    (np.int64([1, 0]), "bool", r"lose information as bool"),
+    (np.array(["a"]), "float32", r" a numeric array \(float32\), got an array of dtype <U1"),
+]
+
+
+@pytest.mark.parametrize("value, dtype", FITS, ids=[f"{v.dtype}->{d}" for v, d in FITS])
+def test_values_the_dtype_holds_convert_as_numpy_converts_them(value, dtype):
+    got = to_dtype(value, dtype, "x")
+    want = value.astype(got.dtype)
+    assert got.dtype.name == dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("value, dtype, says", REFUSED, ids=[f"{v.dtype}->{d}" for v, d, _ in REFUSED])
+def test_values_the_dtype_cannot_hold_are_refused(value, dtype, says):
+    with pytest.raises(gs.InputError, match=f"^the edit of 'h:0' (expects {dtype}|must be)" + ".*" + says):
+        to_dtype(value, dtype, "the edit of 'h:0'")
+
+
+def test_a_matching_dtype_is_passed_through_uncopied():
+    a = np.zeros(3, np.float32)
+    assert to_dtype(a, "float32", "x") is a
