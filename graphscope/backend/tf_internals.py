@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, op_def_registry
+from tensorflow.python.ops import handle_data_util
 
 __all__ = [
     "FlatFunction",
@@ -192,10 +193,15 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     `external` (an eager tensor: a variable handle) is passed through on every call.
 
     `FuncGraph.add_capture` appends it to the graph's inputs and capture list, as capturing does,
-    without creating a placeholder of its own. Shape inference inside the graph does not see a
-    bound resource's handle data (a variable's shape and dtype); the runtime does.
+    without creating a placeholder of its own. A resource's handle data (the variable's dtype
+    and shape) is copied onto the placeholder, as capturing does: an imported placeholder has
+    none, and without it `tf.gradients` through a `While` that takes the handle as a loop input
+    (an LSTM's kernel) gives no gradient for it (while_v2 seeds a resource's gradient with zeros
+    only when it knows the shape).
     """
     placeholder.graph.add_capture(external, placeholder)
+    if external.dtype == tf.resource:
+        handle_data_util.copy_handle_data(external, placeholder)
 
 
 def fresh_function(fn: Any) -> Any:

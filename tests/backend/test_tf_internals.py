@@ -113,6 +113,34 @@ def test_bind_capture_feeds_an_imported_placeholder_from_a_live_variable():
     np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [0.0, 3.0])
 
 
+def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop():
+    # the handle is a loop input (as Keras' LSTM passes its kernel): while_v2 gives it a
+    # gradient only when the bound placeholder carries the variable's handle data
+    v = tf.Variable([1.0, 2.0])
+
+    def f(x):
+        def body(i, acc, handle):
+            return i + 1, acc * tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32), handle
+
+        return tf.while_loop(lambda i, acc, handle: i < 3, body, [0, x, v.handle])[1]
+
+    traced = tf.function(f).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    ((handle, internal),) = traced.graph.captures
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return tf.gradients(tf.reduce_sum(out), [placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([3.0, 5.0])
+    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):

@@ -175,3 +175,42 @@ def test_fresh_targets_across_cache_evictions_get_their_own_gradient():
             factor = 1.0 + round_ * 4 + k
             got = scope.gradients("dense/BiasAdd:0", "x", x, target=lambda v, f=factor: v[:, 1] * f)["x"]
             np.testing.assert_allclose(got, np.tile(factor * kernel[:, 1], (2, 1)), rtol=1e-5)
+
+
+class Decay(keras.layers.Layer):
+    """A running sum with a learnt per-feature decay, by `keras.ops.scan`: the weight is read
+    inside the loop body."""
+
+    def build(self, input_shape):
+        self.decay = self.add_weight(shape=(input_shape[-1],), initializer="random_uniform", name="decay")
+
+    def call(self, x):  # x: (batch, time, features)
+        def step(carry, x_t):
+            carry = carry * self.decay + x_t
+            return carry, carry
+
+        _, ys = keras.ops.scan(step, keras.ops.zeros_like(x[:, 0]), keras.ops.transpose(x, (1, 0, 2)))
+        return keras.ops.transpose(ys, (1, 0, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: keras.layers.LSTM(4, name="rnn"), lambda: keras.layers.GRU(4, name="rnn"),
+                                  lambda: Decay(name="rnn")], ids=["lstm", "gru", "scan"])
+def test_gradients_wrt_weights_read_inside_a_loop_equal_gradient_tape(make):
+    # Keras' LSTM/GRU pass the weights' handles into their While loop and read them in the body
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((5, 3), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(make()(x_in)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    weights = model.get_layer("rnn").weights
+    before = weights_snapshot(model)
+    got = scope.gradients(scope.outputs[0], ["x", *weights], x, target=lambda v: v[..., 0])
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, training=False)[..., 0])
+    want = tape.gradient(y, [xs, *(w.value for w in weights)])
+    assert list(got) == ["x", *(w.path for w in weights)]
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert_weights_unchanged(model, before)
