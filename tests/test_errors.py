@@ -110,6 +110,29 @@ def _nms_input(w):
     return w.mapped.executor([nms], feeds=[w.mapped.op(nms.op).inputs[0]])
 
 
+class ReadsAnUnusedTensor(keras.layers.Layer):
+    """A custom gradient that reads a forward tensor its output does not depend on (so an
+    executor, pruned to what the output needs, does not hold it)."""
+
+    def call(self, x):
+        @tf.custom_gradient
+        def odd(v):
+            unused = tf.sin(v, name="unused")
+
+            def grad(dy):
+                return dy * unused
+
+            return v * 2.0, grad
+
+        return odd(x)
+
+
+def _custom_gradient_off_the_graph(w):
+    x_in = keras.Input((3,), name="x")
+    scope = gs.trace(keras.Model(x_in, ReadsAnUnusedTensor(name="odd")(x_in)))
+    return scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
+
+
 def _tanh(w):
     return w.scope.executor("dense/Tanh:0")
 
@@ -317,6 +340,9 @@ WRONG = [
     Wrong("a gradient wrt an unknown variable", lambda w: w.scope.gradients("dense/Tanh:0", "dense/kernl", w.x),
           gs.TensorNotFoundError, KeyError, r"no tensor, input or variable named 'dense/kernl'.*Did you mean "
           r"'dense/kernel'"),
+    Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
+          gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
+          r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

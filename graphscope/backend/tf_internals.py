@@ -8,6 +8,7 @@ imports a private TF/Keras name or spells one of their conventions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -17,9 +18,12 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, op_def_registry
+from tensorflow.python.framework import ops as tf_ops
+from tensorflow.python.framework import registry as tf_registry
 from tensorflow.python.ops import handle_data_util
 
 __all__ = [
+    "CustomGradients",
     "FlatFunction",
     "GENERIC_CALL",
     "KERAS_SUFFIX",
@@ -202,6 +206,150 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     placeholder.graph.add_capture(external, placeholder)
     if external.dtype == tf.resource:
         handle_data_util.copy_handle_data(external, placeholder)
+
+
+# the op attribute that names the registered gradient function of an op (set by
+# `tf.custom_gradient` and `Graph.gradient_override_map`), looked up before the op's type
+_GRADIENT_OP_TYPE = "_gradient_op_type"
+_REGISTRY_LOCK = threading.RLock()
+
+
+class CustomGradients:
+    """The gradient functions registered for the ops of a traced graph by name (`tf.custom_gradient`:
+    Keras' swish/silu, `gradient_override_map`), made to work on an imported copy of the graph.
+
+    TensorFlow finds such an op's gradient in a process-wide registry by the op's
+    `_gradient_op_type` attribute. A `tf.custom_gradient` registers a closure over the tensors of
+    the graph it was traced in; differentiating a copy imported from a GraphDef calls that closure,
+    which reads the original graph's tensors ("... is out of scope and cannot be used here").
+    Within `active()`, the registry entry of each such op type is swapped (under a lock, and put
+    back after) for one that, on an op of any other graph, runs the same gradient function traced
+    once as a `tf.function` of the incoming gradients (the way `tf.saved_model.save` keeps custom
+    gradients), with the original graph's tensors it captured replaced by the copy's: the op's own
+    inputs and outputs by position, other tensors by name (with the prefix inlining gave the op).
+    On the original graph's op the original entry runs, unchanged. A type shared by several ops
+    (an override map) is left to its registered function, which is then a plain function of the op.
+    """
+
+    def __init__(self, graph: tf.Graph) -> None:
+        self._graph = graph
+        self._ops: dict[str, Any] | None = None
+        self._traced: dict[str, tuple[Any, list[int], list[int], int]] = {}
+
+    @property
+    def ops(self) -> dict[str, Any]:
+        """The op of the traced graph (or of a function it calls) for each gradient type only it has."""
+        if self._ops is None:
+            found: dict[str, Any] = {}
+            shared = set()
+            for graph in _graphs_within(self._graph):
+                for op in graph.get_operations():
+                    try:
+                        kind = op.get_attr(_GRADIENT_OP_TYPE)
+                    except ValueError:
+                        continue
+                    kind = kind.decode() if isinstance(kind, bytes) else kind
+                    if found.setdefault(kind, op) is not op:
+                        shared.add(kind)
+            self._ops = {kind: op for kind, op in found.items() if kind not in shared}
+        return self._ops
+
+    @contextlib.contextmanager
+    def active(self) -> Any:
+        """Within the block, `tf.gradients` on an imported copy of the graph differentiates these
+        ops as the original would. A captured tensor the copy lacks raises LookupError."""
+        entries = tf_ops.gradient_registry._registry  # pylint: disable=protected-access
+        with _REGISTRY_LOCK:
+            saved = {kind: entries[kind] for kind in self.ops if kind in entries}
+            for kind, entry in saved.items():
+                entries[kind] = {**entry, tf_registry._TYPE_TAG: self._dispatch(kind, entry[tf_registry._TYPE_TAG])}  # pylint: disable=protected-access
+            try:
+                yield
+            finally:
+                entries.update(saved)
+
+    def _dispatch(self, kind: str, original: Any) -> Any:
+        source = self.ops[kind]
+
+        def gradient(op: Any, *grads: Any) -> Any:
+            if op.graph is source.graph:
+                return original(op, *grads)
+            return self._replay(kind, original, op, grads)
+
+        return gradient
+
+    def _replay(self, kind: str, original: Any, op: Any, grads: tuple[Any, ...]) -> list[Any]:
+        source = self.ops[kind]
+        if kind not in self._traced:
+            self._traced[kind] = _trace_gradient(original, source)
+        function, taken, returned, count = self._traced[kind]
+        args = [grads[i] if grads[i] is not None else tf.zeros_like(op.outputs[i]) for i in taken]
+        captures = [_counterpart(c, source, op) for c in function.captured_inputs]
+        values = function._inference_function.call_flat(*args, *captures)  # pylint: disable=protected-access
+        out: list[Any] = [None] * count
+        for k, value in zip(returned, values):
+            out[k] = value
+        return out
+
+
+def _graphs_within(graph: tf.Graph) -> list[tf.Graph]:
+    """`graph` and the graph of every function it calls, at any depth, each once."""
+    seen, stack = {}, [graph]
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen[id(g)] = g
+        for fn in getattr(g, "_functions", {}).values():  # pylint: disable=protected-access
+            inner = getattr(fn, "graph", None)
+            if inner is not None:
+                stack.append(inner)
+    return list(seen.values())
+
+
+def _trace_gradient(original: Any, source: Any) -> tuple[Any, list[int], list[int], int]:
+    """The gradient function `original` of the op `source`, traced as a concrete function of
+    the gradients of `source`'s outputs (resources and variants take none); with the positions
+    of the outputs it takes, the positions of its results that are not None, and their count."""
+    taken = [i for i, t in enumerate(source.outputs) if t.dtype not in (tf.resource, tf.variant)]
+    returned: list[int] = []
+    count = [0]
+
+    def replay(*grads: Any) -> list[Any]:
+        full = [None] * len(source.outputs)
+        for i, g in zip(taken, grads):
+            full[i] = g
+        result = original(source, *full)
+        result = list(result) if isinstance(result, (list, tuple)) else [result]
+        count[0] = len(result)
+        returned[:] = [k for k, r in enumerate(result) if r is not None]
+        return [tf.convert_to_tensor(result[k]) for k in returned]
+
+    specs = [tf.TensorSpec(source.outputs[i].shape, source.outputs[i].dtype) for i in taken]
+    with tf.init_scope():  # traced on its own, not inside the graph being built
+        function = tf.function(replay, autograph=False).get_concrete_function(*specs)
+    return function, taken, returned, count[0]
+
+
+def _counterpart(captured: Any, source: Any, op: Any) -> Any:
+    """The tensor of `op`'s graph that stands for `captured`, a tensor the gradient of `source`
+    reads: itself when eager (a constant, a variable's handle), else the copy's tensor."""
+    if not tf.is_symbolic_tensor(captured):
+        return captured
+    for theirs, ours in ((source.inputs, op.inputs), (source.outputs, op.outputs)):
+        for t, mine in zip(theirs, ours):
+            if t.graph is captured.graph and t.name == captured.name:
+                return mine
+    if captured.graph is source.graph and op.name.endswith(source.name):
+        prefix = op.name[: len(op.name) - len(source.name)]
+        try:
+            return op.graph.get_tensor_by_name(prefix + captured.name)
+        except (KeyError, ValueError):
+            pass
+    raise LookupError(
+        f"the gradient of {op.name} ({op.type}, a custom gradient) reads {captured.name}, which is "
+        "not in the executable graph"
+    )
 
 
 def fresh_function(fn: Any) -> Any:

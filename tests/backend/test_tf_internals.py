@@ -141,6 +141,46 @@ def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop()
     np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
 
 
+def test_custom_gradients_work_on_an_imported_copy_of_the_graph():
+    # a gradient autodiff would not give (so the registered one must run), reading an
+    # intermediate tensor of the forward pass (mapped by name) and the op's input (by position)
+    @tf.custom_gradient
+    def odd(x):
+        s = tf.sin(x)
+        y = tf.round(x * 10.0) + 0.0 * s
+
+        def grad(dy):
+            return dy * (3.0 + s * x)
+
+        return y, grad
+
+    traced = tf.function(lambda x: odd(x) * 2.0).get_concrete_function(tf.TensorSpec([3], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    custom = _tf.CustomGradients(traced.graph)
+    assert [op.type for op in custom.ops.values()] == ["IdentityN"]
+    (kind,) = custom.ops
+    before = _gradient_entry(kind)
+
+    def run(x):
+        (y,) = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[traced.graph.outputs[0].name], name=""
+        )
+        with custom.active():
+            assert _gradient_entry(kind) is not before
+            return tf.gradients(tf.reduce_sum(y), [x])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([3], tf.float32)]))
+    x = tf.constant([0.1, 0.2, 0.3])
+    np.testing.assert_allclose(flat(x)[0], 2.0 * (3.0 + np.sin(x) * x), rtol=1e-6)
+    assert _gradient_entry(kind) is before  # the process-wide registry is put back after the block
+
+
+def _gradient_entry(kind):
+    from tensorflow.python.framework import ops
+
+    return ops.gradient_registry.lookup(kind)
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):

@@ -214,3 +214,68 @@ def test_gradients_wrt_weights_read_inside_a_loop_equal_gradient_tape(make):
     for key, w in zip(got, want):
         np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
     assert_weights_unchanged(model, before)
+
+
+def _tape_gradients(model, x, variables, **call):
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, **call))
+    return tape.gradient(y, [xs, *variables])
+
+
+class SiluInALoop(keras.layers.Layer):
+    """silu (a custom gradient) inside a map_fn body and inside a tf.function called twice."""
+
+    @tf.function
+    def twice(self, x):
+        return tf.nn.silu(x) * 2.0
+
+    def call(self, x):
+        return tf.map_fn(lambda row: tf.nn.silu(row * 3.0), x) + self.twice(x) + self.twice(x * 0.5)
+
+
+def test_gradients_through_swish_equal_gradient_tape():
+    # swish/silu is a tf.custom_gradient, whose registered gradient reads the traced graph's
+    # tensors: differentiating the executable copy must use the same gradient on the copy's
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((5, 3), name="x")
+    hidden = keras.layers.Dense(4, activation="swish", name="hidden")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(SiluInALoop(name="loops")(hidden(x_in))))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    before = weights_snapshot(model)
+    got = scope.gradients(scope.outputs[0], ["x", hidden.kernel, hidden.bias], x)
+    want = _tape_gradients(model, x, [hidden.kernel.value, hidden.bias.value], training=False)
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-6, atol=1e-7)
+    assert_weights_unchanged(model, before)
+
+
+def test_gradients_through_a_tf_keras_swish_equal_gradient_tape():
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((3,))
+    hidden = tf_keras.layers.Dense(4, activation="swish")
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2)(hidden(x_in)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    got = scope.gradients(scope.outputs[0], [scope.inputs[0], hidden.kernel], x)
+    want = _tape_gradients(model, x, [hidden.kernel], training=False)
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_gradients_through_efficientnet_equal_gradient_tape():
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=3)
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(2).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    stem = model.get_layer("stem_conv").kernel
+    got = scope.gradients(scope.outputs[0], [scope.inputs[0], stem], x, target=lambda p: p[:, 1])
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, training=False)[:, 1])
+    want = tape.gradient(y, [xs, stem.value])
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-4, atol=1e-6)
