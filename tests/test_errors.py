@@ -127,6 +127,13 @@ class ReadsAnUnusedTensor(keras.layers.Layer):
         return odd(x)
 
 
+def _saved_signature(w):
+    module = tf.Module()
+    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(w.files / "doubling"), signatures=module.f)
+    return w.files / "doubling"
+
+
 def _custom_gradient_off_the_graph(w):
     x_in = keras.Input((3,), name="x")
     scope = gs.trace(keras.Model(x_in, ReadsAnUnusedTensor(name="odd")(x_in)))
@@ -171,6 +178,16 @@ WRONG = [
           gs.UnsupportedModelError, TypeError, r"input_signature"),
     Wrong("a tf.Module without __call__", lambda w: gs.trace(tf.Module()), gs.UnsupportedModelError, TypeError,
           r"no __call__"),
+    Wrong("training=True for a ConcreteFunction",
+          lambda w: gs.trace(tf.function(lambda v: v * 2.0).get_concrete_function(tf.TensorSpec((None, 3))),
+                             training=True),
+          gs.OptionError, ValueError, r"with training=True: it is already traced.*pass the tf.function or the model"),
+    Wrong("training=True for a SavedModel signature", lambda w: gs.trace(_saved_signature(w), training=True),
+          gs.OptionError, ValueError, r"serving signature was traced when it was saved.*trace the Keras model"),
+    Wrong("training=True for a function without Keras layers",
+          lambda w: gs.trace(lambda v: v * 2.0, [tf.TensorSpec((None, 3))], training=True),
+          gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
+          r"pass training=True to the layers it calls"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
           TypeError, r"input_signature must be a list of tf.TensorSpec or shapes, got str"),
     Wrong("an input_signature with too many specs", lambda w: gs.trace(w.cnn, [(None, 8, 8, 3), (None, 2)]),

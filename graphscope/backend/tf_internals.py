@@ -44,6 +44,7 @@ __all__ = [
     "has_own_dunder_call",
     "functional_model",
     "keras_scope",
+    "keras_training",
     "last_op_id",
     "node_numbers",
     "node_outputs",
@@ -385,6 +386,69 @@ def _keras_modules() -> list[Any]:
     if tf_keras is not None:
         modules.append(tf_keras)
     return modules
+
+
+class _Used:
+    """Whether a Keras layer read the training mode `keras_training` set."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+
+@contextlib.contextmanager
+def keras_training(training: bool) -> Any:
+    """Within the block, a Keras layer called without `training=` (Keras 3's and tf_keras') runs
+    in mode `training`, as if the code in the block were the `call` of a Keras layer called with
+    `training=training`. Yields an object whose `used` says whether a layer read the mode (no
+    Keras layer was called when it did not). Everything is put back on exit.
+
+    Keras 3 resolves a layer's `training` from a call context kept per thread
+    (`keras.src.backend.common.global_state`, attribute `current_call_ctx`, a `CallContext` the
+    outermost `Layer.__call__` makes and removes when it is the context's `entry_layer`): one with
+    no entry layer is set for the block, so no layer removes it. As in a Keras model's call, a
+    layer given `training=` explicitly sets it for the layers called after it. tf_keras keeps a
+    stack of call states per thread (`base_layer_utils.call_context()`); one is entered whose
+    `call_context_args` hold the mode (each layer call enters its own on top).
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import CallContext
+
+    seen = _Used()
+
+    class Reading(CallContext):  # a Keras 3 layer call reads or sets its training mode here
+        def get_value(self, arg_name: str, default: Any = None) -> Any:
+            seen.used = seen.used or arg_name == "training"
+            return super().get_value(arg_name, default)
+
+        def set_value(self, arg_name: str, value: Any) -> None:
+            seen.used = seen.used or arg_name == "training"
+            super().set_value(arg_name, value)
+
+    class ReadingArgs(dict):  # a tf_keras layer call reads `training` from these
+        def get(self, key: Any, default: Any = None) -> Any:
+            seen.used = seen.used or key == "training"
+            return super().get(key, default)
+
+        def __getitem__(self, key: Any) -> Any:
+            seen.used = seen.used or key == "training"
+            return super().__getitem__(key)
+
+    context = Reading(entry_layer=None)
+    context.training = training
+    previous = global_state.get_global_attribute("current_call_ctx")
+    global_state.set_global_attribute("current_call_ctx", context)
+    legacy: Any = contextlib.nullcontext()
+    if sys.modules.get("tf_keras") is not None:
+        from tf_keras.src.engine import base_layer_utils
+
+        legacy = base_layer_utils.call_context().enter(
+            layer=None, inputs=None, build_graph=False, call_context_args=ReadingArgs(training=training)
+        )
+    try:
+        with legacy:
+            yield seen
+    finally:
+        global_state.set_global_attribute("current_call_ctx", previous)
 
 
 def _keras_of(obj: Any) -> Any:

@@ -181,6 +181,27 @@ def _gradient_entry(kind):
     return ops.gradient_registry.lookup(kind)
 
 
+def test_keras_training_sets_the_mode_of_keras_layers_called_without_one():
+    from keras.src.backend.common import global_state
+
+    tf_keras = pytest.importorskip("tf_keras")
+    from tf_keras.src.engine import base_layer_utils
+
+    x = tf.ones((4, 500))
+    for drop in (keras.layers.Dropout(0.9, seed=1), tf_keras.layers.Dropout(0.9, seed=1)):
+        with _tf.keras_training(True) as seen:
+            dropped = tf.function(lambda v: drop(v))(x)
+            explicit = tf.function(lambda v: drop(v, training=False))(x)
+        assert seen.used and float(tf.reduce_mean(tf.cast(dropped == 0, tf.float32))) > 0.8
+        np.testing.assert_array_equal(explicit, x)  # an explicit training= still wins
+        np.testing.assert_array_equal(tf.function(lambda v: drop(v))(x), x)  # and after the block, inference again
+    with _tf.keras_training(True) as seen:
+        tf.function(lambda v: v * 2.0)(x)
+    assert not seen.used  # no Keras layer read the mode
+    assert global_state.get_global_attribute("current_call_ctx") is None
+    assert not base_layer_utils.call_context().in_call and base_layer_utils.call_context().training is None
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):
