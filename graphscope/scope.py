@@ -43,6 +43,8 @@ def trace(
         input_signature: `tf.TensorSpec`s (or shapes), one per positional input; optional when
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
+            A callable's or tf.Module's Keras layers called without `training=` take the mode;
+            OptionError where nothing can (a ConcreteFunction, a SavedModel's functions).
             Executors never update weights, whichever mode is traced.
         quiet: never show a progress bar (one appears on a terminal's stderr when tracing and
             mirroring take over a second; never in notebooks, pipes or CI logs).

@@ -110,6 +110,36 @@ def _nms_input(w):
     return w.mapped.executor([nms], feeds=[w.mapped.op(nms.op).inputs[0]])
 
 
+class ReadsAnUnusedTensor(keras.layers.Layer):
+    """A custom gradient that reads a forward tensor its output does not depend on (so an
+    executor, pruned to what the output needs, does not hold it)."""
+
+    def call(self, x):
+        @tf.custom_gradient
+        def odd(v):
+            unused = tf.sin(v, name="unused")
+
+            def grad(dy):
+                return dy * unused
+
+            return v * 2.0, grad
+
+        return odd(x)
+
+
+def _saved_signature(w):
+    module = tf.Module()
+    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(w.files / "doubling"), signatures=module.f)
+    return w.files / "doubling"
+
+
+def _custom_gradient_off_the_graph(w):
+    x_in = keras.Input((3,), name="x")
+    scope = gs.trace(keras.Model(x_in, ReadsAnUnusedTensor(name="odd")(x_in)))
+    return scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
+
+
 def _tanh(w):
     return w.scope.executor("dense/Tanh:0")
 
@@ -148,6 +178,16 @@ WRONG = [
           gs.UnsupportedModelError, TypeError, r"input_signature"),
     Wrong("a tf.Module without __call__", lambda w: gs.trace(tf.Module()), gs.UnsupportedModelError, TypeError,
           r"no __call__"),
+    Wrong("training=True for a ConcreteFunction",
+          lambda w: gs.trace(tf.function(lambda v: v * 2.0).get_concrete_function(tf.TensorSpec((None, 3))),
+                             training=True),
+          gs.OptionError, ValueError, r"with training=True: it is already traced.*pass the tf.function or the model"),
+    Wrong("training=True for a SavedModel signature", lambda w: gs.trace(_saved_signature(w), training=True),
+          gs.OptionError, ValueError, r"serving signature was traced when it was saved.*trace the Keras model"),
+    Wrong("training=True for a function without Keras layers",
+          lambda w: gs.trace(lambda v: v * 2.0, [tf.TensorSpec((None, 3))], training=True),
+          gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
+          r"pass training=True to the layers it calls"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
           TypeError, r"input_signature must be a list of tf.TensorSpec or shapes, got str"),
     Wrong("an input_signature with too many specs", lambda w: gs.trace(w.cnn, [(None, 8, 8, 3), (None, 2)]),
@@ -317,6 +357,9 @@ WRONG = [
     Wrong("a gradient wrt an unknown variable", lambda w: w.scope.gradients("dense/Tanh:0", "dense/kernl", w.x),
           gs.TensorNotFoundError, KeyError, r"no tensor, input or variable named 'dense/kernl'.*Did you mean "
           r"'dense/kernel'"),
+    Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
+          gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
+          r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -8,6 +8,7 @@ imports a private TF/Keras name or spells one of their conventions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -17,8 +18,12 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, op_def_registry
+from tensorflow.python.framework import ops as tf_ops
+from tensorflow.python.framework import registry as tf_registry
+from tensorflow.python.ops import handle_data_util
 
 __all__ = [
+    "CustomGradients",
     "FlatFunction",
     "GENERIC_CALL",
     "KERAS_SUFFIX",
@@ -39,6 +44,7 @@ __all__ = [
     "has_own_dunder_call",
     "functional_model",
     "keras_scope",
+    "keras_training",
     "last_op_id",
     "node_numbers",
     "node_outputs",
@@ -192,10 +198,159 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     `external` (an eager tensor: a variable handle) is passed through on every call.
 
     `FuncGraph.add_capture` appends it to the graph's inputs and capture list, as capturing does,
-    without creating a placeholder of its own. Shape inference inside the graph does not see a
-    bound resource's handle data (a variable's shape and dtype); the runtime does.
+    without creating a placeholder of its own. A resource's handle data (the variable's dtype
+    and shape) is copied onto the placeholder, as capturing does: an imported placeholder has
+    none, and without it `tf.gradients` through a `While` that takes the handle as a loop input
+    (an LSTM's kernel) gives no gradient for it (while_v2 seeds a resource's gradient with zeros
+    only when it knows the shape).
     """
     placeholder.graph.add_capture(external, placeholder)
+    if external.dtype == tf.resource:
+        handle_data_util.copy_handle_data(external, placeholder)
+
+
+# the op attribute that names the registered gradient function of an op (set by
+# `tf.custom_gradient` and `Graph.gradient_override_map`), looked up before the op's type
+_GRADIENT_OP_TYPE = "_gradient_op_type"
+_REGISTRY_LOCK = threading.RLock()
+
+
+class CustomGradients:
+    """The gradient functions registered for the ops of a traced graph by name (`tf.custom_gradient`:
+    Keras' swish/silu, `gradient_override_map`), made to work on an imported copy of the graph.
+
+    TensorFlow finds such an op's gradient in a process-wide registry by the op's
+    `_gradient_op_type` attribute. A `tf.custom_gradient` registers a closure over the tensors of
+    the graph it was traced in; differentiating a copy imported from a GraphDef calls that closure,
+    which reads the original graph's tensors ("... is out of scope and cannot be used here").
+    Within `active()`, the registry entry of each such op type is swapped (under a lock, and put
+    back after) for one that, on an op of any other graph, runs the same gradient function traced
+    once as a `tf.function` of the incoming gradients (the way `tf.saved_model.save` keeps custom
+    gradients), with the original graph's tensors it captured replaced by the copy's: the op's own
+    inputs and outputs by position, other tensors by name (with the prefix inlining gave the op).
+    On the original graph's op the original entry runs, unchanged. A type shared by several ops
+    (an override map) is left to its registered function, which is then a plain function of the op.
+    """
+
+    def __init__(self, graph: tf.Graph) -> None:
+        self._graph = graph
+        self._ops: dict[str, Any] | None = None
+        self._traced: dict[str, tuple[Any, list[int], list[int], int]] = {}
+
+    @property
+    def ops(self) -> dict[str, Any]:
+        """The op of the traced graph (or of a function it calls) for each gradient type only it has."""
+        if self._ops is None:
+            found: dict[str, Any] = {}
+            shared = set()
+            for graph in _graphs_within(self._graph):
+                for op in graph.get_operations():
+                    try:
+                        kind = op.get_attr(_GRADIENT_OP_TYPE)
+                    except ValueError:
+                        continue
+                    kind = kind.decode() if isinstance(kind, bytes) else kind
+                    if found.setdefault(kind, op) is not op:
+                        shared.add(kind)
+            self._ops = {kind: op for kind, op in found.items() if kind not in shared}
+        return self._ops
+
+    @contextlib.contextmanager
+    def active(self) -> Any:
+        """Within the block, `tf.gradients` on an imported copy of the graph differentiates these
+        ops as the original would. A captured tensor the copy lacks raises LookupError."""
+        entries = tf_ops.gradient_registry._registry  # pylint: disable=protected-access
+        with _REGISTRY_LOCK:
+            saved = {kind: entries[kind] for kind in self.ops if kind in entries}
+            for kind, entry in saved.items():
+                entries[kind] = {**entry, tf_registry._TYPE_TAG: self._dispatch(kind, entry[tf_registry._TYPE_TAG])}  # pylint: disable=protected-access
+            try:
+                yield
+            finally:
+                entries.update(saved)
+
+    def _dispatch(self, kind: str, original: Any) -> Any:
+        source = self.ops[kind]
+
+        def gradient(op: Any, *grads: Any) -> Any:
+            if op.graph is source.graph:
+                return original(op, *grads)
+            return self._replay(kind, original, op, grads)
+
+        return gradient
+
+    def _replay(self, kind: str, original: Any, op: Any, grads: tuple[Any, ...]) -> list[Any]:
+        source = self.ops[kind]
+        if kind not in self._traced:
+            self._traced[kind] = _trace_gradient(original, source)
+        function, taken, returned, count = self._traced[kind]
+        args = [grads[i] if grads[i] is not None else tf.zeros_like(op.outputs[i]) for i in taken]
+        captures = [_counterpart(c, source, op) for c in function.captured_inputs]
+        values = function._inference_function.call_flat(*args, *captures)  # pylint: disable=protected-access
+        out: list[Any] = [None] * count
+        for k, value in zip(returned, values):
+            out[k] = value
+        return out
+
+
+def _graphs_within(graph: tf.Graph) -> list[tf.Graph]:
+    """`graph` and the graph of every function it calls, at any depth, each once."""
+    seen, stack = {}, [graph]
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen[id(g)] = g
+        for fn in getattr(g, "_functions", {}).values():  # pylint: disable=protected-access
+            inner = getattr(fn, "graph", None)
+            if inner is not None:
+                stack.append(inner)
+    return list(seen.values())
+
+
+def _trace_gradient(original: Any, source: Any) -> tuple[Any, list[int], list[int], int]:
+    """The gradient function `original` of the op `source`, traced as a concrete function of
+    the gradients of `source`'s outputs (resources and variants take none); with the positions
+    of the outputs it takes, the positions of its results that are not None, and their count."""
+    taken = [i for i, t in enumerate(source.outputs) if t.dtype not in (tf.resource, tf.variant)]
+    returned: list[int] = []
+    count = [0]
+
+    def replay(*grads: Any) -> list[Any]:
+        full = [None] * len(source.outputs)
+        for i, g in zip(taken, grads):
+            full[i] = g
+        result = original(source, *full)
+        result = list(result) if isinstance(result, (list, tuple)) else [result]
+        count[0] = len(result)
+        returned[:] = [k for k, r in enumerate(result) if r is not None]
+        return [tf.convert_to_tensor(result[k]) for k in returned]
+
+    specs = [tf.TensorSpec(source.outputs[i].shape, source.outputs[i].dtype) for i in taken]
+    with tf.init_scope():  # traced on its own, not inside the graph being built
+        function = tf.function(replay, autograph=False).get_concrete_function(*specs)
+    return function, taken, returned, count[0]
+
+
+def _counterpart(captured: Any, source: Any, op: Any) -> Any:
+    """The tensor of `op`'s graph that stands for `captured`, a tensor the gradient of `source`
+    reads: itself when eager (a constant, a variable's handle), else the copy's tensor."""
+    if not tf.is_symbolic_tensor(captured):
+        return captured
+    for theirs, ours in ((source.inputs, op.inputs), (source.outputs, op.outputs)):
+        for t, mine in zip(theirs, ours):
+            if t.graph is captured.graph and t.name == captured.name:
+                return mine
+    if captured.graph is source.graph and op.name.endswith(source.name):
+        prefix = op.name[: len(op.name) - len(source.name)]
+        try:
+            return op.graph.get_tensor_by_name(prefix + captured.name)
+        except (KeyError, ValueError):
+            pass
+    raise LookupError(
+        f"the gradient of {op.name} ({op.type}, a custom gradient) reads {captured.name}, which is "
+        "not in the executable graph"
+    )
 
 
 def fresh_function(fn: Any) -> Any:
@@ -231,6 +386,69 @@ def _keras_modules() -> list[Any]:
     if tf_keras is not None:
         modules.append(tf_keras)
     return modules
+
+
+class _Used:
+    """Whether a Keras layer read the training mode `keras_training` set."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+
+@contextlib.contextmanager
+def keras_training(training: bool) -> Any:
+    """Within the block, a Keras layer called without `training=` (Keras 3's and tf_keras') runs
+    in mode `training`, as if the code in the block were the `call` of a Keras layer called with
+    `training=training`. Yields an object whose `used` says whether a layer read the mode (no
+    Keras layer was called when it did not). Everything is put back on exit.
+
+    Keras 3 resolves a layer's `training` from a call context kept per thread
+    (`keras.src.backend.common.global_state`, attribute `current_call_ctx`, a `CallContext` the
+    outermost `Layer.__call__` makes and removes when it is the context's `entry_layer`): one with
+    no entry layer is set for the block, so no layer removes it. As in a Keras model's call, a
+    layer given `training=` explicitly sets it for the layers called after it. tf_keras keeps a
+    stack of call states per thread (`base_layer_utils.call_context()`); one is entered whose
+    `call_context_args` hold the mode (each layer call enters its own on top).
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import CallContext
+
+    seen = _Used()
+
+    class Reading(CallContext):  # a Keras 3 layer call reads or sets its training mode here
+        def get_value(self, arg_name: str, default: Any = None) -> Any:
+            seen.used = seen.used or arg_name == "training"
+            return super().get_value(arg_name, default)
+
+        def set_value(self, arg_name: str, value: Any) -> None:
+            seen.used = seen.used or arg_name == "training"
+            super().set_value(arg_name, value)
+
+    class ReadingArgs(dict):  # a tf_keras layer call reads `training` from these
+        def get(self, key: Any, default: Any = None) -> Any:
+            seen.used = seen.used or key == "training"
+            return super().get(key, default)
+
+        def __getitem__(self, key: Any) -> Any:
+            seen.used = seen.used or key == "training"
+            return super().__getitem__(key)
+
+    context = Reading(entry_layer=None)
+    context.training = training
+    previous = global_state.get_global_attribute("current_call_ctx")
+    global_state.set_global_attribute("current_call_ctx", context)
+    legacy: Any = contextlib.nullcontext()
+    if sys.modules.get("tf_keras") is not None:
+        from tf_keras.src.engine import base_layer_utils
+
+        legacy = base_layer_utils.call_context().enter(
+            layer=None, inputs=None, build_graph=False, call_context_args=ReadingArgs(training=training)
+        )
+    try:
+        with legacy:
+            yield seen
+    finally:
+        global_state.set_global_attribute("current_call_ctx", previous)
 
 
 def _keras_of(obj: Any) -> Any:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
 import re
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -15,7 +17,7 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
-from graphscope.errors import InputError, ModelLoadError, UnsupportedModelError
+from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError
 
 __all__ = ["Traced", "load_model", "output_keys", "trace_function"]
 
@@ -83,6 +85,10 @@ def trace_function(
         input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
             the model knows its inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
+            For a callable or a tf.Module, the Keras layers it calls without `training=` take
+            this mode, as if it were the `call` of a Keras layer called with `training=True`;
+            refused (OptionError) where nothing takes it: a ConcreteFunction, a SavedModel's
+            functions, a function that calls no Keras layer.
         safe_mode: load `.keras` files in Keras' safe mode, which refuses to deserialize Python
             code (lambdas); pass False only for files you trust.
     """
@@ -100,13 +106,18 @@ def trace_function(
     if _tf.is_keras_layer(model):  # Keras 3, or Keras 2 (tf_keras)
         return _trace_keras(model, input_signature, training)
     if isinstance(model, tf.types.experimental.ConcreteFunction):
+        if training:
+            raise OptionError(
+                f"cannot trace the ConcreteFunction {_function_name(model)!r} with training=True: it is already "
+                "traced, in the mode it was traced in; pass the tf.function or the model it came from instead"
+            )
         return _from_concrete(model, name=_function_name(model), source="concrete_function")
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
-        return _trace_callable(model, input_signature)
+        return _trace_callable(model, input_signature, training)
     if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
         return _trace_module(model, input_signature, training)
     if callable(model):  # a lambda, a function, a bound method such as model.predict_step
-        return _trace_callable(model, input_signature)
+        return _trace_callable(model, input_signature, training)
     raise UnsupportedModelError(
         f"cannot trace an object of type {type(model).__module__}.{type(model).__qualname__}: "
         "expected a Keras model or layer (Keras 3 or tf_keras), a tf.Module with __call__, a tf.function "
@@ -265,25 +276,30 @@ def _input_dtype(model: Any) -> tf.DType:
 # --------------------------------------------------------------------------- other callables
 
 
-def _trace_callable(fn: Any, input_signature: Any) -> Traced:
+def _trace_callable(fn: Any, input_signature: Any, training: bool) -> Traced:
     """A tf.function or any Python callable, with the calls of every Keras layer it reaches.
 
     For a bound method of a Keras model (`model.predict_step`) that model is the root, so its
     ops are named as `trace(model)` names them; any other callable's layers and models are
     first segments, as nested models are. A tf.function is traced anew (a copy of it with the
-    same options), since the trace it has cached recorded nothing.
+    same options), since the trace it has cached recorded nothing (and ran in another mode).
     """
     python = getattr(fn, "python_function", fn)
     roots = keras_roots(python)
     what = "this tf.function" if fn is not python else f"the callable {_function_name(fn)!r}"
     if not roots:
-        cf = _concrete(fn if fn is not python else tf.function(fn), input_signature, what=what)
-        return _from_concrete(cf, name=_function_name(fn), source="function")
+        plain = tf.function(fn) if fn is python else _tf.fresh_function(fn) if training else fn
+        with _mode(training, what):
+            cf = _concrete(plain, input_signature, what=what)
+        traced = _from_concrete(cf, name=_function_name(fn), source="function")
+        traced.training = training
+        return traced
     fresh = _tf.fresh_function(fn) if fn is not python else tf.function(fn)
-    with TRACE_LOCK, recording(roots) as recorder:
+    with TRACE_LOCK, recording(roots) as recorder, _mode(training, what):
         cf = _concrete(fresh, input_signature, what=what)
     recorder.finish(cf.graph)
     traced = _from_concrete(cf, name=_function_name(fn), source="function")
+    traced.training = training
     traced.calls = recorder.calls
     owner = getattr(python, "__self__", None)
     if owner is not None and _tf.is_keras_layer(owner):  # a model's method: the model is the root
@@ -295,9 +311,14 @@ def _trace_callable(fn: Any, input_signature: Any) -> Traced:
 
 def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
     """A tf.Module (or loaded SavedModel): its serving signature, else its `__call__`."""
-    del training  # a module's __call__ takes no training flag we could set
     signatures = getattr(module, "signatures", None)
     if input_signature is None and signatures and "serving_default" in signatures:
+        if training:
+            raise OptionError(
+                f"cannot trace {_module_name(module)!r} with training=True: its serving signature was traced when "
+                "it was saved, in the mode it was saved in; trace the Keras model (or its .keras file) with "
+                "training=True instead"
+            )
         cf = signatures["serving_default"]
         return _from_concrete(cf, name=_module_name(module), source="module")
     call = getattr(module, "__call__", None)
@@ -310,12 +331,33 @@ def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
         call, "concrete_functions"
     )
     fn = call if is_function else tf.function(call)
-    with TRACE_LOCK, recording(keras_attributes(module)) as recorder:
-        cf = _concrete(fn, input_signature, what=f"the tf.Module {_module_name(module)!r}")
+    what = f"the tf.Module {_module_name(module)!r}"
+    if training and isinstance(fn, tf.types.experimental.PolymorphicFunction):
+        fn = _tf.fresh_function(fn)  # its cached traces ran in another mode
+    with TRACE_LOCK, recording(keras_attributes(module)) as recorder, _mode(training, what):
+        cf = _concrete(fn, input_signature, what=what)
     recorder.finish(cf.graph)
     traced = _from_concrete(cf, name=_module_name(module), source="module")
+    traced.training = training
     traced.calls = recorder.calls
     return traced
+
+
+@contextlib.contextmanager
+def _mode(training: bool, what: str) -> Iterator[None]:
+    """Trace the Keras layers that `what` calls without `training=` in training mode when
+    `training` (`_tf.keras_training`); refuse when no Keras layer took the mode."""
+    if not training:
+        yield
+        return
+    with _tf.keras_training(True) as seen:
+        yield
+    if not seen.used:
+        raise OptionError(
+            f"training=True changes nothing in {what}: no Keras layer it calls took the mode (a SavedModel's "
+            "functions keep the mode they were saved in; a function without Keras layers has none); trace the "
+            "Keras model (or its .keras file) with training=True, or pass training=True to the layers it calls"
+        )
 
 
 def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:

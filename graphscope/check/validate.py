@@ -29,6 +29,9 @@ __all__ = ["Mismatch", "Validation", "validate"]
 
 # ops that draw new random numbers each run (stateless random ops, fed their seed, replay fine)
 _RANDOM = re.compile(r"(?!Stateless)\w*(Random|Multinomial|Shuffle)\w*|RngReadAndSkip|RngSkip")
+# ops whose numbers a second run of Keras draws anew: stateless ones too, since Keras seeds them from
+# a generator's state, which every run (ours included) advances (Keras 3's Dropout in training mode)
+_DRAWS = re.compile(r"\w*(Random|Multinomial|Shuffle)\w*|RngReadAndSkip|RngSkip")
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -157,7 +160,10 @@ def _replay(runtime: Runtime, ops: list[Op], fetched: dict[str, Any], tensors: d
 
 def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validation) -> None:
     """Fetched layer outputs (every top-level layer's when fetches is None) against a Keras
-    sub-model's; only where Keras can answer (a functional or sequential model)."""
+    sub-model's, called in the mode the scope was traced in (batch norm on the batch's
+    statistics in training mode; the model's moving statistics do not move); only where Keras can
+    answer (a functional or sequential model). Outputs that depend on random numbers (dropout in
+    training mode) are skipped: Keras draws other numbers."""
 
     model = runtime.traced.model
     G = runtime.graph.graph
@@ -168,7 +174,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
     if not model_inputs:
         return
     wanted = None if fetches is None else {t.name for t in runtime.graph.resolve(fetches)}
-    random_ops = {n for n in G if _RANDOM.fullmatch(G.nodes[n]["op"].type)}
+    random_ops = {n for n in G if _DRAWS.fullmatch(G.nodes[n]["op"].type)}
     pairs = []
     for lay in runtime.graph.layers:
         if "/" in lay.name or lay.keras_layer is None or len(lay.outputs) != 1:
@@ -194,13 +200,31 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
         return
     ours = runtime.run([n for n, _ in pairs], inputs)
     given = inputs if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
-    theirs = sub_model(given, training=False)
+    theirs = _keras_outputs(sub_model, given, training=runtime.traced.training)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
     for (name, _), value in zip(pairs, theirs):
         report.layers += 1
         detail = _difference(np.asarray(value), ours[name])
         if detail:
             report.mismatches.append(Mismatch(name, "keras", detail))
+
+
+def _keras_outputs(sub_model: Any, given: Any, *, training: bool) -> Any:
+    """`sub_model(given, training=training)`, with every variable as it was after it (batch
+    norm updates its moving statistics in training mode)."""
+    if not training:
+        return sub_model(given, training=False)
+    if hasattr(sub_model, "stateless_call"):  # Keras 3: the new values come back, not assigned
+        outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
+                                              [v.value for v in sub_model.non_trainable_variables],
+                                              given, training=True)
+        return outputs
+    saved = [(v, v.numpy()) for v in sub_model.non_trainable_variables]  # tf_keras: put back after
+    try:
+        return sub_model(given, training=True)
+    finally:
+        for v, value in saved:
+            v.assign(value)
 
 
 def _difference(expected: Any, got: Any) -> str | None:

@@ -70,6 +70,8 @@ class Program:
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
         self._compiled = LRU()
+        # the custom gradients (swish) of the traced graph, made to work on the imported copies
+        self.custom_gradients = _tf.CustomGradients(cf.graph)
         self.library = expose.library_of(self.graph_def)
         self.locator = Locator(self.nodes, self.library, self.tensors, mirrored.sites)
         # executable op name -> canonical op name, for top-level ops and inlined calls' ops
@@ -284,7 +286,14 @@ class Program:
                 else:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])
-            grads = tf.gradients(total, xs) if xs else []
+            try:
+                with self.custom_gradients.active():
+                    grads = tf.gradients(total, xs) if xs else []
+            except LookupError as e:
+                raise UnsupportedFetchError(
+                    f"cannot differentiate {of.name!r}: {e}; take the gradient of a tensor before that op, "
+                    "or with respect to one after it (and please report this)"
+                ) from None
             out = []
             for label, (start, count) in zip(labels, spans):
                 parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]

@@ -113,6 +113,95 @@ def test_bind_capture_feeds_an_imported_placeholder_from_a_live_variable():
     np.testing.assert_array_equal(flat(tf.constant([3.0, 3.0]))[0], [0.0, 3.0])
 
 
+def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop():
+    # the handle is a loop input (as Keras' LSTM passes its kernel): while_v2 gives it a
+    # gradient only when the bound placeholder carries the variable's handle data
+    v = tf.Variable([1.0, 2.0])
+
+    def f(x):
+        def body(i, acc, handle):
+            return i + 1, acc * tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32), handle
+
+        return tf.while_loop(lambda i, acc, handle: i < 3, body, [0, x, v.handle])[1]
+
+    traced = tf.function(f).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    ((handle, internal),) = traced.graph.captures
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return tf.gradients(tf.reduce_sum(out), [placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([3.0, 5.0])
+    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+
+
+def test_custom_gradients_work_on_an_imported_copy_of_the_graph():
+    # a gradient autodiff would not give (so the registered one must run), reading an
+    # intermediate tensor of the forward pass (mapped by name) and the op's input (by position)
+    @tf.custom_gradient
+    def odd(x):
+        s = tf.sin(x)
+        y = tf.round(x * 10.0) + 0.0 * s
+
+        def grad(dy):
+            return dy * (3.0 + s * x)
+
+        return y, grad
+
+    traced = tf.function(lambda x: odd(x) * 2.0).get_concrete_function(tf.TensorSpec([3], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    custom = _tf.CustomGradients(traced.graph)
+    assert [op.type for op in custom.ops.values()] == ["IdentityN"]
+    (kind,) = custom.ops
+    before = _gradient_entry(kind)
+
+    def run(x):
+        (y,) = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[traced.graph.outputs[0].name], name=""
+        )
+        with custom.active():
+            assert _gradient_entry(kind) is not before
+            return tf.gradients(tf.reduce_sum(y), [x])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([3], tf.float32)]))
+    x = tf.constant([0.1, 0.2, 0.3])
+    np.testing.assert_allclose(flat(x)[0], 2.0 * (3.0 + np.sin(x) * x), rtol=1e-6)
+    assert _gradient_entry(kind) is before  # the process-wide registry is put back after the block
+
+
+def _gradient_entry(kind):
+    from tensorflow.python.framework import ops
+
+    return ops.gradient_registry.lookup(kind)
+
+
+def test_keras_training_sets_the_mode_of_keras_layers_called_without_one():
+    from keras.src.backend.common import global_state
+
+    tf_keras = pytest.importorskip("tf_keras")
+    from tf_keras.src.engine import base_layer_utils
+
+    x = tf.ones((4, 500))
+    for drop in (keras.layers.Dropout(0.9, seed=1), tf_keras.layers.Dropout(0.9, seed=1)):
+        with _tf.keras_training(True) as seen:
+            dropped = tf.function(lambda v: drop(v))(x)
+            explicit = tf.function(lambda v: drop(v, training=False))(x)
+        assert seen.used and float(tf.reduce_mean(tf.cast(dropped == 0, tf.float32))) > 0.8
+        np.testing.assert_array_equal(explicit, x)  # an explicit training= still wins
+        np.testing.assert_array_equal(tf.function(lambda v: drop(v))(x), x)  # and after the block, inference again
+    with _tf.keras_training(True) as seen:
+        tf.function(lambda v: v * 2.0)(x)
+    assert not seen.used  # no Keras layer read the mode
+    assert global_state.get_global_attribute("current_call_ctx") is None
+    assert not base_layer_utils.call_context().in_call and base_layer_utils.call_context().training is None
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):

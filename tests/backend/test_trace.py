@@ -308,3 +308,83 @@ def test_lists_single_tensors_and_saved_models_have_keys_too(tmp_path):
     tf.saved_model.save(models.multi_input(), str(path))
     saved = gs.trace(path, quiet=True)
     assert saved.output_keys == ["output_0", "output_1"]
+
+
+# ---- training=True for callables and modules: the Keras layers they call take the mode
+
+
+def _keras_call_context():
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("current_call_ctx")
+
+
+def test_a_callable_traced_with_training_drops_what_its_dropout_drops():
+    drop = keras.layers.Dropout(0.99, seed=1)
+    spec = [tf.TensorSpec((None, 1000), tf.float32)]
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=(4, 1000)).astype(np.float32)
+    trained = gs.trace(lambda v: drop(v) * 1.0, spec, training=True, quiet=True)
+    y = trained.run(trained.outputs, x)[trained.outputs[0].name]
+    zeros = np.mean(y == 0)
+    assert 0.98 < zeros < 1.0, zeros  # 4 000 draws of p=0.99: 0.99 +- 0.0016
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] * 100.0, rtol=1e-4)  # survivors scaled by 1/(1-0.99)
+    assert _keras_call_context() is None  # Keras' per-thread call context is put back
+    inference = gs.trace(lambda v: drop(v) * 1.0, spec, quiet=True)
+    np.testing.assert_array_equal(inference.run(inference.outputs, x)[inference.outputs[0].name], drop(x) * 1.0)
+
+
+def test_a_callable_traced_with_training_normalises_with_the_batchs_statistics():
+    bn = keras.layers.BatchNormalization(name="bn")
+    bn.build((None, 3))
+    bn.set_weights([np.array([1.0, 2.0, 0.5], np.float32), np.array([0.1, -0.2, 0.3], np.float32),
+                    np.array([5.0, 5.0, 5.0], np.float32), np.array([9.0, 9.0, 9.0], np.float32)])
+    before = [np.array(w) for w in bn.weights]
+    scope = gs.trace(lambda v: bn(v), [tf.TensorSpec((None, 3), tf.float32)], training=True, quiet=True)
+    x = np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32)
+    got = scope.run(scope.outputs, x)[scope.outputs[0].name]
+    clone = keras.layers.BatchNormalization.from_config(bn.get_config())  # the eager oracle, on a copy
+    clone.build((None, 3))
+    clone.set_weights(bn.get_weights())
+    np.testing.assert_allclose(got, clone(x, training=True), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, clone(x, training=False), atol=1e-2)  # and not the moving statistics
+    for b, w in zip(before, bn.weights):
+        np.testing.assert_array_equal(b, w)  # the moving statistics did not move
+
+
+def test_a_tf_module_and_a_tf_keras_callable_traced_with_training_drop():
+    tf_keras = pytest.importorskip("tf_keras")
+
+    class Noisy(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = keras.layers.Dropout(0.99, seed=2)
+
+        def __call__(self, v):
+            return self.drop(v) + 0.0
+
+    legacy = tf_keras.layers.Dropout(0.99, seed=3)
+    spec = [tf.TensorSpec((None, 1000), tf.float32)]
+    x = np.ones((4, 1000), np.float32)
+    for traced in (gs.trace(Noisy(), spec, training=True, quiet=True),
+                   gs.trace(lambda v: legacy(v) + 0.0, spec, training=True, quiet=True)):
+        y = traced.run(traced.outputs, x)[traced.outputs[0].name]
+        assert 0.98 < np.mean(y == 0) < 1.0
+    from tf_keras.src.engine import base_layer_utils
+
+    assert not base_layer_utils.call_context().in_call and base_layer_utils.call_context().training is None
+
+
+def test_training_is_refused_where_nothing_takes_it(tmp_path):
+    spec = [tf.TensorSpec((None, 3), tf.float32)]
+    with pytest.raises(gs.OptionError, match=r"training=True changes nothing in .*no Keras layer"):
+        gs.trace(lambda v: v * 2.0, spec, training=True, quiet=True)
+    concrete = tf.function(lambda v: v * 2.0).get_concrete_function(spec[0])
+    with pytest.raises(gs.OptionError, match=r"already traced.*pass the tf.function or the model"):
+        gs.trace(concrete, training=True, quiet=True)
+    module = tf.Module()
+    module.f = tf.function(lambda v: v * 2.0, input_signature=spec)
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures=module.f)
+    with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
+        gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
+    assert _keras_call_context() is None

@@ -175,3 +175,107 @@ def test_fresh_targets_across_cache_evictions_get_their_own_gradient():
             factor = 1.0 + round_ * 4 + k
             got = scope.gradients("dense/BiasAdd:0", "x", x, target=lambda v, f=factor: v[:, 1] * f)["x"]
             np.testing.assert_allclose(got, np.tile(factor * kernel[:, 1], (2, 1)), rtol=1e-5)
+
+
+class Decay(keras.layers.Layer):
+    """A running sum with a learnt per-feature decay, by `keras.ops.scan`: the weight is read
+    inside the loop body."""
+
+    def build(self, input_shape):
+        self.decay = self.add_weight(shape=(input_shape[-1],), initializer="random_uniform", name="decay")
+
+    def call(self, x):  # x: (batch, time, features)
+        def step(carry, x_t):
+            carry = carry * self.decay + x_t
+            return carry, carry
+
+        _, ys = keras.ops.scan(step, keras.ops.zeros_like(x[:, 0]), keras.ops.transpose(x, (1, 0, 2)))
+        return keras.ops.transpose(ys, (1, 0, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: keras.layers.LSTM(4, name="rnn"), lambda: keras.layers.GRU(4, name="rnn"),
+                                  lambda: Decay(name="rnn")], ids=["lstm", "gru", "scan"])
+def test_gradients_wrt_weights_read_inside_a_loop_equal_gradient_tape(make):
+    # Keras' LSTM/GRU pass the weights' handles into their While loop and read them in the body
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((5, 3), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(make()(x_in)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    weights = model.get_layer("rnn").weights
+    before = weights_snapshot(model)
+    got = scope.gradients(scope.outputs[0], ["x", *weights], x, target=lambda v: v[..., 0])
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, training=False)[..., 0])
+    want = tape.gradient(y, [xs, *(w.value for w in weights)])
+    assert list(got) == ["x", *(w.path for w in weights)]
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert_weights_unchanged(model, before)
+
+
+def _tape_gradients(model, x, variables, **call):
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, **call))
+    return tape.gradient(y, [xs, *variables])
+
+
+class SiluInALoop(keras.layers.Layer):
+    """silu (a custom gradient) inside a map_fn body and inside a tf.function called twice."""
+
+    @tf.function
+    def twice(self, x):
+        return tf.nn.silu(x) * 2.0
+
+    def call(self, x):
+        return tf.map_fn(lambda row: tf.nn.silu(row * 3.0), x) + self.twice(x) + self.twice(x * 0.5)
+
+
+def test_gradients_through_swish_equal_gradient_tape():
+    # swish/silu is a tf.custom_gradient, whose registered gradient reads the traced graph's
+    # tensors: differentiating the executable copy must use the same gradient on the copy's
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((5, 3), name="x")
+    hidden = keras.layers.Dense(4, activation="swish", name="hidden")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(SiluInALoop(name="loops")(hidden(x_in))))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    before = weights_snapshot(model)
+    got = scope.gradients(scope.outputs[0], ["x", hidden.kernel, hidden.bias], x)
+    want = _tape_gradients(model, x, [hidden.kernel.value, hidden.bias.value], training=False)
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-6, atol=1e-7)
+    assert_weights_unchanged(model, before)
+
+
+def test_gradients_through_a_tf_keras_swish_equal_gradient_tape():
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((3,))
+    hidden = tf_keras.layers.Dense(4, activation="swish")
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2)(hidden(x_in)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    got = scope.gradients(scope.outputs[0], [scope.inputs[0], hidden.kernel], x)
+    want = _tape_gradients(model, x, [hidden.kernel], training=False)
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_gradients_through_efficientnet_equal_gradient_tape():
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=3)
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(2).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    stem = model.get_layer("stem_conv").kernel
+    got = scope.gradients(scope.outputs[0], [scope.inputs[0], stem], x, target=lambda p: p[:, 1])
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(model(xs, training=False)[:, 1])
+    want = tape.gradient(y, [xs, stem.value])
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-4, atol=1e-6)
