@@ -181,6 +181,8 @@ class _Mirror:
         self.G.add_edges_from((u, v, {"outputs": tuple(sorted(set(ix)))}) for (u, v), ix in self.edges.items())
         n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
         inputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.inputs[:n_inputs]]
+        if self.traced.input_positions is not None:  # the declared order, not TensorFlow's
+            inputs = [inputs[k] for k in self.traced.input_positions]
         outputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.outputs]
         self.G.graph.update(
             tensors=self.tensors,
