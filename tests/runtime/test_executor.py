@@ -27,9 +27,10 @@ def _keras_call_output(model, lay):
 
 
 def _eager_layer_output(layer, values):
-    """Call the Keras layer eagerly on its own recorded (fetched) inputs."""
+    """Call the Keras layer eagerly on its own recorded (fetched) inputs, positional and keyword."""
     args = tf.nest.map_structure(lambda n: values[n], layer.input_structure)
-    return keras.ops.convert_to_numpy(layer.keras_layer(*args))
+    kwargs = {k: tf.nest.map_structure(lambda n: values.get(n, n), v) for k, v in layer.input_keywords.items()}
+    return keras.ops.convert_to_numpy(layer.keras_layer(*args, **kwargs))
 
 
 def test_every_layer_output_matches_keras(zoo_model):
