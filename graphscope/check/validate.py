@@ -192,8 +192,11 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
         sub_model = functional_model(model, model_inputs, [s for _, s in pairs])
     except ValueError:  # Keras cannot cut the model there
         return
-    ours = runtime.run([n for n, _ in pairs], inputs)
-    given = inputs if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    executor = runtime.executor([n for n, _ in pairs])
+    ours = executor(inputs)
+    # Keras gets what the executor was fed: one tensor per input, however they were spelled
+    signature = executor.signature
+    given = inputs if isinstance(inputs, dict) else [signature.convert(k, v) for k, v in enumerate(signature.bind(inputs))]
     theirs = sub_model(given, training=False)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
     for (name, _), value in zip(pairs, theirs):
