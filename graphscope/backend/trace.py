@@ -367,7 +367,8 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
 
     The flat inputs follow `tf.nest.flatten` of `structured_input_signature`, which sorts keyword
     arguments by name: a SavedModel signature `f(x, bias)` is called by keyword and takes `bias`
-    first, while its dict of keyword specs keeps the declared order. An input is named by its
+    first. Its declared order is the order of the arguments of the function it wraps
+    (`_tf.keyword_order`); where that is unknown, keywords stay sorted. An input is named by its
     keyword, else by its spec's name (TensorFlow names an unnamed spec after its argument), else
     `input_<k>`.
     """
@@ -378,16 +379,18 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
         (args, kwargs), [next(count) if isinstance(s, tf.TensorSpec) else None for s in leaves]
     )
     declared = [(None, arg, numbered) for arg, numbered in zip(args, numbered_args)]
-    declared += [(key, kwargs[key], numbered_kwargs[key]) for key in kwargs]  # declared order
-    names: list[str] = []
-    positions: list[int] = []
+    declared += [(key, kwargs[key], numbered_kwargs[key]) for key in sorted(kwargs)]
+    inputs: list[tuple[str | None, int]] = []  # (name, position), names filled in below
     for keyword, spec, numbered in declared:
         flat = [(s, k) for s, k in zip(tf.nest.flatten(spec), tf.nest.flatten(numbered)) if k is not None]
         for s, k in flat:
-            own = keyword if keyword is not None and len(flat) == 1 else None
-            names.append(own or s.name or f"input_{len(names)}")
-            positions.append(k)
-    return names, positions
+            inputs.append((keyword if keyword is not None and len(flat) == 1 else s.name, k))
+    order = _tf.keyword_order(cf) if kwargs and not args else None
+    if order is not None and sorted(order) == [k for _, k in inputs]:
+        by_position = {k: name for name, k in inputs}
+        inputs = [(by_position[k], k) for k in order]
+    names = [name or f"input_{i}" for i, (name, _) in enumerate(inputs)]
+    return names, [k for _, k in inputs]
 
 
 def _normalize_signature(

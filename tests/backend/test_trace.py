@@ -121,25 +121,26 @@ def test_inputs_are_named_as_the_model_or_function_names_them():
 
 
 def test_saved_signature_takes_its_inputs_in_declared_order(tmp_path):
+    declared = ["x", "bias", "alpha", "zeta", "b2", "m"]
+
     class Affine(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32, name="x"),
-                                      tf.TensorSpec((None, 3), tf.float32, name="bias")])
-        def f(self, x, bias):
-            return {"y": x * 2.0 - bias}
+        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32, name=n) for n in declared])
+        def f(self, x, bias, alpha, zeta, b2, m):
+            return {"y": (x * 2.0 - bias) * alpha + zeta * 3.0 - b2 / (m * m + 1.0)}
 
     module = Affine()
     tf.saved_model.save(module, str(tmp_path / "affine"), signatures={"serving_default": module.f})
     signature = tf.saved_model.load(str(tmp_path / "affine")).signatures["serving_default"]
     # TensorFlow's flat inputs are sorted by keyword: what the declared order must undo
-    assert [t.name for t in signature.inputs] == ["bias:0", "x:0"]
-    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
-    bias = np.array([[10.0, 0.0, -10.0], [1.0, 1.0, 1.0]], np.float32)
-    want = signature(x=tf.constant(x), bias=tf.constant(bias))["y"]  # by keyword: no order to get wrong
+    assert [t.name for t in signature.inputs] == [f"{n}:0" for n in sorted(declared)]
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.normal(size=(2, 3)).astype(np.float32) for n in declared}
+    want = signature(**{n: tf.constant(a) for n, a in arrays.items()})["y"]  # by keyword: no order to get wrong
     for scope in (gs.trace(tmp_path / "affine"), gs.trace(signature)):
-        assert scope.inputs == ["x", "bias"]
-        np.testing.assert_allclose(scope.run(["y"], [x, bias])["y"], want)
-        np.testing.assert_allclose(scope.run(["y"], {"bias": bias, "x": x})["y"], want)
-        assert scope.executor(["y"]).inputs == ["x", "bias"]
+        assert scope.inputs == declared
+        np.testing.assert_allclose(scope.run(["y"], [arrays[n] for n in declared])["y"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run(["y"], arrays)["y"], want, rtol=1e-6)
+        assert scope.executor(["y"]).inputs == declared
 
 
 def test_keras_file_with_custom_layer(tmp_path):
