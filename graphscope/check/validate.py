@@ -196,8 +196,9 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
     ours = executor(inputs)
     # Keras gets what the executor was fed: one tensor per input, however they were spelled
     signature = executor.signature
-    given = inputs if isinstance(inputs, dict) else [signature.convert(k, v) for k, v in enumerate(signature.bind(inputs))]
-    theirs = sub_model(given, training=False)
+    if not isinstance(inputs, dict):
+        inputs = [signature.convert(k, v) for k, v in enumerate(signature.bind(inputs))]
+    theirs = sub_model(inputs, training=False)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
     for (name, _), value in zip(pairs, theirs):
         report.layers += 1

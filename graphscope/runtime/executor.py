@@ -332,10 +332,11 @@ class Executor(_Runner):
     """Runs a pruned subgraph: the ops needed for `fetches`, fed `inputs`, with `edits` applied.
 
     Call it with one array (one input), a list/tuple (positional inputs; for one input, its value
-    as nested lists, or `[x]`: see `InputSignature.bind`) or a dict (by input or feed name); it returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all
-    computed in one execution. Arrays are read-only: zero-copy views of TensorFlow's buffers, or
-    copies where a value may share a buffer with a variable or constant (never a live variable).
-    Calls are thread-safe (TensorFlow functions may be called from several threads at once).
+    as nested lists, or `[x]`: see `InputSignature.bind`) or a dict (by input or feed name); it
+    returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all computed in one
+    execution. Arrays are read-only: zero-copy views of TensorFlow's buffers, or copies where a
+    value may share a buffer with a variable or constant (never a live variable). Calls are
+    thread-safe (TensorFlow functions may be called from several threads at once).
     """
 
     def __init__(
