@@ -1,16 +1,18 @@
 """Recording Keras layer calls while a model is traced.
 
 While tracing, each Keras layer of the model gets a temporary per-instance `call` wrapper that
-records which ops its call created (by op creation id), its inputs and its outputs, and who called
-it. The wrappers are removed when tracing ends, even on error: the model is left exactly as it
-was (no weights, layers or attributes changed). A functional model's calls are then numbered in
-its node order (`Recorder.finish`), the order the user's code made them.
+records which ops its call created (by op creation id), its arguments (positional and keyword: the
+tensors among them are its inputs), its outputs, and who called it. The wrappers are removed when
+tracing ends, even on error: the model is left exactly as it was (no weights, layers or attributes
+changed). A functional model's calls are then numbered in its node order (`Recorder.finish`), the
+order the user's code made them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +38,9 @@ class LayerCall:
     first_id: int  # ops of `graph` with first_id < id <= last_id were created by this call
     last_id: int = -1
     args: Any = None  # the positional arguments, tf tensors in a nested structure
+    # the keyword arguments, in the order of the call's signature (`Dense(2)(inputs=h)`, keras-hub's
+    # `attention(query=..., value=...)`, and the `mask=` Keras passes a layer whose input has one)
+    keywords: dict[str, Any] = dataclasses.field(default_factory=dict)
     outputs: Any = None
     # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
     # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order;
@@ -58,11 +63,13 @@ class Recorder:
 
     def wrap(self, layer: Any, call: Any) -> Any:
         recorder = self
+        order = _parameter_order(call)
 
         def recording_call(*args: Any, **kwargs: Any) -> Any:
             graph = tf.compat.v1.get_default_graph()
             parent = recorder.stack[-1] if recorder.stack else None
-            rec = LayerCall(layer, parent, graph, _tf.last_op_id(graph), args=args)
+            keywords = _keywords(kwargs, order)
+            rec = LayerCall(layer, parent, graph, _tf.last_op_id(graph), args=args, keywords=keywords)
             recorder.calls.append(rec)
             recorder.stack.append(rec)
             try:
@@ -120,6 +127,20 @@ class Recorder:
                         call.number = number
 
 
+def _parameter_order(call: Any) -> dict[str, int]:
+    """Each parameter of `call` by name, with its position in the signature ({} if unknown)."""
+    try:
+        return {name: k for k, name in enumerate(inspect.signature(call).parameters)}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _keywords(kwargs: dict[str, Any], order: dict[str, int]) -> dict[str, Any]:
+    """The keyword arguments in the order of the call's signature; those it does not name (for
+    `**kwargs`) after them, as given."""
+    return {key: kwargs[key] for key in sorted(kwargs, key=lambda k: order.get(k, len(order)))}
+
+
 _MISSING = object()
 
 
@@ -160,7 +181,7 @@ class recording:
 
     def _record_dunder_call(self, layer: Any, recorder: Recorder) -> None:
         cls = type(layer)
-        recorded = recorder.wrap(layer, lambda *args, **kwargs: cls.__call__(layer, *args, **kwargs))
+        recorded = recorder.wrap(layer, functools.partial(cls.__call__, layer))  # keeps its signature
         namespace = {"__call__": lambda self, *args, **kwargs: recorded(*args, **kwargs),
                      "__module__": cls.__module__, "__qualname__": cls.__qualname__}
         object.__setattr__(layer, "__class__", type(cls.__name__, (cls,), namespace))

@@ -181,6 +181,8 @@ class _Mirror:
         self.G.add_edges_from((u, v, {"outputs": tuple(sorted(set(ix)))}) for (u, v), ix in self.edges.items())
         n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
         inputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.inputs[:n_inputs]]
+        if self.traced.input_positions is not None:  # the declared order, not TensorFlow's
+            inputs = [inputs[k] for k in self.traced.input_positions]
         outputs = [self.by_tf[(id(cf.graph), t.name)] for t in cf.graph.outputs]
         self.G.graph.update(
             tensors=self.tensors,
@@ -436,22 +438,35 @@ class _Mirror:
             self._emit_call(call, None)
 
     def _emit_call(self, call: LayerCall, index: int | None) -> None:
-        structure = tf.nest.map_structure(
-            lambda t: self.by_tf.get((id(call.graph), t.name)) if isinstance(t, tf.Tensor) else t,
-            call.args,
-        )
-        inputs = self._tensor_names(call, call.args)
+        def named(t: Any) -> Any:
+            return self.by_tf.get(self._key(call, t)) if isinstance(t, tf.Tensor) else t
+
+        structure = tf.nest.map_structure(named, call.args)
+        keywords = {k: tf.nest.map_structure(named, v) for k, v in call.keywords.items()}
+        # positional, then keyword arguments (in the order of the call's signature)
+        inputs = self._tensor_names(call, (call.args, list(call.keywords.values())))
         name = self._layer_path(call) or call.layer.name
-        self._add_layer(name, call.layer, index, inputs, self._tensor_names(call, call.outputs), structure)
+        outputs = self._tensor_names(call, call.outputs)
+        self._add_layer(name, call.layer, index, inputs, outputs, (structure, keywords))
         self._visit(call, call.layer, inputs)
 
     def _tensor_names(self, call: LayerCall, structure: Any) -> list[str]:
-        keys = [(id(call.graph), t.name) for t in tf.nest.flatten(structure) if isinstance(t, tf.Tensor)]
+        keys = [self._key(call, t) for t in tf.nest.flatten(structure) if isinstance(t, tf.Tensor)]
         return [self.by_tf[k] for k in keys if k in self.by_tf]
 
+    @staticmethod
+    def _key(call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
+        """How `by_tf` knows a tensor of the call's graph; None for an EagerTensor (no name)."""
+        try:
+            return (id(call.graph), t.name)
+        except AttributeError:
+            return None
+
     def _add_layer(
-        self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str], structure: Any
+        self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str],
+        arguments: tuple[Any, dict[str, Any]] | None,
     ) -> None:
+        structure, keywords = arguments if arguments is not None else (None, None)
         self.layers.append(
             Layer(
                 name=name,
@@ -461,6 +476,7 @@ class _Mirror:
                 outputs=Selection(self.tensors[n] for n in outputs),
                 ops=tuple(self.ops_by_layer.get(name, ())),
                 input_structure=structure,
+                input_keywords=keywords,
                 keras_layer=layer,
             )
         )

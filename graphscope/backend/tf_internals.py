@@ -39,6 +39,7 @@ __all__ = [
     "is_keras_layer",
     "is_keras_model",
     "is_stand_in",
+    "keyword_order",
     "fresh_function",
     "frozen",
     "has_own_dunder_call",
@@ -132,6 +133,27 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
             return fn.graph
         g = getattr(g, "outer_graph", None)
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
+
+
+def keyword_order(concrete_function: Any) -> list[int] | None:
+    """For a function called by keyword (a loaded SavedModel signature), its flat inputs'
+    positions in the order the function it wraps declares them; None when that is not known.
+
+    TensorFlow sorts a signature's flat inputs by keyword, and a loaded signature's dict of
+    keyword specs comes in the order of a protobuf map (neither sorted nor declared). Its graph
+    is the keyword placeholders feeding one call of the wrapped function, whose arguments are
+    in declared order: each placeholder ranks by the argument it feeds.
+    """
+    graph = concrete_function.graph
+    count = len(graph.inputs) - len(concrete_function.captured_inputs)
+    calls = [op for op in graph.get_operations() if GENERIC_CALL.fullmatch(op.type)]
+    if len(calls) != 1:
+        return None
+    argument = {t.name: k for k, t in reversed(list(enumerate(calls[0].inputs)))}  # the first one fed
+    ranks = [argument.get(t.name) for t in graph.inputs[:count]]
+    if any(r is None for r in ranks):
+        return None
+    return sorted(range(count), key=lambda k: ranks[k])
 
 
 _INLINE_LOCK = threading.Lock()

@@ -28,7 +28,7 @@ class Traced:
 
     function: Any  # ConcreteFunction
     name: str
-    input_names: list[str]
+    input_names: list[str]  # in the order the model or function declares its inputs
     model: Any = None  # the Keras root layer, when there is one
     root_call: LayerCall | None = None
     calls: list[LayerCall] = dataclasses.field(default_factory=list)
@@ -36,6 +36,9 @@ class Traced:
     source: str = "keras"  # keras | module | function | concrete_function | saved_model
     # what must stay alive for the function to run: a loaded SavedModel owns its variables
     owner: Any = dataclasses.field(default=None, repr=False)
+    # where each named input is among the function's flat inputs (None: in the same order);
+    # they differ where TensorFlow sorts keyword arguments by name (a SavedModel signature)
+    input_positions: list[int] | None = None
 
     @property
     def output_keys(self) -> list[str]:
@@ -220,16 +223,15 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
 
 
 def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
-    """Flat named specs, and the structure to call the model with (None: call with *specs)."""
-    inputs = None
-    try:
-        inputs = model.input if _tf.is_keras_model(model) else None
-    except (AttributeError, ValueError):
-        inputs = None
+    """Flat named specs, and the structure to call the model with (None: call with *specs).
+    Inputs are named as Keras names them (`keras.Input(name=...)`); a spec's own name wins."""
+    inputs = _keras_inputs(model)
     if input_signature is not None:
-        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model))
+        flat = tf.nest.flatten(inputs) if inputs is not None else []
+        names = [t.name for t in flat]  # none known: input_0, input_1, ...
+        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
         if inputs is not None:
-            _check_signature(model, specs, tf.nest.flatten(inputs))
+            _check_signature(model, specs, flat)
         return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
@@ -247,6 +249,24 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _keras_inputs(model: Any) -> Any:
+    """A Keras model's symbolic inputs, in the structure it is called with, or None (a
+    subclassed model has none). A Keras 3 Sequential has `inputs` but no `input`: its one input."""
+    if not _tf.is_keras_model(model):
+        return None
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        pass
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+        return inputs[0]
+    return inputs or None
 
 
 def _check_signature(model: Any, specs: list[tf.TensorSpec], inputs: list[Any]) -> None:
@@ -362,7 +382,8 @@ def _mode(training: bool, what: str) -> Iterator[None]:
 
 def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
     if input_signature is not None:
-        specs = _normalize_signature(input_signature, default_dtype=tf.float32)
+        # unnamed specs are named by TensorFlow after the function's arguments (`image`, `scale`)
+        specs = _normalize_signature(input_signature, default_dtype=tf.float32, names=None)
         return fn.get_concrete_function(*specs)
     if getattr(fn, "input_signature", None) is not None:
         return fn.get_concrete_function()
@@ -376,12 +397,49 @@ def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
 
 
 def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
-    specs = [s for s in tf.nest.flatten(cf.structured_input_signature) if isinstance(s, tf.TensorSpec)]
-    names = [s.name or f"input_{i}" for i, s in enumerate(specs)]
-    return Traced(function=cf, name=name, input_names=names, source=source)
+    names, positions = _declared_inputs(cf)
+    in_order = positions == list(range(len(positions)))
+    return Traced(function=cf, name=name, input_names=names, source=source,
+                  input_positions=None if in_order else positions)
 
 
-def _normalize_signature(signature: Any, *, default_dtype: tf.DType) -> list[tf.TensorSpec]:
+def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
+    """A ConcreteFunction's tensor inputs in the order its Python signature declares them, each
+    named, with its position among the function's flat inputs.
+
+    The flat inputs follow `tf.nest.flatten` of `structured_input_signature`, which sorts keyword
+    arguments by name: a SavedModel signature `f(x, bias)` is called by keyword and takes `bias`
+    first. Its declared order is the order of the arguments of the function it wraps
+    (`_tf.keyword_order`); where that is unknown, keywords stay sorted. An input is named by its
+    keyword, else by its spec's name (TensorFlow names an unnamed spec after its argument), else
+    `input_<k>`.
+    """
+    args, kwargs = cf.structured_input_signature
+    leaves = tf.nest.flatten((args, kwargs))
+    count = iter(range(len(leaves)))
+    numbered_args, numbered_kwargs = tf.nest.pack_sequence_as(
+        (args, kwargs), [next(count) if isinstance(s, tf.TensorSpec) else None for s in leaves]
+    )
+    declared = [(None, arg, numbered) for arg, numbered in zip(args, numbered_args)]
+    declared += [(key, kwargs[key], numbered_kwargs[key]) for key in sorted(kwargs)]
+    inputs: list[tuple[str | None, int]] = []  # (name, position), names filled in below
+    for keyword, spec, numbered in declared:
+        flat = [(s, k) for s, k in zip(tf.nest.flatten(spec), tf.nest.flatten(numbered)) if k is not None]
+        for s, k in flat:
+            inputs.append((keyword if keyword is not None and len(flat) == 1 else s.name, k))
+    order = _tf.keyword_order(cf) if kwargs and not args else None
+    if order is not None and sorted(order) == [k for _, k in inputs]:
+        by_position = {k: name for name, k in inputs}
+        inputs = [(by_position[k], k) for k in order]
+    names = [name or f"input_{i}" for i, (name, _) in enumerate(inputs)]
+    return names, [k for _, k in inputs]
+
+
+def _normalize_signature(
+    signature: Any, *, default_dtype: tf.DType, names: list[str] | None
+) -> list[tf.TensorSpec]:
+    """TensorSpecs, one per positional input; a spec without a name gets `names[k]` (None:
+    TensorFlow names it after the function's argument)."""
     if isinstance(signature, (tf.TensorSpec, tf.TensorShape)) or (
         isinstance(signature, tuple) and all(d is None or isinstance(d, int) for d in signature)
     ):
@@ -392,10 +450,11 @@ def _normalize_signature(signature: Any, *, default_dtype: tf.DType) -> list[tf.
         )
     specs = []
     for i, s in enumerate(signature):
+        default = (names[i] if i < len(names) else f"input_{i}") if names is not None else None
         if isinstance(s, tf.TensorSpec):
-            specs.append(tf.TensorSpec(s.shape, s.dtype, name=s.name or f"input_{i}"))
+            specs.append(tf.TensorSpec(s.shape, s.dtype, name=s.name or default))
         elif isinstance(s, (tuple, list, tf.TensorShape)):
-            specs.append(tf.TensorSpec(tf.TensorShape(s), default_dtype, name=f"input_{i}"))
+            specs.append(tf.TensorSpec(tf.TensorShape(s), default_dtype, name=default))
         else:
             raise UnsupportedModelError(
                 f"input_signature[{i}] is a {type(s).__name__}: expected a tf.TensorSpec or a "

@@ -198,9 +198,13 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
         sub_model = functional_model(model, model_inputs, [s for _, s in pairs])
     except ValueError:  # Keras cannot cut the model there
         return
-    ours = runtime.run([n for n, _ in pairs], inputs)
-    given = inputs if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
-    theirs = _keras_outputs(sub_model, given, training=runtime.traced.training)
+    executor = runtime.executor([n for n, _ in pairs])
+    ours = executor(inputs)
+    # Keras gets what the executor was fed: one tensor per input, however they were spelled
+    signature = executor.signature
+    if not isinstance(inputs, dict):
+        inputs = [signature.convert(k, v) for k, v in enumerate(signature.bind(inputs))]
+    theirs = _keras_outputs(sub_model, inputs, training=runtime.traced.training)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
     for (name, _), value in zip(pairs, theirs):
         report.layers += 1

@@ -140,7 +140,9 @@ class Layer(Shown):
     inputs: Selection
     outputs: Selection
     ops: tuple[Op, ...]
+    # the call's arguments, tensors as their names: positional (a tuple) and keyword (a dict)
     input_structure: Any = dataclasses.field(default=None, repr=False, compare=False)
+    input_keywords: Any = dataclasses.field(default=None, repr=False, compare=False)
     keras_layer: Any = dataclasses.field(default=None, repr=False, compare=False)
     # "call": recorded Keras layer calls; "name scope": guessed from op names (a SavedModel
     # traced without its Python classes, where no Keras object exists)

@@ -77,8 +77,8 @@ class Runtime:
         return executor
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None, edits: Any = None) -> Results:
-        """One-shot `executor(fetches, feeds=feeds, edits=edits)(inputs)`; a tuple holds
-        positional inputs."""
+        """One-shot `executor(fetches, feeds=feeds, edits=edits)(inputs)`; a list or tuple holds
+        positional inputs (for one input: see `InputSignature.bind`)."""
         return _call(self.executor(fetches, feeds=feeds, edits=edits), inputs)
 
     def gradient_executor(self, of: Any, wrt: Any, *, target: Any = None, feeds: Any = None,
@@ -182,8 +182,9 @@ def _variable_path(item: Any) -> str | None:
 
 
 def _call(executor: Any, inputs: Any) -> Results:
-    """Call an executor with `inputs`: a tuple holds positional inputs."""
-    return executor(*inputs) if isinstance(inputs, tuple) else executor(inputs)
+    """Call an executor with `inputs` (a list or tuple holds positional inputs, or is the one
+    input's value: see `InputSignature.bind`)."""
+    return executor(inputs)
 
 
 class InputSignature:
@@ -209,6 +210,11 @@ class InputSignature:
         """The inputs in order, from one value (one input), a list/tuple (positional inputs) or
         a dict by name; values are not converted.
 
+        For a one-input executor a list or tuple is that input's value, an array written as
+        nested lists (`[[1., 2., 3.], [4., 5., 6.]]` is a 2x3 array), except a list or tuple of
+        one array or tensor of the input's rank (any rank when that is unknown): `[x]` holds
+        `x`, as it would for an executor of several inputs.
+
         Raises:
             InputError: the wrong number of inputs, or a name the executor does not take.
         """
@@ -216,6 +222,8 @@ class InputSignature:
         if len(inputs) == 1 and isinstance(inputs[0], Mapping):
             return self._by_name(inputs[0])
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            if n == 1 and not self._holds_one(inputs[0]):
+                return [inputs[0]]  # one input's value, written as (nested) lists
             inputs = tuple(inputs[0])  # a list/tuple holds the positional inputs
         if len(inputs) != n:
             raise InputError(
@@ -224,6 +232,14 @@ class InputSignature:
                 + ("one array" if n == 1 else "a list of arrays in that order, or a dict by name")
             )
         return list(inputs)
+
+    def _holds_one(self, given: list[Any] | tuple[Any, ...]) -> bool:
+        """Whether a list/tuple passed for the one input is `[x]`: one array or tensor of the
+        input's rank, rather than the input's value written as lists."""
+        if len(given) != 1 or not isinstance(given[0], (np.ndarray, np.generic, tf.Tensor, tf.Variable)):
+            return False
+        shape = self.tensors[0].shape
+        return shape is None or len(given[0].shape) == len(shape)
 
     def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
         out: list[Any] = [None] * len(self.names)
@@ -315,11 +331,12 @@ class _Runner:
 class Executor(_Runner):
     """Runs a pruned subgraph: the ops needed for `fetches`, fed `inputs`, with `edits` applied.
 
-    Call it with one array (one input), a list/tuple (positional inputs) or a dict (by input or
-    feed name); it returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all
-    computed in one execution. Arrays are read-only: zero-copy views of TensorFlow's buffers, or
-    copies where a value may share a buffer with a variable or constant (never a live variable).
-    Calls are thread-safe (TensorFlow functions may be called from several threads at once).
+    Call it with one array (one input), a list/tuple (positional inputs; for one input, its value
+    as nested lists, or `[x]`: see `InputSignature.bind`) or a dict (by input or feed name); it
+    returns `{fetch: numpy.ndarray}` keyed the way the fetches were given, all computed in one
+    execution. Arrays are read-only: zero-copy views of TensorFlow's buffers, or copies where a
+    value may share a buffer with a variable or constant (never a live variable). Calls are
+    thread-safe (TensorFlow functions may be called from several threads at once).
     """
 
     def __init__(

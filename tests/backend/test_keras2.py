@@ -43,7 +43,8 @@ def test_every_layer_output_matches_tf_keras(keras2_model):
         if name in FUNCTIONAL and "/" not in lay.name and lay.type != "InputLayer":
             want = tf_keras.Model(model.inputs, _keras_call_output(model, lay))(inputs)
         elif lay.input_structure is not None:  # inside a nested or subclassed model: call it eagerly
-            want = lay.keras_layer(*tf.nest.map_structure(lambda n: values[n], lay.input_structure))
+            kwargs = {k: tf.nest.map_structure(lambda n: values.get(n, n), v) for k, v in lay.input_keywords.items()}
+            want = lay.keras_layer(*tf.nest.map_structure(lambda n: values[n], lay.input_structure), **kwargs)
         else:
             continue
         got = [values[t.name] for t in lay.outputs]
@@ -172,3 +173,24 @@ def test_a_layer_computing_in_its_own_dunder_call_is_recorded_and_left_as_it_was
     assert type(direct) is Direct  # its class is its own again
     x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
     np.testing.assert_allclose(scope.run(lay.output, x)[lay.output.name], direct(model(x)), rtol=1e-6)
+
+
+def test_tf_keras_tensors_passed_by_keyword_are_layer_inputs():
+    rng = np.random.default_rng(0)
+    qi, vi = tf_keras.Input((4, 8), name="q"), tf_keras.Input((6, 8), name="v")
+    q = tf_keras.layers.Dense(8, name="q_proj")(qi)
+    v = tf_keras.layers.Dense(8, name="r")(inputs=tf_keras.layers.Dense(8, name="h")(vi))
+    attended = tf_keras.layers.MultiHeadAttention(2, 4, name="mha")(query=q, value=v)
+    model = tf_keras.Model([qi, vi], attended)
+    x = [rng.normal(size=(2, 4, 8)).astype("float32"), rng.normal(size=(2, 6, 8)).astype("float32")]
+    scope = gs.trace(model, quiet=True)
+    assert scope.inputs == ["q", "v"]
+    for name in ("r", "mha"):
+        layer = scope.layer(name)
+        node = model.get_layer(name).inbound_nodes[0]
+        assert len(layer.inputs) == len(node.keras_inputs)
+        values = scope.run(layer.inputs, x)
+        want = tf_keras.Model(model.inputs, node.keras_inputs)(x)  # what tf_keras says the call reads
+        for t, w in zip(layer.inputs, tf.nest.flatten(want)):
+            np.testing.assert_allclose(values[t.name], w, rtol=1e-6, err_msg=name)
+    assert scope.layer("mha").inputs.names == [scope.layer("q_proj").output.name, scope.layer("r").output.name]

@@ -61,8 +61,10 @@ def test_a_causal_lms_generate_step_has_per_step_attention():
     assert prefill.context is None and step.context == "while:body" and step.layer == "transformer_layer_0@2/self_attention/softmax"
     ids = np.array([[3, 7, 9, 0, 0, 0, 0, 0]], np.int32)
     mask = np.array([[True, True, True, False, False, False, False, False]])
-    values = scope.run(["token_ids", step], (ids, mask))
-    np.testing.assert_array_equal(values["token_ids"], np.asarray(generate(ids, mask)["token_ids"]))
+    assert scope.inputs == ["token_ids", "padding_mask"]  # generate's arguments
+    generated = scope.output("token_ids")  # the output, not the input of the same name
+    values = scope.run([generated, step], (ids, mask))
+    np.testing.assert_array_equal(values[generated.name], np.asarray(generate(ids, mask)["token_ids"]))
     attention = values[step.name]  # [steps, batch, heads, 1 query, keys]
     assert attention.shape == (5, 1, 2, 1, 8)  # one per generated token, positions 3..7
     np.testing.assert_allclose(attention.sum(-1), 1.0, rtol=1e-5)

@@ -204,3 +204,63 @@ def test_every_op_holding_a_function_is_one_the_mirror_opens():
     assert {"Case", "StatelessCase"} & seen and _CALL_OPS & seen
     scope = gs.trace(f)  # and the mirror opens them all: the helper's Softplus is there
     assert scope.find(op_type="Softplus")
+
+
+def _called(layer, values):
+    """The Keras layer called eagerly on its recorded arguments, by position and by keyword."""
+    args = tf.nest.map_structure(lambda n: values.get(n, n), layer.input_structure)
+    kwargs = {k: tf.nest.map_structure(lambda n: values.get(n, n), v) for k, v in layer.input_keywords.items()}
+    return layer.keras_layer(*args, **kwargs)
+
+
+def test_tensors_passed_by_keyword_are_layer_inputs():
+    rng = np.random.default_rng(0)
+    qi, vi = keras.Input((4, 8), name="q"), keras.Input((6, 8), name="v")
+    q = keras.layers.Dense(8, name="q_proj")(qi)
+    h = keras.layers.Dense(8, name="h")(vi)
+    v = keras.layers.Dense(8, name="r")(inputs=h)
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(query=q, value=v)
+    model = keras.Model([qi, vi], attended)
+    x = [rng.normal(size=(2, 4, 8)).astype("float32"), rng.normal(size=(2, 6, 8)).astype("float32")]
+    scope = gs.trace(model)
+    for name, keyword in (("r", "inputs"), ("mha", "query")):
+        layer = scope.layer(name)
+        node = model.get_layer(name)._inbound_nodes[0]
+        assert len(layer.inputs) == len(node.input_tensors) and keyword in layer.input_keywords
+        values = scope.run([*layer.inputs, *layer.outputs], x)
+        # Keras: what the layer's node reads, computed by a sub-model
+        want = keras.Model(model.inputs, node.input_tensors)(x)
+        for t, w in zip(layer.inputs, tf.nest.flatten(want)):
+            np.testing.assert_allclose(values[t.name], w, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(values[layer.output.name], _called(layer, values), rtol=1e-5, atol=1e-6)
+    assert scope.layer("mha").inputs.names == [scope.layer("q_proj").output.name, scope.layer("r").output.name]
+
+
+def test_keyword_inputs_follow_the_call_signature():
+    class Shift(keras.layers.Layer):
+        def call(self, x, bias, scale=None):
+            return x * scale - bias
+
+    inp = keras.Input((3,))
+    a, b, c = (keras.layers.Dense(3, name=n)(inp) for n in "abc")
+    model = keras.Model(inp, Shift(name="shift")(scale=c, bias=b, x=a))
+    scope = gs.trace(model)
+    shift = scope.layer("shift")
+    assert shift.inputs.names == [scope.layer(n).output.name for n in "abc"]  # x, bias, scale
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    values = scope.run(shift.inputs, x)
+    want = keras.Model(inp, [a, b, c])(x)
+    for t, w in zip(shift.inputs, want):
+        np.testing.assert_allclose(values[t.name], w, rtol=1e-6)
+
+
+def test_a_mask_keras_passes_is_a_layer_input():
+    inp = keras.Input((5,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 4, mask_zero=True, name="emb")(inp)
+    model = keras.Model(inp, keras.layers.LSTM(3, name="lstm")(embedded))
+    scope = gs.trace(model)
+    lstm = scope.layer("lstm")
+    assert len(lstm.inputs) == len(model.get_layer("lstm")._inbound_nodes[0].input_tensors) == 2
+    x = np.array([[3, 1, 0, 0, 0], [4, 4, 4, 2, 0]], np.int32)
+    values = scope.run(lstm.inputs, x)
+    np.testing.assert_array_equal(values[lstm.inputs[1].name], x != 0)  # the mask, by hand

@@ -417,3 +417,24 @@ def test_frozen_makes_captured_variables_and_tensors_constants():
     np.testing.assert_allclose(fr(tf.ones((1, 2)))[0].numpy(), [[4.0, 6.0]])
     plain = tf.function(lambda x: x + 1.0).get_concrete_function(tf.TensorSpec((2,)))
     assert _tf.frozen(plain) is plain
+
+
+def test_a_loaded_signature_feeds_its_keywords_to_one_call_in_declared_order(tmp_path):
+    declared = ["x", "bias", "alpha", "m"]
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.float32, name=n) for n in declared])
+        def f(self, x, bias, alpha, m):
+            return {"y": x - bias * alpha + m}
+
+    module = Module()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f})
+    signature = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    placeholders = [t.name for t in signature.inputs]
+    assert placeholders == sorted(placeholders)  # TensorFlow's flat order: by keyword
+    (call,) = [op for op in signature.graph.get_operations() if "PartitionedCall" in op.type]
+    assert [t.name for t in call.inputs] == [f"{n}:0" for n in declared]
+    assert [placeholders[k] for k in _tf.keyword_order(signature)] == [f"{n}:0" for n in declared]
+    # no single call fed by the placeholders: unknown
+    assert _tf.keyword_order(tf.function(lambda a, b: a * b).get_concrete_function(
+        tf.TensorSpec(()), tf.TensorSpec(()))) is None

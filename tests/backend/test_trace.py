@@ -84,10 +84,63 @@ def test_tf_function_module_and_concrete_function():
         assert scope.inputs == ["xy"]
         np.testing.assert_allclose(scope.run("Relu", x)["Relu"], f(x))
     mod = gs.trace(Mod(), [tf.TensorSpec((None, 2), tf.float32)])
-    assert mod.name == "mod" and mod.inputs == ["input_0"]
+    assert mod.name == "mod" and mod.inputs == ["x"]  # __call__'s argument
     np.testing.assert_allclose(mod.run("mul:0", x)["mul:0"], Mod()(x))
     with pytest.raises(gs.UnsupportedModelError, match="input_signature"):
         gs.trace(tf.function(lambda x: x * 2))
+
+
+def test_inputs_are_named_as_the_model_or_function_names_them():
+    x = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
+    sequential = keras.Sequential([keras.Input((3,), name="pixels"), keras.layers.Dense(2, name="d")])
+    functional = keras.Model(inp := keras.Input((3,), name="pixels"), keras.layers.Dense(2, name="d")(inp))
+    for model, signature in ((sequential, None), (functional, [(None, 3)])):
+        scope = gs.trace(model, signature)
+        assert scope.inputs == ["pixels"]
+        got = scope.run(scope.outputs, {"pixels": x})
+        np.testing.assert_allclose(got[scope.outputs[0].name], model(x), rtol=1e-6)
+
+    @tf.function
+    def scaled(image, scale):
+        return image * scale + 1.0
+
+    def shifted(image, shift):
+        return tf.nn.relu(image - shift)
+
+    scale = np.float32(-3.0)
+    for fn, other, signature in (
+        (scaled, "scale", [tf.TensorSpec((None, 3)), tf.TensorSpec(())]),
+        (shifted, "shift", [(None, 3), ()]),
+    ):
+        scope = gs.trace(fn, signature)
+        assert scope.inputs == ["image", other]
+        want = fn(image=tf.constant(x), **{other: tf.constant(scale)})  # the function, by keyword
+        (out,) = scope.outputs.names
+        np.testing.assert_allclose(scope.run(out, {other: scale, "image": x})[out], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run(out, [x, scale])[out], want, rtol=1e-6)
+
+
+def test_saved_signature_takes_its_inputs_in_declared_order(tmp_path):
+    declared = ["x", "bias", "alpha", "zeta", "b2", "m"]
+
+    class Affine(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32, name=n) for n in declared])
+        def f(self, x, bias, alpha, zeta, b2, m):
+            return {"y": (x * 2.0 - bias) * alpha + zeta * 3.0 - b2 / (m * m + 1.0)}
+
+    module = Affine()
+    tf.saved_model.save(module, str(tmp_path / "affine"), signatures={"serving_default": module.f})
+    signature = tf.saved_model.load(str(tmp_path / "affine")).signatures["serving_default"]
+    # TensorFlow's flat inputs are sorted by keyword: what the declared order must undo
+    assert [t.name for t in signature.inputs] == [f"{n}:0" for n in sorted(declared)]
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.normal(size=(2, 3)).astype(np.float32) for n in declared}
+    want = signature(**{n: tf.constant(a) for n, a in arrays.items()})["y"]  # by keyword: no order to get wrong
+    for scope in (gs.trace(tmp_path / "affine"), gs.trace(signature)):
+        assert scope.inputs == declared
+        np.testing.assert_allclose(scope.run(["y"], [arrays[n] for n in declared])["y"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run(["y"], arrays)["y"], want, rtol=1e-6)
+        assert scope.executor(["y"]).inputs == declared
 
 
 def test_keras_file_with_custom_layer(tmp_path):

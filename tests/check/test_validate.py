@@ -39,6 +39,16 @@ def test_only_the_fetched_ops():
     assert report.checked == 3 and report.ok and report.skipped == {}
 
 
+def test_a_one_input_model_validates_inputs_written_as_nested_lists():
+    inp = keras.Input((3,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(2, name="d")(keras.layers.Dense(4, name="h")(inp)))
+    scope = gs.trace(model, quiet=True)
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    for given in (rows, np.array(rows, np.float32)):  # Keras is fed the same 2x3 array either way
+        report = scope.validate(given)
+        assert report.ok and report.layers == 2
+
+
 class Noisy(keras.layers.Layer):
     """Adds fresh random noise each call (a stateful random op)."""
 

@@ -27,9 +27,10 @@ def _keras_call_output(model, lay):
 
 
 def _eager_layer_output(layer, values):
-    """Call the Keras layer eagerly on its own recorded (fetched) inputs."""
+    """Call the Keras layer eagerly on its own recorded (fetched) inputs, positional and keyword."""
     args = tf.nest.map_structure(lambda n: values[n], layer.input_structure)
-    return keras.ops.convert_to_numpy(layer.keras_layer(*args))
+    kwargs = {k: tf.nest.map_structure(lambda n: values.get(n, n), v) for k, v in layer.input_keywords.items()}
+    return keras.ops.convert_to_numpy(layer.keras_layer(*args, **kwargs))
 
 
 def test_every_layer_output_matches_keras(zoo_model):
@@ -174,6 +175,33 @@ def test_multi_input_by_list_and_dict():
     only_meta = scope.executor("meta_dense/BiasAdd:0")
     assert not any(op.startswith("img_dense") for op in only_meta.ops)
     only_meta([img, meta])
+
+
+def test_one_input_takes_nested_lists_as_its_value_and_a_list_of_one_array_as_that_array():
+    inp = keras.Input((3,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(2, name="d")(inp))
+    scope = gs.trace(model)
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    x = np.array(rows, np.float32)
+    want = keras.ops.convert_to_numpy(model(x))  # Keras, on the 2x3 array
+    out = scope.outputs[0].name
+    ex = scope.executor(out)
+    spellings = [rows, tuple(map(tuple, rows)), x, [x], (x,), [tf.constant(x)]]
+    for given in spellings:
+        np.testing.assert_allclose(ex(given)[out], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-6)
+    # one row of rank 1 in a list is a batch of one, as numpy reads it
+    np.testing.assert_allclose(scope.run(out, [x[0]])[out], want[:1], rtol=1e-6)
+    with pytest.raises(gs.InputError, match="takes 1 input.*got 2"):
+        ex(x, x)
+    with pytest.raises(gs.InputError, match=r"expects shape \[\?,3\].*got \[2,2,3\]"):
+        ex([x, x])  # one input: a list of two arrays is one array, of the wrong shape
+
+    # an input of unknown rank: a list of one array holds that array
+    doubled = gs.trace(tf.function(lambda v: v * 2.0), [tf.TensorSpec(None, tf.float32)])
+    (twice,) = doubled.outputs.names
+    np.testing.assert_allclose(doubled.run(twice, [x])[twice], x * 2.0)
+    np.testing.assert_allclose(doubled.run(twice, rows)[twice], x * 2.0)
 
 
 def test_training_mode_never_moves_weights():
