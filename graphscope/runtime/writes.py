@@ -1,0 +1,293 @@
+"""Variable writes in the executable graph: running an executor never moves a model variable.
+
+A call of the model may write its variables: batch-norm statistics in training mode, a counter
+assigned in a loop body or a branch, a scatter into a table inside a nested `tf.function`, at
+the top level or in any function it calls, at any depth. `isolate` finds, for each variable the
+graph captures, every op that writes it (`WRITE_OPS`), following the handle through `Identity`
+ops and into the functions of `While`/`If`/`Case` ops and calls, and then:
+
+- where every write is a top-level op whose effect nothing in the call reads back (no read of the
+  variable follows a write), the writes are dropped;
+- otherwise every use of the variable is redirected to a private copy: a fresh variable made on
+  each call (an anonymous resource, freed after the call) and set to the variable's current
+  value before anything uses it. The call computes what one call of the model computes, a read
+  that follows a write seeing the write, and the model's variable keeps its value.
+
+The variables in `keep` (random-generator state) are left alone: they advance, as in Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+
+from graphscope.backend import tf_internals as _tf
+
+__all__ = ["WRITE_OPS", "Isolated", "isolate"]
+
+# Every op that writes a variable through a resource input: assignments, scatters, optimizer
+# steps (`Resource(Sparse)Apply*`), strided-slice assignment, `count_up_to`, and TensorFlow's
+# stateful random ops, which advance a `tf.random.Generator`'s state variable
+# (`StatefulPartitionedCall` is a call).
+WRITE_OPS = re.compile(
+    r"Assign(Add|Sub)?Variable(Op|XlaConcatND)"
+    r"|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign|ResourceCountUpTo"
+    r"|RngSkip|RngReadAndSkip|Stateful(?!PartitionedCall$)\w+"
+)
+_PRIVATE = "graphscope_private"
+
+
+@dataclasses.dataclass(frozen=True)
+class Isolated:
+    """The graph with no write left on a model variable, and for each placeholder whose variable
+    is replaced by a private copy, the copy's handle (a node of `graph_def`)."""
+
+    graph_def: graph_pb2.GraphDef
+    private: dict[str, str]
+
+
+@dataclasses.dataclass
+class _Effect:
+    """What a function (or a top-level op) does with one variable handle."""
+
+    writes: bool = False
+    reads: bool = False
+
+
+def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set[str]) -> Isolated:
+    """`base` with every write on the variables captured through `variables` (placeholder name
+    -> the variable's eager handle) dropped or redirected to a private copy (see the module's
+    docstring); the placeholders in `keep` are left alone. `base` is returned unchanged when
+    nothing in it writes a variable."""
+    library = {f.signature.name: f for f in base.library.function}
+    if not any(WRITE_OPS.fullmatch(n.op) for n in base.node) and not any(
+        WRITE_OPS.fullmatch(n.op) for f in library.values() for n in f.node_def
+    ):
+        return Isolated(base, {})
+    nodes = {n.name: n for n in base.node}
+    consumers = _consumers(base)
+    functions = _Functions(library)
+    groups: dict[int, list[str]] = {}  # one variable, captured by one or more placeholders
+    for name, handle in variables.items():
+        if name in nodes and name not in keep:
+            groups.setdefault(id(handle), []).append(name)
+    dropped: set[str] = set()
+    copies: dict[str, list[str]] = {}  # first placeholder -> every placeholder of that variable
+    for placeholders in groups.values():
+        writes, reads, opaque = [], [], False  # top-level write ops, ops that read
+        for use, position in _uses(consumers, nodes, [f"{p}:0" for p in placeholders]):
+            if WRITE_OPS.fullmatch(use.op):
+                writes.append(use.name)
+                opaque |= any(c for c in consumers.get(f"{use.name}:0", ()))  # its value is used
+                continue
+            effect = functions.of_node(use, position)
+            if effect is None:
+                reads.append(use.name)
+            elif effect.writes:
+                opaque = True  # a write inside a function: copy rather than rewrite the function
+            elif effect.reads:
+                reads.append(use.name)
+        if not writes and not opaque:
+            continue
+        if not opaque and not _read_after(nodes, set(writes), reads):
+            dropped.update(writes)
+        else:
+            copies[placeholders[0]] = placeholders
+    if not dropped and not copies:
+        return Isolated(base, {})
+    return _rewrite(base, variables, dropped, copies)
+
+
+def _consumers(base: graph_pb2.GraphDef) -> dict[str, list[tuple[node_def_pb2.NodeDef, int]]]:
+    """Each top-level tensor (`node:index`) -> the ops that take it as a data input, and where."""
+    out: dict[str, list[tuple[node_def_pb2.NodeDef, int]]] = {}
+    for node in base.node:
+        for position, ref in enumerate(node.input):
+            if ref.startswith("^"):
+                break  # control inputs come last
+            out.setdefault(ref if ":" in ref else f"{ref}:0", []).append((node, position))
+    return out
+
+
+def _uses(consumers: Mapping[str, list[tuple[Any, int]]], nodes: Mapping[str, Any],
+          refs: list[str]) -> Iterator[tuple[Any, int]]:
+    """The ops that use the handles `refs` (top-level `node:index`), looking through `Identity`
+    ops and through loops (a `While` passes loop variable k on as its output k)."""
+    todo, seen = list(refs), set(refs)
+    while todo:
+        ref = todo.pop()
+        for use, position in consumers.get(ref, ()):
+            follow = None
+            if use.op == "Identity":
+                follow = f"{use.name}:0"
+            else:
+                yield use, position
+                if use.op in ("While", "StatelessWhile"):
+                    follow = f"{use.name}:{position}"
+            if follow is not None and follow not in seen:
+                seen.add(follow)
+                todo.append(follow)
+
+
+class _Functions:
+    """What the library's functions do with their resource arguments, at any depth (memoized)."""
+
+    def __init__(self, library: Mapping[str, Any]) -> None:
+        self.library = library
+        self.effects: dict[tuple[str, int], _Effect] = {}
+        self.writing: dict[str, bool] = {}
+
+    def of_node(self, node: Any, position: int) -> _Effect | None:
+        """What the functions `node` calls do with its data input `position`; None when it calls
+        none."""
+        called = [f for f in _called(node) if f in self.library]
+        if not called:
+            return None
+        data = sum(1 for i in node.input if not i.startswith("^"))
+        effect = _Effect()
+        for name in called:
+            args = len(self.library[name].signature.input_arg)
+            inner = position - (data - args)  # If/Case take the branch selector first
+            if 0 <= inner < args:
+                found = self.of_arg(name, inner)
+            else:  # an argument list graphscope cannot map (a dataset's function)
+                found = _Effect(writes=self.writes_anything(name), reads=True)
+            effect.writes |= found.writes
+            effect.reads |= found.reads
+        return effect
+
+    def of_arg(self, name: str, position: int) -> _Effect:
+        key = (name, position)
+        if key in self.effects:
+            return self.effects[key]
+        self.effects[key] = _Effect()  # functions are never recursive; this only guards a cycle
+        fdef = self.library[name]
+        consumers: dict[str, list[tuple[Any, int]]] = {}
+        for node in fdef.node_def:
+            for k, ref in enumerate(node.input):
+                if not ref.startswith("^"):
+                    consumers.setdefault(ref, []).append((node, k))
+        effect = _Effect()
+        todo, seen = [fdef.signature.input_arg[position].name], set()
+        while todo:
+            ref = todo.pop()
+            for use, k in consumers.get(ref, ()):
+                if use.op == "Identity":
+                    follow = f"{use.name}:output:0"
+                elif WRITE_OPS.fullmatch(use.op):
+                    effect.writes = True
+                    continue
+                else:
+                    inner = self.of_node(use, k)
+                    if inner is None:
+                        effect.reads = True
+                    else:
+                        effect.writes |= inner.writes
+                        effect.reads |= inner.reads
+                    if use.op not in ("While", "StatelessWhile"):
+                        continue
+                    follow = f"{use.name}:output:{k}"
+                if follow not in seen:
+                    seen.add(follow)
+                    todo.append(follow)
+        self.effects[key] = effect
+        return effect
+
+    def writes_anything(self, name: str) -> bool:
+        """Whether function `name` or any function it calls has a write op."""
+        if name not in self.writing:
+            self.writing[name] = False
+            fdef = self.library[name]
+            self.writing[name] = any(
+                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in _called(n) if f in self.library)
+                for n in fdef.node_def
+            )
+        return self.writing[name]
+
+
+def _called(node: Any) -> list[str]:
+    """The functions a node calls, through any of its function-valued attributes."""
+    out = []
+    for value in node.attr.values():
+        kind = value.WhichOneof("value")
+        if kind == "func":
+            out.append(value.func.name)
+        elif kind == "list":
+            out.extend(f.name for f in value.list.func)
+    return out
+
+
+def _read_after(nodes: Mapping[str, Any], writes: set[str], reads: list[str]) -> bool:
+    """Whether any of `reads` runs after one of `writes` (has it among its ancestors, through
+    data or control inputs: TensorFlow orders ops on one resource by control edges)."""
+    if not writes or not reads:
+        return False
+    after: dict[str, bool] = {}  # node -> has a write among its ancestors (itself included)
+    for read in reads:
+        stack = [(read, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in after:
+                continue
+            node = nodes.get(name)
+            inputs = [] if node is None else [i.lstrip("^").split(":")[0] for i in node.input]
+            if not expanded:
+                stack.append((name, True))
+                stack.extend((i, False) for i in inputs if i not in after)
+                continue
+            after[name] = name in writes or any(after.get(i, False) for i in inputs)
+        if after[read]:
+            return True
+    return False
+
+
+def _rewrite(base: graph_pb2.GraphDef, variables: Mapping[str, Any], dropped: set[str],
+             copies: dict[str, list[str]]) -> Isolated:
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(base.versions)
+    out.library.CopyFrom(base.library)
+    redirect: dict[str, tuple[str, str]] = {}  # placeholder -> (its copy's handle, the copy's init)
+    private: dict[str, str] = {}
+    for k, (first, placeholders) in enumerate(copies.items()):
+        spec = _tf.variable_spec(variables[first])
+        if spec is None:
+            raise LookupError(f"the variable captured as {first!r} has no dtype and shape")
+        dtype, shape = spec
+        handle = out.node.add(name=f"{_PRIVATE}_{k}", op="VarHandleOp")
+        handle.attr["dtype"].type = dtype.as_datatype_enum
+        handle.attr["shape"].shape.CopyFrom(shape.as_proto())
+        handle.attr["shared_name"].s = _tf.anonymous_resource_name().encode()
+        handle.attr["container"].s = b""
+        value = out.node.add(name=f"{_PRIVATE}_{k}/value", op="ReadVariableOp", input=[first])
+        value.attr["dtype"].type = dtype.as_datatype_enum
+        init = out.node.add(name=f"{_PRIVATE}_{k}/init", op="AssignVariableOp", input=[handle.name, f"{value.name}:0"])
+        init.attr["dtype"].type = dtype.as_datatype_enum
+        for p in placeholders:
+            redirect[p] = (handle.name, init.name)
+            private[p] = handle.name
+    for node in base.node:
+        if node.name in dropped:
+            continue
+        copy = out.node.add()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        inits = []
+        for ref in node.input:
+            if ref.startswith("^"):
+                if ref[1:] not in dropped:
+                    copy.input.append(ref)
+                continue
+            name, _, index = ref.partition(":")
+            if name in redirect and index in ("", "0"):
+                handle, init = redirect[name]
+                copy.input.append(handle)
+                inits.append(f"^{init}")
+            else:
+                copy.input.append(ref)
+        copy.input.extend(dict.fromkeys(inits))
+    return Isolated(out, private)
