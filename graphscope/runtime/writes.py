@@ -70,7 +70,7 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
     ):
         return Isolated(base, {})
     nodes = {n.name: n for n in base.node}
-    consumers = _consumers(base)
+    consumers, controlled = _consumers(base)
     functions = _Functions(library)
     groups: dict[int, list[str]] = {}  # one variable, captured by one or more placeholders
     for name, handle in variables.items():
@@ -79,43 +79,54 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
     dropped: set[str] = set()
     copies: dict[str, list[str]] = {}  # first placeholder -> every placeholder of that variable
     for placeholders in groups.values():
-        writes, reads, opaque = [], [], False  # top-level write ops, ops that read
-        for use, position in _uses(consumers, nodes, [f"{p}:0" for p in placeholders]):
-            if WRITE_OPS.fullmatch(use.op):
-                writes.append(use.name)
-                opaque |= any(c for c in consumers.get(f"{use.name}:0", ()))  # its value is used
-                continue
-            effect = functions.of_node(use, position)
-            if effect is None:
-                reads.append(use.name)
-            elif effect.writes:
-                opaque = True  # a write inside a function: copy rather than rewrite the function
-            elif effect.reads:
-                reads.append(use.name)
-        if not writes and not opaque:
+        writes, reads, private = _classify(consumers, functions, placeholders)
+        if not writes and not private:
             continue
-        if not opaque and not _read_after(nodes, set(writes), reads):
+        if not private and not _read_after(nodes, set(writes), reads):
             dropped.update(writes)
         else:
             copies[placeholders[0]] = placeholders
     if not dropped and not copies:
         return Isolated(base, {})
-    return _rewrite(base, variables, dropped, copies)
+    touched = {c for w in dropped for c in controlled.get(w, ())}
+    touched.update(use.name for ps in copies.values() for p in ps for use, _ in consumers.get(f"{p}:0", ()))
+    return _rewrite(base, variables, dropped, copies, touched)
 
 
-def _consumers(base: graph_pb2.GraphDef) -> dict[str, list[tuple[node_def_pb2.NodeDef, int]]]:
-    """Each top-level tensor (`node:index`) -> the ops that take it as a data input, and where."""
-    out: dict[str, list[tuple[node_def_pb2.NodeDef, int]]] = {}
+def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functions,
+              placeholders: list[str]) -> tuple[list[str], list[str], bool]:
+    """The top-level ops that write the variable captured by `placeholders`, the ops that read
+    it, and whether only a private copy will do: a write inside a function, or a write whose
+    result is used (`RngReadAndSkip`)."""
+    writes, reads, private = [], [], False
+    for use, position in _uses(consumers, [f"{p}:0" for p in placeholders]):
+        if WRITE_OPS.fullmatch(use.op):
+            writes.append(use.name)
+            private |= f"{use.name}:0" in consumers
+            continue
+        effect = functions.of_node(use, position)
+        if effect is not None and effect.writes:
+            private = True
+        elif effect is None or effect.reads:
+            reads.append(use.name)
+    return writes, reads, private
+
+
+def _consumers(base: graph_pb2.GraphDef) -> tuple[dict[str, list[tuple[Any, int]]], dict[str, list[str]]]:
+    """Each top-level tensor (`node:index`) -> the ops that take it as a data input, and where;
+    each op -> the ops that take it as a control input."""
+    data: dict[str, list[tuple[Any, int]]] = {}
+    control: dict[str, list[str]] = {}
     for node in base.node:
         for position, ref in enumerate(node.input):
-            if ref.startswith("^"):
-                break  # control inputs come last
-            out.setdefault(ref if ":" in ref else f"{ref}:0", []).append((node, position))
-    return out
+            if ref[0] == "^":
+                control.setdefault(ref[1:], []).append(node.name)
+            else:
+                data.setdefault(ref if ":" in ref else ref + ":0", []).append((node, position))
+    return data, control
 
 
-def _uses(consumers: Mapping[str, list[tuple[Any, int]]], nodes: Mapping[str, Any],
-          refs: list[str]) -> Iterator[tuple[Any, int]]:
+def _uses(consumers: Mapping[str, list[tuple[Any, int]]], refs: list[str]) -> Iterator[tuple[Any, int]]:
     """The ops that use the handles `refs` (top-level `node:index`), looking through `Identity`
     ops and through loops (a `While` passes loop variable k on as its output k)."""
     todo, seen = list(refs), set(refs)
@@ -247,7 +258,9 @@ def _read_after(nodes: Mapping[str, Any], writes: set[str], reads: list[str]) ->
 
 
 def _rewrite(base: graph_pb2.GraphDef, variables: Mapping[str, Any], dropped: set[str],
-             copies: dict[str, list[str]]) -> Isolated:
+             copies: dict[str, list[str]], touched: set[str]) -> Isolated:
+    """`base` without the `dropped` writes, the variables in `copies` (first placeholder -> all
+    of that variable's) replaced by private copies; `touched`: the nodes whose inputs change."""
     out = graph_pb2.GraphDef()
     out.versions.CopyFrom(base.versions)
     out.library.CopyFrom(base.library)
@@ -270,24 +283,25 @@ def _rewrite(base: graph_pb2.GraphDef, variables: Mapping[str, Any], dropped: se
         for p in placeholders:
             redirect[p] = (handle.name, init.name)
             private[p] = handle.name
-    for node in base.node:
-        if node.name in dropped:
+    added = len(out.node)
+    out.node.extend(n for n in base.node if n.name not in dropped)
+    for node in out.node[added:]:
+        if node.name not in touched or node.name.startswith(f"{_PRIVATE}_"):
             continue
-        copy = out.node.add()
-        copy.CopyFrom(node)
-        del copy.input[:]
+        refs = list(node.input)
+        del node.input[:]
         inits = []
-        for ref in node.input:
+        for ref in refs:
             if ref.startswith("^"):
                 if ref[1:] not in dropped:
-                    copy.input.append(ref)
+                    node.input.append(ref)
                 continue
             name, _, index = ref.partition(":")
             if name in redirect and index in ("", "0"):
                 handle, init = redirect[name]
-                copy.input.append(handle)
+                node.input.append(handle)
                 inits.append(f"^{init}")
             else:
-                copy.input.append(ref)
-        copy.input.extend(dict.fromkeys(inits))
+                node.input.append(ref)
+        node.input.extend(dict.fromkeys(inits))
     return Isolated(out, private)
