@@ -50,7 +50,7 @@ class Program:
     def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
         cf = traced.function
         self.tensors: dict[str, Tensor] = mirrored.graph.tensors
-        graph_def = _tf.inline_calls(cf)
+        graph_def = expose.own_function_names(_tf.inline_calls(cf))
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
         variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
