@@ -1,8 +1,8 @@
 """The executable form of a traced function, and the pruned functions compiled from it.
 
-A `Program` holds the traced function once per scope with every `PartitionedCall` inlined, its
-weight-update ops removed, and its captured variable handles bound to the model's own variables
-(shared, never copied). `Program.compiled(feeds, fetches)` is that graph pruned to the ops the
+A `Program` holds the traced function once per scope with every `PartitionedCall` inlined, no
+write left on a model variable (`writes`: dropped, or redirected to a private copy), and its
+captured variable handles bound to the model's own variables (shared, never copied). `Program.compiled(feeds, fetches)` is that graph pruned to the ops the
 fetches need (`prune.select`), fed from model inputs or intermediate tensors, with values inside
 loops, branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
 """
@@ -44,7 +44,7 @@ class Compiled:
 
 
 class Program:
-    """A traced function made executable once: inlined, without weight updates, its variables
+    """A traced function made executable once: inlined, writing no model variable, its variables
     bound to the model's own."""
 
     def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
