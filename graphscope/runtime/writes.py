@@ -156,7 +156,7 @@ class _Functions:
     def of_node(self, node: Any, position: int) -> _Effect | None:
         """What the functions `node` calls do with its data input `position`; None when it calls
         none."""
-        called = [f for f in _called(node) if f in self.library]
+        called = [f for f in [node.op, *_called(node)] if f in self.library]  # an op may be a function
         if not called:
             return None
         data = sum(1 for i in node.input if not i.startswith("^"))
@@ -215,7 +215,7 @@ class _Functions:
             self.writing[name] = False
             fdef = self.library[name]
             self.writing[name] = any(
-                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in _called(n) if f in self.library)
+                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in [n.op, *_called(n)] if f in self.library)
                 for n in fdef.node_def
             )
         return self.writing[name]
@@ -276,6 +276,7 @@ def _rewrite(base: graph_pb2.GraphDef, variables: Mapping[str, Any], dropped: se
         handle.attr["shape"].shape.CopyFrom(shape.as_proto())
         handle.attr["shared_name"].s = _tf.anonymous_resource_name().encode()
         handle.attr["container"].s = b""
+        handle.attr["_class"].list.s.append(f"loc:@{first}".encode())  # on the variable's device
         value = out.node.add(name=f"{_PRIVATE}_{k}/value", op="ReadVariableOp", input=[first])
         value.attr["dtype"].type = dtype.as_datatype_enum
         init = out.node.add(name=f"{_PRIVATE}_{k}/init", op="AssignVariableOp", input=[handle.name, f"{value.name}:0"])
