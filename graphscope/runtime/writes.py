@@ -6,8 +6,9 @@ the top level or in any function it calls, at any depth. `isolate` finds, for ea
 graph captures, every op that writes it (`WRITE_OPS`), following the handle through `Identity`
 ops and into the functions of `While`/`If`/`Case` ops and calls, and then:
 
-- where every write is a top-level op whose effect nothing in the call reads back (no read of the
-  variable follows a write), the writes are dropped;
+- where nothing in the call reads the variable back after a write, the writes are dropped: the
+  top-level ones removed, and the calls (loops, branches, calls TensorFlow did not inline) made
+  to call clones of their functions without them;
 - otherwise every use of the variable is redirected to a private copy: a fresh variable made on
   each call (an anonymous resource, freed after the call) and set to the variable's current
   value before anything uses it. The call computes what one call of the model computes, a read
@@ -19,12 +20,13 @@ The variables in `keep` (random-generator state) are left alone: they advance, a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2, node_def_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
 
 from graphscope.backend import tf_internals as _tf
 
@@ -40,6 +42,7 @@ WRITE_OPS = re.compile(
     r"|RngSkip|RngReadAndSkip|Stateful(?!PartitionedCall$)\w+"
 )
 _PRIVATE = "graphscope_private"
+_names = itertools.count()  # clones get process-unique names: functions live in one registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,39 +80,60 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
         if name in nodes and name not in keep:
             groups.setdefault(id(handle), []).append(name)
     dropped: set[str] = set()
+    stripped: dict[str, set[int]] = {}  # call op -> inputs whose writes its functions drop
     copies: dict[str, list[str]] = {}  # first placeholder -> every placeholder of that variable
     for placeholders in groups.values():
-        writes, reads, private = _classify(consumers, functions, placeholders)
-        if not writes and not private:
+        uses = _classify(consumers, functions, placeholders)
+        if not uses.writes and not uses.calls and not uses.private:
             continue
-        if not private and not _read_after(nodes, set(writes), reads):
-            dropped.update(writes)
-        else:
+        if uses.private or _read_after(nodes, {*uses.writes, *uses.calls}, uses.reads):
             copies[placeholders[0]] = placeholders
-    if not dropped and not copies:
+            continue
+        dropped.update(uses.writes)
+        for call, positions in uses.calls.items():
+            stripped.setdefault(call, set()).update(positions)
+    if not dropped and not stripped and not copies:
         return Isolated(base, {})
-    touched = {c for w in dropped for c in controlled.get(w, ())}
+    touched = {c for w in dropped for c in controlled.get(w, ())} | set(stripped)
     touched.update(use.name for ps in copies.values() for p in ps for use, _ in consumers.get(f"{p}:0", ()))
-    return _rewrite(base, variables, dropped, copies, touched)
+    out = _rewrite(base, variables, dropped, copies, touched)
+    for node in out.graph_def.node:
+        if node.name in stripped:
+            functions.without_writes(node, stripped[node.name])
+    out.graph_def.library.function.extend(functions.created)
+    return out
+
+
+@dataclasses.dataclass
+class _Uses:
+    """How the top level uses one variable: ops that write it, calls whose functions only write
+    it (call -> inputs), ops that read it, and whether only a private copy will do."""
+
+    writes: list[str] = dataclasses.field(default_factory=list)
+    calls: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+    reads: list[str] = dataclasses.field(default_factory=list)
+    private: bool = False
 
 
 def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functions,
-              placeholders: list[str]) -> tuple[list[str], list[str], bool]:
-    """The top-level ops that write the variable captured by `placeholders`, the ops that read
-    it, and whether only a private copy will do: a write inside a function, or a write whose
-    result is used (`RngReadAndSkip`)."""
-    writes, reads, private = [], [], False
+              placeholders: list[str]) -> _Uses:
+    """How the top level uses the variable captured by `placeholders`. Only a private copy will
+    do for a write whose result is used (`RngReadAndSkip`), a call whose functions write and
+    read the variable, or a call that writes it through one input and reads it through another."""
+    uses = _Uses()
     for use, position in _uses(consumers, [f"{p}:0" for p in placeholders]):
         if WRITE_OPS.fullmatch(use.op):
-            writes.append(use.name)
-            private |= f"{use.name}:0" in consumers
+            uses.writes.append(use.name)
+            uses.private |= f"{use.name}:0" in consumers
             continue
         effect = functions.of_node(use, position)
         if effect is not None and effect.writes:
-            private = True
+            uses.private |= effect.reads
+            uses.calls.setdefault(use.name, set()).add(position)
         elif effect is None or effect.reads:
-            reads.append(use.name)
-    return writes, reads, private
+            uses.reads.append(use.name)
+    uses.private |= not uses.calls.keys().isdisjoint(uses.reads)
+    return uses
 
 
 def _consumers(base: graph_pb2.GraphDef) -> tuple[dict[str, list[tuple[Any, int]]], dict[str, list[str]]]:
@@ -146,26 +170,27 @@ def _uses(consumers: Mapping[str, list[tuple[Any, int]]], refs: list[str]) -> It
 
 
 class _Functions:
-    """What the library's functions do with their resource arguments, at any depth (memoized)."""
+    """What the library's functions do with their resource arguments, at any depth (memoized),
+    and clones of them without the writes on arguments nothing reads (`without_writes`)."""
 
     def __init__(self, library: Mapping[str, Any]) -> None:
         self.library = library
         self.effects: dict[tuple[str, int], _Effect] = {}
         self.writing: dict[str, bool] = {}
+        self.consumers: dict[str, dict[str, list[tuple[Any, int]]]] = {}
+        self.clones: dict[tuple[str, frozenset[int]], str] = {}
+        self.created: list[Any] = []  # the clones' FunctionDefs
 
     def of_node(self, node: Any, position: int) -> _Effect | None:
         """What the functions `node` calls do with its data input `position`; None when it calls
         none."""
-        called = [f for f in [node.op, *_called(node)] if f in self.library]  # an op may be a function
+        called = self._called(node)
         if not called:
             return None
-        data = sum(1 for i in node.input if not i.startswith("^"))
         effect = _Effect()
-        for name in called:
-            args = len(self.library[name].signature.input_arg)
-            inner = position - (data - args)  # If/Case take the branch selector first
-            if 0 <= inner < args:
-                found = self.of_arg(name, inner)
+        for name, inner in self._arguments(node, called, {position}):
+            if inner:
+                found = self.of_arg(name, next(iter(inner)))
             else:  # an argument list graphscope cannot map (a dataset's function)
                 found = _Effect(writes=self.writes_anything(name), reads=True)
             effect.writes |= found.writes
@@ -177,37 +202,67 @@ class _Functions:
         if key in self.effects:
             return self.effects[key]
         self.effects[key] = _Effect()  # functions are never recursive; this only guards a cycle
-        fdef = self.library[name]
-        consumers: dict[str, list[tuple[Any, int]]] = {}
-        for node in fdef.node_def:
-            for k, ref in enumerate(node.input):
-                if not ref.startswith("^"):
-                    consumers.setdefault(ref, []).append((node, k))
         effect = _Effect()
-        todo, seen = [fdef.signature.input_arg[position].name], set()
-        while todo:
-            ref = todo.pop()
-            for use, k in consumers.get(ref, ()):
-                if use.op == "Identity":
-                    follow = f"{use.name}:output:0"
-                elif WRITE_OPS.fullmatch(use.op):
-                    effect.writes = True
-                    continue
-                else:
-                    inner = self.of_node(use, k)
-                    if inner is None:
-                        effect.reads = True
-                    else:
-                        effect.writes |= inner.writes
-                        effect.reads |= inner.reads
-                    if use.op not in ("While", "StatelessWhile"):
-                        continue
-                    follow = f"{use.name}:output:{k}"
-                if follow not in seen:
-                    seen.add(follow)
-                    todo.append(follow)
+        consumers = self._consumers(name)
+        for use, k in self._uses(name, position):
+            if WRITE_OPS.fullmatch(use.op):
+                effect.writes = True
+                effect.reads |= any(ref.startswith(f"{use.name}:") for ref in consumers)  # its result is used
+                continue
+            inner = self.of_node(use, k)
+            effect.writes |= inner is not None and inner.writes
+            effect.reads |= inner is None or inner.reads
         self.effects[key] = effect
         return effect
+
+    def without_writes(self, node: Any, positions: set[int]) -> None:
+        """Make `node` call clones of its functions without the writes on its data inputs
+        `positions` (variables only written there, never read)."""
+        called = self._called(node)
+        targets = {
+            name: inner for name, inner in self._arguments(node, called, positions)
+            if any(self.of_arg(name, k).writes for k in inner)
+        }
+        if node.op in targets and targets[node.op]:
+            node.op = self._clone(node.op, frozenset(targets[node.op]))
+        for value in node.attr.values():
+            kind = value.WhichOneof("value")
+            for func in [value.func] if kind == "func" else value.list.func if kind == "list" else []:
+                if targets.get(func.name):
+                    func.name = self._clone(func.name, frozenset(targets[func.name]))
+
+    def _clone(self, name: str, positions: frozenset[int]) -> str:
+        key = (name, positions)
+        if key in self.clones:
+            return self.clones[key]
+        fdef = function_pb2.FunctionDef()
+        fdef.CopyFrom(self.library[name])
+        fdef.signature.name = f"{name}_graphscope_{next(_names)}"
+        removed: set[str] = set()
+        calls: dict[str, set[int]] = {}
+        for position in positions:
+            for use, k in self._uses(name, position):
+                if WRITE_OPS.fullmatch(use.op):
+                    removed.add(use.name)
+                else:
+                    calls.setdefault(use.name, set()).add(k)
+        kept = [n for n in fdef.node_def if n.name not in removed]
+        del fdef.node_def[:]
+        fdef.node_def.extend(kept)
+        for node in fdef.node_def:
+            if node.name in calls:
+                self.without_writes(node, calls[node.name])
+            control = [i for i in node.input if i.startswith("^") and i[1:] in removed]
+            for ref in control:
+                node.input.remove(ref)
+        for key_, target in list(fdef.control_ret.items()):
+            if target in removed:
+                del fdef.control_ret[key_]
+                if key_ in fdef.signature.control_output:
+                    fdef.signature.control_output.remove(key_)
+        self.clones[key] = fdef.signature.name
+        self.created.append(fdef)
+        return fdef.signature.name
 
     def writes_anything(self, name: str) -> bool:
         """Whether function `name` or any function it calls has a write op."""
@@ -215,10 +270,55 @@ class _Functions:
             self.writing[name] = False
             fdef = self.library[name]
             self.writing[name] = any(
-                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in [n.op, *_called(n)] if f in self.library)
-                for n in fdef.node_def
+                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in self._called(n)) for n in fdef.node_def
             )
         return self.writing[name]
+
+    def _called(self, node: Any) -> list[str]:
+        """The library functions `node` calls: through its function-valued attributes, or as
+        its op."""
+        return [f for f in [node.op, *_called(node)] if f in self.library]
+
+    def _arguments(self, node: Any, called: list[str], positions: set[int]) -> list[tuple[str, set[int]]]:
+        """For each function `node` calls, the arguments its data inputs `positions` become
+        (empty when they cannot be mapped)."""
+        data = sum(1 for i in node.input if not i.startswith("^"))
+        out = []
+        for name in called:
+            args = len(self.library[name].signature.input_arg)
+            inner = {p - (data - args) for p in positions}  # If/Case take the branch selector first
+            out.append((name, inner if all(0 <= k < args for k in inner) else set()))
+        return out
+
+    def _consumers(self, name: str) -> dict[str, list[tuple[Any, int]]]:
+        if name not in self.consumers:
+            consumers: dict[str, list[tuple[Any, int]]] = {}
+            for node in self.library[name].node_def:
+                for k, ref in enumerate(node.input):
+                    if not ref.startswith("^"):
+                        consumers.setdefault(ref, []).append((node, k))
+            self.consumers[name] = consumers
+        return self.consumers[name]
+
+    def _uses(self, name: str, position: int) -> Iterator[tuple[Any, int]]:
+        """The ops of function `name` that use its argument `position` (a handle), looking
+        through `Identity` ops and loops, as `_uses` does at the top level."""
+        consumers = self._consumers(name)
+        todo = [self.library[name].signature.input_arg[position].name]
+        seen = set(todo)
+        while todo:
+            ref = todo.pop()
+            for use, k in consumers.get(ref, ()):
+                follow = None
+                if use.op == "Identity":
+                    follow = f"{use.name}:output:0"
+                else:
+                    yield use, k
+                    if use.op in ("While", "StatelessWhile"):
+                        follow = f"{use.name}:output:{k}"
+                if follow is not None and follow not in seen:
+                    seen.add(follow)
+                    todo.append(follow)
 
 
 def _called(node: Any) -> list[str]:
