@@ -9,7 +9,6 @@ that reach nothing) and the GraphDef the compiled function imports both come fro
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 

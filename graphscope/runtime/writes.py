@@ -25,8 +25,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import tensorflow as tf
-from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2
 
 from graphscope.backend import tf_internals as _tf
 
