@@ -245,9 +245,8 @@ class _Functions:
                     removed.add(use.name)
                 else:
                     calls.setdefault(use.name, set()).add(k)
-        kept = [n for n in fdef.node_def if n.name not in removed]
         del fdef.node_def[:]
-        fdef.node_def.extend(kept)
+        fdef.node_def.extend(n for n in self.library[name].node_def if n.name not in removed)
         for node in fdef.node_def:
             if node.name in calls:
                 self.without_writes(node, calls[node.name])
