@@ -2,9 +2,10 @@
 
 A `Program` holds the traced function once per scope with every `PartitionedCall` inlined, no
 write left on a model variable (`writes`: dropped, or redirected to a private copy), and its
-captured variable handles bound to the model's own variables (shared, never copied). `Program.compiled(feeds, fetches)` is that graph pruned to the ops the
-fetches need (`prune.select`), fed from model inputs or intermediate tensors, with values inside
-loops, branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
+captured variable handles bound to the model's own variables (shared, never copied).
+`Program.compiled(feeds, fetches)` is that graph pruned to the ops the fetches need
+(`prune.select`), fed from model inputs or intermediate tensors, with values inside loops,
+branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
 """
 
 from __future__ import annotations

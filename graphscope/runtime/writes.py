@@ -268,7 +268,8 @@ class _Functions:
             self.writing[name] = False
             fdef = self.library[name]
             self.writing[name] = any(
-                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in self._called(n)) for n in fdef.node_def
+                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in self._called(n))
+                for n in fdef.node_def
             )
         return self.writing[name]
 
