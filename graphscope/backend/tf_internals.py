@@ -17,6 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
+from tensorflow.python.eager import context
 from tensorflow.python.framework import convert_to_constants, op_def_registry
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.framework import registry as tf_registry
@@ -29,6 +30,7 @@ __all__ = [
     "KERAS_SUFFIX",
     "RNG_STATE_VARIABLE",
     "XLA_ATTRS",
+    "anonymous_resource_name",
     "bind_capture",
     "build_shapes",
     "failed_op_names",
@@ -52,6 +54,7 @@ __all__ = [
     "op_id",
     "output_ref",
     "tracked_layers",
+    "variable_spec",
 ]
 
 # ---- naming conventions
@@ -213,6 +216,23 @@ class FlatFunction:
 
     def __call__(self, *args: tf.Tensor) -> list[tf.Tensor]:
         return list(self._atomic.call_flat(*args, *self._captures))
+
+
+def anonymous_resource_name() -> str:
+    """The `shared_name` that makes a `VarHandleOp` create a new variable each time it runs: an
+    anonymous, reference-counted resource, freed once no handle to it is left (eager
+    `tf.Variable`s are made this way)."""
+    return context.anonymous_name()
+
+
+def variable_spec(handle: Any) -> tuple[tf.DType, tf.TensorShape] | None:
+    """The dtype and shape of the variable an eager resource handle points to (its handle
+    data), or None when the handle carries none (not a variable's)."""
+    data = getattr(handle, "_handle_data", None)  # pylint: disable=protected-access
+    if data is None or not data.is_set or len(data.shape_and_type) != 1:
+        return None
+    (entry,) = data.shape_and_type
+    return tf.as_dtype(entry.dtype), tf.TensorShape(entry.shape)
 
 
 def bind_capture(external: Any, placeholder: tf.Tensor) -> None:

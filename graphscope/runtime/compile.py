@@ -1,10 +1,11 @@
 """The executable form of a traced function, and the pruned functions compiled from it.
 
-A `Program` holds the traced function once per scope with every `PartitionedCall` inlined, its
-weight-update ops removed, and its captured variable handles bound to the model's own variables
-(shared, never copied). `Program.compiled(feeds, fetches)` is that graph pruned to the ops the
-fetches need (`prune.select`), fed from model inputs or intermediate tensors, with values inside
-loops, branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
+A `Program` holds the traced function once per scope with every `PartitionedCall` inlined, no
+write left on a model variable (`writes`: dropped, or redirected to a private copy), and its
+captured variable handles bound to the model's own variables (shared, never copied).
+`Program.compiled(feeds, fetches)` is that graph pruned to the ops the fetches need
+(`prune.select`), fed from model inputs or intermediate tensors, with values inside loops,
+branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from graphscope.backend.trace import Traced
 from graphscope.errors import ArgumentError, DisconnectedError, UnsupportedFetchError
 from graphscope.ir.records import Tensor
 from graphscope.runtime import edit as editing
-from graphscope.runtime import expose, prune
+from graphscope.runtime import expose, prune, writes
 from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.locate import Locator
 
@@ -44,13 +45,13 @@ class Compiled:
 
 
 class Program:
-    """A traced function made executable once: inlined, without weight updates, its variables
+    """A traced function made executable once: inlined, writing no model variable, its variables
     bound to the model's own."""
 
     def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
         cf = traced.function
         self.tensors: dict[str, Tensor] = mirrored.graph.tensors
-        graph_def = _tf.inline_calls(cf)
+        graph_def = expose.own_function_names(_tf.inline_calls(cf))
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
         variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
@@ -59,13 +60,18 @@ class Program:
             for external, internal in cf.graph.captures
             if _tf.RNG_STATE_VARIABLE.search(variable_names.get(id(external), ""))
         }
-        self.graph_def = prune.without_weight_updates(graph_def, keep=rng)
+        variables = {name: external for name, external in self.captures.items() if external.dtype == tf.resource}
+        isolated = writes.isolate(graph_def, variables, keep=rng)
+        self.graph_def = isolated.graph_def
+        # placeholder -> the handle of the private copy its variable is run against (a variable
+        # the call writes and reads back)
+        self.private = isolated.private
         self.nodes = {n.name: n for n in self.graph_def.node}
         # random-generator state updates, by the state variable's placeholder: an executor that
         # reads a generator's state also advances it, so each call draws new numbers (as Keras)
         self.rng_updates: dict[str, list[str]] = {}
         for node in self.graph_def.node:
-            if prune.WRITE_OPS.fullmatch(node.op) and node.input:
+            if writes.WRITE_OPS.fullmatch(node.op) and node.input:
                 source = prune.resource_source(self.nodes, node.input[0])
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
@@ -241,7 +247,7 @@ class Program:
         wrt, target, labels = gradient
         args = {where: j for j, (_, where, _) in enumerate(fed)}  # fed tensor -> function argument
         outputs = [fetch_names[0]]
-        sources: list[tuple[str, Any]] = []  # per wrt: ("arg", j) | ("out", k) | ("captures", names)
+        sources: list[tuple[str, Any]] = []  # per wrt: ("arg", j) | ("out", k) | ("captures", (names, copies' k))
         names = iter(fetch_names[1:])
 
         def unreachable(label: str) -> DisconnectedError:
@@ -255,7 +261,10 @@ class Program:
                 bound = [f"{n}:0" for n in w.split(" ") if f"{n}:0" in captures]
                 if not bound:
                     raise unreachable(label)
-                sources.append(("captures", bound))
+                # a variable the call writes and reads back is read through its private copy
+                copies = dict.fromkeys(f"{self.private[n]}:0" for n in w.split(" ") if self.private.get(n) in kept)
+                sources.append(("captures", (bound, list(range(len(outputs), len(outputs) + len(copies))))))
+                outputs.extend(copies)
                 continue
             where = next(names)
             fed_but_unused = where in feed_names and where not in args
@@ -281,8 +290,10 @@ class Program:
             xs, spans = [], []
             for kind, where in sources:
                 if kind == "captures":
-                    spans.append((len(xs), len(where)))
-                    xs.extend(bound[n] for n in where)
+                    placeholders, copies = where
+                    spans.append((len(xs), len(placeholders) + len(copies)))
+                    xs.extend(bound[n] for n in placeholders)
+                    xs.extend(values[k] for k in copies)
                 else:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])

@@ -37,7 +37,7 @@ from graphscope.backend import tf_internals as _tf
 
 __all__ = [
     "CALLS", "Body", "Container", "Exposed", "Patch", "Target", "Top", "decode", "expose", "function_attr",
-    "library_of", "read_only",
+    "library_of", "own_function_names", "read_only",
 ]
 
 _LOOPS = {"While", "StatelessWhile"}
@@ -388,6 +388,46 @@ def _unknown_shapes(node: Any, count: int) -> None:
 def library_of(graph_def: graph_pb2.GraphDef) -> dict[str, function_pb2.FunctionDef]:
     """A GraphDef's functions by name."""
     return {f.signature.name: f for f in graph_def.library.function}
+
+
+def own_function_names(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """`graph_def` with every library function renamed `<name>_graphscope_<n>` (and every
+    reference to it: function attributes, ops that call a function by name, gradients).
+
+    TensorFlow's inliner keeps the name of a function it changed (a loop body whose calls it
+    inlined), or adds `_rewritten`, while the eager context, where every imported function is
+    registered by name, may already hold another definition under that name: the traced one,
+    or one TensorFlow's runtime optimized for a call of the model. Either import would then fail
+    ("Attempting to add a duplicate function"), ours or a later one of the user's.
+    """
+    if not graph_def.library.function:
+        return graph_def
+    k = next(_names)
+    names = {f.signature.name: f"{f.signature.name}_graphscope_{k}" for f in graph_def.library.function}
+    out = graph_pb2.GraphDef()
+    out.CopyFrom(graph_def)
+    for f in out.library.function:
+        f.signature.name = names[f.signature.name]
+    for nodes in [out.node, *(f.node_def for f in out.library.function)]:
+        for node in nodes:
+            if node.op in names:
+                node.op = names[node.op]
+            for value in node.attr.values():
+                _rename(value, names)
+    for g in out.library.gradient:
+        g.function_name = names.get(g.function_name, g.function_name)
+        g.gradient_func = names.get(g.gradient_func, g.gradient_func)
+    return out
+
+
+def _rename(value: Any, names: dict[str, str]) -> None:
+    """Rename the functions an attribute value names (nested function attributes included)."""
+    kind = value.WhichOneof("value")
+    funcs = [value.func] if kind == "func" else list(value.list.func) if kind == "list" else []
+    for func in funcs:
+        func.name = names.get(func.name, func.name)
+        for inner in func.attr.values():
+            _rename(inner, names)
 
 
 # --------------------------------------------------------------------------- decoding

@@ -9,22 +9,13 @@ that reach nothing) and the GraphDef the compiled function imports both come fro
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
-__all__ = ["WRITE_OPS", "Selected", "graph_def", "normal", "resource_source", "select", "without_weight_updates"]
-
-# Ops that write a resource variable. They are removed from executors so that running one never
-# moves a weight (a training-mode graph's batch-norm statistics); random-number generator state
-# (Keras SeedGenerator variables) is left to advance, as it does in Keras.
-WRITE_OPS = re.compile(
-    r"Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign"
-)
-
+__all__ = ["Selected", "graph_def", "normal", "resource_source", "select"]
 
 @dataclasses.dataclass(frozen=True)
 class Selected:
@@ -155,26 +146,3 @@ def resource_source(nodes: Mapping[str, Any], name: str) -> str:
     while node is not None and node.op == "Identity" and node.input:
         node = nodes.get(_node(node.input[0]))
     return node.name if node is not None else name
-
-
-def without_weight_updates(base: graph_pb2.GraphDef, *, keep: set[str]) -> graph_pb2.GraphDef:
-    """Drop top-level ops that write variables (except those writing to placeholders in `keep`)."""
-    producers = {n.name: n for n in base.node}
-    dropped = {
-        n.name
-        for n in base.node
-        if WRITE_OPS.fullmatch(n.op) and n.input and resource_source(producers, n.input[0]) not in keep
-    }
-    if not dropped:
-        return base
-    out = graph_pb2.GraphDef()
-    out.CopyFrom(base)
-    del out.node[:]
-    for n in base.node:
-        if n.name in dropped:
-            continue
-        copy = out.node.add()
-        copy.CopyFrom(n)
-        del copy.input[:]
-        copy.input.extend(i for i in n.input if not (i.startswith("^") and i[1:] in dropped))
-    return out

@@ -202,6 +202,28 @@ def test_keras_training_sets_the_mode_of_keras_layers_called_without_one():
     assert not base_layer_utils.call_context().in_call and base_layer_utils.call_context().training is None
 
 
+def test_an_anonymous_var_handle_is_a_fresh_variable_on_every_call():
+    v = tf.Variable(5.0)
+
+    def run(x):
+        copy = tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name=_tf.anonymous_resource_name(), container="")
+        init = tf.raw_ops.AssignVariableOp(resource=copy, value=v.read_value())
+        with tf.control_dependencies([init]):
+            added = tf.raw_ops.AssignAddVariableOp(resource=copy, value=x)
+        with tf.control_dependencies([added]):
+            return [tf.raw_ops.ReadVariableOp(resource=copy, dtype=tf.float32)]
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([], tf.float32)]))
+    assert [float(flat(tf.constant(1.0))[0]) for _ in range(3)] == [6.0, 6.0, 6.0]
+    assert float(v.numpy()) == 5.0
+
+
+def test_variable_spec_reads_a_handle_s_dtype_and_shape():
+    v = tf.Variable(np.zeros((2, 3), np.float16))
+    assert _tf.variable_spec(v.handle) == (tf.float16, tf.TensorShape([2, 3]))
+    assert _tf.variable_spec(tf.constant(1.0)) is None
+
+
 def test_build_shapes_of_a_subclassed_model():
     class M(keras.Model):
         def __init__(self):

@@ -313,3 +313,33 @@ def test_every_numeric_tensor_of_a_saved_model_is_fetchable(tmp_path, zoo):
     name = "nested_loops/StatefulPartitionedCall/map/while/while/Tanh:0"
     assert scope.tensor(name).layer == "nested_loops"
     np.testing.assert_allclose(values[name], gs.trace(model).run(name, x)[name], rtol=1e-6)
+
+
+def test_a_call_inside_a_loop_body_runs_and_tensorflow_can_still_differentiate_the_model():
+    """The inliner keeps a changed loop body's name (or adds `_rewritten`); registered under it,
+    graphscope's copy clashed with TensorFlow's own ("Attempting to add a duplicate function")."""
+    v = tf.Variable([1.0, 2.0, 3.0])
+
+    @tf.function
+    def helper(x):
+        return tf.tanh(x) * v
+
+    @tf.function
+    def f(x):
+        _, y = tf.while_loop(lambda i, a: i < 2, lambda i, a: (i + 1, a + helper(a)), [tf.constant(0), x])
+        return y
+
+    x = tf.constant([[0.5, -1.0, 2.0]])
+    with tf.GradientTape() as tape:  # TensorFlow registers its optimized functions
+        tape.watch(x)
+        want = f(x)
+    want_grad = tape.gradient(want, x)
+    scope = gs.trace(f, [tf.TensorSpec((None, 3), tf.float32)], quiet=True)
+    (got,) = scope.run(scope.outputs, x.numpy()).values()
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scope.gradients(scope.outputs[0], scope.inputs[0], x.numpy())[scope.inputs[0]],
+                               want_grad.numpy(), rtol=1e-5)
+    with tf.GradientTape() as tape:  # and TensorFlow runs and differentiates its model after graphscope
+        tape.watch(x)
+        again = f(x)
+    np.testing.assert_allclose(tape.gradient(again, x).numpy(), want_grad.numpy(), rtol=1e-6)
