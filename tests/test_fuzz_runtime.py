@@ -292,13 +292,20 @@ def _sub(rt: Runtime, tensors: list, x: Any) -> list:
 
 
 def _tail(rt: Runtime, call: Call, tokens: list[str], x: Any, value: Any) -> list:
-    """The outputs of calls `tokens` when `call`'s output is `value`: a Keras functional model
-    fed it in place of the call's output."""
-    others = [t for t in tokens if t != call.token]  # (Keras refuses an input that is also an output)
-    if others:
-        model = keras.Model([rt.model.inputs[0], call.output], [rt.calls[t].output for t in others])
-        computed = dict(zip(others, _listed(model([tf.convert_to_tensor(x), tf.convert_to_tensor(value)], training=rt.training))))
-    return [value if t == call.token else computed[t] for t in tokens]
+    """The outputs of calls `tokens` when `call`'s output is `value`: the model re-run eagerly,
+    call by call, from Keras' own record of each call (its layer and inputs), with that output
+    replaced. (A Keras functional model fed an intermediate tensor would do, but Keras refuses one
+    whose layer is called again elsewhere: "not connected to inputs".)"""
+    values = {id(rt.model.inputs[0]): tf.convert_to_tensor(x), id(call.output): tf.convert_to_tensor(value)}
+
+    def run(t: Any) -> Any:
+        if id(t) not in values:
+            layer, args = t._keras_history.operation, [run(a) for a in _inputs_of(t)]  # pylint: disable=protected-access
+            joins = isinstance(layer, (keras.layers.Add, keras.layers.Concatenate))
+            values[id(t)] = layer(args if joins else args[0], training=rt.training)
+        return values[id(t)]
+
+    return [run(rt.calls[t].output) for t in tokens]
 
 
 def _pre_activation(call: Call, inputs: list) -> tf.Tensor:
@@ -376,7 +383,8 @@ def tensor_at(scope: gs.Scope, site: Site) -> str:
                  if t.context in (f"{site.token}/while:body", f"{site.token}/cond:then") and t.dtype == "float32"
                  and (re.search(r"/Placeholder_\d+:0$", t.name) is not None) == (site.where == "carried")]
     else:
-        name = "BiasAdd" if site.where == "pre" else site.where
+        # a bias is added by BiasAdd, or by Add (Keras' convolution with one filter)
+        name = "(BiasAdd|Add)" if site.where == "pre" else site.where
         found = [t.name for t in scope.find(rf"(^|/){name}:0$") if t.layer == site.token]
     assert len(found) == 1, f"one tensor for {site} expected, found {found}"
     return found[0]
@@ -591,15 +599,17 @@ def _depends(rt: Runtime, of: str, call: Call) -> bool:
     return False
 
 
-def check_gradient(rt: Runtime, guarded: Guarded, state: State, of: str, wrt: Any, seed: int,
-                   target: Callable | None = None) -> None:
+def check_gradient(rt: Runtime, guarded: Guarded, state: State, of: str, wrt: Any, seed: int, *,
+                   scale: float = 1.0) -> None:
+    """graphscope's gradient of `sum(weights * of)` (a fresh target callable each time) against
+    the tape's; `weights` are drawn from `seed`, times `scale`."""
     scope = guarded.scope
     shape = scope.layer(of).output.shape[1:]
-    weights = np.random.default_rng(seed).normal(size=[d or 1 for d in shape]).astype(np.float32)
+    weights = scale * np.random.default_rng(seed).normal(size=[d or 1 for d in shape]).astype(np.float32)
     want = gradient_by_keras(rt, state, of, wrt, weights)
     key = "x" if isinstance(wrt, str) else tensor_at(scope, wrt) if isinstance(wrt, Site) else wrt.path
     label = f"d {of} / d {wrt if isinstance(wrt, (str, Site)) else wrt.path} ({key})"
-    target = target or (lambda v: v * tf.constant(weights))
+    target = lambda v: v * tf.constant(weights)  # noqa: E731
     if want is None:
         TALLY["values compared"] += 1
         try:
@@ -683,13 +693,13 @@ def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
     def edit(fn: Callable) -> None:
         _attempt(f"edit at {site}", check_edit, rt, guarded, state, site, fn)
 
-    def gradient(seed: int, target: Callable | None = None) -> None:
-        _attempt(f"d {of} / d x", check_gradient, rt, guarded, state, of, "x", seed, target=target)
+    def gradient(seed: int, scale: float = 1.0) -> None:
+        _attempt(f"d {of} / d x", check_gradient, rt, guarded, state, of, "x", seed, scale=scale)
 
     kept = make_edit(param % 5, param, None)
     edit(kept)
     edit(lambda v: v * 0.0)  # collected after this call: a later callable may get its id
-    gradient(param, target=lambda v: v * 0.0)
+    gradient(param, scale=0.0)  # its target, collected after this call, gives zeros
     for compiled in (False, True):
         _evict(guarded, rt, compiled=compiled)
         for i in range(4):
