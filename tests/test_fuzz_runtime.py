@@ -246,6 +246,9 @@ def build_runtime(spec: dict) -> Runtime:
             w.assign(rng.normal(0.0, 0.5, w.shape).astype(np.float32) if w.trainable else np.zeros(w.shape, np.float32))
         order.append(name)
     outputs = [token for token in order[1:] if id(calls[token].output) not in consumed] or [order[-1]]
+    first = spec["extra"][0][1] % (len(base.calls) + 1) if spec["extra"] else 0
+    if spec.get("inner") and first and order[first] not in outputs:  # an output that feeds another one
+        outputs.append(order[first])
     model = keras.Model(x_in, [calls[token].output for token in outputs], name="fuzzed")
     return Runtime(model, calls, outputs, base.x, spec["training"])
 
@@ -319,8 +322,9 @@ def _pre_activation(call: Call, inputs: list) -> tf.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class Site:
-    """A place to edit or differentiate at: a call's `output`, its pre-activation (`pre`), or a
-    named value inside a custom layer."""
+    """A place to edit or differentiate at: a call's `output` (or `key<k>`: the same tensor
+    named as the model's output at position k), its pre-activation (`pre`), or a named value
+    inside a custom layer."""
 
     token: str
     where: str
@@ -330,7 +334,7 @@ class Site:
 
 
 def sites(rt: Runtime, *, inside: bool = True) -> list[Site]:
-    found = []
+    found = [Site(token, f"key{k}") for k, token in enumerate(rt.outputs)]  # the model's outputs, by position
     for token, call in rt.calls.items():
         found.append(Site(token, "output"))
         if isinstance(call.layer, (keras.layers.Dense, keras.layers.Conv2D)) and call.layer.activation is not None \
@@ -346,7 +350,7 @@ def edited_by_keras(rt: Runtime, state: State, site: Site, edit: Any, tokens: li
     edit applied by hand."""
     call = rt.calls[site.token]
     apply = edit if callable(edit) else (lambda v: tf.broadcast_to(tf.constant(edit), tf.shape(v)))
-    if site.where == "output":
+    if site.where == "output" or site.where.startswith("key"):
         (value,) = _keras(rt, state, lambda: _sub(rt, [call.output], rt.x))
         seen = apply(tf.convert_to_tensor(value))
         out = seen
@@ -378,6 +382,8 @@ def tensor_at(scope: gs.Scope, site: Site) -> str:
     it is (a carried loop variable is `Placeholder_<k>`, a captured tensor is named after it)."""
     if site.where == "output":
         return scope.layer(site.token).output.name
+    if site.where.startswith("key"):
+        return scope.output(int(site.where[3:])).name
     if site.where in ("captured", "carried"):
         found = [t.name for t in scope.find(op_type="Placeholder", layer=site.token)
                  if t.context in (f"{site.token}/while:body", f"{site.token}/cond:then") and t.dtype == "float32"
@@ -481,7 +487,7 @@ def check_edit(rt: Runtime, guarded: Guarded, state: State, site: Site, edit: An
 
 def _site_value(rt: Runtime, state: State, site: Site) -> Any:
     call = rt.calls[site.token]
-    if site.where == "output":
+    if site.where == "output" or site.where.startswith("key"):
         return np.asarray(_keras(rt, state, lambda: _sub(rt, [call.output], rt.x))[0])
     if site.where == "pre":
         return np.asarray(_pre_activation(call, _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))))
@@ -504,7 +510,7 @@ def runtime_specs(draw: Any) -> dict:
              for k in range(draw(st.integers(1, 3)))]
     ops = [(draw(st.integers(0, 999)), draw(st.integers(0, 999)), draw(st.integers(0, 999)))
            for _ in range(draw(st.integers(1, 3)))]
-    return {**spec, "extra": extra, "ops": ops, "training": draw(st.booleans())}
+    return {**spec, "extra": extra, "ops": ops, "training": draw(st.booleans()), "inner": draw(st.booleans())}
 
 
 def _traced(spec: dict) -> tuple[Runtime, gs.Scope, State, Guarded]:
@@ -515,8 +521,8 @@ def _traced(spec: dict) -> tuple[Runtime, gs.Scope, State, Guarded]:
     return rt, scope, state, Guarded(rt, scope, state)
 
 
-def _vector(steps: list, extra: list, ops: list, *, training: bool = False, width: int = 3) -> dict:
-    return {"shape": (width,), "steps": steps, "extra": extra, "ops": ops, "training": training, "seed": 5}
+def _vector(steps: list, extra: list, ops: list, *, training: bool = False, inner: bool = False) -> dict:
+    return {"shape": (3,), "steps": steps, "extra": extra, "ops": ops, "training": training, "inner": inner, "seed": 5}
 
 
 # the bug shapes of issue 24, pinned
@@ -530,9 +536,12 @@ _WRITES = _vector([("bn", 0, 0, 1)], [("counter", 1, 2), ("counter", 0, 1)],
 # edits in a map_fn body and in a cond branch, and an array at a pre-activation
 _BODIES = _vector([("dense", 0, 0, 3)], [("map", 1, 1), ("cond", 2, 1), ("cond", 0, 1)],
                   [("mapx0:square", 4, 0), ("condx1:positive", 0, 2), ("dense0:pre", 5, 1)])
+# 13: a model output that feeds another output, as an edit target (callable, array) by its key
+_KEYS = _vector([("dense", 0, 0, 2)], [("dense", 1, 2)], [("dense0:key1", 0, 1), ("dense0:key1", 5, 2)], inner=True)
 
 
 @given(runtime_specs())
+@example(_KEYS)
 @example(_LOOP_INVARIANT)
 @example(_WRITES)
 @example(_BODIES)
@@ -640,11 +649,14 @@ _SWISH = _vector([("bn", 0, 0, 1), ("dense", 1, 1, 4)], [("dense", 2, 3)],
 _LOOP_WEIGHTS = _vector([("dense", 0, 0, 2)], [("lstm", 1, 2), ("gru", 1, 1), ("scan", 1, 1), ("loop", 1, 1)],
                         [("lstmx0", "lstmx0/lstm_cell/kernel", 0), ("grux1", "grux1/gru_cell/recurrent_kernel", 1),
                          ("scanx2", "scanx2/w", 2), ("loopx3", "loopx3/w", 3), ("loopx3", "x", 4)])
+# 13: a model output that feeds another output, as `wrt` by its key
+_KEY_WRT = {**_KEYS, "ops": [("densex0", "dense0:key1", 0), ("dense0", "dense0:key1", 1)]}
 
 
 @given(runtime_specs())
 @example(_SWISH)
 @example(_LOOP_WEIGHTS)
+@example(_KEY_WRT)
 @settings(max_examples=settings().max_examples // 2)
 def test_random_gradients_agree_with_gradient_tape(spec):
     rt, scope, state, guarded = _traced(spec)
@@ -722,11 +734,11 @@ def test_the_runtime_builder_covers_every_extra_kind_and_site():
     assert wheres >= {"output", "pre", "captured", "carried", "invariant", "step", "positive", "negative", "square",
                       "carry"}
     # the pinned examples name sites and variables that exist
-    for pinned in (_LOOP_INVARIANT, _WRITES, _BODIES, _EVICTED):
+    for pinned in (_KEYS, _LOOP_INVARIANT, _WRITES, _BODIES, _EVICTED):
         rt = build_runtime(pinned)
         for site_pick, _, _ in pinned["ops"]:
             _pick(sites(rt), site_pick)
-    for pinned in (_SWISH, _LOOP_WEIGHTS):
+    for pinned in (_SWISH, _LOOP_WEIGHTS, _KEY_WRT):
         rt = build_runtime(pinned)
         for _, wrt_pick, _ in pinned["ops"]:
             _pick_wrt(gradient_wrts(rt), wrt_pick)
