@@ -8,16 +8,18 @@ or GRU (weights read inside the loop), a counter that assigns its non-trainable 
 a loop and inside a branch (and may read them back), and a dense layer with a drawn activation.
 Then, on each model (traced in inference or training mode: batch norm on batch statistics):
 
-- **edits**, arrays and callables, at layer outputs, pre-activations and values inside loop bodies
-  and branches. The oracle is Keras alone: the edited call's inputs come from a Keras sub-model,
-  the call is re-run eagerly with the edit applied by hand (a hook in the custom layers; for a
-  pre-activation, the layer's kernel and bias by hand), and the rest of the model is a Keras
-  functional model fed the edited value in place of that call's output. The edited tensor's own
-  value is checked too (per iteration inside loops, `None` in a branch that did not run);
-- **gradients** of a weighted sum of an output, with respect to the input, layer outputs,
-  pre-activations and trainable variables (those read inside loops included), against
-  `tf.GradientTape` on the Keras model (or on the same Keras tail model); where the tape finds no
-  path, graphscope must refuse with `DisconnectedError`;
+- **edits**, arrays and callables, at layer outputs (by layer, or by the model's output key),
+  pre-activations, and values inside loop bodies and branches (the bodies' arguments for captured
+  and carried tensors included). The oracle is Keras alone: the edited call's inputs come from a
+  Keras sub-model, the call is re-run eagerly with the edit applied by hand (a hook in the custom
+  layers; for a pre-activation, the layer's kernel and bias by hand), and the rest of the model is
+  re-run eagerly call by call with the edited value in place of that call's output. The edited
+  tensor's own value is checked too (per iteration inside loops, `None` in a branch that did not
+  run);
+- **gradients** of a weighted sum of an output, with respect to the input, layer outputs (by layer
+  or output key), pre-activations and trainable variables (those read inside loops included),
+  against `tf.GradientTape` on the Keras model (or on the same eager re-run of its tail); where the
+  tape finds no path, graphscope must refuse with `DisconnectedError`;
 - **every variable** (trainable or not) checksummed before and after every executor and gradient
   call: none may move. Keras' own calls, the oracle, do move the counters and training-mode batch
   norm statistics; each of its passes starts from the state graphscope saw;
