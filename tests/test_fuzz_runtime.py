@@ -690,7 +690,7 @@ def _evict(guarded: Guarded, rt: Runtime, *, compiled: bool) -> None:
             guarded("executor", [out] * k)
 
 
-_EVICTED = _vector([("dense", 0, 0, 2)], [("loop", 1, 1)], [("dense0:output", 0, 0), ("loopx0:step", 0, 1)])
+_EVICTED = _vector([("dense", 0, 0, 2)], [("loop", 1, 1)], [("dense0:output", 0, 6)])  # the kept callable also at loopx0:invariant
 
 
 @given(runtime_specs())
@@ -702,11 +702,11 @@ def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
     executors: a failing one is reported as drawn, not shrunk.)"""
     rt, scope, state, guarded = _traced(spec)
     (site_pick, _, param), *_ = spec["ops"]
-    site = _pick(sites(rt), site_pick)
+    site, other = _pick(sites(rt), site_pick), _pick(sites(rt), param)
     of = rt.outputs[0]
 
-    def edit(fn: Callable) -> None:
-        _attempt(f"edit at {site}", check_edit, rt, guarded, state, site, fn)
+    def edit(fn: Callable, at: Site = site) -> None:
+        _attempt(f"edit at {at}", check_edit, rt, guarded, state, at, fn)
 
     def gradient(seed: int, scale: float = 1.0) -> None:
         _attempt(f"d {of} / d x", check_gradient, rt, guarded, state, of, "x", seed, scale=scale)
@@ -722,6 +722,7 @@ def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
             edit(make_edit(i % 5, param + 1 + i, None))
             gradient(param + i)  # a fresh target each time
         edit(kept)  # the same object again
+        edit(kept, other)  # and at another tensor
     TALLY["eviction rounds"] += 2
 
 
