@@ -1,0 +1,774 @@
+"""Differential fuzzing of the runtime: edits, gradients and variable state on random models.
+
+test_fuzz.py checks forward values. This file draws models from the same builder (`build`) and
+extends each with layers whose work happens inside control flow: a `tf.while_loop` whose body
+computes a loop-invariant value (from the input it captures and a weight it reads) beside one that
+changes every iteration, a `tf.cond`, a `tf.map_fn`, a `keras.ops.scan` reading a weight, an LSTM
+or GRU (weights read inside the loop), a counter that assigns its non-trainable variables inside
+a loop and inside a branch (and may read them back), and a dense layer with a drawn activation.
+Then, on each model (traced in inference or training mode: batch norm on batch statistics):
+
+- **edits**, arrays and callables, at layer outputs (by layer, or by the model's output key),
+  pre-activations, and values inside loop bodies and branches (the bodies' arguments for captured
+  and carried tensors included). The oracle is Keras alone: the edited call's inputs come from a
+  Keras sub-model, the call is re-run eagerly with the edit applied by hand (a hook in the custom
+  layers; for a pre-activation, the layer's kernel and bias by hand), and the rest of the model is
+  re-run eagerly call by call with the edited value in place of that call's output. The edited
+  tensor's own value is checked too (per iteration inside loops, `None` in a branch that did not
+  run);
+- **gradients** of a weighted sum of an output, with respect to the input, layer outputs (by layer
+  or output key), pre-activations and trainable variables (those read inside loops included),
+  against `tf.GradientTape` on the Keras model (or on the same eager re-run of its tail); where the
+  tape finds no path, graphscope must refuse with `DisconnectedError`;
+- **every variable** (trainable or not) checksummed before and after every executor and gradient
+  call: none may move. Keras' own calls, the oracle, do move the counters and training-mode batch
+  norm statistics; each of its passes starts from the state graphscope saw;
+- **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
+  targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
+
+Each known bug shape (issue 24) is pinned as an `@example`. Profiles (tests/conftest.py): `ci`
+(the default) replays a few derandomized examples; `HYPOTHESIS_PROFILE=long` draws many and
+prints the tally:
+
+    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz_runtime.py -s
+
+With `GRAPHSCOPE_FUZZ_KEEP_GOING=1` (a hand run only) a wrong value is counted and the run goes
+on instead of stopping at the first, so the tally says how often each check fails.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import Phase, example, given, settings
+from hypothesis import strategies as st
+
+import graphscope as gs
+from graphscope.runtime.cache import CACHE_SIZE
+from tests.test_fuzz import ACTIVATIONS, build, specs
+
+TALLY: collections.Counter = collections.Counter()
+KEEP_GOING = os.environ.get("GRAPHSCOPE_FUZZ_KEEP_GOING") == "1"
+EXTRA_KINDS = ("loop", "cond", "map", "scan", "counter", "lstm", "gru", "dense")
+RTOL = ATOL = 1e-4
+
+# -- custom layers, with hooks for the oracle ----------------------------------------------------
+
+# (layer name, site) -> the edit to apply there during an eager Keras call (the oracle), and the
+# edited values it produced, in order (one per loop iteration; none for a branch that did not run).
+# Empty while graphscope traces, so the traced model is the plain one.
+_HOOKS: dict[tuple[str, str], Callable] = {}
+_SEEN: dict[tuple[str, str], list] = collections.defaultdict(list)
+
+
+def _at(layer: keras.layers.Layer, site: str, value: tf.Tensor) -> tf.Tensor:
+    """`value`, edited when the oracle hooks this site."""
+    fn = _HOOKS.get((layer.name, site))
+    if fn is None:
+        return value
+    value = tf.convert_to_tensor(fn(value))
+    _SEEN[(layer.name, site)].append(value.numpy())
+    return value
+
+
+class _SameShape(keras.layers.Layer):
+    SITES: tuple[str, ...] = ()
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def _weight(self, shape: tuple, name: str) -> Any:
+        return self.add_weight(shape=shape, initializer="ones", name=name)
+
+
+class Looped(_SameShape):
+    """A 3-step tf.while_loop. Its body gets `x` as a captured argument (the same every
+    iteration) and the running sum as a carried one, and computes `x * w` (loop-invariant: `w` is
+    a weight read in the body) and a value that changes every iteration."""
+
+    SITES = ("captured", "carried", "invariant", "step")
+
+    def build(self, shape: tuple) -> None:
+        self.w = self._weight((shape[-1],), "w")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple:
+            xi, acc = _at(self, "captured", x), _at(self, "carried", acc)
+            c = _at(self, "invariant", tf.multiply(xi, self.w, name="invariant"))
+            s = _at(self, "step", tf.math.tanh(acc * 0.5 + c, name="step"))
+            return i + 1, acc + s
+
+        return tf.while_loop(lambda i, acc: i < 3, body, (tf.constant(0), tf.zeros_like(x)))[1]
+
+
+class Branched(_SameShape):
+    """tf.cond on the sign of the batch's sum: `relu(x * w) * 2` or `exp(x) - w` (`x` captured
+    by both branches)."""
+
+    SITES = ("captured", "positive", "negative")
+
+    def build(self, shape: tuple) -> None:
+        self.w = self._weight((shape[-1],), "w")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.cond(
+            tf.reduce_sum(x) > 0.0,
+            lambda: _at(self, "positive", tf.nn.relu(_at(self, "captured", x) * self.w, name="positive")) * 2.0,
+            lambda: _at(self, "negative", tf.math.exp(x, name="negative")) - self.w,
+        )
+
+
+class Mapped(_SameShape):
+    """tf.map_fn over the batch: each sample squared, times a weight read in the body, plus one."""
+
+    SITES = ("square",)
+
+    def build(self, shape: tuple) -> None:
+        self.w = self._weight((shape[-1],), "w")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(lambda row: _at(self, "square", tf.math.square(row, name="square")) * self.w + 1.0, x)
+
+
+class Scanned(_SameShape):
+    """keras.ops.scan along the features of a vector: `carry = carry * w + x_t`, `w` read in the loop."""
+
+    SITES = ("carry",)
+
+    def build(self, shape: tuple) -> None:
+        self.w = self._weight((), "w")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        def step(carry: tf.Tensor, column: tf.Tensor) -> tuple:
+            new = _at(self, "carry", tf.add(carry * self.w, column, name="carry"))
+            return new, new
+
+        _, ys = keras.ops.scan(step, tf.zeros_like(x[:, 0]), tf.transpose(x))
+        return tf.transpose(ys)
+
+
+class Counter(_SameShape):
+    """Assigns its non-trainable variables in call: `count += 1` in each of a tf.while_loop's
+    3 iterations, `total += 10` in a tf.cond branch. With `reads`, the output reads them back
+    after the writes (so one call of the model sees its own writes)."""
+
+    def __init__(self, reads: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reads = reads
+
+    def build(self, shape: tuple) -> None:
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+        self.total = self.add_weight(shape=(), initializer="zeros", trainable=False, name="total")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor) -> tuple:
+            self.count.assign_add(1.0)
+            return (i + 1,)
+
+        def bump() -> tf.Tensor:
+            self.total.assign_add(10.0)
+            return tf.constant(1.0)
+
+        (n,) = tf.while_loop(lambda i: i < 3, body, (tf.constant(0),))
+        flag = tf.cond(tf.reduce_sum(x) > 0.0, bump, lambda: tf.constant(0.0))
+        if self.reads:
+            return x * (1.0 + 0.01 * self.count) + 0.001 * self.total
+        return x + 0.1 * flag + 0.01 * tf.cast(n, tf.float32)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Call:
+    token: str  # graphscope's name of the layer call
+    layer: Any
+    inputs: list  # Keras tensors
+    output: Any  # Keras tensor
+
+
+@dataclasses.dataclass
+class Runtime:
+    model: keras.Model
+    calls: dict[str, Call]
+    outputs: list[str]  # tokens of the calls whose outputs the model returns
+    x: np.ndarray
+    training: bool
+
+
+def _inputs_of(tensor: Any) -> list:
+    """The Keras tensors the call that made `tensor` was given (Keras' own record of the call)."""
+    history = tensor._keras_history  # pylint: disable=protected-access
+    return list(history.operation._inbound_nodes[history.node_index].input_tensors)
+
+
+def build_runtime(spec: dict) -> Runtime:
+    """test_fuzz's model for `spec`, extended by `spec["extra"]` steps: (kind, input, size), each
+    on an earlier tensor (0: the model input, then the calls in order)."""
+    base = build(spec)
+    x_in = base.model.inputs[0]
+    calls = {token: Call(token, out._keras_history.operation, _inputs_of(out), out) for token, out in base.calls}
+    order = [None] + [token for token, _ in base.calls]  # index -> token (None: the input)
+    consumed = {id(t) for call in calls.values() for t in call.inputs}
+    rng = np.random.default_rng(spec["seed"] + 1)
+    for k, (kind, i, size) in enumerate(spec["extra"]):
+        a = x_in if order[i % len(order)] is None else calls[order[i % len(order)]].output
+        name, rank = f"{kind}x{k}", len(a.shape)
+        if kind == "lstm" or kind == "gru" or kind == "scan":
+            if rank != 2:
+                kind = "loop"
+            elif kind != "scan":
+                seq = keras.layers.Reshape((a.shape[-1], 1), name=f"seq{k}")
+                calls[seq.name] = Call(seq.name, seq, [a], seq(a))
+                a = calls[seq.name].output
+        layer = {
+            "loop": lambda: Looped(name=name),
+            "cond": lambda: Branched(name=name),
+            "map": lambda: Mapped(name=name),
+            "scan": lambda: Scanned(name=name),
+            "counter": lambda: Counter(reads=size % 2 == 0, name=name),
+            "lstm": lambda: keras.layers.LSTM(size + 1, name=name),
+            "gru": lambda: keras.layers.GRU(size + 1, name=name),
+            "dense": lambda: keras.layers.Dense(size + 1, activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)],
+                                                name=name),
+        }[kind]()
+        calls[name] = Call(name, layer, [a], layer(a))
+        consumed.add(id(a))
+        for w in layer.weights:
+            w.assign(rng.normal(0.0, 0.5, w.shape).astype(np.float32) if w.trainable else np.zeros(w.shape, np.float32))
+        order.append(name)
+    outputs = [token for token in order[1:] if id(calls[token].output) not in consumed] or [order[-1]]
+    first = spec["extra"][0][1] % (len(base.calls) + 1) if spec["extra"] else 0
+    if spec.get("inner") and first and order[first] not in outputs:  # an output that feeds another one
+        outputs.append(order[first])
+    model = keras.Model(x_in, [calls[token].output for token in outputs], name="fuzzed")
+    return Runtime(model, calls, outputs, base.x, spec["training"])
+
+
+# -- the oracle: Keras alone ---------------------------------------------------------------------
+
+
+class State:
+    """Every variable of a model: its checksum, and a way back to the values it held."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.variables = list(model.variables)
+        self.values = [np.array(v.numpy()) for v in self.variables]
+        self.checksum = self.sum()
+
+    def sum(self) -> str:
+        digest = hashlib.sha1()
+        for v in self.variables:
+            digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+        return digest.hexdigest()
+
+    def restore(self) -> None:
+        for v, value in zip(self.variables, self.values):
+            v.assign(value)
+
+
+def _keras(rt: Runtime, state: State, fn: Callable) -> Any:
+    """`fn()`, a Keras computation, started from the state graphscope sees; the state is put back
+    after it (Keras moves counters and training-mode statistics)."""
+    state.restore()
+    try:
+        return fn()
+    finally:
+        state.restore()
+
+
+def _listed(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _sub(rt: Runtime, tensors: list, x: Any) -> list:
+    """The values of Keras tensors `tensors`, from a Keras sub-model of the input."""
+    return _listed(keras.Model(rt.model.inputs[0], tensors)(x, training=rt.training))
+
+
+def _tail(rt: Runtime, call: Call, tokens: list[str], x: Any, value: Any) -> list:
+    """The outputs of calls `tokens` when `call`'s output is `value`: the model re-run eagerly,
+    call by call, from Keras' own record of each call (its layer and inputs), with that output
+    replaced. (A Keras functional model fed an intermediate tensor would do, but Keras refuses one
+    whose layer is called again elsewhere: "not connected to inputs".)"""
+    values = {id(rt.model.inputs[0]): tf.convert_to_tensor(x), id(call.output): tf.convert_to_tensor(value)}
+
+    def run(t: Any) -> Any:
+        if id(t) not in values:
+            layer, args = t._keras_history.operation, [run(a) for a in _inputs_of(t)]  # pylint: disable=protected-access
+            joins = isinstance(layer, (keras.layers.Add, keras.layers.Concatenate))
+            values[id(t)] = layer(args if joins else args[0], training=rt.training)
+        return values[id(t)]
+
+    return [run(rt.calls[t].output) for t in tokens]
+
+
+def _pre_activation(call: Call, inputs: list) -> tf.Tensor:
+    """A dense or convolution's value before its activation, from its kernel and bias by hand."""
+    layer, (a,) = call.layer, inputs
+    a = tf.convert_to_tensor(a)
+    if isinstance(layer, keras.layers.Dense):
+        return tf.matmul(a, layer.kernel) + layer.bias
+    return tf.nn.conv2d(a, layer.kernel, 1, layer.padding.upper()) + layer.bias
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """A place to edit or differentiate at: a call's `output` (or `key<k>`: the same tensor
+    named as the model's output at position k), its pre-activation (`pre`), or a named value
+    inside a custom layer."""
+
+    token: str
+    where: str
+
+    def __str__(self) -> str:
+        return f"{self.token}:{self.where}"
+
+
+def sites(rt: Runtime, *, inside: bool = True) -> list[Site]:
+    found = [Site(token, f"key{k}") for k, token in enumerate(rt.outputs)]  # the model's outputs, by position
+    for token, call in rt.calls.items():
+        found.append(Site(token, "output"))
+        if isinstance(call.layer, (keras.layers.Dense, keras.layers.Conv2D)) and call.layer.activation is not None \
+                and call.layer.activation.__name__ != "linear":
+            found.append(Site(token, "pre"))
+        if inside:
+            found += [Site(token, where) for where in getattr(call.layer, "SITES", ())]
+    return found
+
+
+def edited_by_keras(rt: Runtime, state: State, site: Site, edit: Any, tokens: list[str]) -> tuple[Any, list]:
+    """(the edited value at `site`, the outputs of calls `tokens`), computed by Keras with the
+    edit applied by hand."""
+    call = rt.calls[site.token]
+    apply = edit if callable(edit) else (lambda v: tf.broadcast_to(tf.constant(edit), tf.shape(v)))
+    if site.where == "output" or site.where.startswith("key"):
+        (value,) = _keras(rt, state, lambda: _sub(rt, [call.output], rt.x))
+        seen = apply(tf.convert_to_tensor(value))
+        out = seen
+    elif site.where == "pre":
+        inputs = _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))
+        seen = apply(_pre_activation(call, inputs))
+        out = call.layer.activation(seen)
+    else:
+        inputs = _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))
+        key = (site.token, site.where)
+        _HOOKS[key], _SEEN[key] = apply, []
+        try:
+            out = _keras(rt, state, lambda: call.layer(*inputs))
+        finally:
+            del _HOOKS[key]
+        values = _SEEN.pop(key)
+        # a branch value: None when the branch did not run; a loop value: one per iteration
+        seen = (values[0] if values else None) if isinstance(call.layer, Branched) else np.stack(values)
+    outs = _keras(rt, state, lambda: _tail(rt, call, tokens, rt.x, out))
+    return (None if seen is None else np.asarray(seen)), [np.asarray(o) for o in outs]
+
+
+# -- graphscope's side ---------------------------------------------------------------------------
+
+
+def tensor_at(scope: gs.Scope, site: Site) -> str:
+    """The name of `site`'s tensor in `scope`: found by the names TensorFlow gives its ops (the
+    custom layers name theirs), or, for a loop body's or branch's argument, by the placeholder
+    it is (a carried loop variable is `Placeholder_<k>`, a captured tensor is named after it)."""
+    if site.where == "output":
+        return scope.layer(site.token).output.name
+    if site.where.startswith("key"):
+        return scope.output(int(site.where[3:])).name
+    if site.where in ("captured", "carried"):
+        found = [t.name for t in scope.find(op_type="Placeholder", layer=site.token)
+                 if t.context in (f"{site.token}/while:body", f"{site.token}/cond:then") and t.dtype == "float32"
+                 and (re.search(r"/Placeholder_\d+:0$", t.name) is not None) == (site.where == "carried")]
+    else:
+        # a bias is added by BiasAdd, or by Add (Keras' convolution with one filter)
+        name = "(BiasAdd|Add)" if site.where == "pre" else site.where
+        found = [t.name for t in scope.find(rf"(^|/){name}:0$") if t.layer == site.token]
+    assert len(found) == 1, f"one tensor for {site} expected, found {found}"
+    return found[0]
+
+
+class Guarded:
+    """Every graphscope call through here; the model's variables checksummed around each."""
+
+    def __init__(self, rt: Runtime, scope: gs.Scope, state: State) -> None:
+        self.rt, self.scope, self.state = rt, scope, state
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.scope, method)(*args, **kwargs)
+        finally:
+            TALLY["graphscope calls"] += 1
+            if self.state.sum() != self.state.checksum:
+                TALLY["moved weights"] += 1
+                moved = [v.path for v, was in zip(self.state.variables, self.state.values)
+                         if not np.array_equal(v.numpy(), was)]
+                self.state.restore()
+                _fail(f"scope.{method} moved {moved}")
+
+
+def _fail(message: str) -> None:
+    if not KEEP_GOING:
+        raise AssertionError(message)
+    print(f"\nfuzz runtime: {message}")
+
+
+def _attempt(what: str, check: Callable, *args: Any, **kwargs: Any) -> None:
+    """`check(*args, **kwargs)`; an error raised by it fails the test, or, when keeping going,
+    is counted."""
+    try:
+        check(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+        if not KEEP_GOING:
+            raise
+        TALLY["errors"] += 1
+        print(f"\nfuzz runtime: {what}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+
+
+def _agree(what: str, got: Any, want: Any) -> bool:
+    TALLY["values compared"] += 1
+    if want is None or got is None:
+        ok = got is None and want is None
+    else:
+        got = np.asarray(got)
+        ok = got.shape == want.shape and np.allclose(got, want, rtol=RTOL, atol=ATOL)
+    if not ok:
+        TALLY["wrong values"] += 1
+        _fail(f"{what}: graphscope {_brief(got)} != Keras {_brief(want)}")
+    return ok
+
+
+def _brief(value: Any) -> str:
+    if value is None:
+        return "None"
+    value = np.asarray(value)
+    return f"{value.dtype}{list(value.shape)} {np.array2string(value.ravel()[:4], precision=4)}"
+
+
+# -- what to do on a model -----------------------------------------------------------------------
+
+
+def make_edit(kind: int, param: int, site_value: Any) -> Any:
+    """An edit: a fresh callable each time (scale, shift, zero, clamp, zero a channel), or, where
+    `site_value` is given (a top-level site), an array of its shape or broadcast from one sample."""
+    a = 0.5 + param / 4
+    if kind == 5 and site_value is not None:
+        return np.random.default_rng(param).normal(size=site_value.shape).astype(np.float32)
+    if kind == 6 and site_value is not None:
+        return np.random.default_rng(param).normal(size=(1, *site_value.shape[1:])).astype(np.float32)
+    return [
+        lambda v: v * a,
+        lambda v: v + a,
+        lambda v: tf.zeros_like(v),
+        lambda v: tf.clip_by_value(v, -a / 4, a / 4),
+        lambda v: v * tf.one_hot(param % 2, tf.shape(v)[-1], on_value=0.0, off_value=1.0),
+    ][kind % 5]
+
+
+def check_edit(rt: Runtime, guarded: Guarded, state: State, site: Site, edit: Any) -> None:
+    tokens = rt.outputs
+    seen, want = edited_by_keras(rt, state, site, edit, tokens)
+    target = tensor_at(guarded.scope, site)
+    outs = [guarded.scope.layer(t).output.name for t in tokens]
+    got = guarded("run", [target, *outs], rt.x, edits={target: edit})
+    label = f"edit {'array' if not callable(edit) else 'callable'} at {site} ({target})"
+    _agree(f"{label}: the edited value", got[target], seen)
+    for token, name, w in zip(tokens, outs, want):
+        _agree(f"{label}: {token}", got[name], w)
+
+
+def _site_value(rt: Runtime, state: State, site: Site) -> Any:
+    call = rt.calls[site.token]
+    if site.where == "output" or site.where.startswith("key"):
+        return np.asarray(_keras(rt, state, lambda: _sub(rt, [call.output], rt.x))[0])
+    if site.where == "pre":
+        return np.asarray(_pre_activation(call, _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))))
+    return None  # inside a loop or branch: arrays are refused there
+
+
+def _pick(options: list, pick: Any) -> Any:
+    """`pick` is an index (taken modulo) or, in a pinned example, the option's name."""
+    if isinstance(pick, str):
+        (chosen,) = [o for o in options if str(o) == pick]
+        return chosen
+    return options[pick % len(options)]
+
+
+@st.composite
+def runtime_specs(draw: Any) -> dict:
+    spec = draw(specs())
+    n = len(spec["steps"]) + 1
+    extra = [(draw(st.sampled_from(EXTRA_KINDS)), draw(st.integers(0, n + k)), draw(st.integers(1, 4)))
+             for k in range(draw(st.integers(1, 3)))]
+    ops = [(draw(st.integers(0, 999)), draw(st.integers(0, 999)), draw(st.integers(0, 999)))
+           for _ in range(draw(st.integers(1, 3)))]
+    return {**spec, "extra": extra, "ops": ops, "training": draw(st.booleans()), "inner": draw(st.booleans())}
+
+
+def _traced(spec: dict) -> tuple[Runtime, gs.Scope, State, Guarded]:
+    rt = build_runtime(spec)
+    scope = gs.trace(rt.model, training=rt.training, quiet=True)
+    state = State(rt.model)
+    TALLY["models"] += 1
+    return rt, scope, state, Guarded(rt, scope, state)
+
+
+def _vector(steps: list, extra: list, ops: list, *, training: bool = False, inner: bool = False) -> dict:
+    return {"shape": (3,), "steps": steps, "extra": extra, "ops": ops, "training": training, "inner": inner, "seed": 5}
+
+
+# the bug shapes of issue 24, pinned
+# 2: an edit of a loop-invariant value inside a while body (the body's argument for a captured
+# tensor; a value computed from it), applied once per iteration, not once more each iteration
+_LOOP_INVARIANT = _vector([("dense", 0, 0, 2)], [("loop", 1, 1)],
+                          [("loopx0:captured", 0, 3), ("loopx0:invariant", 0, 1), ("loopx0:carried", 1, 1)])
+# 6: variables assigned in a while body and a cond branch, read back; the batch norm in training mode
+_WRITES = _vector([("bn", 0, 0, 1)], [("counter", 1, 2), ("counter", 0, 1)],
+                  [("counterx0:output", 0, 1), ("counterx1:output", 5, 2)], training=True)
+# edits in a map_fn body and in a cond branch, and an array at a pre-activation
+_BODIES = _vector([("dense", 0, 0, 3)], [("map", 1, 1), ("cond", 2, 1), ("cond", 0, 1)],
+                  [("mapx0:square", 4, 0), ("condx1:positive", 0, 2), ("dense0:pre", 5, 1)])
+# 13: a model output that feeds another output, as an edit target (callable, array) by its key
+_KEYS = _vector([("dense", 0, 0, 2)], [("dense", 1, 2)], [("dense0:key1", 0, 1), ("dense0:key1", 5, 2)], inner=True)
+
+
+@given(runtime_specs())
+@example(_KEYS)
+@example(_LOOP_INVARIANT)
+@example(_WRITES)
+@example(_BODIES)
+@settings(max_examples=settings().max_examples // 2)
+def test_random_edits_agree_with_keras(spec):
+    rt, scope, state, guarded = _traced(spec)
+    for site_pick, kind, param in spec["ops"]:
+        site = _pick(sites(rt), site_pick)
+        edit = make_edit(kind % 7, param, _site_value(rt, state, site) if kind % 7 >= 5 else None)
+        _attempt(f"edit at {site}", check_edit, rt, guarded, state, site, edit)
+        TALLY["edits"] += 1
+
+
+# -- gradients -----------------------------------------------------------------------------------
+
+
+def gradient_by_keras(rt: Runtime, state: State, of: str, wrt: Any, weights: np.ndarray) -> Any:
+    """d sum(weights * output of call `of`) / d wrt, by tf.GradientTape on Keras; None where the
+    tape finds no path."""
+    out = rt.calls[of].output
+
+    def loss(value: Any) -> tf.Tensor:
+        return tf.reduce_sum(tf.convert_to_tensor(value) * weights)
+
+    def tape() -> Any:
+        if isinstance(wrt, str) and wrt == "x":
+            x = tf.constant(rt.x)
+            with tf.GradientTape() as g:
+                g.watch(x)
+                value = _sub(rt, [out], x)[0]
+                return g.gradient(loss(value), x)
+        if isinstance(wrt, Site):
+            call = rt.calls[wrt.token]
+            if wrt.where == "pre":
+                pre = _pre_activation(call, _sub(rt, call.inputs, rt.x))
+            else:
+                pre = tf.convert_to_tensor(_sub(rt, [call.output], rt.x)[0])
+            if not _depends(rt, of, call):
+                return None
+            with tf.GradientTape() as g:
+                g.watch(pre)
+                h = call.layer.activation(pre) if wrt.where == "pre" else pre
+                value = _tail(rt, call, [of], rt.x, h)[0]
+                return g.gradient(loss(value), pre)
+        with tf.GradientTape() as g:  # a variable
+            value = _sub(rt, [out], rt.x)[0]
+            return g.gradient(loss(value), wrt.value)
+
+    grad = _keras(rt, state, tape)
+    return None if grad is None else np.asarray(tf.convert_to_tensor(grad))
+
+
+def _depends(rt: Runtime, of: str, call: Call) -> bool:
+    """Whether call `of`'s output is computed from `call`'s (Keras' record of the calls)."""
+    todo, seen = [rt.calls[of].output], set()
+    while todo:
+        t = todo.pop()
+        if t is call.output:
+            return True
+        if id(t) in seen or t is rt.model.inputs[0]:
+            continue
+        seen.add(id(t))
+        todo += _inputs_of(t)
+    return False
+
+
+def check_gradient(rt: Runtime, guarded: Guarded, state: State, of: str, wrt: Any, seed: int, *,
+                   scale: float = 1.0) -> None:
+    """graphscope's gradient of `sum(weights * of)` (a fresh target callable each time) against
+    the tape's; `weights` are drawn from `seed`, times `scale`."""
+    scope = guarded.scope
+    shape = scope.layer(of).output.shape[1:]
+    weights = scale * np.random.default_rng(seed).normal(size=[d or 1 for d in shape]).astype(np.float32)
+    want = gradient_by_keras(rt, state, of, wrt, weights)
+    key = "x" if isinstance(wrt, str) else tensor_at(scope, wrt) if isinstance(wrt, Site) else wrt.path
+    label = f"d {of} / d {wrt if isinstance(wrt, (str, Site)) else wrt.path} ({key})"
+    target = lambda v: v * tf.constant(weights)  # noqa: E731
+    if want is None:
+        TALLY["values compared"] += 1
+        try:
+            guarded("gradients", scope.layer(of).output.name, key, rt.x, target=target)
+        except gs.DisconnectedError:
+            return
+        TALLY["wrong values"] += 1
+        _fail(f"{label}: graphscope gave a gradient where the tape finds no path")
+        return
+    got = guarded("gradients", scope.layer(of).output.name, key, rt.x, target=target)
+    _agree(label, got[key], want)
+
+
+def gradient_wrts(rt: Runtime) -> list:
+    """What to differentiate with respect to: the input, call outputs and pre-activations outside
+    loops (a Reshape's output excepted: it may be fused into its consumer), trainable variables."""
+    return ["x", *sites(rt, inside=False), *[v for v in rt.model.variables if v.trainable]]
+
+
+def _wrt_name(wrt: Any) -> str:
+    return wrt if isinstance(wrt, str) else str(wrt) if isinstance(wrt, Site) else wrt.path
+
+
+# 11: a gradient through swish (a custom-gradient op); 12: gradients with respect to weights read
+# inside loops (an LSTM's kernel, a GRU's recurrent kernel, a scan's and a while body's weight)
+_SWISH = _vector([("bn", 0, 0, 1), ("dense", 1, 1, 4)], [("dense", 2, 3)],
+                 [("densex0", "x", 0), ("densex0", "dense1:pre", 1), ("densex0", "dense1/kernel", 2)])
+_LOOP_WEIGHTS = _vector([("dense", 0, 0, 2)], [("lstm", 1, 2), ("gru", 1, 1), ("scan", 1, 1), ("loop", 1, 1)],
+                        [("lstmx0", "lstmx0/lstm_cell/kernel", 0), ("grux1", "grux1/gru_cell/recurrent_kernel", 1),
+                         ("scanx2", "scanx2/w", 2), ("loopx3", "loopx3/w", 3), ("loopx3", "x", 4)])
+# 13: a model output that feeds another output, as `wrt` by its key
+_KEY_WRT = {**_KEYS, "ops": [("densex0", "dense0:key1", 0), ("dense0", "dense0:key1", 1)]}
+
+
+@given(runtime_specs())
+@example(_SWISH)
+@example(_LOOP_WEIGHTS)
+@example(_KEY_WRT)
+@settings(max_examples=settings().max_examples // 2)
+def test_random_gradients_agree_with_gradient_tape(spec):
+    rt, scope, state, guarded = _traced(spec)
+    for of_pick, wrt_pick, seed in spec["ops"]:
+        of = _pick(rt.outputs, of_pick)
+        wrt = _pick_wrt(gradient_wrts(rt), wrt_pick)
+        _attempt(f"d {of} / d {_wrt_name(wrt)}", check_gradient, rt, guarded, state, of, wrt, seed)
+        TALLY["gradients"] += 1
+
+
+def _pick_wrt(options: list, pick: Any) -> Any:
+    if isinstance(pick, str):
+        (chosen,) = [o for o in options if _wrt_name(o) == pick]
+        return chosen
+    return options[pick % len(options)]
+
+
+# -- callables across cache evictions ------------------------------------------------------------
+
+
+def _evict(guarded: Guarded, rt: Runtime, *, compiled: bool) -> None:
+    """More executors than the cache keeps: of one fetch set (each a new key; the compiled
+    function stays), or, with `compiled`, with as many array edits (each a new compiled function)."""
+    out = guarded.scope.layer(rt.outputs[0]).output.name
+    for k in range(1, CACHE_SIZE + 2):
+        if compiled:
+            guarded("executor", out, edits={out: np.full((1, 1), k, np.float32)})
+        else:
+            guarded("executor", [out] * k)
+
+
+_EVICTED = _vector([("dense", 0, 0, 2)], [("loop", 1, 1)], [("dense0:output", 0, 6)])  # the kept callable also at loopx0:invariant
+
+
+@given(runtime_specs())
+@example(_EVICTED)
+@settings(max_examples=settings().max_examples // 10, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
+    """Issue 24, 1: compiled edits were cached by `id(fn)`, and a fresh callable could get the
+    compiled function of an evicted one whose id Python reused. (Each example builds some 280
+    executors: a failing one is reported as drawn, not shrunk.)"""
+    rt, scope, state, guarded = _traced(spec)
+    (site_pick, _, param), *_ = spec["ops"]
+    site, other = _pick(sites(rt), site_pick), _pick(sites(rt), param)
+    of = rt.outputs[0]
+
+    def edit(fn: Callable, at: Site = site) -> None:
+        _attempt(f"edit at {at}", check_edit, rt, guarded, state, at, fn)
+
+    def gradient(seed: int, scale: float = 1.0) -> None:
+        _attempt(f"d {of} / d x", check_gradient, rt, guarded, state, of, "x", seed, scale=scale)
+
+    kept = make_edit(param % 5, param, None)
+    edit(kept)
+    edit(lambda v: v * 0.0)  # collected after this call: a later callable may get its id
+    gradient(param, scale=0.0)  # its target, collected after this call, gives zeros
+    for compiled in (False, True):
+        _evict(guarded, rt, compiled=compiled)
+        for i in range(4):
+            edit(lambda v, f=100.0 + i: v * f)  # a fresh callable each time, shaped like the collected one
+            edit(make_edit(i % 5, param + 1 + i, None))
+            gradient(param + i)  # a fresh target each time
+        edit(kept)  # the same object again
+        edit(kept, other)  # and at another tensor
+    TALLY["eviction rounds"] += 2
+
+
+# -- the builder and the oracle themselves -------------------------------------------------------
+
+
+def test_the_runtime_builder_covers_every_extra_kind_and_site():
+    spec = _vector([("dense", 0, 0, 2)], [(kind, 1, 2) for kind in EXTRA_KINDS], [])
+    rt = build_runtime(spec)
+    kinds = {type(call.layer).__name__ for call in rt.calls.values()}
+    assert kinds >= {"Looped", "Branched", "Mapped", "Scanned", "Counter", "LSTM", "GRU", "Dense", "Reshape"}
+    wheres = {site.where for site in sites(rt)}
+    assert wheres >= {"output", "pre", "captured", "carried", "invariant", "step", "positive", "negative", "square",
+                      "carry"}
+    # the pinned examples name sites and variables that exist
+    for pinned in (_KEYS, _LOOP_INVARIANT, _WRITES, _BODIES, _EVICTED):
+        rt = build_runtime(pinned)
+        for site_pick, _, _ in pinned["ops"]:
+            _pick(sites(rt), site_pick)
+    for pinned in (_SWISH, _LOOP_WEIGHTS, _KEY_WRT):
+        rt = build_runtime(pinned)
+        for _, wrt_pick, _ in pinned["ops"]:
+            _pick_wrt(gradient_wrts(rt), wrt_pick)
+
+
+def test_the_oracle_sees_a_loop_edit_once_per_iteration_and_keras_writes_undone():
+    """The oracle, checked by hand: an edit of `x * w` in the 3-step loop gives 3 equal values,
+    and the output sum_i tanh(acc_i / 2 + 2 x w); Keras' counter writes do not stay."""
+    rt = build_runtime(_vector([], [("loop", 0, 1), ("counter", 0, 2)], []))
+    state = State(rt.model)
+    seen, (out, _) = edited_by_keras(rt, state, Site("loopx0", "invariant"), lambda v: v * 2.0, rt.outputs)
+    c = rt.x * rt.model.get_layer("loopx0").w.numpy()
+    np.testing.assert_allclose(seen, np.stack([2 * c] * 3), rtol=1e-6)
+    acc = np.zeros_like(rt.x)
+    for _ in range(3):
+        acc = acc + np.tanh(acc * 0.5 + 2 * c)
+    np.testing.assert_allclose(out, acc, rtol=1e-5, atol=1e-6)
+    _keras(rt, state, lambda: rt.model(rt.x))
+    assert state.sum() == state.checksum
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tally():
+    yield
+    print(f"\nfuzz runtime tally: {dict(TALLY)}")
+    report = os.environ.get("GRAPHSCOPE_FUZZ_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump(dict(TALLY), f, indent=1)
