@@ -212,16 +212,16 @@ def ancestors(
     op_type: str | None = None,
 ) -> Selection:
     """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
-    depth and into nested functions, filtered like `find`."""
+    depth and into nested functions, filtered like `find`. Never the tensors `of` names
+    themselves (one of them upstream of another included)."""
     seeds = resolve(G, of)
     index = _index(G)
     ops: set[str] = set()
     for t in seeds:
         ops |= index.ancestors(t.op)
     found = _tensors_in_order(G, ops, index)
-    if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
-        own = {t.name for t in seeds}
-        found = [t for t in found if t.name not in own]
+    own = {t.name for t in seeds}  # a seed can be upstream of another one
+    found = [t for t in found if t.name not in own]
     return narrow(found, pattern, op_type=op_type, layer=None)
 
 
@@ -232,14 +232,19 @@ def descendants(
     *,
     op_type: str | None = None,
 ) -> Selection:
-    """Every tensor downstream of `of`: produced by ops that consume it, directly or not."""
+    """Every tensor downstream of `of`: produced by ops that consume it, directly or not,
+    filtered like `find`. Like `ancestors`, never the tensors `of` names themselves (one of
+    them downstream of another included)."""
+    seeds = resolve(G, of)
     ops: set[str] = set()
-    for t in resolve(G, of):
+    for t in seeds:
         for consumer, edge in G.succ[t.op].items():
             if t.index in edge["outputs"] and consumer not in ops:
                 ops.add(consumer)
                 ops |= nx.descendants(G, consumer)
-    return narrow(_tensors_in_order(G, ops, _index(G)), pattern, op_type=op_type, layer=None)
+    own = {t.name for t in seeds}
+    found = [t for t in _tensors_in_order(G, ops, _index(G)) if t.name not in own]
+    return narrow(found, pattern, op_type=op_type, layer=None)
 
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:

@@ -297,3 +297,34 @@ def test_cut_points_are_computed_once_per_graph(demo_scope, monkeypatch):
     str(demo_scope)  # the layer tree shows the cut marks
     demo_scope.layer_tree(depth=1)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- issue 24's bugs
+
+
+def test_ancestors_and_descendants_never_list_their_seeds(chain):
+    """#19: `descendants([a, b])` listed b (downstream of a); `ancestors` never lists a seed.
+    Both against networkx by hand, the seeds left out."""
+    G = chain.graph
+    a, b = chain.tensor("d10/Tanh:0"), chain.tensor("d12/Tanh:0")
+
+    def tensors_of(ops, seeds):
+        return {n for op in ops for n in G.nodes[op]["op"].outputs} - {t.name for t in seeds}
+
+    def down(seeds):  # the ops fed by a seed's own output, and every op after them
+        ops = set()
+        for t in seeds:
+            consumers = {c for c, e in G.succ[t.op].items() if t.index in e["outputs"]}
+            ops |= consumers.union(*(nx.descendants(G, c) for c in consumers))
+        return tensors_of(ops, seeds)
+
+    def up(seeds):
+        return tensors_of(set().union(*(nx.ancestors(G, t.op) for t in seeds)), seeds)
+
+    for seeds in ([a], [b], [a, b], [b, a]):
+        assert set(chain.descendants(seeds).names) == down(seeds)
+        assert set(chain.ancestors(seeds).names) == up(seeds)
+    assert b.name not in chain.descendants([a, b]).names
+    assert a.name not in chain.ancestors([b, a]).names
+    assert b.name in chain.descendants(a).names and a.name in chain.ancestors(b).names
+
