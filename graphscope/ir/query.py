@@ -283,7 +283,8 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
 
     Returns:
         The cut points in topological order, a single input included. With several inputs,
-        the first is where their paths have all met (the tail is still fed by it alone).
+        the first is where their paths have all met (the tail is still fed by it alone). Only
+        the outputs that depend on an input count; when none does, there are none.
     """
     index = _index(G)
     tensors_ = G.graph["tensors"]
@@ -296,6 +297,7 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
     upstream = set(used).union(*(index.ancestors(op) for op in used))
     source, sink = object(), object()  # never clash with an op name
     H = nx.DiGraph()
+    H.add_node(source)  # an output that depends on no input has no path to cut
     H.add_edges_from((source, op) for op in sources if op in upstream)
     H.add_edges_from((op, sink) for op in used)
     stack, seen = [op for op in sources if op in upstream], set()
@@ -310,6 +312,8 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
                 used.setdefault(op, set()).update(edge["outputs"])
                 stack.append(succ)
     idom = nx.immediate_dominators(H, source)
+    if sink not in idom:  # no output depends on an input
+        return Selection()
     chain, node = [], idom[sink]
     while node is not source:
         chain.append(node)

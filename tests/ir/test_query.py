@@ -4,6 +4,7 @@ import keras
 import networkx as nx
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import graphscope as gs
 from graphscope import demo
@@ -328,3 +329,26 @@ def test_ancestors_and_descendants_never_list_their_seeds(chain):
     assert a.name not in chain.ancestors([b, a]).names
     assert b.name in chain.descendants(a).names and a.name in chain.ancestors(b).names
 
+
+def test_cut_points_when_an_output_depends_on_no_input():
+    """#10: an output computed from a variable alone made cut_points, the layer tree and
+    str(scope) raise NetworkXError; only outputs the inputs reach have paths to cut."""
+    v = tf.Variable(3.0)
+    alone = gs.trace(tf.function(lambda x: v * 2.0), [tf.TensorSpec((None,), tf.float32)], quiet=True)
+    assert alone.cut_points() == gs.Selection() == alone.cut_points(every_tensor=True)
+    assert "<lambda>" in str(alone.layer_tree()) and "<lambda>" in str(alone)
+
+    @tf.function
+    def both(x):
+        return {"a": tf.tanh(x * 2.0) + 1.0, "b": v * 2.0}
+
+    scope = gs.trace(both, [tf.TensorSpec((None,), tf.float32)], quiet=True)
+    G = scope.graph
+    source = scope.model_graph.inputs[0].op
+    sink = G.graph["outputs"][scope.output_keys.index("a")].partition(":")[0]
+    # by hand: the input, the output, and each op between them whose removal cuts every path
+    between = (nx.ancestors(G, sink) & nx.descendants(G, source))
+    by_hand = {source, sink} | {op for op in between if not nx.has_path(nx.restricted_view(G, [op], []), source, sink)}
+    cuts = scope.cut_points(every_tensor=True)
+    assert {t.op for t in cuts} == by_hand and len(cuts) >= 4  # input, mul, Tanh, add (and the output copy)
+    assert str(scope)
