@@ -28,14 +28,15 @@ __all__ = ["ModelGraph", "Queries"]
 class ModelGraph:
     """A mirrored graph with its metadata and index; every query graphscope answers, written once.
 
-    The graph is frozen (networkx raises on any change); to edit one, copy it
-    (`model_graph.graph.copy()`) and use the functions of `graphscope.ir.query` on the copy.
+    It keeps a frozen copy of the graph it is given (networkx raises on any change; the caller's
+    graph stays as it was); to edit one, copy it (`model_graph.graph.copy()`) and use the
+    functions of `graphscope.ir.query` on the copy.
     """
 
     __slots__ = ("_cuts", "graph")
 
     def __init__(self, G: nx.DiGraph) -> None:
-        self.graph: nx.DiGraph = nx.freeze(G)
+        self.graph: nx.DiGraph = nx.freeze(_own_copy(G))
         query.own(self.graph)  # its index is built by the first query, then kept
         self._cuts: Selection | None = None
 
@@ -62,8 +63,9 @@ class ModelGraph:
 
     @property
     def outputs(self) -> Outputs:
-        """The traced function's output tensors, with their keys (`Outputs.keys`)."""
-        return Outputs((self.tensors[n] for n in self.graph.graph["outputs"]), self.output_keys)
+        """The traced function's output tensors, with their keys (`Outputs.keys`): each the
+        tensor the model computes (see `graphscope.ir.query.output`)."""
+        return Outputs(query.outputs(self.graph), self.output_keys)
 
     @property
     def output_keys(self) -> list[str]:
@@ -116,14 +118,15 @@ class ModelGraph:
 
     # ---- names
 
-    def resolve(self, of: Any) -> list[Tensor]:
-        """The tensors `of` names: a name (tensor, op, model input or layer), a Tensor, a Layer,
-        a Selection, or an iterable of them; see `graphscope.ir.query.resolve_pairs`."""
-        return query.resolve(self.graph, of)
+    def resolve(self, of: Any, *, feeding: bool = False) -> list[Tensor]:
+        """The tensors `of` names: a name (tensor, output key, op, model input or layer), a
+        Tensor, a Layer, a Selection, or an iterable of them; see
+        `graphscope.ir.query.resolve_pairs`."""
+        return query.resolve(self.graph, of, feeding=feeding)
 
-    def resolve_pairs(self, of: Any) -> list[tuple[str, Tensor]]:
+    def resolve_pairs(self, of: Any, *, feeding: bool = False) -> list[tuple[str, Tensor]]:
         """`(key as given, Tensor)` for everything `of` names."""
-        return query.resolve_pairs(self.graph, of)
+        return query.resolve_pairs(self.graph, of, feeding=feeding)
 
     def tensor(self, name: str | Tensor) -> Tensor:
         """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""
@@ -159,6 +162,14 @@ class ModelGraph:
         if self._cuts is None:
             self._cuts = query.cut_points(self.graph) if self.graph.graph["inputs"] else Selection()
         return self._cuts
+
+
+def _own_copy(G: nx.DiGraph) -> nx.DiGraph:
+    """A copy of `G` sharing nothing that can change: its own nodes, edges and attribute dicts,
+    and its own graph-level tables (the records in them are frozen)."""
+    H = G.copy()
+    H.graph.update({k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in G.graph.items()})
+    return H
 
 
 class Queries:
