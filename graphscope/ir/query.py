@@ -133,11 +133,16 @@ def outputs(G: nx.DiGraph) -> list[Tensor]:
 
 
 def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
-    """The output tensor at `key`: a key or path of the structure the traced function returns,
-    or a position among its outputs (see `ModelGraph.output`). It is the tensor the model
-    computes there, found through the `Identity` copies TensorFlow makes of a function's
-    results, so an output that also feeds another one (an encoder's output) can be edited and
-    differentiated with respect to."""
+    """The output tensor at `key`: a key or path of the structure the traced function returns
+    (`"detection_boxes"`, `"features/p3"`), or a position among its outputs (`0`). It is the
+    tensor the model computes there, found through the `Identity` copies TensorFlow makes of a
+    function's results, so an output that also feeds another one (an encoder's output) can be
+    edited and differentiated with respect to.
+
+    Raises:
+        TensorNotFoundError: no output has that key or position (the message lists the keys).
+        AmbiguousMatchError: a path to several outputs (`"features"` holding p3...p7).
+    """
     names: list[str] = G.graph["outputs"]
     keys = output_keys(G)
     if isinstance(key, bool) or not isinstance(key, (int, str)):
@@ -314,7 +319,11 @@ def descendants(
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:
     """A layer call by name or path (`"backbone/conv1"`, `"shared_dense@2"`) or by its index in
-    the traced model's `.layers`."""
+    the traced model's `.layers`.
+
+    Raises:
+        LayerNotFoundError: no layer has that name (with the closest names) or index.
+    """
     layers: list[Layer] = G.graph["layers"]
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise ArgumentError(f"a layer is named by its name/path (str) or index (int), not {type(key).__name__} ({key!r})")
