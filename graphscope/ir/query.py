@@ -64,11 +64,15 @@ def tensor(G: nx.DiGraph, name: str | Tensor) -> Tensor:
 
 
 def op(G: nx.DiGraph, name: str) -> Op:
-    """The op record called `name` (canonical or raw op name, or anything naming one of its
-    tensors, see `tensor`)."""
-    if name in G:
-        return G.nodes[name]["op"]
-    return G.nodes[tensor(G, name).op]["op"]
+    """The op of the tensor `name` names (see `tensor`: a key means the op computing the output),
+    or the op called `name` (canonical or raw) when it has no single output."""
+    try:
+        return G.nodes[tensor(G, name).op]["op"]
+    except (TensorNotFoundError, AmbiguousMatchError):
+        resolved = G.graph["names"].get(name, name) if isinstance(name, str) else None
+        if resolved in G:
+            return G.nodes[resolved]["op"]
+        raise
 
 
 def resolve_pairs(G: nx.DiGraph, of: Any, *, feeding: bool = False) -> list[tuple[str, Tensor]]:

@@ -373,6 +373,7 @@ def test_an_output_key_that_is_an_input_name_means_the_output():
     for key in scope.output_keys:
         np.testing.assert_array_equal(values[key], want[key], err_msg=key)
     assert scope.tensor("token_ids") == scope.output("token_ids") != scope.tensor("token_ids:0")
+    assert scope.op("token_ids").type == "AddV2" and scope.op("token_ids:0").type == "Placeholder"
     np.testing.assert_array_equal(scope.run("token_ids:0", (x, mask))["token_ids:0"], x)  # the input
     fed = scope.run(["token_ids"], {"token_ids": x}, feeds=["token_ids"])
     np.testing.assert_array_equal(fed["token_ids"], want["token_ids"])  # fed by name: the input
