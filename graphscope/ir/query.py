@@ -169,18 +169,20 @@ _PASS_THROUGH = frozenset({"Identity", "IdentityN"})
 
 
 def computed(G: nx.DiGraph, t: Tensor) -> Tensor:
-    """`t`, or the tensor it copies unchanged when it is a top-level `Identity`/`IdentityN` (as
-    TensorFlow copies a function's results), followed while the copied tensor is a top-level
-    one too: what an output key means."""
+    """`t`, or the tensor it copies unchanged when it is a top-level `Identity` or `IdentityN`
+    (as TensorFlow copies a function's results), followed through top-level `Identity` ops:
+    what an output key means. An `IdentityN` further up is no copy but a custom gradient's
+    result (`tf.custom_gradient`: SiLU), and is kept."""
     seen = set()
-    while t.op_type in _PASS_THROUGH and not t.function and t.name not in seen:
+    kinds = _PASS_THROUGH
+    while t.op_type in kinds and not t.function and t.name not in seen:
         seen.add(t.name)
         inputs = G.nodes[t.op]["op"].inputs
         index = t.index if t.op_type == "IdentityN" else 0
         source = G.graph["tensors"].get(inputs[index]) if index < len(inputs) else None
         if source is None or source.function or source.op not in G:
             break
-        t = source
+        t, kinds = source, frozenset({"Identity"})
     return t
 
 

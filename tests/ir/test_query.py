@@ -470,3 +470,15 @@ def test_a_model_graph_leaves_the_graph_it_is_given_alone(functional_scope):
     by_hand = {n for op in nx.ancestors(H, probs.op) for n in H.nodes[op]["op"].outputs}
     assert set(gs.ancestors(H, probs).names) == by_hand
     assert removed.name not in gs.find(H, "dense").names
+
+
+def test_an_output_key_stops_at_a_custom_gradients_result():
+    """#13: an output key follows TensorFlow's copies of the result, not a custom gradient's
+    IdentityN (SiLU's), whose gradient is the model's own."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, activation="swish", name="s")(x_in))
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs
+    assert out.op_type == "IdentityN" and out == scope.output(0) and scope.graph.graph["outputs"] == ["Identity:0"]
+    x = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(scope.run(out, x)[out.name], model(x), rtol=1e-6, atol=1e-6)
