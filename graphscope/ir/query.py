@@ -368,10 +368,11 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
     """
     index = _index(G)
     tensors_ = G.graph["tensors"]
-    sources = [tensors_[n].op for n in G.graph["inputs"]]
+    sources = [tensors_[n].op for n in G.graph["inputs"] if tensors_[n].op in G]  # G's own (a copy may lack some)
     used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
     for n in G.graph["outputs"]:
-        used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+        if tensors_[n].op in G:
+            used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
     if not sources or not used:
         return Selection()
     upstream = set(used).union(*(index.ancestors(op) for op in used))

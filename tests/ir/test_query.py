@@ -470,6 +470,9 @@ def test_a_model_graph_leaves_the_graph_it_is_given_alone(functional_scope):
     by_hand = {n for op in nx.ancestors(H, probs.op) for n in H.nodes[op]["op"].outputs}
     assert set(gs.ancestors(H, probs).names) == by_hand
     assert removed.name not in gs.find(H, "dense").names
+    last = functional_scope.graph.graph["outputs"][0].partition(":")[0]
+    H.remove_node(last)  # the output's own op: no path from the input reaches an output
+    assert gs.cut_points(H) == gs.Selection()
 
 
 def test_an_output_key_stops_at_a_custom_gradients_result():
