@@ -16,7 +16,8 @@ from typing import Any
 
 from graphscope.data.store import Field, StoredTensor, read_graph, read_root
 from graphscope.display.tables import bundle_table
-from graphscope.errors import StoreError, TensorNotFoundError, suggestion
+from graphscope.errors import GraphscopeError, StoreError, TensorNotFoundError, suggestion
+from graphscope.ir import query
 from graphscope.ir.graph import ModelGraph, Queries
 from graphscope.ir.records import Tensor
 from graphscope.ir.serialize import graph_from_data
@@ -66,6 +67,7 @@ class Bundle(Queries, Shown):
             for name, field in attrs["tensors"].items()
         }
         self._model_graph: ModelGraph | None = None
+        self._by_computed: dict[str, str] | None = None  # what a stored tensor computes -> its name
 
     # ---- what it holds
 
@@ -85,6 +87,9 @@ class Bundle(Queries, Shown):
         return list(self._tensors.values())
 
     def __getitem__(self, name: str | Tensor) -> StoredTensor:
+        """The stored tensor `name` names, by the rules every query follows
+        (`graphscope.ir.query.resolve_pairs`: a tensor, op, output key or input name), or a
+        copy of it (an output's `Identity` holds the value stored for what it copies)."""
         key = name.name if isinstance(name, Tensor) else name
         if key not in self._tensors and isinstance(key, str):
             key = self._canonical(key)
@@ -92,18 +97,31 @@ class Bundle(Queries, Shown):
 
     def _canonical(self, name: str) -> str:
         try:
-            canonical = self.model_graph.tensor(name).name
-        except TensorNotFoundError:
-            canonical = None
-        if canonical not in self._tensors:
+            wanted = query.computed(self.model_graph.graph, self.model_graph.tensor(name)).name
+        except GraphscopeError:
+            wanted = None
+        if self._by_computed is None:
+            G = self.model_graph.graph
+            self._by_computed = {}
+            for stored in self._tensors:
+                if stored in self.model_graph.tensors:
+                    self._by_computed.setdefault(query.computed(G, self.model_graph.tensors[stored]).name, stored)
+        if wanted not in self._by_computed:
             raise TensorNotFoundError(
                 f"{name!r} is not stored in {self.path!r}; it holds {', '.join(self.names)}."
                 + suggestion(name, self.names)
             )
-        return canonical
+        return self._by_computed[wanted]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tensors
+        """Whether `bundle[name]` finds a stored tensor."""
+        if not isinstance(name, (str, Tensor)):
+            return False
+        try:
+            self[name]
+        except GraphscopeError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)

@@ -78,6 +78,13 @@ def _files(folder):
     return folder
 
 
+def _without(G, op):
+    """A copy of `G` without the op `op` (the copy shares G's tables of tensors and names)."""
+    H = G.copy()
+    H.remove_node(op)
+    return H
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     cnn = models.functional()
@@ -221,6 +228,10 @@ WRONG = [
           r"a tensor is named by a str or a Tensor, not int"),
     Wrong("an op name whose op has several outputs", lambda w: w.halves.tensor("halves/split"),
           gs.AmbiguousMatchError, ValueError, r"2 outputs; name one: halves/split:0, halves/split:1"),
+    Wrong("one tensor by the name of a layer with several outputs", lambda w: w.halves.tensor("halves"),
+          gs.AmbiguousMatchError, ValueError, r"'halves' names 2 tensors; name one: halves/mul:0, halves/add:0"),
+    Wrong("a tensor a copy of the graph left out", lambda w: gs.ancestors(_without(w.scope.graph, "dense/BiasAdd"),
+          "dense/BiasAdd:0"), gs.TensorNotFoundError, KeyError, r"no tensor named 'dense/BiasAdd:0'.*Did you mean"),
     Wrong("the output of a layer with several", lambda w: w.halves.layer("halves").output, gs.AmbiguousMatchError,
           ValueError, r"layer 'halves' has 2 outputs: use .outputs"),
     Wrong("an invalid regex", lambda w: w.scope.find("dense/("), gs.PatternError, ValueError,

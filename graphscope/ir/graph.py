@@ -15,27 +15,60 @@ layer's output reaches into custom layers' loops and helper functions.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
 
 from graphscope.ir import query
-from graphscope.ir.records import Layer, Op, Outputs, Selection, Tensor
+from graphscope.ir.records import Layer, Outputs, Selection, Tensor
 
 __all__ = ["ModelGraph", "Queries"]
+
+
+def _on_graph(fn: Callable[..., Any]) -> Any:
+    """`fn(G, ...)` as a method over a ModelGraph's graph. `fn` is the one definition: the
+    method shows its docstring and its signature (the graph left out)."""
+
+    def method(self: ModelGraph, /, *args: Any, **kwargs: Any) -> Any:
+        return fn(self.graph, *args, **kwargs)
+
+    functools.update_wrapper(method, fn)
+    signature = inspect.signature(fn)
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(parameters=[self_, *list(signature.parameters.values())[1:]])  # type: ignore[attr-defined]
+    return method
+
+
+def _on_model_graph(name: str) -> Any:
+    """ModelGraph's method or property `name` as a facade's, over its `model_graph`, with its
+    docstring and signature."""
+    target = inspect.getattr_static(ModelGraph, name)
+    if isinstance(target, property):
+        return property(lambda self: getattr(self.model_graph, name), doc=target.__doc__)
+
+    def method(self: Queries, /, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.model_graph, name)(*args, **kwargs)
+
+    functools.update_wrapper(method, target)
+    method.__signature__ = inspect.signature(target)  # type: ignore[attr-defined]
+    return method
 
 
 class ModelGraph:
     """A mirrored graph with its metadata and index; every query graphscope answers, written once.
 
-    The graph is frozen (networkx raises on any change); to edit one, copy it
-    (`model_graph.graph.copy()`) and use the functions of `graphscope.ir.query` on the copy.
+    It keeps a frozen copy of the graph it is given (networkx raises on any change; the caller's
+    graph stays as it was); to edit one, copy it (`model_graph.graph.copy()`) and use the
+    functions of `graphscope.ir.query` on the copy.
     """
 
     __slots__ = ("_cuts", "graph")
 
     def __init__(self, G: nx.DiGraph) -> None:
-        self.graph: nx.DiGraph = nx.freeze(G)
+        self.graph: nx.DiGraph = nx.freeze(_own_copy(G))
         query.own(self.graph)  # its index is built by the first query, then kept
         self._cuts: Selection | None = None
 
@@ -62,23 +95,11 @@ class ModelGraph:
 
     @property
     def outputs(self) -> Outputs:
-        """The traced function's output tensors, with their keys (`Outputs.keys`)."""
-        return Outputs((self.tensors[n] for n in self.graph.graph["outputs"]), self.output_keys)
+        """The traced function's output tensors, with their keys (`Outputs.keys`): each the
+        tensor the model computes (see `graphscope.ir.query.output`)."""
+        return Outputs(query.outputs(self.graph), self.output_keys)
 
-    @property
-    def output_keys(self) -> list[str]:
-        """The key or path of each output in the structure the model returns (`detection_boxes`,
-        `0`, `features/p3`; `""` for a single tensor), in the order of `outputs`."""
-        return query.output_keys(self.graph)
-
-    def output(self, key: str | int = 0) -> Tensor:
-        """The output tensor at `key`: a key or path of the returned structure, or a position.
-
-        Raises:
-            TensorNotFoundError: no output has that key (the message lists the keys).
-            AmbiguousMatchError: a path to several outputs (`"features"` holding p3...p7).
-        """
-        return query.output(self.graph, key)
+    output_keys = property(_on_graph(query.output_keys))
 
     @property
     def layers(self) -> list[Layer]:
@@ -114,46 +135,21 @@ class ModelGraph:
     def __repr__(self) -> str:
         return f"<ModelGraph {self.name}: {self.n_ops} ops, {self.n_layers} layers>"
 
-    # ---- names
+    # ---- names and queries: the functions of `graphscope.ir.query`, over this graph
 
-    def resolve(self, of: Any) -> list[Tensor]:
-        """The tensors `of` names: a name (tensor, op, model input or layer), a Tensor, a Layer,
-        a Selection, or an iterable of them; see `graphscope.ir.query.resolve_pairs`."""
-        return query.resolve(self.graph, of)
-
-    def resolve_pairs(self, of: Any) -> list[tuple[str, Tensor]]:
-        """`(key as given, Tensor)` for everything `of` names."""
-        return query.resolve_pairs(self.graph, of)
-
-    def tensor(self, name: str | Tensor) -> Tensor:
-        """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""
-        return query.tensor(self.graph, name)
-
-    def op(self, name: str) -> Op:
-        """The op record called `name` (or the op of the tensor called `name`)."""
-        return query.op(self.graph, name)
-
-    def layer(self, key: str | int) -> Layer:
-        """A layer call by name/path (`"backbone/conv1"`, `"shared@2"`) or index in `model.layers`."""
-        return query.layer(self.graph, key)
-
-    # ---- queries
-
-    def find(self, pattern: str | None = None, *, op_type: str | None = None, layer: str | None = None) -> Selection:
-        """Tensors whose canonical name matches `re.search(pattern)`; see `graphscope.ir.query.find`."""
-        return query.find(self.graph, pattern, op_type=op_type, layer=layer)
-
-    def ancestors(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor upstream of `of` (a name, Tensor, Selection or Layer), filtered like `find`."""
-        return query.ancestors(self.graph, of, pattern, op_type=op_type)
-
-    def descendants(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor downstream of `of`, filtered like `find`."""
-        return query.descendants(self.graph, of, pattern, op_type=op_type)
+    resolve = _on_graph(query.resolve)
+    resolve_pairs = _on_graph(query.resolve_pairs)
+    tensor = _on_graph(query.tensor)
+    op = _on_graph(query.op)
+    layer = _on_graph(query.layer)
+    output = _on_graph(query.output)
+    find = _on_graph(query.find)
+    ancestors = _on_graph(query.ancestors)
+    descendants = _on_graph(query.descendants)
 
     def cut_points(self, *, every_tensor: bool = False) -> Selection:
-        """Tensors every path from the inputs passes through; see `graphscope.ir.query.cut_points`.
-        The default answer is computed once (the graph cannot change)."""
+        """`graphscope.ir.query.cut_points` over this graph; the default answer is computed once
+        (the graph cannot change)."""
         if every_tensor:
             return query.cut_points(self.graph, every_tensor=True)
         if self._cuts is None:
@@ -161,8 +157,16 @@ class ModelGraph:
         return self._cuts
 
 
+def _own_copy(G: nx.DiGraph) -> nx.DiGraph:
+    """A copy of `G` sharing nothing that can change: its own nodes, edges and attribute dicts,
+    and its own graph-level tables (the records in them are frozen)."""
+    H = G.copy()
+    H.graph.update({k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in G.graph.items()})
+    return H
+
+
 class Queries:
-    """The query methods of the facades (`Scope`, `Bundle`), written once over `model_graph`."""
+    """The queries of the facades (`Scope`, `Bundle`): `ModelGraph`'s, over their `model_graph`."""
 
     __slots__ = ()
 
@@ -175,52 +179,14 @@ class Queries:
         """The mirrored graph (frozen): one node per op (attribute `op`), producer -> consumer edges."""
         return self.model_graph.graph
 
-    @property
-    def outputs(self) -> Outputs:
-        """The traced function's output tensors, with their keys in the returned structure."""
-        return self.model_graph.outputs
-
-    @property
-    def layers(self) -> list[Layer]:
-        """Every layer call, in the model's `.layers` order, nested layers after their parent."""
-        return self.model_graph.layers
-
-    @property
-    def output_keys(self) -> list[str]:
-        """The key or path of each output in the structure the model returns, as `outputs`."""
-        return self.model_graph.output_keys
-
-    def output(self, key: str | int = 0) -> Tensor:
-        """The output tensor at a key, path or position of the returned structure
-        (`"detection_boxes"`, `"features/p3"`, `0`)."""
-        return self.model_graph.output(key)
-
-    def tensor(self, name: str | Tensor) -> Tensor:
-        """The tensor called `name` (canonical or raw name, or an op name meaning its only output)."""
-        return self.model_graph.tensor(name)
-
-    def op(self, name: str) -> Op:
-        """The op record called `name`."""
-        return self.model_graph.op(name)
-
-    def find(self, pattern: str | None = None, *, op_type: str | None = None, layer: str | None = None) -> Selection:
-        """Tensors whose canonical name matches `re.search(pattern)`; see `graphscope.ir.query.find`."""
-        return self.model_graph.find(pattern, op_type=op_type, layer=layer)
-
-    def ancestors(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor upstream of `of` (a tensor, op, input or layer name, a Tensor, a Selection
-        or a Layer), filtered like `find`."""
-        return self.model_graph.ancestors(of, pattern, op_type=op_type)
-
-    def descendants(self, of: Any, pattern: str | None = None, *, op_type: str | None = None) -> Selection:
-        """Every tensor downstream of `of`, filtered like `find`."""
-        return self.model_graph.descendants(of, pattern, op_type=op_type)
-
-    def cut_points(self, *, every_tensor: bool = False) -> Selection:
-        """Tensors every path from the inputs passes through: where the model splits into a head
-        and a tail fed by that tensor alone. See `graphscope.ir.query.cut_points`."""
-        return self.model_graph.cut_points(every_tensor=every_tensor)
-
-    def layer(self, key: str | int) -> Layer:
-        """A layer call by name/path (`"backbone/conv1"`, `"shared@2"`) or index in `model.layers`."""
-        return self.model_graph.layer(key)
+    outputs = _on_model_graph("outputs")
+    output_keys = _on_model_graph("output_keys")
+    layers = _on_model_graph("layers")
+    output = _on_model_graph("output")
+    tensor = _on_model_graph("tensor")
+    op = _on_model_graph("op")
+    layer = _on_model_graph("layer")
+    find = _on_model_graph("find")
+    ancestors = _on_model_graph("ancestors")
+    descendants = _on_model_graph("descendants")
+    cut_points = _on_model_graph("cut_points")

@@ -53,7 +53,7 @@ def _producer(graph: ModelGraph, tensor: Tensor) -> Tensor:
 
 def _activation_input(graph: ModelGraph, tensor: Tensor) -> Tensor | None:
     """The pre-activation of `tensor` when it is an activation's output: the activation op's
-    input; for SiLU/swish (`x * sigmoid(x)`), the `x`."""
+    input; for SiLU/swish (`x * sigmoid(x)`) and GELU (built from `Erfc` or `Tanh`), the `x`."""
     t = _producer(graph, tensor)
     op = graph.graph.nodes[t.op]["op"]
     if t.op_type in ACTIVATIONS and op.inputs:
@@ -69,7 +69,44 @@ def _activation_input(graph: ModelGraph, tensor: Tensor) -> Tensor | None:
             if inner == x.name or (scaled is not None and scaled.op_type == "Mul"
                                    and x.name in graph.graph.nodes[scaled.op]["op"].inputs):
                 return x
+    if t.op_type == "Mul":
+        return _gelu_input(graph, t)
     return None
+
+
+# GELU has no op of its own: Keras builds `0.5 * x * erfc(-x / sqrt(2))` (tf_keras: `erf`), or
+# with approximate=True `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`
+_GELU_OPS = frozenset({"Mul", "Neg", "Erf", "Erfc", "Tanh", "Pow", "Square", "AddV2", "Add", "Sub", "RealDiv",
+                       "Sqrt", "Cast", "Identity"})
+_GELU_MARKS = frozenset({"Erf", "Erfc", "Tanh"})
+
+
+def _gelu_input(graph: ModelGraph, t: Tensor) -> Tensor | None:
+    """The `x` of a GELU whose result is `t` (a `Mul`): the one non-constant tensor that a small
+    group of elementwise ops computed in `t`'s layer reads, an `Erf`, `Erfc` or `Tanh` among
+    them; else None."""
+    G = graph.graph
+    top = G.nodes[t.op]["op"]
+    seen: set[str] = set()
+    stack, outside, marked = [t.op], set(), False
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if len(seen) > 16:  # more than an activation: a computation of the layer's own
+            return None
+        op = G.nodes[name]["op"]
+        marked = marked or op.type in _GELU_MARKS
+        for i in op.inputs:
+            source = G.nodes[graph.tensors[i].op]["op"]
+            if source.type == "Const":
+                continue
+            if source.type in _GELU_OPS and source.layer == top.layer and source.function == top.function:
+                stack.append(source.name)
+            else:
+                outside.add(i)
+    return graph.tensors[outside.pop()] if marked and len(outside) == 1 else None
 
 
 def _top_level_outputs(graph: ModelGraph) -> list[tuple[Any, Tensor]]:
@@ -85,7 +122,8 @@ def _top_level_outputs(graph: ModelGraph) -> list[tuple[Any, Tensor]]:
 def pre_activations(of: Any) -> Selection:
     """For every layer whose output is an activation (fused, `Dense(..., activation="relu")`, or
     an `Activation`/`ReLU`/`Softmax` layer), the tensor just before it: `block4_conv3/BiasAdd:0`,
-    the `FusedBatchNormV3` before ResNet's `conv2_block1_1_relu`, SiLU's input in EfficientNet.
+    the `FusedBatchNormV3` before ResNet's `conv2_block1_1_relu`, SiLU's input in EfficientNet,
+    GELU's in ViT and BERT (exact or tanh-approximated).
     Layers nested inside others count too."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}

@@ -35,69 +35,67 @@ from graphscope.errors import (
 from graphscope.ir.names import split_tensor_name
 from graphscope.ir.records import Layer, Op, Selection, Tensor
 
-__all__ = ["Index", "ancestors", "as_layer", "output", "cut_points", "descendants", "find", "layer", "narrow", "op", "output_keys", "resolve",
-           "resolve_pairs", "tensor"]
+__all__ = ["Index", "ancestors", "as_layer", "computed", "cut_points", "descendants", "find", "layer", "narrow", "op", "output",
+           "output_keys", "outputs", "resolve", "resolve_pairs", "tensor"]
 
 TensorLike = str | Tensor
 Fetchable = TensorLike | Selection | Layer | Iterable[TensorLike | Layer]
 
 
 def tensor(G: nx.DiGraph, name: str | Tensor) -> Tensor:
-    """The tensor called `name`: a canonical or raw tensor name, or an op name meaning the op's
-    only output.
+    """The one tensor `name` names, by the rules of `resolve_pairs`: a canonical or raw tensor
+    name, an output key, an input name, an op name meaning the op's only output, or the name of
+    a layer call with one output.
 
     Raises:
-        TensorNotFoundError: nothing has that name (the message lists the closest names).
-        AmbiguousMatchError: an op name whose op has several outputs.
+        TensorNotFoundError: nothing in `G` has that name (the message lists the closest names).
+        AmbiguousMatchError: an op or layer with several outputs.
     """
     if isinstance(name, Tensor):
-        return G.graph["tensors"][name.name]
+        return _present(G, name.name)
     if not isinstance(name, str):
         raise ArgumentError(f"a tensor is named by a str or a Tensor, not {type(name).__name__} ({name!r})")
-    tensors: dict[str, Tensor] = G.graph["tensors"]
-    if name in tensors:
-        return tensors[name]
-    resolved = G.graph["names"].get(name)
-    if resolved in tensors:
-        return tensors[resolved]
-    if resolved is None and name in G:
-        resolved = name
-    if resolved is not None and resolved in G:
-        outputs = G.nodes[resolved]["op"].outputs
-        if len(outputs) == 1:
-            return tensors[outputs[0]]
-        if not outputs:
-            raise TensorNotFoundError(
-                f"op {resolved!r} has no outputs (it only orders other ops); "
-                "name one of the tensors it depends on instead"
-            )
+    found = _by_name(G, name)
+    if len(found) != 1:
         raise AmbiguousMatchError(
-            f"op {resolved!r} has {len(outputs)} outputs; name one: {', '.join(outputs)}"
+            f"{name!r} names {len(found)} tensors; name one: {', '.join(t.name for t in found)}"
         )
-    op_name, _ = split_tensor_name(name)
-    hint = suggestion(name, tensors) or suggestion(op_name, tensors)
-    raise TensorNotFoundError(f"no tensor named {name!r} in graph {G.name!r}.{hint}")
+    return found[0]
 
 
 def op(G: nx.DiGraph, name: str) -> Op:
-    """The op record called `name` (canonical or raw op name, or the name of one of its tensors)."""
-    if name in G:
-        return G.nodes[name]["op"]
-    return G.nodes[tensor(G, name).op]["op"]
+    """The op of the tensor `name` names (see `tensor`: a key means the op computing the output),
+    or the op called `name` (canonical or raw) when it has no single output."""
+    try:
+        return G.nodes[tensor(G, name).op]["op"]
+    except (TensorNotFoundError, AmbiguousMatchError):
+        resolved = G.graph["names"].get(name, name) if isinstance(name, str) else None
+        if resolved in G:
+            return G.nodes[resolved]["op"]
+        raise
 
 
-def resolve_pairs(G: nx.DiGraph, of: Any) -> list[tuple[str, Tensor]]:
+def resolve_pairs(G: nx.DiGraph, of: Any, *, feeding: bool = False) -> list[tuple[str, Tensor]]:
     """`(key, Tensor)` for everything `of` names, in order: the one resolver behind every method
     that takes "a tensor or a layer".
 
     `of` is a name, a Tensor, a Layer (its outputs), a Selection or an iterable of them. A name
-    is tried as a tensor or op name (canonical or raw), then as a model input's name
-    (`input_image`), then as a layer's name or path (`ROI`, `shared@2`: its outputs), then as
-    the key of an output in the structure the model returns (`detection_boxes`). The key is
-    the name as given for a name that names one tensor, else the tensor's canonical name.
+    is tried, in this order, as
+      1. a canonical tensor name (`dense/BiasAdd:0`, `token_ids:0`), or a raw one with its index;
+      2. the key of an output in the structure the model returns (`detection_boxes`): the
+         tensor the model computes there (what the terminal `Identity` copies; see `output`);
+      3. a tensor or op name, canonical or raw (an op name means the op's only output);
+      4. a model input's name (`input_image`);
+      5. a layer's name or path (`ROI`, `shared@2`): its outputs.
+    With `feeding` (names of what is fed), an output key comes last instead: a name that is both
+    an input's and an output's (keras-hub's `token_ids`) means the output when fetched, the
+    input when fed. The key is the name as given, except for a layer (its outputs' canonical
+    names).
 
     Raises:
-        TensorNotFoundError: a name that names nothing (with the closest tensor and layer names).
+        TensorNotFoundError: a name that names nothing in `G` (with the closest names), or an op
+            without outputs.
+        AmbiguousMatchError: an op name whose op has several outputs.
         ArgumentError: something that is not a name, Tensor, Layer or Selection.
     """
     if isinstance(of, (str, Tensor, Layer)):
@@ -108,20 +106,22 @@ def resolve_pairs(G: nx.DiGraph, of: Any) -> list[tuple[str, Tensor]]:
         )
     pairs: list[tuple[str, Tensor]] = []
     for item in of:
-        lay = as_layer(G, item)
-        if lay is not None:
-            pairs.extend((t.name, G.graph["tensors"][t.name]) for t in lay.outputs)
-        elif isinstance(item, str) and not _names_a_tensor(G, item):
-            pairs.extend(_by_other_name(G, item))
+        if isinstance(item, Layer):
+            pairs.extend((t.name, _present(G, t.name)) for t in item.outputs)
+        elif isinstance(item, Tensor):
+            pairs.append((item.name, _present(G, item.name)))
+        elif isinstance(item, str) and as_layer(G, item) is not None:  # keyed by its tensors' names
+            pairs.extend((t.name, t) for t in _by_name(G, item, feeding=feeding))
+        elif isinstance(item, str):
+            pairs.extend((item, t) for t in _by_name(G, item, feeding=feeding))
         else:
-            t = tensor(G, item)
-            pairs.append((item if isinstance(item, str) else t.name, t))
+            raise ArgumentError(f"a tensor is named by a str or a Tensor, not {type(item).__name__} ({item!r})")
     return pairs
 
 
-def resolve(G: nx.DiGraph, of: Any) -> list[Tensor]:
+def resolve(G: nx.DiGraph, of: Any, *, feeding: bool = False) -> list[Tensor]:
     """The Tensors `of` names (see `resolve_pairs`), in order."""
-    return [t for _, t in resolve_pairs(G, of)]
+    return [t for _, t in resolve_pairs(G, of, feeding=feeding)]
 
 
 def output_keys(G: nx.DiGraph) -> list[str]:
@@ -130,20 +130,33 @@ def output_keys(G: nx.DiGraph) -> list[str]:
     return list(G.graph.get("output_keys") or [str(k) for k in range(len(G.graph["outputs"]))])
 
 
+def outputs(G: nx.DiGraph) -> list[Tensor]:
+    """The tensors the traced function returns, one per output key: each the tensor the model
+    computes, not the copy TensorFlow makes of it for the function's results (`Identity:0`)."""
+    return [computed(G, _present(G, n)) for n in G.graph["outputs"]]
+
+
 def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
-    """The output tensor at `key`: a key or path of the structure the traced function returns,
-    or a position among its outputs (see `ModelGraph.output`)."""
-    outputs: list[str] = G.graph["outputs"]
+    """The output tensor at `key`: a key or path of the structure the traced function returns
+    (`"detection_boxes"`, `"features/p3"`), or a position among its outputs (`0`). It is the
+    tensor the model computes there, found through the `Identity` copies TensorFlow makes of a
+    function's results, so an output that also feeds another one (an encoder's output) can be
+    edited and differentiated with respect to.
+
+    Raises:
+        TensorNotFoundError: no output has that key or position (the message lists the keys).
+        AmbiguousMatchError: a path to several outputs (`"features"` holding p3...p7).
+    """
+    names: list[str] = G.graph["outputs"]
     keys = output_keys(G)
-    tensors_: dict[str, Tensor] = G.graph["tensors"]
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise ArgumentError(f"an output is named by its key or path (str) or position (int), not {type(key).__name__}")
     if isinstance(key, int):
-        if -len(outputs) <= key < len(outputs):
-            return tensors_[outputs[key]]
-        raise TensorNotFoundError(f"no output at position {key}: {G.name!r} has {len(outputs)} (0..{len(outputs) - 1})")
+        if -len(names) <= key < len(names):
+            return computed(G, _present(G, names[key]))
+        raise TensorNotFoundError(f"no output at position {key}: {G.name!r} has {len(names)} (0..{len(names) - 1})")
     if key in keys:
-        return tensors_[outputs[keys.index(key)]]
+        return computed(G, _present(G, names[keys.index(key)]))
     under = [k for k in keys if k.startswith(key.rstrip("/") + "/")]
     if under:
         raise AmbiguousMatchError(f"{key!r} holds {len(under)} outputs; name one: {', '.join(under)}")
@@ -152,12 +165,34 @@ def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
     )
 
 
+_PASS_THROUGH = frozenset({"Identity", "IdentityN"})
+
+
+def computed(G: nx.DiGraph, t: Tensor) -> Tensor:
+    """`t`, or the tensor it copies unchanged when it is a top-level `Identity` or `IdentityN`
+    (as TensorFlow copies a function's results), followed through top-level `Identity` ops:
+    what an output key means. An `IdentityN` further up is no copy but a custom gradient's
+    result (`tf.custom_gradient`: SiLU), and is kept."""
+    seen = set()
+    kinds = _PASS_THROUGH
+    while t.op_type in kinds and not t.function and t.name not in seen:
+        seen.add(t.name)
+        inputs = G.nodes[t.op]["op"].inputs
+        index = t.index if t.op_type == "IdentityN" else 0
+        source = G.graph["tensors"].get(inputs[index]) if index < len(inputs) else None
+        if source is None or source.function or source.op not in G:
+            break
+        t, kinds = source, frozenset({"Identity"})
+    return t
+
+
 def as_layer(G: nx.DiGraph, item: Any) -> Layer | None:
     """The Layer `item` stands for: a Layer, or the name of a layer call that names no tensor,
-    op or input (`"ROI"`; `"conv1/Relu"` is the op); else None."""
+    op, output or input (`"ROI"`; `"conv1/Relu"` is the op); else None."""
     if isinstance(item, Layer):
         return item
-    if not isinstance(item, str) or _names_a_tensor(G, item) or item in G.graph.get("input_names", ()):
+    if not isinstance(item, str) or _names_a_tensor(G, item) or item in G.graph.get("input_names", ()) \
+            or item in _recorded_keys(G):
         return None
     return next((lay for lay in G.graph["layers"] if lay.name == item), None)
 
@@ -166,19 +201,60 @@ def _names_a_tensor(G: nx.DiGraph, name: str) -> bool:
     return name in G.graph["tensors"] or name in G.graph["names"] or name in G
 
 
-def _by_other_name(G: nx.DiGraph, name: str) -> list[tuple[str, Tensor]]:
-    """A model input's name; else the error, offering layer names too."""
+def _recorded_keys(G: nx.DiGraph) -> list[str]:
+    """Output keys as recorded (positions of a graph saved before keys were kept are no names)."""
+    return [k for k in G.graph.get("output_keys", ()) if k]
+
+
+def _present(G: nx.DiGraph, name: str) -> Tensor:
+    """The tensor with canonical name `name`, if its op is a node of `G` (a copy or view of a
+    graph shares the graph-level table of tensors, including those of nodes it left out)."""
+    t = G.graph["tensors"].get(name)
+    if t is None or t.op not in G:
+        op_name, _ = split_tensor_name(name)
+        names = [n for n in G.graph["tensors"] if split_tensor_name(n)[0] in G]
+        hint = suggestion(name, names) or suggestion(op_name, names)
+        raise TensorNotFoundError(f"no tensor named {name!r} in graph {G.name!r}.{hint}")
+    return t
+
+
+def _by_name(G: nx.DiGraph, name: str, *, feeding: bool = False) -> list[Tensor]:
+    """The tensors `name` names, by the rules of `resolve_pairs`."""
     tensors_: dict[str, Tensor] = G.graph["tensors"]
+    names: dict[str, str] = G.graph["names"]
+    keys = _recorded_keys(G)
+    if name in tensors_ or (split_tensor_name(name)[1] is not None and names.get(name) in tensors_):
+        return [_present(G, names.get(name, name) if name not in tensors_ else name)]
+    if not feeding and name in keys:
+        return [output(G, name)]
+    if _names_a_tensor(G, name):
+        resolved = names.get(name, name)
+        if resolved in tensors_:
+            return [_present(G, resolved)]
+        if resolved in G:
+            outs = G.nodes[resolved]["op"].outputs
+            if len(outs) == 1:
+                return [_present(G, outs[0])]
+            if not outs:
+                raise TensorNotFoundError(
+                    f"op {resolved!r} has no outputs (it only orders other ops); "
+                    "name one of the tensors it depends on instead"
+                )
+            raise AmbiguousMatchError(f"op {resolved!r} has {len(outs)} outputs; name one: {', '.join(outs)}")
     input_names = G.graph.get("input_names", [])
     if name in input_names:
-        return [(name, tensors_[G.graph["inputs"][input_names.index(name)]])]
-    keys = list(G.graph.get("output_keys", ()))  # as recorded: positions are no names
-    if name and name in keys:  # a key or path of the returned structure
-        return [(name, tensors_[G.graph["outputs"][keys.index(name)]])]
+        return [_present(G, G.graph["inputs"][input_names.index(name)])]
+    lay = as_layer(G, name)
+    if lay is not None:
+        return [_present(G, t.name) for t in lay.outputs]
+    if name in keys:
+        return [output(G, name)]
     op_name, _ = split_tensor_name(name)
-    candidates = [*tensors_, *(lay.name for lay in G.graph["layers"])]
+    candidates = [*tensors_, *(lay.name for lay in G.graph["layers"]), *keys]
     hint = suggestion(name, candidates) or suggestion(op_name, candidates)
-    raise TensorNotFoundError(f"no tensor named {name!r} in graph {G.name!r} (nor an input or layer).{hint}")
+    raise TensorNotFoundError(
+        f"no tensor named {name!r} in graph {G.name!r} (nor an input or layer or output key).{hint}"
+    )
 
 
 def find(
@@ -212,16 +288,16 @@ def ancestors(
     op_type: str | None = None,
 ) -> Selection:
     """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
-    depth and into nested functions, filtered like `find`."""
+    depth and into nested functions, filtered like `find`. Never the tensors `of` names
+    themselves (one of them upstream of another included)."""
     seeds = resolve(G, of)
     index = _index(G)
     ops: set[str] = set()
     for t in seeds:
         ops |= index.ancestors(t.op)
     found = _tensors_in_order(G, ops, index)
-    if len(seeds) > 1:  # a seed can be upstream of another one; never list the seeds themselves
-        own = {t.name for t in seeds}
-        found = [t for t in found if t.name not in own]
+    own = {t.name for t in seeds}  # a seed can be upstream of another one
+    found = [t for t in found if t.name not in own]
     return narrow(found, pattern, op_type=op_type, layer=None)
 
 
@@ -232,19 +308,28 @@ def descendants(
     *,
     op_type: str | None = None,
 ) -> Selection:
-    """Every tensor downstream of `of`: produced by ops that consume it, directly or not."""
+    """Every tensor downstream of `of`: produced by ops that consume it, directly or not,
+    filtered like `find`. Like `ancestors`, never the tensors `of` names themselves (one of
+    them downstream of another included)."""
+    seeds = resolve(G, of)
     ops: set[str] = set()
-    for t in resolve(G, of):
+    for t in seeds:
         for consumer, edge in G.succ[t.op].items():
             if t.index in edge["outputs"] and consumer not in ops:
                 ops.add(consumer)
                 ops |= nx.descendants(G, consumer)
-    return narrow(_tensors_in_order(G, ops, _index(G)), pattern, op_type=op_type, layer=None)
+    own = {t.name for t in seeds}
+    found = [t for t in _tensors_in_order(G, ops, _index(G)) if t.name not in own]
+    return narrow(found, pattern, op_type=op_type, layer=None)
 
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:
     """A layer call by name or path (`"backbone/conv1"`, `"shared_dense@2"`) or by its index in
-    the traced model's `.layers`."""
+    the traced model's `.layers`.
+
+    Raises:
+        LayerNotFoundError: no layer has that name (with the closest names) or index.
+    """
     layers: list[Layer] = G.graph["layers"]
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise ArgumentError(f"a layer is named by its name/path (str) or index (int), not {type(key).__name__} ({key!r})")
@@ -278,19 +363,22 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
 
     Returns:
         The cut points in topological order, a single input included. With several inputs,
-        the first is where their paths have all met (the tail is still fed by it alone).
+        the first is where their paths have all met (the tail is still fed by it alone). Only
+        the outputs that depend on an input count; when none does, there are none.
     """
     index = _index(G)
     tensors_ = G.graph["tensors"]
-    sources = [tensors_[n].op for n in G.graph["inputs"]]
+    sources = [tensors_[n].op for n in G.graph["inputs"] if tensors_[n].op in G]  # G's own (a copy may lack some)
     used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
     for n in G.graph["outputs"]:
-        used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+        if tensors_[n].op in G:
+            used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
     if not sources or not used:
         return Selection()
     upstream = set(used).union(*(index.ancestors(op) for op in used))
     source, sink = object(), object()  # never clash with an op name
     H = nx.DiGraph()
+    H.add_node(source)  # an output that depends on no input has no path to cut
     H.add_edges_from((source, op) for op in sources if op in upstream)
     H.add_edges_from((op, sink) for op in used)
     stack, seen = [op for op in sources if op in upstream], set()
@@ -305,6 +393,8 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
                 used.setdefault(op, set()).update(edge["outputs"])
                 stack.append(succ)
     idom = nx.immediate_dominators(H, source)
+    if sink not in idom:  # no output depends on an input
+        return Selection()
     chain, node = [], idom[sink]
     while node is not source:
         chain.append(node)

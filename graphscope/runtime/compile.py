@@ -75,6 +75,21 @@ class Program:
                 source = prune.resource_source(self.nodes, node.input[0])
                 if source in rng:
                     self.rng_updates.setdefault(source, []).append(node.name)
+        # what the function's results wait for (asserts, prints: control inputs of the Identity
+        # copies TensorFlow makes of them), by the tensor each copies: fetching an output's
+        # computed tensor (what its key means) runs the model's checks, as the output does
+        self.output_checks: dict[str, list[str]] = {}
+        for out in cf.graph.outputs:
+            ref = prune.normal(out.name)
+            controls: list[str] = []
+            while (node := self.nodes.get(ref.partition(":")[0])) is not None and node.op in ("Identity", "IdentityN"):
+                controls += [i[1:] for i in node.input if i.startswith("^")]
+                data = [i for i in node.input if not i.startswith("^")]
+                index = int(ref.rpartition(":")[2]) if node.op == "IdentityN" else 0
+                if index >= len(data):
+                    break
+                ref = prune.normal(data[index])
+                self.output_checks.setdefault(ref, []).extend(controls)
         self._compiled = LRU()
         # the custom gradients (swish) of the traced graph, made to work on the imported copies
         self.custom_gradients = _tf.CustomGradients(cf.graph)
@@ -217,12 +232,17 @@ class Program:
                         + (" from these feeds" if feeds and len(feeds) else "")
                         + ": edit a tensor upstream of them, or fetch one downstream of the edit"
                     )
+        reached = selected.reached
+        checks = [c for f in wanted for c in self.output_checks.get(f, ())]
+        if checks:
+            extra = prune.select(nodes, feed_names, wanted + checks, captures=self._bound)
+            kept, reached = extra.kept, reached | extra.reached
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = prune.select(nodes, feed_names, wanted + updates, captures=self._bound).kept
+            kept = prune.select(nodes, feed_names, wanted + checks + updates, captures=self._bound).kept
         # the function takes the feeds the fetches reach, in the feed list's order
         fed = [(k, where, placeholder) for k, (where, placeholder) in enumerate(feed_names.items())
-               if where in selected.reached]
+               if where in reached]
         used = [k for k, _, _ in fed]
         specs = [feeds[k] for k in used]
         graph = prune.graph_def(self.graph_def, nodes, functions,
@@ -234,7 +254,8 @@ class Program:
             outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
         else:
             outputs, then = self._gradient(fetches[0], gradient, fetch_names, feed_names, fed, captures, kept)
-        function = _function(graph, inputs, outputs, updates, captures, specs, then)
+        ties = updates + [c for c in dict.fromkeys(checks) if c in kept]  # run though no fetch needs them
+        function = _function(graph, inputs, outputs, ties, captures, specs, then)
         top = [n.name for n in self.graph_def.node if n.name in kept]
         return Compiled(function, [t.name for t in fetches], kinds, top, used,
                         patch.prefixes if patch is not None else {})
@@ -338,8 +359,9 @@ def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[s
         # placeholders are imported with it and bound to the model's variable handles, so the
         # weights are the model's own (binding is 3x cheaper than capturing each handle through
         # input_map, which makes a placeholder per handle in Python). The GraphDef keeps the
-        # ordering edges of the traced function; only the random-generator updates, which no
-        # fetch depends on, are tied to the outputs here so that they run.
+        # ordering edges of the traced function; only the random-generator updates and the
+        # checks an output waits for, which no fetch depends on, are tied to the outputs here so
+        # that they run.
         values = tf.graph_util.import_graph_def(
             pending[0],
             input_map=dict(zip(inputs, args)),

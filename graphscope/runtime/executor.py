@@ -112,7 +112,7 @@ class Runtime:
     def _feed_pairs(self, feeds: Any) -> list[tuple[str, Tensor]]:
         if feeds is None:
             return list(zip(self.graph.input_names, self.graph.inputs))
-        return self.graph.resolve_pairs(feeds)
+        return self.graph.resolve_pairs(feeds, feeding=True)
 
     @property
     def variables(self) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@ activation applied to each pre-activation is the layer's output, softmax of the 
 model's output, attention probabilities sum to one over the keys, layer outputs equal Keras'."""
 
 import importlib.util
+import math
 
 import keras
 import numpy as np
@@ -154,3 +155,33 @@ def test_presets_on_vgg19_and_resnet50():
         (inp,) = lay.inputs
         np.testing.assert_array_equal(np.maximum(values[inp.name], 0), values[lay.output.name])
     np.testing.assert_allclose(_softmax(values[logits.name]), resnet.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def _gelu(x, approximate):
+    """GELU by hand: x * Phi(x), or its tanh approximation."""
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def test_gelu_pre_activations_exact_and_approximate():
+    """Issue 24 #9: GELU has no op of its own (Erfc, or Tanh and Pow, under a Gelu scope); the
+    preset finds the BiasAdd before it, fused, as a layer, and tanh-approximated."""
+    init = keras.initializers.GlorotUniform(seed=5)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(5, activation="gelu", name="fused", kernel_initializer=init)(x_in)
+    h = keras.layers.Dense(5, name="lin", kernel_initializer=init)(h)
+    h = keras.layers.Lambda(lambda t: keras.activations.gelu(t, approximate=True), name="approx")(h)
+    h = keras.layers.Dense(5, name="lin2", kernel_initializer=init)(h)
+    h = keras.layers.Activation("gelu", name="act")(h)
+    out = keras.layers.Dense(2, name="head", kernel_initializer=init)(h)  # no activation: nothing before
+    model = keras.Model(x_in, out)
+    scope = gs.trace(model, quiet=True)
+    pre = gs.presets.pre_activations(scope)
+    assert pre.names == ["fused/BiasAdd:0", "lin/BiasAdd:0", "lin2/BiasAdd:0"]
+    x = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32) * 2
+    values = scope.run(pre, x)
+    for t, layer, approximate in zip(pre, ("fused", "approx", "act"), (False, True, False)):
+        keras_out = keras.Model(model.input, model.get_layer(layer).output)(x)
+        np.testing.assert_allclose(_gelu(values[t.name].astype(np.float64), approximate), keras_out,
+                                   rtol=1e-5, atol=1e-6, err_msg=layer)

@@ -4,6 +4,7 @@ import keras
 import networkx as nx
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import graphscope as gs
 from graphscope import demo
@@ -297,3 +298,190 @@ def test_cut_points_are_computed_once_per_graph(demo_scope, monkeypatch):
     str(demo_scope)  # the layer tree shows the cut marks
     demo_scope.layer_tree(depth=1)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- issue 24's bugs
+
+
+def test_ancestors_and_descendants_never_list_their_seeds(chain):
+    """#19: `descendants([a, b])` listed b (downstream of a); `ancestors` never lists a seed.
+    Both against networkx by hand, the seeds left out."""
+    G = chain.graph
+    a, b = chain.tensor("d10/Tanh:0"), chain.tensor("d12/Tanh:0")
+
+    def tensors_of(ops, seeds):
+        return {n for op in ops for n in G.nodes[op]["op"].outputs} - {t.name for t in seeds}
+
+    def down(seeds):  # the ops fed by a seed's own output, and every op after them
+        ops = set()
+        for t in seeds:
+            consumers = {c for c, e in G.succ[t.op].items() if t.index in e["outputs"]}
+            ops |= consumers.union(*(nx.descendants(G, c) for c in consumers))
+        return tensors_of(ops, seeds)
+
+    def up(seeds):
+        return tensors_of(set().union(*(nx.ancestors(G, t.op) for t in seeds)), seeds)
+
+    for seeds in ([a], [b], [a, b], [b, a]):
+        assert set(chain.descendants(seeds).names) == down(seeds)
+        assert set(chain.ancestors(seeds).names) == up(seeds)
+    assert b.name not in chain.descendants([a, b]).names
+    assert a.name not in chain.ancestors([b, a]).names
+    assert b.name in chain.descendants(a).names and a.name in chain.ancestors(b).names
+
+
+def test_cut_points_when_an_output_depends_on_no_input():
+    """#10: an output computed from a variable alone made cut_points, the layer tree and
+    str(scope) raise NetworkXError; only outputs the inputs reach have paths to cut."""
+    v = tf.Variable(3.0)
+    alone = gs.trace(tf.function(lambda x: v * 2.0), [tf.TensorSpec((None,), tf.float32)], quiet=True)
+    assert alone.cut_points() == gs.Selection() == alone.cut_points(every_tensor=True)
+    assert "<lambda>" in str(alone.layer_tree()) and "<lambda>" in str(alone)
+
+    @tf.function
+    def both(x):
+        return {"a": tf.tanh(x * 2.0) + 1.0, "b": v * 2.0}
+
+    scope = gs.trace(both, [tf.TensorSpec((None,), tf.float32)], quiet=True)
+    G = scope.graph
+    source = scope.model_graph.inputs[0].op
+    sink = G.graph["outputs"][scope.output_keys.index("a")].partition(":")[0]
+    # by hand: the input, the output, and each op between them whose removal cuts every path
+    between = (nx.ancestors(G, sink) & nx.descendants(G, source))
+    by_hand = {source, sink} | {op for op in between if not nx.has_path(nx.restricted_view(G, [op], []), source, sink)}
+    cuts = scope.cut_points(every_tensor=True)
+    assert {t.op for t in cuts} == by_hand and len(cuts) >= 4  # input, mul, Tanh, add (and the output copy)
+    assert str(scope)
+
+
+def test_an_output_key_that_is_an_input_name_means_the_output():
+    """#3: keras-hub's generate_step returns `token_ids` and `padding_mask`, its inputs' names;
+    fetching the keys gave the inputs back. A key fetches the output; the input stays reachable
+    by its tensor name, and by its name where it is fed."""
+
+    @tf.function
+    def f(token_ids, padding_mask):
+        return {"token_ids": token_ids + 1.0, "padding_mask": tf.logical_and(padding_mask, token_ids > 1.0)}
+
+    scope = gs.trace(f, [tf.TensorSpec((None, 3), tf.float32, name="token_ids"),
+                         tf.TensorSpec((None, 3), tf.bool, name="padding_mask")], quiet=True)
+    assert scope.inputs == ["token_ids", "padding_mask"] and set(scope.output_keys) == {"token_ids", "padding_mask"}
+    x = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], np.float32)
+    mask = np.array([[True, True, False], [True, False, True]])
+    want = {k: v.numpy() for k, v in f(x, mask).items()}  # the function called eagerly
+    values = scope.run(list(scope.output_keys), (x, mask))
+    for key in scope.output_keys:
+        np.testing.assert_array_equal(values[key], want[key], err_msg=key)
+    assert scope.tensor("token_ids") == scope.output("token_ids") != scope.tensor("token_ids:0")
+    assert scope.op("token_ids").type == "AddV2" and scope.op("token_ids:0").type == "Placeholder"
+    np.testing.assert_array_equal(scope.run("token_ids:0", (x, mask))["token_ids:0"], x)  # the input
+    fed = scope.run(["token_ids"], {"token_ids": x}, feeds=["token_ids"])
+    np.testing.assert_array_equal(fed["token_ids"], want["token_ids"])  # fed by name: the input
+    with pytest.raises(gs.TensorNotFoundError, match="nor an input or layer or output key"):
+        scope.tensor("token_id")
+
+
+def _two_outputs() -> keras.Model:
+    """out1 feeds out2: `h` is an output and the input of `y`."""
+    init = keras.initializers.GlorotUniform(seed=7)
+    x_in = keras.Input((3,), name="x")
+    h = keras.layers.Dense(4, name="hidden", kernel_initializer=init, bias_initializer="ones")(x_in)
+    y = keras.layers.Dense(2, name="head", kernel_initializer=init)(h)
+    return keras.Model(x_in, {"h": h, "y": y})
+
+
+def test_an_output_key_is_the_tensor_the_model_computes():
+    """#13: an output key meant the function's Identity copy, which nothing downstream reads:
+    an output that feeds another (an encoder's output) could not be differentiated with
+    respect to, nor edited. The key means the tensor the model computes."""
+    model = _two_outputs()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    assert scope.outputs.names == ["hidden/BiasAdd:0", "head/BiasAdd:0"] and scope.outputs.keys == ("h", "y")
+    assert [scope.output(k) for k in scope.output_keys] == list(scope.outputs) == scope.model_graph.resolve(["h", "y"])
+    assert "hidden/BiasAdd:0" in str(scope.outputs) and "h " in str(scope.outputs)
+    values = scope.run(["h", "y"], x)
+    assert list(values) == ["h", "y"]
+    for key, want in model(x).items():
+        np.testing.assert_allclose(values[key], want, rtol=1e-6, atol=1e-6)
+
+    # the gradient of y with respect to h: GradientTape on the head layer, fed h
+    h = tf.constant(values["h"])
+    with tf.GradientTape() as tape:
+        tape.watch(h)
+        y = tf.reduce_sum(model.get_layer("head")(h))
+    grads = scope.gradients("y", ["h", "x"], x)
+    np.testing.assert_allclose(grads["h"], tape.gradient(y, h), rtol=1e-6, atol=1e-6)
+    assert grads["x"].shape == x.shape
+
+    # an edit at h's key: y is the head applied to the edited h (Keras, eagerly)
+    edited = scope.run(["h", "y"], x, edits={"h": lambda v: v * 0.5 - 1.0})
+    np.testing.assert_allclose(edited["h"], values["h"] * 0.5 - 1.0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(edited["y"], model.get_layer("head")(values["h"] * 0.5 - 1.0), rtol=1e-5, atol=1e-6)
+
+
+def test_every_name_a_fetch_takes_names_the_same_thing_everywhere(tmp_path):
+    """#15: scope.tensor refused an output key that scope.run took; a Bundle refused the key it
+    was extracted with; `"Identity" in bundle` was False while `bundle["Identity"]` worked."""
+    model = _two_outputs()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    want = model(x)["y"].numpy()
+    assert scope.tensor("y") == scope.output("y") == scope.model_graph.resolve("y")[0]
+    assert scope.op("y").name == "head/BiasAdd"
+    bundle = scope.extract(["y"], x, out=tmp_path / "run.zarr", quiet=True)
+    copy = scope.graph.graph["outputs"][scope.output_keys.index("y")]  # TensorFlow's Identity copy of y
+    for name in ("y", "head/BiasAdd:0", "head/BiasAdd", copy, copy.partition(":")[0], scope.tensor("y")):
+        assert name in bundle, name
+        np.testing.assert_allclose(np.asarray(bundle[name]), want, rtol=1e-6, atol=1e-6, err_msg=str(name))
+    for name in ("h", "hidden/BiasAdd:0", "nothing", 3):
+        assert name not in bundle
+    with pytest.raises(gs.TensorNotFoundError, match="is not stored"):
+        bundle["h"]
+    small = _two_outputs()
+    single = gs.trace(keras.Model(small.input, small.get_layer("head").output), quiet=True)  # one output, its copy `Identity`
+    stored = single.extract(["Identity"], x, out=tmp_path / "single.zarr", quiet=True)
+    assert single.graph.graph["outputs"] == stored.names == ["Identity:0"]
+    for name in ("Identity", "Identity:0", single.outputs[0], single.output_keys[0] or "head/BiasAdd"):
+        assert name in stored, name
+        np.testing.assert_allclose(np.asarray(stored[name]), want, rtol=1e-6, atol=1e-6, err_msg=str(name))
+
+
+def test_a_model_graph_leaves_the_graph_it_is_given_alone(functional_scope):
+    """#18: ModelGraph froze the caller's graph; a copy with nodes removed shared the tables of
+    the original and answered for what it no longer holds (ancestors raised KeyError)."""
+    G = functional_scope.graph.copy()
+    G.graph["tensors"] = before = dict(G.graph["tensors"])  # not the scope's own table
+    graph = gs.ModelGraph(G)
+    assert not nx.is_frozen(G)
+    removed = functional_scope.tensor("dense/BiasAdd:0")
+    G.remove_node(removed.op)  # the caller's graph is still the caller's to change
+    G.graph["tensors"].clear()
+    assert graph.tensor("dense/BiasAdd:0") == removed and graph.tensors == functional_scope.model_graph.tensors  # the ModelGraph's own copy
+    H = functional_scope.graph.copy()
+    H.remove_node(removed.op)
+    for spelling in (removed, removed.name, removed.op, removed.raw_name):
+        with pytest.raises(gs.TensorNotFoundError):
+            gs.ancestors(H, spelling)
+        with pytest.raises(gs.TensorNotFoundError):
+            query.tensor(H, spelling)
+    # what H still holds, answered from H's nodes (networkx by hand)
+    probs = functional_scope.tensor("probs/BiasAdd:0")
+    by_hand = {n for op in nx.ancestors(H, probs.op) for n in H.nodes[op]["op"].outputs}
+    assert set(gs.ancestors(H, probs).names) == by_hand
+    assert removed.name not in gs.find(H, "dense").names
+    last = functional_scope.graph.graph["outputs"][0].partition(":")[0]
+    H.remove_node(last)  # the output's own op: no path from the input reaches an output
+    assert gs.cut_points(H) == gs.Selection()
+
+
+def test_an_output_key_stops_at_a_custom_gradients_result():
+    """#13: an output key follows TensorFlow's copies of the result, not a custom gradient's
+    IdentityN (SiLU's), whose gradient is the model's own."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, activation="swish", name="s")(x_in))
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs
+    assert out.op_type == "IdentityN" and out == scope.output(0) and scope.graph.graph["outputs"] == ["Identity:0"]
+    x = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(scope.run(out, x)[out.name], model(x), rtol=1e-6, atol=1e-6)
