@@ -214,18 +214,16 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
 
 
 def _keras_outputs(sub_model: Any, given: Any, *, training: bool) -> Any:
-    """`sub_model(given, training=training)`, with every variable as it was after it (batch
-    norm updates its moving statistics in training mode)."""
-    if not training:
-        return sub_model(given, training=False)
+    """`sub_model(given, training=training)`, with every variable as it was before (batch norm
+    updates its moving statistics in training mode, a layer may assign a variable in any mode)."""
     if hasattr(sub_model, "stateless_call"):  # Keras 3: the new values come back, not assigned
         outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
                                               [v.value for v in sub_model.non_trainable_variables],
-                                              given, training=True)
+                                              given, training=training)
         return outputs
-    saved = [(v, v.numpy()) for v in sub_model.non_trainable_variables]  # tf_keras: put back after
+    saved = [(v, v.numpy()) for v in sub_model.variables]  # tf_keras: every variable put back after
     try:
-        return sub_model(given, training=True)
+        return sub_model(given, training=training)
     finally:
         for v, value in saved:
             v.assign(value)

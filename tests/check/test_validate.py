@@ -110,3 +110,29 @@ def test_subclassed_models_replay_without_keras():
     scope = gs.trace(models.subclassed(), quiet=True)
     report = scope.validate(models.sample_inputs(scope.model, batch=2)[0])
     assert report.ok and report.checked > 0 and report.layers == 0
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_validate_moves_no_variable_a_layer_assigns(training):
+    """A layer that assigns a variable in its call (in any mode): Keras is called without moving
+    it, and the comparison still sees the model's values (the weight it multiplies by)."""
+
+    class Counting(keras.layers.Layer):
+        def build(self, shape):
+            self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+            self.w = self.add_weight(shape=(shape[-1],), initializer="ones", name="w")
+
+        def call(self, x):
+            self.count.assign_add(1.0)
+            return x * self.w
+
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(Counting(name="c")(inputs)))
+    scope = gs.trace(model, training=training, quiet=True)
+    x = np.ones((2, 3), "float32")
+    before = [np.array(w) for w in model.weights]
+    report = scope.validate(x)
+    assert report.ok and report.layers >= 2, report.mismatches
+    for b, w in zip(before, model.weights):
+        np.testing.assert_array_equal(b, w)
+    assert float(model.get_layer("c").count.numpy()) == 0.0
