@@ -202,8 +202,9 @@ def _names_a_tensor(G: nx.DiGraph, name: str) -> bool:
 
 
 def _recorded_keys(G: nx.DiGraph) -> list[str]:
-    """Output keys as recorded (positions of a graph saved before keys were kept are no names)."""
-    return [k for k in G.graph.get("output_keys", ()) if k]
+    """Output keys as recorded (positions of a graph saved before keys were kept are no names);
+    `""` is the key of a single tensor returned as it is, and names it as `output_keys` lists it."""
+    return list(G.graph.get("output_keys", ()))
 
 
 def _present(G: nx.DiGraph, name: str) -> Tensor:

@@ -485,3 +485,14 @@ def test_an_output_key_stops_at_a_custom_gradients_result():
     assert out.op_type == "IdentityN" and out == scope.output(0) and scope.graph.graph["outputs"] == ["Identity:0"]
     x = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
     np.testing.assert_allclose(scope.run(out, x)[out.name], model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_the_key_of_a_single_output_names_it():
+    """A function that returns one tensor has the key `""`, and what output_keys lists fetches."""
+    f = tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec((None, 3))])
+    scope = gs.trace(f, quiet=True)
+    assert scope.output_keys == [""]
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    values = scope.run(list(scope.output_keys), x)
+    np.testing.assert_array_equal(values[""], f(x).numpy())  # the function called eagerly
+    assert scope.tensor("") == scope.output("") == scope.output(0)
