@@ -101,12 +101,7 @@ class Program:
         graph_def = expose.own_function_names(_tf.inline_calls(cf))
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
-        variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
-        rng = {
-            internal.op.name
-            for external, internal in cf.graph.captures
-            if _tf.RNG_STATE_VARIABLE.search(variable_names.get(id(external), ""))
-        }
+        rng = _rng_states(cf)
         variables = {name: external for name, external in self.captures.items() if external.dtype == tf.resource}
         isolated = writes.isolate(graph_def, variables, keep=rng)
         self.graph_def = isolated.graph_def
@@ -114,41 +109,14 @@ class Program:
         # the call writes and reads back)
         self.private = isolated.private
         self.nodes = {n.name: n for n in self.graph_def.node}
-        # random-generator state updates, by the state variable's placeholder: an executor that
-        # reads a generator's state also advances it, so each call draws new numbers (as Keras)
-        self.rng_updates: dict[str, list[str]] = {}
-        for node in self.graph_def.node:
-            if writes.WRITE_OPS.fullmatch(node.op) and node.input:
-                source = prune.resource_source(self.nodes, node.input[0])
-                if source in rng:
-                    self.rng_updates.setdefault(source, []).append(node.name)
-        # what the function's results wait for (asserts, prints: control inputs of the Identity
-        # copies TensorFlow makes of them), by the tensor each copies: fetching an output's
-        # computed tensor (what its key means) runs the model's checks, as the output does
-        self.output_checks: dict[str, list[str]] = {}
-        for out in cf.graph.outputs:
-            ref = prune.normal(out.name)
-            controls: list[str] = []
-            while (node := self.nodes.get(ref.partition(":")[0])) is not None and node.op in ("Identity", "IdentityN"):
-                controls += [i[1:] for i in node.input if i.startswith("^")]
-                data = [i for i in node.input if not i.startswith("^")]
-                index = int(ref.rpartition(":")[2]) if node.op == "IdentityN" else 0
-                if index >= len(data):
-                    break
-                ref = prune.normal(data[index])
-                self.output_checks.setdefault(ref, []).extend(controls)
+        self.rng_updates = _rng_updates(self.graph_def, self.nodes, rng)
+        self.output_checks = _output_checks(cf.graph.outputs, self.nodes)
         self._compiled = LRU()
         # the custom gradients (swish) of the traced graph, made to work on the imported copies
         self.custom_gradients = _tf.CustomGradients(cf.graph)
         self.library = expose.library_of(self.graph_def)
         self.locator = Locator(self.nodes, self.library, self.tensors, mirrored.sites)
-        # executable op name -> canonical op name, for top-level ops and inlined calls' ops
-        self.canonical_ops: dict[str, str] = {}
-        for t in self.tensors.values():
-            raw = t.raw_name.rpartition(":")[0]
-            path = mirrored.sites[t.name].path
-            if t.index == 0 and raw in self.nodes and all(attr == "f" for _, attr in path):
-                self.canonical_ops[raw] = t.op
+        self.canonical_ops = _canonical_ops(self.tensors, self.nodes, mirrored)
 
     def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor],
                  edits: Sequence[editing.Edit] = ()) -> Compiled:
@@ -352,6 +320,59 @@ class Program:
             f"{lines}; add {'them' if len(missing) > 1 else 'it'} to feeds=[...], or feed a tensor "
             "between it and the fetches"
         )
+
+
+def _rng_states(cf: Any) -> set[str]:
+    """The capture placeholders of the random generators' state variables (Keras seed
+    generators), whose writes are kept."""
+    variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
+    return {
+        internal.op.name
+        for external, internal in cf.graph.captures
+        if _tf.RNG_STATE_VARIABLE.search(variable_names.get(id(external), ""))
+    }
+
+
+def _rng_updates(graph_def: Any, nodes: dict[str, Any], rng: set[str]) -> dict[str, list[str]]:
+    """Random-generator state updates, by the state variable's placeholder: an executor that
+    reads a generator's state also advances it, so each call draws new numbers (as Keras)."""
+    updates: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        if writes.WRITE_OPS.fullmatch(node.op) and node.input:
+            source = prune.resource_source(nodes, node.input[0])
+            if source in rng:
+                updates.setdefault(source, []).append(node.name)
+    return updates
+
+
+def _output_checks(outputs: Sequence[Any], nodes: dict[str, Any]) -> dict[str, list[str]]:
+    """What the function's results wait for (asserts, prints: control inputs of the Identity
+    copies TensorFlow makes of them), by the tensor each copies: fetching an output's computed
+    tensor (what its key means) runs the model's checks, as the output does."""
+    checks: dict[str, list[str]] = {}
+    for out in outputs:
+        ref = prune.normal(out.name)
+        controls: list[str] = []
+        while (node := nodes.get(ref.partition(":")[0])) is not None and node.op in ("Identity", "IdentityN"):
+            controls += [i[1:] for i in node.input if i.startswith("^")]
+            data = [i for i in node.input if not i.startswith("^")]
+            index = int(ref.rpartition(":")[2]) if node.op == "IdentityN" else 0
+            if index >= len(data):
+                break
+            ref = prune.normal(data[index])
+            checks.setdefault(ref, []).extend(controls)
+    return checks
+
+
+def _canonical_ops(tensors: dict[str, Tensor], nodes: dict[str, Any], mirrored: Mirrored) -> dict[str, str]:
+    """Executable op name -> canonical op name, for top-level ops and inlined calls' ops."""
+    canonical: dict[str, str] = {}
+    for t in tensors.values():
+        raw = t.raw_name.rpartition(":")[0]
+        path = mirrored.sites[t.name].path
+        if t.index == 0 and raw in nodes and all(attr == "f" for _, attr in path):
+            canonical[raw] = t.op
+    return canonical
 
 
 def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[str],

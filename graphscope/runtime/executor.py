@@ -114,15 +114,9 @@ class Executor(Runner):
                     "fetch a tensor that reads it instead, e.g. a ReadVariableOp"
                 )
         editing.check_relevant(runtime.graph, edits, self.fetches)
-        program = runtime.program
-        compiled = program.compiled(self.signature.tensors, self.fetches, edits)
-        if explicit_feeds and len(compiled.used) < len(self.signature):
-            unused = [t.name for k, t in enumerate(self.signature.tensors) if k not in compiled.used]
-            raise DisconnectedError(
-                f"feed{'s' if len(unused) > 1 else ''} {', '.join(unused)} "
-                f"{'are' if len(unused) > 1 else 'is'} not upstream of any fetch "
-                f"({', '.join(t.name for t in self.fetches)}); feed tensors that the fetches depend on"
-            )
+        compiled = runtime.program.compiled(self.signature.tensors, self.fetches, edits)
+        if explicit_feeds:
+            self._check_feeds_used(compiled)
         self._adopt(runtime, compiled)
         self._kinds = dict(zip(compiled.order, compiled.kinds))
         self._position = {n: k for k, n in enumerate(compiled.order)}
@@ -132,10 +126,26 @@ class Executor(Runner):
         # variable or a constant of the function (or, edited, an edit's constant): those are copied
         self._copy = {n for n in compiled.order if may_alias_state(G, tensors[n]) or n in self.edits}
         self._dtypes = {n: tf.as_dtype(tensors[n].dtype) for n in compiled.order}
-        position = {name: k for k, name in enumerate(G)}
+        self.ops: list[str] = self._ops(runtime, compiled)
+
+    def _check_feeds_used(self, compiled: Compiled) -> None:
+        """Refuse feeds given explicitly that no fetch depends on."""
+        if len(compiled.used) < len(self.signature):
+            unused = [t.name for k, t in enumerate(self.signature.tensors) if k not in compiled.used]
+            raise DisconnectedError(
+                f"feed{'s' if len(unused) > 1 else ''} {', '.join(unused)} "
+                f"{'are' if len(unused) > 1 else 'is'} not upstream of any fetch "
+                f"({', '.join(t.name for t in self.fetches)}); feed tensors that the fetches depend on"
+            )
+
+    def _ops(self, runtime: Runtime, compiled: Compiled) -> list[str]:
+        """The canonical names of the ops this executor runs, in graph order (the fed
+        placeholders it uses included)."""
+        program = runtime.program
+        position = {name: k for k, name in enumerate(runtime.graph.graph)}
         runs = {program.canonical_ops[n] for n in compiled.kept if n in program.canonical_ops}
         runs |= {self.signature.tensors[k].op for k in self._used if self.signature.tensors[k].op_type == "Placeholder"}
-        self.ops: list[str] = sorted(runs, key=position.__getitem__)
+        return sorted(runs, key=position.__getitem__)
 
     def __repr__(self) -> str:
         edits = f", {len(self.edits)} edit{'s' if len(self.edits) != 1 else ''}" if self.edits else ""
