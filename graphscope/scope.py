@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
     from graphscope.display.picture import Picture
-    from graphscope.runtime.executor import Executor, GradientExecutor, Runtime
+    from graphscope.runtime.executor import Executor
+    from graphscope.runtime.gradients import GradientExecutor
+    from graphscope.runtime.runtime import Runtime
 
 __all__ = ["Scope", "trace", "tree"]
 
@@ -114,7 +116,7 @@ class Scope(Queries, Shown):
         neither, and a first trace in a fresh process is that much quicker."""
         with self._runtime_lock:
             if self._lazy_runtime is None:
-                from graphscope.runtime.executor import Runtime
+                from graphscope.runtime.runtime import Runtime
 
                 self._lazy_runtime = Runtime(self._traced, self._mirrored)
             return self._lazy_runtime

@@ -23,7 +23,7 @@ from graphscope.display.tables import validation_view
 from graphscope.errors import GraphscopeError
 from graphscope.ir.records import Op, Tensor
 from graphscope.ir.views import Shown, view
-from graphscope.runtime.executor import Runtime
+from graphscope.runtime.runtime import Runtime
 
 __all__ = ["Mismatch", "Validation", "validate"]
 

@@ -41,7 +41,8 @@ from graphscope.data.sources import read_array
 from graphscope.data.store import Store
 from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.serialize import graph_data
-from graphscope.runtime.executor import Executor, Runtime
+from graphscope.runtime.executor import Executor
+from graphscope.runtime.runtime import Runtime
 
 __all__ = ["ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]
 

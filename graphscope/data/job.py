@@ -22,7 +22,8 @@ from graphscope.display.progress import SampleProgress
 from graphscope.errors import InputError, StoreError
 from graphscope.ir.records import Tensor
 from graphscope.ir.serialize import graph_data
-from graphscope.runtime.executor import Executor, Runtime
+from graphscope.runtime.executor import Executor
+from graphscope.runtime.runtime import Runtime
 from graphscope.version import __version__
 
 __all__ = ["describe", "describe_call", "extract", "prepare"]

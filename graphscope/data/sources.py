@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from graphscope.errors import ArgumentError, InputError
-from graphscope.runtime.executor import InputSignature
+from graphscope.runtime.inputs import InputSignature
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Batches", "Prefetch", "read_array"]
 

@@ -5,14 +5,16 @@ write left on a model variable (`writes`: dropped, or redirected to a private co
 captured variable handles bound to the model's own variables (shared, never copied).
 `Program.compiled(feeds, fetches)` is that graph pruned to the ops the fetches need
 (`prune.select`), fed from model inputs or intermediate tensors, with values inside loops,
-branches and kept calls exposed (`expose`), compiled once per feed list and fetch set.
+branches and kept calls exposed (`expose`), compiled once per feed list and fetch set;
+`Program.gradient` is the same with a backward step on top (`gradients.Gradient.step`).
+`Program._compile` is the list of steps, each a method.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
@@ -26,7 +28,10 @@ from graphscope.runtime import expose, prune, writes
 from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.locate import Locator
 
-__all__ = ["Compiled", "Program"]
+if TYPE_CHECKING:
+    from graphscope.runtime.gradients import Gradient
+
+__all__ = ["Compiled", "Program", "Pruned"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,48 @@ class Compiled:
     edit_ops: dict[str, str] = dataclasses.field(default_factory=dict)  # spliced op prefix -> edited tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+    """How one compiled function is fed and what it binds: `placeholders` maps each fed
+    executable tensor to the placeholder that replaces it (every feed, in the feed list's order);
+    `used` are the positions in the feed list of those the kept ops reach and `fed` the same as
+    (executable tensor, placeholder, the fed Tensor): the function's arguments, in order; `kept`
+    are the ops kept, `captures` the variable handles of the kept capture placeholders (by
+    placeholder tensor name)."""
+
+    placeholders: dict[str, str]
+    used: list[int]
+    fed: list[tuple[str, str, Tensor]]
+    kept: set[str]
+    captures: dict[str, Any]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The placeholder tensors the function's arguments are imported as."""
+        return [f"{placeholder}:0" for _, placeholder, _ in self.fed]
+
+    @property
+    def specs(self) -> list[Tensor]:
+        """The fed tensors, one per argument (their dtypes and shapes)."""
+        return [t for _, _, t in self.fed]
+
+
+@dataclasses.dataclass
+class _Rewrite:
+    """The executable graph as one compilation rewrites it (the Program's own is never changed):
+    its nodes with replacements over the Program's, the function library, the functions added;
+    and, from the edits, where each edited value now is (`edited`, by where it was), the
+    top-level node each edit lives in or under (`anchors`, by edited tensor) and the spliced op
+    prefixes (`prefixes`: `Compiled.edit_ops`)."""
+
+    nodes: dict[str, Any]
+    library: Any
+    functions: list[Any]
+    edited: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    anchors: dict[str, str] = dataclasses.field(default_factory=dict)
+    prefixes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 class Program:
     """A traced function made executable once: inlined, writing no model variable, its variables
     bound to the model's own."""
@@ -54,12 +101,7 @@ class Program:
         graph_def = expose.own_function_names(_tf.inline_calls(cf))
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
-        variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
-        rng = {
-            internal.op.name
-            for external, internal in cf.graph.captures
-            if _tf.RNG_STATE_VARIABLE.search(variable_names.get(id(external), ""))
-        }
+        rng = _rng_states(cf)
         variables = {name: external for name, external in self.captures.items() if external.dtype == tf.resource}
         isolated = writes.isolate(graph_def, variables, keep=rng)
         self.graph_def = isolated.graph_def
@@ -67,41 +109,14 @@ class Program:
         # the call writes and reads back)
         self.private = isolated.private
         self.nodes = {n.name: n for n in self.graph_def.node}
-        # random-generator state updates, by the state variable's placeholder: an executor that
-        # reads a generator's state also advances it, so each call draws new numbers (as Keras)
-        self.rng_updates: dict[str, list[str]] = {}
-        for node in self.graph_def.node:
-            if writes.WRITE_OPS.fullmatch(node.op) and node.input:
-                source = prune.resource_source(self.nodes, node.input[0])
-                if source in rng:
-                    self.rng_updates.setdefault(source, []).append(node.name)
-        # what the function's results wait for (asserts, prints: control inputs of the Identity
-        # copies TensorFlow makes of them), by the tensor each copies: fetching an output's
-        # computed tensor (what its key means) runs the model's checks, as the output does
-        self.output_checks: dict[str, list[str]] = {}
-        for out in cf.graph.outputs:
-            ref = prune.normal(out.name)
-            controls: list[str] = []
-            while (node := self.nodes.get(ref.partition(":")[0])) is not None and node.op in ("Identity", "IdentityN"):
-                controls += [i[1:] for i in node.input if i.startswith("^")]
-                data = [i for i in node.input if not i.startswith("^")]
-                index = int(ref.rpartition(":")[2]) if node.op == "IdentityN" else 0
-                if index >= len(data):
-                    break
-                ref = prune.normal(data[index])
-                self.output_checks.setdefault(ref, []).extend(controls)
+        self.rng_updates = _rng_updates(self.graph_def, self.nodes, rng)
+        self.output_checks = _output_checks(cf.graph.outputs, self.nodes)
         self._compiled = LRU()
         # the custom gradients (swish) of the traced graph, made to work on the imported copies
         self.custom_gradients = _tf.CustomGradients(cf.graph)
         self.library = expose.library_of(self.graph_def)
         self.locator = Locator(self.nodes, self.library, self.tensors, mirrored.sites)
-        # executable op name -> canonical op name, for top-level ops and inlined calls' ops
-        self.canonical_ops: dict[str, str] = {}
-        for t in self.tensors.values():
-            raw = t.raw_name.rpartition(":")[0]
-            path = mirrored.sites[t.name].path
-            if t.index == 0 and raw in self.nodes and all(attr == "f" for _, attr in path):
-                self.canonical_ops[raw] = t.op
+        self.canonical_ops = _canonical_ops(self.tensors, self.nodes, mirrored)
 
     def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor],
                  edits: Sequence[editing.Edit] = ()) -> Compiled:
@@ -123,30 +138,46 @@ class Program:
             self._compiled.put(key, cached)
         return cached
 
-    def gradient(self, feeds: Sequence[Tensor], of: Tensor, wrt: Sequence[Tensor | str],
-                 target: Any, edits: Sequence[editing.Edit] = (), labels: Sequence[str] | None = None) -> Compiled:
-        """A compiled function of the feeds that returns the gradient of
-        `sum(target(value of of))` with respect to each entry of `wrt`: a tensor outside loops
-        and branches (fed or computed), or the name of a placeholder bound to a variable
-        (`captures`; several for one variable are given as one entry joined by spaces, and
-        their gradients are added); `labels` name the entries in errors. Cached like
-        `compiled`, by `target` too.
+    def gradient(self, feeds: Sequence[Tensor], gradient: Gradient, edits: Sequence[editing.Edit] = ()) -> Compiled:
+        """A compiled function of the feeds that returns `gradient` (`gradients.Gradient`: of
+        what, with respect to what). Cached like `compiled`, by the gradient's `target` too.
 
         Raises:
             DisconnectedError: no gradient flows from `of` to some entry of `wrt`.
         """
+        of, wrt = gradient.of, gradient.wrt
         key = ("gradient", tuple(t.name for t in feeds), of.name,
-               tuple(w if isinstance(w, str) else w.name for w in wrt), Identity(target), tuple(e.key for e in edits))
+               tuple(w if isinstance(w, str) else w.name for w in wrt), Identity(gradient.target),
+               tuple(e.key for e in edits))
         cached = self._compiled.get(key)
         if cached is None:
-            names = list(labels) if labels is not None else [w if isinstance(w, str) else w.name for w in wrt]
-            cached = self._compile(list(feeds), [of], list(edits), gradient=(list(wrt), target, names))
+            cached = self._compile(list(feeds), [of], list(edits), gradient=gradient)
             self._compiled.put(key, cached)
         return cached
 
     def _compile(self, feeds: list[Tensor], fetches: list[Tensor], edits: list[editing.Edit],
-                 gradient: tuple[list[Tensor | str], Any, list[str]] | None = None) -> Compiled:
-        # executable tensor name -> the placeholder that replaces it, in the feeds' order
+                 gradient: Gradient | None = None) -> Compiled:
+        """The steps of a compilation, in order; each checks what it can refuse."""
+        placeholders = self._placeholders(feeds)
+        rewrite = self._apply_edits(edits)
+        located = self._locate(fetches, gradient.tensors if gradient else [], rewrite.edited)
+        fetch_names, kinds = self._expose(rewrite, located, fetches)
+        wanted = fetch_names[: len(fetches)]  # the gradient's forward pass needs `of` alone
+        selected = self._select(rewrite.nodes, placeholders, wanted, fetches)
+        self._check_anchors(rewrite, selected.kept, fetches, feeds)
+        kept, reached, ties = self._tie(rewrite.nodes, placeholders, wanted, selected)
+        pruned = self._pruned(feeds, placeholders, kept, reached)
+        if gradient is None:
+            outputs, then = [f"{placeholders[f]}:0" if f in placeholders else f for f in fetch_names], None
+        else:
+            outputs, then = gradient.step(self, fetch_names, pruned)
+        graph = prune.graph_def(self.graph_def, rewrite.nodes, rewrite.functions, pruned.fed, kept)
+        function = _function(graph, pruned.inputs, outputs, ties, pruned.captures, pruned.specs, then)
+        top = [n.name for n in self.graph_def.node if n.name in kept]
+        return Compiled(function, [t.name for t in fetches], kinds, top, pruned.used, rewrite.prefixes)
+
+    def _placeholders(self, feeds: list[Tensor]) -> dict[str, str]:
+        """Executable tensor name -> the placeholder that replaces it, in the feeds' order."""
         feed_names: dict[str, str] = {}
         for k, t in enumerate(feeds):
             where = self.locator.locate(t)
@@ -163,51 +194,66 @@ class Program:
                     "in the executable graph): feed one of them"
                 )
             feed_names[where] = f"graphscope_feed_{k}"
-        nodes, library, functions = self.nodes, self.library, []
-        edited: dict[Any, str | expose.Target] = {}  # where an edited value was -> where it is now
-        patch = None
-        if edits:
-            located_edits = []
-            for e in edits:
-                where = self.locator.locate(e.tensor)
-                where = prune.normal(where) if isinstance(where, str) else where
-                if any(w == where for _, w in located_edits):
-                    other = next(o for o, w in located_edits if w == where)
-                    raise ArgumentError(
-                        f"edits of {other.tensor.name!r} and {e.tensor.name!r} replace the same value (one is the "
-                        "other's alias in the executable graph): edit one of them"
-                    )
-                located_edits.append((e, where))
-            patch = editing.apply(self.nodes, self.library, located_edits)
-            nodes = {**self.nodes, **patch.nodes}
-            library = patch.library
-            functions = list(patch.functions)
-            edited = {where: patch.outputs[e.tensor.name] for e, where in located_edits}
-        wrt_tensors = [w for w in (gradient[0] if gradient else []) if isinstance(w, Tensor)]
+        return feed_names
+
+    def _apply_edits(self, edits: list[editing.Edit]) -> _Rewrite:
+        """The executable graph with `edits` applied (`edit.apply`), or as it is without edits."""
+        if not edits:
+            return _Rewrite(self.nodes, self.library, [])
+        located_edits = []
+        for e in edits:
+            where = self.locator.locate(e.tensor)
+            where = prune.normal(where) if isinstance(where, str) else where
+            if any(w == where for _, w in located_edits):
+                other = next(o for o, w in located_edits if w == where)
+                raise ArgumentError(
+                    f"edits of {other.tensor.name!r} and {e.tensor.name!r} replace the same value (one is the "
+                    "other's alias in the executable graph): edit one of them"
+                )
+            located_edits.append((e, where))
+        patch = editing.apply(self.nodes, self.library, located_edits)
+        return _Rewrite(
+            {**self.nodes, **patch.nodes}, patch.library, list(patch.functions),
+            edited={where: patch.outputs[e.tensor.name] for e, where in located_edits},
+            anchors={e.tensor.name: patch.anchors[e.tensor.name] for e in edits},
+            prefixes=patch.prefixes,
+        )
+
+    def _locate(self, fetches: list[Tensor], wrt: list[Tensor],
+                edited: dict[Any, str | expose.Target]) -> list[str | expose.Target]:
+        """Where each fetch, then each `wrt` tensor, is in the executable graph (where its edit
+        put it, for an edited one): a top-level tensor or a `Target` inside a body."""
         located = []
-        for t in [*fetches, *wrt_tensors]:
+        for t in [*fetches, *wrt]:
             where = self.locator.locate(t)
             where = prune.normal(where) if isinstance(where, str) else where
             located.append(edited.get(where, where))
-        for t, where in zip(wrt_tensors, located[len(fetches):]):
+        for t, where in zip(wrt, located[len(fetches):]):
             if not isinstance(where, str):
                 raise UnsupportedFetchError(
                     f"cannot take a gradient with respect to {t.name!r}: it is computed inside "
                     f"{t.context or t.function[-1]}, where it has a value per iteration (or per call); take it with "
                     "respect to a tensor outside loops and branches (the loop's input or output)"
                 )
+        return located
+
+    def _expose(self, rewrite: _Rewrite, located: list[str | expose.Target],
+                fetches: list[Tensor]) -> tuple[list[str], list[tuple[str, ...]]]:
+        """The top-level tensor each located value is fetched as, and the wrappers it comes in
+        (`expose.Exposed.kinds`; none for a top-level tensor): values inside loops and branches
+        are exposed (`rewrite` gains the clones)."""
         targets = [w for w in located if isinstance(w, expose.Target)]
         exposed = iter(())
         if targets:
             try:
-                exposing = expose.expose(nodes, library, targets)
+                exposing = expose.expose(rewrite.nodes, rewrite.library, targets)
             except LookupError as e:
                 raise UnsupportedFetchError(
                     f"cannot reach inside the loops/branches for {', '.join(t.name for t in fetches)}: {e}; "
                     "fetch the loop's or branch's own outputs instead (and please report this)"
                 ) from None
-            nodes = {**nodes, **exposing.nodes}
-            functions += exposing.functions
+            rewrite.nodes = {**rewrite.nodes, **exposing.nodes}
+            rewrite.functions += exposing.functions
             exposed = iter(exposing.exposed)
         fetch_names, kinds = [], []
         for where in located:
@@ -218,126 +264,52 @@ class Program:
                 e = next(exposed)
                 fetch_names.append(e.tensor)
                 kinds.append(e.kinds)
-        wanted = fetch_names[: len(fetches)]  # the gradient's forward pass needs `of` alone
-        selected = prune.select(nodes, feed_names, wanted, captures=self._bound)
+        return fetch_names, kinds
+
+    def _select(self, nodes: dict[str, Any], placeholders: dict[str, str], wanted: list[str],
+                fetches: list[Tensor]) -> prune.Selected:
+        """The ops `wanted` need from the placeholders (`prune.select`); refuses fetches that need
+        an input the feeds do not give."""
+        selected = prune.select(nodes, placeholders, wanted, captures=self._bound)
         if selected.missing:
             self._disconnected(selected.missing, dict(zip(wanted, fetches)))
-        kept = selected.kept
-        if patch is not None:
-            for e in edits:
-                if patch.anchors[e.tensor.name] not in kept:
-                    raise DisconnectedError(
-                        f"the edit of {e.tensor.name!r} changes nothing the fetches "
-                        f"({', '.join(t.name for t in fetches)}) depend on"
-                        + (" from these feeds" if feeds and len(feeds) else "")
-                        + ": edit a tensor upstream of them, or fetch one downstream of the edit"
-                    )
-        reached = selected.reached
+        return selected
+
+    def _check_anchors(self, rewrite: _Rewrite, kept: set[str], fetches: list[Tensor], feeds: list[Tensor]) -> None:
+        """Refuse an edit whose spliced ops the fetches do not need (from these feeds)."""
+        for name, anchor in rewrite.anchors.items():
+            if anchor not in kept:
+                raise DisconnectedError(
+                    f"the edit of {name!r} changes nothing the fetches "
+                    f"({', '.join(t.name for t in fetches)}) depend on"
+                    + (" from these feeds" if feeds and len(feeds) else "")
+                    + ": edit a tensor upstream of them, or fetch one downstream of the edit"
+                )
+
+    def _tie(self, nodes: dict[str, Any], placeholders: dict[str, str], wanted: list[str],
+             selected: prune.Selected) -> tuple[set[str], set[str], list[str]]:
+        """The kept ops and reached feeds once the ops that run though no fetch needs them are
+        added (the checks an output waits for, the random-generator updates of state the kept
+        ops read), and those ops."""
+        kept, reached = selected.kept, selected.reached
         checks = [c for f in wanted for c in self.output_checks.get(f, ())]
         if checks:
-            extra = prune.select(nodes, feed_names, wanted + checks, captures=self._bound)
+            extra = prune.select(nodes, placeholders, wanted + checks, captures=self._bound)
             kept, reached = extra.kept, reached | extra.reached
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = prune.select(nodes, feed_names, wanted + checks + updates, captures=self._bound).kept
-        # the function takes the feeds the fetches reach, in the feed list's order
-        fed = [(k, where, placeholder) for k, (where, placeholder) in enumerate(feed_names.items())
+            kept = prune.select(nodes, placeholders, wanted + checks + updates, captures=self._bound).kept
+        return kept, reached, updates + [c for c in dict.fromkeys(checks) if c in kept]
+
+    def _pruned(self, feeds: list[Tensor], placeholders: dict[str, str], kept: set[str], reached: set[str]) -> Pruned:
+        """The function's arguments (the feeds the fetches reach, in the feed list's order) and
+        the variables it binds."""
+        used = [k for k, where in enumerate(placeholders) if where in reached]
+        fed = [(where, placeholder, feeds[k]) for k, (where, placeholder) in enumerate(placeholders.items())
                if where in reached]
-        used = [k for k, _, _ in fed]
-        specs = [feeds[k] for k in used]
-        graph = prune.graph_def(self.graph_def, nodes, functions,
-                                [(where, placeholder, feeds[k]) for k, where, placeholder in fed], kept)
         captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
-        inputs = [f"{placeholder}:0" for _, _, placeholder in fed]
-        then = None
-        if gradient is None:
-            outputs = [f"{feed_names[f]}:0" if f in feed_names else f for f in fetch_names]
-        else:
-            outputs, then = self._gradient(fetches[0], gradient, fetch_names, feed_names, fed, captures, kept)
-        ties = updates + [c for c in dict.fromkeys(checks) if c in kept]  # run though no fetch needs them
-        function = _function(graph, inputs, outputs, ties, captures, specs, then)
-        top = [n.name for n in self.graph_def.node if n.name in kept]
-        return Compiled(function, [t.name for t in fetches], kinds, top, used,
-                        patch.prefixes if patch is not None else {})
+        return Pruned(placeholders, used, fed, kept, captures)
 
-    def _gradient(self, of: Tensor, gradient: tuple[list[Tensor | str], Any, list[str]], fetch_names: list[str],
-                  feed_names: dict[str, str], fed: list[tuple[int, str, str]],
-                  captures: dict[str, Any], kept: set[str]) -> tuple[list[str], Any]:
-        """The tensors a gradient function imports (`of`, then every computed `wrt` tensor) and
-        the step that builds the gradient from them (`then` of `_function`)."""
-        wrt, target, labels = gradient
-        args = {where: j for j, (_, where, _) in enumerate(fed)}  # fed tensor -> function argument
-        outputs = [fetch_names[0]]
-        sources: list[tuple[str, Any]] = []  # per wrt: ("arg", j) | ("out", k) | ("captures", (names, copies' k))
-        names = iter(fetch_names[1:])
-
-        def unreachable(label: str) -> DisconnectedError:
-            return DisconnectedError(
-                f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of {of.name!r} (or a feed "
-                f"cuts it off); take the gradient with respect to something {of.name!r} is computed from"
-            )
-
-        for w, label in zip(wrt, labels):
-            if isinstance(w, str):
-                bound = [f"{n}:0" for n in w.split(" ") if f"{n}:0" in captures]
-                if not bound:
-                    raise unreachable(label)
-                # a variable the call writes and reads back is read through its private copy
-                copies = dict.fromkeys(f"{self.private[n]}:0" for n in w.split(" ") if self.private.get(n) in kept)
-                sources.append(("captures", (bound, list(range(len(outputs), len(outputs) + len(copies))))))
-                outputs.extend(copies)
-                continue
-            where = next(names)
-            fed_but_unused = where in feed_names and where not in args
-            pruned = where not in feed_names and where.partition(":")[0] not in kept
-            if fed_but_unused or pruned:
-                raise unreachable(label)
-            if where in args:
-                sources.append(("arg", args[where]))
-            else:
-                sources.append(("out", len(outputs)))
-                outputs.append(where)
-
-        def then(values: list[tf.Tensor], arguments: list[tf.Tensor], bound: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-            value = values[0]
-            if target is not None:
-                value = tf.convert_to_tensor(target(value))
-            if not (value.dtype.is_floating or value.dtype.is_complex):
-                raise ArgumentError(
-                    f"cannot differentiate {of.name!r}{' (after target)' if target is not None else ''}: it is "
-                    f"{value.dtype.name}; take the gradient of a floating-point tensor"
-                )
-            total = tf.reduce_sum(value)
-            xs, spans = [], []
-            for kind, where in sources:
-                if kind == "captures":
-                    placeholders, copies = where
-                    spans.append((len(xs), len(placeholders) + len(copies)))
-                    xs.extend(bound[n] for n in placeholders)
-                    xs.extend(values[k] for k in copies)
-                else:
-                    spans.append((len(xs), 1))
-                    xs.append(arguments[where] if kind == "arg" else values[where])
-            try:
-                with self.custom_gradients.active():
-                    grads = tf.gradients(total, xs) if xs else []
-            except LookupError as e:
-                raise UnsupportedFetchError(
-                    f"cannot differentiate {of.name!r}: {e}; take the gradient of a tensor before that op, "
-                    "or with respect to one after it (and please report this)"
-                ) from None
-            out = []
-            for label, (start, count) in zip(labels, spans):
-                parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]
-                if not parts:
-                    raise DisconnectedError(
-                        f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of it, or every path "
-                        "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
-                    )
-                out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
-            return out
-
-        return outputs, then
     def _disconnected(self, missing: dict[str, list[str]], fetches: dict[str, Tensor]) -> None:
         lines = ", ".join(
             f"{self.canonical_ops.get(name, name)}:0 (needed by {', '.join(dict.fromkeys(fetches[f].name for f in needed))})"
@@ -348,6 +320,59 @@ class Program:
             f"{lines}; add {'them' if len(missing) > 1 else 'it'} to feeds=[...], or feed a tensor "
             "between it and the fetches"
         )
+
+
+def _rng_states(cf: Any) -> set[str]:
+    """The capture placeholders of the random generators' state variables (Keras seed
+    generators), whose writes are kept."""
+    variable_names = {id(v.handle): v.name for v in cf.graph.variables if hasattr(v, "handle")}
+    return {
+        internal.op.name
+        for external, internal in cf.graph.captures
+        if _tf.RNG_STATE_VARIABLE.search(variable_names.get(id(external), ""))
+    }
+
+
+def _rng_updates(graph_def: Any, nodes: dict[str, Any], rng: set[str]) -> dict[str, list[str]]:
+    """Random-generator state updates, by the state variable's placeholder: an executor that
+    reads a generator's state also advances it, so each call draws new numbers (as Keras)."""
+    updates: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        if writes.WRITE_OPS.fullmatch(node.op) and node.input:
+            source = prune.resource_source(nodes, node.input[0])
+            if source in rng:
+                updates.setdefault(source, []).append(node.name)
+    return updates
+
+
+def _output_checks(outputs: Sequence[Any], nodes: dict[str, Any]) -> dict[str, list[str]]:
+    """What the function's results wait for (asserts, prints: control inputs of the Identity
+    copies TensorFlow makes of them), by the tensor each copies: fetching an output's computed
+    tensor (what its key means) runs the model's checks, as the output does."""
+    checks: dict[str, list[str]] = {}
+    for out in outputs:
+        ref = prune.normal(out.name)
+        controls: list[str] = []
+        while (node := nodes.get(ref.partition(":")[0])) is not None and node.op in ("Identity", "IdentityN"):
+            controls += [i[1:] for i in node.input if i.startswith("^")]
+            data = [i for i in node.input if not i.startswith("^")]
+            index = int(ref.rpartition(":")[2]) if node.op == "IdentityN" else 0
+            if index >= len(data):
+                break
+            ref = prune.normal(data[index])
+            checks.setdefault(ref, []).extend(controls)
+    return checks
+
+
+def _canonical_ops(tensors: dict[str, Tensor], nodes: dict[str, Any], mirrored: Mirrored) -> dict[str, str]:
+    """Executable op name -> canonical op name, for top-level ops and inlined calls' ops."""
+    canonical: dict[str, str] = {}
+    for t in tensors.values():
+        raw = t.raw_name.rpartition(":")[0]
+        path = mirrored.sites[t.name].path
+        if t.index == 0 and raw in nodes and all(attr == "f" for _, attr in path):
+            canonical[raw] = t.op
+    return canonical
 
 
 def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[str],

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,14 +29,14 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, node_def_pb2
 
 from graphscope.backend import tf_internals as _tf
-from graphscope.errors import ArgumentError, InputError
+from graphscope.errors import ArgumentError, DisconnectedError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
 from graphscope.runtime.cache import Identity
 from graphscope.runtime.convert import to_dtype
 
-__all__ = ["Edit", "EditPatch", "apply", "resolve"]
+__all__ = ["Edit", "EditPatch", "apply", "check_relevant", "resolve"]
 
 _names = itertools.count()  # edit node prefixes are process-unique, as expose's clones are
 
@@ -105,6 +105,26 @@ def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
                 f"got {type(value).__name__}"
             )
     return out
+
+
+def check_relevant(graph: ModelGraph, edits: Sequence[Edit], fetches: Sequence[Tensor]) -> None:
+    """Refuse an edit that no fetch depends on (in the mirrored graph, bodies included)."""
+    if not edits:
+        return
+    G = graph.graph
+    wanted = {t.name for t in fetches}
+    # the ops the fetches depend on: the graph's ancestor index (one walk), and their own ops
+    needed = {t.op for t in graph.ancestors(list(fetches))} | {t.op for t in fetches}
+    for e in edits:
+        t = e.tensor
+        if t.name in wanted:
+            continue
+        consumers = [c for c in G.successors(t.op) if t.index in G.edges[t.op, c]["outputs"]]
+        if not any(c in needed for c in consumers):
+            raise DisconnectedError(
+                f"the edit of {t.name!r} changes nothing the fetches ({', '.join(sorted(wanted))}) depend on: "
+                "edit a tensor upstream of them, or fetch one downstream of the edit"
+            )
 
 
 def _array_for(tensor: Tensor, value: Any) -> np.ndarray:

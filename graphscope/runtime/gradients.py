@@ -1,0 +1,248 @@
+"""Gradients: `GradientExecutor`, what `wrt` names (inputs, tensors, variables by path) and the
+step a compiled gradient function builds on the values it imports (`Gradient.step`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorflow as tf
+
+from graphscope.errors import ArgumentError, DisconnectedError, TensorNotFoundError, UnsupportedFetchError, suggestion
+from graphscope.ir.records import Results, Tensor
+from graphscope.runtime import edit as editing
+from graphscope.runtime.executor import Runner
+from graphscope.runtime.expose import read_only
+
+if TYPE_CHECKING:
+    from graphscope.backend.trace import Traced
+    from graphscope.runtime.compile import Program, Pruned
+    from graphscope.runtime.runtime import Runtime
+
+__all__ = ["Gradient", "GradientExecutor", "bound_variables", "resolve_wrt"]
+
+
+class GradientExecutor(Runner):
+    """The gradient of `sum(target(value of of))` (`target` defaults to the value itself) with
+    respect to each entry of `wrt`, as a function of the inputs.
+
+    `wrt` entries are model inputs, tensors outside loop bodies and branches (pre-activations
+    inside layers included; gradients flow through loops, branches and nested functions to
+    them) and variables (by path, `conv1/kernel`). Called like an `Executor`, it returns
+    `{entry: gradient}` keyed as given, each gradient shaped like its entry. Built once (one
+    backward pass for all entries); no weight moves.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        of: Tensor,
+        wrt: Sequence[tuple[str, Tensor | str]],
+        feeds: Sequence[tuple[str, Tensor]],
+        *,
+        target: Any = None,
+        edits: Sequence[editing.Edit] = (),
+    ) -> None:
+        self.of = of
+        self.wrt: list[str] = [k for k, _ in wrt]
+        self.target = target
+        self._setup(feeds)
+        if of.context:
+            raise UnsupportedFetchError(
+                f"cannot take the gradient of {of.name!r}: it is computed inside {of.context}, where it has a value "
+                "per iteration (or none when the branch does not run); take it of a tensor outside loops and "
+                "branches (the loop's or branch's output)"
+            )
+        if not (tf.as_dtype(of.dtype).is_floating or tf.as_dtype(of.dtype).is_complex) and target is None:
+            raise ArgumentError(
+                f"cannot differentiate {of.name!r}: it is {of.dtype}; take the gradient of a floating-point tensor"
+            )
+        editing.check_relevant(runtime.graph, edits, [of])
+        gradient = Gradient(of, [w for _, w in wrt], target, self.wrt)
+        compiled = runtime.program.gradient(self.signature.tensors, gradient, edits)
+        self._adopt(runtime, compiled)
+
+    def __repr__(self) -> str:
+        return f"<GradientExecutor d {self.of.name} / d {', '.join(self.wrt)} from {', '.join(self.inputs) or 'nothing'}>"
+
+    def __call__(self, *inputs: Any) -> Results:
+        # zero-copy read-only views, as executors' results (a copy of every layer output's
+        # gradient would cost a third of the backward pass); a gradient that Grappler reduces to
+        # a variable's value stays as it was when the variable is assigned (TensorFlow copies a
+        # variable's buffer on write while another tensor shares it; tested)
+        outs = self._outputs(inputs)
+        return Results((key, read_only(np.asarray(value))) for key, value in zip(self.wrt, outs))
+
+
+# --------------------------------------------------------------------------- what wrt names
+
+
+def bound_variables(traced: Traced, program: Program) -> dict[str, list[str]]:
+    """Each variable the traced function reads, by path (`conv1/kernel`), with the names of
+    the executable graph's placeholders its handle is bound to."""
+    bound: dict[int, list[str]] = {}
+    for placeholder, handle in program.captures.items():
+        bound.setdefault(id(handle), []).append(placeholder)
+    found = {}
+    for v in traced.function.graph.variables:
+        handle = getattr(v, "handle", None)
+        if handle is not None and id(handle) in bound:
+            found[v.name.removesuffix(":0")] = bound[id(handle)]
+    return found
+
+
+def resolve_wrt(runtime: Runtime, wrt: Any) -> list[tuple[str, Tensor | str]]:
+    """`wrt` as (key as given, Tensor or the variable's bound placeholders joined by spaces)."""
+    items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
+    if not items:
+        raise ArgumentError("wrt is empty: give the tensors, inputs or variables to differentiate with respect to")
+    variables = runtime.variables
+    out: list[tuple[str, Tensor | str]] = []
+    for item in items:
+        path = _variable_path(item)
+        if path is not None or (isinstance(item, str) and item.removesuffix(":0") in variables):
+            path = path or item.removesuffix(":0")
+            if path not in variables:
+                raise TensorNotFoundError(
+                    f"the traced function does not read variable {path!r}." + suggestion(path, variables)
+                )
+            out.append((path, " ".join(variables[path])))
+            continue
+        try:
+            pairs = runtime.graph.resolve_pairs(item)
+        except TensorNotFoundError:
+            if not isinstance(item, str):
+                raise
+            names = [*variables, *runtime.graph.input_names, *runtime.graph.tensors]
+            raise TensorNotFoundError(
+                f"no tensor, input or variable named {item!r}." + suggestion(item, names)
+            ) from None
+        if len(pairs) != 1:
+            raise ArgumentError(
+                f"{item!r} names {len(pairs)} tensors ({', '.join(t.name for _, t in pairs[:5])}); a gradient "
+                "is taken with respect to one tensor per entry of wrt: list them"
+            )
+        (key, tensor), = pairs
+        if not (tf.as_dtype(tensor.dtype).is_floating or tf.as_dtype(tensor.dtype).is_complex):
+            raise ArgumentError(
+                f"cannot differentiate with respect to {tensor.name!r}: it is {tensor.dtype}, and gradients "
+                "are defined for floating-point tensors only"
+            )
+        out.append((item if isinstance(item, str) else key, tensor))
+    return out
+
+
+def _variable_path(item: Any) -> str | None:
+    """A variable's path (`conv1/kernel`) when `item` is a Keras or tf.Variable, else None."""
+    if isinstance(item, tf.Variable):
+        return item.name.removesuffix(":0")
+    value = getattr(item, "value", None)
+    if isinstance(getattr(item, "path", None), str) and isinstance(value, tf.Variable):  # a Keras 3 Variable
+        return value.name.removesuffix(":0")
+    return None
+
+
+# --------------------------------------------------------------------------- the backward step
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradient:
+    """What a compiled gradient function returns: the gradient of `sum(target(value of of))`
+    with respect to each entry of `wrt`: a tensor outside loops and branches (fed or computed),
+    or the name of a placeholder bound to a variable (`Program.captures`; several for one
+    variable are given as one entry joined by spaces, and their gradients are added); `labels`
+    name the entries in errors."""
+
+    of: Tensor
+    wrt: list[Tensor | str]
+    target: Any
+    labels: list[str]
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        """The entries of `wrt` that are tensors (located like fetches)."""
+        return [w for w in self.wrt if isinstance(w, Tensor)]
+
+    def step(self, program: Program, fetch_names: list[str], pruned: Pruned) -> tuple[list[str], Any]:
+        """The tensors a gradient function imports (`of`, then every computed `wrt` tensor) and
+        the step that builds the gradient from them (`then` of `compile._function`).
+
+        Raises:
+            DisconnectedError: no gradient flows from `of` to some entry of `wrt`.
+        """
+        of, target, labels = self.of, self.target, self.labels
+        captures, kept = pruned.captures, pruned.kept
+        args = {where: j for j, (where, _, _) in enumerate(pruned.fed)}  # fed tensor -> function argument
+        outputs = [fetch_names[0]]
+        sources: list[tuple[str, Any]] = []  # per wrt: ("arg", j) | ("out", k) | ("captures", (names, copies' k))
+        names = iter(fetch_names[1:])
+
+        def unreachable(label: str) -> DisconnectedError:
+            return DisconnectedError(
+                f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of {of.name!r} (or a feed "
+                f"cuts it off); take the gradient with respect to something {of.name!r} is computed from"
+            )
+
+        for w, label in zip(self.wrt, labels):
+            if isinstance(w, str):
+                bound = [f"{n}:0" for n in w.split(" ") if f"{n}:0" in captures]
+                if not bound:
+                    raise unreachable(label)
+                # a variable the call writes and reads back is read through its private copy
+                copies = dict.fromkeys(f"{program.private[n]}:0" for n in w.split(" ") if program.private.get(n) in kept)
+                sources.append(("captures", (bound, list(range(len(outputs), len(outputs) + len(copies))))))
+                outputs.extend(copies)
+                continue
+            where = next(names)
+            fed_but_unused = where in pruned.placeholders and where not in args
+            pruned_away = where not in pruned.placeholders and where.partition(":")[0] not in kept
+            if fed_but_unused or pruned_away:
+                raise unreachable(label)
+            if where in args:
+                sources.append(("arg", args[where]))
+            else:
+                sources.append(("out", len(outputs)))
+                outputs.append(where)
+
+        def then(values: list[tf.Tensor], arguments: list[tf.Tensor], bound: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+            value = values[0]
+            if target is not None:
+                value = tf.convert_to_tensor(target(value))
+            if not (value.dtype.is_floating or value.dtype.is_complex):
+                raise ArgumentError(
+                    f"cannot differentiate {of.name!r}{' (after target)' if target is not None else ''}: it is "
+                    f"{value.dtype.name}; take the gradient of a floating-point tensor"
+                )
+            total = tf.reduce_sum(value)
+            xs, spans = [], []
+            for kind, where in sources:
+                if kind == "captures":
+                    placeholders, copies = where
+                    spans.append((len(xs), len(placeholders) + len(copies)))
+                    xs.extend(bound[n] for n in placeholders)
+                    xs.extend(values[k] for k in copies)
+                else:
+                    spans.append((len(xs), 1))
+                    xs.append(arguments[where] if kind == "arg" else values[where])
+            try:
+                with program.custom_gradients.active():
+                    grads = tf.gradients(total, xs) if xs else []
+            except LookupError as e:
+                raise UnsupportedFetchError(
+                    f"cannot differentiate {of.name!r}: {e}; take the gradient of a tensor before that op, "
+                    "or with respect to one after it (and please report this)"
+                ) from None
+            out = []
+            for label, (start, count) in zip(labels, spans):
+                parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]
+                if not parts:
+                    raise DisconnectedError(
+                        f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of it, or every path "
+                        "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
+                    )
+                out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
+            return out
+
+        return outputs, then
