@@ -87,9 +87,9 @@ def resolve_pairs(G: nx.DiGraph, of: Any, *, feeding: bool = False) -> list[tupl
       3. a tensor or op name, canonical or raw (an op name means the op's only output);
       4. a model input's name (`input_image`);
       5. a layer's name or path (`ROI`, `shared@2`): its outputs.
-    With `feeding` (names of what is fed), an output key comes last instead: a name that is both
-    an input's and an output's (keras-hub's `token_ids`) means the output when fetched, the
-    input when fed. The key is the name as given, except for a layer (its outputs' canonical
+    With `feeding` (names of what is fed, or varied: a gradient's `wrt`), an output key comes
+    last instead: a name that is both an input's and an output's (keras-hub's `token_ids`) means
+    the output when fetched, the input when fed or differentiated with respect to. The key is the name as given, except for a layer (its outputs' canonical
     names).
 
     Raises:

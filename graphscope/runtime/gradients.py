@@ -111,7 +111,9 @@ def resolve_wrt(runtime: Runtime, wrt: Any) -> list[tuple[str, Tensor | str]]:
             out.append((path, " ".join(variables[path])))
             continue
         try:
-            pairs = runtime.graph.resolve_pairs(item)
+            # what a gradient is taken with respect to is varied, like a feed: a name that is both
+            # an input's and an output key's (keras-hub's `token_ids`) means the input
+            pairs = runtime.graph.resolve_pairs(item, feeding=True)
         except TensorNotFoundError:
             if not isinstance(item, str):
                 raise

@@ -279,3 +279,26 @@ def test_gradients_through_efficientnet_equal_gradient_tape():
     want = tape.gradient(y, [xs, stem.value])
     for key, w in zip(got, want):
         np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_wrt_an_input_name_that_is_also_an_output_key_means_the_input():
+    """keras-hub's generate_step returns `token_ids`, its input's name: a gradient with respect
+    to `token_ids` is with respect to the input (what is varied), as GradientTape's."""
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), name="tok")])
+    def g(tok):
+        sq = tok * tok
+        return {"tok": sq, "out": sq * 3.0}
+
+    scope = gs.trace(g, quiet=True)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = tf.reduce_sum(g(xs)["out"])
+    want = tape.gradient(y, xs).numpy()  # [[6, 12, 18]]
+    np.testing.assert_allclose(scope.gradients("out", "tok", x)["tok"], want, rtol=1e-6)
+    np.testing.assert_allclose(scope.gradients("out", "tok:0", x)["tok:0"], want, rtol=1e-6)
+    # the output stays reachable as a Tensor: d sum(3 sq) / d sq = 3
+    np.testing.assert_allclose(scope.gradients("out", scope.output("tok"), x)[scope.output("tok").name],
+                               np.full((1, 3), 3.0), rtol=1e-6)
