@@ -2,7 +2,10 @@
 
 An edit maps a tensor to a replacement: an array (patched in on every call, broadcast to the
 tensor's shape: activation patching) or a callable `fn(value) -> value` written with TF ops or
-`keras.ops` (zero a channel, scale, steer, clamp), traced once. The executable graph is
+`keras.ops` (zero a channel, scale, steer, clamp), traced once. The variables a callable reads
+are found in that trace and read again (to the host, hashed) whenever an executor with the edit
+is looked up: they are part of its cache key, so a changed variable gives a new executor and an
+unchanged one the cached executor; within the executor they are constants. The executable graph is
 rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
 tensor itself returns it; everything not downstream of an edit is computed as before. The model
 and the `Program`'s own graph are never changed: the rewrite touches copies.
@@ -33,7 +36,7 @@ from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
-from graphscope.runtime.cache import Identity
+from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.convert import to_dtype
 
 __all__ = ["Edit", "EditPatch", "apply", "resolve"]
@@ -52,11 +55,17 @@ class Edit:
     @functools.cached_property
     def key(self) -> tuple:
         """What executors with this edit are cached by: the array's contents (hashed once), or
-        the callable itself (by identity, held: see `cache.Identity`)."""
+        the callable itself (by identity, held: see `cache.Identity`) with the current values
+        of the variables it reads (read and hashed on every lookup, so a changed variable gives
+        a new executor and an unchanged one the cached executor).
+
+        Raises:
+            InputError: the callable fails on the tensor, or returns another dtype or shape.
+        """
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", Identity(self.fn))
+        return (self.tensor.name, "callable", Identity(self.fn), _values_digest(_traced(self).variables))
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
         """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""
@@ -177,10 +186,24 @@ def apply(
     return patch
 
 
-def _trace(edit: Edit) -> Any:
-    """The replacement as a ConcreteFunction of the tensor's value, its captures made constants."""
+# callable, tensor spec -> the callable traced on it (checked): the variables it reads are found
+# once per callable, and `_trace` freezes the same trace
+_traces = LRU()
+
+
+def _traced(edit: Edit) -> Any:
+    """The replacement as a ConcreteFunction of the tensor's value, its captures (variables it
+    reads) kept; a callable's is traced once per tensor spec and reused.
+
+    Raises:
+        InputError: the callable fails on the tensor, or returns another dtype or shape.
+    """
     t = edit.tensor
     spec = tf.TensorSpec(t.shape, t.dtype)
+    key = (Identity(edit.fn), spec) if edit.fn is not None else None
+    function = _traces.get(key) if key is not None else None
+    if function is not None:
+        return function
     try:
         function = tf.function(lambda value: tf.convert_to_tensor(edit.replacement(value))).get_concrete_function(spec)
     except Exception as e:  # noqa: BLE001 - whatever the user's function raised
@@ -201,7 +224,26 @@ def _trace(edit: Edit) -> Any:
             f"the edit of {t.name!r} returns shape {shape_text(out.shape.as_list() if out.shape.rank is not None else None)}, "
             f"but the tensor has shape {shape_text(t.shape)}: an edit must keep the shape"
         )
-    return _tf.frozen(function)
+    if key is not None:
+        _traces.put(key, function)
+    return function
+
+
+def _values_digest(variables: Iterable[Any]) -> str:
+    """A digest of the variables' current values (each read to the host and hashed)."""
+    digest = hashlib.sha1()
+    for v in variables:
+        value = np.ascontiguousarray(v.numpy())
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(value.view(np.uint8).reshape(-1))
+    return digest.hexdigest()
+
+
+def _trace(edit: Edit) -> Any:
+    """The replacement as a ConcreteFunction of the tensor's value alone: the variables it reads
+    made constants of their current values (those `edit.key` was taken at, unless another thread
+    changes them meanwhile)."""
+    return _tf.frozen(_traced(edit))
 
 
 def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) -> None:
