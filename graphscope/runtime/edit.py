@@ -24,6 +24,8 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -36,7 +38,7 @@ from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
 from graphscope.runtime import expose
-from graphscope.runtime.cache import LRU, Identity
+from graphscope.runtime.cache import Identity
 from graphscope.runtime.convert import to_dtype
 
 __all__ = ["Edit", "EditPatch", "apply", "resolve"]
@@ -65,7 +67,13 @@ class Edit:
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", Identity(self.fn), _values_digest(_traced(self).variables))
+        return (self.tensor.name, "callable", Identity(self.fn), _values_digest(_variables_of(self)))
+
+    @functools.cached_property
+    def traced(self) -> Any:
+        """The replacement as a ConcreteFunction of the tensor's value, the variables it reads
+        captured (traced once per `Edit`: see `_traced`)."""
+        return _traced(self)
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
         """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""
@@ -186,24 +194,54 @@ def apply(
     return patch
 
 
-# callable, tensor spec -> the callable traced on it (checked): the variables it reads are found
-# once per callable, and `_trace` freezes the same trace
-_traces = LRU()
+# id(callable) -> (a weak reference to it, {tensor spec: the variables it reads there}): found by
+# one trace per callable, kept while the callable lives (the scope's caches decide that, not this)
+_variables: dict[int, tuple[weakref.ref, dict[Any, tuple[Any, ...]]]] = {}
+_variables_lock = threading.Lock()
+
+
+def _variables_of(edit: Edit) -> tuple[Any, ...]:
+    """The variables `edit`'s callable reads on its tensor, traced for once per callable (or on
+    every lookup for a callable that cannot be weakly referenced).
+
+    Raises:
+        InputError: the callable fails on the tensor, or returns another dtype or shape.
+    """
+    fn, spec = edit.fn, tf.TensorSpec(edit.tensor.shape, edit.tensor.dtype)
+    with _variables_lock:
+        entry = _variables.get(id(fn))
+        if entry is not None and entry[0]() is fn and spec in entry[1]:
+            return entry[1][spec]
+    found = tuple(edit.traced.variables)
+    try:
+        ref = weakref.ref(fn, lambda _, key=id(fn): _forget(key))
+    except TypeError:  # not weakly referable: nothing kept
+        return found
+    with _variables_lock:
+        entry = _variables.get(id(fn))
+        if entry is None or entry[0]() is not fn:
+            entry = _variables[id(fn)] = (ref, {})
+        entry[1][spec] = found
+    return found
+
+
+def _forget(key: int) -> None:
+    """Drop a collected callable's entry. Without the lock: this runs wherever the collector
+    runs, perhaps inside `_variables_of` holding it; no other object can have the id yet."""
+    entry = _variables.get(key)
+    if entry is not None and entry[0]() is None:
+        _variables.pop(key, None)
 
 
 def _traced(edit: Edit) -> Any:
     """The replacement as a ConcreteFunction of the tensor's value, its captures (variables it
-    reads) kept; a callable's is traced once per tensor spec and reused.
+    reads) kept.
 
     Raises:
         InputError: the callable fails on the tensor, or returns another dtype or shape.
     """
     t = edit.tensor
     spec = tf.TensorSpec(t.shape, t.dtype)
-    key = (Identity(edit.fn), spec) if edit.fn is not None else None
-    function = _traces.get(key) if key is not None else None
-    if function is not None:
-        return function
     try:
         function = tf.function(lambda value: tf.convert_to_tensor(edit.replacement(value))).get_concrete_function(spec)
     except Exception as e:  # noqa: BLE001 - whatever the user's function raised
@@ -224,8 +262,6 @@ def _traced(edit: Edit) -> Any:
             f"the edit of {t.name!r} returns shape {shape_text(out.shape.as_list() if out.shape.rank is not None else None)}, "
             f"but the tensor has shape {shape_text(t.shape)}: an edit must keep the shape"
         )
-    if key is not None:
-        _traces.put(key, function)
     return function
 
 
@@ -242,8 +278,10 @@ def _values_digest(variables: Iterable[Any]) -> str:
 def _trace(edit: Edit) -> Any:
     """The replacement as a ConcreteFunction of the tensor's value alone: the variables it reads
     made constants of their current values (those `edit.key` was taken at, unless another thread
-    changes them meanwhile)."""
-    return _tf.frozen(_traced(edit))
+    changes them meanwhile). The trace is dropped from `edit` then, with its Python graph."""
+    function = _tf.frozen(edit.traced)
+    edit.__dict__.pop("traced", None)
+    return function
 
 
 def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) -> None:

@@ -420,3 +420,27 @@ def test_a_callable_reads_its_variables_when_the_executor_is_looked_up_and_is_ca
     assert scope.executor(t, edits={t: scaled}) is b  # back to the values b was built with
     x = np.ones((1, 3), np.float32)
     np.testing.assert_allclose(c(x)[t], b(x)[t] * 1.5, rtol=1e-6)
+
+
+def test_the_variables_a_callable_reads_are_found_once_and_forgotten_with_the_callable():
+    import gc
+    import weakref
+
+    from graphscope.runtime import edit as editing
+
+    model = _dense(seed=13)
+    scope = gs.trace(model, quiet=True)
+    t = "dense/BiasAdd:0"
+    x = np.ones((1, 3), np.float32)
+    scale = tf.Variable(4.0)
+    scaled = lambda v: v * scale  # noqa: E731
+    want = scope.run(t, x)[t] * 4.0
+    np.testing.assert_allclose(scope.run(t, x, edits={t: scaled})[t], want, rtol=1e-6)
+    assert id(scaled) in editing._variables
+    gone = weakref.ref(scaled)
+    del scaled
+    for k in range(70):  # evict the scope's executors and compiled functions, which hold it
+        scope.executor("dense/BiasAdd:0", edits={"dense/MatMul:0": np.full(2, k, np.float32)})
+    gc.collect()
+    assert gone() is None
+    assert all(ref() is not None for ref, _ in editing._variables.values())
