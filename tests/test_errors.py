@@ -169,6 +169,16 @@ def _narrow_run(x, n, edits=None):
 _X16, _N8 = np.ones((1, 3), np.float16), np.ones((1, 3), np.int8)
 
 
+def _gate_run(keep):
+    """A function of a float32 input and a bool mask, run on `keep` as the mask."""
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 3), tf.bool)])
+    def gate(x, keep):
+        return tf.where(keep, x, 0.0)
+
+    scope = gs.trace(gate, quiet=True)
+    return scope.run(scope.outputs, [np.ones((1, 3), np.float32), keep])
+
+
 WRONG = [
     # ---- trace: what can be traced
     Wrong("a numpy array", lambda w: gs.trace(np.zeros(3)), gs.UnsupportedModelError, TypeError,
@@ -287,6 +297,9 @@ WRONG = [
     Wrong("an input with nan for an integer input", lambda w: _narrow_run(_X16, np.array([[np.nan, 1.0, 2.0]])),
           gs.InputError, ValueError, r"input '\w+' expects int8, which cannot hold nan or inf, but 1 of its 3 values "
           r"are; replace them first"),
+    Wrong("an input of numbers other than 0 and 1 for a bool input", lambda w: _gate_run(np.array([[0, 1, 2]])),
+          gs.InputError, ValueError, r"input '\w+' expects bool, which holds 0 and 1, but it holds other values "
+          r"\(1 of 3, such as 2\); compare them first \(x != 0\)"),
     Wrong("an unknown input name", lambda w: _tanh(w)({"imgae": w.x}), gs.InputError, ValueError,
           r"unknown input 'imgae': this executor takes image. Did you mean 'image'"),
     Wrong("a missing input", lambda w: w.multi.executor(["add/Add:0"])({"img": np.zeros((1, 4, 4, 1))}),

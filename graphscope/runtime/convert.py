@@ -18,19 +18,21 @@ from graphscope.errors import InputError
 __all__ = ["to_dtype"]
 
 # source kinds a target kind may take, before its values are checked
-_KINDS = {"b": "b", "i": "biuf", "u": "biuf", "f": "biuf", "c": "biufc"}
+_KINDS = {"b": "biuf", "i": "biuf", "u": "biuf", "f": "biuf", "c": "biufc"}
 
 
 def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
     """`value` (an array, a list, a number, an eager tensor) as an array of `dtype` (a
     TensorFlow dtype or its name), checked value by value when the conversion could lose
     them; `what` names it in errors (`"input 'image'"`, `"the edit of 'conv1/Relu:0'"`).
+    bfloat16, float8 and int4 arrays (`ml_dtypes`) are floats and integers like any other;
+    numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1.
 
     Raises:
         InputError: the values are not numeric, their dtype cannot become `dtype` whatever they
-            are (complex into float, anything but bool into bool), or some value does not fit:
-            out of range (would become inf, or wrap around), not a whole number for an integer
-            dtype, nan or inf for an integer dtype.
+            are (complex into float, int or bool), or some value does not fit: out of range
+            (would become inf, or wrap around), not a whole number for an integer dtype, nan or
+            inf for an integer dtype, other than 0 and 1 for bool.
 
     >>> to_dtype([0.5, 2.0], "float16", "x").dtype
     dtype('float16')
@@ -45,7 +47,12 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     numpy_target = np.dtype(target.as_numpy_dtype)
     if array.dtype == numpy_target:
         return array
-    kind = "f" if target.is_floating else numpy_target.kind
+    kind = _kind(numpy_target)
+    if _kind(array.dtype) != array.dtype.kind:  # an ml_dtypes array: checked as the numpy dtype
+        # that holds each of its values exactly (float32 for bfloat16 and float8, int8 for int4)
+        array = array.astype({"f": np.float32, "i": np.int8, "u": np.uint8}[_kind(array.dtype)])
+        if array.dtype == numpy_target:
+            return array
     if array.dtype.kind not in "biufc":
         raise InputError(f"{what} must be a numeric array ({target.name}), got an array of dtype {array.dtype}")
     if array.dtype.kind not in _KINDS.get(kind, ""):
@@ -53,9 +60,11 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
             f"{what} expects {target.name}, got an array of dtype {array.dtype}, which would lose information "
             f"as {target.name}; convert it first"
         )
+    if kind == "b":
+        _check_truth(array, what)
     with np.errstate(all="ignore"):  # what overflows is found below
         converted = array.astype(numpy_target)
-    if _holds_every(target, array.dtype):
+    if kind == "b" or _holds_every(target, array.dtype):
         return converted
     if kind in "fc":
         _check_finite(array, converted, target, what)
@@ -64,12 +73,39 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     return converted
 
 
+def _kind(dtype: np.dtype) -> str:
+    """numpy's kind of `dtype`, with `ml_dtypes`' (whose kind is "V") by what TensorFlow makes
+    of them: "f" for bfloat16 and float8, "i" or "u" for int4 and uint4."""
+    if dtype.kind != "V":
+        return dtype.kind
+    try:
+        of = tf.as_dtype(dtype)
+    except TypeError:  # a structured or raw dtype: not numeric
+        return dtype.kind
+    if of.is_floating:
+        return "f"
+    if of.is_integer:
+        return "u" if of.is_unsigned else "i"
+    return dtype.kind
+
+
+def _check_truth(array: np.ndarray, what: str) -> None:
+    """Every value is 0 or 1 (the values bool holds)."""
+    bad = (array != 0) & (array != 1)
+    if bad.any():
+        raise InputError(
+            f"{what} expects bool, which holds 0 and 1, but it holds other values ({int(bad.sum())} of "
+            f"{array.size}, such as {array[bad].flat[0]:g}); compare them first (x != 0)"
+        )
+
+
 def _holds_every(target: tf.DType, source: np.dtype) -> bool:
     """Whether `target` holds every value of `source` (to within rounding): nothing to check."""
     if source.kind == "b":
         return True
     bound = target.real_dtype if target.is_complex else target
-    of = tf.as_dtype(source.type(0).real.dtype)  # a complex source: its parts' dtype
+    of = tf.as_dtype(source)
+    of = of.real_dtype if of.is_complex else of  # a complex source: its parts' dtype
     if bound.is_integer and not of.is_integer:
         return False  # a float may be a fraction, whatever its range
     number = int if bound.is_integer else float

@@ -2,7 +2,10 @@
 
 An edit maps a tensor to a replacement: an array (patched in on every call, broadcast to the
 tensor's shape: activation patching) or a callable `fn(value) -> value` written with TF ops or
-`keras.ops` (zero a channel, scale, steer, clamp), traced once. The executable graph is
+`keras.ops` (zero a channel, scale, steer, clamp), traced once. The variables a callable reads
+are found in that trace and read again (to the host, hashed) whenever an executor with the edit
+is looked up: they are part of its cache key, so a changed variable gives a new executor and an
+unchanged one the cached executor; within the executor they are constants. The executable graph is
 rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
 tensor itself returns it; everything not downstream of an edit is computed as before. The model
 and the `Program`'s own graph are never changed: the rewrite touches copies.
@@ -21,6 +24,8 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -52,11 +57,23 @@ class Edit:
     @functools.cached_property
     def key(self) -> tuple:
         """What executors with this edit are cached by: the array's contents (hashed once), or
-        the callable itself (by identity, held: see `cache.Identity`)."""
+        the callable itself (by identity, held: see `cache.Identity`) with the current values
+        of the variables it reads (read and hashed on every lookup, so a changed variable gives
+        a new executor and an unchanged one the cached executor).
+
+        Raises:
+            InputError: the callable fails on the tensor, or returns another dtype or shape.
+        """
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", Identity(self.fn))
+        return (self.tensor.name, "callable", Identity(self.fn), _values_digest(_variables_of(self)))
+
+    @functools.cached_property
+    def traced(self) -> Any:
+        """The replacement as a ConcreteFunction of the tensor's value, the variables it reads
+        captured (traced once per `Edit`: see `_traced`)."""
+        return _traced(self)
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
         """The replacement for `value` (a symbolic tensor of the edited tensor's dtype)."""
@@ -197,8 +214,52 @@ def apply(
     return patch
 
 
-def _trace(edit: Edit) -> Any:
-    """The replacement as a ConcreteFunction of the tensor's value, its captures made constants."""
+# id(callable) -> (a weak reference to it, {tensor spec: the variables it reads there}): found by
+# one trace per callable, kept while the callable lives (the scope's caches decide that, not this)
+_variables: dict[int, tuple[weakref.ref, dict[Any, tuple[Any, ...]]]] = {}
+_variables_lock = threading.Lock()
+
+
+def _variables_of(edit: Edit) -> tuple[Any, ...]:
+    """The variables `edit`'s callable reads on its tensor, traced for once per callable (or on
+    every lookup for a callable that cannot be weakly referenced).
+
+    Raises:
+        InputError: the callable fails on the tensor, or returns another dtype or shape.
+    """
+    fn, spec = edit.fn, tf.TensorSpec(edit.tensor.shape, edit.tensor.dtype)
+    with _variables_lock:
+        entry = _variables.get(id(fn))
+        if entry is not None and entry[0]() is fn and spec in entry[1]:
+            return entry[1][spec]
+    found = tuple(edit.traced.variables)
+    try:
+        ref = weakref.ref(fn, lambda _, key=id(fn): _forget(key))
+    except TypeError:  # not weakly referable: nothing kept
+        return found
+    with _variables_lock:
+        entry = _variables.get(id(fn))
+        if entry is None or entry[0]() is not fn:
+            entry = _variables[id(fn)] = (ref, {})
+        entry[1][spec] = found
+    return found
+
+
+def _forget(key: int) -> None:
+    """Drop a collected callable's entry. Without the lock: this runs wherever the collector
+    runs, perhaps inside `_variables_of` holding it; no other object can have the id yet."""
+    entry = _variables.get(key)
+    if entry is not None and entry[0]() is None:
+        _variables.pop(key, None)
+
+
+def _traced(edit: Edit) -> Any:
+    """The replacement as a ConcreteFunction of the tensor's value, its captures (variables it
+    reads) kept.
+
+    Raises:
+        InputError: the callable fails on the tensor, or returns another dtype or shape.
+    """
     t = edit.tensor
     spec = tf.TensorSpec(t.shape, t.dtype)
     try:
@@ -221,7 +282,26 @@ def _trace(edit: Edit) -> Any:
             f"the edit of {t.name!r} returns shape {shape_text(out.shape.as_list() if out.shape.rank is not None else None)}, "
             f"but the tensor has shape {shape_text(t.shape)}: an edit must keep the shape"
         )
-    return _tf.frozen(function)
+    return function
+
+
+def _values_digest(variables: Iterable[Any]) -> str:
+    """A digest of the variables' current values (each read to the host and hashed)."""
+    digest = hashlib.sha1()
+    for v in variables:
+        value = np.ascontiguousarray(v.numpy())
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(value.view(np.uint8).reshape(-1))
+    return digest.hexdigest()
+
+
+def _trace(edit: Edit) -> Any:
+    """The replacement as a ConcreteFunction of the tensor's value alone: the variables it reads
+    made constants of their current values (those `edit.key` was taken at, unless another thread
+    changes them meanwhile). The trace is dropped from `edit` then, with its Python graph."""
+    function = _tf.frozen(edit.traced)
+    edit.__dict__.pop("traced", None)
+    return function
 
 
 def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) -> None:

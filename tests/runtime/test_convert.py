@@ -1,7 +1,9 @@
 """Arrays converted to a tensor's dtype: rounding is fine, changing what a value is is refused."""
 
+import ml_dtypes
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import graphscope as gs
 from graphscope.runtime.convert import to_dtype
@@ -18,6 +20,23 @@ FITS = [  # (value, dtype): accepted, equal to numpy's own conversion
     (np.float32([3.0]), "complex64"),
     (np.float64([-(2.0**63)]), "int64"),
     (np.float32([1e38]), "bfloat16"),
+    # ml_dtypes' narrow floats and ints (numpy kind "V") into wider dtypes: exact
+    (np.array([1.5, -3e38, np.inf, np.nan], ml_dtypes.bfloat16), "float32"),
+    (np.array([1.5, -7.0], ml_dtypes.bfloat16), "float64"),
+    (np.array([448.0, -0.015625], ml_dtypes.float8_e4m3fn), "float16"),
+    (np.array([57344.0, 0.5], ml_dtypes.float8_e5m2), "float32"),
+    (np.array([3.0, -256.0], ml_dtypes.bfloat16), "int32"),  # whole numbers
+    (np.array([-8, 7], ml_dtypes.int4), "int8"),
+    (np.array([0, 15], ml_dtypes.uint4), "float32"),
+    # numbers that are all 0 or 1 into bool, and bool into numbers
+    (np.int64([1, 0, 1]), "bool"),
+    (np.uint8([0, 1]), "bool"),
+    (np.float32([0.0, -0.0, 1.0]), "bool"),
+    (np.array([1.0, 0.0], ml_dtypes.bfloat16), "bool"),
+    (np.int32([], ), "bool"),
+    (np.array([True, False]), "float32"),
+    (np.array([True, False]), "bfloat16"),
+    (np.array([True, False]), "uint8"),
 ]
 REFUSED = [  # (value, dtype, what the message says)
     (np.float32([1e6]), "float16", r", whose range is -65504 to 65504, .* from 1e\+06 to 1e\+06 \(1 of 1\)"),
@@ -32,7 +51,15 @@ REFUSED = [  # (value, dtype, what the message says)
     (np.uint64([2**64 - 1]), "int64", r"wrap around"),
     (np.float64([2.0**63]), "int64", r"wrap around"),
     (np.complex64([1j]), "float32", r"got an array of dtype complex64, which would lose information as float32"),
-    (np.int64([1, 0]), "bool", r"lose information as bool"),
+    (np.complex64([1, 0]), "bool", r"lose information as bool"),
+    (np.int64([2, 0, 1]), "bool", r"which holds 0 and 1, but it holds other values \(1 of 3, such as 2\); "
+                                  r"compare them first \(x != 0\)$"),
+    (np.float32([0.5, np.nan, 1.0]), "bool", r"other values \(2 of 3, such as 0.5\)"),
+    (np.array([-1.0], ml_dtypes.bfloat16), "bool", r"such as -1\)"),
+    (np.array([1e5], ml_dtypes.bfloat16), "float16", r", whose range is -65504 to 65504, .* which would become inf"),
+    (np.array([0.5], ml_dtypes.bfloat16), "int32", r"not whole numbers \(1 of 1, such as 0.5\)"),
+    (np.array([300.0], ml_dtypes.bfloat16), "int8", r"from 300 to 300, which would wrap around"),
+    (np.array([-8], ml_dtypes.int4), "uint8", r"from -8 to -8, which would wrap around"),
     (np.array(["a"]), "float32", r" a numeric array \(float32\), got an array of dtype <U1"),
 ]
 
@@ -54,3 +81,19 @@ def test_values_the_dtype_cannot_hold_are_refused(value, dtype, says):
 def test_a_matching_dtype_is_passed_through_uncopied():
     a = np.zeros(3, np.float32)
     assert to_dtype(a, "float32", "x") is a
+
+
+def test_a_bfloat16_input_and_an_int_mask_for_a_bool_input_run_as_their_exact_values():
+    """End to end: the feeds the review found refused (bfloat16 into float32, 0/1 ints into
+    bool) give what numpy gives on the same values."""
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 3), tf.bool)])
+    def gate(x, keep):
+        return tf.where(keep, x * 2.0, -1.0)
+
+    scope = gs.trace(gate, quiet=True)
+    x = np.array([[1.5, -2.25, 1e38]], ml_dtypes.bfloat16)
+    keep = np.array([[1, 0, 1]], np.int64)
+    (out,) = scope.run(scope.outputs, [x, keep]).values()
+    np.testing.assert_array_equal(out, np.where(keep == 1, x.astype(np.float64) * 2.0, -1.0).astype(np.float32))
+    with pytest.raises(gs.InputError, match=r"expects bool, which holds 0 and 1, but it holds other values"):
+        scope.run(scope.outputs, [x, keep * 2])

@@ -365,3 +365,82 @@ def test_gradients_through_different_edits_of_one_loop_equal_gradient_tape():
             tape.watch(xs)
             y = tf.reduce_sum(_accumulate(**by_hand)(xs))
         np.testing.assert_allclose(got, tape.gradient(y, xs).numpy(), rtol=1e-5, err_msg=name)
+
+
+def test_a_reused_callable_reads_a_changed_variable_at_its_current_value():
+    """A callable that reads a tf.Variable or a Keras weight is traced once, but the variables
+    are read on every `run`/`gradients`: their current values, never a cached executor's stale
+    ones. Checked against numpy and tf.GradientTape by hand."""
+    model = _dense(seed=11)
+    scope = gs.trace(model, quiet=True)
+    layer = model.get_layer("dense")
+    kernel, bias = (np.array(w) for w in layer.get_weights())
+    x = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
+    t = "dense/BiasAdd:0"
+    scale = tf.Variable(2.0)
+    scaled = lambda v: v * scale  # noqa: E731 - one object, reused
+    for s in [2.0, 3.0, 3.0, -0.5]:
+        scale.assign(s)
+        got = scope.run(t, x, edits={t: scaled})[t]
+        np.testing.assert_allclose(got, (x @ kernel + bias) * s, rtol=1e-5, atol=1e-6)
+        grads = scope.gradients(t, "x", x, edits={t: scaled})["x"]
+        with tf.GradientTape() as tape:
+            xt = tf.constant(x)
+            tape.watch(xt)
+            y = tf.reduce_sum((xt @ kernel + bias) * s)
+        np.testing.assert_allclose(grads, tape.gradient(y, xt).numpy(), rtol=1e-5, atol=1e-6)
+
+    # a Keras weight of the model itself, changed (and restored: the model is left as it was)
+    plus_bias = lambda v: v + layer.bias  # noqa: E731
+    np.testing.assert_allclose(scope.run(t, x, edits={t: plus_bias})[t], x @ kernel + 2 * bias, rtol=1e-5, atol=1e-6)
+    try:
+        layer.bias.assign(bias + 1.0)
+        got = scope.run(t, x, edits={t: plus_bias})[t]
+        np.testing.assert_allclose(got, x @ kernel + 2 * (bias + 1.0), rtol=1e-5, atol=1e-6)
+    finally:
+        layer.bias.assign(bias)
+    np.testing.assert_allclose(scope.run(t, x, edits={t: plus_bias})[t], x @ kernel + 2 * bias, rtol=1e-5, atol=1e-6)
+
+
+def test_a_callable_reads_its_variables_when_the_executor_is_looked_up_and_is_cached_while_they_hold():
+    model = _dense(seed=12)
+    scope = gs.trace(model, quiet=True)
+    t = "dense/BiasAdd:0"
+    scale = tf.Variable(2.0)
+    scaled = lambda v: v * scale  # noqa: E731
+    plain = lambda v: v * 2.0  # noqa: E731 - reads no variable
+    a = scope.executor(t, edits={t: plain})
+    assert scope.executor(t, edits={t: plain}) is a
+    b = scope.executor(t, edits={t: scaled})
+    assert scope.executor(t, edits={t: scaled}) is b  # unchanged variable: the cached executor
+    scale.assign(3.0)
+    c = scope.executor(t, edits={t: scaled})
+    assert c is not b
+    scale.assign(2.0)
+    assert scope.executor(t, edits={t: scaled}) is b  # back to the values b was built with
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(c(x)[t], b(x)[t] * 1.5, rtol=1e-6)
+
+
+def test_the_variables_a_callable_reads_are_found_once_and_forgotten_with_the_callable():
+    import gc
+    import weakref
+
+    from graphscope.runtime import edit as editing
+
+    model = _dense(seed=13)
+    scope = gs.trace(model, quiet=True)
+    t = "dense/BiasAdd:0"
+    x = np.ones((1, 3), np.float32)
+    scale = tf.Variable(4.0)
+    scaled = lambda v: v * scale  # noqa: E731
+    want = scope.run(t, x)[t] * 4.0
+    np.testing.assert_allclose(scope.run(t, x, edits={t: scaled})[t], want, rtol=1e-6)
+    assert id(scaled) in editing._variables
+    gone = weakref.ref(scaled)
+    del scaled
+    for k in range(70):  # evict the scope's executors and compiled functions, which hold it
+        scope.executor("dense/BiasAdd:0", edits={"dense/MatMul:0": np.full(2, k, np.float32)})
+    gc.collect()
+    assert gone() is None
+    assert all(ref() is not None for ref, _ in editing._variables.values())
