@@ -318,6 +318,10 @@ WRONG = [
           TypeError, r"an edit replaces one tensor, but 'halves' names 2: halves/mul:0, halves/add:0; edit each"),
     Wrong("an edit of an unknown tensor", lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMull:0": 0.0}),
           gs.TensorNotFoundError, KeyError, r"no tensor named 'dense/MatMull:0'.*Did you mean 'dense/MatMul:0'"),
+    Wrong("an edit of a variable's path",
+          lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/kernel": np.zeros((6, 4), np.float32)}),
+          gs.TensorNotFoundError, KeyError, r"'dense/kernel' is a variable, and edits replace values the model "
+          r"computes: edit the value that reads it \(dense/.*ReadVariableOp:0\), or assign the variable itself"),
     Wrong("an edit no fetch depends on",
           lambda w: w.scope.executor("dense/MatMul:0", edits={"dense/Tanh:0": lambda v: v * 0}), gs.DisconnectedError,
           ValueError, r"the edit of 'dense/Tanh:0' changes nothing the fetches \(dense/MatMul:0\) depend on: edit a "

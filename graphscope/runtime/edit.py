@@ -100,7 +100,9 @@ def resolve(graph: ModelGraph, edits: Mapping[Any, Any] | None) -> list[Edit]:
     out: list[Edit] = []
     seen: dict[str, Any] = {}
     for key, value in edits.items():
-        pairs = graph.resolve_pairs(key)
+        # an edit puts a value in, as a feed does: a name that is both an input's and an output
+        # key's (keras-hub's `token_ids`) means the input, as for feeds and gradients' wrt
+        pairs = graph.resolve_pairs(key, feeding=True)
         if len(pairs) != 1:
             raise ArgumentError(
                 f"an edit replaces one tensor, but {key!r} names {len(pairs)}: "

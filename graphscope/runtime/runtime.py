@@ -51,7 +51,7 @@ class Runtime:
         if not fetch_pairs:
             raise TensorNotFoundError("nothing to fetch: give at least one tensor name")
         feed_pairs = self._feed_pairs(feeds)
-        edit_list = editing.resolve(self.graph, edits)
+        edit_list = self._edits(edits)
         key = (tuple((k, t.name) for k, t in fetch_pairs), tuple((k, t.name) for k, t in feed_pairs),
                tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
@@ -79,7 +79,7 @@ class Runtime:
         (_, of_tensor), = pairs
         entries = resolve_wrt(self, wrt)
         feed_pairs = self._feed_pairs(feeds)
-        edit_list = editing.resolve(self.graph, edits)
+        edit_list = self._edits(edits)
         key = ("gradient", of_tensor.name, tuple((k, w if isinstance(w, str) else w.name) for k, w in entries),
                Identity(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
@@ -92,6 +92,23 @@ class Runtime:
                   edits: Any = None) -> Results:
         """One-shot `gradient_executor(of, wrt, ...)(inputs)`."""
         return call_once(self.gradient_executor(of, wrt, target=target, feeds=feeds, edits=edits), inputs)
+
+    def _edits(self, edits: Any) -> list[editing.Edit]:
+        """`editing.resolve`, with the way to change a weight where a key is a variable's path."""
+        try:
+            return editing.resolve(self.graph, edits)
+        except TensorNotFoundError:
+            paths = [k for k in (edits or {}) if isinstance(k, str) and k.removesuffix(":0") in self.variables]
+            if not paths:
+                raise
+            bound = {f"{p}:0" for p in self.variables[paths[0].removesuffix(":0")]}
+            reads = [t.name for t in self.graph.tensors.values() if t.op_type == "ReadVariableOp"
+                     and any(self.graph.tensors[i].raw_name in bound for i in self.graph.op(t.op).inputs)]
+            raise TensorNotFoundError(
+                f"{paths[0]!r} is a variable, and edits replace values the model computes: edit the value "
+                f"that reads it ({', '.join(reads[:3]) or 'its ReadVariableOp'}), or assign the variable "
+                "itself (and put it back after)"
+            ) from None
 
     def _feed_pairs(self, feeds: Any) -> list[tuple[str, Tensor]]:
         if feeds is None:

@@ -444,3 +444,21 @@ def test_the_variables_a_callable_reads_are_found_once_and_forgotten_with_the_ca
     gc.collect()
     assert gone() is None
     assert all(ref() is not None for ref, _ in editing._variables.values())
+
+
+def test_an_edit_keyed_by_an_input_name_that_is_also_an_output_key_edits_the_input():
+    """SAM's input is `masks` and keras-hub's generate_step returns `token_ids`: an edit puts a
+    value in, as a feed does, so the name means the input (as Keras fed that value computes)."""
+    init = keras.initializers.GlorotUniform(seed=3)
+    inp = keras.Input((4,), name="masks")
+    h = keras.layers.Dense(4, activation="tanh", name="h", kernel_initializer=init)(inp)
+    score = keras.layers.Dense(1, name="iou", kernel_initializer=init, bias_initializer="ones")(h)
+    model = keras.Model(inp, {"masks": h, "iou": score})
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    ones = np.ones((2, 4), np.float32)
+    got = scope.run(["iou"], x, edits={"masks": ones})["iou"]
+    np.testing.assert_allclose(got, model(ones)["iou"], rtol=1e-6, atol=1e-6)  # Keras fed the edit
+    # the output stays editable by its Tensor: the head computes from the patched h
+    patched = scope.run(["iou"], x, edits={scope.output("masks"): ones})["iou"]
+    np.testing.assert_allclose(patched, model.get_layer("iou")(ones), rtol=1e-6, atol=1e-6)
