@@ -28,18 +28,34 @@ from typing import Any
 from tensorflow.core.framework import function_pb2, graph_pb2
 
 from graphscope.backend import tf_internals as _tf
+from graphscope.errors import UnsupportedModelError
 
-__all__ = ["WRITE_OPS", "Isolated", "isolate"]
+__all__ = ["STATE_WRITE_OPS", "WRITE_OPS", "Isolated", "isolate"]
 
 # Every op that writes a variable through a resource input: assignments, scatters, optimizer
 # steps (`Resource(Sparse)Apply*`), strided-slice assignment, `count_up_to`, and TensorFlow's
 # stateful random ops, which advance a `tf.random.Generator`'s state variable
 # (`StatefulPartitionedCall` is a call).
-WRITE_OPS = re.compile(
+_VARIABLE_WRITES = (
     r"Assign(Add|Sub)?Variable(Op|XlaConcatND)"
     r"|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign|ResourceCountUpTo"
     r"|RngSkip|RngReadAndSkip|Stateful(?!PartitionedCall$)\w+"
 )
+# Every op that changes a resource other than a variable that a model can own across calls:
+# lookup tables (`MutableHashTable`, `DenseHashTable`: insert, remove, import, initialize),
+# queues (a dequeue takes elements out), stacks, gradient accumulators, readers and boosted-tree
+# ensembles. Such a resource has no private copy: a call that reads one back after writing it is
+# refused (`UnsupportedModelError`). TensorArrays, TensorLists, datasets and iterators made in
+# the call are values of the call, not the model's state; summary writers write files.
+STATE_WRITE_OPS = re.compile(
+    r"LookupTable(Insert|Remove|Import)(V2)?|InitializeTable(V2|FromTextFile(V2)?|FromDataset)?"
+    r"|Queue(Enqueue|EnqueueMany|Dequeue|DequeueMany|DequeueUpTo|Close)(V2)?"
+    r"|Stack(Push|Pop|Close)(V2)?|ResourceAccumulator(ApplyGradient|TakeGradient|SetGlobalStep)"
+    r"|Reader(Read|ReadUpTo|Reset|RestoreState)(V2)?"
+    r"|BoostedTrees(CenterBias|CreateEnsemble|DeserializeEnsemble|UpdateEnsemble(V2)?"
+    r"|CreateQuantileStreamResource|FlushQuantileSummaries|QuantileStreamResource(AddSummaries|Deserialize|Flush))"
+)
+WRITE_OPS = re.compile(f"{_VARIABLE_WRITES}|{STATE_WRITE_OPS.pattern}")
 _PRIVATE = "graphscope_private"
 _names = itertools.count()  # clones get process-unique names: functions live in one registry
 
@@ -86,6 +102,8 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
         if not uses.writes and not uses.calls and not uses.private:
             continue
         if uses.private or _read_after(nodes, {*uses.writes, *uses.calls}, uses.reads):
+            if _tf.variable_spec(variables[placeholders[0]]) is None:
+                raise _no_private_copy(nodes, placeholders[0], uses)
             copies[placeholders[0]] = placeholders
             continue
         dropped.update(uses.writes)
@@ -123,7 +141,7 @@ def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functi
     for use, position in _uses(consumers, [f"{p}:0" for p in placeholders]):
         if WRITE_OPS.fullmatch(use.op):
             uses.writes.append(use.name)
-            uses.private |= f"{use.name}:0" in consumers
+            uses.private |= any(ref.partition(":")[0] == use.name for ref in consumers)  # its result is used
             continue
         effect = functions.of_node(use, position)
         if effect is not None and effect.writes:
@@ -133,6 +151,19 @@ def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functi
             uses.reads.append(use.name)
     uses.private |= not uses.calls.keys().isdisjoint(uses.reads)
     return uses
+
+
+def _no_private_copy(nodes: Mapping[str, Any], placeholder: str, uses: _Uses) -> UnsupportedModelError:
+    """The refusal for a resource that is not a variable (a lookup table, a queue) which the call
+    writes and reads back after the write, or writes through an op whose result it uses."""
+    written = [*uses.writes, *uses.calls]
+    ops = ", ".join(f"{name!r} ({nodes[name].op})" for name in written[:3]) + (", ..." if len(written) > 3 else "")
+    return UnsupportedModelError(
+        f"the model's resource {placeholder!r} is not a tf.Variable (a lookup table, a queue): the "
+        f"call writes it ({ops}) and reads it back after that, and only a variable can get a "
+        "private copy, so an executor would change the model's state; trace a function that does "
+        "not update it, or keep that state in a tf.Variable"
+    )
 
 
 def _consumers(base: graph_pb2.GraphDef) -> tuple[dict[str, list[tuple[Any, int]]], dict[str, list[str]]]:
