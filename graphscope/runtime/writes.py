@@ -42,13 +42,16 @@ _VARIABLE_WRITES = (
     r"|RngSkip|RngReadAndSkip|Stateful(?!PartitionedCall$)\w+"
 )
 # Every op that changes a resource other than a variable that a model can own across calls:
-# lookup tables (`MutableHashTable`, `DenseHashTable`: insert, remove, import, initialize),
-# queues (a dequeue takes elements out), stacks, gradient accumulators, readers and boosted-tree
-# ensembles. Such a resource has no private copy: a call that reads one back after writing it is
-# refused (`UnsupportedModelError`). TensorArrays, TensorLists, datasets and iterators made in
-# the call are values of the call, not the model's state; summary writers write files.
+# lookup tables (`MutableHashTable`, `DenseHashTable`: insert, remove, import), queues (a dequeue
+# takes elements out), stacks, gradient accumulators, readers and boosted-tree ensembles. Such a
+# resource has no private copy: a call that reads one back after writing it is refused
+# (`UnsupportedModelError`). A table's initializer (`InitializeTable*`, and the import a
+# `StaticHashTable`'s initializer runs, `tf_internals.TABLE_INITIALIZER`) is not a write: it
+# fills a table once and is a no-op after, and a table made inside the function needs it.
+# TensorArrays, TensorLists, datasets and iterators made in the call are values of the call, not
+# the model's state; summary writers write files.
 STATE_WRITE_OPS = re.compile(
-    r"LookupTable(Insert|Remove|Import)(V2)?|InitializeTable(V2|FromTextFile(V2)?|FromDataset)?"
+    r"LookupTable(Insert|Remove|Import)(V2)?"
     r"|Queue(Enqueue|EnqueueMany|Dequeue|DequeueMany|DequeueUpTo|Close)(V2)?"
     r"|Stack(Push|Pop|Close)(V2)?|ResourceAccumulator(ApplyGradient|TakeGradient|SetGlobalStep)"
     r"|Reader(Read|ReadUpTo|Reset|RestoreState)(V2)?"
@@ -57,6 +60,12 @@ STATE_WRITE_OPS = re.compile(
 )
 WRITE_OPS = re.compile(f"{_VARIABLE_WRITES}|{STATE_WRITE_OPS.pattern}")
 _PRIVATE = "graphscope_private"
+
+
+def _writes(node: Any) -> bool:
+    """Whether `node` writes the resource it is given (a table's initializer does not)."""
+    return bool(WRITE_OPS.fullmatch(node.op)) and not _tf.TABLE_INITIALIZER.fullmatch(node.name)
+
 _names = itertools.count()  # clones get process-unique names: functions live in one registry
 
 
@@ -83,8 +92,8 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
     docstring); the placeholders in `keep` are left alone. `base` is returned unchanged when
     nothing in it writes a variable."""
     library = {f.signature.name: f for f in base.library.function}
-    if not any(WRITE_OPS.fullmatch(n.op) for n in base.node) and not any(
-        WRITE_OPS.fullmatch(n.op) for f in library.values() for n in f.node_def
+    if not any(_writes(n) for n in base.node) and not any(
+        _writes(n) for f in library.values() for n in f.node_def
     ):
         return Isolated(base, {})
     nodes = {n.name: n for n in base.node}
@@ -139,7 +148,7 @@ def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functi
     read the variable, or a call that writes it through one input and reads it through another."""
     uses = _Uses()
     for use, position in _uses(consumers, [f"{p}:0" for p in placeholders]):
-        if WRITE_OPS.fullmatch(use.op):
+        if _writes(use):
             uses.writes.append(use.name)
             uses.private |= any(ref.partition(":")[0] == use.name for ref in consumers)  # its result is used
             continue
@@ -235,7 +244,7 @@ class _Functions:
         effect = _Effect()
         consumers = self._consumers(name)
         for use, k in self._uses(name, position):
-            if WRITE_OPS.fullmatch(use.op):
+            if _writes(use):
                 effect.writes = True
                 effect.reads |= any(ref.startswith(f"{use.name}:") for ref in consumers)  # its result is used
                 continue
@@ -272,7 +281,7 @@ class _Functions:
         calls: dict[str, set[int]] = {}
         for position in positions:
             for use, k in self._uses(name, position):
-                if WRITE_OPS.fullmatch(use.op):
+                if _writes(use):
                     removed.add(use.name)
                 else:
                     calls.setdefault(use.name, set()).add(k)
@@ -299,7 +308,7 @@ class _Functions:
             self.writing[name] = False
             fdef = self.library[name]
             self.writing[name] = any(
-                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in self._called(n))
+                _writes(n) or any(self.writes_anything(f) for f in self._called(n))
                 for n in fdef.node_def
             )
         return self.writing[name]
