@@ -1,4 +1,4 @@
-"""Variable writes in the executable graph: running an executor never moves a model variable.
+"""Writes in the executable graph: running an executor never moves a model variable or table.
 
 A call of the model may write its variables: batch-norm statistics in training mode, a counter
 assigned in a loop body or a branch, a scatter into a table inside a nested `tf.function`, at
@@ -15,6 +15,10 @@ ops and into the functions of `While`/`If`/`Case` ops and calls, and then:
   that follows a write seeing the write, and the model's variable keeps its value.
 
 The variables in `keep` (random-generator state) are left alone: they advance, as in Keras.
+
+Other resources a model owns across calls (lookup tables, queues: `STATE_WRITE_OPS`) are handled
+the same way, except that they have no private copy: a call that reads one back after writing
+it is refused with `UnsupportedModelError`.
 """
 
 from __future__ import annotations

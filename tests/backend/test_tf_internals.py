@@ -479,9 +479,12 @@ def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once
     def replace():
         tf.raw_ops.LookupTableImportV2(table_handle=mutable.resource_handle, keys=keys, values=values)
 
-    imports = [n.name for n in static.get_concrete_function().graph.as_graph_def().node if n.op == "LookupTableImportV2"]
-    assert imports and all(_tf.TABLE_INITIALIZER.fullmatch(name) for name in imports)
-    replaced = [n.name for n in replace.get_concrete_function().graph.as_graph_def().node if n.op == "LookupTableImportV2"]
+    def imports(function):
+        return [n.name for n in function.get_concrete_function().graph.as_graph_def().node
+                if n.op == "LookupTableImportV2"]
+
+    assert imports(static) and all(_tf.TABLE_INITIALIZER.fullmatch(name) for name in imports(static))
+    replaced = imports(replace)
     assert replaced and not any(_tf.TABLE_INITIALIZER.fullmatch(name) for name in replaced)
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1.0)
     tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
