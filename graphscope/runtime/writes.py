@@ -173,7 +173,8 @@ def _no_private_copy(nodes: Mapping[str, Any], placeholder: str, uses: _Uses) ->
     ops = ", ".join(f"{name!r} ({nodes[name].op})" for name in written[:3]) + (", ..." if len(written) > 3 else "")
     return UnsupportedModelError(
         f"the model's resource {placeholder!r} is not a tf.Variable (a lookup table, a queue): the "
-        f"call writes it ({ops}) and reads it back after that, and only a variable can get a "
+        f"call writes it ({ops}) and reads it back (after the write, or from what the write returns), "
+        "and only a variable can get a "
         "private copy, so an executor would change the model's state; trace a function that does "
         "not update it, or keep that state in a tf.Variable"
     )

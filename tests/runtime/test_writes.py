@@ -470,3 +470,39 @@ def test_a_static_table_made_in_the_function_is_initialized_and_read():
     scope = gs.trace(lookup, quiet=True)
     (got,) = scope.run(scope.outputs, k).values()
     np.testing.assert_array_equal(got, lookup(tf.constant(k)).numpy())
+
+
+class Enqueues(tf.Module):
+    """Puts x's sum on its own queue and returns x * 2."""
+
+    def __init__(self):
+        self.queue = tf.queue.FIFOQueue(10, tf.float32, shapes=[[]])
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        self.queue.enqueue(tf.reduce_sum(x))
+        return x * 2.0
+
+
+class Dequeues(Enqueues):
+    """Takes an element off its own queue: the write's result is what the call uses."""
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        return x * self.queue.dequeue()
+
+
+def test_a_queue_keeps_its_elements_an_enqueue_is_dropped_and_a_dequeue_refused():
+    model = Enqueues()
+    model.queue.enqueue(3.0)
+    scope = gs.trace(model, quiet=True)
+    for _ in range(2):
+        (got,) = scope.run(scope.outputs, X).values()
+        np.testing.assert_array_equal(got, X * 2.0)
+        assert model.queue.size().numpy() == 1
+    model = Dequeues()
+    model.queue.enqueue(3.0)
+    scope = gs.trace(model, quiet=True)
+    with pytest.raises(gs.UnsupportedModelError, match=r"QueueDequeueV2.*from what the write returns"):
+        scope.run(scope.outputs, X)
+    assert model.queue.size().numpy() == 1
