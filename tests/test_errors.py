@@ -179,6 +179,22 @@ def _gate_run(keep):
     return scope.run(scope.outputs, [np.ones((1, 3), np.float32), keep])
 
 
+def _table_read_after_insert(w):
+    """A model that inserts into its own lookup table and reads the entry back in the same call."""
+    class Remembers(tf.Module):
+        def __init__(self):
+            self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, default_value=0.0)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+        def __call__(self, x):
+            key = tf.constant([7], tf.int64)
+            self.table.insert(key, tf.reshape(tf.reduce_sum(x), [1]))
+            return x + self.table.lookup(key)
+
+    scope = gs.trace(Remembers(), quiet=True)
+    return scope.run(scope.outputs, np.ones((1, 3), np.float32))
+
+
 WRONG = [
     # ---- trace: what can be traced
     Wrong("a numpy array", lambda w: gs.trace(np.zeros(3)), gs.UnsupportedModelError, TypeError,
@@ -357,6 +373,10 @@ WRONG = [
               "ROI/map/while/rpn_non_max_suppression/iou_threshold:0": np.float32(0.3)}),
           gs.InputError, ValueError, r"cannot patch .* with an array: it is computed inside ROI/map/while:body.*pass a "
           r"callable"),
+    Wrong("a run that would write the model's lookup table it reads back", _table_read_after_insert,
+          gs.UnsupportedModelError, TypeError, r"resource .* is not a tf.Variable \(a lookup table, a queue\): the "
+          r"call writes it \(.*LookupTableInsertV2.*\) and reads it back.*trace a function that does not update "
+          r"it, or keep that state in a tf.Variable"),
     # ---- gradients
     Wrong("a gradient wrt a tensor not upstream", lambda w: w.scope.gradients("conv/BiasAdd:0", "dense/MatMul:0", w.x),
           gs.DisconnectedError, ValueError, r"no gradient flows from 'conv/BiasAdd:0' to 'dense/MatMul:0': it is not "

@@ -29,6 +29,7 @@ __all__ = [
     "GENERIC_CALL",
     "KERAS_SUFFIX",
     "RNG_STATE_VARIABLE",
+    "TABLE_INITIALIZER",
     "XLA_ATTRS",
     "anonymous_resource_name",
     "bind_capture",
@@ -65,6 +66,9 @@ KERAS_SUFFIX = re.compile(r"_\d+$")
 GENERIC_CALL = re.compile(r"(?:Stateful)?PartitionedCall(?:_\d+)?")
 # Keras' random-number generators keep their state in variables of this name
 RNG_STATE_VARIABLE = re.compile(r"seed_generator_state")
+# a static table's initializer (`tf.lookup.KeyValueTensorInitializer`) imports its keys and
+# values with a LookupTableImportV2 op of this name: a no-op on a table already initialized
+TABLE_INITIALIZER = re.compile(r"(.*/)?key_value_init(_\d+)?/LookupTableImportV2")
 # the attributes that make TensorFlow compile a function call with XLA
 XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_XlaInternalScope")
 # while_v2 names the placeholders it makes for loop values a body does not use this way

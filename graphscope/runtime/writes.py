@@ -1,4 +1,4 @@
-"""Variable writes in the executable graph: running an executor never moves a model variable.
+"""Writes in the executable graph: running an executor never moves a model variable or table.
 
 A call of the model may write its variables: batch-norm statistics in training mode, a counter
 assigned in a loop body or a branch, a scatter into a table inside a nested `tf.function`, at
@@ -15,6 +15,10 @@ ops and into the functions of `While`/`If`/`Case` ops and calls, and then:
   that follows a write seeing the write, and the model's variable keeps its value.
 
 The variables in `keep` (random-generator state) are left alone: they advance, as in Keras.
+
+Other resources a model owns across calls (lookup tables, queues: `STATE_WRITE_OPS`) are handled
+the same way, except that they have no private copy: a call that reads one back after writing
+it is refused with `UnsupportedModelError`.
 """
 
 from __future__ import annotations
@@ -28,19 +32,44 @@ from typing import Any
 from tensorflow.core.framework import function_pb2, graph_pb2
 
 from graphscope.backend import tf_internals as _tf
+from graphscope.errors import UnsupportedModelError
 
-__all__ = ["WRITE_OPS", "Isolated", "isolate"]
+__all__ = ["STATE_WRITE_OPS", "WRITE_OPS", "Isolated", "isolate"]
 
 # Every op that writes a variable through a resource input: assignments, scatters, optimizer
 # steps (`Resource(Sparse)Apply*`), strided-slice assignment, `count_up_to`, and TensorFlow's
 # stateful random ops, which advance a `tf.random.Generator`'s state variable
 # (`StatefulPartitionedCall` is a call).
-WRITE_OPS = re.compile(
+_VARIABLE_WRITES = (
     r"Assign(Add|Sub)?Variable(Op|XlaConcatND)"
     r"|Resource(Sparse)?Apply\w+|ResourceScatter\w+|ResourceStridedSliceAssign|ResourceCountUpTo"
     r"|RngSkip|RngReadAndSkip|Stateful(?!PartitionedCall$)\w+"
 )
+# Every op that changes a resource other than a variable that a model can own across calls:
+# lookup tables (`MutableHashTable`, `DenseHashTable`: insert, remove, import), queues (a dequeue
+# takes elements out), stacks, gradient accumulators, readers and boosted-tree ensembles. Such a
+# resource has no private copy: a call that reads one back after writing it is refused
+# (`UnsupportedModelError`). A table's initializer (`InitializeTable*`, and the import a
+# `StaticHashTable`'s initializer runs, `tf_internals.TABLE_INITIALIZER`) is not a write: it
+# fills a table once and is a no-op after, and a table made inside the function needs it.
+# TensorArrays, TensorLists, datasets and iterators made in the call are values of the call, not
+# the model's state; summary writers write files.
+STATE_WRITE_OPS = re.compile(
+    r"LookupTable(Insert|Remove|Import)(V2)?"
+    r"|Queue(Enqueue|EnqueueMany|Dequeue|DequeueMany|DequeueUpTo|Close)(V2)?"
+    r"|Stack(Push|Pop|Close)(V2)?|ResourceAccumulator(ApplyGradient|TakeGradient|SetGlobalStep)"
+    r"|Reader(Read|ReadUpTo|Reset|RestoreState)(V2)?"
+    r"|BoostedTrees(CenterBias|CreateEnsemble|DeserializeEnsemble|UpdateEnsemble(V2)?"
+    r"|CreateQuantileStreamResource|FlushQuantileSummaries|QuantileStreamResource(AddSummaries|Deserialize|Flush))"
+)
+WRITE_OPS = re.compile(f"{_VARIABLE_WRITES}|{STATE_WRITE_OPS.pattern}")
 _PRIVATE = "graphscope_private"
+
+
+def _writes(node: Any) -> bool:
+    """Whether `node` writes the resource it is given (a table's initializer does not)."""
+    return bool(WRITE_OPS.fullmatch(node.op)) and not _tf.TABLE_INITIALIZER.fullmatch(node.name)
+
 _names = itertools.count()  # clones get process-unique names: functions live in one registry
 
 
@@ -67,8 +96,8 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
     docstring); the placeholders in `keep` are left alone. `base` is returned unchanged when
     nothing in it writes a variable."""
     library = {f.signature.name: f for f in base.library.function}
-    if not any(WRITE_OPS.fullmatch(n.op) for n in base.node) and not any(
-        WRITE_OPS.fullmatch(n.op) for f in library.values() for n in f.node_def
+    if not any(_writes(n) for n in base.node) and not any(
+        _writes(n) for f in library.values() for n in f.node_def
     ):
         return Isolated(base, {})
     nodes = {n.name: n for n in base.node}
@@ -86,6 +115,8 @@ def isolate(base: graph_pb2.GraphDef, variables: Mapping[str, Any], *, keep: set
         if not uses.writes and not uses.calls and not uses.private:
             continue
         if uses.private or _read_after(nodes, {*uses.writes, *uses.calls}, uses.reads):
+            if _tf.variable_spec(variables[placeholders[0]]) is None:
+                raise _no_private_copy(nodes, placeholders[0], uses)
             copies[placeholders[0]] = placeholders
             continue
         dropped.update(uses.writes)
@@ -121,9 +152,9 @@ def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functi
     read the variable, or a call that writes it through one input and reads it through another."""
     uses = _Uses()
     for use, position in _uses(consumers, [f"{p}:0" for p in placeholders]):
-        if WRITE_OPS.fullmatch(use.op):
+        if _writes(use):
             uses.writes.append(use.name)
-            uses.private |= f"{use.name}:0" in consumers
+            uses.private |= any(ref.partition(":")[0] == use.name for ref in consumers)  # its result is used
             continue
         effect = functions.of_node(use, position)
         if effect is not None and effect.writes:
@@ -133,6 +164,20 @@ def _classify(consumers: Mapping[str, list[tuple[Any, int]]], functions: _Functi
             uses.reads.append(use.name)
     uses.private |= not uses.calls.keys().isdisjoint(uses.reads)
     return uses
+
+
+def _no_private_copy(nodes: Mapping[str, Any], placeholder: str, uses: _Uses) -> UnsupportedModelError:
+    """The refusal for a resource that is not a variable (a lookup table, a queue) which the call
+    writes and reads back after the write, or writes through an op whose result it uses."""
+    written = [*uses.writes, *uses.calls]
+    ops = ", ".join(f"{name!r} ({nodes[name].op})" for name in written[:3]) + (", ..." if len(written) > 3 else "")
+    return UnsupportedModelError(
+        f"the model's resource {placeholder!r} is not a tf.Variable (a lookup table, a queue): the "
+        f"call writes it ({ops}) and reads it back (after the write, or from what the write returns), "
+        "and only a variable can get a "
+        "private copy, so an executor would change the model's state; trace a function that does "
+        "not update it, or keep that state in a tf.Variable"
+    )
 
 
 def _consumers(base: graph_pb2.GraphDef) -> tuple[dict[str, list[tuple[Any, int]]], dict[str, list[str]]]:
@@ -204,7 +249,7 @@ class _Functions:
         effect = _Effect()
         consumers = self._consumers(name)
         for use, k in self._uses(name, position):
-            if WRITE_OPS.fullmatch(use.op):
+            if _writes(use):
                 effect.writes = True
                 effect.reads |= any(ref.startswith(f"{use.name}:") for ref in consumers)  # its result is used
                 continue
@@ -241,7 +286,7 @@ class _Functions:
         calls: dict[str, set[int]] = {}
         for position in positions:
             for use, k in self._uses(name, position):
-                if WRITE_OPS.fullmatch(use.op):
+                if _writes(use):
                     removed.add(use.name)
                 else:
                     calls.setdefault(use.name, set()).add(k)
@@ -268,7 +313,7 @@ class _Functions:
             self.writing[name] = False
             fdef = self.library[name]
             self.writing[name] = any(
-                WRITE_OPS.fullmatch(n.op) or any(self.writes_anything(f) for f in self._called(n))
+                _writes(n) or any(self.writes_anything(f) for f in self._called(n))
                 for n in fdef.node_def
             )
         return self.writing[name]

@@ -460,3 +460,33 @@ def test_a_loaded_signature_feeds_its_keywords_to_one_call_in_declared_order(tmp
     # no single call fed by the placeholders: unknown
     assert _tf.keyword_order(tf.function(lambda a, b: a * b).get_concrete_function(
         tf.TensorSpec(()), tf.TensorSpec(()))) is None
+
+
+def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once_run():
+    """A `StaticHashTable` made inside a function imports its keys with a LookupTableImportV2 op
+    named as `TABLE_INITIALIZER` says, which leaves an initialized table as it is; a
+    `MutableHashTable` import (which replaces its contents) is named otherwise."""
+    keys, values = tf.constant([1, 2], tf.int64), tf.constant([3.0, 4.0])
+
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.int64)])
+    def static(k):
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1.0)
+        return table.lookup(k)
+
+    mutable = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, default_value=0.0)
+
+    @tf.function
+    def replace():
+        tf.raw_ops.LookupTableImportV2(table_handle=mutable.resource_handle, keys=keys, values=values)
+
+    def imports(function):
+        return [n.name for n in function.get_concrete_function().graph.as_graph_def().node
+                if n.op == "LookupTableImportV2"]
+
+    assert imports(static) and all(_tf.TABLE_INITIALIZER.fullmatch(name) for name in imports(static))
+    replaced = imports(replace)
+    assert replaced and not any(_tf.TABLE_INITIALIZER.fullmatch(name) for name in replaced)
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1.0)
+    tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
+                                   values=tf.constant([7.0, 8.0]))
+    np.testing.assert_array_equal(table.lookup(tf.constant([1, 2, 9], tf.int64)).numpy(), [3.0, 4.0, -1.0])

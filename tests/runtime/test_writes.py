@@ -9,6 +9,7 @@ call. Every variable is checksummed around every graphscope call.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import keras
 import numpy as np
@@ -278,7 +279,7 @@ def test_a_keras_model_in_training_mode_moves_no_weight():
 NOT_WRITES = {
     "ReadVariableOp", "ResourceGather", "ResourceGatherNd", "VariableShape", "VarIsInitializedOp",
     "ReadVariableXlaSplitND", "_ReadVariablesOp", "DestroyResourceOp", "DisableCopyOnRead",
-    "ResourceCreateOp", "ResourceInitializedOp", "ResourceUsingOp", "ResourceAccumulatorApplyGradient",
+    "ResourceCreateOp", "ResourceInitializedOp", "ResourceUsingOp",
     "StatefulPartitionedCall", "FakeQueue", "IteratorGetDevice", "ExperimentalIteratorGetDevice",
 }
 
@@ -315,3 +316,193 @@ def test_every_op_that_writes_a_variable_matches_the_pattern():
     assert all(writes.WRITE_OPS.fullmatch(f) for f in families)
     calls_and_reads = ["StatefulPartitionedCall", "PartitionedCall", "ReadVariableOp"]
     assert not any(writes.WRITE_OPS.fullmatch(f) for f in calls_and_reads)
+
+
+# ops with a resource input that is not a variable, which read it or change nothing a model owns
+# across calls
+STATE_READS = {
+    "LookupTableFindV2", "LookupTableSizeV2", "LookupTableExportV2", "QueueSizeV2", "QueueIsClosedV2",
+    "ReaderNumRecordsProducedV2", "ReaderNumWorkUnitsCompletedV2", "ReaderSerializeStateV2",
+    "ResourceAccumulatorNumAccumulated", "BoostedTreesExampleDebugOutputs", "BoostedTreesGetEnsembleStates",
+    "BoostedTreesPredict", "BoostedTreesSerializeEnsemble", "BoostedTreesTrainingPredict",
+    "BoostedTreesQuantileStreamResourceGetBucketBoundaries", "IsBoostedTreesEnsembleInitialized",
+    "IsBoostedTreesQuantileStreamResourceInitialized", "VariableShape",
+    "MutexLock",  # the lock is released when the call ends
+    # a table's initializers: they fill it once and are no-ops after (see writes.STATE_WRITE_OPS)
+    "InitializeTableV2", "InitializeTableFromTextFileV2", "InitializeTableFromDataset",
+}
+# values of the call (TensorArrays, datasets and their iterators), files (summary writers) and
+# communication: not the model's state (iterators: a model that keeps one across calls is left for
+# later)
+CALL_LOCAL = re.compile(
+    r"TensorArray\w+|\w*Dataset(V\d)?|\w*Iterator\w*|Delete\w+|\w*Summary\w*|ImportEvent|Collective\w+"
+)
+
+
+def test_every_op_that_writes_another_resource_matches_the_pattern():
+    """Every registered op whose resource input is not a variable (a table, queue, stack,
+    accumulator, reader, tree ensemble) is told apart: a write of the model's state, a read, or
+    an op on a value of the call."""
+    resource = tf.resource.as_datatype_enum
+    unclassified, wrong = [], []
+    for op_def in _registered_ops():
+        inputs = [a.name for a in op_def.input_arg if a.type == resource]
+        if not inputs or {"resource", "ref", "var"} & set(inputs):
+            continue
+        if op_def.name in STATE_READS or CALL_LOCAL.fullmatch(op_def.name):
+            if writes.WRITE_OPS.fullmatch(op_def.name):
+                wrong.append(op_def.name)
+        elif not writes.STATE_WRITE_OPS.fullmatch(op_def.name):
+            unclassified.append(op_def.name)
+    assert not wrong and not unclassified, (wrong, unclassified)
+    families = ["LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableImportV2", "QueueEnqueueV2",
+                "QueueDequeueManyV2", "StackPushV2", "ResourceAccumulatorApplyGradient", "ReaderReadV2",
+                "BoostedTreesUpdateEnsembleV2"]
+    assert set(families) <= {op_def.name for op_def in _registered_ops()}
+    assert all(writes.WRITE_OPS.fullmatch(f) for f in families)
+    assert not any(writes.STATE_WRITE_OPS.fullmatch(f) for f in ["LookupTableFindV2", "TensorArrayWriteV3"])
+
+
+# ---- resources that are not variables: lookup tables
+
+K7 = tf.constant([7], tf.int64)
+
+
+class CountsInATable(tf.Module):
+    """The review's repro: reads key 7, then inserts the value read + 1 (the insert waits on the
+    read), and returns x + the value read."""
+
+    def __init__(self):
+        self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, default_value=0.0)
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        seen = self.table.lookup(K7)
+        with tf.control_dependencies([seen]):
+            self.table.insert(K7, seen + 1.0)
+        return x + seen
+
+
+class CountsInALoop(CountsInATable):
+    """Key 7 set to the running sum of x in each of 3 iterations of a `tf.while_loop` body (the
+    body never reads the table); returns the sum + the value read before the loop."""
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        seen = self.table.lookup(K7)
+
+        def body(i, acc):
+            self.table.insert(K7, tf.reshape(tf.reduce_sum(acc), [1]))
+            return i + 1, acc + x
+
+        _, acc = tf.while_loop(lambda i, a: i < 3, body, [tf.constant(0), tf.zeros_like(x)])
+        return acc + seen
+
+
+class ReadsItsInsert(CountsInATable):
+    """Inserts x's sum at key 7, then returns x + the value looked up after the insert."""
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        self.table.insert(K7, tf.reshape(tf.reduce_sum(x), [1]))
+        return x + self.table.lookup(K7)
+
+
+def _contents(table) -> dict[int, float]:
+    keys, values = table.export()
+    return dict(zip(keys.numpy().tolist(), values.numpy().tolist()))
+
+
+@pytest.mark.parametrize("make", [CountsInATable, CountsInALoop], ids=["top level", "while body"])
+def test_a_table_write_nothing_reads_back_is_dropped_and_the_table_unchanged(make):
+    model = make()
+    model.table.insert(K7, tf.constant([5.0]))
+    model.table.insert(tf.constant([2], tf.int64), tf.constant([-1.0]))
+    before = _contents(model.table)
+    fresh = make()  # the oracle: the model's own function on a table holding what model's holds
+    fresh.table.insert(K7, tf.constant([5.0]))
+    want = fresh(tf.constant(X)).numpy()
+    assert _contents(fresh.table) != before, "the model's own call changes its table"
+    scope = gs.trace(model, quiet=True)
+    for _ in range(3):
+        (got,) = scope.run(scope.outputs, X).values()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert _contents(model.table) == before
+
+
+def test_a_table_read_back_after_a_write_is_refused_when_the_executor_is_built():
+    model = ReadsItsInsert()
+    model.table.insert(K7, tf.constant([5.0]))
+    scope = gs.trace(model, quiet=True)  # tracing and inspecting it still work
+    assert scope.find(op_type="LookupTableFindV2")
+    with pytest.raises(gs.UnsupportedModelError, match=r"not a tf.Variable.*LookupTableInsertV2.*reads it back"):
+        scope.run(scope.outputs, X)
+    assert _contents(model.table) == {7: 5.0}
+
+
+def test_a_table_written_and_read_in_a_loop_body_is_refused():
+    class Accumulates(CountsInATable):
+        @tf.function(input_signature=SPEC)
+        def __call__(self, x):
+            def body(i, acc):
+                self.table.insert(K7, self.table.lookup(K7) + 1.0)
+                return i + 1, acc + x * tf.reduce_sum(self.table.lookup(K7))
+
+            _, acc = tf.while_loop(lambda i, a: i < 3, body, [tf.constant(0), tf.zeros_like(x)])
+            return acc
+
+    model = Accumulates()
+    scope = gs.trace(model, quiet=True)
+    with pytest.raises(gs.UnsupportedModelError, match=r"not a tf.Variable"):
+        scope.run(scope.outputs, X)
+    assert _contents(model.table) == {}
+
+
+def test_a_static_table_made_in_the_function_is_initialized_and_read():
+    """A `StaticHashTable` made inside the function: its initializer (an import) is not a write,
+    so the executor runs it and the lookups see the table. Oracle: the function's own call."""
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.int64)])
+    def lookup(k):
+        init = tf.lookup.KeyValueTensorInitializer(tf.constant([1, 2], tf.int64), tf.constant([3.0, 4.0]))
+        return tf.lookup.StaticHashTable(init, -1.0).lookup(k) * 2.0
+
+    k = np.array([2, 5, 1], np.int64)
+    scope = gs.trace(lookup, quiet=True)
+    (got,) = scope.run(scope.outputs, k).values()
+    np.testing.assert_array_equal(got, lookup(tf.constant(k)).numpy())
+
+
+class Enqueues(tf.Module):
+    """Puts x's sum on its own queue and returns x * 2."""
+
+    def __init__(self):
+        self.queue = tf.queue.FIFOQueue(10, tf.float32, shapes=[[]])
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        self.queue.enqueue(tf.reduce_sum(x))
+        return x * 2.0
+
+
+class Dequeues(Enqueues):
+    """Takes an element off its own queue: the write's result is what the call uses."""
+
+    @tf.function(input_signature=SPEC)
+    def __call__(self, x):
+        return x * self.queue.dequeue()
+
+
+def test_a_queue_keeps_its_elements_an_enqueue_is_dropped_and_a_dequeue_refused():
+    model = Enqueues()
+    model.queue.enqueue(3.0)
+    scope = gs.trace(model, quiet=True)
+    for _ in range(2):
+        (got,) = scope.run(scope.outputs, X).values()
+        np.testing.assert_array_equal(got, X * 2.0)
+        assert model.queue.size().numpy() == 1
+    model = Dequeues()
+    model.queue.enqueue(3.0)
+    scope = gs.trace(model, quiet=True)
+    with pytest.raises(gs.UnsupportedModelError, match=r"QueueDequeueV2.*from what the write returns"):
+        scope.run(scope.outputs, X)
+    assert model.queue.size().numpy() == 1
