@@ -194,20 +194,22 @@ def _consumers(base: graph_pb2.GraphDef) -> tuple[dict[str, list[tuple[Any, int]
     return data, control
 
 
-def _uses(consumers: Mapping[str, list[tuple[Any, int]]], refs: list[str]) -> Iterator[tuple[Any, int]]:
-    """The ops that use the handles `refs` (top-level `node:index`), looking through `Identity`
-    ops and through loops (a `While` passes loop variable k on as its output k)."""
+def _uses(consumers: Mapping[str, list[tuple[Any, int]]], refs: list[str],
+          output: str = "{}:{}") -> Iterator[tuple[Any, int]]:
+    """The ops that use the handles `refs`, looking through `Identity` ops and through loops (a
+    `While` passes loop variable k on as its output k); `output` spells output k of a node
+    (`node:k` at the top level, `node:output:k` inside a function)."""
     todo, seen = list(refs), set(refs)
     while todo:
         ref = todo.pop()
         for use, position in consumers.get(ref, ()):
             follow = None
             if use.op == "Identity":
-                follow = f"{use.name}:0"
+                follow = output.format(use.name, 0)
             else:
                 yield use, position
                 if use.op in ("While", "StatelessWhile"):
-                    follow = f"{use.name}:{position}"
+                    follow = output.format(use.name, position)
             if follow is not None and follow not in seen:
                 seen.add(follow)
                 todo.append(follow)
@@ -347,23 +349,8 @@ class _Functions:
     def _uses(self, name: str, position: int) -> Iterator[tuple[Any, int]]:
         """The ops of function `name` that use its argument `position` (a handle), looking
         through `Identity` ops and loops, as `_uses` does at the top level."""
-        consumers = self._consumers(name)
-        todo = [self.library[name].signature.input_arg[position].name]
-        seen = set(todo)
-        while todo:
-            ref = todo.pop()
-            for use, k in consumers.get(ref, ()):
-                follow = None
-                if use.op == "Identity":
-                    follow = f"{use.name}:output:0"
-                else:
-                    yield use, k
-                    if use.op in ("While", "StatelessWhile"):
-                        follow = f"{use.name}:output:{k}"
-                if follow is not None and follow not in seen:
-                    seen.add(follow)
-                    todo.append(follow)
-
+        return _uses(self._consumers(name), [self.library[name].signature.input_arg[position].name],
+                     "{}:output:{}")
 
 def _called(node: Any) -> list[str]:
     """The functions a node calls, through any of its function-valued attributes."""
