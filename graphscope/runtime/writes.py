@@ -352,6 +352,7 @@ class _Functions:
         return _uses(self._consumers(name), [self.library[name].signature.input_arg[position].name],
                      "{}:output:{}")
 
+
 def _called(node: Any) -> list[str]:
     """The functions a node calls, through any of its function-valued attributes."""
     out = []
