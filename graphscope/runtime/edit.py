@@ -38,7 +38,7 @@ from graphscope.backend import tf_internals as _tf
 from graphscope.errors import ArgumentError, DisconnectedError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
-from graphscope.runtime import expose
+from graphscope.runtime import expose, writes
 from graphscope.runtime.cache import Identity
 from graphscope.runtime.convert import to_dtype
 
@@ -279,9 +279,22 @@ class _Traced:
 def _trace(edit: Edit) -> _Traced:
     """The replacement's trace, with its captures: the variables it reads stay inputs, bound to
     the variables themselves where the replacement is placed (read live on every call); other
-    captured tensors become constants. The trace is dropped from `edit` then."""
+    captured tensors become constants. The trace is dropped from `edit` then.
+
+    Raises:
+        InputError: the callable writes a variable (or a random generator's state).
+    """
     function = edit.traced
     edit.__dict__.pop("traced", None)
+    graph_def = function.graph.as_graph_def()
+    written = sorted({n.op for n in [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+                      if writes.WRITE_OPS.fullmatch(n.op)})
+    if written:
+        raise InputError(
+            f"the edit of {edit.tensor.name!r} changes state ({', '.join(written)}): an edit reads variables "
+            "(at their current values) but may not write them; compute the new value without assigning, "
+            "and assign outside the edit if you mean to"
+        )
     by_internal = {id(internal): external for external, internal in function.graph.captures}
     captures = [(t.op.name, by_internal[id(t)]) for t in function.inputs[1:]]
     kinds = {}
@@ -289,7 +302,7 @@ def _trace(edit: Edit) -> _Traced:
         kind = resource_handle_pb2.ResourceHandleProto.DtypeAndShape(dtype=v.dtype.as_datatype_enum)
         kind.shape.CopyFrom(v.shape.as_proto())
         kinds[id(v.handle)] = kind
-    return _Traced(function, function.graph.as_graph_def(), function.inputs[0].op.name, captures, kinds)
+    return _Traced(function, graph_def, function.inputs[0].op.name, captures, kinds)
 
 
 def _constant(name: str, value: Any) -> node_def_pb2.NodeDef:
