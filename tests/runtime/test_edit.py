@@ -519,6 +519,8 @@ def test_an_edit_keyed_by_an_input_name_that_is_also_an_output_key_edits_the_inp
     # the output stays editable by its Tensor: the head computes from the patched h
     patched = scope.run(["iou"], x, edits={scope.output("masks"): ones})["iou"]
     np.testing.assert_allclose(patched, model.get_layer("iou")(ones), rtol=1e-6, atol=1e-6)
+
+
 def test_a_callable_that_writes_a_variable_is_refused_and_nothing_moves():
     model = _dense(seed=14)
     before = weights_snapshot(model)
