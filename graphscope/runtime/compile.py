@@ -56,7 +56,7 @@ class Pruned:
     `used` are the positions in the feed list of those the kept ops reach and `fed` the same as
     (executable tensor, placeholder, the fed Tensor): the function's arguments, in order; `kept`
     are the ops kept, `captures` the variable handles of the kept capture placeholders (by
-    placeholder tensor name)."""
+    placeholder tensor name: the model's, then those the edits' callables read through)."""
 
     placeholders: dict[str, str]
     used: list[int]
