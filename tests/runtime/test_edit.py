@@ -457,6 +457,19 @@ def test_a_callable_inside_a_loop_body_reads_its_variables_live():
             np.testing.assert_allclose(got, tape.gradient(y, xs).numpy(), rtol=1e-5, err_msg=name)
 
 
+def test_a_callable_inside_a_loops_cond_reads_its_variables_live():
+    """The loop's cond clone takes the handle as an argument, and its body passes it on."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    (out,) = scope.outputs
+    x = np.array([[1.0, 2.0, -3.0]], np.float32)
+    limit = tf.Variable(1)
+    kept = scope.executor(out, edits={"while/Less:0": lambda v: tf.logical_and(v, 0 < limit)})
+    for on in [1, 0, 1]:
+        limit.assign(on)
+        np.testing.assert_allclose(kept(x)[out.name], 3 * x if on else 0 * x, rtol=1e-6)  # three turns, or none
+
+
 def test_a_callable_inside_a_cond_branch_and_an_xla_helper_reads_its_variables_live(flows):
     scope, x = flows
     xs = np.abs(x)  # the then-branch runs
