@@ -169,6 +169,12 @@ def _narrow_run(x, n, edits=None):
 _X16, _N8 = np.ones((1, 3), np.float16), np.ones((1, 3), np.int8)
 
 
+def _counting():
+    """An edit that counts its calls in a variable: a write, refused."""
+    counter = tf.Variable(0.0)
+    return lambda v: v + counter.assign_add(1.0)
+
+
 def _gate_run(keep):
     """A function of a float32 input and a bool mask, run on `keep` as the mask."""
     @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 3), tf.bool)])
@@ -360,6 +366,10 @@ WRONG = [
           lambda w: _narrow_run(_X16, _N8, edits={"add:0": np.array([1, 2, 300], np.int64)}),
           gs.InputError, ValueError, r"the edit of 'add:0' expects int8, whose range is -128 to 127, but it holds "
           r"values from 1 to 300, which would wrap around; clip them first"),
+    Wrong("an edit that writes a variable",
+          lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMul:0": _counting()}),
+          gs.InputError, ValueError, r"the edit of 'dense/MatMul:0' changes state \(AssignAddVariableOp\): an edit reads "
+          r"variables \(at their current values\) but may not write them; compute the new value without assigning"),
     Wrong("an edit that changes the dtype",
           lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMul:0": lambda v: tf.cast(v, tf.float64)}),
           gs.InputError, ValueError, r"returns float64, but the tensor is float32: cast the result"),

@@ -44,7 +44,6 @@ __all__ = [
     "is_stand_in",
     "keyword_order",
     "fresh_function",
-    "frozen",
     "has_own_dunder_call",
     "functional_model",
     "keras_scope",
@@ -183,15 +182,6 @@ def inline_calls(concrete_function: Any) -> graph_pb2.GraphDef:
             )
         finally:
             convert_to_constants._CONTROL_FLOW_OPS = kept  # pylint: disable=protected-access
-
-
-def frozen(concrete_function: Any) -> Any:
-    """`concrete_function` with every captured input (a variable, an eager tensor) made a
-    constant of its current value: a function of its arguments alone, whose FunctionDef and
-    GraphDef can be copied into another graph. Unchanged when it captures nothing."""
-    if not concrete_function.captured_inputs:
-        return concrete_function
-    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
 
 
 class FlatFunction:

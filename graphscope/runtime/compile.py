@@ -56,7 +56,7 @@ class Pruned:
     `used` are the positions in the feed list of those the kept ops reach and `fed` the same as
     (executable tensor, placeholder, the fed Tensor): the function's arguments, in order; `kept`
     are the ops kept, `captures` the variable handles of the kept capture placeholders (by
-    placeholder tensor name)."""
+    placeholder tensor name: the model's, then those the edits' callables read through)."""
 
     placeholders: dict[str, str]
     used: list[int]
@@ -80,8 +80,9 @@ class _Rewrite:
     """The executable graph as one compilation rewrites it (the Program's own is never changed):
     its nodes with replacements over the Program's, the function library, the functions added;
     and, from the edits, where each edited value now is (`edited`, by where it was), the
-    top-level node each edit lives in or under (`anchors`, by edited tensor) and the spliced op
-    prefixes (`prefixes`: `Compiled.edit_ops`)."""
+    top-level node each edit lives in or under (`anchors`, by edited tensor), the spliced op
+    prefixes (`prefixes`: `Compiled.edit_ops`) and the placeholders the edits read variables
+    through (`captures`: placeholder tensor -> handle, bound like the model's)."""
 
     nodes: dict[str, Any]
     library: Any
@@ -89,6 +90,7 @@ class _Rewrite:
     edited: dict[Any, Any] = dataclasses.field(default_factory=dict)
     anchors: dict[str, str] = dataclasses.field(default_factory=dict)
     prefixes: dict[str, str] = dataclasses.field(default_factory=dict)
+    captures: dict[str, Any] = dataclasses.field(default_factory=dict)  # edits' placeholders -> handles
 
 
 class Program:
@@ -163,10 +165,11 @@ class Program:
         located = self._locate(fetches, gradient.tensors if gradient else [], rewrite.edited)
         fetch_names, kinds = self._expose(rewrite, located, fetches)
         wanted = fetch_names[: len(fetches)]  # the gradient's forward pass needs `of` alone
-        selected = self._select(rewrite.nodes, placeholders, wanted, fetches)
+        bound = self._bound | {name.partition(":")[0] for name in rewrite.captures}
+        selected = self._select(rewrite.nodes, placeholders, wanted, fetches, bound)
         self._check_anchors(rewrite, selected.kept, fetches, feeds)
-        kept, reached, ties = self._tie(rewrite.nodes, placeholders, wanted, selected)
-        pruned = self._pruned(feeds, placeholders, kept, reached)
+        kept, reached, ties = self._tie(rewrite.nodes, placeholders, wanted, selected, bound)
+        pruned = self._pruned(feeds, placeholders, kept, reached, rewrite.captures)
         if gradient is None:
             outputs, then = [f"{placeholders[f]}:0" if f in placeholders else f for f in fetch_names], None
         else:
@@ -211,12 +214,12 @@ class Program:
                     "other's alias in the executable graph): edit one of them"
                 )
             located_edits.append((e, where))
-        patch = editing.apply(self.nodes, self.library, located_edits)
+        patch = editing.apply(self.nodes, self.library, located_edits, self.captures)
         return _Rewrite(
             {**self.nodes, **patch.nodes}, patch.library, list(patch.functions),
             edited={where: patch.outputs[e.tensor.name] for e, where in located_edits},
             anchors={e.tensor.name: patch.anchors[e.tensor.name] for e in edits},
-            prefixes=patch.prefixes,
+            prefixes=patch.prefixes, captures=patch.captures,
         )
 
     def _locate(self, fetches: list[Tensor], wrt: list[Tensor],
@@ -267,10 +270,10 @@ class Program:
         return fetch_names, kinds
 
     def _select(self, nodes: dict[str, Any], placeholders: dict[str, str], wanted: list[str],
-                fetches: list[Tensor]) -> prune.Selected:
-        """The ops `wanted` need from the placeholders (`prune.select`); refuses fetches that need
-        an input the feeds do not give."""
-        selected = prune.select(nodes, placeholders, wanted, captures=self._bound)
+                fetches: list[Tensor], bound: set[str]) -> prune.Selected:
+        """The ops `wanted` need from the placeholders (`prune.select`; `bound`: those bound to
+        variables); refuses fetches that need an input the feeds do not give."""
+        selected = prune.select(nodes, placeholders, wanted, captures=bound)
         if selected.missing:
             self._disconnected(selected.missing, dict(zip(wanted, fetches)))
         return selected
@@ -287,27 +290,29 @@ class Program:
                 )
 
     def _tie(self, nodes: dict[str, Any], placeholders: dict[str, str], wanted: list[str],
-             selected: prune.Selected) -> tuple[set[str], set[str], list[str]]:
+             selected: prune.Selected, bound: set[str]) -> tuple[set[str], set[str], list[str]]:
         """The kept ops and reached feeds once the ops that run though no fetch needs them are
         added (the checks an output waits for, the random-generator updates of state the kept
         ops read), and those ops."""
         kept, reached = selected.kept, selected.reached
         checks = [c for f in wanted for c in self.output_checks.get(f, ())]
         if checks:
-            extra = prune.select(nodes, placeholders, wanted + checks, captures=self._bound)
+            extra = prune.select(nodes, placeholders, wanted + checks, captures=bound)
             kept, reached = extra.kept, reached | extra.reached
         updates = [u for state, ops in self.rng_updates.items() if state in kept for u in ops]
         if updates:
-            kept = prune.select(nodes, placeholders, wanted + checks + updates, captures=self._bound).kept
+            kept = prune.select(nodes, placeholders, wanted + checks + updates, captures=bound).kept
         return kept, reached, updates + [c for c in dict.fromkeys(checks) if c in kept]
 
-    def _pruned(self, feeds: list[Tensor], placeholders: dict[str, str], kept: set[str], reached: set[str]) -> Pruned:
+    def _pruned(self, feeds: list[Tensor], placeholders: dict[str, str], kept: set[str], reached: set[str],
+                edit_captures: dict[str, Any]) -> Pruned:
         """The function's arguments (the feeds the fetches reach, in the feed list's order) and
-        the variables it binds."""
+        the variables it binds (the model's, then those the edits read)."""
         used = [k for k, where in enumerate(placeholders) if where in reached]
         fed = [(where, placeholder, feeds[k]) for k, (where, placeholder) in enumerate(placeholders.items())
                if where in reached]
         captures = {f"{name}:0": handle for name, handle in self.captures.items() if name in kept}
+        captures.update((name, handle) for name, handle in edit_captures.items() if name.partition(":")[0] in kept)
         return Pruned(placeholders, used, fed, kept, captures)
 
     def _disconnected(self, missing: dict[str, list[str]], fetches: dict[str, Tensor]) -> None:

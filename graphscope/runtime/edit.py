@@ -3,9 +3,10 @@
 An edit maps a tensor to a replacement: an array (patched in on every call, broadcast to the
 tensor's shape: activation patching) or a callable `fn(value) -> value` written with TF ops or
 `keras.ops` (zero a channel, scale, steer, clamp), traced once. The variables a callable reads
-are found in that trace and read again (to the host, hashed) whenever an executor with the edit
-is looked up: they are part of its cache key, so a changed variable gives a new executor and an
-unchanged one the cached executor; within the executor they are constants. The executable graph is
+stay inputs of its ops, bound to the variables themselves as the model's weights are: every call
+reads their current values, so an executor kept across assignments follows them and the cache
+key is the callable alone. Other tensors it captures are constants of their values at the trace.
+The executable graph is
 rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
 tensor itself returns it; everything not downstream of an edit is computed as before. The model
 and the `Program`'s own graph are never changed: the rewrite touches copies.
@@ -15,6 +16,8 @@ and the `Program`'s own graph are never changed: the rewrite touches copies.
 - Inside a loop body, a branch or a call TensorFlow does not inline, the chain of functions down
   to the tensor is cloned (as `expose` does) and the innermost clone calls the replacement's
   function on the value, so a callable applies at every iteration, or whenever the branch runs.
+  The variable handles it reads are passed down the chain as new arguments of each clone (a
+  loop's body passes them on unchanged; a branch op's other branches take them too).
   An array has no meaning there (one value for every iteration?) and is refused.
 """
 
@@ -24,20 +27,18 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import function_pb2, node_def_pb2
+from tensorflow.core.framework import function_pb2, node_def_pb2, resource_handle_pb2
 
 from graphscope.backend import tf_internals as _tf
 from graphscope.errors import ArgumentError, DisconnectedError, InputError
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Tensor, shape_text
-from graphscope.runtime import expose
+from graphscope.runtime import expose, writes
 from graphscope.runtime.cache import Identity
 from graphscope.runtime.convert import to_dtype
 
@@ -57,22 +58,17 @@ class Edit:
     @functools.cached_property
     def key(self) -> tuple:
         """What executors with this edit are cached by: the array's contents (hashed once), or
-        the callable itself (by identity, held: see `cache.Identity`) with the current values
-        of the variables it reads (read and hashed on every lookup, so a changed variable gives
-        a new executor and an unchanged one the cached executor).
-
-        Raises:
-            InputError: the callable fails on the tensor, or returns another dtype or shape.
-        """
+        the callable itself (by identity, held: see `cache.Identity`). The variables a callable
+        reads are not part of it: the executor reads them live, on every call."""
         if self.array is not None:
             digest = hashlib.sha1(np.ascontiguousarray(self.array).view(np.uint8).reshape(-1)).hexdigest()
             return (self.tensor.name, "array", self.array.dtype.str, self.array.shape, digest)
-        return (self.tensor.name, "callable", Identity(self.fn), _values_digest(_variables_of(self)))
+        return (self.tensor.name, "callable", Identity(self.fn))
 
     @functools.cached_property
     def traced(self) -> Any:
-        """The replacement as a ConcreteFunction of the tensor's value, the variables it reads
-        captured (traced once per `Edit`: see `_traced`)."""
+        """The replacement as a ConcreteFunction of the tensor's value, what it reads captured
+        (traced once per `Edit`, when it is applied: see `_traced`)."""
         return _traced(self)
 
     def replacement(self, value: tf.Tensor) -> tf.Tensor:
@@ -171,7 +167,8 @@ class EditPatch:
     """What `apply` rewrote: top-level nodes to replace or add, the function library with the
     clones and replacement functions (`library`; `functions` are the new ones), where each
     edited tensor's new value is (`outputs`, by canonical name: a top-level tensor or a
-    `Target`), and the top-level node each edit lives in or under (`anchors`)."""
+    `Target`), the top-level node each edit lives in or under (`anchors`), and the
+    placeholders to bind to the variables the callables read (`captures`)."""
 
     nodes: dict[str, node_def_pb2.NodeDef]
     library: dict[str, function_pb2.FunctionDef]
@@ -179,22 +176,29 @@ class EditPatch:
     outputs: dict[str, str | expose.Target]
     anchors: dict[str, str]
     prefixes: dict[str, str]  # spliced node name prefix -> the edited tensor's name
+    captures: dict[str, Any]  # new placeholder tensor -> the variable handle to bind it to
 
 
 def apply(
     nodes: dict[str, node_def_pb2.NodeDef],
     library: dict[str, function_pb2.FunctionDef],
     edits: list[tuple[Edit, str | expose.Target]],
+    captures: Mapping[str, Any] | None = None,
 ) -> EditPatch:
     """Rewrite the executable graph (`nodes`, `library`: left unchanged) so that each edited
-    tensor, located at a top-level tensor name or a `Target`, is replaced.
+    tensor, located at a top-level tensor name or a `Target`, is replaced. The variables a
+    callable reads are read through placeholders bound to them: those of `captures`
+    (placeholder op -> handle: the model's own) where the variable is the model's, else new
+    ones (`EditPatch.captures`, by placeholder tensor name) to bind as the model's are.
 
     Raises:
         InputError: an array edit inside a loop or branch, or a callable that fails, or returns
             a value of another dtype or shape.
     """
-    patch = EditPatch({}, dict(library), [], {}, {}, {})
+    patch = EditPatch({}, dict(library), [], {}, {}, {}, {})
     top = expose.Top(nodes, patch.library)
+    # variable handle (by id) -> the placeholder it is bound to: the model's, then the edits'
+    bound = {id(handle): name for name, handle in (captures or {}).items() if handle.dtype == tf.resource}
     for edit, where in edits:
         if not isinstance(where, str) and edit.array is not None and edit.tensor.context:
             raise InputError(
@@ -202,57 +206,24 @@ def apply(
                 "where it takes a value on every iteration (or only when the branch runs); pass a callable "
                 "fn(value) -> value, which applies each time"
             )
-        function = _trace(edit)
+        traced = _trace(edit)
+        prefix = f"graphscope_edit_{next(_names)}"
+        patch.prefixes[prefix] = edit.tensor.name
+        handles = _handles(top, prefix, traced, patch, bound)
         if isinstance(where, str):
-            patch.outputs[edit.tensor.name] = _splice(top, nodes, where, function, edit, patch)
+            patch.outputs[edit.tensor.name] = _splice(top, nodes, where, traced, prefix, handles, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
         else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
-            # the replacement is called as a function there, with those it calls
-            _add_functions(patch, [*function.graph.as_graph_def().library.function, function.function_def])
-            node = _within(top, list(where.steps), patch, functools.partial(_call, where=where, function=function))
+            # the replacement is called as a function there, with those it calls; the variables
+            # it reads are passed down to it, as inputs of each function on the way
+            function = traced.function
+            _add_functions(patch, [*traced.graph_def.library.function, function.function_def])
+            call = functools.partial(_call, where=where, traced=traced)
+            node = _within(top, list(where.steps), patch, call, handles)
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
     patch.nodes = top.changed
     return patch
-
-
-# id(callable) -> (a weak reference to it, {tensor spec: the variables it reads there}): found by
-# one trace per callable, kept while the callable lives (the scope's caches decide that, not this)
-_variables: dict[int, tuple[weakref.ref, dict[Any, tuple[Any, ...]]]] = {}
-_variables_lock = threading.Lock()
-
-
-def _variables_of(edit: Edit) -> tuple[Any, ...]:
-    """The variables `edit`'s callable reads on its tensor, traced for once per callable (or on
-    every lookup for a callable that cannot be weakly referenced).
-
-    Raises:
-        InputError: the callable fails on the tensor, or returns another dtype or shape.
-    """
-    fn, spec = edit.fn, tf.TensorSpec(edit.tensor.shape, edit.tensor.dtype)
-    with _variables_lock:
-        entry = _variables.get(id(fn))
-        if entry is not None and entry[0]() is fn and spec in entry[1]:
-            return entry[1][spec]
-    found = tuple(edit.traced.variables)
-    try:
-        ref = weakref.ref(fn, lambda _, key=id(fn): _forget(key))
-    except TypeError:  # not weakly referable: nothing kept
-        return found
-    with _variables_lock:
-        entry = _variables.get(id(fn))
-        if entry is None or entry[0]() is not fn:
-            entry = _variables[id(fn)] = (ref, {})
-        entry[1][spec] = found
-    return found
-
-
-def _forget(key: int) -> None:
-    """Drop a collected callable's entry. Without the lock: this runs wherever the collector
-    runs, perhaps inside `_variables_of` holding it; no other object can have the id yet."""
-    entry = _variables.get(key)
-    if entry is not None and entry[0]() is None:
-        _variables.pop(key, None)
 
 
 def _traced(edit: Edit) -> Any:
@@ -287,23 +258,79 @@ def _traced(edit: Edit) -> Any:
     return function
 
 
-def _values_digest(variables: Iterable[Any]) -> str:
-    """A digest of the variables' current values (each read to the host and hashed)."""
-    digest = hashlib.sha1()
-    for v in variables:
-        value = np.ascontiguousarray(v.numpy())
-        digest.update(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(value.view(np.uint8).reshape(-1))
-    return digest.hexdigest()
+@dataclasses.dataclass
+class _Traced:
+    """A callable's trace, as the rewrite copies it: the ConcreteFunction (its argument the
+    tensor's value, then its captures), its GraphDef, and per capture (in the function's input
+    order) the external value: a variable's handle (a resource: bound live) or a tensor (made a
+    constant of its value at trace time)."""
+
+    function: Any
+    graph_def: Any
+    value: str  # the value argument's placeholder op
+    captures: list[tuple[str, Any]]  # (placeholder op, external)
+    kinds: dict[int, Any]  # id(variable handle) -> its variable's dtype and shape (a DtypeAndShape)
+
+    @staticmethod
+    def live(external: Any) -> bool:
+        return external.dtype == tf.resource
 
 
-def _trace(edit: Edit) -> Any:
-    """The replacement as a ConcreteFunction of the tensor's value alone: the variables it reads
-    made constants of their current values (those `edit.key` was taken at, unless another thread
-    changes them meanwhile). The trace is dropped from `edit` then, with its Python graph."""
-    function = _tf.frozen(edit.traced)
+def _trace(edit: Edit) -> _Traced:
+    """The replacement's trace, with its captures: the variables it reads stay inputs, bound to
+    the variables themselves where the replacement is placed (read live on every call); other
+    captured tensors become constants. The trace is dropped from `edit` then.
+
+    Raises:
+        InputError: the callable writes a variable (or a random generator's state).
+    """
+    function = edit.traced
     edit.__dict__.pop("traced", None)
-    return function
+    graph_def = function.graph.as_graph_def()
+    written = sorted({n.op for n in [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+                      if writes.WRITE_OPS.fullmatch(n.op)})
+    if written:
+        raise InputError(
+            f"the edit of {edit.tensor.name!r} changes state ({', '.join(written)}): an edit reads variables "
+            "(at their current values) but may not write them; compute the new value without assigning, "
+            "and assign outside the edit if you mean to"
+        )
+    by_internal = {id(internal): external for external, internal in function.graph.captures}
+    captures = [(t.op.name, by_internal[id(t)]) for t in function.inputs[1:]]
+    kinds = {}
+    for v in function.graph.variables:
+        kind = resource_handle_pb2.ResourceHandleProto.DtypeAndShape(dtype=v.dtype.as_datatype_enum)
+        kind.shape.CopyFrom(v.shape.as_proto())
+        kinds[id(v.handle)] = kind
+    return _Traced(function, graph_def, function.inputs[0].op.name, captures, kinds)
+
+
+def _constant(name: str, value: Any) -> node_def_pb2.NodeDef:
+    """A Const node holding an eager tensor's current value."""
+    node = node_def_pb2.NodeDef(name=name, op="Const")
+    node.attr["dtype"].type = value.dtype.as_datatype_enum
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value.numpy()))
+    return node
+
+
+def _handles(top: expose.Top, prefix: str, traced: _Traced, patch: EditPatch,
+             bound: dict[int, str]) -> list[tuple[str, Any]]:
+    """The top-level tensor each live capture of `traced` is read from: the placeholder its
+    variable is already bound to (the model's own, or another edit's), or a new one under
+    `prefix`, bound to the variable (`patch.captures`); each with its variable's dtype and shape
+    where known (for the function arguments it is passed down as)."""
+    refs = []
+    for k, (_, external) in enumerate(traced.captures):
+        if not traced.live(external):
+            continue
+        if id(external) not in bound:
+            node = node_def_pb2.NodeDef(name=f"{prefix}/variable_{k}", op="Placeholder")
+            node.attr["dtype"].type = external.dtype.as_datatype_enum
+            top.add(node)
+            bound[id(external)] = node.name
+            patch.captures[f"{node.name}:0"] = external
+        refs.append((f"{bound[id(external)]}:0", traced.kinds.get(id(external))))
+    return refs
 
 
 def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) -> None:
@@ -314,25 +341,33 @@ def _add_functions(patch: EditPatch, fdefs: Iterable[function_pb2.FunctionDef]) 
             patch.functions.append(fdef)
 
 
-def _splice(top: expose.Top, nodes: Mapping[str, Any], ref: str, function: Any, edit: Edit, patch: EditPatch) -> str:
-    """Copy the replacement's ops into the top-level graph, reading `ref`; point every consumer
-    of `ref` at the result; return the result's tensor name."""
-    prefix = f"graphscope_edit_{next(_names)}"
-    patch.prefixes[prefix] = edit.tensor.name
+def _splice(top: expose.Top, nodes: Mapping[str, Any], ref: str, traced: _Traced, prefix: str,
+            handles: list[str], patch: EditPatch) -> str:
+    """Copy the replacement's ops into the top-level graph under `prefix`, reading `ref` and the
+    variables at `handles` (one per live capture); point every consumer of `ref` at the result;
+    return the result's tensor name."""
     source, _, index = ref.partition(":")
-    placeholder = function.inputs[0].op.name
-    graph_def = function.graph.as_graph_def()
+    placeholder = traced.value
+    live = iter(handles)
+    inputs = {name: next(live)[0] for name, external in traced.captures if traced.live(external)}
+    constants = {name: external for name, external in traced.captures if not traced.live(external)}
+    graph_def = traced.graph_def
 
     def mapped(name: str) -> str:
         control = name.startswith("^")
         node, _, out = name.lstrip("^").partition(":")
         if node == placeholder:
             return f"^{source}" if control else ref
+        if node in inputs:
+            return f"^{inputs[node].partition(':')[0]}" if control else inputs[node]
         return f"{'^' if control else ''}{prefix}/{node}{':' + out if out else ''}"
 
     added = []
     for node in graph_def.node:
-        if node.name == placeholder:
+        if node.name == placeholder or node.name in inputs:
+            continue
+        if node.name in constants:
+            added.append(_constant(f"{prefix}/{node.name}", constants[node.name]))
             continue
         copy = node_def_pb2.NodeDef()
         copy.CopyFrom(node)
@@ -343,7 +378,7 @@ def _splice(top: expose.Top, nodes: Mapping[str, Any], ref: str, function: Any, 
             del copy.attr["_class"]
         added.append(copy)
     _add_functions(patch, graph_def.library.function)  # what the spliced ops call
-    result = mapped(function.outputs[0].name)
+    result = mapped(traced.function.outputs[0].name)
     spellings = {ref, source} if index == "0" else {ref}
     consumers = [n for n in [*nodes, *top.changed] if any(i in spellings for i in _node_of(top, n).input)]
     for name in dict.fromkeys(consumers):
@@ -360,23 +395,57 @@ def _node_of(top: expose.Top, name: str) -> Any:
     return top.changed.get(name) or top.nodes[name]
 
 
+_RESOURCE = tf.resource.as_datatype_enum
+
+
 def _within(container: expose.Container, steps: list[tuple[str, str]], patch: EditPatch,
-            edit: Callable[[expose.Body], str]) -> str:
-    """Clone the functions along `steps` (each parent pointed at its clone) and apply `edit`
-    to the innermost clone; returns what `edit` returns."""
+            edit: Callable[[expose.Body, list[str]], str], handles: list[tuple[str, Any]]) -> str:
+    """Clone the functions along `steps` (each parent pointed at its clone), passing the variable
+    handles at `handles` (refs in `container`, with their variables' dtype and shape) down as new
+    inputs of each, and apply `edit` to the innermost clone with the handles' refs there;
+    returns what `edit` returns."""
     (name, attr), rest = steps[0], steps[1:]
     node = container.get(name)
     func = expose.function_attr(node, attr)
     body = expose.Body(patch.library[func.name], patch.library)
-    result = _within(body, rest, patch, edit) if rest else edit(body)
-    patch.library[body.fdef.signature.name] = body.fdef
-    patch.functions.append(body.fdef)
+    inner = [(_resource_input(body, kind), kind) for _, kind in handles]
+    loop = node.op in ("While", "StatelessWhile")
+    if loop and handles and attr == "body":  # a loop variable: the body passes it on
+        for ref, _ in inner:
+            body.add_output(ref, _RESOURCE)
+    result = _within(body, rest, patch, edit, inner) if rest else edit(body, [ref for ref, _ in inner])
+    _register(patch, body)
     func.name = body.fdef.signature.name
-    if attr == "body":  # the cond under a new name too: TensorFlow's gradient names the cond it
-        # rewrites after it, and two loops of one cond but different bodies would clash there
+    if handles:
+        container.set_data_inputs(node, [ref for ref, _ in handles])
+        if loop:
+            node.attr["T"].list.type.extend([_RESOURCE] * len(handles))
+            for key in ("output_shapes", "_output_shapes"):  # the new outputs': scalar handles
+                if key in node.attr:
+                    for _ in handles:
+                        node.attr[key].list.shape.add()
+        else:  # a call or a branch: one more argument
+            node.attr["Tin"].list.type.extend([_RESOURCE] * len(handles))
+        # the node's other functions take the same arguments (a branch's; a loop's cond or body)
+        others = [a for a in ("then_branch", "else_branch") if a in node.attr and a != attr]
+        if "branches" in node.attr:  # (reading a missing attr would add it)
+            others += [f"branches:{k}" for k in range(len(node.attr["branches"].list.func)) if f"branches:{k}" != attr]
+        if loop and attr == "cond":
+            others.append("body")
+        for other in others:
+            clone = expose.Body(patch.library[expose.function_attr(node, other).name], patch.library)
+            for _, kind in handles:
+                arg = _resource_input(clone, kind)
+                if other == "body":
+                    clone.add_output(arg, _RESOURCE)
+            _register(patch, clone)
+            expose.function_attr(node, other).name = clone.fdef.signature.name
+    if loop and attr == "body":  # the cond under a new name too: TensorFlow's gradient names the
+        # cond it rewrites after it, and two loops of one cond but different bodies would clash there
         cond = expose.Body(patch.library[node.attr["cond"].func.name], patch.library)
-        patch.library[cond.fdef.signature.name] = cond.fdef
-        patch.functions.append(cond.fdef)
+        for _, kind in handles:
+            _resource_input(cond, kind)
+        _register(patch, cond)
         node.attr["cond"].func.name = cond.fdef.signature.name
     if attr == "f":  # an XLA call: an edited body runs without XLA, as an exposed one does
         for key in _tf.XLA_ATTRS:
@@ -385,9 +454,24 @@ def _within(container: expose.Container, steps: list[tuple[str, str]], patch: Ed
     return result
 
 
-def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
-    """Inside `body`: call the replacement on the target's value and point every consumer (and
-    the body's results) at it; returns the call's node name."""
+def _resource_input(body: expose.Body, kind: Any) -> str:
+    """A new resource argument of `body`, with its variable's dtype and shape where known (a
+    gradient through a call that takes a handle needs them)."""
+    name = body.add_input(_RESOURCE)
+    if kind is not None:
+        body.fdef.signature.input_arg[-1].handle_data.add().CopyFrom(kind)
+    return name
+
+
+def _register(patch: EditPatch, body: expose.Body) -> None:
+    patch.library[body.fdef.signature.name] = body.fdef
+    patch.functions.append(body.fdef)
+
+
+def _call(body: expose.Body, handles: list[str], where: expose.Target, traced: _Traced) -> str:
+    """Inside `body`: call the replacement on the target's value (and the variables at `handles`,
+    one per live capture; the other captures as constants) and point every consumer (and the
+    body's results) at it; returns the call's node name."""
     ref = body.arg(where.arg) if where.arg is not None else body.ref(where.node, where.index)
     # a loop body's argument that the body passes on unchanged (a value computed before the loop,
     # captured into it): each iteration sees the loop's value, edited; the edit is not carried
@@ -396,9 +480,18 @@ def _call(body: expose.Body, where: expose.Target, function: Any) -> str:
         invariant = _passed_on(body.fdef, where.arg)
     call = node_def_pb2.NodeDef(name=body.unique("edit"), op="StatefulPartitionedCall")
     call.input.append(ref)
-    call.attr["f"].func.name = function.function_def.signature.name
+    call.attr["f"].func.name = traced.function.function_def.signature.name
     call.attr["Tin"].list.type.append(where.dtype)
     call.attr["Tout"].list.type.append(where.dtype)
+    live = iter(handles)
+    for _, external in traced.captures:
+        if traced.live(external):
+            call.input.append(next(live))
+        else:
+            constant = _constant(body.unique("edit_constant"), external)
+            body.add(constant)
+            call.input.append(body.ref(constant.name, 0))
+        call.attr["Tin"].list.type.append(external.dtype.as_datatype_enum)
     body.add(call)
     out = body.ref(call.name, 0)
     for node in body.fdef.node_def:

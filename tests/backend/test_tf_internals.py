@@ -424,23 +424,6 @@ def test_tensor_lists_and_optionals_carry_values_as_the_rewrite_uses_them():
     assert not bool(tf.raw_ops.OptionalHasValue(optional=tf.raw_ops.OptionalNone()))
 
 
-def test_frozen_makes_captured_variables_and_tensors_constants():
-    """`frozen` (convert_variables_to_constants_v2): a function capturing a variable and an eager
-    tensor becomes one of its argument alone, whose GraphDef holds their values as Consts."""
-    v = tf.Variable([1.0, 2.0])
-    e = tf.constant([3.0, 4.0])
-    cf = tf.function(lambda x: x * v + e).get_concrete_function(tf.TensorSpec((None, 2)))
-    assert len(cf.captured_inputs) == 2
-    fr = _tf.frozen(cf)
-    assert not fr.captured_inputs and len(fr.inputs) == 1
-    assert [n.op for n in fr.graph.as_graph_def().node].count("Const") >= 2
-    np.testing.assert_allclose(fr(tf.ones((1, 2)))[0].numpy(), [[4.0, 6.0]])
-    v.assign([0.0, 0.0])  # a snapshot: the frozen function keeps the value it was made with
-    np.testing.assert_allclose(fr(tf.ones((1, 2)))[0].numpy(), [[4.0, 6.0]])
-    plain = tf.function(lambda x: x + 1.0).get_concrete_function(tf.TensorSpec((2,)))
-    assert _tf.frozen(plain) is plain
-
-
 def test_a_loaded_signature_feeds_its_keywords_to_one_call_in_declared_order(tmp_path):
     declared = ["x", "bias", "alpha", "m"]
 

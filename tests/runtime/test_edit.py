@@ -402,48 +402,118 @@ def test_a_reused_callable_reads_a_changed_variable_at_its_current_value():
     np.testing.assert_allclose(scope.run(t, x, edits={t: plus_bias})[t], x @ kernel + 2 * bias, rtol=1e-5, atol=1e-6)
 
 
-def test_a_callable_reads_its_variables_when_the_executor_is_looked_up_and_is_cached_while_they_hold():
+def test_a_kept_executor_reads_its_callables_variables_live_and_stays_cached():
+    """The variables a callable reads are bound to the executor like the model's weights: one
+    executor object, kept, follows every assignment; the same callable gives the same executor
+    whatever the variables hold. Checked against numpy by hand."""
     model = _dense(seed=12)
+    before = weights_snapshot(model)
     scope = gs.trace(model, quiet=True)
+    layer = model.get_layer("dense")
+    kernel, bias = (np.array(w) for w in layer.get_weights())
     t = "dense/BiasAdd:0"
+    x = np.random.default_rng(6).normal(size=(2, 3)).astype(np.float32)
+    scale = tf.Variable(2.0)
+    shift = tf.constant([1.0, -1.0])  # a captured tensor, not a variable: its value at the trace
+    scaled = lambda v: v * scale + shift  # noqa: E731
+    kept = scope.executor(t, edits={t: scaled})
+    for s in [2.0, 3.0, -0.5]:
+        scale.assign(s)
+        assert scope.executor(t, edits={t: scaled}) is kept
+        np.testing.assert_allclose(kept(x)[t], (x @ kernel + bias) * s + [1.0, -1.0], rtol=1e-5, atol=1e-6)
+    # a Keras weight of the model itself, read by the callable (and by the model: one binding)
+    plus_bias = lambda v: v + layer.bias  # noqa: E731
+    with_bias = scope.executor(t, edits={t: plus_bias})
+    try:
+        for delta in [0.0, 1.0, -2.5]:
+            layer.bias.assign(bias + delta)
+            assert scope.executor(t, edits={t: plus_bias}) is with_bias
+            np.testing.assert_allclose(with_bias(x)[t], x @ kernel + 2 * (bias + delta), rtol=1e-5, atol=1e-6)
+    finally:
+        layer.bias.assign(bias)
+    assert_weights_unchanged(model, before)
+
+
+def test_a_callable_inside_a_loop_body_reads_its_variables_live():
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    x = np.array([[1.0, 2.0, -3.0], [0.5, 4.0, 1.5]], np.float32)
+    (out,) = scope.outputs
     scale = tf.Variable(2.0)
     scaled = lambda v: v * scale  # noqa: E731
-    plain = lambda v: v * 2.0  # noqa: E731 - reads no variable
-    a = scope.executor(t, edits={t: plain})
-    assert scope.executor(t, edits={t: plain}) is a
-    b = scope.executor(t, edits={t: scaled})
-    assert scope.executor(t, edits={t: scaled}) is b  # unchanged variable: the cached executor
-    scale.assign(3.0)
-    c = scope.executor(t, edits={t: scaled})
-    assert c is not b
-    scale.assign(2.0)
-    assert scope.executor(t, edits={t: scaled}) is b  # back to the values b was built with
-    x = np.ones((1, 3), np.float32)
-    np.testing.assert_allclose(c(x)[t], b(x)[t] * 1.5, rtol=1e-6)
+    for name, hook in [("while/body/mul:0", "edit_c"), ("while/add_1:0", "edit_sum")]:
+        kept = scope.executor(out, edits={name: scaled})
+        for s in [2.0, 3.0, -0.5]:
+            scale.assign(s)
+            assert scope.executor(out, edits={name: scaled}) is kept
+            want = _accumulate(**{hook: lambda v, s=s: v * s})(tf.constant(x)).numpy()
+            np.testing.assert_allclose(kept(x)[out.name], want, rtol=1e-5, err_msg=name)
+            # gradients through the edit in the loop, the variable read live there too
+            got = scope.gradients(out, ["x"], x, edits={name: scaled})["x"]
+            xs = tf.constant(x)
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                y = tf.reduce_sum(_accumulate(**{hook: lambda v, s=s: v * s})(xs))
+            np.testing.assert_allclose(got, tape.gradient(y, xs).numpy(), rtol=1e-5, err_msg=name)
 
 
-def test_the_variables_a_callable_reads_are_found_once_and_forgotten_with_the_callable():
+def test_a_callable_inside_a_loops_cond_reads_its_variables_live():
+    """The loop's cond clone takes the handle as an argument, and its body passes it on."""
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_accumulate(), input_signature=[spec]), quiet=True)
+    (out,) = scope.outputs
+    x = np.array([[1.0, 2.0, -3.0]], np.float32)
+    limit = tf.Variable(1)
+    kept = scope.executor(out, edits={"while/Less:0": lambda v: tf.logical_and(v, 0 < limit)})
+    for on in [1, 0, 1]:
+        limit.assign(on)
+        np.testing.assert_allclose(kept(x)[out.name], 3 * x if on else 0 * x, rtol=1e-6)  # three turns, or none
+
+
+def test_a_callable_inside_a_cond_branch_and_an_xla_helper_reads_its_variables_live(flows):
+    scope, x = flows
+    xs = np.abs(x)  # the then-branch runs
+    out = scope.layer("branchy").output
+    offset = tf.Variable(1.0)
+    shifted = lambda v: v + offset  # noqa: E731
+    kept = scope.executor(out, edits={"branchy/cond/Relu:0": shifted})
+    helper = scope.layer("xla_helper").output
+    relu = "xla_helper/PartitionedCall/Relu:0"
+    in_helper = scope.executor(helper, edits={relu: shifted})
+    for o in [2.0, 3.0, -0.5]:
+        offset.assign(o)
+        assert scope.executor(out, edits={"branchy/cond/Relu:0": shifted}) is kept
+        y = (np.maximum(xs, 0) + o) * 2.0
+        np.testing.assert_allclose(kept(xs)[out.name], _switch(xs, y), rtol=1e-5)
+        np.testing.assert_allclose(in_helper(x)[helper.name], (np.maximum(x, 0) + o) * 3.0 + 1.0, rtol=1e-5)
+
+
+def test_gradients_through_an_edit_reading_a_variable_and_the_callables_lifetime():
     import gc
     import weakref
 
-    from graphscope.runtime import edit as editing
-
     model = _dense(seed=13)
     scope = gs.trace(model, quiet=True)
+    kernel, bias = (np.array(w) for w in model.get_layer("dense").get_weights())
     t = "dense/BiasAdd:0"
-    x = np.ones((1, 3), np.float32)
+    x = np.random.default_rng(8).normal(size=(2, 3)).astype(np.float32)
     scale = tf.Variable(4.0)
-    scaled = lambda v: v * scale  # noqa: E731
-    want = scope.run(t, x)[t] * 4.0
-    np.testing.assert_allclose(scope.run(t, x, edits={t: scaled})[t], want, rtol=1e-6)
-    assert id(scaled) in editing._variables
-    gone = weakref.ref(scaled)
-    del scaled
+    squared = lambda v: v * v * scale  # noqa: E731
+    for s in [4.0, -0.5]:
+        scale.assign(s)
+        got = scope.gradients(t, "x", x, edits={t: squared})["x"]
+        xs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = xs @ kernel + bias
+            total = tf.reduce_sum(y * y * s)
+        np.testing.assert_allclose(got, tape.gradient(total, xs).numpy(), rtol=1e-5, atol=1e-5)
+    gone = weakref.ref(squared)
+    del squared
     for k in range(70):  # evict the scope's executors and compiled functions, which hold it
         scope.executor("dense/BiasAdd:0", edits={"dense/MatMul:0": np.full(2, k, np.float32)})
     gc.collect()
     assert gone() is None
-    assert all(ref() is not None for ref, _ in editing._variables.values())
 
 
 def test_an_edit_keyed_by_an_input_name_that_is_also_an_output_key_edits_the_input():
@@ -462,3 +532,14 @@ def test_an_edit_keyed_by_an_input_name_that_is_also_an_output_key_edits_the_inp
     # the output stays editable by its Tensor: the head computes from the patched h
     patched = scope.run(["iou"], x, edits={scope.output("masks"): ones})["iou"]
     np.testing.assert_allclose(patched, model.get_layer("iou")(ones), rtol=1e-6, atol=1e-6)
+
+
+def test_a_callable_that_writes_a_variable_is_refused_and_nothing_moves():
+    model = _dense(seed=14)
+    before = weights_snapshot(model)
+    scope = gs.trace(model, quiet=True)
+    t = "dense/BiasAdd:0"
+    bias = model.get_layer("dense").bias
+    with pytest.raises(gs.InputError, match=r"changes state \(Assign\w*VariableOp\).*may not write them"):
+        scope.run(t, np.ones((1, 3), np.float32), edits={t: lambda v: v + bias.assign_add(tf.ones_like(bias))})
+    assert_weights_unchanged(model, before)
