@@ -235,6 +235,10 @@ def variable_spec(handle: Any) -> tuple[tf.DType, tf.TensorShape] | None:
     return tf.as_dtype(entry.dtype), tf.TensorShape(entry.shape)
 
 
+# ops that hand their k-th input on as their k-th output
+_PASS_THROUGH = ("Identity", "IdentityN")
+
+
 def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     """Make `placeholder`, already in the function graph being built, the captured input that
     `external` (an eager tensor: a variable handle) is passed through on every call.
@@ -244,11 +248,21 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     and shape) is copied onto the placeholder, as capturing does: an imported placeholder has
     none, and without it `tf.gradients` through a `While` that takes the handle as a loop input
     (an LSTM's kernel) gives no gradient for it (while_v2 seeds a resource's gradient with zeros
-    only when it knows the shape).
+    only when it knows the shape). Import ran shape inference before the binding, so the handle
+    data is also copied along the `Identity` ops that pass the handle on (an inlined call's
+    argument: a SavedModel's signature calls the function that reads the variable).
     """
     placeholder.graph.add_capture(external, placeholder)
-    if external.dtype == tf.resource:
-        handle_data_util.copy_handle_data(external, placeholder)
+    if external.dtype != tf.resource:
+        return
+    pending = [placeholder]
+    while pending:
+        tensor = pending.pop()
+        handle_data_util.copy_handle_data(external, tensor)
+        pending += [
+            out for op in tensor.consumers() if op.type in _PASS_THROUGH
+            for k, out in enumerate(op.outputs) if op.inputs[k] is tensor
+        ]
 
 
 # the op attribute that names the registered gradient function of an op (set by

@@ -141,6 +141,37 @@ def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop()
     np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
 
 
+def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
+    # a SavedModel's signature calls the function that loops: once inlined, the handle reaches
+    # the While through an Identity (the call's argument), made by import before the binding
+    v = tf.Variable([1.0, 2.0])
+
+    @tf.function
+    def inner(x, handle):
+        def body(i, acc, handle):
+            return i + 1, acc * tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32), handle
+
+        return tf.while_loop(lambda i, acc, handle: i < 3, body, [0, x, handle])[1]
+
+    traced = tf.function(lambda x: inner(x, v.handle)).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = _tf.inline_calls(traced)
+    ((handle, internal),) = traced.graph.captures
+    (loop,) = [n for n in graph_def.node if n.op == "While"]
+    assert all(not i.startswith(internal.op.name) for i in loop.input)  # the handle comes through a copy
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return tf.gradients(tf.reduce_sum(out), [placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([3.0, 5.0])
+    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+
+
 def test_custom_gradients_work_on_an_imported_copy_of_the_graph():
     # a gradient autodiff would not give (so the registered one must run), reading an
     # intermediate tensor of the forward pass (mapped by name) and the op's input (by position)
