@@ -73,6 +73,8 @@ _STAND_IN = "___redundant_placeholder"
 _INFERENCE_SUFFIX = re.compile(r"\s*\[Op:__inference\w*\]$")
 # lines of TensorFlow's error text that are framing, not the reason
 _FRAMING = ("Graph execution error", "Detected at node", "<stack traces")
+# a line of a stack trace
+_FRAME = re.compile(r'File ".*", line \d+')
 # how TensorFlow's error text names the op that failed
 _FAILED_OP = (re.compile(r"\{\{node ([^}]+)\}\}"), re.compile(r"\[\[([^\]{}]+)\]\]"),
               re.compile(r"Detected at node (\S+)"))
@@ -92,12 +94,18 @@ def is_stand_in(op_name: str) -> bool:
 def failure_reason(error: Any) -> str:
     """TensorFlow's own reason for an error, in one line (its framing left out)."""
     text = getattr(error, "message", None) or str(error)
-    reason = next(
-        (line.strip() for line in text.splitlines()
-         if line.strip() and not line.startswith(_FRAMING) and not line.strip().startswith("[[")),
-        type(error).__name__,
-    )
-    return _INFERENCE_SUFFIX.sub("", reason)[:400]
+    in_trace = False  # within the stack trace TensorFlow gives for where the op was defined
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.endswith("(most recent call last):"):
+            in_trace = True
+            continue
+        if in_trace and (not stripped or line[:1].isspace()):
+            continue
+        in_trace = False
+        if stripped and not line.startswith(_FRAMING) and not stripped.startswith("[[") and not _FRAME.match(stripped):
+            return _INFERENCE_SUFFIX.sub("", stripped)[:400]
+    return type(error).__name__
 
 
 def failed_op_names(error: Any) -> list[str]:

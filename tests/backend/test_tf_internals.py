@@ -172,6 +172,28 @@ def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
     np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
 
 
+def test_failure_reason_is_tensorflows_reason_never_a_stack_trace_line():
+    # a real error of a graph function: its text names where the op was defined, frame by frame
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        _tf.FlatFunction(
+            tf.compat.v1.wrap_function(lambda x: [tf.debugging.check_numerics(tf.math.log(x), "log")], [tf.TensorSpec([], tf.float32)])
+        )(tf.constant(-1.0))
+    assert 'File "' in caught.value.message  # the trace is there to skip
+    reason = _tf.failure_reason(caught.value)
+    assert "NaN" in reason and "File" not in reason and "[Op:" not in reason
+    # the text a failed SymbolicGradient gave (issue 24 trial): the reason is the line after the trace
+    text = (
+        "Graph execution error:\n\nDetected at node gradients/f/StatefulPartitionedCall_grad/SymbolicGradient defined at "
+        '(most recent call last):\n  File "/tmp/t.py", line 17, in <module>\n\n  File "/g/compile.py", line 401, in run\n\n'
+        "SymbolicGradient\n\t [[{{node gradients/f/StatefulPartitionedCall_grad/SymbolicGradient}}]] "
+        "[Op:__inference_wrapped_function_58]"
+    )
+    assert _tf.failure_reason(tf.errors.InvalidArgumentError(None, None, text)) == "SymbolicGradient"
+    # frames without their header, and nothing else: the error's kind
+    frames = '  File "/tmp/t.py", line 17, in <module>\n  File "/g/compile.py", line 401, in run\n'
+    assert _tf.failure_reason(tf.errors.UnknownError(None, None, frames)) == "UnknownError"
+
+
 def test_custom_gradients_work_on_an_imported_copy_of_the_graph():
     # a gradient autodiff would not give (so the registered one must run), reading an
     # intermediate tensor of the forward pass (mapped by name) and the op's input (by position)
