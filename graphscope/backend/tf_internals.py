@@ -21,7 +21,7 @@ from tensorflow.python.eager import context
 from tensorflow.python.framework import convert_to_constants, op_def_registry
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.framework import registry as tf_registry
-from tensorflow.python.ops import handle_data_util
+from tensorflow.python.ops import control_flow_util_v2, handle_data_util
 
 __all__ = [
     "CustomGradients",
@@ -33,6 +33,7 @@ __all__ = [
     "anonymous_resource_name",
     "bind_capture",
     "build_shapes",
+    "differentiate_calls_inline",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -271,6 +272,72 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
             out for op in tensor.consumers() if op.type in _PASS_THROUGH
             for k, out in enumerate(op.outputs) if op.inputs[k] is tensor
         ]
+
+
+# the ops that call a function by its `f` attribute (those TensorFlow did not inline: XLA helpers)
+_CALLS = ("PartitionedCall", "StatefulPartitionedCall")
+# the stateful ops a replayed call may run again (and calls of functions that run no others)
+_REPLAYABLE = ("ReadVariableOp", *_CALLS)
+
+
+def differentiate_calls_inline(graph: tf.Graph) -> None:
+    """Give each function call op in `graph` (an imported copy, differentiated with `tf.gradients`)
+    a gradient that replays the called function inline and differentiates the replay.
+
+    A call op built by `tf.function` carries its gradient as a Python attribute
+    (`Operation._gradient_function`), which an imported copy lacks; the registry's gradient of a
+    call op is a `SymbolicGradient` op, which fails at run time for a call of a `jit_compile=True`
+    function (the calls grappler leaves when inlining; the error says "SymbolicGradient" and
+    nothing more). The replay recomputes the call's outputs without XLA, from the same inputs
+    (an op the gradient needs, as `tf.function`'s own gradient does); calls inside the replay
+    (an XLA helper calling another) are given the same gradient. Ops that have a gradient
+    function of their own keep it. A function with other stateful ops than variable reads (a
+    write, a random draw) is not replayed, as a replay would run them again: its gradient raises
+    LookupError.
+    """
+    for op in graph.get_operations():
+        if op.type in _CALLS and op._gradient_function is None:  # pylint: disable=protected-access
+            op._gradient_function = _replayed_call_gradient  # pylint: disable=protected-access
+
+
+def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
+    body = control_flow_util_v2.get_func_graph(op, [t.shape for t in op.inputs], op.get_attr("f").name)
+    stateful = _stateful(body)
+    if stateful:
+        raise LookupError(
+            f"op {op.name!r} calls {op.get_attr('f').name!r}, a function TensorFlow does not inline (an XLA "
+            f"helper), whose gradient would run its {stateful.type} op {stateful.name!r} again"
+        )
+    # fresh copies of the inputs: the gradient reaches each through the replay only (not through
+    # another input it is computed from)
+    xs = [tf.identity(t) for t in op.inputs]
+    graph_def = body.as_graph_def()
+    for node in graph_def.node:  # colocation with the call op, which the copy does not hold
+        node.attr.pop("_class", None)
+    outputs = tf.graph_util.import_graph_def(
+        graph_def,
+        input_map={p.name: x for p, x in zip(body.inputs, xs)},
+        return_elements=[t.name for t in body.outputs],
+        name="replay",
+    )
+    differentiate_calls_inline(tf.compat.v1.get_default_graph())
+    taken = [k for k, g in enumerate(grads) if g is not None and outputs[k].dtype not in (tf.resource, tf.variant)]
+    if not taken:
+        return [None] * len(op.inputs)
+    return tf.gradients([outputs[k] for k in taken], xs, grad_ys=[grads[k] for k in taken])
+
+
+def _stateful(body: Any) -> Any:
+    """The first op of a function's body (or of a function it calls) that changes state (a
+    write, a random draw), or None: one that a replay may not run again."""
+    for o in body.get_operations():
+        if o.type in _CALLS:
+            inner = _stateful(control_flow_util_v2.get_func_graph(o, [t.shape for t in o.inputs], o.get_attr("f").name))
+            if inner is not None:
+                return inner
+        elif o._is_stateful and o.type not in _REPLAYABLE:  # pylint: disable=protected-access
+            return o
+    return None
 
 
 # the op attribute that names the registered gradient function of an op (set by

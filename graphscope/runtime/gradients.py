@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
+from graphscope.backend import tf_internals as _tf
 from graphscope.errors import ArgumentError, DisconnectedError, TensorNotFoundError, UnsupportedFetchError, suggestion
 from graphscope.ir.records import Results, Tensor
 from graphscope.runtime import edit as editing
@@ -228,6 +229,7 @@ class Gradient:
                 else:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])
+            _tf.differentiate_calls_inline(total.graph)  # the calls TensorFlow does not inline (XLA helpers)
             try:
                 with program.custom_gradients.active():
                     grads = tf.gradients(total, xs) if xs else []

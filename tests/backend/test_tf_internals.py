@@ -194,6 +194,38 @@ def test_failure_reason_is_tensorflows_reason_never_a_stack_trace_line():
     assert _tf.failure_reason(tf.errors.UnknownError(None, None, frames)) == "UnknownError"
 
 
+def test_differentiate_calls_inline_differentiates_an_xla_call_in_an_imported_graph():
+    @tf.function(jit_compile=True)
+    def inner(h):
+        return tf.sin(h) * h
+
+    @tf.function(jit_compile=True)
+    def helper(x, w):
+        return inner(x * w)
+
+    v = tf.Variable([1.0, 2.0])
+    traced = tf.function(lambda x: helper(x, v) * 2.0).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = _tf.inline_calls(traced)
+    assert any(n.op in ("PartitionedCall", "StatefulPartitionedCall") for n in graph_def.node)  # not inlined
+    ((handle, internal),) = traced.graph.captures
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        _tf.differentiate_calls_inline(out.graph)
+        return tf.gradients(tf.reduce_sum(out), [x, placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([0.5, -1.5])
+    dx, dv = flat(x)
+    d = 2.0 * (tf.cos(x * v) * x * v + tf.sin(x * v))  # d/du 2 sin(u) u at u = x v
+    np.testing.assert_allclose(dx, d * v, rtol=1e-6)
+    np.testing.assert_allclose(dv, d * x, rtol=1e-6)
+
+
 def test_custom_gradients_work_on_an_imported_copy_of_the_graph():
     # a gradient autodiff would not give (so the registered one must run), reading an
     # intermediate tensor of the forward pass (mapped by name) and the op's input (by position)

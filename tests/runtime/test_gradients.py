@@ -358,3 +358,50 @@ def test_gradients_wrt_variables_read_inside_a_saved_models_loop_equal_gradient_
         np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
     for k, v in variables.items():
         np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+@tf.function(jit_compile=True)
+def _inner(h):  # an XLA helper called from one
+    return tf.sin(h) * h
+
+
+@tf.function(jit_compile=True)
+def _xla_helper(x, w):
+    return tf.tanh(x @ w) + _inner(x @ w) + 1.0
+
+
+class _XlaLayer(keras.layers.Layer):
+    """Calls an XLA-compiled helper with its weight: the variable itself (a resource argument)
+    or its value (a tensor)."""
+
+    def __init__(self, as_tensor, **kwargs):
+        super().__init__(**kwargs)
+        self.as_tensor = as_tensor
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(3, 2), initializer="random_normal", name="w")
+
+    def call(self, x):
+        return _xla_helper(x, tf.convert_to_tensor(self.w) if self.as_tensor else self.w.value)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["variable", "value"])
+def test_gradients_through_an_xla_helper_equal_gradient_tape(as_tensor):
+    # TensorFlow does not inline a jit_compile=True function: its call op is differentiated by
+    # replaying the function (the registry's SymbolicGradient fails at run time)
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((3,), name="x")
+    h = keras.layers.Dense(3, name="pre")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="post")(_XlaLayer(as_tensor, name="xl")(h)))
+    scope = gs.trace(model, quiet=True)
+    before = weights_snapshot(model)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    got = scope.gradients(scope.outputs[0], ["xl/w", "pre/kernel", "x"], x, target=lambda v: v[:, 0] ** 2)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        total = tf.reduce_sum(model(xs, training=False)[:, 0] ** 2)
+    want = tape.gradient(total, [model.get_layer("xl").w.value, model.get_layer("pre").kernel.value, xs])
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert_weights_unchanged(model, before)
