@@ -33,7 +33,7 @@ __all__ = [
     "anonymous_resource_name",
     "bind_capture",
     "build_shapes",
-    "differentiate_calls_inline",
+    "calls_replayed",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -280,24 +280,37 @@ _CALLS = ("PartitionedCall", "StatefulPartitionedCall")
 _REPLAYABLE = ("ReadVariableOp", *_CALLS)
 
 
-def differentiate_calls_inline(graph: tf.Graph) -> None:
-    """Give each function call op in `graph` (an imported copy, differentiated with `tf.gradients`)
-    a gradient that replays the called function inline and differentiates the replay.
+@contextlib.contextmanager
+def calls_replayed() -> Any:
+    """Within the block, `tf.gradients` differentiates a function call op that has no gradient
+    of its own (an imported copy's, a loop body's rebuilt from its FunctionDef) by replaying the
+    called function inline and differentiating the replay.
 
     A call op built by `tf.function` carries its gradient as a Python attribute
-    (`Operation._gradient_function`), which an imported copy lacks; the registry's gradient of a
-    call op is a `SymbolicGradient` op, which fails at run time for a call of a `jit_compile=True`
-    function (the calls grappler leaves when inlining; the error says "SymbolicGradient" and
-    nothing more). The replay recomputes the call's outputs without XLA, from the same inputs
-    (an op the gradient needs, as `tf.function`'s own gradient does); calls inside the replay
-    (an XLA helper calling another) are given the same gradient. Ops that have a gradient
-    function of their own keep it. A function with other stateful ops than variable reads (a
-    write, a random draw) is not replayed, as a replay would run them again: its gradient raises
-    LookupError.
+    (`Operation._gradient_function`), which a copy built from a GraphDef or FunctionDef lacks;
+    the registry's gradient of a call op is a `SymbolicGradient` op, which fails at run time for
+    a call of a `jit_compile=True` function (the calls grappler leaves when inlining; the error
+    says "SymbolicGradient" and nothing more), and at build time inside a loop body. The replay
+    recomputes the call's outputs without XLA, from the same inputs (an op the gradient needs, as
+    `tf.function`'s own gradient does). The registry's entries are swapped under the lock the
+    custom gradients use, and put back after. A function with other stateful ops than variable
+    reads (a write, a random draw) is not replayed, as a replay would run them again: its
+    gradient raises LookupError.
     """
-    for op in graph.get_operations():
-        if op.type in _CALLS and op._gradient_function is None:  # pylint: disable=protected-access
-            op._gradient_function = _replayed_call_gradient  # pylint: disable=protected-access
+    entries = tf_ops.gradient_registry._registry  # pylint: disable=protected-access
+    tag = tf_registry._TYPE_TAG  # pylint: disable=protected-access
+    with _REGISTRY_LOCK:
+        saved = {kind: entries.get(kind) for kind in _CALLS}  # none registered: SymbolicGradient
+        for kind, entry in saved.items():
+            entries[kind] = {**(entry or {}), tag: _replayed_call_gradient}
+        try:
+            yield
+        finally:
+            for kind, entry in saved.items():
+                if entry is None:
+                    del entries[kind]
+                else:
+                    entries[kind] = entry
 
 
 def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
@@ -320,7 +333,6 @@ def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
         return_elements=[t.name for t in body.outputs],
         name="replay",
     )
-    differentiate_calls_inline(tf.compat.v1.get_default_graph())
     taken = [k for k, g in enumerate(grads) if g is not None and outputs[k].dtype not in (tf.resource, tf.variant)]
     if not taken:
         return [None] * len(op.inputs)

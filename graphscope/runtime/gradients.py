@@ -229,9 +229,9 @@ class Gradient:
                 else:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])
-            _tf.differentiate_calls_inline(total.graph)  # the calls TensorFlow does not inline (XLA helpers)
             try:
-                with program.custom_gradients.active():
+                # the calls TensorFlow does not inline (XLA helpers) are differentiated by a replay
+                with program.custom_gradients.active(), _tf.calls_replayed():
                     grads = tf.gradients(total, xs) if xs else []
             except LookupError as e:
                 raise UnsupportedFetchError(

@@ -371,28 +371,31 @@ def _xla_helper(x, w):
 
 
 class _XlaLayer(keras.layers.Layer):
-    """Calls an XLA-compiled helper with its weight: the variable itself (a resource argument)
-    or its value (a tensor)."""
+    """Calls an XLA-compiled helper with its weight: the variable itself (a resource argument),
+    its value (a tensor), or the variable from inside a loop body."""
 
-    def __init__(self, as_tensor, **kwargs):
+    def __init__(self, mode, **kwargs):
         super().__init__(**kwargs)
-        self.as_tensor = as_tensor
+        self.mode = mode
 
     def build(self, input_shape):
-        self.w = self.add_weight(shape=(3, 2), initializer="random_normal", name="w")
+        self.w = self.add_weight(shape=(3, 3), initializer="random_normal", name="w")
 
     def call(self, x):
-        return _xla_helper(x, tf.convert_to_tensor(self.w) if self.as_tensor else self.w.value)
+        if self.mode == "loop":
+            return tf.while_loop(lambda i, h: i < 2, lambda i, h: (i + 1, _xla_helper(h, self.w.value)), [0, x])[1]
+        return _xla_helper(x, tf.convert_to_tensor(self.w) if self.mode == "value" else self.w.value)
 
 
-@pytest.mark.parametrize("as_tensor", [False, True], ids=["variable", "value"])
-def test_gradients_through_an_xla_helper_equal_gradient_tape(as_tensor):
+@pytest.mark.parametrize("mode", ["variable", "value", "loop"])
+def test_gradients_through_an_xla_helper_equal_gradient_tape(mode):
     # TensorFlow does not inline a jit_compile=True function: its call op is differentiated by
-    # replaying the function (the registry's SymbolicGradient fails at run time)
+    # replaying the function (the registry's SymbolicGradient fails at run time, or at build
+    # time in a loop body)
     keras.utils.set_random_seed(0)
     x_in = keras.Input((3,), name="x")
     h = keras.layers.Dense(3, name="pre")(x_in)
-    model = keras.Model(x_in, keras.layers.Dense(2, name="post")(_XlaLayer(as_tensor, name="xl")(h)))
+    model = keras.Model(x_in, keras.layers.Dense(2, name="post")(_XlaLayer(mode, name="xl")(h)))
     scope = gs.trace(model, quiet=True)
     before = weights_snapshot(model)
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
