@@ -147,6 +147,22 @@ def _custom_gradient_off_the_graph(w):
     return scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
 
 
+@tf.function(jit_compile=True)
+def _noisy(x):
+    return x * tf.random.uniform(tf.shape(x), 0.5, 1.5)  # a random draw a replay would redo
+
+
+class Noisy(keras.layers.Layer):
+    def call(self, x):
+        return _noisy(x)
+
+
+def _gradient_through_an_xla_helper_that_draws(w):
+    x_in = keras.Input((3,), name="x")
+    scope = gs.trace(keras.Model(x_in, Noisy(name="noisy")(x_in)))
+    return scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
+
+
 def _tanh(w):
     return w.scope.executor("dense/Tanh:0")
 
@@ -415,6 +431,10 @@ WRONG = [
     Wrong("a gradient wrt an unknown variable", lambda w: w.scope.gradients("dense/Tanh:0", "dense/kernl", w.x),
           gs.TensorNotFoundError, KeyError, r"no tensor, input or variable named 'dense/kernl'.*Did you mean "
           r"'dense/kernel'"),
+    Wrong("a gradient through an XLA helper that draws random numbers", _gradient_through_an_xla_helper_that_draws,
+          gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: op .* calls .*, a function TensorFlow does "
+          r"not inline \(an XLA helper\), whose gradient would run its RandomUniform op .* again; take the gradient "
+          r"of a tensor before that op"),
     Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
           gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
           r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),

@@ -21,7 +21,7 @@ from tensorflow.python.eager import context
 from tensorflow.python.framework import convert_to_constants, op_def_registry
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.framework import registry as tf_registry
-from tensorflow.python.ops import handle_data_util
+from tensorflow.python.ops import control_flow_util_v2, handle_data_util
 
 __all__ = [
     "CustomGradients",
@@ -34,6 +34,7 @@ __all__ = [
     "anonymous_resource_name",
     "bind_capture",
     "build_shapes",
+    "calls_replayed",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -76,6 +77,8 @@ _STAND_IN = "___redundant_placeholder"
 _INFERENCE_SUFFIX = re.compile(r"\s*\[Op:__inference\w*\]$")
 # lines of TensorFlow's error text that are framing, not the reason
 _FRAMING = ("Graph execution error", "Detected at node", "<stack traces")
+# a line of a stack trace
+_FRAME = re.compile(r'File ".*", line \d+')
 # how TensorFlow's error text names the op that failed
 _FAILED_OP = (re.compile(r"\{\{node ([^}]+)\}\}"), re.compile(r"\[\[([^\]{}]+)\]\]"),
               re.compile(r"Detected at node (\S+)"))
@@ -95,12 +98,18 @@ def is_stand_in(op_name: str) -> bool:
 def failure_reason(error: Any) -> str:
     """TensorFlow's own reason for an error, in one line (its framing left out)."""
     text = getattr(error, "message", None) or str(error)
-    reason = next(
-        (line.strip() for line in text.splitlines()
-         if line.strip() and not line.startswith(_FRAMING) and not line.strip().startswith("[[")),
-        type(error).__name__,
-    )
-    return _INFERENCE_SUFFIX.sub("", reason)[:400]
+    in_trace = False  # within the stack trace TensorFlow gives for where the op was defined
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.endswith("(most recent call last):"):
+            in_trace = True
+            continue
+        if in_trace and (not stripped or line[:1].isspace()):
+            continue
+        in_trace = False
+        if stripped and not line.startswith(_FRAMING) and not stripped.startswith("[[") and not _FRAME.match(stripped):
+            return _INFERENCE_SUFFIX.sub("", stripped)[:400]
+    return type(error).__name__
 
 
 def failed_op_names(error: Any) -> list[str]:
@@ -229,6 +238,10 @@ def variable_spec(handle: Any) -> tuple[tf.DType, tf.TensorShape] | None:
     return tf.as_dtype(entry.dtype), tf.TensorShape(entry.shape)
 
 
+# ops that hand their k-th input on as their k-th output
+_PASS_THROUGH = ("Identity", "IdentityN")
+
+
 def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     """Make `placeholder`, already in the function graph being built, the captured input that
     `external` (an eager tensor: a variable handle) is passed through on every call.
@@ -238,11 +251,99 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     and shape) is copied onto the placeholder, as capturing does: an imported placeholder has
     none, and without it `tf.gradients` through a `While` that takes the handle as a loop input
     (an LSTM's kernel) gives no gradient for it (while_v2 seeds a resource's gradient with zeros
-    only when it knows the shape).
+    only when it knows the shape). Import ran shape inference before the binding, so the handle
+    data is also copied along the `Identity` ops that pass the handle on (an inlined call's
+    argument: a SavedModel's signature calls the function that reads the variable).
     """
     placeholder.graph.add_capture(external, placeholder)
-    if external.dtype == tf.resource:
-        handle_data_util.copy_handle_data(external, placeholder)
+    if external.dtype != tf.resource:
+        return
+    pending = [placeholder]
+    while pending:
+        tensor = pending.pop()
+        handle_data_util.copy_handle_data(external, tensor)
+        pending += [
+            out for op in tensor.consumers() if op.type in _PASS_THROUGH
+            for k, out in enumerate(op.outputs) if op.inputs[k] is tensor
+        ]
+
+
+# the ops that call a function by its `f` attribute (those TensorFlow did not inline: XLA helpers)
+_CALLS = ("PartitionedCall", "StatefulPartitionedCall")
+# the stateful ops a replayed call may run again (and calls of functions that run no others)
+_REPLAYABLE = ("ReadVariableOp", *_CALLS)
+
+
+@contextlib.contextmanager
+def calls_replayed() -> Any:
+    """Within the block, `tf.gradients` differentiates a function call op that has no gradient
+    of its own (an imported copy's, a loop body's rebuilt from its FunctionDef) by replaying the
+    called function inline and differentiating the replay.
+
+    A call op built by `tf.function` carries its gradient as a Python attribute
+    (`Operation._gradient_function`), which a copy built from a GraphDef or FunctionDef lacks;
+    the registry's gradient of a call op is a `SymbolicGradient` op, which fails at run time for
+    a call of a `jit_compile=True` function (the calls grappler leaves when inlining; the error
+    says "SymbolicGradient" and nothing more), and at build time inside a loop body. The replay
+    recomputes the call's outputs without XLA, from the same inputs (an op the gradient needs, as
+    `tf.function`'s own gradient does). The registry's entries are swapped under the lock the
+    custom gradients use, and put back after. A function with other stateful ops than variable
+    reads (a write, a random draw) is not replayed, as a replay would run them again: its
+    gradient raises LookupError.
+    """
+    entries = tf_ops.gradient_registry._registry  # pylint: disable=protected-access
+    tag = tf_registry._TYPE_TAG  # pylint: disable=protected-access
+    with _REGISTRY_LOCK:
+        saved = {kind: entries.get(kind) for kind in _CALLS}  # none registered: SymbolicGradient
+        for kind, entry in saved.items():
+            entries[kind] = {**(entry or {}), tag: _replayed_call_gradient}
+        try:
+            yield
+        finally:
+            for kind, entry in saved.items():
+                if entry is None:
+                    del entries[kind]
+                else:
+                    entries[kind] = entry
+
+
+def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
+    body = control_flow_util_v2.get_func_graph(op, [t.shape for t in op.inputs], op.get_attr("f").name)
+    stateful = _stateful(body)
+    if stateful:
+        raise LookupError(
+            f"op {op.name!r} calls {op.get_attr('f').name!r}, a function TensorFlow does not inline (an XLA "
+            f"helper), whose gradient would run its {stateful.type} op {stateful.name!r} again"
+        )
+    # fresh copies of the inputs: the gradient reaches each through the replay only (not through
+    # another input it is computed from)
+    xs = [tf.identity(t) for t in op.inputs]
+    graph_def = body.as_graph_def()
+    for node in graph_def.node:  # colocation with the call op, which the copy does not hold
+        node.attr.pop("_class", None)
+    outputs = tf.graph_util.import_graph_def(
+        graph_def,
+        input_map={p.name: x for p, x in zip(body.inputs, xs)},
+        return_elements=[t.name for t in body.outputs],
+        name="replay",
+    )
+    taken = [k for k, g in enumerate(grads) if g is not None and outputs[k].dtype not in (tf.resource, tf.variant)]
+    if not taken:
+        return [None] * len(op.inputs)
+    return tf.gradients([outputs[k] for k in taken], xs, grad_ys=[grads[k] for k in taken])
+
+
+def _stateful(body: Any) -> Any:
+    """The first op of a function's body (or of a function it calls) that changes state (a
+    write, a random draw), or None: one that a replay may not run again."""
+    for o in body.get_operations():
+        if o.type in _CALLS:
+            inner = _stateful(control_flow_util_v2.get_func_graph(o, [t.shape for t in o.inputs], o.get_attr("f").name))
+            if inner is not None:
+                return inner
+        elif o._is_stateful and o.type not in _REPLAYABLE:  # pylint: disable=protected-access
+            return o
+    return None
 
 
 # the op attribute that names the registered gradient function of an op (set by

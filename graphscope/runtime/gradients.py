@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
+from graphscope.backend import tf_internals as _tf
 from graphscope.errors import ArgumentError, DisconnectedError, TensorNotFoundError, UnsupportedFetchError, suggestion
 from graphscope.ir.records import Results, Tensor
 from graphscope.runtime import edit as editing
@@ -229,7 +230,8 @@ class Gradient:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])
             try:
-                with program.custom_gradients.active():
+                # the calls TensorFlow does not inline (XLA helpers) are differentiated by a replay
+                with program.custom_gradients.active(), _tf.calls_replayed():
                     grads = tf.gradients(total, xs) if xs else []
             except LookupError as e:
                 raise UnsupportedFetchError(

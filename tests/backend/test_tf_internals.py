@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
 
 from graphscope.backend import tf_internals as _tf
 
@@ -139,6 +140,94 @@ def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop()
     flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
     x = tf.constant([3.0, 5.0])
     np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+
+
+def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
+    # a SavedModel's signature calls the function that loops: once inlined, the handle reaches
+    # the While through an Identity (the call's argument), made by import before the binding
+    v = tf.Variable([1.0, 2.0])
+
+    @tf.function
+    def inner(x, handle):
+        def body(i, acc, handle):
+            return i + 1, acc * tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32), handle
+
+        return tf.while_loop(lambda i, acc, handle: i < 3, body, [0, x, handle])[1]
+
+    traced = tf.function(lambda x: inner(x, v.handle)).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = _tf.inline_calls(traced)
+    ((handle, internal),) = traced.graph.captures
+    (loop,) = [n for n in graph_def.node if n.op == "While"]
+    assert all(not i.startswith(internal.op.name) for i in loop.input)  # the handle comes through a copy
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        return tf.gradients(tf.reduce_sum(out), [placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([3.0, 5.0])
+    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+
+
+def test_failure_reason_is_tensorflows_reason_never_a_stack_trace_line():
+    # a real error of a graph function: its text names where the op was defined, frame by frame
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        _tf.FlatFunction(
+            tf.compat.v1.wrap_function(lambda x: [tf.debugging.check_numerics(tf.math.log(x), "log")], [tf.TensorSpec([], tf.float32)])
+        )(tf.constant(-1.0))
+    assert 'File "' in caught.value.message  # the trace is there to skip
+    reason = _tf.failure_reason(caught.value)
+    assert "NaN" in reason and "File" not in reason and "[Op:" not in reason
+    # the text a failed SymbolicGradient gave (issue 24 trial): the reason is the line after the trace
+    text = (
+        "Graph execution error:\n\nDetected at node gradients/f/StatefulPartitionedCall_grad/SymbolicGradient defined at "
+        '(most recent call last):\n  File "/tmp/t.py", line 17, in <module>\n\n  File "/g/compile.py", line 401, in run\n\n'
+        "SymbolicGradient\n\t [[{{node gradients/f/StatefulPartitionedCall_grad/SymbolicGradient}}]] "
+        "[Op:__inference_wrapped_function_58]"
+    )
+    assert _tf.failure_reason(tf.errors.InvalidArgumentError(None, None, text)) == "SymbolicGradient"
+    # frames without their header, and nothing else: the error's kind
+    frames = '  File "/tmp/t.py", line 17, in <module>\n  File "/g/compile.py", line 401, in run\n'
+    assert _tf.failure_reason(tf.errors.UnknownError(None, None, frames)) == "UnknownError"
+
+
+def test_calls_replayed_differentiates_an_xla_call_in_an_imported_graph():
+    @tf.function(jit_compile=True)
+    def inner(h):
+        return tf.sin(h) * h
+
+    @tf.function(jit_compile=True)
+    def helper(x, w):
+        return inner(x * w)
+
+    v = tf.Variable([1.0, 2.0])
+    traced = tf.function(lambda x: helper(x, v) * 2.0).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = _tf.inline_calls(traced)
+    assert any(n.op in ("PartitionedCall", "StatefulPartitionedCall") for n in graph_def.node)  # not inlined
+    ((handle, internal),) = traced.graph.captures
+    out_name = traced.graph.outputs[0].name
+
+    def run(x):
+        out, placeholder = tf.graph_util.import_graph_def(
+            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+        )
+        _tf.bind_capture(handle, placeholder)
+        with _tf.calls_replayed():
+            return tf.gradients(tf.reduce_sum(out), [x, placeholder])
+
+    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+    x = tf.constant([0.5, -1.5])
+    dx, dv = flat(x)
+    d = 2.0 * (tf.cos(x * v) * x * v + tf.sin(x * v))  # d/du 2 sin(u) u at u = x v
+    np.testing.assert_allclose(dx, d * v, rtol=1e-6)
+    np.testing.assert_allclose(dv, d * x, rtol=1e-6)
+    for kind in ("PartitionedCall", "StatefulPartitionedCall"):  # the registry is as it was
+        with pytest.raises(LookupError):
+            tf_ops.gradient_registry.lookup(kind)
 
 
 def test_custom_gradients_work_on_an_imported_copy_of_the_graph():

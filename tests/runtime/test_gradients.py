@@ -302,3 +302,109 @@ def test_wrt_an_input_name_that_is_also_an_output_key_means_the_input():
     # the output stays reachable as a Tensor: d sum(3 sq) / d sq = 3
     np.testing.assert_allclose(scope.gradients("out", scope.output("tok"), x)[scope.output("tok").name],
                                np.full((1, 3), 3.0), rtol=1e-6)
+
+
+class _LoopModule(tf.Module):
+    """A signature that reads its variable `w` inside a `tf.while_loop` body."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(tf.random.stateless_normal((3, 3), seed=(1, 2)), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32, name="x")])
+    def f(self, x):
+        _, h = tf.while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, tf.tanh(h @ self.w)), [tf.constant(0), x])
+        return {"y": h}
+
+
+def _export_lstm(path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"), keras.layers.Dense(2, name="head")],
+                             name="seq")
+    model.export(path, verbose=False)
+    return [w.path for w in model.weights], (2, 5, 3)  # seq/lstm/lstm_cell/kernel, ..., seq/head/kernel
+
+
+def _save_loop_module(path):
+    module = _LoopModule()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.f})
+    return ["w"], (2, 3)
+
+
+@pytest.mark.parametrize("save", [_export_lstm, _save_loop_module], ids=["keras-export-lstm", "module-while-loop"])
+def test_gradients_wrt_variables_read_inside_a_saved_models_loop_equal_gradient_tape(save, tmp_path):
+    # a SavedModel's signature calls the function that reads the variables: once inlined, the
+    # handle reaches the While through the call's argument (an Identity), not from the capture
+    path = str(tmp_path / "saved")
+    names, shape = save(path)
+    scope = gs.trace(path, quiet=True)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    variables = {v.name.removesuffix(":0"): v for v in scope.function.graph.variables}
+    before = {k: v.numpy() for k, v in variables.items()}
+    (inp,) = scope.inputs
+    got = scope.gradients(scope.outputs[0], [*names, inp], x, target=lambda v: v[..., 0])
+
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    mine = {v.name.removesuffix(":0"): v for v in serve.graph.variables}
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        (y,) = serve(xs).values()
+        total = tf.reduce_sum(y[..., 0])
+    want = tape.gradient(total, [*(mine[n] for n in names), xs])
+    assert list(got) == [*names, inp]
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
+    for k, v in variables.items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+@tf.function(jit_compile=True)
+def _inner(h):  # an XLA helper called from one
+    return tf.sin(h) * h
+
+
+@tf.function(jit_compile=True)
+def _xla_helper(x, w):
+    return tf.tanh(x @ w) + _inner(x @ w) + 1.0
+
+
+class _XlaLayer(keras.layers.Layer):
+    """Calls an XLA-compiled helper with its weight: the variable itself (a resource argument),
+    its value (a tensor), or the variable from inside a loop body."""
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(3, 3), initializer="random_normal", name="w")
+
+    def call(self, x):
+        if self.mode == "loop":
+            return tf.while_loop(lambda i, h: i < 2, lambda i, h: (i + 1, _xla_helper(h, self.w.value)), [0, x])[1]
+        return _xla_helper(x, tf.convert_to_tensor(self.w) if self.mode == "value" else self.w.value)
+
+
+@pytest.mark.parametrize("mode", ["variable", "value", "loop"])
+def test_gradients_through_an_xla_helper_equal_gradient_tape(mode):
+    # TensorFlow does not inline a jit_compile=True function: its call op is differentiated by
+    # replaying the function (the registry's SymbolicGradient fails at run time, or at build
+    # time in a loop body)
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((3,), name="x")
+    h = keras.layers.Dense(3, name="pre")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="post")(_XlaLayer(mode, name="xl")(h)))
+    scope = gs.trace(model, quiet=True)
+    before = weights_snapshot(model)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    got = scope.gradients(scope.outputs[0], ["xl/w", "pre/kernel", "x"], x, target=lambda v: v[:, 0] ** 2)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        total = tf.reduce_sum(model(xs, training=False)[:, 0] ** 2)
+    want = tape.gradient(total, [model.get_layer("xl").w.value, model.get_layer("pre").kernel.value, xs])
+    for key, w in zip(got, want):
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert_weights_unchanged(model, before)
