@@ -334,16 +334,43 @@ def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
 
 
 def _stateful(body: Any) -> Any:
-    """The first op of a function's body (or of a function it calls) that changes state (a
-    write, a random draw), or None: one that a replay may not run again."""
+    """The first op of a function's body (or of a function it calls, or of a loop's or branch's
+    body in it) that changes state (a write, a random draw), or None: one that a replay may not
+    run again. TensorFlow marks every `While` and `If` stateful; their bodies decide."""
     for o in body.get_operations():
-        if o.type in _CALLS:
-            inner = _stateful(control_flow_util_v2.get_func_graph(o, [t.shape for t in o.inputs], o.get_attr("f").name))
-            if inner is not None:
-                return inner
+        inner_graphs = _called_bodies(o)
+        if inner_graphs is not None:
+            for inner_body in inner_graphs:
+                inner = _stateful(inner_body)
+                if inner is not None:
+                    return inner
         elif o._is_stateful and o.type not in _REPLAYABLE:  # pylint: disable=protected-access
             return o
     return None
+
+
+# the function attributes of the ops that run functions, and how many leading inputs are not
+# the functions' arguments (an If's predicate, a Case's branch index)
+_BODIES = {
+    **{kind: (("f",), 0) for kind in _CALLS},
+    **{kind: (("cond", "body"), 0) for kind in ("While", "StatelessWhile")},
+    **{kind: (("then_branch", "else_branch"), 1) for kind in ("If", "StatelessIf")},
+    **{kind: (("branches",), 1) for kind in ("Case", "StatelessCase")},
+}
+
+
+def _called_bodies(op: Any) -> list[Any] | None:
+    """The graphs of the functions `op` runs (a call's, a loop's cond and body, a branch's), or
+    None when it runs none."""
+    if op.type not in _BODIES:
+        return None
+    attrs, skip = _BODIES[op.type]
+    shapes = [t.shape for t in op.inputs[skip:]]
+    names = []
+    for attr in attrs:
+        value = op.get_attr(attr)
+        names += [f.name for f in value] if isinstance(value, list) else [value.name]
+    return [control_flow_util_v2.get_func_graph(op, shapes, name) for name in names]
 
 
 # the op attribute that names the registered gradient function of an op (set by

@@ -408,3 +408,65 @@ def test_gradients_through_an_xla_helper_equal_gradient_tape(mode):
     for key, w in zip(got, want):
         np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
     assert_weights_unchanged(model, before)
+
+
+_CONTROL_W = tf.Variable([1.0, 0.5, -1.0], name="control_w")
+
+
+@tf.function(jit_compile=True)
+def _xla_loop(x):
+    return tf.while_loop(lambda i, a: i < 2, lambda i, a: [i + 1, tf.sin(a + x * _CONTROL_W)],
+                         [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+@tf.function(jit_compile=True)
+def _xla_branch(x):
+    return tf.cond(tf.reduce_sum(x) > 0, lambda: x * _CONTROL_W, lambda: x - _CONTROL_W)
+
+
+@tf.function(jit_compile=True)
+def _xla_loop_that_writes(x):
+    def body(i, a):
+        _CONTROL_W.assign_add(tf.zeros(3))  # a write a replay would redo
+        return i + 1, tf.sin(a + x * _CONTROL_W)
+    return tf.while_loop(lambda i, a: i < 2, body, [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+@tf.function(jit_compile=True)
+def _xla_loop_that_draws(x):
+    return tf.while_loop(lambda i, a: i < 2, lambda i, a: [i + 1, a + x * tf.random.uniform(tf.shape(x))],
+                         [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+def _traced_call(helper):
+    fn = tf.function(lambda x: helper(x) * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    return gs.trace(fn, quiet=True)
+
+
+@pytest.mark.parametrize("helper", [_xla_loop, _xla_branch], ids=["loop", "branch"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_gradients_through_an_xla_helper_with_control_flow_equal_gradient_tape(helper, sign):
+    # TensorFlow marks every While and If stateful: the replay looks inside their bodies, which
+    # only read the variable
+    scope = _traced_call(helper)
+    before = _CONTROL_W.numpy().copy()
+    x = sign * np.array([[0.3, -0.5, 0.9]], np.float32)
+    got = scope.gradients(scope.outputs[0], ["x", _CONTROL_W], x)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        total = tf.reduce_sum(helper.python_function(xs) * 2.0)
+    want = tape.gradient(total, [xs, _CONTROL_W])
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
+
+
+@pytest.mark.parametrize("helper, kind", [(_xla_loop_that_writes, "AssignAddVariableOp"),
+                                          (_xla_loop_that_draws, "RandomUniform")], ids=["writes", "draws"])
+def test_a_gradient_through_an_xla_helper_whose_loop_writes_or_draws_is_refused(helper, kind):
+    scope = _traced_call(helper)
+    before = _CONTROL_W.numpy().copy()
+    with pytest.raises(gs.UnsupportedFetchError, match=rf"whose gradient would run its {kind} op .* again"):
+        scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
