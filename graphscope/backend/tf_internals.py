@@ -33,6 +33,7 @@ __all__ = [
     "XLA_ATTRS",
     "anonymous_resource_name",
     "bind_capture",
+    "bodies_typed",
     "build_shapes",
     "calls_replayed",
     "failed_op_names",
@@ -256,6 +257,12 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
     argument: a SavedModel's signature calls the function that reads the variable).
     """
     placeholder.graph.add_capture(external, placeholder)
+    _pass_handle_data(external, placeholder)
+
+
+def _pass_handle_data(external: Any, placeholder: tf.Tensor) -> None:
+    """Copy a resource's handle data from `external` onto `placeholder` and along the `Identity`
+    ops that pass it on."""
     if external.dtype != tf.resource:
         return
     pending = [placeholder]
@@ -266,6 +273,44 @@ def bind_capture(external: Any, placeholder: tf.Tensor) -> None:
             out for op in tensor.consumers() if op.type in _PASS_THROUGH
             for k, out in enumerate(op.outputs) if op.inputs[k] is tensor
         ]
+
+
+def _has_handle_data(tensor: Any) -> bool:
+    data = handle_data_util.get_resource_handle_data(tensor)
+    return bool(data.is_set and data.shape_and_type)
+
+
+@contextlib.contextmanager
+def bodies_typed() -> Any:
+    """Within the block, the graph TensorFlow rebuilds from a loop's, branch's or call's function
+    to differentiate it (`control_flow_util_v2.get_func_graph`) has the handle data of the
+    variables passed in on its resource arguments (and along the `Identity` ops passing them on).
+
+    A function in a GraphDef's library carries no handle data on its arguments, and the rebuilt
+    graph's placeholders get none: without it, while_v2 seeds a resource's gradient with zeros
+    only when it knows the shape, so the gradient of a variable read in a loop inside a loop (or
+    a `map_fn` in a loop) was silently zero, and cond_v2 in a loop body raised "Tried to take
+    gradients ... of a variable without handle data". The outermost op's inputs have it (see
+    `bind_capture`); each rebuilt graph passes it on to the functions it runs. The module
+    attribute is swapped under the registry lock and put back after.
+    """
+    original = control_flow_util_v2.get_func_graph
+
+    def typed(op: Any, input_shapes: Any, func_name: str) -> Any:
+        func_graph = original(op, input_shapes, func_name)
+        skip = _BODIES.get(op.type, ((), 0))[1]
+        for external, internal in zip(op.inputs[skip:], func_graph.inputs):
+            if external.dtype == tf.resource and internal.dtype == tf.resource and _has_handle_data(external) \
+                    and not _has_handle_data(internal):
+                _pass_handle_data(external, internal)
+        return func_graph
+
+    with _REGISTRY_LOCK:
+        control_flow_util_v2.get_func_graph = typed
+        try:
+            yield
+        finally:
+            control_flow_util_v2.get_func_graph = original
 
 
 # the ops that call a function by its `f` attribute (those TensorFlow did not inline: XLA helpers)
@@ -334,16 +379,43 @@ def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
 
 
 def _stateful(body: Any) -> Any:
-    """The first op of a function's body (or of a function it calls) that changes state (a
-    write, a random draw), or None: one that a replay may not run again."""
+    """The first op of a function's body (or of a function it calls, or of a loop's or branch's
+    body in it) that changes state (a write, a random draw), or None: one that a replay may not
+    run again. TensorFlow marks every `While` and `If` stateful; their bodies decide."""
     for o in body.get_operations():
-        if o.type in _CALLS:
-            inner = _stateful(control_flow_util_v2.get_func_graph(o, [t.shape for t in o.inputs], o.get_attr("f").name))
-            if inner is not None:
-                return inner
+        inner_graphs = _called_bodies(o)
+        if inner_graphs is not None:
+            for inner_body in inner_graphs:
+                inner = _stateful(inner_body)
+                if inner is not None:
+                    return inner
         elif o._is_stateful and o.type not in _REPLAYABLE:  # pylint: disable=protected-access
             return o
     return None
+
+
+# the function attributes of the ops that run functions, and how many leading inputs are not
+# the functions' arguments (an If's predicate, a Case's branch index)
+_BODIES = {
+    **{kind: (("f",), 0) for kind in _CALLS},
+    **{kind: (("cond", "body"), 0) for kind in ("While", "StatelessWhile")},
+    **{kind: (("then_branch", "else_branch"), 1) for kind in ("If", "StatelessIf")},
+    **{kind: (("branches",), 1) for kind in ("Case", "StatelessCase")},
+}
+
+
+def _called_bodies(op: Any) -> list[Any] | None:
+    """The graphs of the functions `op` runs (a call's, a loop's cond and body, a branch's), or
+    None when it runs none."""
+    if op.type not in _BODIES:
+        return None
+    attrs, skip = _BODIES[op.type]
+    shapes = [t.shape for t in op.inputs[skip:]]
+    names = []
+    for attr in attrs:
+        value = op.get_attr(attr)
+        names += [f.name for f in value] if isinstance(value, list) else [value.name]
+    return [control_flow_util_v2.get_func_graph(op, shapes, name) for name in names]
 
 
 # the op attribute that names the registered gradient function of an op (set by

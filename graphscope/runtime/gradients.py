@@ -230,8 +230,9 @@ class Gradient:
                     spans.append((len(xs), 1))
                     xs.append(arguments[where] if kind == "arg" else values[where])
             try:
-                # the calls TensorFlow does not inline (XLA helpers) are differentiated by a replay
-                with program.custom_gradients.active(), _tf.calls_replayed():
+                # the calls TensorFlow does not inline (XLA helpers) are differentiated by a replay;
+                # the bodies rebuilt to differentiate loops and branches know their variables' shapes
+                with program.custom_gradients.active(), _tf.calls_replayed(), _tf.bodies_typed():
                     grads = tf.gradients(total, xs) if xs else []
             except LookupError as e:
                 raise UnsupportedFetchError(

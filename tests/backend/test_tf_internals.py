@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
+from tensorflow.python.ops import control_flow_util_v2
 
 from graphscope.backend import tf_internals as _tf
 
@@ -228,6 +229,42 @@ def test_calls_replayed_differentiates_an_xla_call_in_an_imported_graph():
     for kind in ("PartitionedCall", "StatefulPartitionedCall"):  # the registry is as it was
         with pytest.raises(LookupError):
             tf_ops.gradient_registry.lookup(kind)
+
+
+def test_bodies_typed_gives_gradients_of_a_variable_read_in_a_loop_inside_a_loop():
+    # the rebuilt outer body's resource placeholder lacks handle data unless bodies_typed passes
+    # it on: while_v2 then seeds the inner loop's resource gradient with nothing (a zero gradient)
+    v = tf.Variable([1.0, 2.0])
+
+    def f(x):
+        def outer(i, acc):
+            inner = tf.while_loop(lambda j, a: j < 2, lambda j, a: (j + 1, a * v), [0, acc])[1]
+            return i + 1, inner
+        return tf.while_loop(lambda i, acc: i < 2, outer, [0, x])[1]
+
+    traced = tf.function(f).get_concrete_function(tf.TensorSpec([2], tf.float32))
+    graph_def = traced.graph.as_graph_def()
+    ((handle, internal),) = traced.graph.captures
+    out_name = traced.graph.outputs[0].name
+
+    def gradient(typed):
+        def run(x):
+            out, placeholder = tf.graph_util.import_graph_def(
+                graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
+            )
+            _tf.bind_capture(handle, placeholder)
+            if not typed:
+                return tf.gradients(tf.reduce_sum(out), [placeholder])
+            with _tf.bodies_typed():
+                return tf.gradients(tf.reduce_sum(out), [placeholder])
+
+        return _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
+
+    original = control_flow_util_v2.get_func_graph
+    x = tf.constant([3.0, 5.0])
+    np.testing.assert_allclose(gradient(True)(x)[0], 4.0 * x * v**3, rtol=1e-6)  # d/dv sum(x v**4)
+    assert control_flow_util_v2.get_func_graph is original  # put back
+    np.testing.assert_allclose(gradient(False)(x)[0], 0.0)  # what TensorFlow alone gives: the bug
 
 
 def test_custom_gradients_work_on_an_imported_copy_of_the_graph():

@@ -408,3 +408,104 @@ def test_gradients_through_an_xla_helper_equal_gradient_tape(mode):
     for key, w in zip(got, want):
         np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-5, atol=1e-6)
     assert_weights_unchanged(model, before)
+
+
+_CONTROL_W = tf.Variable([1.0, 0.5, -1.0], name="control_w")
+
+
+@tf.function(jit_compile=True)
+def _xla_loop(x):
+    return tf.while_loop(lambda i, a: i < 2, lambda i, a: [i + 1, tf.sin(a + x * _CONTROL_W)],
+                         [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+@tf.function(jit_compile=True)
+def _xla_branch(x):
+    return tf.cond(tf.reduce_sum(x) > 0, lambda: x * _CONTROL_W, lambda: x - _CONTROL_W)
+
+
+@tf.function(jit_compile=True)
+def _xla_loop_that_writes(x):
+    def body(i, a):
+        _CONTROL_W.assign_add(tf.zeros(3))  # a write a replay would redo
+        return i + 1, tf.sin(a + x * _CONTROL_W)
+    return tf.while_loop(lambda i, a: i < 2, body, [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+@tf.function(jit_compile=True)
+def _xla_loop_that_draws(x):
+    return tf.while_loop(lambda i, a: i < 2, lambda i, a: [i + 1, a + x * tf.random.uniform(tf.shape(x))],
+                         [tf.constant(0), tf.zeros_like(x)], maximum_iterations=2)[1]
+
+
+def _traced_call(helper):
+    fn = tf.function(lambda x: helper(x) * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    return gs.trace(fn, quiet=True)
+
+
+@pytest.mark.parametrize("helper", [_xla_loop, _xla_branch], ids=["loop", "branch"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_gradients_through_an_xla_helper_with_control_flow_equal_gradient_tape(helper, sign):
+    # TensorFlow marks every While and If stateful: the replay looks inside their bodies, which
+    # only read the variable
+    scope = _traced_call(helper)
+    before = _CONTROL_W.numpy().copy()
+    x = sign * np.array([[0.3, -0.5, 0.9]], np.float32)
+    got = scope.gradients(scope.outputs[0], ["x", _CONTROL_W], x)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        total = tf.reduce_sum(helper.python_function(xs) * 2.0)
+    want = tape.gradient(total, [xs, _CONTROL_W])
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
+
+
+@pytest.mark.parametrize("helper, kind", [(_xla_loop_that_writes, "AssignAddVariableOp"),
+                                          (_xla_loop_that_draws, "RandomUniform")], ids=["writes", "draws"])
+def test_a_gradient_through_an_xla_helper_whose_loop_writes_or_draws_is_refused(helper, kind):
+    scope = _traced_call(helper)
+    before = _CONTROL_W.numpy().copy()
+    with pytest.raises(gs.UnsupportedFetchError, match=rf"whose gradient would run its {kind} op .* again"):
+        scope.gradients(scope.outputs[0], "x", np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
+
+
+def _loop_in_loop(x):
+    def outer(i, acc):
+        def inner(j, a):
+            return j + 1, tf.sin(a + x * _CONTROL_W)
+        return i + 1, tf.while_loop(lambda j, a: j < 2, inner, [tf.constant(0), acc])[1] * 1.1
+    return tf.while_loop(lambda i, a: i < 2, outer, [tf.constant(0), tf.zeros_like(x)])[1]
+
+
+def _cond_in_loop(x):
+    def body(i, a):
+        return i + 1, tf.cond(tf.reduce_sum(a) > -50.0, lambda: tf.sin(a + x * _CONTROL_W), lambda: a)
+    return tf.while_loop(lambda i, a: i < 2, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+
+def _map_fn_in_loop(x):
+    def body(i, a):
+        return i + 1, tf.map_fn(lambda r: tf.sin(r * _CONTROL_W), a + x)
+    return tf.while_loop(lambda i, a: i < 2, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+
+@pytest.mark.parametrize("fn", [_loop_in_loop, _cond_in_loop, _map_fn_in_loop], ids=["loop", "cond", "map_fn"])
+def test_gradients_wrt_a_variable_read_in_nested_control_flow_equal_gradient_tape(fn):
+    # the bodies TensorFlow rebuilds to differentiate the inner loop or branch get the variable's
+    # handle data (it was silently zero, or a raw ValueError for the branch)
+    scope = gs.trace(tf.function(fn, input_signature=[tf.TensorSpec((None, 3), tf.float32)]), quiet=True)
+    before = _CONTROL_W.numpy().copy()
+    x = np.array([[0.3, -0.5, 0.9], [0.1, 0.2, -0.4]], np.float32)
+    got = scope.gradients(scope.outputs[0], ["x", _CONTROL_W], x, target=lambda v: v ** 2)
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        total = tf.reduce_sum(fn(xs) ** 2)
+    want = tape.gradient(total, [xs, _CONTROL_W])
+    for g, w in zip(got.values(), want):
+        assert np.abs(w.numpy()).max() > 1e-3  # not a zero gradient that zeros would match
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
