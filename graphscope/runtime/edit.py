@@ -17,7 +17,9 @@ and the `Program`'s own graph are never changed: the rewrite touches copies.
   to the tensor is cloned (as `expose` does) and the innermost clone calls the replacement's
   function on the value, so a callable applies at every iteration, or whenever the branch runs.
   The variable handles it reads are passed down the chain as new arguments of each clone (a
-  loop's body passes them on unchanged; a branch op's other branches take them too).
+  loop's body passes them on unchanged, loop variables of the loop's own, not accumulators, so
+  that a gradient with respect to a variable the callable reads takes the path through it; a
+  branch op's other branches take them too).
   An array has no meaning there (one value for every iteration?) and is refused.
 """
 
@@ -424,6 +426,12 @@ def _within(container: expose.Container, steps: list[tuple[str, str]], patch: Ed
                 if key in node.attr:
                     for _ in handles:
                         node.attr[key].list.shape.add()
+            # outputs of a loop past `_num_original_outputs` are while_v2's accumulators, which
+            # its gradient gives no gradient: the handles are loop variables like the model's own
+            # (a variable the edit reads gets its gradient through them); expose's lists, added
+            # after the edits, stay accumulators
+            if "_num_original_outputs" in node.attr:
+                node.attr["_num_original_outputs"].i = len(node.attr["T"].list.type)
         else:  # a call or a branch: one more argument
             node.attr["Tin"].list.type.extend([_RESOURCE] * len(handles))
         # the node's other functions take the same arguments (a branch's; a loop's cond or body)
