@@ -5,7 +5,9 @@ tensor's shape: activation patching) or a callable `fn(value) -> value` written 
 `keras.ops` (zero a channel, scale, steer, clamp), traced once. The variables a callable reads
 stay inputs of its ops, bound to the variables themselves as the model's weights are: every call
 reads their current values, so an executor kept across assignments follows them and the cache
-key is the callable alone. Other tensors it captures are constants of their values at the trace.
+key is the callable alone (a variable the call writes and reads back is read through the call's
+private copy, `writes`, as the call's own reads are). Other tensors it captures are constants of
+their values at the trace.
 The executable graph is
 rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
 tensor itself returns it; everything not downstream of an edit is computed as before. The model
@@ -186,12 +188,17 @@ def apply(
     library: dict[str, function_pb2.FunctionDef],
     edits: list[tuple[Edit, str | expose.Target]],
     captures: Mapping[str, Any] | None = None,
+    private: Mapping[str, str] | None = None,
 ) -> EditPatch:
     """Rewrite the executable graph (`nodes`, `library`: left unchanged) so that each edited
     tensor, located at a top-level tensor name or a `Target`, is replaced. The variables a
     callable reads are read through placeholders bound to them: those of `captures`
     (placeholder op -> handle: the model's own) where the variable is the model's, else new
-    ones (`EditPatch.captures`, by placeholder tensor name) to bind as the model's are.
+    ones (`EditPatch.captures`, by placeholder tensor name) to bind as the model's are. A
+    variable the call runs against a private copy (`private`: placeholder -> the copy's handle
+    node, `writes.Isolated.private`) is read through that copy, as the call's own reads are:
+    after the copy is set and after the edited tensor is computed (the writes the call makes
+    before it seen).
 
     Raises:
         InputError: an array edit inside a loop or branch, or a callable that fails, or returns
@@ -200,7 +207,11 @@ def apply(
     patch = EditPatch({}, dict(library), [], {}, {}, {}, {})
     top = expose.Top(nodes, patch.library)
     # variable handle (by id) -> the placeholder it is bound to: the model's, then the edits'
-    bound = {id(handle): name for name, handle in (captures or {}).items() if handle.dtype == tf.resource}
+    private = private or {}
+    bound = {id(handle): private.get(name, name) for name, handle in (captures or {}).items()
+             if handle.dtype == tf.resource}
+    # a private copy's handle -> what a read of it waits for: the copy's initial assignment
+    waits = {f"{h}:0": f"^{h}/init" for h in set(private.values()) if f"{h}/init" in nodes}
     for edit, where in edits:
         if not isinstance(where, str) and edit.array is not None and edit.tensor.context:
             raise InputError(
@@ -215,6 +226,8 @@ def apply(
         if isinstance(where, str):
             patch.outputs[edit.tensor.name] = _splice(top, nodes, where, traced, prefix, handles, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
+            spliced = [n for name, n in top.changed.items() if name.startswith(f"{prefix}/")]
+            _wait(spliced, waits, f"^{where.partition(':')[0]}")
         else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
             # the replacement is called as a function there, with those it calls; the variables
             # it reads are passed down to it, as inputs of each function on the way
@@ -224,8 +237,20 @@ def apply(
             node = _within(top, list(where.steps), patch, call, handles)
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
+            _wait([top.get(where.steps[0][0])], waits, None)  # inside, the call waits for the value
     patch.nodes = top.changed
     return patch
+
+
+def _wait(nodes: Iterable[node_def_pb2.NodeDef], waits: Mapping[str, str], source: str | None) -> None:
+    """Make each node that takes a private copy's handle wait for the copy's initial
+    assignment (`waits`) and for `source` (the edited tensor's op: a read after it sees the
+    writes made before it)."""
+    for node in nodes:
+        controls = [waits[i] for i in node.input if i in waits]
+        if controls:
+            controls += [source] if source else []
+            node.input.extend(c for c in dict.fromkeys(controls) if c not in node.input)
 
 
 def _traced(edit: Edit) -> Any:

@@ -621,3 +621,49 @@ def test_the_gradient_wrt_a_variable_an_edit_in_a_savedmodels_loop_reads_equals_
         np.testing.assert_allclose(got_w, want_w.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(got_b, want_b.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(loaded.w.numpy(), before)
+
+
+def _bumped(v, edit=None, loop=False):
+    """`v.assign_add(1)`, then `x * v` (in a `tf.while_loop` body, twice, when `loop`), `edit`
+    applied to the product: the call reads its own write back."""
+
+    def fn(x):
+        v.assign_add(1.0)
+        if not loop:
+            y = tf.identity(x * v, name="y")
+            return edit(y) if edit else y
+
+        def body(i, acc):
+            a = tf.identity(x * v + acc, name="a")
+            return i + 1, edit(a) if edit else a
+
+        return tf.while_loop(lambda i, acc: i < 2, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+    return fn
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["top", "loop"])
+def test_an_edit_reads_a_variable_the_call_writes_as_the_call_reads_it(loop):
+    """A variable the call writes and reads back runs against a private copy (`writes`); an
+    edit that reads it reads that copy, after the call's write, as the model's own read does.
+    Checked against the model's function run eagerly on a copy of the state; `v` never moves."""
+    v = tf.Variable(1.0, name="v")
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_bumped(v, loop=loop), input_signature=[spec]), quiet=True)
+    (out,) = scope.outputs
+    name = "while/a:0" if loop else "mul:0"
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+    shifted = lambda value: value + v  # noqa: E731
+    for start in [1.0, -2.0]:
+        v.assign(start)
+        copy = tf.Variable(start)
+        want = _bumped(copy, lambda value: value + copy, loop=loop)(tf.constant(x)).numpy()
+        np.testing.assert_allclose(scope.run(out, x, edits={name: shifted})[out.name], want, rtol=1e-6)
+        assert v.numpy() == start
+        # the gradient with respect to v takes the edit's read of the copy too
+        copy.assign(start)
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(_bumped(copy, lambda value: value * copy, loop=loop)(tf.constant(x)))
+        got = scope.gradients(out, [v], x, edits={name: lambda value: value * v})["v"]
+        np.testing.assert_allclose(got, tape.gradient(y, copy).numpy(), rtol=1e-5)
+        assert v.numpy() == start
