@@ -198,7 +198,8 @@ def apply(
     variable the call runs against a private copy (`private`: placeholder -> the copy's handle
     node, `writes.Isolated.private`) is read through that copy, as the call's own reads are:
     after the copy is set and after the edited tensor is computed (the writes the call makes
-    before it seen).
+    before it seen), before the call's other uses of the copy not upstream of it (its later
+    writes not seen).
 
     Raises:
         InputError: an array edit inside a loop or branch, or a callable that fails, or returns
@@ -227,7 +228,7 @@ def apply(
             patch.outputs[edit.tensor.name] = _splice(top, nodes, where, traced, prefix, handles, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
             spliced = [n for name, n in top.changed.items() if name.startswith(f"{prefix}/")]
-            _wait(spliced, waits, f"^{where.partition(':')[0]}")
+            _wait(top, nodes, spliced, waits, f"^{where.partition(':')[0]}")
         else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
             # the replacement is called as a function there, with those it calls; the variables
             # it reads are passed down to it, as inputs of each function on the way
@@ -237,20 +238,47 @@ def apply(
             node = _within(top, list(where.steps), patch, call, handles)
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
-            _wait([top.get(where.steps[0][0])], waits, None)  # inside, the call waits for the value
+            _wait(top, nodes, [top.get(where.steps[0][0])], waits, None)  # inside, the call waits for the value
     patch.nodes = top.changed
     return patch
 
 
-def _wait(nodes: Iterable[node_def_pb2.NodeDef], waits: Mapping[str, str], source: str | None) -> None:
-    """Make each node that takes a private copy's handle wait for the copy's initial
-    assignment (`waits`) and for `source` (the edited tensor's op: a read after it sees the
-    writes made before it)."""
-    for node in nodes:
-        controls = [waits[i] for i in node.input if i in waits]
-        if controls:
-            controls += [source] if source else []
-            node.input.extend(c for c in dict.fromkeys(controls) if c not in node.input)
+def _wait(top: expose.Top, nodes: Mapping[str, Any], readers: list[node_def_pb2.NodeDef],
+          waits: Mapping[str, str], source: str | None) -> None:
+    """Order the `readers` (new or changed top-level nodes) that take a private copy's handle
+    as the model's own reads are: after the copy's initial assignment (`waits`) and `source`
+    (the edited tensor's op: the writes made before it seen), and before every other op that
+    takes the handle and is not upstream of them (the call's later writes)."""
+    readers = [node for node in readers if any(i in waits for i in node.input)]
+    if not readers:
+        return
+    for node in readers:
+        controls = [waits[i] for i in node.input if i in waits] + ([source] if source else [])
+        node.input.extend(c for c in dict.fromkeys(controls) if c not in node.input)
+    handles = {i for node in readers for i in node.input if i in waits}
+    handles |= {h.partition(":")[0] for h in handles}  # the model's ops spell it without ":0"
+    names = {node.name for node in readers}
+    upstream = _upstream(top, nodes, [i for node in readers for i in node.input])
+    for name in [*nodes, *top.changed]:
+        node = top.changed.get(name) or nodes[name]
+        if name in names or name in upstream or not any(i in handles for i in node.input):
+            continue
+        node = top.get(name)
+        node.input.extend(f"^{r}" for r in sorted(names) if f"^{r}" not in node.input)
+
+
+def _upstream(top: expose.Top, nodes: Mapping[str, Any], refs: list[str]) -> set[str]:
+    """The top-level ops `refs` (inputs, control ones too) depend on."""
+    seen: set[str] = set()
+    pending = [r.lstrip("^").partition(":")[0] for r in refs]
+    while pending:
+        name = pending.pop()
+        node = top.changed.get(name) or nodes.get(name)
+        if name in seen or node is None:
+            continue
+        seen.add(name)
+        pending.extend(i.lstrip("^").partition(":")[0] for i in node.input)
+    return seen
 
 
 def _traced(edit: Edit) -> Any:

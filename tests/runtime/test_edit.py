@@ -667,3 +667,28 @@ def test_an_edit_reads_a_variable_the_call_writes_as_the_call_reads_it(loop):
         got = scope.gradients(out, [v], x, edits={name: lambda value: value * v})["v"]
         np.testing.assert_allclose(got, tape.gradient(y, copy).numpy(), rtol=1e-5)
         assert v.numpy() == start
+
+
+def test_an_edit_reads_a_variable_before_a_write_the_call_makes_after_the_edited_tensor():
+    """The call writes its private copy after the edited tensor: the edit reads it before that
+    write, as the model's read there does (not the value after it)."""
+    v = tf.Variable(1.0, name="v")
+
+    def model(variable, edit=None):
+        def fn(x):
+            y = tf.identity(x * variable, name="y")
+            y = edit(y) if edit else y
+            variable.assign_add(1.0)
+            return y + variable
+
+        return fn
+
+    scope = gs.trace(tf.function(model(v), input_signature=[tf.TensorSpec((None, 3), tf.float32)]), quiet=True)
+    (out,) = scope.outputs
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    for start in [1.0, 3.0]:
+        v.assign(start)
+        copy = tf.Variable(start)
+        want = model(copy, lambda y: y + copy)(tf.constant(x)).numpy()  # (x + 1) * start + start + 1
+        np.testing.assert_allclose(scope.run(out, x, edits={"mul:0": lambda y: y + v})[out.name], want, rtol=1e-6)
+        assert v.numpy() == start
