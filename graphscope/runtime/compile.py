@@ -214,7 +214,7 @@ class Program:
                     "other's alias in the executable graph): edit one of them"
                 )
             located_edits.append((e, where))
-        patch = editing.apply(self.nodes, self.library, located_edits, self.captures)
+        patch = editing.apply(self.nodes, self.library, located_edits, self.captures, self.private)
         return _Rewrite(
             {**self.nodes, **patch.nodes}, patch.library, list(patch.functions),
             edited={where: patch.outputs[e.tensor.name] for e, where in located_edits},

@@ -5,7 +5,9 @@ tensor's shape: activation patching) or a callable `fn(value) -> value` written 
 `keras.ops` (zero a channel, scale, steer, clamp), traced once. The variables a callable reads
 stay inputs of its ops, bound to the variables themselves as the model's weights are: every call
 reads their current values, so an executor kept across assignments follows them and the cache
-key is the callable alone. Other tensors it captures are constants of their values at the trace.
+key is the callable alone (a variable the call writes and reads back is read through the call's
+private copy, `writes`, as the call's own reads are). Other tensors it captures are constants of
+their values at the trace.
 The executable graph is
 rewritten so that every consumer of the tensor reads the replacement instead, and a fetch of the
 tensor itself returns it; everything not downstream of an edit is computed as before. The model
@@ -17,7 +19,9 @@ and the `Program`'s own graph are never changed: the rewrite touches copies.
   to the tensor is cloned (as `expose` does) and the innermost clone calls the replacement's
   function on the value, so a callable applies at every iteration, or whenever the branch runs.
   The variable handles it reads are passed down the chain as new arguments of each clone (a
-  loop's body passes them on unchanged; a branch op's other branches take them too).
+  loop's body passes them on unchanged, loop variables of the loop's own, not accumulators, so
+  that a gradient with respect to a variable the callable reads takes the path through it; a
+  branch op's other branches take them too).
   An array has no meaning there (one value for every iteration?) and is refused.
 """
 
@@ -184,12 +188,18 @@ def apply(
     library: dict[str, function_pb2.FunctionDef],
     edits: list[tuple[Edit, str | expose.Target]],
     captures: Mapping[str, Any] | None = None,
+    private: Mapping[str, str] | None = None,
 ) -> EditPatch:
     """Rewrite the executable graph (`nodes`, `library`: left unchanged) so that each edited
     tensor, located at a top-level tensor name or a `Target`, is replaced. The variables a
     callable reads are read through placeholders bound to them: those of `captures`
     (placeholder op -> handle: the model's own) where the variable is the model's, else new
-    ones (`EditPatch.captures`, by placeholder tensor name) to bind as the model's are.
+    ones (`EditPatch.captures`, by placeholder tensor name) to bind as the model's are. A
+    variable the call runs against a private copy (`private`: placeholder -> the copy's handle
+    node, `writes.Isolated.private`) is read through that copy, as the call's own reads are:
+    after the copy is set and after the edited tensor is computed (the writes the call makes
+    before it seen), before the call's other uses of the copy not upstream of it (its later
+    writes not seen).
 
     Raises:
         InputError: an array edit inside a loop or branch, or a callable that fails, or returns
@@ -198,7 +208,11 @@ def apply(
     patch = EditPatch({}, dict(library), [], {}, {}, {}, {})
     top = expose.Top(nodes, patch.library)
     # variable handle (by id) -> the placeholder it is bound to: the model's, then the edits'
-    bound = {id(handle): name for name, handle in (captures or {}).items() if handle.dtype == tf.resource}
+    private = private or {}
+    bound = {id(handle): private.get(name, name) for name, handle in (captures or {}).items()
+             if handle.dtype == tf.resource}
+    # a private copy's handle -> what a read of it waits for: the copy's initial assignment
+    waits = {f"{h}:0": f"^{h}/init" for h in set(private.values()) if f"{h}/init" in nodes}
     for edit, where in edits:
         if not isinstance(where, str) and edit.array is not None and edit.tensor.context:
             raise InputError(
@@ -213,6 +227,8 @@ def apply(
         if isinstance(where, str):
             patch.outputs[edit.tensor.name] = _splice(top, nodes, where, traced, prefix, handles, patch)
             patch.anchors[edit.tensor.name] = patch.outputs[edit.tensor.name].partition(":")[0]
+            spliced = [n for name, n in top.changed.items() if name.startswith(f"{prefix}/")]
+            _wait(top, nodes, spliced, waits, f"^{where.partition(':')[0]}")
         else:  # inside a loop, a branch or a call TensorFlow does not inline (an XLA helper)
             # the replacement is called as a function there, with those it calls; the variables
             # it reads are passed down to it, as inputs of each function on the way
@@ -222,8 +238,47 @@ def apply(
             node = _within(top, list(where.steps), patch, call, handles)
             patch.outputs[edit.tensor.name] = dataclasses.replace(where, node=node, arg=None, index=0)
             patch.anchors[edit.tensor.name] = where.steps[0][0]
+            _wait(top, nodes, [top.get(where.steps[0][0])], waits, None)  # inside, the call waits for the value
     patch.nodes = top.changed
     return patch
+
+
+def _wait(top: expose.Top, nodes: Mapping[str, Any], readers: list[node_def_pb2.NodeDef],
+          waits: Mapping[str, str], source: str | None) -> None:
+    """Order the `readers` (new or changed top-level nodes) that take a private copy's handle
+    as the model's own reads are: after the copy's initial assignment (`waits`) and `source`
+    (the edited tensor's op: the writes made before it seen), and before every other op that
+    takes the handle and is not upstream of them (the call's later writes)."""
+    readers = [node for node in readers if any(i in waits for i in node.input)]
+    if not readers:
+        return
+    for node in readers:
+        controls = [waits[i] for i in node.input if i in waits] + ([source] if source else [])
+        node.input.extend(c for c in dict.fromkeys(controls) if c not in node.input)
+    handles = {i for node in readers for i in node.input if i in waits}
+    handles |= {h.partition(":")[0] for h in handles}  # the model's ops spell it without ":0"
+    names = {node.name for node in readers}
+    upstream = _upstream(top, nodes, [i for node in readers for i in node.input])
+    for name in [*nodes, *top.changed]:
+        node = top.changed.get(name) or nodes[name]
+        if name in names or name in upstream or not any(i in handles for i in node.input):
+            continue
+        node = top.get(name)
+        node.input.extend(f"^{r}" for r in sorted(names) if f"^{r}" not in node.input)
+
+
+def _upstream(top: expose.Top, nodes: Mapping[str, Any], refs: list[str]) -> set[str]:
+    """The top-level ops `refs` (inputs, control ones too) depend on."""
+    seen: set[str] = set()
+    pending = [r.lstrip("^").partition(":")[0] for r in refs]
+    while pending:
+        name = pending.pop()
+        node = top.changed.get(name) or nodes.get(name)
+        if name in seen or node is None:
+            continue
+        seen.add(name)
+        pending.extend(i.lstrip("^").partition(":")[0] for i in node.input)
+    return seen
 
 
 def _traced(edit: Edit) -> Any:
@@ -424,6 +479,12 @@ def _within(container: expose.Container, steps: list[tuple[str, str]], patch: Ed
                 if key in node.attr:
                     for _ in handles:
                         node.attr[key].list.shape.add()
+            # outputs of a loop past `_num_original_outputs` are while_v2's accumulators, which
+            # its gradient gives no gradient: the handles are loop variables like the model's own
+            # (a variable the edit reads gets its gradient through them); expose's lists, added
+            # after the edits, stay accumulators
+            if "_num_original_outputs" in node.attr:
+                node.attr["_num_original_outputs"].i = len(node.attr["T"].list.type)
         else:  # a call or a branch: one more argument
             node.attr["Tin"].list.type.extend([_RESOURCE] * len(handles))
         # the node's other functions take the same arguments (a branch's; a loop's cond or body)

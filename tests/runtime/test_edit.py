@@ -543,3 +543,152 @@ def test_a_callable_that_writes_a_variable_is_refused_and_nothing_moves():
     with pytest.raises(gs.InputError, match=r"changes state \(Assign\w*VariableOp\).*may not write them"):
         scope.run(t, np.ones((1, 3), np.float32), edits={t: lambda v: v + bias.assign_add(tf.ones_like(bias))})
     assert_weights_unchanged(model, before)
+
+
+def _looped(w, edit=None):
+    """tanh(x * w + acc) three times in a `tf.while_loop`, `edit` applied to the body's `a`."""
+
+    def fn(x):
+        def body(i, acc):
+            a = tf.identity(x * w + acc, name="a")
+            return i + 1, tf.tanh(edit(a) if edit else a)
+
+        return tf.while_loop(lambda i, acc: i < 3, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+    return fn
+
+
+def test_the_gradient_wrt_a_variable_an_edit_in_a_loop_body_reads_has_the_edits_path():
+    """The variable handles an edit passes down as loop variables are counted among the loop's
+    own outputs (`_num_original_outputs`), not while_v2's accumulators, which its gradient
+    gives no gradient: d/dw has the path through the edit too (the review's repro)."""
+    w = tf.Variable([1.0, 2.0, 3.0], name="w")
+    scope = gs.trace(tf.function(_looped(w), input_signature=[tf.TensorSpec((None, 3), tf.float32)]), quiet=True)
+    (out,) = scope.outputs
+    x = np.array([[0.1, -0.2, 0.3], [0.4, 0.2, -0.5]], np.float32)
+    scaled = lambda v: v * w * 0.5  # noqa: E731
+    np.testing.assert_allclose(scope.run(out, x, edits={"while/a:0": scaled})[out.name],
+                               _looped(w, scaled)(tf.constant(x)).numpy(), rtol=1e-6)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(_looped(w, scaled)(tf.constant(x)))
+    want = tape.gradient(y, w).numpy()
+    got = scope.gradients(out, [w], x, edits={"while/a:0": scaled})["w"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with tf.GradientTape() as tape:  # what the bug gave: the edit's w held constant
+        y = tf.reduce_sum(_looped(w, lambda v: v * tf.stop_gradient(w) * 0.5)(tf.constant(x)))
+    assert np.abs(tape.gradient(y, w).numpy() - want).max() > 1e-2  # the two differ: the test can fail
+    np.testing.assert_allclose(w.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_the_gradient_wrt_a_variable_an_edit_in_a_savedmodels_loop_reads_equals_gradient_tape(tmp_path):
+    class Loop(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable([[0.5, -0.3], [0.2, 0.8]], name="w")
+            self.b = tf.Variable([0.1, -0.1], name="b")
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.float32)])
+        def __call__(self, x):
+            def body(i, h):
+                return i + 1, tf.tanh(h @ self.w + x + self.b)
+
+            return {"h": tf.while_loop(lambda i, h: i < 3, body, [tf.constant(0), tf.zeros_like(x)])[1]}
+
+    module = Loop()
+    tf.saved_model.save(module, str(tmp_path), signatures=module.__call__)
+    loaded = tf.saved_model.load(str(tmp_path))
+    scope = gs.trace(loaded, quiet=True)
+    (name,) = [n for n in scope.model_graph.tensors if "while" in n and n.endswith("Tanh:0")]
+    x = np.array([[0.3, -1.0], [1.0, 0.5]], np.float32)
+    scale = tf.Variable(2.0)
+    edit = lambda v: v * scale * loaded.w[0]  # noqa: E731
+
+    def by_hand(xs):
+        h = tf.zeros_like(xs)
+        for _ in range(3):
+            h = edit(tf.tanh(h @ loaded.w + xs + loaded.b))
+        return h
+
+    before = loaded.w.numpy()
+    for s in [2.0, -1.0]:
+        scale.assign(s)
+        np.testing.assert_allclose(scope.run("h", x, edits={name: edit})["h"], by_hand(tf.constant(x)).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(by_hand(tf.constant(x)))
+        want_w, want_b = tape.gradient(y, [loaded.w, loaded.b])
+        got = scope.gradients("h", [loaded.w, loaded.b], x, edits={name: edit})
+        got_w, got_b = got.values()
+        np.testing.assert_allclose(got_w, want_w.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got_b, want_b.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(loaded.w.numpy(), before)
+
+
+def _bumped(v, edit=None, loop=False):
+    """`v.assign_add(1)`, then `x * v` (in a `tf.while_loop` body, twice, when `loop`), `edit`
+    applied to the product: the call reads its own write back."""
+
+    def fn(x):
+        v.assign_add(1.0)
+        if not loop:
+            y = tf.identity(x * v, name="y")
+            return edit(y) if edit else y
+
+        def body(i, acc):
+            a = tf.identity(x * v + acc, name="a")
+            return i + 1, edit(a) if edit else a
+
+        return tf.while_loop(lambda i, acc: i < 2, body, [tf.constant(0), tf.zeros_like(x)])[1]
+
+    return fn
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["top", "loop"])
+def test_an_edit_reads_a_variable_the_call_writes_as_the_call_reads_it(loop):
+    """A variable the call writes and reads back runs against a private copy (`writes`); an
+    edit that reads it reads that copy, after the call's write, as the model's own read does.
+    Checked against the model's function run eagerly on a copy of the state; `v` never moves."""
+    v = tf.Variable(1.0, name="v")
+    spec = tf.TensorSpec((None, 3), tf.float32)
+    scope = gs.trace(tf.function(_bumped(v, loop=loop), input_signature=[spec]), quiet=True)
+    (out,) = scope.outputs
+    name = "while/a:0" if loop else "mul:0"
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+    shifted = lambda value: value + v  # noqa: E731
+    for start in [1.0, -2.0]:
+        v.assign(start)
+        copy = tf.Variable(start)
+        want = _bumped(copy, lambda value: value + copy, loop=loop)(tf.constant(x)).numpy()
+        np.testing.assert_allclose(scope.run(out, x, edits={name: shifted})[out.name], want, rtol=1e-6)
+        assert v.numpy() == start
+        # the gradient with respect to v takes the edit's read of the copy too
+        copy.assign(start)
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(_bumped(copy, lambda value: value * copy, loop=loop)(tf.constant(x)))
+        got = scope.gradients(out, [v], x, edits={name: lambda value: value * v})["v"]
+        np.testing.assert_allclose(got, tape.gradient(y, copy).numpy(), rtol=1e-5)
+        assert v.numpy() == start
+
+
+def test_an_edit_reads_a_variable_before_a_write_the_call_makes_after_the_edited_tensor():
+    """The call writes its private copy after the edited tensor: the edit reads it before that
+    write, as the model's read there does (not the value after it)."""
+    v = tf.Variable(1.0, name="v")
+
+    def model(variable, edit=None):
+        def fn(x):
+            y = tf.identity(x * variable, name="y")
+            y = edit(y) if edit else y
+            variable.assign_add(1.0)
+            return y + variable
+
+        return fn
+
+    scope = gs.trace(tf.function(model(v), input_signature=[tf.TensorSpec((None, 3), tf.float32)]), quiet=True)
+    (out,) = scope.outputs
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    for start in [1.0, 3.0]:
+        v.assign(start)
+        copy = tf.Variable(start)
+        want = model(copy, lambda y: y + copy)(tf.constant(x)).numpy()  # (x + 1) * start + start + 1
+        np.testing.assert_allclose(scope.run(out, x, edits={"mul:0": lambda y: y + v})[out.name], want, rtol=1e-6)
+        assert v.numpy() == start
