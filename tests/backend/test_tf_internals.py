@@ -129,18 +129,7 @@ def test_bind_capture_lets_gradients_reach_a_variable_read_inside_a_while_loop()
     traced = tf.function(f).get_concrete_function(tf.TensorSpec([2], tf.float32))
     graph_def = traced.graph.as_graph_def()
     ((handle, internal),) = traced.graph.captures
-    out_name = traced.graph.outputs[0].name
-
-    def run(x):
-        out, placeholder = tf.graph_util.import_graph_def(
-            graph_def, input_map={"x:0": x}, return_elements=[out_name, internal.name], name=""
-        )
-        _tf.bind_capture(handle, placeholder)
-        return tf.gradients(tf.reduce_sum(out), [placeholder])
-
-    flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
-    x = tf.constant([3.0, 5.0])
-    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+    _assert_bound_gradient(traced, graph_def, handle, internal, v)
 
 
 def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
@@ -160,6 +149,11 @@ def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
     ((handle, internal),) = traced.graph.captures
     (loop,) = [n for n in graph_def.node if n.op == "While"]
     assert all(not i.startswith(internal.op.name) for i in loop.input)  # the handle comes through a copy
+    _assert_bound_gradient(traced, graph_def, handle, internal, v)
+
+
+def _assert_bound_gradient(traced, graph_def, handle, internal, v):
+    """`graph_def` imported with its capture bound to `handle`: d/dv sum(x v**3) by tf.gradients."""
     out_name = traced.graph.outputs[0].name
 
     def run(x):
@@ -171,7 +165,7 @@ def test_bind_capture_gives_the_handle_data_to_an_inlined_calls_argument_too():
 
     flat = _tf.FlatFunction(tf.compat.v1.wrap_function(run, [tf.TensorSpec([2], tf.float32)]))
     x = tf.constant([3.0, 5.0])
-    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)  # d/dv sum(x v**3)
+    np.testing.assert_allclose(flat(x)[0], 3.0 * x * v**2, rtol=1e-6)
 
 
 def test_failure_reason_is_tensorflows_reason_never_a_stack_trace_line():
