@@ -137,7 +137,8 @@ def pre_activations(of: Any) -> Selection:
 
 def logits(of: Any) -> Selection:
     """The input of each final softmax or sigmoid: for every model output that is (through
-    Identity ops) a Softmax, Sigmoid or LogSoftmax, the tensor it is applied to."""
+    Identity ops) a Softmax, Sigmoid or LogSoftmax, the tensor it is applied to, before any cast
+    (a mixed-precision model's float32 softmax casts the float16 logits)."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}
     for out in graph.outputs:
@@ -145,6 +146,10 @@ def logits(of: Any) -> Selection:
         op = graph.graph.nodes[t.op]["op"]
         if t.op_type in ("Softmax", "Sigmoid", "LogSoftmax") and op.inputs:
             pre = graph.tensors[op.inputs[0]]
+            # under mixed precision the float32 activation's call casts its input: the logits
+            # are what the cast reads (the layer's float16 output), not the cast
+            while pre.op_type in ("Cast", "Identity") and graph.graph.nodes[pre.op]["op"].inputs:
+                pre = graph.tensors[graph.graph.nodes[pre.op]["op"].inputs[0]]
             found.setdefault(pre.name, pre)
     return _ordered(graph, found)
 

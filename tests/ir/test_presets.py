@@ -75,6 +75,27 @@ def test_softmax_of_the_logits_is_the_models_output():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_the_logits_of_a_mixed_precision_model_are_its_layers_not_the_cast():
+    """Issue 25 #8: the float32 softmax of a mixed_float16 model casts its input at the root; the
+    logits are the float16 layer output the cast reads."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x_in = keras.Input((6,), name="x")
+        h = keras.layers.Dense(8, activation="relu", name="h")(x_in)
+        z = keras.layers.Dense(4, name="logits")(h)
+        model = keras.Model(x_in, keras.layers.Activation("softmax", dtype="float32", name="probs")(z))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    scope = gs.trace(model, quiet=True)
+    (logits,) = gs.presets.logits(scope)
+    assert (logits.name, logits.layer, logits.dtype) == ("logits/BiasAdd:0", "logits", "float16")
+    x = np.random.default_rng(2).normal(size=(3, 6)).astype(np.float32)
+    want = keras.Model(model.input, model.get_layer("logits").output)(x)  # Keras' own sub-model
+    got = scope.run(logits, x)[logits.name]
+    np.testing.assert_allclose(got.astype(np.float32), np.asarray(want, np.float32), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(_softmax(got.astype(np.float32)), model(x), rtol=1e-3, atol=1e-3)
+
+
 def test_attention_probabilities_sum_to_one_over_the_keys():
     keras.utils.set_random_seed(4)
     x_in = keras.Input((5,), dtype="int32", name="tokens")
