@@ -103,8 +103,12 @@ def _fit_title(fig: Any, text: str) -> None:
 
 
 def _colorbar(fig: Any, mappable: Any, axes: list[Any]) -> None:
-    """One colorbar for the figure, beside `axes` (which share `mappable`'s color scale)."""
-    bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if len(axes) > 1 else 1.0, aspect=30)
+    """One colorbar for the figure (`axes` share `mappable`'s color scale), right of the top row's
+    last panel. It is an inset of that panel, so `fig.axes` stays the panels alone (axis k is
+    panel k)."""
+    cols = axes[0].get_subplotspec().get_gridspec().ncols
+    host = axes[min(cols, len(axes)) - 1]
+    bar = fig.colorbar(mappable, cax=host.inset_axes((1.04, 0.0, 0.05, 1.0)))
     bar.ax.tick_params(labelsize=6)
 
 

@@ -16,12 +16,12 @@ def _image(ax, k=0):
 
 
 def _panels(fig):
-    """The figure's axes less its colorbars'."""
-    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    """The figure's axes: the panels alone (colorbars are insets of a panel)."""
+    return fig.axes
 
 
 def _colorbars(fig):
-    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    return [child for ax in fig.axes for child in ax.child_axes]
 
 
 def test_feature_maps_axis_k_is_channel_k_of_the_sample():
