@@ -17,6 +17,8 @@ __all__ = ["KINDS", "kind_of", "overlay", "plot_value"]
 
 KINDS = ("feature_maps", "attention", "heatmap", "line", "iterations")
 _PANEL = 1.6  # inches per small panel
+_TITLE = 9  # points: a figure's title, shrunk (down to _SMALLEST, then the figure widens) to fit whole
+_SMALLEST = 5.0
 
 
 def _figure(width: float, height: float) -> Any:
@@ -56,15 +58,14 @@ def plot_value(value: Any, *, name: str = "", sample: int = 0, max_channels: int
     if kind not in KINDS:
         raise OptionError(f"unknown picture kind {kind!r}: choose {', '.join(KINDS)}")
     if kind == "iterations":
-        return _iterations(value, name)
+        return _iterations(value, name, sample)
     a = np.asarray(value)
     if a.dtype.kind not in "biuf":
         raise InputError(f"cannot draw {name!r}: its values are {a.dtype}, not numbers")
     if kind in ("feature_maps", "attention"):
         if a.ndim != 4:
             raise InputError(f"{kind} pictures take 4-D values ([batch, ...]); {name!r} has shape {list(a.shape)}")
-        if not 0 <= sample < a.shape[0]:
-            raise InputError(f"sample {sample} is out of range: {name!r} holds {a.shape[0]} (0..{a.shape[0] - 1})")
+        _check_sample(sample, a.shape[0], name)
         if kind == "feature_maps":
             maps = np.moveaxis(a[sample], -1, 0)[:max_channels]  # [channels, h, w]
             return _grid(maps, [f"channel {k}" for k in range(len(maps))], f"{name} (sample {sample})", "viridis")
@@ -72,23 +73,68 @@ def plot_value(value: Any, *, name: str = "", sample: int = 0, max_channels: int
         return _grid(heads, [f"head {h}" for h in range(len(heads))], f"{name} (sample {sample})", "magma",
                      labels=("key", "query"), vmin=0.0, vmax=1.0)
     if kind == "heatmap":
+        if a.ndim == 3:
+            _check_sample(sample, a.shape[0], name)
         grid = a[sample] if a.ndim == 3 else a
-        return _grid(grid[None], [name], "", "viridis")
+        return _grid(grid[None], [""], name, "viridis")
     return _line(a.reshape(-1), name)
+
+
+def _check_sample(sample: int, held: int, name: str) -> None:
+    if not 0 <= sample < held:
+        raise InputError(f"sample {sample} is out of range: {name!r} holds {held} (0..{held - 1})")
+
+
+def _fit_title(fig: Any, text: str) -> None:
+    """`text` as the figure's title, whole: its font shrinks until it fits the figure's width;
+    below _SMALLEST points the figure widens instead (names are not cut, nor wrapped)."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    title = fig.suptitle(text, fontsize=_TITLE)
+    renderer = RendererAgg(int(fig.bbox.width), int(fig.bbox.height), fig.dpi)  # measures only; no canvas set
+    width = title.get_window_extent(renderer).width
+    room = 0.92 * fig.bbox.width
+    if width > room:
+        size = _TITLE * room / width
+        if size < _SMALLEST:
+            fig.set_figwidth(fig.get_figwidth() * _SMALLEST / size)
+            size = _SMALLEST
+        title.set_fontsize(size)
+
+
+def _colorbar(fig: Any, mappable: Any, axes: list[Any]) -> None:
+    """One colorbar for the figure (`axes` share `mappable`'s color scale), right of the top row's
+    last panel. It is an inset of that panel, so `fig.axes` stays the panels alone (axis k is
+    panel k)."""
+    cols = axes[0].get_subplotspec().get_gridspec().ncols
+    host = axes[min(cols, len(axes)) - 1]
+    bar = fig.colorbar(mappable, cax=host.inset_axes((1.04, 0.0, 0.05, 1.0)))
+    bar.ax.tick_params(labelsize=6)
 
 
 def _grid(images: np.ndarray, titles: list[str], title: str, cmap: str, *, labels: tuple[str, str] | None = None,
           vmin: float | None = None, vmax: float | None = None) -> Any:
+    """One panel per image, all on one color scale (the shown values' range unless given), so
+    that a color means the same value in every panel; one colorbar for the figure."""
     n = len(images)
     cols = min(n, 8)
     rows = -(-n // cols)
-    fig = _figure(_PANEL * cols + 0.6, _PANEL * rows + 0.5)
+    fig = _figure(_PANEL * cols + 1.0, _PANEL * rows + 0.5)
     if title:
-        fig.suptitle(title, fontsize=9)
+        _fit_title(fig, title)
+    shown = np.asarray(images, dtype=np.float64)
+    finite = shown[np.isfinite(shown)]
+    if vmin is None:
+        vmin = float(finite.min()) if finite.size else 0.0
+    if vmax is None:
+        vmax = float(finite.max()) if finite.size else 1.0
+    axes = []
     for k in range(n):
         ax = fig.add_subplot(rows, cols, k + 1)
-        ax.imshow(images[k], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
-        ax.set_title(titles[k], fontsize=7)
+        mappable = ax.imshow(images[k], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
+        axes.append(ax)
+        if titles[k]:
+            ax.set_title(titles[k], fontsize=7)
         if labels:
             ax.set_xlabel(labels[0], fontsize=6)
             ax.set_ylabel(labels[1], fontsize=6)
@@ -96,14 +142,16 @@ def _grid(images: np.ndarray, titles: list[str], title: str, cmap: str, *, label
         if not labels:
             ax.set_xticks([])
             ax.set_yticks([])
+    if n:
+        _colorbar(fig, mappable, axes)
     return fig
 
 
 def _line(values: np.ndarray, name: str, fig: Any = None, ax: Any = None) -> Any:
     if fig is None:
         fig = _figure(6, 2.4)
+        _fit_title(fig, name)
         ax = fig.add_subplot(1, 1, 1)
-        ax.set_title(name, fontsize=8)
     if len(values) <= 64:
         ax.bar(np.arange(len(values)), values.astype(np.float64))
     else:
@@ -112,25 +160,44 @@ def _line(values: np.ndarray, name: str, fig: Any = None, ax: Any = None) -> Any
     return fig
 
 
-def _iterations(value: Any, name: str) -> Any:
-    """One row per iteration: each iteration's value as a line (or bars), or a heatmap when 2-D."""
+def _iterations(value: Any, name: str, sample: int) -> Any:
+    """One row per iteration: each iteration's value as a line (or bars), or a heatmap when 2-D.
+    An iteration's value of two or more axes has the batch on its first ([iterations, batch,
+    ...]): row k shows `sample` of iteration k. 1-D values (a `tf.map_fn` over the batch: one
+    iteration per sample, NMS indices) have no batch axis and are drawn whole. Heatmap rows share
+    one color scale and one colorbar."""
     items = list(value) if isinstance(value, list) else list(np.asarray(value))
+    picked: list[np.ndarray | None] = []
+    for item in items:
+        a = None if item is None else np.asarray(item)
+        if a is not None and a.ndim >= 2:
+            _check_sample(sample, a.shape[0], name)
+            a = a[sample]
+        picked.append(a)
+    maps = [a for a in picked if a is not None and a.ndim == 2]
+    finite = np.concatenate([m[np.isfinite(m)].astype(np.float64).ravel() for m in maps]) if maps else np.zeros(0)
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
     n = max(len(items), 1)
-    fig = _figure(6, 1.2 * n + 0.5)
-    fig.suptitle(f"{name}: {len(items)} iteration{'s' if len(items) != 1 else ''}", fontsize=9)
-    for k, item in enumerate(items):
+    fig = _figure(6.4 if maps else 6, 1.2 * n + 0.5)
+    batched = any(item is not None and np.ndim(item) >= 2 for item in items)
+    _fit_title(fig, f"{name}: {len(items)} iteration{'s' if len(items) != 1 else ''}"
+                    + (f" (sample {sample})" if batched else ""))
+    heat_axes, mappable = [], None
+    for k, a in enumerate(picked):
         ax = fig.add_subplot(n, 1, k + 1)
         ax.set_ylabel(f"{k}", fontsize=7, rotation=0, labelpad=10)
-        if item is None:
+        if a is None:
             ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             continue
-        a = np.asarray(item)
         if a.ndim == 2:
-            ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto")
+            mappable = ax.imshow(a, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest", aspect="auto")
+            heat_axes.append(ax)
         else:
             _line(a.reshape(-1), name, fig, ax)
+    if mappable is not None:
+        _colorbar(fig, mappable, heat_axes)
     return fig
 
 

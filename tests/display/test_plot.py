@@ -15,29 +15,38 @@ def _image(ax, k=0):
     return np.asarray(ax.images[k].get_array())
 
 
+def _panels(fig):
+    """The figure's axes: the panels alone (colorbars are insets of a panel)."""
+    return fig.axes
+
+
+def _colorbars(fig):
+    return [child for ax in fig.axes for child in ax.child_axes]
+
+
 def test_feature_maps_axis_k_is_channel_k_of_the_sample():
     value = np.random.default_rng(0).normal(size=(2, 5, 6, 70)).astype(np.float32)
     fig = gs.Results({"conv/BiasAdd:0": value}).plot("conv/BiasAdd:0", sample=1, max_channels=10)
-    assert len(fig.axes) == 10
-    for k, ax in enumerate(fig.axes):
+    assert len(_panels(fig)) == 10
+    for k, ax in enumerate(_panels(fig)):
         np.testing.assert_array_equal(_image(ax), value[1, :, :, k])
         assert ax.get_title() == f"channel {k}"
-    assert len(gs.Results({"x": value}).plot("x").axes) == 64  # max_channels by default
+    assert len(_panels(gs.Results({"x": value}).plot("x"))) == 64  # max_channels by default
 
 
 def test_attention_gets_one_heatmap_per_head():
     logits = np.random.default_rng(1).normal(size=(2, 3, 4, 5))
     probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
     fig = gs.Results({"attn/Softmax:0": probs}).plot("attn/Softmax:0")
-    assert len(fig.axes) == 3
-    for h, ax in enumerate(fig.axes):
+    assert len(_panels(fig)) == 3
+    for h, ax in enumerate(_panels(fig)):
         np.testing.assert_array_equal(_image(ax), probs[0, h])
         assert ax.get_title() == f"head {h}" and ax.get_xlabel() == "key"
 
 
 def test_two_d_values_are_a_heatmap_and_one_d_a_bar_chart_or_line():
     matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
-    (ax,) = gs.Results({"m": matrix}).plot("m").axes
+    (ax,) = _panels(gs.Results({"m": matrix}).plot("m"))
     np.testing.assert_array_equal(_image(ax), matrix)
     bars = np.array([3.0, -1.0, 2.0])
     (ax,) = gs.Results({"b": bars}).plot("b").axes
@@ -88,3 +97,55 @@ def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
     with pytest.raises(gs.MissingDependencyError, match=r'pip install "tf-graphscope\[plot\]"') as caught:
         gs.Results({"a": np.ones(3)}).plot("a")
     assert isinstance(caught.value, ImportError)
+
+
+def test_sample_picks_that_sample_in_each_iterations_value():
+    # [iterations, batch, units] (an RNN's state per step): row k is iteration k's `sample`
+    value = np.random.default_rng(3).normal(size=(3, 2, 5)).astype(np.float32)
+    for sample in (0, 1):
+        fig = gs.Results({"rnn/while/h:0": value}, per_iteration={"rnn/while/h:0"}).plot("rnn/while/h:0", sample=sample)
+        assert len(_panels(fig)) == 3
+        for k, ax in enumerate(_panels(fig)):
+            assert [p.get_height() for p in ax.patches] == value[k, sample].astype(np.float64).tolist()
+    # [iterations, batch, h, w] per iteration as a list: row k is the heatmap of iteration k's sample,
+    # all rows on one color scale (the picked values' range), with one colorbar
+    maps = [np.random.default_rng(k).normal(size=(2, 3, 4)) for k in range(2)]
+    fig = gs.Results({"m:0": maps}).plot("m:0", sample=1)
+    for k, ax in enumerate(_panels(fig)):
+        np.testing.assert_array_equal(_image(ax), maps[k][1])
+        assert ax.images[0].get_clim() == (min(m[1].min() for m in maps), max(m[1].max() for m in maps))
+    assert len(_colorbars(fig)) == 1
+    with pytest.raises(gs.InputError, match="sample 2 is out of range"):
+        gs.Results({"m:0": maps}).plot("m:0", sample=2)
+
+
+def test_grids_share_one_color_scale_with_a_colorbar():
+    value = np.random.default_rng(4).normal(size=(2, 4, 4, 3)) * np.array([1.0, 10.0, 100.0])
+    fig = gs.Results({"x": value}).plot("x", sample=1)
+    (bar,) = _colorbars(fig)
+    lo, hi = value[1].min(), value[1].max()  # the drawn channels' range, by hand
+    for ax in _panels(fig):
+        assert ax.images[0].get_clim() == (lo, hi)
+    assert bar.get_ylim() == (lo, hi)
+    logits = np.random.default_rng(5).normal(size=(1, 2, 3, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    fig = gs.Results({"a": probs}).plot("a")
+    assert len(_colorbars(fig)) == 1 and _colorbars(fig)[0].get_ylim() == (0.0, 1.0)
+    matrix = np.arange(6.0).reshape(2, 3)
+    fig = gs.Results({"m": matrix}).plot("m")
+    assert len(_colorbars(fig)) == 1 and _colorbars(fig)[0].get_ylim() == (0.0, 5.0)
+
+
+@pytest.mark.parametrize("value", [np.ones((1, 4, 4, 2)), np.ones((3, 4)), np.ones(5), [np.ones(2)]])
+def test_long_names_are_shown_whole(value):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    name = "/".join(["very_long_scope_name_%d" % k for k in range(12)]) + "/BiasAdd:0"
+    fig = gs.Results({name: value}).plot(name)
+    FigureCanvasAgg(fig).draw()
+    title = fig._suptitle
+    whole = {2: name, 1: name}.get(np.ndim(value), f"{name} (sample 0)") if not isinstance(value, list) else f"{name}: 1 iteration"
+    assert title.get_text() == whole
+    box, page = title.get_window_extent(), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+    assert box.width > 0.5 * page.width  # not shrunk to nothing: the name spans the figure
