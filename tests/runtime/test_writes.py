@@ -293,20 +293,28 @@ def _registered_ops():
             yield op_def
 
 
+def _classified(*, variables: bool, reads, written) -> tuple[list[str], list[str]]:
+    """Registered ops with a resource input that is a variable (`variables`) or is not: those
+    `reads` lists that still match WRITE_OPS (wrong), and those neither listed nor matching
+    `written` (unclassified)."""
+    resource = tf.resource.as_datatype_enum
+    wrong, unclassified = [], []
+    for op_def in _registered_ops():
+        inputs = {a.name for a in op_def.input_arg if a.type == resource}
+        if not inputs or bool({"resource", "ref", "var"} & inputs) != variables:
+            continue
+        if reads(op_def.name):
+            if writes.WRITE_OPS.fullmatch(op_def.name):
+                wrong.append(op_def.name)
+        elif not written.fullmatch(op_def.name):
+            unclassified.append(op_def.name)
+    return wrong, unclassified
+
+
 def test_every_op_that_writes_a_variable_matches_the_pattern():
     """Every registered op whose resource input is a variable (`resource`, `ref`, `var` or one of
     an optimizer's slots) is told apart: a write, or a known read."""
-    resource = tf.resource.as_datatype_enum
-    unclassified, wrong = [], []
-    for op_def in _registered_ops():
-        inputs = [a.name for a in op_def.input_arg if a.type == resource]
-        if not inputs or not ({"resource", "ref", "var"} & set(inputs)):
-            continue
-        if op_def.name in NOT_WRITES:
-            if writes.WRITE_OPS.fullmatch(op_def.name):
-                wrong.append(op_def.name)
-        elif not writes.WRITE_OPS.fullmatch(op_def.name):
-            unclassified.append(op_def.name)
+    wrong, unclassified = _classified(variables=True, reads=NOT_WRITES.__contains__, written=writes.WRITE_OPS)
     assert not wrong and not unclassified, (wrong, unclassified)
     families = ["AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceScatterNdUpdate",
                 "ResourceScatterMax", "ResourceApplyAdam", "ResourceSparseApplyFtrlV2", "ResourceStridedSliceAssign",
@@ -343,17 +351,10 @@ def test_every_op_that_writes_another_resource_matches_the_pattern():
     """Every registered op whose resource input is not a variable (a table, queue, stack,
     accumulator, reader, tree ensemble) is told apart: a write of the model's state, a read, or
     an op on a value of the call."""
-    resource = tf.resource.as_datatype_enum
-    unclassified, wrong = [], []
-    for op_def in _registered_ops():
-        inputs = [a.name for a in op_def.input_arg if a.type == resource]
-        if not inputs or {"resource", "ref", "var"} & set(inputs):
-            continue
-        if op_def.name in STATE_READS or CALL_LOCAL.fullmatch(op_def.name):
-            if writes.WRITE_OPS.fullmatch(op_def.name):
-                wrong.append(op_def.name)
-        elif not writes.STATE_WRITE_OPS.fullmatch(op_def.name):
-            unclassified.append(op_def.name)
+    wrong, unclassified = _classified(
+        variables=False, reads=lambda name: name in STATE_READS or bool(CALL_LOCAL.fullmatch(name)),
+        written=writes.STATE_WRITE_OPS,
+    )
     assert not wrong and not unclassified, (wrong, unclassified)
     families = ["LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableImportV2", "QueueEnqueueV2",
                 "QueueDequeueManyV2", "StackPushV2", "ResourceAccumulatorApplyGradient", "ReaderReadV2",
