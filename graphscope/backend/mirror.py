@@ -456,11 +456,14 @@ class _Mirror:
 
     @staticmethod
     def _key(call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
-        """How `by_tf` knows a tensor of the call's graph; None for an EagerTensor (no name)."""
+        """How `by_tf` knows a tensor of the call's graph. An EagerTensor argument (made in the
+        layer's `build()`: keras-hub ViT's `position_ids`) has no name: it is known by the Const
+        or Placeholder that captured it in the call's graph; None if the graph never used it."""
         try:
             return (id(call.graph), t.name)
-        except AttributeError:
-            return None
+        except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
+            captured = _tf.captured_value(call.graph, t)
+        return (id(call.graph), captured.name) if captured is not None else None
 
     def _add_layer(
         self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str],

@@ -36,6 +36,7 @@ __all__ = [
     "bodies_typed",
     "build_shapes",
     "calls_replayed",
+    "captured_value",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -149,6 +150,17 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
             return fn.graph
         g = getattr(g, "outer_graph", None)
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
+
+
+def captured_value(graph: tf.Graph, value: Any) -> tf.Tensor | None:
+    """The tensor of `graph` standing for `value`, an EagerTensor the graph captured (a layer's
+    `position_ids` made in `build()`): TensorFlow makes a Const for a small one, a Placeholder fed
+    the value for a larger one, and lists either in `FuncGraph.captures` as (value, tensor) once
+    it is used; None when `graph` did not capture it."""
+    for external, internal in getattr(graph, "captures", ()):
+        if external is value:
+            return internal
+    return None
 
 
 def keyword_order(concrete_function: Any) -> list[int] | None:

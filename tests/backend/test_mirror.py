@@ -264,3 +264,37 @@ def test_a_mask_keras_passes_is_a_layer_input():
     x = np.array([[3, 1, 0, 0, 0], [4, 4, 4, 2, 0]], np.int32)
     values = scope.run(lstm.inputs, x)
     np.testing.assert_array_equal(values[lstm.inputs[1].name], x != 0)  # the mask, by hand
+
+
+class _Positions(keras.layers.Layer):
+    """keras-hub ViT's embedding, reduced: position ids made eagerly in `build()`, an Embedding
+    called on them in `call()` (the ids are an EagerTensor while the model is traced)."""
+
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.count = count
+        self.embedding = keras.layers.Embedding(count, 5, name="pos")
+
+    def build(self, input_shape):
+        self.ids = keras.ops.expand_dims(keras.ops.arange(self.count), 0)
+        self.embedding.build(self.ids.shape)
+
+    def call(self, x):
+        return x + self.embedding(self.ids)
+
+
+@pytest.mark.parametrize("count, captured", [(4, "Const"), (200, "Placeholder")])  # TensorFlow: <= 128 elements
+def test_an_eager_tensor_made_in_build_is_the_input_it_was_captured_as(count, captured):
+    inp = keras.Input((count, 3))
+    out = keras.layers.Dense(2, name="head")(_Positions(count, name="pe")(keras.layers.Dense(5, name="d")(inp)))
+    model = keras.Model(inp, out)
+    scope = gs.trace(model)
+    pos = scope.layer("pe/pos")
+    assert len(pos.inputs) == 1 and pos.inputs[0].op_type == captured
+    assert pos.input_structure == (pos.inputs[0].name,) and len(scope.inputs) == 1  # not a model input
+    x = np.random.default_rng(0).normal(size=(2, count, 3)).astype("float32")
+    values = scope.run([pos.inputs[0], pos.output, scope.output()], x)
+    ids = model.get_layer("pe").ids
+    np.testing.assert_array_equal(values[pos.inputs[0].name], ids)
+    np.testing.assert_allclose(values[pos.output.name], _called(pos, values), rtol=1e-6)  # the Embedding, eagerly
+    np.testing.assert_allclose(values[scope.output().name], model(x), rtol=1e-5, atol=1e-6)

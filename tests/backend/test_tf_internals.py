@@ -32,6 +32,21 @@ def test_op_ids_grow_with_graph_version():
     assert [_tf.op_id(op) for op in g.get_operations()] == sorted(_tf.op_id(op) for op in g.get_operations())
 
 
+def test_captured_value_is_the_const_or_placeholder_an_eager_tensor_became():
+    small, large, unused = tf.range(4), tf.range(200), tf.range(3)  # TensorFlow: Const up to 128 elements
+
+    @tf.function
+    def f(x):
+        return x + tf.reduce_sum(small) + tf.reduce_sum(large)
+
+    graph = f.get_concrete_function(tf.TensorSpec((), tf.int32)).graph
+    assert _tf.captured_value(graph, small).op.type == "Const"
+    assert _tf.captured_value(graph, large).op.type == "Placeholder"
+    assert _tf.captured_value(graph, unused) is None
+    with pytest.raises(AttributeError, match="eager execution"):  # why the mirror asks
+        small.name
+
+
 def _helper_function():
     v = tf.Variable([1.0, 2.0])
 
