@@ -172,6 +172,16 @@ class _Mirror:
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
         self.call_scopes: dict[int, list[tuple[str, str | None]]] = {}
+        # a shared layer's later calls in a graph -> its first call there (see `_as_first_call`)
+        self.first_calls: dict[int, LayerCall] = {}
+        for calls in self.calls_by_graph.values():
+            first: dict[int, LayerCall] = {}
+            for call in sorted(calls, key=lambda c: c.first_id):
+                if first.setdefault(id(call.layer), call) is not call:
+                    self.first_calls[id(call)] = first[id(call.layer)]
+        self.shared_firsts = {id(c) for c in self.first_calls.values()}
+        self.first_names: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self.later_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
 
     def build(self) -> Mirrored:
@@ -251,8 +261,34 @@ class _Mirror:
             if self.tick is not None:
                 self.tick(1)
 
+    def _as_first_call(self, call: LayerCall, base: str) -> str:
+        """The name an op of a shared layer's later call gets: the k-th op whose name, below the
+        layer, is `B` up to TensorFlow's `_<n>` suffixes gets the name of the k-th such op of the
+        layer's first call in the graph. tf_keras opens the same name scope again for every call,
+        so TensorFlow suffixes a later call's `shared/BiasAdd` to `shared/BiasAdd_1`; Keras 3 opens
+        a fresh scope (`shared_3/BiasAdd`), which this leaves as it is. Suffixes telling two ops
+        of one call apart (`MatMul_1` beside `MatMul`) are kept: the first call has them too."""
+        path = self._layer_path(call)
+        if path is None or not base.startswith(path + "/"):
+            return base
+        rest = base[len(path) + 1 :]
+        key = _tf.unsuffixed(rest)
+        first = self.first_calls.get(id(call))
+        if first is None:  # the first call: its names are the reference
+            self.first_names[id(call)][key].append(rest)
+            return base
+        counts = self.later_counts[id(call)]
+        k = counts[key]
+        counts[key] = k + 1
+        names = self.first_names[id(first)].get(key, ())
+        return f"{path}/{names[k]}" if k < len(names) else base
+
     def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
         base = canonical_op_name(op.name, self._scopes(owner))
+        if owner is not None and owner.graph is graph and (
+            id(owner) in self.first_calls or id(owner) in self.shared_firsts
+        ):
+            base = self._as_first_call(owner, base)
         scoped_layer = None
         if self.scopes is not None and (frame is None or not frame.prefix):  # not named under a call
             base, scoped_layer = self.scopes.canonical(base)

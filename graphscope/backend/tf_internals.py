@@ -57,6 +57,7 @@ __all__ = [
     "op_id",
     "output_ref",
     "tracked_layers",
+    "unsuffixed",
     "variable_spec",
 ]
 
@@ -90,6 +91,15 @@ _FAILED_OP = (re.compile(r"\{\{node ([^}]+)\}\}"), re.compile(r"\[\[([^\]{}]+)\]
 def keras_scope(layer_name: str) -> re.Pattern[str]:
     """A layer's TF name scope: its name, or its name with Keras' uniquifying `_<n>` suffix."""
     return re.compile(re.escape(layer_name) + r"(?:_\d+)?")
+
+
+_TAKEN = re.compile(r"(?:_\d+)+$")
+
+
+def unsuffixed(path: str) -> str:
+    """`path` without the `_<n>` TensorFlow appends to an op or name scope whose name is already
+    taken in the graph, on every segment: `Tensordot_1/MatMul_2` -> `Tensordot/MatMul`."""
+    return "/".join(_TAKEN.sub("", segment) or segment for segment in path.split("/"))
 
 
 def is_stand_in(op_name: str) -> bool:

@@ -47,6 +47,20 @@ def test_captured_value_is_the_const_or_placeholder_an_eager_tensor_became():
         small.name
 
 
+def test_unsuffixed_drops_the_suffix_tensorflow_gives_a_name_taken_in_the_graph():
+    g = tf.Graph()
+    with g.as_default():
+        names = []
+        for _ in range(2):  # a scope opened again, as tf_keras opens a shared layer's
+            with tf.name_scope("shared/"):
+                with tf.name_scope("Tensordot"):
+                    names.append(tf.raw_ops.MatMul(a=tf.ones((1, 1)), b=tf.ones((1, 1))).op.name)
+    assert names == ["shared/Tensordot/MatMul", "shared/Tensordot_1/MatMul"]
+    assert {_tf.unsuffixed(n) for n in names} == {"shared/Tensordot/MatMul"}
+    assert _tf.unsuffixed("MatMul_2") == "MatMul" and _tf.unsuffixed("out_1_1") == "out"
+    assert _tf.unsuffixed("_1/x") == "_1/x"  # a segment that is only a suffix stays
+
+
 def _helper_function():
     v = tf.Variable([1.0, 2.0])
 
