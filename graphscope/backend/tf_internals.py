@@ -36,7 +36,7 @@ __all__ = [
     "bodies_typed",
     "build_shapes",
     "calls_replayed",
-    "captured_value",
+    "eager_captures",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -162,15 +162,13 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
 
 
-def captured_value(graph: tf.Graph, value: Any) -> tf.Tensor | None:
-    """The tensor of `graph` standing for `value`, an EagerTensor the graph captured (a layer's
-    `position_ids` made in `build()`): TensorFlow makes a Const for a small one, a Placeholder fed
-    the value for a larger one, and lists either in `FuncGraph.captures` as (value, tensor) once
-    it is used; None when `graph` did not capture it."""
-    for external, internal in getattr(graph, "captures", ()):
-        if external is value:
-            return internal
-    return None
+def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:
+    """(value, tensor) for each EagerTensor `graph` captured, and the tensor of the graph that
+    stands for it (a layer's `position_ids` made in `build()`): TensorFlow makes a Const for a
+    small one, a Placeholder fed the value for a larger one, once the value is used."""
+    return [(external, internal) for external, internal in getattr(graph, "captures", ())
+            if isinstance(external, tf.Tensor) and not tf.is_symbolic_tensor(external)
+            and external.dtype != tf.resource]
 
 
 def keyword_order(concrete_function: Any) -> list[int] | None:

@@ -32,17 +32,18 @@ def test_op_ids_grow_with_graph_version():
     assert [_tf.op_id(op) for op in g.get_operations()] == sorted(_tf.op_id(op) for op in g.get_operations())
 
 
-def test_captured_value_is_the_const_or_placeholder_an_eager_tensor_became():
+def test_eager_captures_are_the_const_or_placeholder_an_eager_tensor_became():
     small, large, unused = tf.range(4), tf.range(200), tf.range(3)  # TensorFlow: Const up to 128 elements
+    v = tf.Variable(1)
 
     @tf.function
     def f(x):
-        return x + tf.reduce_sum(small) + tf.reduce_sum(large)
+        return x + tf.reduce_sum(small) + tf.reduce_sum(large) + v  # a variable's handle is no value
 
     graph = f.get_concrete_function(tf.TensorSpec((), tf.int32)).graph
-    assert _tf.captured_value(graph, small).op.type == "Const"
-    assert _tf.captured_value(graph, large).op.type == "Placeholder"
-    assert _tf.captured_value(graph, unused) is None
+    captured = {id(value): tensor for value, tensor in _tf.eager_captures(graph)}
+    assert captured[id(small)].op.type == "Const" and captured[id(large)].op.type == "Placeholder"
+    assert id(unused) not in captured and len(captured) == 2
     with pytest.raises(AttributeError, match="eager execution"):  # why the mirror asks
         small.name
 
