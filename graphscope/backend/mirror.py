@@ -172,7 +172,19 @@ class _Mirror:
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
         self.call_scopes: dict[int, list[tuple[str, str | None]]] = {}
+        # a shared layer's later calls in a graph -> its first call there (see `_as_first_call`)
+        self.first_calls: dict[int, LayerCall] = {}
+        for calls in self.calls_by_graph.values():
+            first: dict[int, LayerCall] = {}
+            for call in sorted(calls, key=lambda c: c.first_id):
+                if first.setdefault(id(call.layer), call) is not call:
+                    self.first_calls[id(call)] = first[id(call.layer)]
+        self.shared_firsts = {id(c) for c in self.first_calls.values()}
+        self.first_names: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self.later_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
+        self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
+        self.held = self._held_values()
 
     def build(self) -> Mirrored:
         cf = self.traced.function
@@ -251,8 +263,77 @@ class _Mirror:
             if self.tick is not None:
                 self.tick(1)
 
+    def _held_values(self) -> dict[tuple[int, str], tuple[str, LayerCall]]:
+        """The captured EagerTensors a layer passed a sublayer from its attributes (keras-hub ViT's
+        `self.position_ids`, made in `build()`), by (graph, op name) of the Const or Placeholder
+        TensorFlow captured them as: named by the attribute (`vit_patching_and_embedding/
+        position_ids`) in the holder's call, not by the name TensorFlow gave the capture (the
+        sublayer's op input, or a number drawn from a process-wide counter). Keras 3 passes the
+        sublayer the EagerTensor itself, tf_keras the captured tensor."""
+        held: dict[tuple[int, str], tuple[str, LayerCall]] = {}
+        for call in self.traced.calls:
+            parent = call.parent
+            if parent is None:
+                continue
+            by_value, by_name = self._eager(call.graph)
+            if not by_value:
+                continue
+            for t in tf.nest.flatten((call.args, list(call.keywords.values()))):
+                if not isinstance(t, tf.Tensor):
+                    continue
+                if tf.is_symbolic_tensor(t):
+                    value, captured = by_name.get(t.name), t
+                else:
+                    value, captured = t, by_value.get(id(t))
+                attribute = next((k for k, v in vars(parent.layer).items() if v is value), None) if value is not None else None
+                if captured is None or attribute is None:
+                    continue
+                path = self._layer_path(parent)
+                held.setdefault((id(call.graph), captured.op.name), (f"{path}/{attribute}" if path else attribute, parent))
+        return held
+
+    def _eager(self, graph: tf.Graph) -> tuple[dict[int, tf.Tensor], dict[str, Any]]:
+        """The EagerTensors `graph` captured: their tensors by the value's id, and the values by
+        their tensor's name."""
+        found = self.eager_by_graph.get(id(graph))
+        if found is None:
+            pairs = _tf.eager_captures(graph)
+            found = ({id(v): t for v, t in pairs}, {t.name: v for v, t in pairs})
+            self.eager_by_graph[id(graph)] = found
+        return found
+
+    def _as_first_call(self, call: LayerCall, base: str) -> str:
+        """The name an op of a shared layer's later call gets: the k-th op whose name, below the
+        layer, is `B` up to TensorFlow's `_<n>` suffixes gets the name of the k-th such op of the
+        layer's first call in the graph. tf_keras opens the same name scope again for every call,
+        so TensorFlow suffixes a later call's `shared/BiasAdd` to `shared/BiasAdd_1`; Keras 3 opens
+        a fresh scope (`shared_3/BiasAdd`), which this leaves as it is. Suffixes telling two ops
+        of one call apart (`MatMul_1` beside `MatMul`) are kept: the first call has them too."""
+        path = self._layer_path(call)
+        if path is None or not base.startswith(path + "/"):
+            return base
+        rest = base[len(path) + 1 :]
+        key = _tf.unsuffixed(rest)
+        first = self.first_calls.get(id(call))
+        if first is None:  # the first call: its names are the reference
+            self.first_names[id(call)][key].append(rest)
+            return base
+        counts = self.later_counts[id(call)]
+        k = counts[key]
+        counts[key] = k + 1
+        names = self.first_names[id(first)].get(key, ())
+        return f"{path}/{names[k]}" if k < len(names) else base
+
     def _add(self, op: tf.Operation, graph: tf.Graph, frame: _Frame | None, owner: LayerCall | None) -> None:
-        base = canonical_op_name(op.name, self._scopes(owner))
+        held = self.held.get((id(graph), op.name)) if self.held else None
+        if held is not None:  # a layer's attribute passed to a sublayer: the holder's
+            base, owner = held
+        else:
+            base = canonical_op_name(op.name, self._scopes(owner))
+        if held is None and owner is not None and owner.graph is graph and (
+            id(owner) in self.first_calls or id(owner) in self.shared_firsts
+        ):
+            base = self._as_first_call(owner, base)
         scoped_layer = None
         if self.scopes is not None and (frame is None or not frame.prefix):  # not named under a call
             base, scoped_layer = self.scopes.canonical(base)
@@ -454,13 +535,15 @@ class _Mirror:
         keys = [self._key(call, t) for t in tf.nest.flatten(structure) if isinstance(t, tf.Tensor)]
         return [self.by_tf[k] for k in keys if k in self.by_tf]
 
-    @staticmethod
-    def _key(call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
-        """How `by_tf` knows a tensor of the call's graph; None for an EagerTensor (no name)."""
+    def _key(self, call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
+        """How `by_tf` knows a tensor of the call's graph. An EagerTensor argument (made in the
+        layer's `build()`: keras-hub ViT's `position_ids`) has no name: it is known by the Const
+        or Placeholder that captured it in the call's graph; None if the graph never used it."""
         try:
             return (id(call.graph), t.name)
-        except AttributeError:
-            return None
+        except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
+            captured = self._eager(call.graph)[0].get(id(t))
+        return (id(call.graph), captured.name) if captured is not None else None
 
     def _add_layer(
         self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str],

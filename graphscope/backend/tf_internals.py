@@ -36,6 +36,7 @@ __all__ = [
     "bodies_typed",
     "build_shapes",
     "calls_replayed",
+    "eager_captures",
     "failed_op_names",
     "failure_reason",
     "function_graph",
@@ -56,6 +57,7 @@ __all__ = [
     "op_id",
     "output_ref",
     "tracked_layers",
+    "unsuffixed",
     "variable_spec",
 ]
 
@@ -89,6 +91,15 @@ _FAILED_OP = (re.compile(r"\{\{node ([^}]+)\}\}"), re.compile(r"\[\[([^\]{}]+)\]
 def keras_scope(layer_name: str) -> re.Pattern[str]:
     """A layer's TF name scope: its name, or its name with Keras' uniquifying `_<n>` suffix."""
     return re.compile(re.escape(layer_name) + r"(?:_\d+)?")
+
+
+_TAKEN = re.compile(r"(?:_\d+)+$")
+
+
+def unsuffixed(path: str) -> str:
+    """`path` without the `_<n>` TensorFlow appends to an op or name scope whose name is already
+    taken in the graph, on every segment: `Tensordot_1/MatMul_2` -> `Tensordot/MatMul`."""
+    return "/".join(_TAKEN.sub("", segment) or segment for segment in path.split("/"))
 
 
 def is_stand_in(op_name: str) -> bool:
@@ -149,6 +160,15 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
             return fn.graph
         g = getattr(g, "outer_graph", None)
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
+
+
+def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:
+    """(value, tensor) for each EagerTensor `graph` captured, and the tensor of the graph that
+    stands for it (a layer's `position_ids` made in `build()`): TensorFlow makes a Const for a
+    small one, a Placeholder fed the value for a larger one, once the value is used."""
+    return [(external, internal) for external, internal in getattr(graph, "captures", ())
+            if isinstance(external, tf.Tensor) and not tf.is_symbolic_tensor(external)
+            and external.dtype != tf.resource]
 
 
 def keyword_order(concrete_function: Any) -> list[int] | None:

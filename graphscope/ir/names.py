@@ -7,7 +7,11 @@ The rules (each op gets exactly one canonical name, unique in its scope):
    spelling is a Keras convention, kept behind the TensorFlow fence); each matching path segment (`block4_conv3`, `block4_conv3_1`, ...:
    Keras' uniquifying suffix) becomes the layer's name, with `@n` for its n-th call inside the same
    parent (`shared_dense@2`). The traced model's own segment is dropped, nested models keep theirs:
-   `vgg19_1/block4_conv3_1/BiasAdd` -> `block4_conv3/BiasAdd`.
+   `vgg19_1/block4_conv3_1/BiasAdd` -> `block4_conv3/BiasAdd`. Below the layer, a later call's op
+   is named as the first call's op it repeats (the k-th op whose name is the same up to
+   TensorFlow's `_<n>` suffixes): tf_keras reopens a shared layer's scope, so TensorFlow's
+   `shared/BiasAdd_1` of its second call is `shared@2/BiasAdd`, as Keras 3 names it
+   (`graphscope.backend.mirror`).
 2. Ops inside a function called through `(Stateful)PartitionedCall` are named under the call:
    `soft/PartitionedCall/Softplus` (their own names are unscoped inside the function).
 3. Ops inside `While`/`If`/`Case` bodies keep their own (already scoped) names

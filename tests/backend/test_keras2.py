@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -194,3 +195,43 @@ def test_tf_keras_tensors_passed_by_keyword_are_layer_inputs():
         for t, w in zip(layer.inputs, tf.nest.flatten(want)):
             np.testing.assert_allclose(values[t.name], w, rtol=1e-6, err_msg=name)
     assert scope.layer("mha").inputs.names == [scope.layer("q_proj").output.name, scope.layer("r").output.name]
+
+
+def _shared_calls(k):
+    """A Dense called three times and a layer whose one call makes two MatMuls, called twice."""
+
+    class TwoMatMuls(k.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(name="w", shape=(3, 3), initializer=k.initializers.GlorotUniform(seed=1))
+
+        def call(self, x):
+            return tf.matmul(tf.matmul(x, self.w), self.w) + 1.0
+
+    x = k.Input((3,), name="x")
+    shared = k.layers.Dense(3, name="shared", kernel_initializer=k.initializers.GlorotUniform(seed=2),
+                            bias_initializer=k.initializers.RandomNormal(stddev=0.3, seed=3))
+    two = TwoMatMuls(name="two")
+    h = shared(shared(shared(x)))
+    return k.Model(x, [h, two(two(h))], name="m")
+
+
+@pytest.mark.parametrize("build", [_shared_calls, zoo.models.shared_out_of_order], ids=["shared", "out_of_order"])
+def test_a_shared_layers_later_calls_are_named_as_in_keras_3(build):
+    """tf_keras opens a shared layer's name scope again for each call, so TensorFlow names its
+    second call's ops `shared/BiasAdd_1`; Keras 3 opens `shared_3`, which reads `shared@2/BiasAdd`
+    (issue 25, item 4). `MatMul_1` beside `MatMul` in one call stays."""
+    computed = "MatMul|BiasAdd|AddV2|Tanh"
+    model = build(tf_keras)
+    scope = gs.trace(model, quiet=True)
+    names = set(scope.find(op_type=computed).names)
+    assert names == set(gs.trace(build(keras), quiet=True).find(op_type=computed).names)
+    if build is _shared_calls:
+        assert {"shared@2/BiasAdd:0", "shared@3/MatMul:0", "two@2/MatMul:0", "two@2/MatMul_1:0"} <= names
+    x = zoo.sample_inputs(model)
+    layers = [lay for lay in scope.layers if "/" not in lay.name and lay.type != "InputLayer"]
+    values = scope.run([t for lay in layers for t in lay.outputs], x)
+    for lay in layers:  # each call's output vs tf_keras' sub-model up to its node
+        want = tf.nest.flatten(tf_keras.Model(model.inputs, _keras_call_output(model, lay))(x))
+        assert len(want) == len(lay.outputs), lay.name
+        for t, w in zip(lay.outputs, want):
+            np.testing.assert_allclose(values[t.name], np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=t.name)

@@ -2,6 +2,7 @@
 `predict_step`, a causal LM's sampling loop in `generate_step`. Tiny models built from their
 configs with random weights (no presets, no downloads)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,3 +75,43 @@ def test_a_causal_lms_generate_step_has_per_step_attention():
     probs = gs.presets.attention(scope).names
     assert prefill.name in probs and step.name in probs
     assert {t.removeprefix("while/").split("/")[0].split("@")[0] for t in probs} == {"transformer_layer_0", "transformer_layer_1"}
+
+
+def _vit():
+    return keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=1, num_heads=2,
+                                        hidden_dim=8, mlp_dim=16)
+
+
+def _deit():
+    return keras_hub.models.DeiTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=1, num_heads=2,
+                                         hidden_dim=8, intermediate_dim=16)
+
+
+@pytest.mark.parametrize("backbone, task", [(_vit, keras_hub.models.ViTImageClassifier),
+                                            (_deit, keras_hub.models.DeiTImageClassifier)], ids=["vit", "deit"])
+def test_vision_transformers_trace_with_their_values(backbone, task):
+    """ViT keeps its position ids as an EagerTensor made in `build()` and calls an Embedding on
+    it (issue 25, item 2): the Embedding's input is the tensor the ids were captured as."""
+    bb = backbone()
+    clf = task(backbone=bb, num_classes=3)
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    scope = gs.trace(bb, quiet=True)
+    for layer in bb.layers[1:]:  # each top-level layer's outputs vs Keras' sub-model
+        outputs = scope.layer(layer.name).outputs
+        got = scope.run(outputs, x)
+        want = tf.nest.flatten(keras.Model(bb.inputs, layer.output)(x))
+        assert len(outputs) == len(want), layer.name
+        for t, w in zip(outputs, want):
+            np.testing.assert_allclose(got[t.name], w, rtol=1e-4, atol=1e-5, err_msg=t.name)
+    np.testing.assert_allclose(scope.run(scope.output(), x)[scope.output().name], bb(x), rtol=1e-4, atol=1e-5)
+    embeddings = bb.layers[1]
+    if hasattr(embeddings, "position_ids"):  # ViT: the Embedding called on the eager ids
+        (pos,) = [lay for lay in scope.layers if lay.keras_layer is embeddings.position_embedding]
+        assert pos.inputs.names == [f"{embeddings.name}/position_ids:0"]  # the attribute holding them
+        values = scope.run([pos.inputs[0], pos.output], x)
+        np.testing.assert_array_equal(values[pos.inputs[0].name], embeddings.position_ids)
+        np.testing.assert_allclose(values[pos.output.name], embeddings.position_embedding(embeddings.position_ids),
+                                   rtol=1e-6)
+    task_scope = gs.trace(clf, quiet=True)  # the Task: its logits
+    logits = task_scope.output()
+    np.testing.assert_allclose(task_scope.run(logits, x)[logits.name], clf(x), rtol=1e-4, atol=1e-5)

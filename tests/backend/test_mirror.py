@@ -264,3 +264,44 @@ def test_a_mask_keras_passes_is_a_layer_input():
     x = np.array([[3, 1, 0, 0, 0], [4, 4, 4, 2, 0]], np.int32)
     values = scope.run(lstm.inputs, x)
     np.testing.assert_array_equal(values[lstm.inputs[1].name], x != 0)  # the mask, by hand
+
+
+def _positions(k):
+    """keras-hub ViT's embedding, reduced: position ids made eagerly in `build()`, an Embedding
+    called on them in `call()` (the ids are an EagerTensor while the model is traced)."""
+
+    class Positions(k.layers.Layer):
+        def __init__(self, count, **kwargs):
+            super().__init__(**kwargs)
+            self.count = count
+            self.embedding = k.layers.Embedding(count, 5, name="pos")
+
+        def build(self, input_shape):
+            self.ids = tf.expand_dims(tf.range(self.count), 0)
+            self.embedding.build(self.ids.shape)
+            self.built = True
+
+        def call(self, x):
+            return x + self.embedding(self.ids)
+
+    return Positions
+
+
+@pytest.mark.parametrize("count, captured", [(4, "Const"), (200, "Placeholder")])  # TensorFlow: <= 128 elements
+@pytest.mark.parametrize("kind", ["keras", "tf_keras"])  # Keras 3 passes the EagerTensor, tf_keras its capture
+def test_an_eager_tensor_made_in_build_is_the_input_it_was_captured_as(kind, count, captured):
+    k = keras if kind == "keras" else pytest.importorskip("tf_keras")
+    inp = k.Input((count, 3))
+    out = k.layers.Dense(2, name="head")(_positions(k)(count, name="pe")(k.layers.Dense(5, name="d")(inp)))
+    model = k.Model(inp, out)
+    scope = gs.trace(model, quiet=True)
+    pos = scope.layer("pe/pos")
+    ids = pos.inputs[0]
+    # named by the attribute holding it, in the holder's call; the Embedding's input
+    assert pos.inputs.names == ["pe/ids:0"] and ids.op_type == captured and ids.layer == "pe"
+    assert pos.input_structure == (ids.name,) and len(scope.inputs) == 1  # not a model input
+    x = np.random.default_rng(0).normal(size=(2, count, 3)).astype("float32")
+    values = scope.run([ids, pos.output, scope.output()], x)
+    np.testing.assert_array_equal(values[ids.name], model.get_layer("pe").ids)
+    np.testing.assert_allclose(values[pos.output.name], _called(pos, values), rtol=1e-6)  # the Embedding, eagerly
+    np.testing.assert_allclose(values[scope.output().name], model(x), rtol=1e-5, atol=1e-6)

@@ -32,6 +32,36 @@ def test_op_ids_grow_with_graph_version():
     assert [_tf.op_id(op) for op in g.get_operations()] == sorted(_tf.op_id(op) for op in g.get_operations())
 
 
+def test_eager_captures_are_the_const_or_placeholder_an_eager_tensor_became():
+    small, large, unused = tf.range(4), tf.range(200), tf.range(3)  # TensorFlow: Const up to 128 elements
+    v = tf.Variable(1)
+
+    @tf.function
+    def f(x):
+        return x + tf.reduce_sum(small) + tf.reduce_sum(large) + v  # a variable's handle is no value
+
+    graph = f.get_concrete_function(tf.TensorSpec((), tf.int32)).graph
+    captured = {id(value): tensor for value, tensor in _tf.eager_captures(graph)}
+    assert captured[id(small)].op.type == "Const" and captured[id(large)].op.type == "Placeholder"
+    assert id(unused) not in captured and len(captured) == 2
+    with pytest.raises(AttributeError, match="eager execution"):  # why the mirror asks
+        small.name
+
+
+def test_unsuffixed_drops_the_suffix_tensorflow_gives_a_name_taken_in_the_graph():
+    g = tf.Graph()
+    with g.as_default():
+        names = []
+        for _ in range(2):  # a scope opened again, as tf_keras opens a shared layer's
+            with tf.name_scope("shared/"):
+                with tf.name_scope("Tensordot"):
+                    names.append(tf.raw_ops.MatMul(a=tf.ones((1, 1)), b=tf.ones((1, 1))).op.name)
+    assert names == ["shared/Tensordot/MatMul", "shared/Tensordot_1/MatMul"]
+    assert {_tf.unsuffixed(n) for n in names} == {"shared/Tensordot/MatMul"}
+    assert _tf.unsuffixed("MatMul_2") == "MatMul" and _tf.unsuffixed("out_1_1") == "out"
+    assert _tf.unsuffixed("_1/x") == "_1/x"  # a segment that is only a suffix stays
+
+
 def _helper_function():
     v = tf.Variable([1.0, 2.0])
 
