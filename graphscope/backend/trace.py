@@ -202,8 +202,11 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
             "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
         )
     specs, structured = _keras_signature(model, input_signature)
-    fn = tf.function(model.__call__)
     with TRACE_LOCK, recording([model]) as recorder:
+        # `model(...)` looked up at call time: a model whose class has its own `__call__` (keras-hub's
+        # PipelineModel) is recorded there, by the class `recording` gives it for the duration; a
+        # `tf.function(model.__call__)` made before would keep the original class's, unrecorded
+        fn = tf.function(lambda *args, **kwargs: model(*args, **kwargs))
         if structured is not None:
             cf = fn.get_concrete_function(structured, training=training)
         else:

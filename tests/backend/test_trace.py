@@ -441,3 +441,33 @@ def test_training_is_refused_where_nothing_takes_it(tmp_path):
     with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
         gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
     assert _keras_call_context() is None
+
+
+def test_a_model_with_its_own_dunder_call_is_recorded_at_its_root():
+    """keras-hub's PipelineModel defines a `__call__` of its own (then calls Keras'): the model's
+    root call is recorded there, so names, layers and parameters are as for a plain model."""
+
+    class Task(keras.Model):
+        def __call__(self, *args, **kwargs):
+            return super().__call__(*args, **kwargs)
+
+    x = keras.Input((4,), name="x")
+    backbone = keras.Model(x, keras.layers.Dense(3, name="d1")(x), name="backbone")
+    images = keras.Input((4,), name="images")
+    task = Task(images, keras.layers.Dense(2, name="head")(backbone(images)), name="task")
+    weights = weights_snapshot(task)
+    scope = gs.trace(task, quiet=True)
+    assert type(task) is Task and not any("call" in lay.__dict__ for lay in task._flatten_layers())
+    assert_weights_unchanged(task, weights)
+    assert scope.inputs == ["images"]
+    assert scope.find(op_type="BiasAdd").names == ["backbone/d1/BiasAdd:0", "head/BiasAdd:0"]
+    assert not any(name.startswith("task") for name in scope.model_graph.tensors)
+    layer = scope.layer("backbone")
+    assert layer.ops and layer.outputs.names == ["backbone/d1/BiasAdd:0"]
+    paths = [lay.name for lay in scope.model_graph.layers]
+    assert sorted(paths) == ["backbone", "backbone/d1", "backbone/x", "head", "images"]  # input layers too
+    assert f"· {task.count_params()} params" in scope.layer_tree().caption  # each layer once
+    data = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    got = scope.run(["backbone/d1/BiasAdd:0", "head/BiasAdd:0"], data)
+    np.testing.assert_allclose(got["backbone/d1/BiasAdd:0"], backbone(data), rtol=1e-6)
+    np.testing.assert_allclose(got["head/BiasAdd:0"], task(data), rtol=1e-6)
