@@ -35,6 +35,7 @@ __all__ = [
     "bind_capture",
     "bodies_typed",
     "build_shapes",
+    "builds_outside_graphs",
     "calls_replayed",
     "failed_op_names",
     "failure_reason",
@@ -658,6 +659,38 @@ def keras_training(training: bool) -> Any:
             yield seen
     finally:
         global_state.set_global_attribute("current_call_ctx", previous)
+
+
+@contextlib.contextmanager
+def builds_outside_graphs(model: Any) -> Any:
+    """Within the block, each unbuilt Keras 3 layer of `model` builds under `tf.init_scope`, as
+    tf_keras builds its layers (`tf_utils.maybe_init_scope`) and as calling the model eagerly
+    would: a tensor its `build` keeps (keras-hub ViT's `position_ids`) is then an EagerTensor, not
+    a tensor of the graph being traced, which later calls (and the retrace TensorFlow makes after
+    a first trace creates variables) could not use. Keras 3 gives each layer, in `Layer.__new__`,
+    a per-instance `build` (its `build_wrapper`: name scope, `built`, state lock); that attribute
+    is wrapped for the duration and put back on exit. Layers made inside a build are built within it."""
+    import keras
+
+    saved: list[tuple[Any, Any]] = []
+    layers = model._flatten_layers(include_self=True, recursive=True) if isinstance(model, keras.layers.Layer) else []  # pylint: disable=protected-access
+    for layer in layers:
+        build = layer.__dict__.get("build")
+        if layer.built or build is None:
+            continue
+
+        def eager_build(*args: Any, _build: Any = build, **kwargs: Any) -> Any:
+            with tf.init_scope():
+                return _build(*args, **kwargs)
+
+        # keeps `_is_default`, which tells Keras the class has no build of its own
+        object.__setattr__(layer, "build", functools.wraps(build)(eager_build))
+        saved.append((layer, build))
+    try:
+        yield
+    finally:
+        for layer, build in reversed(saved):
+            object.__setattr__(layer, "build", build)
 
 
 def _keras_of(obj: Any) -> Any:

@@ -195,13 +195,16 @@ def _load_failure(e: BaseException) -> str:
 
 
 def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
-    if not model.built:
+    if not model.built and input_signature is None:
+        # with a signature, the first trace builds the model, as calling it once on data would
         raise UnsupportedModelError(
             f"model {model.name!r} is not built, so its inputs are unknown: call it once on "
             "data, call model.build(input_shape), or pass input_signature="
             "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
         )
     specs, structured = _keras_signature(model, input_signature)
+    if not model.built:
+        _build(model, specs, structured, training)
     with TRACE_LOCK, recording([model]) as recorder:
         # `model(...)` looked up at call time: a model whose class has its own `__call__` (keras-hub's
         # PipelineModel) is recorded there, by the class `recording` gives it for the duration; a
@@ -223,6 +226,19 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         training=training,
         source="keras",
     )
+
+
+def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bool) -> None:
+    """Build `model` by tracing it once on `specs`, as calling it once on data would: its layers
+    create their weights, and those made inside a build (keras-hub's, in their `build`) exist
+    before the traced call is recorded. Builds run outside the graph (`_tf.builds_outside_graphs`),
+    so the graph, thrown away, leaves nothing in the model."""
+    fn = tf.function(lambda *args, **kwargs: model(*args, **kwargs))
+    with TRACE_LOCK, _tf.builds_outside_graphs(model):
+        if structured is not None:
+            fn.get_concrete_function(structured, training=training)
+        else:
+            fn.get_concrete_function(*specs, training=training)
 
 
 def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
