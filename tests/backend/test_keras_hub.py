@@ -102,6 +102,9 @@ def test_a_task_traced_as_itself_is_named_as_its_backbone_is():
     assert not any(n.startswith(classifier.name) for n in names)  # neither its scope nor `image_classifier_1`
     inside = {t.name for t in alone.find() if t.layer is not None}  # the ops of its layers
     assert {f"{encoder.name}/{n}" for n in inside} <= names  # the backbone's ops, named as when traced alone
+    plain = gs.trace(keras.Model(classifier.input, classifier.output), quiet=True)  # the same graph, no own __call__
+    assert set(plain.model_graph.tensors) == names
+    assert [lay.name for lay in plain.model_graph.layers] == [lay.name for lay in scope.model_graph.layers]
     layer = scope.layer(encoder.name)
     assert layer.keras_layer is encoder and len(layer.ops) >= len(inside)
     relu = scope.tensor(f"{encoder.name}/conv1_relu/Relu:0")
