@@ -673,24 +673,31 @@ def builds_outside_graphs(model: Any) -> Any:
     import keras
 
     saved: list[tuple[Any, Any]] = []
-    layers = model._flatten_layers(include_self=True, recursive=True) if isinstance(model, keras.layers.Layer) else []  # pylint: disable=protected-access
-    for layer in layers:
+    if not isinstance(model, keras.layers.Layer):  # tf_keras builds under init_scope itself
+        yield
+        return
+    for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
         build = layer.__dict__.get("build")
-        if layer.built or build is None:
-            continue
-
-        def eager_build(*args: Any, _build: Any = build, **kwargs: Any) -> Any:
-            with tf.init_scope():
-                return _build(*args, **kwargs)
-
-        # keeps `_is_default`, which tells Keras the class has no build of its own
-        object.__setattr__(layer, "build", functools.wraps(build)(eager_build))
-        saved.append((layer, build))
+        if not layer.built and build is not None:
+            object.__setattr__(layer, "build", _outside_graphs(build))
+            saved.append((layer, build))
     try:
         yield
     finally:
         for layer, build in reversed(saved):
             object.__setattr__(layer, "build", build)
+
+
+def _outside_graphs(build: Any) -> Any:
+    """`build`, run under `tf.init_scope`; with its name, signature and `_is_default` (which
+    tells Keras the class has no build of its own)."""
+
+    @functools.wraps(build)
+    def eager_build(*args: Any, **kwargs: Any) -> Any:
+        with tf.init_scope():
+            return build(*args, **kwargs)
+
+    return eager_build
 
 
 def _keras_of(obj: Any) -> Any:

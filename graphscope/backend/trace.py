@@ -250,7 +250,7 @@ def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bo
             else:
                 fn.get_concrete_function(*specs, training=training)
     except Exception as e:  # noqa: BLE001 - whatever the model's own code raises
-        takes = ", ".join(f"{s.name} {tuple(s.shape.as_list()) if s.shape.rank is not None else None}" for s in specs)
+        takes = ", ".join(f"{s.name} {_shape(s)}" for s in specs)
         raise InputError(
             f"model {model.name!r} is not built, and calling it on the input_signature ({takes}) "
             f"to build it failed: {_cause(e)}; give one spec per input its `call` takes, with "
@@ -505,6 +505,10 @@ def _function_name(fn: Any) -> str:
 
 def _module_name(module: Any) -> str:
     return getattr(module, "name", None) or type(module).__name__
+
+
+def _shape(spec: tf.TensorSpec) -> tuple[int | None, ...] | None:
+    return tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
 
 
 def _cause(e: BaseException) -> str:
