@@ -35,6 +35,7 @@ __all__ = [
     "bind_capture",
     "bodies_typed",
     "build_shapes",
+    "builds_outside_graphs",
     "calls_replayed",
     "eager_captures",
     "failed_op_names",
@@ -678,6 +679,45 @@ def keras_training(training: bool) -> Any:
             yield seen
     finally:
         global_state.set_global_attribute("current_call_ctx", previous)
+
+
+@contextlib.contextmanager
+def builds_outside_graphs(model: Any) -> Any:
+    """Within the block, each unbuilt Keras 3 layer of `model` builds under `tf.init_scope`, as
+    tf_keras builds its layers (`tf_utils.maybe_init_scope`) and as calling the model eagerly
+    would: a tensor its `build` keeps (keras-hub ViT's `position_ids`) is then an EagerTensor, not
+    a tensor of the graph being traced, which later calls (and the retrace TensorFlow makes after
+    a first trace creates variables) could not use. Keras 3 gives each layer, in `Layer.__new__`,
+    a per-instance `build` (its `build_wrapper`: name scope, `built`, state lock); that attribute
+    is wrapped for the duration and put back on exit. Layers made inside a build are built within it."""
+    import keras
+
+    saved: list[tuple[Any, Any]] = []
+    if not isinstance(model, keras.layers.Layer):  # tf_keras builds under init_scope itself
+        yield
+        return
+    for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+        build = layer.__dict__.get("build")
+        if not layer.built and build is not None:
+            object.__setattr__(layer, "build", _outside_graphs(build))
+            saved.append((layer, build))
+    try:
+        yield
+    finally:
+        for layer, build in reversed(saved):
+            object.__setattr__(layer, "build", build)
+
+
+def _outside_graphs(build: Any) -> Any:
+    """`build`, run under `tf.init_scope`; with its name, signature and `_is_default` (which
+    tells Keras the class has no build of its own)."""
+
+    @functools.wraps(build)
+    def eager_build(*args: Any, **kwargs: Any) -> Any:
+        with tf.init_scope():
+            return build(*args, **kwargs)
+
+    return eager_build
 
 
 def _keras_of(obj: Any) -> Any:

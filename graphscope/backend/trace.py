@@ -195,15 +195,18 @@ def _load_failure(e: BaseException) -> str:
 
 
 def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
-    if not model.built:
+    if not model.built and input_signature is None:
+        # with a signature, the first trace builds the model, as calling it once on data would
         raise UnsupportedModelError(
             f"model {model.name!r} is not built, so its inputs are unknown: call it once on "
             "data, call model.build(input_shape), or pass input_signature="
             "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
         )
     specs, structured = _keras_signature(model, input_signature)
-    fn = tf.function(model.__call__)
+    if not model.built:
+        _build(model, specs, structured, training)
     with TRACE_LOCK, recording([model]) as recorder:
+        fn = tf.function(_calling(model))
         if structured is not None:
             cf = fn.get_concrete_function(structured, training=training)
         else:
@@ -220,6 +223,39 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         training=training,
         source="keras",
     )
+
+
+def _calling(model: Any) -> Any:
+    """A function that calls `model`, its `__call__` looked up at call time: a model whose class
+    has a `__call__` of its own (keras-hub's PipelineModel) is recorded there, by the class
+    `recording` gives it for the duration; the bound `model.__call__` taken before would keep
+    the original class's, and the model's root call would go unrecorded."""
+
+    def __call__(*args: Any, **kwargs: Any) -> Any:
+        return model(*args, **kwargs)
+
+    return __call__
+
+
+def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bool) -> None:
+    """Build `model` by tracing it once on `specs`, as calling it once on data would: its layers
+    create their weights, and those made inside a build (keras-hub's, in their `build`) exist
+    before the traced call is recorded. Builds run outside the graph (`_tf.builds_outside_graphs`),
+    so the graph, thrown away, leaves nothing in the model."""
+    fn = tf.function(_calling(model))
+    try:
+        with TRACE_LOCK, _tf.builds_outside_graphs(model):
+            if structured is not None:
+                fn.get_concrete_function(structured, training=training)
+            else:
+                fn.get_concrete_function(*specs, training=training)
+    except Exception as e:  # noqa: BLE001 - whatever the model's own code raises
+        takes = ", ".join(f"{s.name} {_shape(s)}" for s in specs)
+        raise InputError(
+            f"model {model.name!r} is not built, and calling it on the input_signature ({takes}) "
+            f"to build it failed: {_cause(e)}; give one spec per input its `call` takes, with "
+            "shapes it accepts, or build it first by calling it once on data"
+        ) from None
 
 
 def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
@@ -469,6 +505,17 @@ def _function_name(fn: Any) -> str:
 
 def _module_name(module: Any) -> str:
     return getattr(module, "name", None) or type(module).__name__
+
+
+def _shape(spec: tf.TensorSpec) -> tuple[int | None, ...] | None:
+    return tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
+
+
+def _cause(e: BaseException) -> str:
+    """What went wrong, from an error raised while tracing: the last `SomeError: ...` line of
+    TensorFlow's "in user code:" report, else the first line."""
+    found = re.findall(r"^\s*(\w+(?:Error|Exception): .+)$", str(e), re.M)
+    return found[-1][:300] if found else _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:

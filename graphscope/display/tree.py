@@ -4,6 +4,7 @@ parameters, op counts, and where paths fork, join and can be cut."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,9 @@ class _Node:
     type: str = ""
     shape: str = ""
     params: int | None = None
+    # the Keras weights `params` counts (id -> size): a parent adds each weight once, though a
+    # layer shared by two models (BART's token embedding, in its backbone and in the Task) shows twice
+    weights: dict[int, int] = dataclasses.field(default_factory=dict)
     ops: int | None = None
     marks: str = ""
     key: str = ""  # what `pattern` is matched against: the layer path or op name
@@ -178,12 +182,14 @@ def _layer_nodes(
             ("fork", len(consumers[lay.name]) > 1),
             ("join", len(producers[lay.name]) > 1),
         ) if on]
+        params, weights = _layer_params(lay, seen_weights)
         node = _Node(
             lay.name.rpartition("/")[2],
             "layer",
             type=lay.type,
             shape=", ".join(shape_text(t.shape) for t in lay.outputs),
-            params=_layer_params(lay, seen_weights),
+            params=params,
+            weights=weights,
             ops=len(lay.ops),
             marks=" ".join(marks),
             key=lay.name,
@@ -196,15 +202,17 @@ def _layer_nodes(
     return _grouped(nodes, 0) if len(nodes) > _GROUP_ABOVE else nodes
 
 
-def _layer_params(lay: Layer, seen: set[int]) -> int | None:
-    """The layer's parameter count, once per Keras layer (a shared layer's later calls: None)."""
+def _layer_params(lay: Layer, seen: set[int]) -> tuple[int | None, dict[int, int]]:
+    """The layer's parameter count, once per Keras layer (a shared layer's later calls: None),
+    and its weights (id -> size)."""
     if lay.keras_layer is None or id(lay.keras_layer) in seen:
-        return None
+        return None, {}
     seen.add(id(lay.keras_layer))
     try:
-        return int(lay.keras_layer.count_params())
+        params = int(lay.keras_layer.count_params())
     except ValueError:  # never built
-        return None
+        return None, {}
+    return params, {id(w): math.prod(int(d) for d in w.shape) for w in lay.keras_layer.weights}
 
 
 def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
@@ -237,9 +245,13 @@ def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
 
 
 def _params_of(node: _Node) -> int | None:
-    """Sum of the parameters of a node's layers and groups (each Keras layer counted once)."""
-    values = [c.params for c in node.children if c.kind in ("layer", "group") and c.params is not None]
-    return sum(values) if values else None
+    """The parameters of a node's layers and groups, each Keras weight counted once (sets the
+    node's `weights`)."""
+    counted = [c for c in node.children if c.kind in ("layer", "group") and c.params is not None]
+    if not counted:
+        return None
+    node.weights = {key: size for c in counted for key, size in c.weights.items()}
+    return sum(node.weights.values())
 
 
 def _op_nodes(graph: ModelGraph, lay: Layer, nested_ops: set[str]) -> list[_Node]:

@@ -10,6 +10,7 @@ import tensorflow as tf
 keras_hub = pytest.importorskip("keras_hub")
 
 import graphscope as gs  # noqa: E402
+from graphscope.display.format import count  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,10 @@ def test_a_detectors_predict_step_has_its_nms_layer(detector):
     assert loops and {t.layer for t in loops} == {"non_max_suppression"}
     assert not any("non_max_suppression_1" in t.name for t in scope.find())  # no Keras suffix
     whole = gs.trace(detector, quiet=True)  # the model's own ops are named as trace(model) names them
-    assert {t.name for t in whole.find(layer="retina_net_backbone")} <= set(scope.model_graph.tensors)
+    backbone = {t.name for t in whole.find(layer="retina_net_backbone")}
+    assert backbone and backbone <= set(scope.model_graph.tensors)
+    biases = whole.find(op_type="BiasAdd").names  # the heads' too: the Task's root call is recorded
+    assert len(biases) > 10 and set(biases) == set(scope.find(op_type="BiasAdd").names)
     x = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
     got = scope.run(scope.output_keys, x)
     want = detector.predict_step(x)
@@ -115,3 +119,65 @@ def test_vision_transformers_trace_with_their_values(backbone, task):
     task_scope = gs.trace(clf, quiet=True)  # the Task: its logits
     logits = task_scope.output()
     np.testing.assert_allclose(task_scope.run(logits, x)[logits.name], clf(x), rtol=1e-4, atol=1e-5)
+
+
+def _no_layer_path_twice(scope):
+    paths = [lay.name for lay in scope.model_graph.layers]
+    assert len(paths) == len(set(paths)), sorted(p for p in paths if paths.count(p) > 1)
+
+
+def test_a_task_traced_as_itself_is_named_as_its_backbone_is():
+    """keras-hub Tasks (PipelineModel) define their own `__call__`: the Task object itself traces
+    with the backbone as a layer with its ops, names without the Task's scope, each parameter once."""
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(32, 32, 3),
+    )
+    classifier = keras_hub.models.ImageClassifier(backbone=encoder, num_classes=3, preprocessor=None)
+    scope = gs.trace(classifier, quiet=True)
+    alone = gs.trace(encoder, quiet=True)
+    assert scope.inputs == alone.inputs == [classifier.input.name]  # as Keras names the input
+    names = set(scope.model_graph.tensors)
+    assert not any(n.startswith(classifier.name) for n in names)  # neither its scope nor `image_classifier_1`
+    inside = {t.name for t in alone.find() if t.layer is not None}  # the ops of its layers
+    assert {f"{encoder.name}/{n}" for n in inside} <= names  # the backbone's ops, named as when traced alone
+    plain = gs.trace(keras.Model(classifier.input, classifier.output), quiet=True)  # the same graph, no own __call__
+    assert set(plain.model_graph.tensors) == names
+    assert [lay.name for lay in plain.model_graph.layers] == [lay.name for lay in scope.model_graph.layers]
+    layer = scope.layer(encoder.name)
+    assert layer.keras_layer is encoder and len(layer.ops) >= len(inside)
+    relu = scope.tensor(f"{encoder.name}/conv1_relu/Relu:0")
+    _no_layer_path_twice(scope)
+    assert f"· {count(classifier.count_params())} params" in scope.layer_tree().caption  # each weight once
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    got = scope.run([relu, *layer.outputs.names, *scope.outputs.names], x)
+    relu_model = keras.Model(encoder.input, encoder.get_layer("conv1_relu").output)
+    np.testing.assert_allclose(got[relu.name], relu_model(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[layer.outputs.names[0]], encoder(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[scope.outputs.names[0]], classifier(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_seq2seq_tasks_shared_embedding_has_one_record_per_call():
+    """BART's Task calls its backbone's token embedding again (reversed, for the logits)."""
+    backbone = keras_hub.models.BartBackbone(vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=12)
+    lm = keras_hub.models.BartSeq2SeqLM(backbone=backbone, preprocessor=None)
+    scope = gs.trace(lm, quiet=True)
+    _no_layer_path_twice(scope)
+    embedding = [lay for lay in scope.model_graph.layers if lay.keras_layer is backbone.token_embedding]
+    assert sorted(lay.name for lay in embedding) == [  # two calls in the backbone, one in the Task
+        "bart_backbone/token_embedding", "bart_backbone/token_embedding@2", "token_embedding"]
+    assert all(lay.ops for lay in embedding)
+    assert not any(n.startswith(lm.name) for n in scope.model_graph.tensors)
+    assert f"· {count(lm.count_params())} params" in scope.layer_tree().caption
+    rng = np.random.default_rng(0)
+    data = {"encoder_token_ids": rng.integers(1, 40, (2, 6)).astype(np.int32),
+            "decoder_token_ids": rng.integers(1, 40, (2, 5)).astype(np.int32)}
+    data["encoder_padding_mask"] = np.ones((2, 6), np.int32)
+    data["decoder_padding_mask"] = np.ones((2, 5), np.int32)
+    logits = scope.run(scope.outputs.names, data)[scope.outputs.names[0]]
+    np.testing.assert_allclose(logits, lm(data), rtol=1e-4, atol=1e-5)
+    reverse = scope.layer("token_embedding").inputs.names[0]  # the Task's call: the decoder's output in
+    decoder = keras.Model(backbone.input, backbone.output["decoder_sequence_output"])
+    np.testing.assert_allclose(scope.run([reverse], data)[reverse], decoder(data), rtol=1e-4, atol=1e-5)

@@ -623,3 +623,31 @@ def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once
     tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
                                    values=tf.constant([7.0, 8.0]))
     np.testing.assert_array_equal(table.lookup(tf.constant([1, 2, 9], tf.int64)).numpy(), [3.0, 4.0, -1.0])
+
+
+def test_builds_outside_graphs_builds_keras_3_layers_eagerly_and_puts_build_back():
+    """Keras 3 gives each layer a per-instance `build` (its `build_wrapper`) that keeps
+    `_is_default` when the class has no build of its own; under the context it runs eagerly."""
+
+    class Keeps(keras.layers.Layer):
+        def build(self, shape):
+            self.ids = keras.ops.arange(shape[-1], dtype="float32")
+
+        def call(self, x):
+            return x + self.ids
+
+    model = keras.Sequential([Keeps(name="keeps"), keras.layers.Dense(2, name="d")])
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    before = {id(lay): lay.__dict__["build"] for lay in layers}
+    assert not getattr(before[id(layers[1])], "_is_default", False)  # Keeps has its own build
+    assert getattr(keras.layers.Layer().__dict__["build"], "_is_default", False)
+    with _tf.builds_outside_graphs(model):
+        assert all(lay.__dict__["build"] is not before[id(lay)] for lay in layers)
+        tf.function(model).get_concrete_function(tf.TensorSpec((None, 3)))
+    assert {id(lay): lay.__dict__["build"] for lay in layers} == before
+    eager = type(tf.constant(0.0))
+    assert model.built and isinstance(model.layers[0].ids, eager)
+    plain = keras.Sequential([Keeps(name="keeps")])  # without it, Keras 3 builds inside the graph
+    tf.function(plain).get_concrete_function(tf.TensorSpec((None, 3)))
+    assert not isinstance(plain.layers[0].ids, eager)
+    np.testing.assert_allclose(model(np.ones((1, 3), np.float32)), model.layers[1](np.ones((1, 3)) + np.arange(3)), rtol=1e-6)

@@ -57,6 +57,92 @@ def test_unbuilt_model_is_refused_with_how_to_build():
     assert isinstance(e.value, TypeError)
 
 
+def _two_input_detector(k):
+    """A subclassed model never called, taking images and their shapes as the Model Garden's
+    Mask R-CNN does (`gs.trace(model, [images_spec, image_shape_spec])`); its layer `scaled`
+    builds a sublayer in `build`, as keras-hub's layers do."""
+
+    class Scaled(k.layers.Layer):
+        def build(self, shape):
+            self.inner = k.layers.Dense(shape[-1], name="inner", kernel_initializer=k.initializers.GlorotUniform(seed=3))
+            self.inner.build(shape)
+            self.offsets = np.arange(shape[-1], dtype=np.float32)
+
+        def call(self, x):
+            return self.inner(x) + self.offsets
+
+    class Detector(k.Model):
+        def __init__(self):
+            super().__init__(name="detector")
+            self.conv = k.layers.Conv2D(4, 3, name="conv", kernel_initializer=k.initializers.GlorotUniform(seed=1))
+            self.pool = k.layers.GlobalAveragePooling2D(name="pool")
+            self.scaled = Scaled(name="scaled")
+            self.head = k.layers.Dense(2, name="head", kernel_initializer=k.initializers.GlorotUniform(seed=2))
+
+        def call(self, images, image_shape, training=None):
+            h = self.scaled(self.pool(self.conv(images)))
+            return self.head(h) * tf.cast(image_shape[:, :1], h.dtype)
+
+    return Detector()
+
+
+def _state(model):
+    return [(lay.name, lay.built, sorted(lay.__dict__), [tuple(w.shape) for w in lay.weights])
+            for lay in model._flatten_layers()]
+
+
+@pytest.mark.parametrize("which", ["keras", "tf_keras"])
+def test_an_unbuilt_model_with_a_signature_is_built_by_tracing_it(which):
+    """Tracing with a signature builds the model as calling it once would, and changes nothing else."""
+    k = keras if which == "keras" else pytest.importorskip("tf_keras")
+    model, twin = _two_input_detector(k), _two_input_detector(k)
+    signature = [tf.TensorSpec((None, 8, 8, 3), tf.float32), tf.TensorSpec((None, 2), tf.int32)]
+    builds = {id(lay): lay.__dict__.get("build") for lay in model._flatten_layers()}
+    scope = gs.trace(model, signature, quiet=True)
+    assert model.built and scope.inputs == ["input_0", "input_1"]
+    assert {id(lay): lay.__dict__.get("build") for lay in model._flatten_layers() if id(lay) in builds} == builds
+    assert scope.find(op_type="BiasAdd").names == ["conv/BiasAdd:0", "scaled/inner/BiasAdd:0", "head/BiasAdd:0"]
+    images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    shapes = np.array([[8, 8], [4, 4]], np.int32)
+    twin(images, shapes)  # built by a call on data, the usual way
+    assert _state(model) == _state(twin)
+    for mine, theirs in zip(model.weights, twin.weights):
+        np.testing.assert_array_equal(mine, theirs)
+    got = scope.run(["scaled/inner/BiasAdd:0", *scope.outputs.names], (images, shapes))
+    np.testing.assert_allclose(got[scope.outputs.names[0]], model(images, shapes), rtol=1e-5)
+    pooled = model.pool(model.conv(images))
+    np.testing.assert_allclose(got["scaled/inner/BiasAdd:0"], model.scaled.inner(pooled), rtol=1e-5)
+
+
+def test_a_tensor_an_unbuilt_layer_keeps_from_build_is_made_eagerly():
+    """keras-hub ViT keeps `position_ids` from `build`: built inside the trace's graph, a later call
+    could not use it. (Keras 3 itself builds a subclassed model's layers in a scratch graph, even
+    when the model is called on data: this model only works once built this way.)"""
+
+    class Positions(keras.layers.Layer):
+        def build(self, shape):
+            self.ids = keras.ops.arange(shape[-1], dtype="float32")
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale + self.ids
+
+    class Model(keras.Model):
+        def __init__(self):
+            super().__init__(name="model")
+            self.positions = Positions(name="positions")
+
+        def call(self, x):
+            return self.positions(x)
+
+    model = Model()
+    scope = gs.trace(model, [tf.TensorSpec((None, 4))], quiet=True)
+    assert isinstance(model.positions.ids, type(tf.constant(0.0)))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(scope.run(scope.outputs.names, data)[scope.outputs.names[0]], data + np.arange(4), rtol=1e-6)
+    np.testing.assert_allclose(model(data), data + np.arange(4), rtol=1e-6)  # the model still runs eagerly
+
+
 def test_unbuilt_model_with_signature_names_its_inputs():
     model = models.subclassed()
     scope = gs.trace(model, [tf.TensorSpec((None, 4), tf.float32, name="features")])
@@ -441,3 +527,33 @@ def test_training_is_refused_where_nothing_takes_it(tmp_path):
     with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
         gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
     assert _keras_call_context() is None
+
+
+def test_a_model_with_its_own_dunder_call_is_recorded_at_its_root():
+    """keras-hub's PipelineModel defines a `__call__` of its own (then calls Keras'): the model's
+    root call is recorded there, so names, layers and parameters are as for a plain model."""
+
+    class Task(keras.Model):
+        def __call__(self, *args, **kwargs):
+            return super().__call__(*args, **kwargs)
+
+    x = keras.Input((4,), name="x")
+    backbone = keras.Model(x, keras.layers.Dense(3, name="d1")(x), name="backbone")
+    images = keras.Input((4,), name="images")
+    task = Task(images, keras.layers.Dense(2, name="head")(backbone(images)), name="task")
+    weights = weights_snapshot(task)
+    scope = gs.trace(task, quiet=True)
+    assert type(task) is Task and not any("call" in lay.__dict__ for lay in task._flatten_layers())
+    assert_weights_unchanged(task, weights)
+    assert scope.inputs == ["images"]
+    assert scope.find(op_type="BiasAdd").names == ["backbone/d1/BiasAdd:0", "head/BiasAdd:0"]
+    assert not any(name.startswith("task") for name in scope.model_graph.tensors)
+    layer = scope.layer("backbone")
+    assert layer.ops and layer.outputs.names == ["backbone/d1/BiasAdd:0"]
+    paths = [lay.name for lay in scope.model_graph.layers]
+    assert sorted(paths) == ["backbone", "backbone/d1", "backbone/x", "head", "images"]  # input layers too
+    assert f"· {task.count_params()} params" in scope.layer_tree().caption  # each layer once
+    data = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    got = scope.run(["backbone/d1/BiasAdd:0", "head/BiasAdd:0"], data)
+    np.testing.assert_allclose(got["backbone/d1/BiasAdd:0"], backbone(data), rtol=1e-6)
+    np.testing.assert_allclose(got["head/BiasAdd:0"], task(data), rtol=1e-6)

@@ -1,6 +1,7 @@
 """display.tree: layer trees, exact text at 80 columns, no colour."""
 
 
+import keras
 import pytest
 
 import graphscope as gs
@@ -57,6 +58,17 @@ def test_layer_tree_of_nested_and_shared_layers():
     assert " ├─ shared_dense@2  Dense        [?,5]             5" in shared  # weights counted once
     assert " ├─ join            Concatenate  [?,10]       0    2  cut join" in shared
     assert "5 layers · 24 ops · 36 params" in shared  # a shared layer is one layer (model.layers)
+
+
+def test_a_layer_shared_by_a_nested_model_and_its_outer_model_is_counted_once():
+    """As BART's token embedding, called in the backbone and again by the Task for its logits."""
+    embed = keras.layers.Dense(3, name="embed")
+    x = keras.Input((3,), name="x")
+    backbone = keras.Model(x, keras.layers.Dense(3, name="mix")(embed(x)), name="backbone")
+    outer = keras.Model(x, embed(backbone(x)), name="outer")
+    tree = gs.tree(outer)
+    assert [(d, label) for d, label, _, _ in tree.rows if label == "embed"] == [(2, "embed"), (1, "embed")]
+    assert f"· {outer.count_params()} params" in tree.caption  # 24, not 36
 
 
 def test_layer_tree_folds_a_long_model_and_opens_on_request():
