@@ -244,7 +244,12 @@ WRONG = [
           gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
           r"pass training=True to the layers it calls"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
-          TypeError, r"input_signature must be a list of tf.TensorSpec or shapes, got str"),
+          TypeError, r"input_signature must be a list of tf.TensorSpec or shapes \(or of dicts, lists and tuples "
+          r"of them, one per positional input\), got str"),
+    Wrong("a nested input_signature with something else than a spec in it",
+          lambda w: gs.trace(lambda d: d["x"] * 2.0, [{"x": (None, 3), "y": "int32"}]), gs.UnsupportedModelError,
+          TypeError, r"input_signature\[0\]\['y'\] is a str: expected a tf.TensorSpec, a shape tuple such as "
+          r"\(None, 224, 224, 3\), or a dict, list or tuple of them"),
     Wrong("an input_signature with too many specs", lambda w: gs.trace(w.cnn, [(None, 8, 8, 3), (None, 2)]),
           gs.InputError, ValueError, r"gives 2 specs but model 'functional_cnn' takes 1 input: image \(None, 8, 8, 3\)"),
     Wrong("an input_signature of the wrong shape", lambda w: gs.trace(w.cnn, [(None, 3)]), gs.InputError,

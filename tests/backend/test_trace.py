@@ -441,3 +441,70 @@ def test_training_is_refused_where_nothing_takes_it(tmp_path):
     with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
         gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
     assert _keras_call_context() is None
+
+
+def test_nested_signatures_name_inputs_by_their_path():
+    """Dicts, lists, tuples and namedtuples of specs: an input named by its keys, by its path
+    behind the argument's name where it starts with a position, or by its spec's own name; fed
+    by those names, positionally in tf.nest.flatten order, or in the nest the function takes."""
+    Pair = __import__("collections").namedtuple("Pair", ["left", "right"])
+
+    @tf.function
+    def f(inputs, images, pair):
+        y = inputs["token_ids"] * 2.0 - inputs["padding_mask"] + tf.reduce_sum(images[0], -1, keepdims=True)
+        return {"y": y * images[1]["scale"] + pair.left - 3.0 * pair.right}
+
+    spec = tf.TensorSpec((None, 3))
+    signature = [
+        {"token_ids": spec, "padding_mask": spec},
+        [(None, 5), {"scale": tf.TensorSpec((None, 1), name="s")}],  # a shape, and a spec's own name
+        Pair(spec, spec),
+    ]
+    scope = gs.trace(f, signature, quiet=True)
+    assert scope.inputs == ["padding_mask", "token_ids", "images/0", "s", "left", "right"]  # flatten order
+    assert [t.name for t in scope.model_graph.inputs] == [f"{n}:0" for n in scope.inputs]
+    rng = np.random.default_rng(0)
+    shapes = {"padding_mask": 3, "token_ids": 3, "images/0": 5, "s": 1, "left": 3, "right": 3}
+    a = {n: rng.normal(size=(2, k)).astype(np.float32) for n, k in shapes.items()}
+    nest = ({"token_ids": a["token_ids"], "padding_mask": a["padding_mask"]},
+            [a["images/0"], {"scale": a["s"]}], Pair(a["left"], a["right"]))
+    want = f(*nest)["y"]  # the function itself, called eagerly with the nest
+    np.testing.assert_allclose(scope.run("y", a)["y"], want, rtol=1e-6)  # by name
+    np.testing.assert_allclose(scope.run("y", [a[n] for n in scope.inputs])["y"], want, rtol=1e-6)
+    by_nest = {**nest[0], "images": [a["images/0"]], "s": a["s"], "left": a["left"], "right": a["right"]}
+    np.testing.assert_allclose(scope.run("y", by_nest)["y"], want, rtol=1e-6)  # {"images": [...]}
+    # a tf.function's own nested signature: TensorFlow names its specs `d_alpha`, the inputs are by path
+    fixed = tf.function(lambda d, im: d["zeta"] - d["alpha"] * im[0] + im[1],
+                        input_signature=[{"zeta": spec, "alpha": spec}, [spec, spec]])
+    scope = gs.trace(fixed, quiet=True)
+    assert scope.inputs == ["alpha", "zeta", "im/0", "im/1"]
+    (out,) = scope.outputs.names
+    want = fixed({"zeta": a["left"], "alpha": a["right"]}, [a["token_ids"], a["padding_mask"]])
+    given = {"zeta": a["left"], "alpha": a["right"], "im": [a["token_ids"], a["padding_mask"]]}
+    np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-6)
+    # two dicts with the same keys: the argument's name tells them apart
+    twice = gs.trace(lambda a, b: a["x"] - b["x"], [{"x": spec}, {"x": spec}], quiet=True)
+    assert twice.inputs == ["a/x", "b/x"]
+    (out,) = twice.outputs.names
+    np.testing.assert_allclose(twice.run(out, {"a": {"x": a["left"]}, "b": {"x": a["right"]}})[out],
+                               a["left"] - a["right"], rtol=1e-6)
+
+
+def test_a_functional_model_with_dict_inputs_takes_a_nested_signature():
+    token_ids = keras.Input((4,), name="token_ids")
+    padding_mask = keras.Input((4,), name="padding_mask")
+    hidden = keras.layers.Dense(3, name="mix")(keras.layers.Concatenate(name="join")([token_ids, padding_mask]))
+    model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, hidden, name="dict_in")
+    signature = {"token_ids": tf.TensorSpec((2, 4)), "padding_mask": (2, 4)}  # a bare dict: the one input
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(2, 4)).astype(np.float32) for k in ("token_ids", "padding_mask")}
+    want = model(x)
+    for scope in (gs.trace(model, signature, quiet=True), gs.trace(model, [signature], quiet=True), gs.trace(model, quiet=True)):
+        assert scope.inputs == ["padding_mask", "token_ids"]
+        assert scope.find("mix/BiasAdd:0")
+        np.testing.assert_allclose(scope.run("mix/BiasAdd:0", x)["mix/BiasAdd:0"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run("mix/BiasAdd:0", [x["padding_mask"], x["token_ids"]])["mix/BiasAdd:0"],
+                                   want, rtol=1e-6)
+    assert gs.trace(model, signature, quiet=True).model_graph.inputs[0].shape == (2, 4)
+    with pytest.raises(gs.InputError, match=r"input_signature\[1\] has shape \(2, 3\) but input 'token_ids'"):
+        gs.trace(model, {"token_ids": (2, 3), "padding_mask": (2, 4)}, quiet=True)
