@@ -34,6 +34,7 @@ def trace(
     training: bool = False,
     quiet: bool = False,
     safe_mode: bool = True,
+    signature: str | None = None,
 ) -> Scope:
     """Trace `model` and mirror every op it runs, nested functions included.
 
@@ -53,6 +54,9 @@ def trace(
         safe_mode: load `.keras` files in Keras' safe mode (the default), which refuses to run
             Python code stored in the file (a Lambda layer's function); pass False only for
             files you trust.
+        signature: which of a SavedModel's signatures to trace, by name (a SavedModel
+            directory, or what `tf.saved_model.load` returns); default `serving_default`.
+            OptionError, listing the signatures there are, when it has none of that name.
 
     Returns:
         A `Scope` to search, walk and run.
@@ -64,7 +68,8 @@ def trace(
     """
     with StageProgress(quiet=quiet) as progress:
         with progress.stage(f"tracing {_describe(model)}"):
-            traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode)
+            traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode,
+                                    signature=signature)
         with progress.stage(f"mirroring {traced.name}") as tick:
             mirrored = mirror(traced, tick=tick)
     return Scope(traced, mirrored)

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
-from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError
+from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError, suggestion
 
 __all__ = ["Traced", "load_model", "output_keys", "trace_function"]
 
@@ -79,7 +79,8 @@ def output_keys(structure: Any, count: int) -> list[str]:
 
 
 def trace_function(
-    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True
+    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True,
+    signature: str | None = None,
 ) -> Traced:
     """Trace `model` into a ConcreteFunction and record its Keras call structure.
 
@@ -96,13 +97,21 @@ def trace_function(
             functions, a function that calls no Keras layer.
         safe_mode: load `.keras` files in Keras' safe mode, which refuses to deserialize Python
             code (lambdas); pass False only for files you trust.
+        signature: the name of the SavedModel signature to trace (a SavedModel directory, or a
+            loaded SavedModel); by default its `serving_default`.
     """
+    if signature is not None:
+        _check_signature_option(model, signature, input_signature)
     if isinstance(model, (str, os.PathLike)):
         loaded = load_model(model, safe_mode=safe_mode)
+        if signature is not None and not hasattr(loaded, "signatures"):
+            _check_signature_option(loaded, signature, input_signature)
+        if signature is not None:
+            _check_signature_name(loaded.signatures, signature, f"the SavedModel at {str(model)!r}")
         if _tf.is_keras_layer(loaded):
             traced = _trace_keras(loaded, input_signature, training)
         else:
-            traced = _trace_module(loaded, input_signature, training)
+            traced = _trace_module(loaded, input_signature, training, signature)
             traced.source = "saved_model"
             if traced.name in ("", "_UserObject"):
                 traced.name = Path(model).name
@@ -120,7 +129,7 @@ def trace_function(
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
         return _trace_callable(model, input_signature, training)
     if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
-        return _trace_module(model, input_signature, training)
+        return _trace_module(model, input_signature, training, signature)
     if callable(model):  # a lambda, a function, a bound method such as model.predict_step
         return _trace_callable(model, input_signature, training)
     raise UnsupportedModelError(
@@ -334,17 +343,21 @@ def _trace_callable(fn: Any, input_signature: Any, training: bool) -> Traced:
     return traced
 
 
-def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
-    """A tf.Module (or loaded SavedModel): its serving signature, else its `__call__`."""
+def _trace_module(module: Any, input_signature: Any, training: bool, signature: str | None = None) -> Traced:
+    """A tf.Module (or loaded SavedModel): the signature named `signature`, else its serving
+    signature, else its `__call__`."""
     signatures = getattr(module, "signatures", None)
-    if input_signature is None and signatures and "serving_default" in signatures:
+    if signature is not None:
+        _check_signature_name(signatures, signature, repr(_module_name(module)))
+    name = signature or "serving_default"
+    if signature is not None or (input_signature is None and signatures and name in signatures):
         if training:
             raise OptionError(
                 f"cannot trace {_module_name(module)!r} with training=True: its serving signature was traced when "
                 "it was saved, in the mode it was saved in; trace the Keras model (or its .keras file) with "
                 "training=True instead"
             )
-        cf = signatures["serving_default"]
+        cf = signatures[name]
         return _from_concrete(cf, name=_module_name(module), source="module")
     call = getattr(module, "__call__", None)
     if call is None or not callable(call):
@@ -404,7 +417,47 @@ def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
     )
 
 
+def _check_signature_option(model: Any, signature: Any, input_signature: Any) -> None:
+    """Refuse `signature=` where it cannot pick anything: it names one of a SavedModel's
+    signatures, which have their own inputs."""
+    if not isinstance(signature, str):
+        raise OptionError(
+            f"signature= takes the name of a SavedModel signature (a str such as 'serving_default'), "
+            f"got {type(signature).__name__}"
+        )
+    if input_signature is not None:
+        raise OptionError(
+            f"signature={signature!r} and input_signature= both given: a SavedModel signature has its own "
+            "inputs; leave input_signature out"
+        )
+    if not isinstance(model, (str, os.PathLike)) and not hasattr(model, "signatures"):
+        raise OptionError(
+            f"signature={signature!r} picks one of a SavedModel's signatures, but {_describe(model)} has none: "
+            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out"
+        )
+
+
+def _check_signature_name(signatures: Any, signature: str, label: str) -> None:
+    """Refuse a signature name the SavedModel does not have, listing those it has."""
+    if signature in (signatures or {}):
+        return
+    available = ", ".join(repr(k) for k in sorted(signatures or {})) or "none"
+    raise OptionError(
+        f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} "
+        f"Its signatures: {available}; pass one of them as signature=, or leave signature out for "
+        "'serving_default'"
+    )
+
+
+def _describe(model: Any) -> str:
+    if _tf.is_keras_layer(model):
+        return f"the Keras {'model' if _tf.is_keras_model(model) else 'layer'} {model.name!r}"
+    return f"an object of type {type(model).__name__}"
+
+
 def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
+    if _tf.is_saved_signature(cf):  # named as the SavedModel traced by path is named
+        source = "saved_model"
     names, positions = _declared_inputs(cf)
     in_order = positions == list(range(len(positions)))
     return Traced(function=cf, name=name, input_names=names, source=source,

@@ -623,3 +623,16 @@ def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once
     tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
                                    values=tf.constant([7.0, 8.0]))
     np.testing.assert_array_equal(table.lookup(tf.constant([1, 2, 9], tf.int64)).numpy(), [3.0, 4.0, -1.0])
+
+
+def test_a_loaded_signature_is_told_apart_from_other_concrete_functions(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f, "other": module.f})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    assert _tf.is_saved_signature(loaded.signatures["serving_default"])
+    assert _tf.is_saved_signature(loaded.signatures["other"])
+    assert not _tf.is_saved_signature(module.f.get_concrete_function())
+    assert not _tf.is_saved_signature(loaded.f.get_concrete_function())  # a restored function, not a signature
+    call = tf.function(lambda v: module.f(v))  # the same shape of graph: placeholders and one call
+    assert not _tf.is_saved_signature(call.get_concrete_function(tf.TensorSpec((None, 3), tf.float32)))

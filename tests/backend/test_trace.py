@@ -508,3 +508,60 @@ def test_a_functional_model_with_dict_inputs_takes_a_nested_signature():
     assert gs.trace(model, signature, quiet=True).model_graph.inputs[0].shape == (2, 4)
     with pytest.raises(gs.InputError, match=r"input_signature\[1\] has shape \(2, 3\) but input 'token_ids'"):
         gs.trace(model, {"token_ids": (2, 3), "padding_mask": (2, 4)}, quiet=True)
+
+
+def test_a_saved_models_other_signatures_are_traced_by_name(tmp_path):
+    module = models.save_two_signatures(tmp_path / "two")
+    tf.saved_model.save(module, str(tmp_path / "embed_only"), signatures={"serving_default": module.embed})
+    loaded = tf.saved_model.load(str(tmp_path / "two"))
+    rng = np.random.default_rng(0)
+    x, bias = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    want = loaded.signatures["embed"](x=tf.constant(x), bias=tf.constant(bias))["embedding"]  # by keyword
+    reference = gs.trace(tmp_path / "embed_only", quiet=True)  # the same function as a default signature
+    assert "features/BiasAdd:0" in reference.model_graph.tensors
+    scopes = [gs.trace(tmp_path / "two", signature="embed", quiet=True),
+              gs.trace(str(tmp_path / "two"), signature="embed", quiet=True),
+              gs.trace(loaded, signature="embed", quiet=True),
+              gs.trace(loaded.signatures["embed"], quiet=True)]
+    for scope in scopes:
+        assert scope.inputs == ["x", "bias"]
+        assert scope.output_keys == ["embedding"]
+        assert sorted(scope.model_graph.tensors) == sorted(reference.model_graph.tensors)  # as clean
+        assert {lay.name for lay in scope.layers} == {lay.name for lay in reference.layers}
+        assert not any(n.startswith("StatefulPartitionedCall/") and "/BiasAdd" in n for n in scope.model_graph.tensors)
+        np.testing.assert_allclose(scope.run("embedding", [x, bias])["embedding"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run("embedding", {"bias": bias, "x": x})["embedding"], want, rtol=1e-6)
+        features = keras.Model(module.embedder.inputs, module.embedder.get_layer("features").output)(x)
+        np.testing.assert_allclose(scope.run("features/BiasAdd:0", [x, bias])["features/BiasAdd:0"], features,
+                                   rtol=1e-5)
+    # the default signature by path and its ConcreteFunction name alike
+    default = gs.trace(tmp_path / "two", quiet=True)
+    assert default.output_keys == ["scores"] and "head/BiasAdd:0" in default.model_graph.tensors
+    assert sorted(gs.trace(loaded.signatures["serving_default"], quiet=True).model_graph.tensors) == sorted(
+        default.model_graph.tensors)
+    with pytest.raises(gs.OptionError, match=r"no signature named 'embd'. Did you mean 'embed'\? "
+                                             r"Its signatures: 'embed', 'serving_default'"):
+        gs.trace(tmp_path / "two", signature="embd", quiet=True)
+
+
+def test_a_keras_model_exported_with_extra_signatures(tmp_path):
+    model = models.functional()
+    hidden = model.layers[-2].name
+    features = keras.Model(model.input, model.get_layer(hidden).output, name="features")
+    spec = [tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)]
+    for folder, endpoints in (("both", ("serve", "embed")), ("embed_only", ("embed",))):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for endpoint in endpoints:
+            fn = model.call if endpoint == "serve" else features.call
+            archive.add_endpoint(endpoint, fn, input_signature=spec)
+        archive.write_out(str(tmp_path / folder), verbose=False)
+    x = models.sample_inputs(model)[0]
+    scope = gs.trace(tmp_path / "both", signature="embed", quiet=True)
+    reference = gs.trace(tmp_path / "embed_only", quiet=True)  # `embed` is its serving_default
+    assert sorted(scope.model_graph.tensors) == sorted(reference.model_graph.tensors)
+    assert f"{hidden}/BiasAdd:0" in scope.model_graph.tensors and scope.layer(hidden).ops
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
+    assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
+    np.testing.assert_allclose(gs.trace(tmp_path / "both", quiet=True).run(out, x)[out], model(x), rtol=1e-5)
