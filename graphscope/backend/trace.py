@@ -244,9 +244,13 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         specs = tf.nest.flatten(nests)
         if inputs is not None:
             _check_signature(model, specs, flat)
-        # a model is called with one input: a dict, list or tuple of specs is that input
-        nested = len(nests) == 1 and not isinstance(nests[0], tf.TensorSpec)
-        return specs, nests[0] if nested else None
+        # a model is called with one input: a dict, list or tuple of specs is that input; one
+        # spec per input of a model of several is packed into the structure it takes
+        if len(nests) == 1 and not isinstance(nests[0], tf.TensorSpec):
+            return specs, nests[0]
+        if inputs is not None and len(flat) > 1:
+            return specs, tf.nest.pack_sequence_as(inputs, specs)
+        return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs

@@ -565,3 +565,34 @@ def test_a_keras_model_exported_with_extra_signatures(tmp_path):
     np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
     assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
     np.testing.assert_allclose(gs.trace(tmp_path / "both", quiet=True).run(out, x)[out], model(x), rtol=1e-5)
+
+
+def test_a_model_of_several_inputs_takes_one_spec_per_input_or_their_nest():
+    model = models.multi_input()
+    specs = [tf.TensorSpec((None, *t.shape[1:])) for t in model.inputs]
+    img, meta = models.sample_inputs(model)
+    want = model([img, meta])
+    for signature in (specs, [specs], [tuple(specs)]):
+        scope = gs.trace(model, signature, quiet=True)
+        assert scope.inputs == ["img", "meta"]
+        got = scope.run(["out_a/BiasAdd:0", "out_b/Sigmoid:0"], [img, meta])
+        np.testing.assert_allclose(got["out_a/BiasAdd:0"], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got["out_b/Sigmoid:0"], want[1], rtol=1e-6)
+
+
+def test_a_subclassed_model_called_on_a_dict_names_its_inputs_by_key():
+    class Mixer(keras.Model):
+        def __init__(self):
+            super().__init__(name="mixer")
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, inputs):
+            return self.dense(inputs["token_ids"] - inputs["padding_mask"])
+
+    model = Mixer()
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(2, 3)).astype(np.float32) for k in ("token_ids", "padding_mask")}
+    want = model(x)
+    scope = gs.trace(model, [{"token_ids": (None, 3), "padding_mask": (None, 3)}], quiet=True)
+    assert scope.inputs == ["padding_mask", "token_ids"]
+    np.testing.assert_allclose(scope.run("dense/BiasAdd:0", x)["dense/BiasAdd:0"], want, rtol=1e-6)
