@@ -561,6 +561,9 @@ def test_a_keras_model_exported_with_extra_signatures(tmp_path):
     reference = gs.trace(tmp_path / "embed_only", quiet=True)  # `embed` is its serving_default
     assert sorted(scope.model_graph.tensors) == sorted(reference.model_graph.tensors)
     assert f"{hidden}/BiasAdd:0" in scope.model_graph.tensors and scope.layer(hidden).ops
+    loaded = tf.saved_model.load(str(tmp_path / "both"))
+    assert sorted(gs.trace(loaded.signatures["embed"], quiet=True).model_graph.tensors) == sorted(
+        reference.model_graph.tensors)
     (out,) = scope.outputs.names
     np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
     assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
