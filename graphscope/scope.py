@@ -43,8 +43,10 @@ def trace(
             `tf.Module` with `__call__`, a `tf.function` or any callable that calls Keras layers
             (a lambda, a bound method such as `model.predict_step`), a ConcreteFunction, or a
             path to a `.keras`/`.h5` file or a SavedModel directory.
-        input_signature: `tf.TensorSpec`s (or shapes), one per positional input; optional when
-            the model knows its inputs.
+        input_signature: `tf.TensorSpec`s (or shapes), one per positional input, or dicts,
+            lists and tuples of them (`[{"token_ids": spec, "padding_mask": spec}]`, whose
+            inputs are named `padding_mask`, `token_ids`); optional when the model knows its
+            inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
             A callable's or tf.Module's Keras layers called without `training=` take the mode;
             OptionError where nothing can (a ConcreteFunction, a SavedModel's functions).

@@ -88,8 +88,9 @@ def trace_function(
         model: a Keras 3 or tf_keras model or layer, a `tf.Module` with `__call__`, a
             `tf.function` or any callable, a ConcreteFunction, or a path to a `.keras`/`.h5`
             file or a SavedModel directory.
-        input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
-            the model knows its inputs.
+        input_signature: `tf.TensorSpec`s or shapes, one per positional input, or dicts,
+            lists and tuples of them (a bare dict: the one input); optional when the model
+            knows its inputs. Inputs inside a nest are named by their path (`_nested_names`).
         training: trace the training-mode graph (dropout active, batch norm in training mode).
             For a callable or a tf.Module, the Keras layers it calls without `training=` take
             this mode, as if it were the `call` of a Keras layer called with `training=True`;
@@ -591,23 +592,21 @@ def _nested_names(signature: list[Any] | tuple[Any, ...], arguments: list[str] |
     with a position or when two inputs would share a name (`images/0`, `inputs/token_ids`)."""
     paths: list[tuple[int, str]] = []
     for i, item in enumerate(signature):
-        if not _is_spec(item):
-            _map_specs(item, lambda s, path, i=i: paths.append((i, path)), f"input_signature[{i}]", "")
+        _map_specs(item, lambda s, path, i=i: paths.append((i, path)), f"input_signature[{i}]", "")
 
     def argument(i: int) -> str:
         return arguments[i] if arguments is not None and i < len(arguments) else f"input_{i}"
 
     names = {}
     for i, path in paths:
-        by_key = isinstance(signature[i], dict) or (
-            isinstance(signature[i], tuple) and hasattr(signature[i], "_fields")
-        )
-        names[(i, path)] = path if by_key else f"{argument(i)}/{path}"
-    counts: dict[str, int] = {}
-    for name in names.values():
-        counts[name] = counts.get(name, 0) + 1
-    return {key: name if counts[name] == 1 or name.startswith(f"{argument(key[0])}/") else f"{argument(key[0])}/{name}"
-            for key, name in names.items()}
+        if path:  # "": a spec or shape at the top, named after its argument
+            by_key = isinstance(signature[i], dict) or hasattr(signature[i], "_fields")
+            names[(i, path)] = path if by_key else f"{argument(i)}/{path}"
+    counts = collections.Counter(names.values())
+    for (i, path), name in names.items():
+        if counts[name] > 1 and not name.startswith(f"{argument(i)}/"):
+            names[(i, path)] = f"{argument(i)}/{name}"
+    return names
 
 
 def _argument_names(fn: Any) -> list[str] | None:
