@@ -473,6 +473,11 @@ def test_nested_signatures_name_inputs_by_their_path():
     np.testing.assert_allclose(scope.run("y", [a[n] for n in scope.inputs])["y"], want, rtol=1e-6)
     by_nest = {**nest[0], "images": [a["images/0"]], "s": a["s"], "left": a["left"], "right": a["right"]}
     np.testing.assert_allclose(scope.run("y", by_nest)["y"], want, rtol=1e-6)  # {"images": [...]}
+    # gradients with respect to inputs named by path: d y / d scale = y's pre-scale factor, by hand
+    grads = scope.gradients("y", ["s", "left"], a)
+    pre = a["token_ids"] * 2.0 - a["padding_mask"] + a["images/0"].sum(-1, keepdims=True)
+    np.testing.assert_allclose(grads["s"], pre.sum(-1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(grads["left"], np.ones_like(a["left"]))
     # a tf.function's own nested signature: TensorFlow names its specs `d_alpha`, the inputs are by path
     fixed = tf.function(lambda d, im: d["zeta"] - d["alpha"] * im[0] + im[1],
                         input_signature=[{"zeta": spec, "alpha": spec}, [spec, spec]])
