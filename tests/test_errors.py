@@ -512,6 +512,8 @@ CLI_WRONG = [
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
      r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+    ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
+     r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
 ]
 
 
