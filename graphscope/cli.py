@@ -22,13 +22,14 @@ EXAMPLES = """examples:
   graphscope run model.keras logits/BiasAdd:0 --input x.npy --edit block4_conv3/Relu:0=saved.npy
   graphscope grad model.keras logits/BiasAdd:0 --wrt input_1 block5_conv4/BiasAdd:0 --input x.npy --out grads.npz
   graphscope export model.keras --format graphml --out model.graphml
+  graphscope tree saved_model/ --signature embed  a SavedModel's other signature (default: serving_default)
   graphscope draw demo ROI --out roi.svg
   graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr
   graphscope open run.zarr
   graphscope validate demo
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
-variant). Each command has its own --help.
+variant); --signature NAME picks one of a SavedModel's signatures. Each command has its own --help.
 """
 
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -146,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
             cmd[name].add_argument("store", metavar="STORE", help="a directory `graphscope extract` wrote")
         elif name != "demo":
             cmd[name].add_argument("model", metavar="MODEL", help="a .keras/.h5 file, a SavedModel directory, or demo")
+            cmd[name].add_argument("--signature", metavar="NAME",
+                                   help="which signature of a SavedModel to trace (default: serving_default)")
 
     cmd["demo"].add_argument("--variant", choices=("loop", "map_fn"), default="loop",
                              help="how the ROI layer loops over the batch (default: loop)")
@@ -249,8 +252,9 @@ def _quiet_tensorflow_import() -> None:
         os.close(saved)
 
 
-def _scope(model: str, quiet: bool, *, free_batch: bool = False) -> Any:
-    """The traced MODEL; `free_batch`: the map_fn demo with a free batch size (for datasets)."""
+def _scope(model: str, quiet: bool, *, free_batch: bool = False, signature: str | None = None) -> Any:
+    """The traced MODEL (its `signature`, for a SavedModel); `free_batch`: the map_fn demo with
+    a free batch size (for datasets)."""
     import graphscope as gs
 
     if model in ("demo", "demo:loop", "demo:map_fn"):
@@ -258,8 +262,8 @@ def _scope(model: str, quiet: bool, *, free_batch: bool = False) -> Any:
 
         variant = model.partition(":")[2] or "loop"
         batch = None if free_batch and variant == "map_fn" else 2
-        return gs.trace(demo.proposal_model(variant=variant, batch_size=batch), quiet=quiet)
-    return gs.trace(model, quiet=quiet)
+        return gs.trace(demo.proposal_model(variant=variant, batch_size=batch), quiet=quiet, signature=signature)
+    return gs.trace(model, quiet=quiet, signature=signature)
 
 
 def _fetch_names(scope: Any, items: Sequence[str]) -> list[str]:
@@ -451,7 +455,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
 
             _show(console, Results({f"{stored.name}[{args.index}]": stored[args.index]}))
         return
-    scope = _scope(args.model, args.quiet, free_batch=args.command == "extract")
+    scope = _scope(args.model, args.quiet, free_batch=args.command == "extract", signature=args.signature)
     if args.command == "tree":
         _show(console, scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
     elif args.command == "find":

@@ -34,6 +34,7 @@ def trace(
     training: bool = False,
     quiet: bool = False,
     safe_mode: bool = True,
+    signature: str | None = None,
 ) -> Scope:
     """Trace `model` and mirror every op it runs, nested functions included.
 
@@ -42,8 +43,10 @@ def trace(
             `tf.Module` with `__call__`, a `tf.function` or any callable that calls Keras layers
             (a lambda, a bound method such as `model.predict_step`), a ConcreteFunction, or a
             path to a `.keras`/`.h5` file or a SavedModel directory.
-        input_signature: `tf.TensorSpec`s (or shapes), one per positional input; optional when
-            the model knows its inputs.
+        input_signature: `tf.TensorSpec`s (or shapes), one per positional input, or dicts,
+            lists and tuples of them (`[{"token_ids": spec, "padding_mask": spec}]`, whose
+            inputs are named `padding_mask`, `token_ids`); optional when the model knows its
+            inputs.
         training: trace the training-mode graph (dropout active, batch norm in training mode).
             A callable's or tf.Module's Keras layers called without `training=` take the mode;
             OptionError where nothing can (a ConcreteFunction, a SavedModel's functions).
@@ -53,6 +56,9 @@ def trace(
         safe_mode: load `.keras` files in Keras' safe mode (the default), which refuses to run
             Python code stored in the file (a Lambda layer's function); pass False only for
             files you trust.
+        signature: which of a SavedModel's signatures to trace, by name (a SavedModel
+            directory, or what `tf.saved_model.load` returns); default `serving_default`.
+            OptionError, listing the signatures there are, when it has none of that name.
 
     Returns:
         A `Scope` to search, walk and run.
@@ -64,7 +70,8 @@ def trace(
     """
     with StageProgress(quiet=quiet) as progress:
         with progress.stage(f"tracing {_describe(model)}"):
-            traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode)
+            traced = trace_function(model, input_signature, training=training, safe_mode=safe_mode,
+                                    signature=signature)
         with progress.stage(f"mirroring {traced.name}") as tick:
             mirrored = mirror(traced, tick=tick)
     return Scope(traced, mirrored)

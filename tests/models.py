@@ -406,3 +406,31 @@ def many_blocks(blocks: int = 30) -> keras.Model:
             h = keras.layers.Dense(4, activation=act, name=f"block{n}a_{part}", **_init())(h)
     out = keras.layers.Dense(2, name="top_dense", **_init())(h)
     return keras.Model(x_in, out, name="many_blocks")
+
+
+class TwoSignatures(tf.Module):
+    """A module saved with two signatures; `embed` takes its inputs by keyword, in declared order."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, name="proj", **_init()),
+                                     keras.layers.Dense(3, name="head", **_init())], name="net")
+        self.embedder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="features", **_init()),
+                                          keras.layers.Dense(2, name="pool", **_init())], name="embedder")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32, name="x")])
+    def serve(self, x):
+        return {"scores": tf.nn.softmax(self.net(x))}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32, name="x"),
+                                  tf.TensorSpec((None, 2), tf.float32, name="bias")])
+    def embed(self, x, bias):
+        return {"embedding": tf.nn.tanh(self.embedder(x)) + bias}
+
+
+def save_two_signatures(path: Any) -> TwoSignatures:
+    """Save a `TwoSignatures` module at `path` with signatures `serving_default` (`serve`: input
+    x, output scores) and `embed` (inputs x, bias; output embedding); return the module."""
+    module = TwoSignatures()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve, "embed": module.embed})
+    return module

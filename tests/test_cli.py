@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 graphscope error (one line, no traceback), 2 usage error.
 """
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import graphscope as gs
 from graphscope import cli, demo
@@ -332,3 +334,30 @@ def test_validate_from_the_terminal():
     assert "mismatches  0" in run.stdout and "all agree" in run.stdout
     some = _cli("validate", "demo", "conv1/Relu:0", "rpn_class/Softmax:0")
     assert some.returncode == 0 and "2 ops replayed" in some.stdout
+
+
+def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
+    parser = cli._parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        options = {o for a in command._actions for o in a.option_strings}
+        takes_model = any(a.dest == "model" for a in command._actions)
+        assert ("--signature" in options) == takes_model, name
+    path = tmp_path / "two"
+    models.save_two_signatures(path)
+    rng = np.random.default_rng(0)
+    x, bias = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "bias.npy", bias)
+    out = tmp_path / "embedding.npz"
+    argv = ["-q", "run", str(path), "embedding", "--signature", "embed", "--input", f"bias={tmp_path / 'bias.npy'}",
+            "--input", f"x={tmp_path / 'x.npy'}", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    want = tf.saved_model.load(str(path)).signatures["embed"](x=tf.constant(x), bias=tf.constant(bias))["embedding"]
+    (got,) = np.load(out).values()  # one value, keyed by its tensor's name
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    capsys.readouterr()
+    assert cli.main(["-q", "find", str(path), "BiasAdd:0$", "--names", "--signature", "embed"]) == 0
+    assert capsys.readouterr().out.split() == ["features/BiasAdd:0", "pool/BiasAdd:0"]
+    assert cli.main(["-q", "find", str(path), "BiasAdd:0$", "--names"]) == 0  # serving_default
+    assert capsys.readouterr().out.split() == ["proj/BiasAdd:0", "head/BiasAdd:0"]

@@ -75,6 +75,9 @@ def _files(folder):
     np.save(folder / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (folder / "noise.npy").write_bytes(bytes(range(256)) * 4)
     (folder / "truncated.npy").write_bytes(np.lib.format.magic(1, 0) + b"\x10\x00{'descr': '<f4'")
+    module = tf.Module()  # a SavedModel with one signature, serving_default
+    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(folder / "doubling"), signatures=module.f)
     return folder
 
 
@@ -135,10 +138,7 @@ class ReadsAnUnusedTensor(keras.layers.Layer):
 
 
 def _saved_signature(w):
-    module = tf.Module()
-    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
-    tf.saved_model.save(module, str(w.files / "doubling"), signatures=module.f)
-    return w.files / "doubling"
+    return w.files / "doubling"  # saved by `_files`
 
 
 def _custom_gradient_off_the_graph(w):
@@ -242,12 +242,26 @@ WRONG = [
           gs.OptionError, ValueError, r"with training=True: it is already traced.*pass the tf.function or the model"),
     Wrong("training=True for a SavedModel signature", lambda w: gs.trace(_saved_signature(w), training=True),
           gs.OptionError, ValueError, r"serving signature was traced when it was saved.*trace the Keras model"),
+    Wrong("a SavedModel signature it does not have", lambda w: gs.trace(_saved_signature(w), signature="serve"),
+          gs.OptionError, ValueError, r"the SavedModel at .*doubling' has no signature named 'serve'. Its signatures: "
+          r"'serving_default'; pass one of them as signature=, or leave signature out"),
+    Wrong("a signature of a Keras model", lambda w: gs.trace(w.cnn, signature="serving_default"), gs.OptionError,
+          ValueError, r"signature='serving_default' picks one of a SavedModel's signatures, but the Keras model "
+          r"'functional_cnn' has none: pass a SavedModel directory .*or leave signature out"),
+    Wrong("a signature and an input_signature", lambda w: gs.trace(_saved_signature(w), [(None, 3)], signature="x"),
+          gs.OptionError, ValueError, r"signature='x' and input_signature= both given: a SavedModel signature has "
+          r"its own inputs; leave input_signature out"),
     Wrong("training=True for a function without Keras layers",
           lambda w: gs.trace(lambda v: v * 2.0, [tf.TensorSpec((None, 3))], training=True),
           gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
           r"pass training=True to the layers it calls"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
-          TypeError, r"input_signature must be a list of tf.TensorSpec or shapes, got str"),
+          TypeError, r"input_signature must be a list of tf.TensorSpec or shapes \(or of dicts, lists and tuples "
+          r"of them, one per positional input\), got str"),
+    Wrong("a nested input_signature with something else than a spec in it",
+          lambda w: gs.trace(lambda d: d["x"] * 2.0, [{"x": (None, 3), "y": "int32"}]), gs.UnsupportedModelError,
+          TypeError, r"input_signature\[0\]\['y'\] is a str: expected a tf.TensorSpec, a shape tuple such as "
+          r"\(None, 224, 224, 3\), or a dict, list or tuple of them"),
     Wrong("an input_signature with too many specs", lambda w: gs.trace(w.cnn, [(None, 8, 8, 3), (None, 2)]),
           gs.InputError, ValueError, r"gives 2 specs but model 'functional_cnn' takes 1 input: image \(None, 8, 8, 3\)"),
     Wrong("an input_signature of the wrong shape", lambda w: gs.trace(w.cnn, [(None, 3)]), gs.InputError,
@@ -499,6 +513,10 @@ CLI_WRONG = [
      r"input file .*none.npy' does not exist; give the path of a .npy or .npz file"),
     ("a fetch that names nothing", ["run", "demo", "ROI/nope:0"], 1, r"no tensor named 'ROI/nope:0'.*Did you mean"),
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
+    ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
+     r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+    ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
+     r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
 ]
 
 

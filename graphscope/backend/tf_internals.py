@@ -22,6 +22,7 @@ from tensorflow.python.framework import convert_to_constants, op_def_registry
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.framework import registry as tf_registry
 from tensorflow.python.ops import control_flow_util_v2, handle_data_util
+from tensorflow.python.saved_model import load as saved_model_load
 
 __all__ = [
     "CustomGradients",
@@ -45,6 +46,7 @@ __all__ = [
     "is_input_layer",
     "is_keras_layer",
     "is_keras_model",
+    "is_saved_signature",
     "is_stand_in",
     "keyword_order",
     "fresh_function",
@@ -191,6 +193,13 @@ def keyword_order(concrete_function: Any) -> list[int] | None:
     if any(r is None for r in ranks):
         return None
     return sorted(range(count), key=lambda k: ranks[k])
+
+
+def is_saved_signature(concrete_function: Any) -> bool:
+    """Whether `concrete_function` is a signature of a loaded SavedModel (`loaded.signatures[name]`,
+    a `_WrapperFunction`): keyword placeholders feeding one call of the restored function, named as
+    the SavedModel's default signature traced by path is named."""
+    return isinstance(concrete_function, saved_model_load._WrapperFunction)
 
 
 _INLINE_LOCK = threading.Lock()

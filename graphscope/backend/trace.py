@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import inspect
 import os
 import random
 import re
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -17,7 +19,7 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
-from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError
+from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError, suggestion
 
 __all__ = ["Traced", "load_model", "output_keys", "trace_function"]
 
@@ -77,7 +79,8 @@ def output_keys(structure: Any, count: int) -> list[str]:
 
 
 def trace_function(
-    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True
+    model: Any, input_signature: Any = None, *, training: bool = False, safe_mode: bool = True,
+    signature: str | None = None,
 ) -> Traced:
     """Trace `model` into a ConcreteFunction and record its Keras call structure.
 
@@ -85,8 +88,9 @@ def trace_function(
         model: a Keras 3 or tf_keras model or layer, a `tf.Module` with `__call__`, a
             `tf.function` or any callable, a ConcreteFunction, or a path to a `.keras`/`.h5`
             file or a SavedModel directory.
-        input_signature: `tf.TensorSpec`s or shapes (one per positional input); optional when
-            the model knows its inputs.
+        input_signature: `tf.TensorSpec`s or shapes, one per positional input, or dicts,
+            lists and tuples of them (a bare dict: the one input); optional when the model
+            knows its inputs. Inputs inside a nest are named by their path (`_nested_names`).
         training: trace the training-mode graph (dropout active, batch norm in training mode).
             For a callable or a tf.Module, the Keras layers it calls without `training=` take
             this mode, as if it were the `call` of a Keras layer called with `training=True`;
@@ -94,13 +98,21 @@ def trace_function(
             functions, a function that calls no Keras layer.
         safe_mode: load `.keras` files in Keras' safe mode, which refuses to deserialize Python
             code (lambdas); pass False only for files you trust.
+        signature: the name of the SavedModel signature to trace (a SavedModel directory, or a
+            loaded SavedModel); by default its `serving_default`.
     """
+    if signature is not None:
+        _check_signature_option(model, signature, input_signature)
     if isinstance(model, (str, os.PathLike)):
         loaded = load_model(model, safe_mode=safe_mode)
+        if signature is not None and not hasattr(loaded, "signatures"):
+            _check_signature_option(loaded, signature, input_signature)
+        if signature is not None:
+            _check_signature_name(loaded.signatures, signature, f"the SavedModel at {str(model)!r}")
         if _tf.is_keras_layer(loaded):
             traced = _trace_keras(loaded, input_signature, training)
         else:
-            traced = _trace_module(loaded, input_signature, training)
+            traced = _trace_module(loaded, input_signature, training, signature)
             traced.source = "saved_model"
             if traced.name in ("", "_UserObject"):
                 traced.name = Path(model).name
@@ -118,7 +130,7 @@ def trace_function(
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
         return _trace_callable(model, input_signature, training)
     if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
-        return _trace_module(model, input_signature, training)
+        return _trace_module(model, input_signature, training, signature)
     if callable(model):  # a lambda, a function, a bound method such as model.predict_step
         return _trace_callable(model, input_signature, training)
     raise UnsupportedModelError(
@@ -264,10 +276,17 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
     inputs = _keras_inputs(model)
     if input_signature is not None:
         flat = tf.nest.flatten(inputs) if inputs is not None else []
-        names = [t.name for t in flat]  # none known: input_0, input_1, ...
-        specs = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
+        names = [t.name for t in flat]  # none known: input_0, input_1, ... (in a nest: its keys)
+        nests = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
+        specs = tf.nest.flatten(nests)
         if inputs is not None:
             _check_signature(model, specs, flat)
+        # a model is called with one input: a dict, list or tuple of specs is that input; one
+        # spec per input of a model of several is packed into the structure it takes
+        if len(nests) == 1 and not isinstance(nests[0], tf.TensorSpec):
+            return specs, nests[0]
+        if inputs is not None and len(flat) > 1:
+            return specs, tf.nest.pack_sequence_as(inputs, specs)
         return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
@@ -365,17 +384,21 @@ def _trace_callable(fn: Any, input_signature: Any, training: bool) -> Traced:
     return traced
 
 
-def _trace_module(module: Any, input_signature: Any, training: bool) -> Traced:
-    """A tf.Module (or loaded SavedModel): its serving signature, else its `__call__`."""
+def _trace_module(module: Any, input_signature: Any, training: bool, signature: str | None = None) -> Traced:
+    """A tf.Module (or loaded SavedModel): the signature named `signature`, else its serving
+    signature, else its `__call__`."""
     signatures = getattr(module, "signatures", None)
-    if input_signature is None and signatures and "serving_default" in signatures:
+    if signature is not None:
+        _check_signature_name(signatures, signature, repr(_module_name(module)))
+    name = signature or "serving_default"
+    if signature is not None or (input_signature is None and signatures and name in signatures):
         if training:
             raise OptionError(
                 f"cannot trace {_module_name(module)!r} with training=True: its serving signature was traced when "
                 "it was saved, in the mode it was saved in; trace the Keras model (or its .keras file) with "
                 "training=True instead"
             )
-        cf = signatures["serving_default"]
+        cf = signatures[name]
         return _from_concrete(cf, name=_module_name(module), source="module")
     call = getattr(module, "__call__", None)
     if call is None or not callable(call):
@@ -418,8 +441,11 @@ def _mode(training: bool, what: str) -> Iterator[None]:
 
 def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
     if input_signature is not None:
-        # unnamed specs are named by TensorFlow after the function's arguments (`image`, `scale`)
-        specs = _normalize_signature(input_signature, default_dtype=tf.float32, names=None)
+        # unnamed specs are named by TensorFlow after the function's arguments (`image`, `scale`),
+        # those inside a dict, list or tuple by their path there (`token_ids`, `images/0`)
+        specs = _normalize_signature(
+            input_signature, default_dtype=tf.float32, names=None, arguments=_argument_names(fn)
+        )
         return fn.get_concrete_function(*specs)
     if getattr(fn, "input_signature", None) is not None:
         return fn.get_concrete_function()
@@ -432,7 +458,47 @@ def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
     )
 
 
+def _check_signature_option(model: Any, signature: Any, input_signature: Any) -> None:
+    """Refuse `signature=` where it cannot pick anything: it names one of a SavedModel's
+    signatures, which have their own inputs."""
+    if not isinstance(signature, str):
+        raise OptionError(
+            f"signature= takes the name of a SavedModel signature (a str such as 'serving_default'), "
+            f"got {type(signature).__name__}"
+        )
+    if input_signature is not None:
+        raise OptionError(
+            f"signature={signature!r} and input_signature= both given: a SavedModel signature has its own "
+            "inputs; leave input_signature out"
+        )
+    if not isinstance(model, (str, os.PathLike)) and not hasattr(model, "signatures"):
+        raise OptionError(
+            f"signature={signature!r} picks one of a SavedModel's signatures, but {_describe(model)} has none: "
+            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out"
+        )
+
+
+def _check_signature_name(signatures: Any, signature: str, label: str) -> None:
+    """Refuse a signature name the SavedModel does not have, listing those it has."""
+    if signature in (signatures or {}):
+        return
+    available = ", ".join(repr(k) for k in sorted(signatures or {})) or "none"
+    raise OptionError(
+        f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} "
+        f"Its signatures: {available}; pass one of them as signature=, or leave signature out for "
+        "'serving_default'"
+    )
+
+
+def _describe(model: Any) -> str:
+    if _tf.is_keras_layer(model):
+        return f"the Keras {'model' if _tf.is_keras_model(model) else 'layer'} {model.name!r}"
+    return f"an object of type {type(model).__name__}"
+
+
 def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
+    if _tf.is_saved_signature(cf):  # named as the SavedModel traced by path is named
+        source = "saved_model"
     names, positions = _declared_inputs(cf)
     in_order = positions == list(range(len(positions)))
     return Traced(function=cf, name=name, input_names=names, source=source,
@@ -461,8 +527,16 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
     inputs: list[tuple[str | None, int]] = []  # (name, position), names filled in below
     for keyword, spec, numbered in declared:
         flat = [(s, k) for s, k in zip(tf.nest.flatten(spec), tf.nest.flatten(numbered)) if k is not None]
-        for s, k in flat:
-            inputs.append((keyword if keyword is not None and len(flat) == 1 else s.name, k))
+        if isinstance(spec, tf.TensorSpec) or len(flat) != len(tf.nest.flatten(spec)):
+            for s, k in flat:
+                inputs.append((keyword if keyword is not None and len(flat) == 1 else s.name, k))
+            continue
+        by_key = isinstance(spec, dict) or hasattr(spec, "_fields")
+        for (s, k), path in zip(flat, output_keys(spec, len(flat))):
+            inputs.append((_leaf_name(s.name, path, keyword, by_key), k))
+    counts = collections.Counter(name for name, _ in inputs)
+    if any(n > 1 for name, n in counts.items() if name):
+        inputs = [(name if counts[name] == 1 else None, k) for name, k in inputs]  # input_<k>
     order = _tf.keyword_order(cf) if kwargs and not args else None
     if order is not None and sorted(order) == [k for _, k in inputs]:
         by_position = {k: name for name, k in inputs}
@@ -471,32 +545,115 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
     return names, [k for _, k in inputs]
 
 
+def _leaf_name(name: str | None, path: str, keyword: str | None, by_key: bool) -> str | None:
+    """The input name of a tensor inside a nested argument: its spec's own name, unless it is
+    the one TensorFlow made from the argument's name and the path (`d_alpha` for `d["alpha"]`,
+    `images_1_x`); then the path (`alpha`), behind the argument's name where it starts with a
+    position (`images/1/x`), as `_nested_names` names the specs graphscope makes."""
+    made = "_" + path.replace("/", "_")
+    if not name or not name.endswith(made):
+        return name or None
+    argument = keyword or name[: -len(made)]
+    return path if by_key else f"{argument}/{path}"
+
+
 def _normalize_signature(
-    signature: Any, *, default_dtype: tf.DType, names: list[str] | None
-) -> list[tf.TensorSpec]:
-    """TensorSpecs, one per positional input; a spec without a name gets `names[k]` (None:
-    TensorFlow names it after the function's argument)."""
-    if isinstance(signature, (tf.TensorSpec, tf.TensorShape)) or (
-        isinstance(signature, tuple) and all(d is None or isinstance(d, int) for d in signature)
-    ):
+    signature: Any, *, default_dtype: tf.DType, names: list[str] | None, arguments: list[str] | None = None
+) -> list[Any]:
+    """One nest of TensorSpecs per positional input: a spec, or dicts, lists and tuples of them
+    (a bare dict is the one positional input). A shape becomes a spec of `default_dtype`.
+
+    A spec's own name wins. A spec without one is named, by its position `k` in
+    `tf.nest.flatten` order, `names[k]` where given (a Keras model's input names); else, inside
+    a nest, by its path there (`_nested_names`); else, at the top, `input_<k>` where `names` is
+    given and TensorFlow's name after the function's argument where it is None.
+    """
+    if isinstance(signature, dict) or _is_spec(signature):
         signature = [signature]
     if not isinstance(signature, (list, tuple)):
         raise UnsupportedModelError(
-            f"input_signature must be a list of tf.TensorSpec or shapes, got {type(signature).__name__}"
+            "input_signature must be a list of tf.TensorSpec or shapes (or of dicts, lists and tuples of them, "
+            f"one per positional input), got {type(signature).__name__}"
         )
+    paths = _nested_names(signature, arguments)
     specs = []
-    for i, s in enumerate(signature):
-        default = (names[i] if i < len(names) else f"input_{i}") if names is not None else None
-        if isinstance(s, tf.TensorSpec):
-            specs.append(tf.TensorSpec(s.shape, s.dtype, name=s.name or default))
-        elif isinstance(s, (tuple, list, tf.TensorShape)):
-            specs.append(tf.TensorSpec(tf.TensorShape(s), default_dtype, name=default))
-        else:
-            raise UnsupportedModelError(
-                f"input_signature[{i}] is a {type(s).__name__}: expected a tf.TensorSpec or a "
-                "shape tuple such as (None, 224, 224, 3)"
-            )
+    k = 0
+    for i, item in enumerate(signature):
+        def leaf(s: Any, path: str) -> tf.TensorSpec:
+            nonlocal k
+            known = names[k] if names is not None and k < len(names) else None
+            default = known or paths.get((i, path)) or (f"input_{k}" if names is not None else None)
+            k += 1
+            if isinstance(s, tf.TensorSpec):
+                return tf.TensorSpec(s.shape, s.dtype, name=s.name or default)
+            return tf.TensorSpec(tf.TensorShape(s), default_dtype, name=default)
+
+        specs.append(_map_specs(item, leaf, f"input_signature[{i}]", ""))
     return specs
+
+
+def _is_spec(value: Any) -> bool:
+    """A TensorSpec, or a shape: a TensorShape or a tuple of ints and Nones."""
+    return isinstance(value, (tf.TensorSpec, tf.TensorShape)) or (
+        isinstance(value, tuple) and not hasattr(value, "_fields")
+        and all(d is None or isinstance(d, int) for d in value)
+    )
+
+
+def _map_specs(value: Any, fn: Callable[[Any, str], Any], where: str, path: str) -> Any:
+    """`value` with each spec or shape replaced by `fn(spec, path)`, called in `tf.nest.flatten`
+    order, keeping its dicts, lists, tuples and namedtuples (a list of ints and Nones is a
+    shape, as at the top level)."""
+    if _is_spec(value) or (
+        isinstance(value, list) and value and all(d is None or isinstance(d, int) for d in value)
+    ):
+        return fn(value, path)
+    join = (lambda key: f"{path}/{key}") if path else str
+    if isinstance(value, dict):
+        # in tf.nest.flatten's order: sorted by key
+        return {key: _map_specs(value[key], fn, f"{where}[{key!r}]", join(key)) for key in sorted(value)}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_specs(v, fn, f"{where}.{f}", join(f)) for f, v in zip(value._fields, value)))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_specs(v, fn, f"{where}[{j}]", join(j)) for j, v in enumerate(value))
+    raise UnsupportedModelError(
+        f"{where} is a {type(value).__name__}: expected a tf.TensorSpec, a shape tuple such as "
+        "(None, 224, 224, 3), or a dict, list or tuple of them"
+    )
+
+
+def _nested_names(signature: list[Any] | tuple[Any, ...], arguments: list[str] | None) -> dict[tuple[int, str], str]:
+    """The input name of each leaf inside a nested positional input, by (input, path): its path
+    of keys (`token_ids`, `encoder/token_ids`), behind the argument's name when the path starts
+    with a position or when two inputs would share a name (`images/0`, `inputs/token_ids`)."""
+    paths: list[tuple[int, str]] = []
+    for i, item in enumerate(signature):
+        _map_specs(item, lambda s, path, i=i: paths.append((i, path)), f"input_signature[{i}]", "")
+
+    def argument(i: int) -> str:
+        return arguments[i] if arguments is not None and i < len(arguments) else f"input_{i}"
+
+    names = {}
+    for i, path in paths:
+        if path:  # "": a spec or shape at the top, named after its argument
+            by_key = isinstance(signature[i], dict) or hasattr(signature[i], "_fields")
+            names[(i, path)] = path if by_key else f"{argument(i)}/{path}"
+    counts = collections.Counter(names.values())
+    for (i, path), name in names.items():
+        if counts[name] > 1 and not name.startswith(f"{argument(i)}/"):
+            names[(i, path)] = f"{argument(i)}/{name}"
+    return names
+
+
+def _argument_names(fn: Any) -> list[str] | None:
+    """The names of the positional arguments `fn` takes (None where Python cannot tell)."""
+    python = getattr(fn, "python_function", fn)
+    try:
+        parameters = inspect.signature(python).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in kinds]
 
 
 def _function_name(fn: Any) -> str:

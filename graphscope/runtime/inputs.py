@@ -79,7 +79,7 @@ class InputSignature:
 
     def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
         out: list[Any] = [None] * len(self.names)
-        for key, value in given.items():
+        for key, value in self._flat(given, "").items():
             k = self._aliases.get(key)
             if k is None:
                 raise InputError(
@@ -91,6 +91,21 @@ class InputSignature:
         if missing:
             raise InputError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
         return out
+
+    def _flat(self, given: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        """A dict by name with the nests of a nested input signature opened: inputs named by
+        their path (`images/0`, `encoder/token_ids`) may be given as `{"images": [a, b]}` or
+        `{"encoder": {"token_ids": ...}}`, the structure the function takes."""
+        flat: dict[str, Any] = {}
+        for key, value in given.items():
+            name = f"{prefix}{key}"
+            if name not in self.names and isinstance(value, Mapping):
+                flat.update(self._flat(value, f"{name}/"))
+            elif name not in self.names and isinstance(value, (list, tuple)) and f"{name}/0" in self._aliases:
+                flat.update(self._flat({str(j): v for j, v in enumerate(value)}, f"{name}/"))
+            else:
+                flat[name] = value
+        return flat
 
     def convert(self, k: int, value: Any) -> tf.Tensor:
         """Input k as a tensor of its dtype, checked against its static shape."""

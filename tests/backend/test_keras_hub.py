@@ -181,3 +181,22 @@ def test_a_seq2seq_tasks_shared_embedding_has_one_record_per_call():
     reverse = scope.layer("token_embedding").inputs.names[0]  # the Task's call: the decoder's output in
     decoder = keras.Model(backbone.input, backbone.output["decoder_sequence_output"])
     np.testing.assert_allclose(scope.run([reverse], data)[reverse], decoder(data), rtol=1e-4, atol=1e-5)
+
+
+def test_a_causal_lms_generate_step_takes_a_dict_signature_fed_by_its_keys():
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=16)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(sampler="greedy")
+    signature = [{"token_ids": tf.TensorSpec((None, 8), tf.int32), "padding_mask": tf.TensorSpec((None, 8), tf.bool)}]
+    scope = gs.trace(lm.generate_step, signature, quiet=True)
+    assert scope.inputs == ["padding_mask", "token_ids"]  # by key, in tf.nest.flatten order
+    assert scope.name == lm.name and scope.output_keys == ["padding_mask", "token_ids"]
+    ids = np.array([[3, 7, 9, 0, 0, 0, 0, 0], [5, 1, 0, 0, 0, 0, 0, 0]], np.int32)
+    mask = ids > 0
+    want = lm.generate_step({"token_ids": ids, "padding_mask": mask})  # the method itself, eagerly
+    for given in ({"token_ids": ids, "padding_mask": mask}, [mask, ids]):
+        got = scope.run(scope.output_keys, given)
+        for key in scope.output_keys:
+            np.testing.assert_array_equal(got[key], np.asarray(want[key]), err_msg=key)
+    assert not np.array_equal(np.asarray(want["token_ids"]), ids)  # it generated something

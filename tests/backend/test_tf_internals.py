@@ -651,3 +651,16 @@ def test_builds_outside_graphs_builds_keras_3_layers_eagerly_and_puts_build_back
     tf.function(plain).get_concrete_function(tf.TensorSpec((None, 3)))
     assert not isinstance(plain.layers[0].ids, eager)
     np.testing.assert_allclose(model(np.ones((1, 3), np.float32)), model.layers[1](np.ones((1, 3)) + np.arange(3)), rtol=1e-6)
+
+
+def test_a_loaded_signature_is_told_apart_from_other_concrete_functions(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f, "other": module.f})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    assert _tf.is_saved_signature(loaded.signatures["serving_default"])
+    assert _tf.is_saved_signature(loaded.signatures["other"])
+    assert not _tf.is_saved_signature(module.f.get_concrete_function())
+    assert not _tf.is_saved_signature(loaded.f.get_concrete_function())  # a restored function, not a signature
+    call = tf.function(lambda v: module.f(v))  # the same shape of graph: placeholders and one call
+    assert not _tf.is_saved_signature(call.get_concrete_function(tf.TensorSpec((None, 3), tf.float32)))

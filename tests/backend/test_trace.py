@@ -557,3 +557,169 @@ def test_a_model_with_its_own_dunder_call_is_recorded_at_its_root():
     got = scope.run(["backbone/d1/BiasAdd:0", "head/BiasAdd:0"], data)
     np.testing.assert_allclose(got["backbone/d1/BiasAdd:0"], backbone(data), rtol=1e-6)
     np.testing.assert_allclose(got["head/BiasAdd:0"], task(data), rtol=1e-6)
+
+
+def test_nested_signatures_name_inputs_by_their_path():
+    """Dicts, lists, tuples and namedtuples of specs: an input named by its keys, by its path
+    behind the argument's name where it starts with a position, or by its spec's own name; fed
+    by those names, positionally in tf.nest.flatten order, or in the nest the function takes."""
+    Pair = __import__("collections").namedtuple("Pair", ["left", "right"])
+
+    @tf.function
+    def f(inputs, images, pair):
+        y = inputs["token_ids"] * 2.0 - inputs["padding_mask"] + tf.reduce_sum(images[0], -1, keepdims=True)
+        return {"y": y * images[1]["scale"] + pair.left - 3.0 * pair.right}
+
+    spec = tf.TensorSpec((None, 3))
+    signature = [
+        {"token_ids": spec, "padding_mask": spec},
+        [(None, 5), {"scale": tf.TensorSpec((None, 1), name="s")}],  # a shape, and a spec's own name
+        Pair(spec, spec),
+    ]
+    scope = gs.trace(f, signature, quiet=True)
+    assert scope.inputs == ["padding_mask", "token_ids", "images/0", "s", "left", "right"]  # flatten order
+    assert [t.name for t in scope.model_graph.inputs] == [f"{n}:0" for n in scope.inputs]
+    rng = np.random.default_rng(0)
+    shapes = {"padding_mask": 3, "token_ids": 3, "images/0": 5, "s": 1, "left": 3, "right": 3}
+    a = {n: rng.normal(size=(2, k)).astype(np.float32) for n, k in shapes.items()}
+    nest = ({"token_ids": a["token_ids"], "padding_mask": a["padding_mask"]},
+            [a["images/0"], {"scale": a["s"]}], Pair(a["left"], a["right"]))
+    want = f(*nest)["y"]  # the function itself, called eagerly with the nest
+    np.testing.assert_allclose(scope.run("y", a)["y"], want, rtol=1e-6)  # by name
+    np.testing.assert_allclose(scope.run("y", [a[n] for n in scope.inputs])["y"], want, rtol=1e-6)
+    by_nest = {**nest[0], "images": [a["images/0"]], "s": a["s"], "left": a["left"], "right": a["right"]}
+    np.testing.assert_allclose(scope.run("y", by_nest)["y"], want, rtol=1e-6)  # {"images": [...]}
+    # gradients with respect to inputs named by path: d y / d scale = y's pre-scale factor, by hand
+    grads = scope.gradients("y", ["s", "left"], a)
+    pre = a["token_ids"] * 2.0 - a["padding_mask"] + a["images/0"].sum(-1, keepdims=True)
+    np.testing.assert_allclose(grads["s"], pre.sum(-1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(grads["left"], np.ones_like(a["left"]))
+    # a tf.function's own nested signature: TensorFlow names its specs `d_alpha`, the inputs are by path
+    fixed = tf.function(lambda d, im: d["zeta"] - d["alpha"] * im[0] + im[1],
+                        input_signature=[{"zeta": spec, "alpha": spec}, [spec, spec]])
+    scope = gs.trace(fixed, quiet=True)
+    assert scope.inputs == ["alpha", "zeta", "im/0", "im/1"]
+    (out,) = scope.outputs.names
+    want = fixed({"zeta": a["left"], "alpha": a["right"]}, [a["token_ids"], a["padding_mask"]])
+    given = {"zeta": a["left"], "alpha": a["right"], "im": [a["token_ids"], a["padding_mask"]]}
+    np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-6)
+    # two dicts with the same keys: the argument's name tells them apart
+    twice = gs.trace(lambda a, b: a["x"] - b["x"], [{"x": spec}, {"x": spec}], quiet=True)
+    assert twice.inputs == ["a/x", "b/x"]
+    # a shape written as a list is one input, named after its argument
+    assert gs.trace(lambda image, d: image * d["s"], [[None, 3], {"s": ()}], quiet=True).inputs == ["image", "s"]
+    (out,) = twice.outputs.names
+    np.testing.assert_allclose(twice.run(out, {"a": {"x": a["left"]}, "b": {"x": a["right"]}})[out],
+                               a["left"] - a["right"], rtol=1e-6)
+
+
+def test_a_functional_model_with_dict_inputs_takes_a_nested_signature():
+    token_ids = keras.Input((4,), name="token_ids")
+    padding_mask = keras.Input((4,), name="padding_mask")
+    hidden = keras.layers.Dense(3, name="mix")(keras.layers.Concatenate(name="join")([token_ids, padding_mask]))
+    model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, hidden, name="dict_in")
+    signature = {"token_ids": tf.TensorSpec((2, 4)), "padding_mask": (2, 4)}  # a bare dict: the one input
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(2, 4)).astype(np.float32) for k in ("token_ids", "padding_mask")}
+    want = model(x)
+    scopes = [gs.trace(model, signature, quiet=True), gs.trace(model, [signature], quiet=True), gs.trace(model, quiet=True)]
+    for scope in scopes:
+        assert scope.inputs == ["padding_mask", "token_ids"]
+        assert scope.find("mix/BiasAdd:0")
+        np.testing.assert_allclose(scope.run("mix/BiasAdd:0", x)["mix/BiasAdd:0"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run("mix/BiasAdd:0", [x["padding_mask"], x["token_ids"]])["mix/BiasAdd:0"],
+                                   want, rtol=1e-6)
+    assert gs.trace(model, signature, quiet=True).model_graph.inputs[0].shape == (2, 4)
+    with pytest.raises(gs.InputError, match=r"input_signature\[1\] has shape \(2, 3\) but input 'token_ids'"):
+        gs.trace(model, {"token_ids": (2, 3), "padding_mask": (2, 4)}, quiet=True)
+
+
+def test_a_saved_models_other_signatures_are_traced_by_name(tmp_path):
+    module = models.save_two_signatures(tmp_path / "two")
+    tf.saved_model.save(module, str(tmp_path / "embed_only"), signatures={"serving_default": module.embed})
+    loaded = tf.saved_model.load(str(tmp_path / "two"))
+    rng = np.random.default_rng(0)
+    x, bias = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    want = loaded.signatures["embed"](x=tf.constant(x), bias=tf.constant(bias))["embedding"]  # by keyword
+    reference = gs.trace(tmp_path / "embed_only", quiet=True)  # the same function as a default signature
+    assert "features/BiasAdd:0" in reference.model_graph.tensors
+    scopes = [gs.trace(tmp_path / "two", signature="embed", quiet=True),
+              gs.trace(str(tmp_path / "two"), signature="embed", quiet=True),
+              gs.trace(loaded, signature="embed", quiet=True),
+              gs.trace(loaded.signatures["embed"], quiet=True)]
+    for scope in scopes:
+        assert scope.inputs == ["x", "bias"]
+        assert scope.output_keys == ["embedding"]
+        assert sorted(scope.model_graph.tensors) == sorted(reference.model_graph.tensors)  # as clean
+        assert {lay.name for lay in scope.layers} == {lay.name for lay in reference.layers}
+        assert not [n for n in scope.model_graph.tensors if n.startswith("StatefulPartitionedCall/") and "/BiasAdd" in n]
+        np.testing.assert_allclose(scope.run("embedding", [x, bias])["embedding"], want, rtol=1e-6)
+        np.testing.assert_allclose(scope.run("embedding", {"bias": bias, "x": x})["embedding"], want, rtol=1e-6)
+        features = keras.Model(module.embedder.inputs, module.embedder.get_layer("features").output)(x)
+        np.testing.assert_allclose(scope.run("features/BiasAdd:0", [x, bias])["features/BiasAdd:0"], features,
+                                   rtol=1e-5)
+    # the default signature by path and its ConcreteFunction name alike
+    default = gs.trace(tmp_path / "two", quiet=True)
+    assert default.output_keys == ["scores"] and "head/BiasAdd:0" in default.model_graph.tensors
+    assert sorted(gs.trace(loaded.signatures["serving_default"], quiet=True).model_graph.tensors) == sorted(
+        default.model_graph.tensors)
+    with pytest.raises(gs.OptionError, match=r"no signature named 'embd'. Did you mean 'embed'\? "
+                                             r"Its signatures: 'embed', 'serving_default'"):
+        gs.trace(tmp_path / "two", signature="embd", quiet=True)
+
+
+def test_a_keras_model_exported_with_extra_signatures(tmp_path):
+    model = models.functional()
+    hidden = model.layers[-2].name
+    features = keras.Model(model.input, model.get_layer(hidden).output, name="features")
+    spec = [tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)]
+    for folder, endpoints in (("both", ("serve", "embed")), ("embed_only", ("embed",))):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for endpoint in endpoints:
+            fn = model.call if endpoint == "serve" else features.call
+            archive.add_endpoint(endpoint, fn, input_signature=spec)
+        archive.write_out(str(tmp_path / folder), verbose=False)
+    x = models.sample_inputs(model)[0]
+    scope = gs.trace(tmp_path / "both", signature="embed", quiet=True)
+    reference = gs.trace(tmp_path / "embed_only", quiet=True)  # `embed` is its serving_default
+    assert sorted(scope.model_graph.tensors) == sorted(reference.model_graph.tensors)
+    assert f"{hidden}/BiasAdd:0" in scope.model_graph.tensors and scope.layer(hidden).ops
+    loaded = tf.saved_model.load(str(tmp_path / "both"))
+    assert sorted(gs.trace(loaded.signatures["embed"], quiet=True).model_graph.tensors) == sorted(
+        reference.model_graph.tensors)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
+    assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
+    np.testing.assert_allclose(gs.trace(tmp_path / "both", quiet=True).run(out, x)[out], model(x), rtol=1e-5)
+
+
+def test_a_model_of_several_inputs_takes_one_spec_per_input_or_their_nest():
+    model = models.multi_input()
+    specs = [tf.TensorSpec((None, *t.shape[1:])) for t in model.inputs]
+    img, meta = models.sample_inputs(model)
+    want = model([img, meta])
+    for signature in (specs, [specs], [tuple(specs)]):
+        scope = gs.trace(model, signature, quiet=True)
+        assert scope.inputs == ["img", "meta"]
+        got = scope.run(["out_a/BiasAdd:0", "out_b/Sigmoid:0"], [img, meta])
+        np.testing.assert_allclose(got["out_a/BiasAdd:0"], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got["out_b/Sigmoid:0"], want[1], rtol=1e-6)
+
+
+def test_a_subclassed_model_called_on_a_dict_names_its_inputs_by_key():
+    class Mixer(keras.Model):
+        def __init__(self):
+            super().__init__(name="mixer")
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, inputs):
+            return self.dense(inputs["token_ids"] - inputs["padding_mask"])
+
+    model = Mixer()
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(2, 3)).astype(np.float32) for k in ("token_ids", "padding_mask")}
+    want = model(x)
+    scope = gs.trace(model, [{"token_ids": (None, 3), "padding_mask": (None, 3)}], quiet=True)
+    assert scope.inputs == ["padding_mask", "token_ids"]
+    np.testing.assert_allclose(scope.run("dense/BiasAdd:0", x)["dense/BiasAdd:0"], want, rtol=1e-6)
