@@ -332,3 +332,15 @@ def test_validate_from_the_terminal():
     assert "mismatches  0" in run.stdout and "all agree" in run.stdout
     some = _cli("validate", "demo", "conv1/Relu:0", "rpn_class/Softmax:0")
     assert some.returncode == 0 and "2 ops replayed" in some.stdout
+
+
+def test_find_leaves_unused_tensors_out_unless_asked(tmp_path):
+    path = tmp_path / "lstm.keras"
+    models.recurrent("LSTM").save(path)
+    scope = gs.trace(path, quiet=True)
+    used = _cli("find", str(path), "Sigmoid", "--layer", "lstm", "--names")
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == scope.find("Sigmoid", layer="lstm").names != []
+    every = _cli("find", str(path), "Sigmoid", "--layer", "lstm", "--names", "--include-unused")
+    assert every.stdout.split() == scope.find("Sigmoid", layer="lstm", include_unused=True).names
+    assert len(every.stdout.split()) == 2 * len(used.stdout.split())

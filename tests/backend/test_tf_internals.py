@@ -623,3 +623,39 @@ def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once
     tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
                                    values=tf.constant([7.0, 8.0]))
     np.testing.assert_array_equal(table.lookup(tf.constant([1, 2, 9], tf.int64)).numpy(), [3.0, 4.0, -1.0])
+
+
+def test_control_outputs_are_the_side_effects_a_function_and_its_bodies_must_run(tmp_path):
+    v = tf.Variable(1.0)
+
+    @tf.function
+    def f(x):
+        tf.debugging.assert_positive(x, message="positive")
+        v.assign_add(1.0)
+
+        def body(i, a):
+            tf.print(i)
+            return i + 1, a * 2.0
+
+        return tf.while_loop(lambda i, a: i < 2, body, (0, x))[1]
+
+    cf = f.get_concrete_function(tf.TensorSpec((2,), tf.float32))
+    kept = _tf.control_outputs(cf.graph)
+    assert "AssignAddVariableOp" in {op.type for op in kept}
+    # the assert runs in a branch (If) whose own control outputs hold it
+    (check,) = [op for op in kept if op.type in ("If", "StatelessIf")]
+    branches = [_tf.function_graph(cf.graph, check.get_attr(a).name) for a in ("then_branch", "else_branch")]
+    assert "Assert" in {op.type for g in branches for op in _tf.control_outputs(g)}
+    (loop,) = [op for op in cf.graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    body = _tf.function_graph(cf.graph, loop.get_attr("body").name)
+    assert "PrintV2" in {op.type for op in _tf.control_outputs(body)}
+    assert _tf.control_outputs(tf.Graph()) == []
+    # a loaded SavedModel's function graph keeps them too
+    module = tf.Module()
+    module.v = v
+    module.f = tf.function(f.python_function, input_signature=[tf.TensorSpec((2,), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "m"))
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    (call,) = [op for op in loaded.f.get_concrete_function().graph.get_operations() if op.type.endswith("PartitionedCall")]
+    inner = _tf.function_graph(call.graph, call.get_attr("f").name)
+    assert {"If", "AssignAddVariableOp"} <= {op.type for op in _tf.control_outputs(inner)}
