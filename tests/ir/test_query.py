@@ -620,6 +620,12 @@ def test_a_function_s_unused_ops_are_those_no_output_or_side_effect_needs():
     np.testing.assert_allclose(scope.run(used, x)[used.name], np.abs(x))
 
 
+def _tf_keras_gru():
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((4, 3))
+    return tf_keras.Model(x_in, tf_keras.layers.GRU(5, return_sequences=True, name="gru")(x_in))
+
+
 _ROLES = (("body", "body"), ("cond", "cond"), ("then_branch", "then"), ("else_branch", "else"))
 
 
@@ -654,19 +660,31 @@ def _unused_by_tensorflow(graph, raw_prefix="", running=True):
     return found
 
 
-@pytest.mark.parametrize("build", [
-    models.functional, models.nested, models.shared, models.with_tf_function, models.control_flow,
-    models.loops_and_branches, models.threshold_nms, lambda: models.recurrent("LSTM"),
-    lambda: models.recurrent("GRU"), lambda: demo.proposal_model(variant="map_fn"), _with_side_effects,
-])
-def test_unused_ops_are_those_tensorflow_prunes(build):
+_BUILDS = {
+    "functional": models.functional, "nested": models.nested, "shared": models.shared,
+    "with_tf_function": models.with_tf_function, "control_flow": models.control_flow,
+    "loops_and_branches": models.loops_and_branches, "threshold_nms": models.threshold_nms,
+    "map_fn demo": lambda: demo.proposal_model(variant="map_fn"), "side effects": _with_side_effects,
+    "LSTM": lambda: models.recurrent("LSTM"), "GRU": lambda: models.recurrent("GRU"),
+    "tf_keras GRU": _tf_keras_gru, "saved LSTM": None,  # traced without its Python classes
+}
+
+
+@pytest.mark.parametrize("which", list(_BUILDS))
+def test_unused_ops_are_those_tensorflow_prunes(which, tmp_path):
     from graphscope.backend.mirror import mirror
     from graphscope.backend.trace import trace_function
 
-    traced = trace_function(build())
+    if which == "saved LSTM":
+        models.recurrent("LSTM").export(tmp_path / "lstm")
+        traced = trace_function(str(tmp_path / "lstm"))
+    else:
+        traced = trace_function(_BUILDS[which]())
     G = mirror(traced).graph.graph
     expected = {G.graph["names"][raw] for raw in _unused_by_tensorflow(traced.function.graph)}
     assert query.unused(G) == expected
+    if "LSTM" in which or "GRU" in which or which == "side effects":
+        assert expected  # there is something to find
     # and no unused op feeds an output, through the mirrored graph's edges (bodies included)
     outputs = {G.graph["tensors"][n].op for n in G.graph["outputs"]}
     feeding = outputs.union(*(nx.ancestors(G, op) for op in outputs))
