@@ -104,6 +104,7 @@ class Runtime:
                Identity(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
         if executor is None:
+            self._note_unused([of_tensor])
             executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list)
             self._executors.put(key, executor)
         return executor

@@ -689,3 +689,20 @@ def test_unused_ops_are_those_tensorflow_prunes(which, tmp_path):
     outputs = {G.graph["tensors"][n].op for n in G.graph["outputs"]}
     feeding = outputs.union(*(nx.ancestors(G, op) for op in outputs))
     assert not feeding & query.unused(G)
+
+
+def test_a_gradient_of_an_unused_tensor_is_noted_and_right():
+    model = models.recurrent("LSTM")
+    scope = gs.trace(model, quiet=True)
+    probe = scope.find(op_type="Sigmoid", include_unused=True)[0]  # the input gate of the probe call
+    assert probe.op in scope.unused
+    x = np.random.default_rng(5).normal(size=(2, 4, 3)).astype(np.float32)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.gradients(probe, "sequence", x)["sequence"]
+    cell = model.get_layer("lstm").cell
+    kernel, bias = cell.kernel.numpy()[:, :cell.units], cell.bias.numpy()[:cell.units]
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:  # the probe: the cell's first step from zero state, by hand
+        tape.watch(xs)
+        total = tf.reduce_sum(tf.sigmoid(tf.matmul(xs[:, 0], kernel) + bias))
+    np.testing.assert_allclose(got, tape.gradient(total, xs).numpy(), rtol=1e-5, atol=1e-6)
