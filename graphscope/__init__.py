@@ -35,6 +35,7 @@ from graphscope.errors import (
     TensorNotFoundError,
     UnsupportedFetchError,
     UnsupportedModelError,
+    UnusedTensorWarning,
 )
 
 from graphscope.version import __version__
@@ -95,6 +96,7 @@ __all__ = [
     "TensorNotFoundError",
     "UnsupportedFetchError",
     "UnsupportedModelError",
+    "UnusedTensorWarning",
     "__version__",
     "ancestors",
     "cut_points",

@@ -168,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="a selection by meaning: before each activation, the final softmax's input, "
                            "attention probabilities, or every layer's output")
     cmd["find"].add_argument("--names", action="store_true", help="print names only, one per line")
+    cmd["find"].add_argument("--include-unused", action="store_true",
+                             help="also list tensors no output depends on (left out by default)")
 
     cmd["run"].add_argument("fetches", metavar="FETCH", nargs="+", help="tensor names (or regexes: every match)")
     cmd["run"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
@@ -468,11 +470,11 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         elif args.cut_points:
             found = scope.cut_points()
         elif args.ancestors_of:
-            found = scope.ancestors(args.ancestors_of)
+            found = scope.ancestors(args.ancestors_of, include_unused=args.include_unused)
         elif args.descendants_of:
-            found = scope.descendants(args.descendants_of)
+            found = scope.descendants(args.descendants_of, include_unused=args.include_unused)
         else:
-            found = scope.find()
+            found = scope.find(include_unused=args.include_unused)
         found = narrow(found, args.pattern, op_type=args.op_type, layer=args.layer)
         if args.names:
             for name in found.names:

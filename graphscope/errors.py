@@ -20,6 +20,7 @@ __all__ = [
     "TensorNotFoundError",
     "UnsupportedFetchError",
     "UnsupportedModelError",
+    "UnusedTensorWarning",
     "closest",
 ]
 
@@ -73,6 +74,12 @@ class UnsupportedModelError(GraphscopeError, TypeError):
 
 class ModelLoadError(GraphscopeError, FileNotFoundError):
     """A model path that is missing, unreadable or not a model."""
+
+
+class UnusedTensorWarning(UserWarning):
+    """A fetch of a tensor no output of the model depends on (`graphscope.ir.query.unused`): its
+    value is real but is not part of what the model computes (Keras' shape-probe call of an RNN's
+    cell)."""
 
 
 class ExecutionError(GraphscopeError, RuntimeError):

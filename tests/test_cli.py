@@ -361,3 +361,15 @@ def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["features/BiasAdd:0", "pool/BiasAdd:0"]
     assert cli.main(["-q", "find", str(path), "BiasAdd:0$", "--names"]) == 0  # serving_default
     assert capsys.readouterr().out.split() == ["proj/BiasAdd:0", "head/BiasAdd:0"]
+
+
+def test_find_leaves_unused_tensors_out_unless_asked(tmp_path):
+    path = tmp_path / "lstm.keras"
+    models.recurrent("LSTM").save(path)
+    scope = gs.trace(path, quiet=True)
+    used = _cli("find", str(path), "Sigmoid", "--layer", "lstm", "--names")
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == scope.find("Sigmoid", layer="lstm").names != []
+    every = _cli("find", str(path), "Sigmoid", "--layer", "lstm", "--names", "--include-unused")
+    assert every.stdout.split() == scope.find("Sigmoid", layer="lstm", include_unused=True).names
+    assert len(every.stdout.split()) == 2 * len(used.stdout.split())

@@ -137,6 +137,16 @@ class ReadsAnUnusedTensor(keras.layers.Layer):
         return odd(x)
 
 
+def _edit_of_an_unused_tensor(w):
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    def doubled(x):
+        tf.sin(x, name="wasted")  # computed, never used
+        return x * 2.0
+
+    scope = gs.trace(doubled, quiet=True)
+    return scope.executor(scope.outputs, edits={"wasted:0": lambda v: v})
+
+
 def _saved_signature(w):
     return w.files / "doubling"  # saved by `_files`
 
@@ -381,6 +391,9 @@ WRONG = [
           lambda w: w.scope.executor("dense/MatMul:0", edits={"dense/Tanh:0": lambda v: v * 0}), gs.DisconnectedError,
           ValueError, r"the edit of 'dense/Tanh:0' changes nothing the fetches \(dense/MatMul:0\) depend on: edit a "
           r"tensor upstream of them, or fetch one downstream"),
+    Wrong("an edit of a tensor no output depends on", _edit_of_an_unused_tensor, gs.DisconnectedError, ValueError,
+          r"the edit of 'wasted:0' changes nothing: no output of the model depends on it \(it is computed but never "
+          r"used.*\); edit a tensor the model uses \(scope.find lists only those\)"),
     Wrong("an edit array that does not broadcast",
           lambda w: w.scope.executor("dense/Tanh:0", edits={"dense/MatMul:0": np.ones(4, np.float32)}), gs.InputError,
           ValueError, r"has shape \[4\], which does not broadcast to the tensor's shape \[\?,6\]"),

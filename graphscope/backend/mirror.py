@@ -56,6 +56,19 @@ class _Frame:
     layer: str | None = None  # the calling op's layer
 
 
+@dataclasses.dataclass
+class _Level:
+    """One graph as walked at one place (a body called from two ops is walked twice): its ops'
+    canonical names by their names in it, what each op reads in it (inputs and control inputs,
+    canonical), the ops it must run (outputs, arguments, `control_outputs`), and the levels of
+    the bodies each op holds."""
+
+    names: dict[str, str] = dataclasses.field(default_factory=dict)
+    reads: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    runs: list[str] = dataclasses.field(default_factory=list)
+    bodies: dict[str, list[_Level]] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Site:
     """Where a tensor's value lives at run time (see `graphscope.runtime.locate`): the enclosing
@@ -155,6 +168,30 @@ def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirr
     return _Mirror(traced, tick).build()
 
 
+def _unused(top: _Level) -> set[str]:
+    """Canonical names of the ops no output of the traced function depends on: in each graph,
+    the ops that are neither upstream (through inputs or control inputs) of the graph's outputs
+    or of the ops it must run for their side effects (`control_outputs`), nor its arguments;
+    in a body, also every op when the op holding the body is unused. What Keras computes only
+    to learn shapes (an RNN's cell called once outside its loop) is unused."""
+    unused: set[str] = set()
+    stack = [(top, True)]
+    while stack:
+        level, alive = stack.pop()
+        live: set[str] = set()
+        todo = list(level.runs) if alive else []
+        while todo:
+            name = todo.pop()
+            if name not in live:
+                live.add(name)
+                todo.extend(level.reads[name])
+        for name in level.names.values():
+            if name not in live:
+                unused.add(name)
+            stack.extend((body, name in live) for body in level.bodies.get(name, ()))
+    return unused
+
+
 class _Mirror:
     def __init__(self, traced: Traced, tick: Callable[[int], None] | None = None) -> None:
         self.traced = traced
@@ -185,10 +222,11 @@ class _Mirror:
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
         self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
         self.held = self._held_values()
+        self.levels: list[_Level] = []  # the graphs being walked, innermost last
 
     def build(self) -> Mirrored:
         cf = self.traced.function
-        self._walk(cf.graph, None)
+        top = self._walk(cf.graph, None)
         self.G.add_nodes_from(self.nodes.items())
         self.G.add_edges_from((u, v, {"outputs": tuple(sorted(set(ix)))}) for (u, v), ix in self.edges.items())
         n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
@@ -206,6 +244,7 @@ class _Mirror:
             input_names=list(self.traced.input_names),
             output_keys=self.traced.output_keys,
             stand_ins=frozenset(n for n in self.G if _tf.is_stand_in(n)),
+            unused=frozenset(_unused(top)),
         )
         return Mirrored(ModelGraph(self.G), self.sites)
 
@@ -256,12 +295,20 @@ class _Mirror:
 
     # ---- the walk
 
-    def _walk(self, graph: tf.Graph, frame: _Frame | None) -> None:
+    def _walk(self, graph: tf.Graph, frame: _Frame | None) -> _Level:
         owners = self._owners(graph)
+        level = _Level()
+        self.levels.append(level)
         for op in graph.get_operations():
             self._add(op, graph, frame, owners.get(op.name) or (frame.owner if frame else None))
             if self.tick is not None:
                 self.tick(1)
+        self.levels.pop()
+        level.runs = [self.tensors[self.by_tf[(id(graph), t.name)]].op for t in (*graph.inputs, *graph.outputs)]
+        level.runs += [level.names[op.name] for op in _tf.control_outputs(graph) if op.name in level.names]
+        for reads in level.reads.values():
+            reads[:] = [level.names.get(r, r) for r in reads]
+        return level
 
     def _held_values(self) -> dict[tuple[int, str], tuple[str, LayerCall]]:
         """The captured EagerTensors a layer passed a sublayer from its attributes (keras-hub ViT's
@@ -357,6 +404,8 @@ class _Mirror:
         site = frame.site if frame else ()
         layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
 
+        level = self.levels[-1]
+        level.names[op.name] = name
         bodies = self._bodies(op)
         body_outputs: list[list[str]] = []
         for role, attr, body, offset in bodies:
@@ -372,10 +421,13 @@ class _Mirror:
                 site=site + ((op.name, attr),),
                 layer=layer,
             )
-            self._walk(body, sub)
+            level.bodies.setdefault(name, []).append(self._walk(body, sub))
             body_outputs.append([self.by_tf[(id(body), t.name)] for t in body.outputs])
 
         inputs = [self.by_tf[(id(graph), t.name)] for t in op.inputs]
+        # control inputs by their names in the graph: one may come later (the NoOp that a
+        # function's results wait on is made after them)
+        level.reads[name] = [self.tensors[t].op for t in inputs] + [c.name for c in op.control_inputs]
         if arg is not None and arg < len(frame.arg_sources):
             inputs.append(frame.arg_sources[arg])
         for outs in body_outputs:

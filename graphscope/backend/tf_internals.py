@@ -38,6 +38,7 @@ __all__ = [
     "build_shapes",
     "builds_outside_graphs",
     "calls_replayed",
+    "control_outputs",
     "eager_captures",
     "failed_op_names",
     "failure_reason",
@@ -108,6 +109,14 @@ def unsuffixed(path: str) -> str:
 def is_stand_in(op_name: str) -> bool:
     """Whether TensorFlow made this op to stand for a value a loop body does not use."""
     return _STAND_IN in op_name
+
+
+def control_outputs(graph: tf.Graph) -> list[tf.Operation]:
+    """The ops a function graph runs although no output depends on them: its FunctionDef's
+    `control_ret` (variable writes, asserts, prints and the reads that automatic control
+    dependencies keep), in a function traced here, a loop or branch body, or a loaded
+    SavedModel's function; none for a plain `tf.Graph`."""
+    return list(getattr(graph, "control_outputs", None) or ())
 
 
 def failure_reason(error: Any) -> str:

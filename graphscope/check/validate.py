@@ -6,7 +6,8 @@ again alone, by an executor fed those inputs (intermediate tensors), and its out
 with the fetched ones. Ops are replayed in rounds: a round's executor is fed every input of its
 ops and fetches their outputs, so no op of a round may consume another's output. Ops that cannot
 be replayed meaningfully are skipped with the reason: random-number ops, ops inside loops and
-branches (their inputs differ per iteration), ops whose inputs are handles or lists, constants.
+branches (their inputs differ per iteration), ops whose inputs are handles or lists, constants,
+and, unless named, ops no output depends on (`graphscope.ir.query.unused`).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def validate(runtime: Runtime, inputs: Any, *, fetches: Any = None) -> Validatio
         ops = list({t.op: G.nodes[t.op]["op"] for t in runtime.graph.resolve(fetches)}.values())
     report = Validation()
     candidates: list[Op] = []
+    unused = runtime.graph.unused if fetches is None else frozenset()  # named ones are replayed
     for op in ops:
-        reason = _unreplayable(op, tensors)
+        reason = "unused: no output of the model depends on it" if op.name in unused else _unreplayable(op, tensors)
         if reason:
             report.skipped[op.name] = reason
         else:

@@ -118,7 +118,8 @@ def layer_tree(
     Nested models and layers are children of their parent; long runs of sibling layers are
     grouped by name prefix (`conv2` > `conv2_block1` > `conv2_block1_1_conv`). Marks: `fork`
     (the output feeds several layers), `join` (inputs from several layers), `cut` (every path
-    from the inputs passes through the output: see `query.cut_points`).
+    from the inputs passes through the output: see `query.cut_points`), `unused` (no output
+    depends on the call: see `query.unused`).
 
     Args:
         depth: show this many levels below the model (None: as many as fit in `limit` rows,
@@ -176,11 +177,14 @@ def _layer_nodes(
             consumers[p].add(lay.name)
     seen_weights: set[int] = set()
     nodes = []
+    dead = graph.unused
     for lay in siblings:
         marks = [m for m, on in (
             ("cut", any(t in cuts for t in lay.outputs.names)),
             ("fork", len(consumers[lay.name]) > 1),
             ("join", len(producers[lay.name]) > 1),
+            # a call no output depends on (Keras' call of an RNN's cell to learn shapes)
+            ("unused", bool(lay.outputs) and all(t.op in dead for t in lay.outputs)),
         ) if on]
         params, weights = _layer_params(lay, seen_weights)
         node = _Node(
@@ -256,7 +260,7 @@ def _params_of(node: _Node) -> int | None:
 
 def _op_nodes(graph: ModelGraph, lay: Layer, nested_ops: set[str]) -> list[_Node]:
     """The layer's own ops; ops inside a call, loop or branch go under that op (`body of while`)."""
-    hidden = graph.stand_ins  # TF's stand-ins for unused loop values
+    hidden = graph.stand_ins | graph.unused  # TF's stand-ins for unused loop values; ops no output depends on
     own = [o for o in lay.ops if o.name not in nested_ops and o.type not in HIDDEN_OPS and o.name not in hidden]
     names = {o.name for o in own}
     nodes = {}

@@ -6,7 +6,8 @@ the producer's `"outputs"` that flow), the graph's typed metadata, and the graph
 once. Graph-level attributes: `tensors` (canonical name -> Tensor), `names` (every accepted
 spelling -> canonical tensor or op name), `inputs`, `outputs` (tensor names), `input_names`
 (what executors are fed by), `layers` (Layer records), `model_type`, `stand_ins` (ops
-TensorFlow made to stand for unused values, which views leave out).
+TensorFlow made to stand for unused values, which views leave out), `unused` (ops no output
+depends on, which queries leave out: see `graphscope.ir.query.unused`).
 
 A body's argument nodes take edges from the producers of the calling op's inputs and its results
 feed the calling op, so the graph stays acyclic (loop back-edges are not drawn) and a walk from a
@@ -132,6 +133,8 @@ class ModelGraph:
         """Ops TensorFlow created to stand for values a body does not use."""
         return frozenset(self.graph.graph.get("stand_ins", ()))
 
+    unused = property(_on_graph(query.unused))
+
     def __repr__(self) -> str:
         return f"<ModelGraph {self.name}: {self.n_ops} ops, {self.n_layers} layers>"
 
@@ -190,3 +193,4 @@ class Queries:
     ancestors = _on_model_graph("ancestors")
     descendants = _on_model_graph("descendants")
     cut_points = _on_model_graph("cut_points")
+    unused = _on_model_graph("unused")

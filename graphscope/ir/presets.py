@@ -174,13 +174,16 @@ def layer_outputs(of: Any) -> Selection:
     """Every top-level layer call's output, in layer order (InputLayers left out): what
     `keras.Model(model.input, layer.output)` would give, for all layers at once."""
     graph = _model_graph(of)
-    return Selection({t.name: t for _, t in _top_level_outputs(graph) if not t.is_handle}.values())
+    dead = graph.unused
+    return Selection({t.name: t for _, t in _top_level_outputs(graph) if not t.is_handle and t.op not in dead}.values())
 
 
 def _ordered(graph: ModelGraph, found: dict[str, Tensor]) -> Selection:
-    """The tensors in topological (graph) order."""
+    """The tensors in topological (graph) order, those of unused ops left out (a call Keras
+    makes only to learn shapes is not the model's computation: see `query.unused`)."""
     position = {name: k for k, name in enumerate(graph.graph)}
-    return Selection(sorted(found.values(), key=lambda t: (position.get(t.op, 0), t.index)))
+    dead = graph.unused
+    return Selection(sorted((t for t in found.values() if t.op not in dead), key=lambda t: (position.get(t.op, 0), t.index)))
 
 
 PRESETS = {"pre_activations": pre_activations, "logits": logits, "attention": attention,

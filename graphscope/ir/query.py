@@ -36,7 +36,7 @@ from graphscope.ir.names import split_tensor_name
 from graphscope.ir.records import Layer, Op, Selection, Tensor
 
 __all__ = ["Index", "ancestors", "as_layer", "computed", "cut_points", "descendants", "find", "layer", "narrow", "op", "output",
-           "output_keys", "outputs", "resolve", "resolve_pairs", "tensor"]
+           "output_keys", "outputs", "resolve", "resolve_pairs", "tensor", "unused"]
 
 TensorLike = str | Tensor
 Fetchable = TensorLike | Selection | Layer | Iterable[TensorLike | Layer]
@@ -264,6 +264,7 @@ def find(
     *,
     op_type: str | None = None,
     layer: str | None = None,
+    include_unused: bool = False,
 ) -> Selection:
     """Tensors whose canonical name matches `re.search(pattern)`.
 
@@ -271,6 +272,8 @@ def find(
         pattern: a regular expression searched in canonical tensor names (None: every tensor).
         op_type: keep only tensors of ops whose type fully matches this regex (`Conv2D|MatMul`).
         layer: keep only tensors created inside this layer (or a layer nested in it).
+        include_unused: also list the tensors of ops no output depends on (see `unused`), which
+            are left out by default.
     """
     index = _index(G)
     if pattern is None:
@@ -278,7 +281,25 @@ def find(
     else:
         tensors_ = G.graph["tensors"]
         items = [tensors_[n] for n in index.search(compile_pattern(pattern, "pattern"))]
-    return narrow(items, None, op_type=op_type, layer=layer)
+    return narrow(_used(G, items, include_unused), None, op_type=op_type, layer=layer)
+
+
+def unused(G: nx.DiGraph) -> frozenset[str]:
+    """The ops no output of the traced function depends on, by canonical name: computed in the
+    graph but never run for its results, like the call Keras makes of an RNN's cell outside its
+    loop only to learn shapes (`lstm/lstm_cell/Sigmoid`). An op a graph must run for its side
+    effects (a variable write, an assert, a print: a function's control outputs) and what it
+    reads are used; so are the arguments of a body that runs. Queries leave unused ops out
+    unless asked (`include_unused=True`); editing one is refused, as it changes nothing."""
+    return frozenset(G.graph.get("unused", ()))
+
+
+def _used(G: nx.DiGraph, items: list[Tensor], include_unused: bool) -> list[Tensor]:
+    """`items` without the tensors of unused ops, unless `include_unused`."""
+    dead = G.graph.get("unused")
+    if include_unused or not dead:
+        return items
+    return [t for t in items if t.op not in dead]
 
 
 def ancestors(
@@ -287,10 +308,12 @@ def ancestors(
     pattern: str | None = None,
     *,
     op_type: str | None = None,
+    include_unused: bool = False,
 ) -> Selection:
     """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
-    depth and into nested functions, filtered like `find`. Never the tensors `of` names
-    themselves (one of them upstream of another included)."""
+    depth and into nested functions, filtered like `find` (unused ops left out unless
+    `include_unused`). Never the tensors `of` names themselves (one of them upstream of
+    another included)."""
     seeds = resolve(G, of)
     index = _index(G)
     ops: set[str] = set()
@@ -299,7 +322,7 @@ def ancestors(
     found = _tensors_in_order(G, ops, index)
     own = {t.name for t in seeds}  # a seed can be upstream of another one
     found = [t for t in found if t.name not in own]
-    return narrow(found, pattern, op_type=op_type, layer=None)
+    return narrow(_used(G, found, include_unused), pattern, op_type=op_type, layer=None)
 
 
 def descendants(
@@ -308,9 +331,10 @@ def descendants(
     pattern: str | None = None,
     *,
     op_type: str | None = None,
+    include_unused: bool = False,
 ) -> Selection:
     """Every tensor downstream of `of`: produced by ops that consume it, directly or not,
-    filtered like `find`. Like `ancestors`, never the tensors `of` names themselves (one of
+    filtered like `find` (unused ops left out unless `include_unused`). Like `ancestors`, never the tensors `of` names themselves (one of
     them downstream of another included)."""
     seeds = resolve(G, of)
     ops: set[str] = set()
@@ -321,7 +345,7 @@ def descendants(
                 ops |= nx.descendants(G, consumer)
     own = {t.name for t in seeds}
     found = [t for t in _tensors_in_order(G, ops, _index(G)) if t.name not in own]
-    return narrow(found, pattern, op_type=op_type, layer=None)
+    return narrow(_used(G, found, include_unused), pattern, op_type=op_type, layer=None)
 
 
 def layer(G: nx.DiGraph, key: str | int) -> Layer:

@@ -104,6 +104,7 @@ def graph_data(G: nx.DiGraph) -> dict[str, Any]:
             "input_names": list(G.graph.get("input_names", [])),
             "output_keys": list(G.graph.get("output_keys", [])),
             "stand_ins": sorted(G.graph.get("stand_ins", ())),
+            "unused": sorted(G.graph.get("unused", ())),
         },
         "nodes": [
             {
@@ -158,6 +159,7 @@ def graph_from_data(data: dict[str, Any]) -> nx.DiGraph:
         input_names=list(meta.get("input_names", [])),  # stores written before they were kept
         output_keys=list(meta.get("output_keys", [])),
         stand_ins=frozenset(meta.get("stand_ins", ())),
+        unused=frozenset(meta.get("unused", ())),  # stores written before it was kept: none
     )
     return G
 

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -139,11 +140,38 @@ def check_relevant(graph: ModelGraph, edits: Sequence[Edit], fetches: Sequence[T
         if t.name in wanted:
             continue
         consumers = [c for c in G.successors(t.op) if t.index in G.edges[t.op, c]["outputs"]]
+        if not any(c in needed for c in consumers) and t.op in graph.unused:
+            others = counterparts(graph, t)
+            raise DisconnectedError(
+                f"the edit of {t.name!r} changes nothing: no output of the model depends on it (it is computed but "
+                "never used, like the call Keras makes of an RNN's cell outside its loop only to learn shapes); edit "
+                + (f"the tensor the model uses instead ({', '.join(others)})" if others else
+                   "a tensor the model uses (scope.find lists only those)")
+            )
         if not any(c in needed for c in consumers):
             raise DisconnectedError(
                 f"the edit of {t.name!r} changes nothing the fetches ({', '.join(sorted(wanted))}) depend on: "
                 "edit a tensor upstream of them, or fetch one downstream of the edit"
             )
+
+
+def counterparts(graph: ModelGraph, t: Tensor, limit: int = 3) -> list[str]:
+    """Names of used tensors like the unused `t`: of the same op type and output index, created
+    by the same layer or another call of it (`lstm/lstm_cell` -> `lstm/lstm_cell@2`); only those
+    whose op has `t`'s op's own name (`Sigmoid_1`) where there are some."""
+    if t.layer is None:
+        return []
+    base = _call_free(t.layer)
+    found = [u for u in graph.find(op_type=re.escape(t.op_type))  # used ones only
+             if u.index == t.index and u.layer is not None and _call_free(u.layer) == base]
+    own = t.op.rpartition("/")[2]
+    found = [u for u in found if u.op.rpartition("/")[2] == own] or found
+    return [u.name for u in found[:limit]]
+
+
+def _call_free(layer: str) -> str:
+    """A layer path without its calls' numbers (`lstm/lstm_cell@2` -> `lstm/lstm_cell`)."""
+    return re.sub(r"@\d+(?=/|$)", "", layer)
 
 
 def _array_for(tensor: Tensor, value: Any) -> np.ndarray:

@@ -4,12 +4,15 @@ fetch, feed and edit (`ModelGraph.resolve_pairs`, `edit.resolve`, `gradients.res
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import warnings
 from typing import Any
 
 from graphscope.backend.mirror import Mirrored
 from graphscope.backend.trace import Traced
-from graphscope.errors import ArgumentError, TensorNotFoundError
+from graphscope.errors import ArgumentError, TensorNotFoundError, UnusedTensorWarning
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Results, Tensor
 from graphscope.runtime import edit as editing
@@ -56,9 +59,26 @@ class Runtime:
                tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
         if executor is None:
+            self._note_unused([t for _, t in fetch_pairs])
             executor = Executor(self, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None, edits=edit_list)
             self._executors.put(key, executor)
         return executor
+
+    def _note_unused(self, fetches: list[Tensor]) -> None:
+        """Warn, once per executor built, of fetches no output of the model depends on."""
+        dead = self.graph.unused
+        names = [t.name for t in fetches if t.op in dead]
+        if names:
+            used = editing.counterparts(self.graph, self.graph.tensors[names[0]])
+            warnings.warn(
+                f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: no output of the model depends on "
+                f"{'it' if len(names) == 1 else 'them'} (computed but never used, like the call Keras makes of an "
+                "RNN's cell outside its loop only to learn shapes); the values are real, but not part of what the "
+                "model computes" + (f"; the model uses {', '.join(used)}" if used else ""),
+                UnusedTensorWarning,
+                stacklevel=_outside_level(),
+            )
+
 
     def run(self, fetches: Any, inputs: Any, *, feeds: Any = None, edits: Any = None) -> Results:
         """One-shot `executor(fetches, feeds=feeds, edits=edits)(inputs)`; a list or tuple holds
@@ -84,6 +104,7 @@ class Runtime:
                Identity(target), tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
         executor = self._executors.get(key)
         if executor is None:
+            self._note_unused([of_tensor])
             executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list)
             self._executors.put(key, executor)
         return executor
@@ -122,3 +143,15 @@ class Runtime:
         if self._variables is None:
             self._variables = bound_variables(self.traced, self.program)
         return self._variables
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _outside_level() -> int:
+    """The `stacklevel` that makes a warning issued by the caller point at the first frame
+    outside graphscope (the user's line), however many of graphscope's calls lie between."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

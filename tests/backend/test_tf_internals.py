@@ -664,3 +664,39 @@ def test_a_loaded_signature_is_told_apart_from_other_concrete_functions(tmp_path
     assert not _tf.is_saved_signature(loaded.f.get_concrete_function())  # a restored function, not a signature
     call = tf.function(lambda v: module.f(v))  # the same shape of graph: placeholders and one call
     assert not _tf.is_saved_signature(call.get_concrete_function(tf.TensorSpec((None, 3), tf.float32)))
+
+
+def test_control_outputs_are_the_side_effects_a_function_and_its_bodies_must_run(tmp_path):
+    v = tf.Variable(1.0)
+
+    @tf.function
+    def f(x):
+        tf.debugging.assert_positive(x, message="positive")
+        v.assign_add(1.0)
+
+        def body(i, a):
+            tf.print(i)
+            return i + 1, a * 2.0
+
+        return tf.while_loop(lambda i, a: i < 2, body, (0, x))[1]
+
+    cf = f.get_concrete_function(tf.TensorSpec((2,), tf.float32))
+    kept = _tf.control_outputs(cf.graph)
+    assert "AssignAddVariableOp" in {op.type for op in kept}
+    # the assert runs in a branch (If) whose own control outputs hold it
+    (check,) = [op for op in kept if op.type in ("If", "StatelessIf")]
+    branches = [_tf.function_graph(cf.graph, check.get_attr(a).name) for a in ("then_branch", "else_branch")]
+    assert "Assert" in {op.type for g in branches for op in _tf.control_outputs(g)}
+    (loop,) = [op for op in cf.graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    body = _tf.function_graph(cf.graph, loop.get_attr("body").name)
+    assert "PrintV2" in {op.type for op in _tf.control_outputs(body)}
+    assert _tf.control_outputs(tf.Graph()) == []
+    # a loaded SavedModel's function graph keeps them too
+    module = tf.Module()
+    module.v = v
+    module.f = tf.function(f.python_function, input_signature=[tf.TensorSpec((2,), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "m"))
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    (call,) = [op for op in loaded.f.get_concrete_function().graph.get_operations() if op.type.endswith("PartitionedCall")]
+    inner = _tf.function_graph(call.graph, call.get_attr("f").name)
+    assert {"If", "AssignAddVariableOp"} <= {op.type for op in _tf.control_outputs(inner)}

@@ -136,3 +136,21 @@ def test_validate_moves_no_variable_a_layer_assigns(training):
     for b, w in zip(before, model.weights):
         np.testing.assert_array_equal(b, w)
     assert float(model.get_layer("c").count.numpy()) == 0.0
+
+
+def test_ops_no_output_depends_on_are_skipped_unless_named():
+    import warnings
+
+    scope = gs.trace(models.recurrent("LSTM"), quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gs.UnusedTensorWarning)
+        report = scope.validate(x)
+    assert report.ok and report.layers == 1
+    skipped = {op for op, why in report.skipped.items() if why.startswith("unused")}
+    assert skipped == set(scope.unused) and len(skipped) > 10
+    probe = scope.find(op_type="MatMul", include_unused=True)[0]
+    assert probe.op in scope.unused
+    with pytest.warns(gs.UnusedTensorWarning):  # named, it is replayed (and its fetch noted)
+        named = scope.validate(x, fetches=[probe.name])
+    assert named.ok and named.checked == 1

@@ -500,3 +500,209 @@ def test_the_key_of_a_single_output_names_it():
     values = scope.run(list(scope.output_keys), x)
     np.testing.assert_array_equal(values[""], f(x).numpy())  # the function called eagerly
     assert scope.tensor("") == scope.output("") == scope.output(0)
+
+
+# --------------------------------------------------------------------------- unused ops
+# Ops no output depends on (Keras' call of an RNN's cell outside its loop, made only to learn
+# shapes) are marked (`query.unused`), left out of queries unless `include_unused=True`, noted
+# when fetched and refused when edited.
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _gates_by_hand(kind, cell, x, h):
+    """The recurrent activations of every step, [steps, batch, units] each, in the order the
+    cell computes them, by numpy from the cell's weights, the inputs and Keras' own outputs."""
+    previous = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)  # h before each step
+    kernel, recurrent, bias = cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()
+    if kind == "LSTM":
+        z = np.einsum("bti,ij->tbj", x, kernel) + np.einsum("bti,ij->tbj", previous, recurrent) + bias
+        i, f, _, o = np.split(z, 4, axis=-1)
+        return [_sigmoid(i), _sigmoid(f), _sigmoid(o)]
+    x_z, x_r, _ = np.split(np.einsum("bti,ij->tbj", x, kernel) + bias[0], 3, axis=-1)
+    h_z, h_r, _ = np.split(np.einsum("bti,ij->tbj", previous, recurrent) + bias[1], 3, axis=-1)
+    return [_sigmoid(x_z + h_z), _sigmoid(x_r + h_r)]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_an_rnn_s_shape_probe_is_unused_and_found_only_when_asked(kind):
+    model = models.recurrent(kind)
+    scope = gs.trace(model, quiet=True)
+    layer = kind.lower()
+    hits = scope.find("Sigmoid", layer=layer)
+    assert hits and all(t.context == f"{layer}/while:body" for t in hits)  # the loop's, first one included
+    assert not any(t.op in scope.unused for t in hits)
+    # every hit offered by default runs, and holds what the cell computes at each step
+    x = np.random.default_rng(3).normal(size=(2, 4, 3)).astype(np.float32)
+    got = scope.run(hits, x)
+    expected = _gates_by_hand(kind, model.get_layer(layer).cell, x, model(x).numpy())
+    assert len(hits) == len(expected)
+    for t, want in zip(hits, expected):
+        np.testing.assert_allclose(got[t.name], want, rtol=1e-4, atol=1e-5)
+    # the probe's ops come only when asked, and are marked
+    everything = scope.find("Sigmoid", layer=layer, include_unused=True)
+    probes = [t for t in everything if t.name not in hits.names]
+    assert len(probes) == len(hits) and all(t.op in scope.unused and t.context is None for t in probes)
+    # fetching one is noted (its value is real: the cell's first step, as the loop computes it)
+    with pytest.warns(gs.UnusedTensorWarning, match="no output of the model depends on it"):
+        probe_value = scope.run(probes[0], x)[probes[0].name]
+    np.testing.assert_allclose(probe_value, got[hits[0].name][0], rtol=1e-5, atol=1e-6)
+    # editing one changes nothing, and the error names the tensor the model uses instead
+    with pytest.raises(gs.DisconnectedError, match="no output of the model depends on it") as caught:
+        scope.run(scope.outputs, x, edits={probes[0]: lambda v: v * 0.0})
+    assert hits[0].name in str(caught.value)
+    # the layer tree marks the probe call, and lists none of its unused ops
+    (call,) = [lay for lay in scope.layers if lay.outputs and all(t.op in scope.unused for t in lay.outputs)]
+    rows = scope.layer_tree(ops=True).rows
+    at = rows.index((2, call.name.rpartition("/")[2], f"{kind}Cell", "unused"))
+    under = [r for r in rows[at + 1:]]
+    under = under[:next((k for k, r in enumerate(under) if r[0] <= 2), len(under))]
+    assert under and not any(r[2] == "Sigmoid" for r in under)
+    assert all(r[3] != "unused" for r in rows[:at] + rows[at + 1:])
+
+
+def _with_side_effects():
+    """A function that computes things it never uses (at the top, in a loop body, in a nested
+    function) beside things it needs only for their side effects or through a control
+    dependency."""
+
+    @tf.function
+    def helper(x):
+        tf.print("helper", tf.reduce_max(x))  # a nested function's side effect
+        tf.cos(x)  # unused inside a function that runs
+        return x * 2.0
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    def f(x):
+        tf.sin(x) * 3.0  # computed, never used
+        total = tf.reduce_sum(tf.abs(x))
+        with tf.control_dependencies([total]):  # needed only through a control dependency
+            y = tf.identity(x)
+        tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)), ["not finite"])  # kept by control outputs
+
+        def body(i, a):
+            tf.exp(a)  # unused inside a loop body that runs
+            return i + 1, a + 1.0
+
+        return helper(tf.while_loop(lambda i, a: i < 3, body, (0, y))[1])
+
+    return f
+
+
+def test_a_function_s_unused_ops_are_those_no_output_or_side_effect_needs():
+    scope = gs.trace(_with_side_effects(), quiet=True)
+    G = scope.graph
+    # only what is computed and never used (and the constants only it reads)
+    assert {G.nodes[n]["op"].type for n in scope.unused} == {"Sin", "Mul", "Exp", "Cos", "Const"}
+    kept = {G.nodes[n]["op"].type for n in G if n not in scope.unused}
+    # the control dependency's computation, the assert and its condition, the loop, the prints
+    assert {"Abs", "Sum", "IsFinite", "All", "Assert", "PrintV2", "Max", "AddV2", "Less"} <= kept
+    assert any(t.endswith("While") for t in kept)
+    by_type = {G.nodes[n]["op"].type: n for n in scope.unused}
+    exp, cos = scope.tensor(f"{by_type['Exp']}:0"), scope.tensor(f"{by_type['Cos']}:0")
+    assert exp.context and exp.context.endswith(":body") and cos.function and cos.context is None
+    for name in ("Sin", "Exp", "Cos"):
+        assert not scope.find(op_type=name)
+        assert len(scope.find(op_type=name, include_unused=True)) == 1
+    sin = scope.find(op_type="Sin", include_unused=True)[0]
+    assert sin not in scope.descendants(scope.inputs[0]) and sin in scope.descendants(scope.inputs[0], include_unused=True)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.run([sin, exp], x)
+    np.testing.assert_allclose(got[sin.name], np.sin(x), rtol=1e-6)
+    np.testing.assert_allclose(got[exp.name], np.exp(x + np.arange(3, dtype=np.float32)[:, None, None]), rtol=1e-5)
+    with pytest.raises(gs.DisconnectedError, match="no output of the model depends on it"):
+        scope.run(scope.outputs, x, edits={sin: lambda v: v + 1.0})
+    # the used ones still run and still agree with the function
+    used = scope.find(op_type="Abs")[0]
+    np.testing.assert_allclose(scope.run(used, x)[used.name], np.abs(x))
+
+
+def _tf_keras_gru():
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((4, 3))
+    return tf_keras.Model(x_in, tf_keras.layers.GRU(5, return_sequences=True, name="gru")(x_in))
+
+
+_ROLES = (("body", "body"), ("cond", "cond"), ("then_branch", "then"), ("else_branch", "else"))
+
+
+def _unused_by_tensorflow(graph, raw_prefix="", running=True):
+    """The raw names of the ops of `graph` and of the bodies it calls that TensorFlow's own
+    pruning (`extract_sub_graph` of each graph's GraphDef, towards its outputs and the ops it
+    must run) leaves out, a body's arguments kept; every op of a body whose caller is left out."""
+    from graphscope.backend import tf_internals as _tf
+
+    dests = [t.op.name for t in graph.outputs] + [op.name for op in _tf.control_outputs(graph)]
+    if running and dests:
+        kept = {n.name for n in tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), dests).node}
+    else:
+        kept = set()
+    if running:
+        kept |= {t.op.name for t in graph.inputs}
+    found = set()
+    for op in graph.get_operations():
+        raw = raw_prefix + op.name
+        if op.name not in kept:
+            found.add(raw)
+        attrs = op.node_def.attr
+        if op.type.endswith("PartitionedCall") and "f" in attrs:
+            bodies = [("", attrs["f"].func.name)]
+        else:
+            bodies = [(role, attrs[a].func.name) for a, role in _ROLES if a in attrs and attrs[a].HasField("func")]
+            if "branches" in attrs:
+                bodies += [(f"branch{k}", fn.name) for k, fn in enumerate(attrs["branches"].list.func)]
+        for role, name in bodies:
+            body = _tf.function_graph(graph, name)
+            found |= _unused_by_tensorflow(body, f"{raw}/{role}/" if role else f"{raw}/", op.name in kept)
+    return found
+
+
+_BUILDS = {
+    "functional": models.functional, "nested": models.nested, "shared": models.shared,
+    "with_tf_function": models.with_tf_function, "control_flow": models.control_flow,
+    "loops_and_branches": models.loops_and_branches, "threshold_nms": models.threshold_nms,
+    "map_fn demo": lambda: demo.proposal_model(variant="map_fn"), "side effects": _with_side_effects,
+    "LSTM": lambda: models.recurrent("LSTM"), "GRU": lambda: models.recurrent("GRU"),
+    "tf_keras GRU": _tf_keras_gru, "saved LSTM": None,  # traced without its Python classes
+}
+
+
+@pytest.mark.parametrize("which", list(_BUILDS))
+def test_unused_ops_are_those_tensorflow_prunes(which, tmp_path):
+    from graphscope.backend.mirror import mirror
+    from graphscope.backend.trace import trace_function
+
+    if which == "saved LSTM":
+        models.recurrent("LSTM").export(tmp_path / "lstm")
+        traced = trace_function(str(tmp_path / "lstm"))
+    else:
+        traced = trace_function(_BUILDS[which]())
+    G = mirror(traced).graph.graph
+    expected = {G.graph["names"][raw] for raw in _unused_by_tensorflow(traced.function.graph)}
+    assert query.unused(G) == expected
+    if "LSTM" in which or "GRU" in which or which == "side effects":
+        assert expected  # there is something to find
+    # and no unused op feeds an output, through the mirrored graph's edges (bodies included)
+    outputs = {G.graph["tensors"][n].op for n in G.graph["outputs"]}
+    feeding = outputs.union(*(nx.ancestors(G, op) for op in outputs))
+    assert not feeding & query.unused(G)
+
+
+def test_a_gradient_of_an_unused_tensor_is_noted_and_right():
+    model = models.recurrent("LSTM")
+    scope = gs.trace(model, quiet=True)
+    probe = scope.find(op_type="Sigmoid", include_unused=True)[0]  # the input gate of the probe call
+    assert probe.op in scope.unused
+    x = np.random.default_rng(5).normal(size=(2, 4, 3)).astype(np.float32)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.gradients(probe, "sequence", x)["sequence"]
+    cell = model.get_layer("lstm").cell
+    kernel, bias = cell.kernel.numpy()[:, :cell.units], cell.bias.numpy()[:cell.units]
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:  # the probe: the cell's first step from zero state, by hand
+        tape.watch(xs)
+        total = tf.reduce_sum(tf.sigmoid(tf.matmul(xs[:, 0], kernel) + bias))
+    np.testing.assert_allclose(got, tape.gradient(total, xs).numpy(), rtol=1e-5, atol=1e-6)

@@ -62,3 +62,21 @@ def test_plain_graph_of_a_nested_function_keeps_the_call_chain(map_fn_scope):
 def test_unknown_format():
     with pytest.raises(gs.GraphscopeError, match="choose graphml, dot or json"):
         export.export(nx.DiGraph(), "yaml")
+
+
+def test_unused_ops_survive_a_round_trip():
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    def doubled(x):
+        tf.sin(x, name="wasted")  # computed, never used
+        return x * 2.0
+
+    scope = gs.trace(doubled, quiet=True)
+    assert scope.unused == {"wasted"}
+    again = gs.ModelGraph(export.graph_from_data(json.loads(json.dumps(export.graph_data(scope.graph)))))
+    assert again.unused == scope.unused
+    assert again.find("wasted").names == [] and again.find("wasted", include_unused=True).names == ["wasted:0"]
+    data = export.graph_data(scope.graph)
+    del data["graph"]["unused"]  # a store written before unused ops were kept: none are
+    assert gs.ModelGraph(export.graph_from_data(data)).unused == frozenset()
