@@ -405,3 +405,29 @@ def test_tf_keras_fused_lstm_calls_no_cell_and_keeps_its_names():
     scope = gs.trace(model, quiet=True)
     assert not [lay.name for lay in scope.layers if "@" in lay.name]
     assert scope.find("Sigmoid", layer="lstm").names == [f"lstm/PartitionedCall/while/Sigmoid{s}:0" for s in ("", "_1", "_2")]
+
+
+@pytest.mark.parametrize("kind", ["keras", "tf_keras"])
+def test_a_call_no_output_needs_is_numbered_after_the_one_that_is_needed(kind):
+    k = keras if kind == "keras" else pytest.importorskip("tf_keras")
+
+    class Wasteful(k.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = k.layers.Dense(2, name="d")
+
+        def call(self, x):
+            self.d(x * 2.0)  # computed first, never used
+            return self.d(x)
+
+    model = Wasteful()
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    model(x)
+    scope = gs.trace(model, input_signature=[tf.TensorSpec((None, 3), tf.float32)], quiet=True)
+    used, wasted = scope.layer("d"), scope.layer("d@2")
+    assert not any(t.op in scope.unused for t in used.outputs) and all(t.op in scope.unused for t in wasted.outputs)
+    np.testing.assert_allclose(scope.run(used.output, x)[used.output.name], model(x), rtol=1e-5, atol=1e-6)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.run(wasted.output, x)[wasted.output.name]
+    kernel, bias = (w.numpy() for w in model.d.weights)
+    np.testing.assert_allclose(got, (x * 2.0) @ kernel + bias, rtol=1e-5, atol=1e-6)
