@@ -44,7 +44,7 @@ class LayerCall:
     outputs: Any = None
     # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
     # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order;
-    # set by `Recorder.finish`
+    # set by `Recorder.finish`; a call no output needs comes after the others (`number_last`)
     number: int = 0
 
     @property
