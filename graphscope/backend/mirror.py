@@ -199,7 +199,8 @@ def _unused_calls(traced: Traced) -> set[int]:
                 todo.extend(body for _, _, body, _ in _Mirror._bodies(op) if id(body) in around)
     found = set()
     for call in candidates:
-        outputs = [t for t in tf.nest.flatten(call.outputs) if isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t)]
+        outputs = [t for t in tf.nest.flatten(call.outputs)
+                   if isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t)]
         needed = live.get(id(call.graph), set())
         if outputs and all(t.graph is call.graph and t.op.name not in needed for t in outputs):
             found.add(id(call))

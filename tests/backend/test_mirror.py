@@ -334,22 +334,25 @@ def _lstm_by_hand(cell, x, activation=np.tanh):
 
 
 def _rnn(kind):
-    """(model, [(rnn layer path, cell path, Keras cell, inputs as the loop sees them, h of each
-    loop step from Keras' own output)]) for a tiny model, built on sample inputs."""
+    """(model, inputs, [(rnn layer path, cell path, Keras cell, the inputs as its loop sees them,
+    h of each loop step from Keras' own output)]) for a tiny model, built on the inputs."""
     x = np.random.default_rng(7).normal(size=(2, 4, 3)).astype(np.float32)
     if kind == "tf_keras LSTM":  # not cuDNN's kernel (relu): tf_keras calls the cell, and probes it
         tf_keras = pytest.importorskip("tf_keras")
         x_in = tf_keras.Input((4, 3), name="sequence")
-        model = tf_keras.Model(x_in, tf_keras.layers.LSTM(5, activation="relu", return_sequences=True, name="lstm")(x_in))
+        lstm = tf_keras.layers.LSTM(5, activation="relu", return_sequences=True, name="lstm")
+        model = tf_keras.Model(x_in, lstm(x_in))
     elif kind == "Bidirectional":
         x_in = keras.Input((4, 3), name="sequence")
-        model = keras.Model(x_in, keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), name="bi")(x_in))
+        bi = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), name="bi")
+        model = keras.Model(x_in, bi(x_in))
     else:
         model = models.recurrent(kind)
     y = np.asarray(model(x))
     if kind == "Bidirectional":
         bi = model.get_layer("bi")
-        return model, x, [("bi/forward_lstm", "bi/forward_lstm/lstm_cell", bi.forward_layer.cell, x, y[..., :5].transpose(1, 0, 2)),
+        return model, x, [("bi/forward_lstm", "bi/forward_lstm/lstm_cell", bi.forward_layer.cell, x,
+                           y[..., :5].transpose(1, 0, 2)),
                           ("bi/backward_lstm", "bi/backward_lstm/lstm_cell", bi.backward_layer.cell, x[:, ::-1],
                            y[:, ::-1, 5:].transpose(1, 0, 2))]  # Keras flips the backward half back
     rnn = kind.split()[-1].lower()
@@ -404,7 +407,8 @@ def test_tf_keras_fused_lstm_calls_no_cell_and_keeps_its_names():
     model = tf_keras.Model(x_in, tf_keras.layers.LSTM(5, return_sequences=True, name="lstm")(x_in))
     scope = gs.trace(model, quiet=True)
     assert not [lay.name for lay in scope.layers if "@" in lay.name]
-    assert scope.find("Sigmoid", layer="lstm").names == [f"lstm/PartitionedCall/while/Sigmoid{s}:0" for s in ("", "_1", "_2")]
+    gates = [f"lstm/PartitionedCall/while/Sigmoid{s}:0" for s in ("", "_1", "_2")]
+    assert scope.find("Sigmoid", layer="lstm").names == gates
 
 
 @pytest.mark.parametrize("kind", ["keras", "tf_keras"])
