@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 
-__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "keras_roots", "recording"]
+__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "keras_roots", "number_last", "recording"]
 
 # Tracing mutates per-instance attributes for its duration; two traces of the same model at
 # once would see each other's wrappers.
@@ -44,7 +44,7 @@ class LayerCall:
     outputs: Any = None
     # 1-based: the n-th call of this layer inside its parent call, in the order the user's code
     # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order;
-    # set by `Recorder.finish`
+    # set by `Recorder.finish`; a call no output needs comes after the others (`number_last`)
     number: int = 0
 
     @property
@@ -125,6 +125,23 @@ class Recorder:
                 if order is not None and len(order) == len(same) and len(set(order)) == len(order):
                     for call, number in zip(same, order):
                         call.number = number
+
+
+def number_last(calls: Sequence[LayerCall], last: set[int]) -> None:
+    """Renumber each layer's calls inside one parent call so that the calls in `last` (by id:
+    those no output needs, the call Keras makes of an RNN's cell outside its loop only to learn
+    shapes) come after the others, which keep their order and numbers otherwise: the call the
+    model runs is `lstm/lstm_cell`, the probe `lstm/lstm_cell@2`. Applied twice, the same."""
+    if not last:
+        return
+    by_layer: dict[tuple[int, int], list[LayerCall]] = {}
+    for call in calls:
+        by_layer.setdefault((id(call.parent), id(call.layer)), []).append(call)
+    for same in by_layer.values():
+        if len(same) > 1 and any(id(c) in last for c in same):
+            numbers = sorted(c.number for c in same)
+            for call, number in zip(sorted(same, key=lambda c: (id(c) in last, c.number)), numbers):
+                call.number = number
 
 
 def _parameter_order(call: Any) -> dict[str, int]:

@@ -20,7 +20,7 @@ import networkx as nx
 import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
-from graphscope.backend.keras_calls import LayerCall
+from graphscope.backend.keras_calls import LayerCall, number_last
 from graphscope.backend.trace import Traced
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.names import qualify, tensor_name, uniquify
@@ -165,7 +165,60 @@ def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirr
     """Mirror a traced function (and every function nested in it) into a ModelGraph.
 
     `tick(1)` is called once per op mirrored (a progress display's counter)."""
+    number_last(traced.calls, _unused_calls(traced))  # before any name is made
     return _Mirror(traced, tick).build()
+
+
+def _unused_calls(traced: Traced) -> set[int]:
+    """The recorded calls (by id) of a layer called more than once inside one parent call whose
+    outputs no output of the traced function needs (`_unused`'s rule, on TensorFlow's graphs):
+    Keras calls an RNN's cell once outside its loop only to learn shapes, then in the loop's
+    body. Only the graphs holding such calls, and those around them, are walked; none when no
+    layer is called twice in one parent."""
+    by_layer: dict[tuple[int, int], list[LayerCall]] = defaultdict(list)
+    for call in traced.calls:
+        by_layer[(id(call.parent), id(call.layer))].append(call)
+    candidates = [c for same in by_layer.values() if len(same) > 1 for c in same]
+    if not candidates:
+        return set()
+    around: set[int] = set()  # the graphs holding candidates, and the graphs around them
+    for call in candidates:
+        g: Any = call.graph
+        while g is not None and id(g) not in around:
+            around.add(id(g))
+            g = getattr(g, "outer_graph", None)
+    live: dict[int, set[str]] = {}  # graph -> its ops an output needs, where the graph runs
+    todo: list[tf.Graph] = [traced.function.graph]
+    while todo:
+        graph = todo.pop()
+        if id(graph) in live:
+            continue
+        needed = live[id(graph)] = _needed_ops(graph)
+        for op in graph.get_operations():
+            if op.name in needed and op.type in _BODY_OPS:
+                todo.extend(body for _, _, body, _ in _Mirror._bodies(op) if id(body) in around)
+    found = set()
+    for call in candidates:
+        outputs = [t for t in tf.nest.flatten(call.outputs)
+                   if isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t)]
+        needed = live.get(id(call.graph), set())
+        if outputs and all(t.graph is call.graph and t.op.name not in needed for t in outputs):
+            found.add(id(call))
+    return found
+
+
+def _needed_ops(graph: tf.Graph) -> set[str]:
+    """The names of the ops of `graph` upstream (through inputs and control inputs) of its
+    outputs, arguments and `control_outputs`: `_unused`'s live ops, by TensorFlow's names."""
+    needed: set[str] = set()
+    todo = [t.op for t in (*graph.inputs, *graph.outputs)] + _tf.control_outputs(graph)
+    while todo:
+        op = todo.pop()
+        if op.name not in needed:
+            needed.add(op.name)
+            todo.extend(t.op for t in op.inputs)
+            todo.extend(op.control_inputs)
+    return needed
 
 
 def _unused(top: _Level) -> set[str]:
@@ -474,7 +527,8 @@ class _Mirror:
             return ""  # a SavedModel's serving call: its name is noise
         return f"{name}/"
 
-    def _bodies(self, op: tf.Operation) -> list[tuple[str, str, tf.Graph, int]]:
+    @staticmethod
+    def _bodies(op: tf.Operation) -> list[tuple[str, str, tf.Graph, int]]:
         """(role, function attribute, body graph, offset of the op inputs feeding its arguments)."""
         if op.type not in _BODY_OPS:
             return []
@@ -579,7 +633,8 @@ class _Mirror:
         # positional, then keyword arguments (in the order of the call's signature)
         inputs = self._tensor_names(call, (call.args, list(call.keywords.values())))
         name = self._layer_path(call) or call.layer.name
-        outputs = self._tensor_names(call, call.outputs)
+        # once each: an RNN cell returns `h, [h, c]`
+        outputs = list(dict.fromkeys(self._tensor_names(call, call.outputs)))
         self._add_layer(name, call.layer, index, inputs, outputs, (structure, keywords))
         self._visit(call, call.layer, inputs)
 

@@ -192,8 +192,10 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
         outputs = node_outputs(model, lay.keras_layer)  # call k's is its node k (issue 20)
         if len(outputs) < int(number or 1):  # not a node of this model (called by other code)
             continue
-        (symbolic,) = outputs[int(number or 1) - 1]  # one output, checked above
-        pairs.append((lay.output.name, symbolic))
+        node = outputs[int(number or 1) - 1]
+        if len({id(s) for s in node}) != 1:  # one output (returned once, or the same one again)
+            continue
+        pairs.append((lay.output.name, node[0]))
     if not pairs:
         return
     try:

@@ -287,7 +287,7 @@ def find(
 def unused(G: nx.DiGraph) -> frozenset[str]:
     """The ops no output of the traced function depends on, by canonical name: computed in the
     graph but never run for its results, like the call Keras makes of an RNN's cell outside its
-    loop only to learn shapes (`lstm/lstm_cell/Sigmoid`). An op a graph must run for its side
+    loop only to learn shapes (`lstm/lstm_cell@2/Sigmoid`). An op a graph must run for its side
     effects (a variable write, an assert, a print: a function's control outputs) and what it
     reads are used; so are the arguments of a body that runs. Queries leave unused ops out
     unless asked (`include_unused=True`); editing one is refused, as it changes nothing."""

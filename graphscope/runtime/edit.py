@@ -157,7 +157,7 @@ def check_relevant(graph: ModelGraph, edits: Sequence[Edit], fetches: Sequence[T
 
 def counterparts(graph: ModelGraph, t: Tensor, limit: int = 3) -> list[str]:
     """Names of used tensors like the unused `t`: of the same op type and output index, created
-    by the same layer or another call of it (`lstm/lstm_cell` -> `lstm/lstm_cell@2`); only those
+    by the same layer or another call of it (`lstm/lstm_cell@2` -> `lstm/lstm_cell`); only those
     whose op has `t`'s op's own name (`Sigmoid_1`) where there are some."""
     if t.layer is None:
         return []

@@ -1,5 +1,7 @@
 """graph: the mirrored networkx graph, nested bodies included, with layers from the real calls."""
 
+import re
+
 import keras
 import networkx as nx
 import numpy as np
@@ -305,3 +307,131 @@ def test_an_eager_tensor_made_in_build_is_the_input_it_was_captured_as(kind, cou
     np.testing.assert_array_equal(values[ids.name], model.get_layer("pe").ids)
     np.testing.assert_allclose(values[pos.output.name], _called(pos, values), rtol=1e-6)  # the Embedding, eagerly
     np.testing.assert_allclose(values[scope.output().name], model(x), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- RNN shape probes
+# Keras calls an RNN's cell once outside its loop only to learn shapes (the probe: no output
+# needs it), then in the loop's body. The call the model runs is the cell's first
+# (`lstm/lstm_cell`, ops `lstm/while/lstm_cell/...`), the probe comes after it (`@2`).
+
+
+def _np_sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _lstm_by_hand(cell, x, activation=np.tanh):
+    """h and c of every step, [steps, batch, units] each, by numpy from the cell's weights."""
+    kernel, recurrent, bias = cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()
+    h = c = np.zeros((x.shape[0], cell.units), np.float32)
+    hs, cs = [], []
+    for t in range(x.shape[1]):
+        i, f, g, o = np.split(x[:, t] @ kernel + h @ recurrent + bias, 4, axis=-1)
+        c = _np_sigmoid(f) * c + _np_sigmoid(i) * activation(g)
+        h = _np_sigmoid(o) * activation(c)
+        hs.append(h)
+        cs.append(c)
+    return np.stack(hs), np.stack(cs)
+
+
+def _rnn(kind):
+    """(model, inputs, [(rnn layer path, cell path, Keras cell, the inputs as its loop sees them,
+    h of each loop step from Keras' own output)]) for a tiny model, built on the inputs."""
+    x = np.random.default_rng(7).normal(size=(2, 4, 3)).astype(np.float32)
+    if kind == "tf_keras LSTM":  # not cuDNN's kernel (relu): tf_keras calls the cell, and probes it
+        tf_keras = pytest.importorskip("tf_keras")
+        x_in = tf_keras.Input((4, 3), name="sequence")
+        lstm = tf_keras.layers.LSTM(5, activation="relu", return_sequences=True, name="lstm")
+        model = tf_keras.Model(x_in, lstm(x_in))
+    elif kind == "Bidirectional":
+        x_in = keras.Input((4, 3), name="sequence")
+        bi = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True), name="bi")
+        model = keras.Model(x_in, bi(x_in))
+    else:
+        model = models.recurrent(kind)
+    y = np.asarray(model(x))
+    if kind == "Bidirectional":
+        bi = model.get_layer("bi")
+        return model, x, [("bi/forward_lstm", "bi/forward_lstm/lstm_cell", bi.forward_layer.cell, x,
+                           y[..., :5].transpose(1, 0, 2)),
+                          ("bi/backward_lstm", "bi/backward_lstm/lstm_cell", bi.backward_layer.cell, x[:, ::-1],
+                           y[:, ::-1, 5:].transpose(1, 0, 2))]  # Keras flips the backward half back
+    rnn = kind.split()[-1].lower()
+    return model, x, [(rnn, f"{rnn}/{rnn}_cell", model.get_layer(rnn).cell, x, y.transpose(1, 0, 2))]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "Bidirectional", "tf_keras LSTM"])
+def test_an_rnn_cell_is_the_call_its_loop_runs_and_the_shape_probe_comes_after_it(kind):
+    model, x, cells = _rnn(kind)
+    scope = gs.trace(model, quiet=True)
+    tree = str(scope.layer_tree(depth=4))
+    for rnn, path, cell, seen, keras_h in cells:
+        used, probe = scope.layer(path), scope.layer(f"{path}@2")
+        assert used.keras_layer is probe.keras_layer is cell
+        base = path.rpartition("/")[2]
+        # the call the model runs: in the loop's body, named by it, needed by the output
+        assert f"{rnn}/while/{base}/Sigmoid" in {op.name for op in used.ops}
+        assert {t.context for t in used.outputs} == {f"{rnn}/while:body"}
+        assert not any(t.op in scope.unused for t in used.outputs)
+        # the probe: outside the loop, after it, unused
+        assert f"{rnn}/{base}@2/Sigmoid" in {op.name for op in probe.ops}
+        assert probe.outputs and all(t.op in scope.unused and t.context is None for t in probe.outputs)
+        assert [lay.name for lay in scope.layers if lay.name.startswith(path)] == [path, f"{path}@2"]
+        # a cell returns `h, [h, c]` (GRU: `h, [h]`): each output listed once
+        assert len(used.outputs) == len(set(used.outputs.names)) == (1 if kind == "GRU" else 2)
+        # its values, each step: h as Keras' layer outputs it; an LSTM's h and c by numpy too
+        got = scope.run(used.outputs, x)
+        h_name = used.outputs.names[0]
+        np.testing.assert_allclose(got[h_name], keras_h, rtol=1e-4, atol=1e-5)
+        probe_h = keras_h[0]  # the cell's step from zero state on the inputs' first step (as given)
+        if kind != "GRU":
+            activation = (lambda v: np.maximum(v, 0)) if kind.startswith("tf_keras") else np.tanh
+            hs, cs = _lstm_by_hand(cell, seen, activation)
+            np.testing.assert_allclose(got[h_name], hs, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(got[used.outputs.names[1]], cs, rtol=1e-4, atol=1e-5)
+            probe_h = _lstm_by_hand(cell, x[:, :1], activation)[0][0]  # a backward layer's too
+        # the probe's value is real (noted when fetched)
+        with pytest.warns(gs.UnusedTensorWarning):
+            first = scope.run(probe.outputs[0], x)[probe.outputs.names[0]]
+        np.testing.assert_allclose(first, probe_h, rtol=1e-4, atol=1e-5)
+        # the tree gives the cell's parameters to the call the model runs; marks the probe
+        counted = re.search(rf"─ {base}\s+\w+Cell\s+[^a-z]*?\s(\d+)\s+\d+\s*$", tree, re.M)
+        assert counted and int(counted.group(1)) == cell.count_params()
+        assert re.search(rf"─ {base}@2\s+\w+Cell\s+[^a-z]*?\s\d+\s+unused\s*$", tree, re.M)
+
+
+def test_tf_keras_fused_lstm_calls_no_cell_and_keeps_its_names():
+    """tf_keras' default LSTM runs its own loop (`standard_lstm`) without calling the cell: no
+    cell call, no `@2`; its gates are named under the loop inside the function call."""
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((4, 3), name="sequence")
+    model = tf_keras.Model(x_in, tf_keras.layers.LSTM(5, return_sequences=True, name="lstm")(x_in))
+    scope = gs.trace(model, quiet=True)
+    assert not [lay.name for lay in scope.layers if "@" in lay.name]
+    gates = [f"lstm/PartitionedCall/while/Sigmoid{s}:0" for s in ("", "_1", "_2")]
+    assert scope.find("Sigmoid", layer="lstm").names == gates
+
+
+@pytest.mark.parametrize("kind", ["keras", "tf_keras"])
+def test_a_call_no_output_needs_is_numbered_after_the_one_that_is_needed(kind):
+    k = keras if kind == "keras" else pytest.importorskip("tf_keras")
+
+    class Wasteful(k.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = k.layers.Dense(2, name="d")
+
+        def call(self, x):
+            self.d(x * 2.0)  # computed first, never used
+            return self.d(x)
+
+    model = Wasteful()
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    model(x)
+    scope = gs.trace(model, input_signature=[tf.TensorSpec((None, 3), tf.float32)], quiet=True)
+    used, wasted = scope.layer("d"), scope.layer("d@2")
+    assert not any(t.op in scope.unused for t in used.outputs) and all(t.op in scope.unused for t in wasted.outputs)
+    np.testing.assert_allclose(scope.run(used.output, x)[used.output.name], model(x), rtol=1e-5, atol=1e-6)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.run(wasted.output, x)[wasted.output.name]
+    kernel, bias = (w.numpy() for w in model.d.weights)
+    np.testing.assert_allclose(got, (x * 2.0) @ kernel + bias, rtol=1e-5, atol=1e-6)
