@@ -27,6 +27,9 @@ ACTIVATIONS = frozenset({
     "LogSoftmax", "Gelu",
 })
 _PASS_THROUGH = frozenset({"Identity", "IdentityN"})
+# a function call's output is its body's result: the mirror lists the body's results as the
+# call op's last inputs, one per output (a SavedModel's serving function calls the model this way)
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def _model_graph(of: Any) -> ModelGraph:
@@ -41,10 +44,15 @@ def _model_graph(of: Any) -> ModelGraph:
 def _producer(graph: ModelGraph, tensor: Tensor) -> Tensor:
     """`tensor`, or what it passes through unchanged (Identity ops, a function call's result)."""
     seen = set()
-    while tensor.op_type in _PASS_THROUGH and tensor.name not in seen:
+    while tensor.op_type in _PASS_THROUGH | _CALLS and tensor.name not in seen:
         seen.add(tensor.name)
         op = graph.graph.nodes[tensor.op]["op"]
-        index = tensor.index if tensor.op_type == "IdentityN" else 0
+        if tensor.op_type in _CALLS:
+            index = len(op.inputs) - len(op.outputs) + tensor.index  # the body's result
+            if len(op.inputs) < len(op.outputs) or op.inputs[index] not in graph.tensors:
+                break
+        else:
+            index = tensor.index if tensor.op_type == "IdentityN" else 0
         if index >= len(op.inputs):
             break
         tensor = graph.tensors[op.inputs[index]]
@@ -137,7 +145,8 @@ def pre_activations(of: Any) -> Selection:
 
 def logits(of: Any) -> Selection:
     """The input of each final softmax or sigmoid: for every model output that is (through
-    Identity ops) a Softmax, Sigmoid or LogSoftmax, the tensor it is applied to, before any cast
+    Identity ops and function calls, as a SavedModel's serving call) a Softmax, Sigmoid or
+    LogSoftmax, the tensor it is applied to, before any cast
     (a mixed-precision model's float32 softmax casts the float16 logits)."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}

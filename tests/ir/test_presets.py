@@ -206,3 +206,17 @@ def test_gelu_pre_activations_exact_and_approximate():
         keras_out = keras.Model(model.input, model.get_layer(layer).output)(x)
         np.testing.assert_allclose(_gelu(values[t.name].astype(np.float64), approximate), keras_out,
                                    rtol=1e-5, atol=1e-6, err_msg=layer)
+
+
+def test_the_logits_of_a_saved_model_are_found_through_its_serving_call(tmp_path):
+    """A SavedModel's output is its serving function's call op (`StatefulPartitionedCall:0`); the
+    softmax is inside the call, and the logits are what it is applied to there."""
+    model = _activations_zoo()
+    model.export(str(tmp_path / "exported"), verbose=False)
+    scope = gs.trace(str(tmp_path / "exported"), quiet=True)
+    assert scope.outputs[0].op_type == "StatefulPartitionedCall"  # what this test is about
+    (logits,) = gs.presets.logits(scope)
+    assert logits.op_type == "BiasAdd" and logits.layer == "probs"
+    x = models.sample_inputs(model)[0]
+    want = keras.Model(model.input, model.get_layer("probs").output)(x)  # the softmax, by Keras
+    np.testing.assert_allclose(_softmax(scope.run(logits, x)[logits.name]), want, rtol=1e-5, atol=1e-6)
