@@ -20,6 +20,7 @@ import tensorflow as tf
 import graphscope as gs
 import keras
 from graphscope.backend import tf_internals as _tf
+from rich.cells import cell_len
 from tests import zoo_models
 from tests.conftest import text_at
 
@@ -171,18 +172,33 @@ def test_names_carry_no_suffix_from_a_reopened_scope(zoo):
     # tensor it receives: `cumulative/while/body/strided_slice_1` for `cumulative/strided_slice_1`)
     present = {(tuple(p[:i]), p[i].split("@")[0].lower()) for p in paths for i in range(len(p))}
     in_call = {(tensors[n].layer, s.split("@")[0].lower()) for n, p in zip(names, paths) for s in p}
-    wrong = []
+    inputs = set(scope.model_graph.inputs.names)
+    wrong = [f"{name} (input named as Keras names its symbolic tensors, not as the model does)"
+             for name in inputs if re.fullmatch(r"keras_tensor(_\d+)?:\d+", name)]
     for name, path in zip(names, paths):
-        if tensors[name].is_handle and tensors[name].op_type == "Placeholder":
-            continue  # a captured variable handle keeps TensorFlow's capture name (`while/input_7`)
+        if name in inputs or tensors[name].is_handle and tensors[name].op_type == "Placeholder":
+            continue  # inputs: checked above; a captured variable handle keeps TensorFlow's capture name
         if path[0] == root or re.fullmatch(re.escape(root) + r"_\d+", path[0]):
             wrong.append(f"{name} (starts with the root model's name)")
             continue
-        for i, segment in enumerate(path):
+        layer = tensors[name].layer
+        layer_depth = len(layer.split("/")) if layer else 0
+        # the call's own segment: the first after the layer's last one; deeper ones are scopes TF
+        # opens inside one op (`Repeat/concat/values_1`: the list element 1, not a suffix)
+        if layer is None:
+            limit = 1  # an op of the model's own code: its name is its own segment
+        else:
+            last = max((k for k, seg in enumerate(path) if seg == layer.split("/")[-1]), default=None)
+            limit = len(path) if last is None else last + 2
+        for i, segment in enumerate(path[:limit]):
             bare = segment.split("@")[0]
             match = _SUFFIXED.match(bare)
+            if match and i < layer_depth and match["base"] in own and bare not in own:
+                wrong.append(f"{name} ({segment!r}: layer {match['base']!r}'s scope opened again)")
+                break
             base = match["base"].lower() if match else ""
-            if match and bare not in own and (tuple(path[:i]), base) not in present \
+            # `x_1` beside `x` or `x_0` (TensorFlow numbers a list's elements: `concat/values_1`)
+            if match and bare not in own and not {(tuple(path[:i]), base), (tuple(path[:i]), base + "_0")} & present \
                     and (tensors[name].layer, base) not in in_call:
                 wrong.append(f"{name} ({segment!r} without {match['base']!r} beside it)")
                 break
@@ -195,7 +211,15 @@ def test_every_called_layer_has_ops_or_passes_its_input_through(zoo):
     names = [lay.name for lay in records]
     assert len(set(names)) == len(names), f"{case.name}: Layer records share a name: " + str(
         sorted({n for n in names if names.count(n) > 1}))
-    idle = [lay for lay in records if not lay.ops and lay.type != "InputLayer"]
+    # a record with no ops, inputs or outputs stands for a layer that was not called (whisper's
+    # attention computes its softmax with keras.ops, not its `softmax` layer): fine, unless a
+    # functional model holds it, which calls every layer it holds
+    functional = [case.model] if case.target is case.model and _is_functional(case.model) else []
+    functional += [lay.keras_layer for lay in records if lay.keras_layer is not None and lay.ops
+                   and _is_functional(lay.keras_layer)]
+    held = {id(layer) for container in functional for layer in container.layers}
+    idle = [lay for lay in records if not lay.ops and lay.type != "InputLayer"
+            and (lay.inputs or lay.outputs or id(lay.keras_layer) in held)]
     if idle:
         values = scope.run([t for lay in idle for t in (*lay.inputs, *lay.outputs) if not t.is_handle],
                            _feed(case, scope))
@@ -255,20 +279,31 @@ def test_every_layer_output_equals_keras(zoo):
     needed = [t.name for record, _, _, _ in checks for t in record.outputs if not t.is_handle] + read
     values = scope.run(list(dict.fromkeys(needed)), _feed(case, scope))
     groups: dict[int, list] = {}
+    compared = 0
     for check in checks:
         groups.setdefault(id(check[2]), []).append(check)
     for group in groups.values():
         container, maker = group[0][2], group[0][3]
         k = _keras_module(container)
         symbolic = [out for _, outputs, _, _ in group for out in outputs]
-        want = k.Model(container.input, symbolic)(maker(values))
-        want = iter(tf.nest.flatten(want))
+        try:
+            want = iter(tf.nest.flatten(k.Model(container.input, symbolic)(maker(values))))
+        except ValueError:  # Keras cannot build a sub-model to one of them: each on its own
+            want = None
         for record, outputs, _, _ in group:
             got = [values[t.name] for t in record.outputs if not t.is_handle]
-            expected = [np.asarray(next(want)) for _ in outputs]
+            if want is None:
+                try:
+                    expected = [np.asarray(w) for w in tf.nest.flatten(k.Model(container.input, outputs)(maker(values)))]
+                except ValueError:  # "not connected to inputs": Keras has no sub-model to this call
+                    continue
+            else:
+                expected = [np.asarray(next(want)) for _ in outputs]
+            compared += 1
             assert len(got) == len(expected), f"{case.name}: {record.name}: {len(got)} outputs, Keras {len(expected)}"
             for g, w in zip(got, expected):
                 _close(g, w, case, record.name)
+    assert compared, f"{case.name}: Keras could build no sub-model to any layer call"
 
 
 def test_outputs_by_key_equal_the_models_own(zoo):
@@ -397,10 +432,17 @@ def test_the_layer_tree_renders_at_80_columns(zoo):
     case, scope = _zoo(zoo)
     tree = scope.layer_tree()
     text = text_at(tree, width=80)
-    from rich.cells import cell_len
-
-    long = [line for line in text.splitlines() if cell_len(line) > 80]
+    lines = text.splitlines()
+    long = [line for line in lines if cell_len(line) > 80]
     assert not long, f"{case.name}: {len(long)} lines over 80 columns: {long[:3]}"
-    cut_types = sum(1 for _, _, kind, _ in tree.rows if len(kind) > 14)  # the type column ellipsizes past 14
-    assert text.count("…") <= cut_types, f"{case.name}: a layer name was cut:\n{text}"
-    assert len(tree.rows) >= 2 and tree.rows[0][1], f"{case.name}: an empty tree"
+    # every layer's label is shown whole in the first column (folded under its guide lines, not cut)
+    header = next(k for k, line in enumerate(lines) if line.lstrip().startswith("layer "))
+    width = lines[header].index(" type ") + 1
+    column = "".join(re.sub(r"[│├└─▸\s]", "", line[:width]) for line in lines[header + 2:])
+    position = 0
+    for _, label, _, _ in tree.rows:
+        label = re.sub(r"[▸\s]", "", label)
+        found = column.find(label, position)
+        assert found >= 0, f"{case.name}: layer {label!r} is not shown whole at 80 columns:\n{text}"
+        position = found + len(label)
+    assert len(tree.rows) >= 2, f"{case.name}: an empty tree"
