@@ -593,3 +593,14 @@ def test_a_static_table_s_initializer_is_an_import_of_that_name_and_a_no_op_once
     tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=tf.constant([1, 9], tf.int64),
                                    values=tf.constant([7.0, 8.0]))
     np.testing.assert_array_equal(table.lookup(tf.constant([1, 2, 9], tf.int64)).numpy(), [3.0, 4.0, -1.0])
+
+
+def test_an_unnamed_keras_input_is_named_by_its_input_layer():
+    named, unnamed = keras.Input((3,), name="pixels"), keras.Input((3,))
+    assert _tf.keras_input_name(named) == named.name == "pixels"
+    layer = unnamed._keras_history.operation  # Keras 3's record of the op that made the tensor
+    assert type(layer).__name__ == "InputLayer" and _tf.keras_input_name(unnamed) == layer.name
+    assert unnamed.name.startswith("keras_tensor") and layer.name.startswith("input_layer")
+    tf_keras = pytest.importorskip("tf_keras")
+    old = tf_keras.Input((3,))
+    assert _tf.keras_input_name(old) == old._keras_history.layer.name == old.name  # tf_keras names both
