@@ -77,22 +77,27 @@ def _activation_input(graph: ModelGraph, tensor: Tensor) -> Tensor | None:
             if inner == x.name or (scaled is not None and scaled.op_type == "Mul"
                                    and x.name in graph.graph.nodes[scaled.op]["op"].inputs):
                 return x
-    if t.op_type == "Mul":
+    if t.op_type in ("Select", "SelectV2") and len(op.inputs) == 3:  # a masked softmax: where(mask, softmax(x), 0)
+        inner = _producer(graph, graph.tensors[op.inputs[1]])
+        if inner.op_type == "Softmax" and inner.layer == t.layer:
+            return _activation_input(graph, inner)
+    if t.op_type in ("Mul", "RealDiv"):
         return _gelu_input(graph, t)
     return None
 
 
 # GELU has no op of its own: Keras builds `0.5 * x * erfc(-x / sqrt(2))` (tf_keras: `erf`), or
-# with approximate=True `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`
+# with approximate=True `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`; nor have
+# hard sigmoid `relu6(x + 3) / 6` and hard swish `x * relu6(x + 3) / 6` (MobileNetV3)
 _GELU_OPS = frozenset({"Mul", "Neg", "Erf", "Erfc", "Tanh", "Pow", "Square", "AddV2", "Add", "Sub", "RealDiv",
-                       "Sqrt", "Cast", "Identity"})
-_GELU_MARKS = frozenset({"Erf", "Erfc", "Tanh"})
+                       "Sqrt", "Cast", "Identity", "Relu6"})
+_GELU_MARKS = frozenset({"Erf", "Erfc", "Tanh", "Relu6"})
 
 
 def _gelu_input(graph: ModelGraph, t: Tensor) -> Tensor | None:
-    """The `x` of a GELU whose result is `t` (a `Mul`): the one non-constant tensor that a small
-    group of elementwise ops computed in `t`'s layer reads, an `Erf`, `Erfc` or `Tanh` among
-    them; else None."""
+    """The `x` of a GELU, hard sigmoid or hard swish whose result is `t` (a `Mul` or
+    `RealDiv`): the one non-constant tensor that a small group of elementwise ops computed in
+    `t`'s layer reads, an `Erf`, `Erfc`, `Tanh` or `Relu6` among them; else None."""
     G = graph.graph
     top = G.nodes[t.op]["op"]
     seen: set[str] = set()
@@ -131,7 +136,8 @@ def pre_activations(of: Any) -> Selection:
     """For every layer whose output is an activation (fused, `Dense(..., activation="relu")`, or
     an `Activation`/`ReLU`/`Softmax` layer), the tensor just before it: `block4_conv3/BiasAdd:0`,
     the `FusedBatchNormV3` before ResNet's `conv2_block1_1_relu`, SiLU's input in EfficientNet,
-    GELU's in ViT and BERT (exact or tanh-approximated).
+    GELU's in ViT and BERT (exact or tanh-approximated), hard swish's in MobileNetV3, and a masked
+    `Softmax` layer's masked scores (attention with a padding mask).
     Layers nested inside others count too."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}
