@@ -42,8 +42,6 @@ CANNOT: dict[tuple[str, str], str] = {
         "its outputs are gathered by NMS indices and counted: tf.GradientTape has no gradient for any of them",
 }
 
-PROPERTIES = ("no_signature", "names", "layers", "layer_values", "outputs", "gradient", "edits", "presets", "tree")
-
 _BUILT: dict[str, Any] = {}
 
 
@@ -78,12 +76,10 @@ def _waive(case: zoo_models.Case, prop: str) -> None:
 # --------------------------------------------------------------------------- helpers
 
 def _feed(case: zoo_models.Case, scope: gs.Scope) -> Any:
-    """The case's sample as `scope.run` takes it: a dict by input name, a list, or one array."""
-    if isinstance(case.inputs, dict) and len(case.inputs) == len(scope.inputs) and set(case.inputs) == set(scope.inputs):
-        return case.inputs
-    if isinstance(case.inputs, dict):  # one dict argument (a method's): its entries by their keys
-        return {name: case.inputs[name.removeprefix("d_")] if name not in case.inputs else case.inputs[name]
-                for name in scope.inputs}
+    """The case's sample as `scope.run` takes it: a dict by input name (a dict the model or
+    method takes has its inputs named by its keys), a list, or one array."""
+    if isinstance(case.inputs, dict):
+        return {name: case.inputs[name] for name in scope.inputs}
     return case.inputs
 
 
@@ -157,9 +153,12 @@ _SUFFIXED = re.compile(r"^(?P<base>.+)_(?P<n>\d+)$")
 
 
 def test_names_carry_no_suffix_from_a_reopened_scope(zoo):
-    """No name starts with the root model's name; a segment `x_<n>` is a layer's own name or has
-    its `x` beside it under the same path (two ops or scopes of one layer call); else a scope was
-    opened again (a second call's `BiasAdd_1`, a model's `image_classifier_1`)."""
+    """No name starts with the root model's name (`image_classifier_1/...`); no input is named
+    as Keras names its symbolic tensors (`keras_tensor_17`); in a name's layer path, a segment
+    `x_<n>` where `x` is a layer and `x_<n>` is none is a layer's scope opened again; and the
+    segment a layer call names its op or scope by (`BiasAdd_1`) is a layer's own name
+    (`softmax_1`) or has `x` (or `x_0`) beside it in the same call (`MatMul_1` beside `MatMul`),
+    else the call reopened a scope an earlier call opened (a shared layer's `BiasAdd_1`)."""
     case, scope = _zoo(zoo)
     root = scope.name
     own = {layer.name for layer in _keras_layers(case)} | {
@@ -184,7 +183,7 @@ def test_names_carry_no_suffix_from_a_reopened_scope(zoo):
         layer = tensors[name].layer
         layer_depth = len(layer.split("/")) if layer else 0
         # the call's own segment: the first after the layer's last one; deeper ones are scopes TF
-        # opens inside one op (`Repeat/concat/values_1`: the list element 1, not a suffix)
+        # opens inside one op (`Repeat/concat/values_1`: the list's element 1, not a suffix)
         if layer is None:
             limit = 1  # an op of the model's own code: its name is its own segment
         else:
