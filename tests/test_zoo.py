@@ -38,8 +38,6 @@ CANNOT: dict[tuple[str, str], str] = {
     ("bart", "gradient"): "its inputs are token ids and masks (no float input)",
     ("bart.generate_step", "gradient"): "its inputs are token ids and masks (no float input)",
     ("t5", "gradient"): "its inputs are token ids and masks (no float input)",
-    ("retinanet.predict_step", "gradient"):
-        "its outputs are gathered by NMS indices and counted: tf.GradientTape has no gradient for any of them",
 }
 
 _BUILT: dict[str, Any] = {}

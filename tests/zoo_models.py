@@ -366,19 +366,19 @@ def saved_model_second_signature() -> Case:
 # --------------------------------------------------------------------------- Model Garden
 
 def mask_rcnn() -> Case:
-    pytest.importorskip("official")
-    from official.vision.configs import maskrcnn as maskrcnn_config  # type: ignore[import-not-found]
+    """Straight from the factory, not called yet: the signature builds it (issue 25, item 3)."""
+    pytest.importorskip("official.vision.modeling.factory")
+    tfk = _tf_keras()
+    from official.vision.configs import backbones  # type: ignore[import-not-found]
+    from official.vision.configs import maskrcnn as configs  # type: ignore[import-not-found]
     from official.vision.modeling import factory  # type: ignore[import-not-found]
 
-    config = maskrcnn_config.MaskRCNN(num_classes=3, input_size=[64, 64, 3], min_level=3, max_level=4)
-    config.backbone.resnet.model_id = 18
-    config.decoder.fpn.num_filters = 8
-    images = tf.keras.layers.InputSpec(shape=[None, 64, 64, 3])
-    model = factory.build_maskrcnn(input_specs=images, model_config=config)
-    x = _uniform(1, 64, 64, 3)
-    shape = np.array([[64, 64]], np.float32)
-    model(x, image_shape=shape, training=False)
-    signature = [tf.TensorSpec((1, 64, 64, 3)), tf.TensorSpec((1, 2))]
+    config = configs.MaskRCNN(num_classes=3, backbone=backbones.Backbone(type="resnet"))
+    config.input_size = [128, 128, 3]
+    model = factory.build_maskrcnn(input_specs=tfk.layers.InputSpec(shape=[None, 128, 128, 3]), model_config=config)
+    x = _uniform(1, 128, 128, 3)
+    shape = np.array([[128.0, 128.0]], np.float32)
+    signature = [tf.TensorSpec((1, 128, 128, 3)), tf.TensorSpec((1, 2))]
     return Case("mask_rcnn", model, signature, [x, shape],
                 lambda v: model(v[0], image_shape=v[1], training=False), model)
 
