@@ -783,6 +783,18 @@ def sublayers(layer: Any) -> list[Any]:
     return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
 
 
+def keras_input_name(tensor: Any) -> str:
+    """The name of a functional model's symbolic input as `model.summary()` shows it: its
+    InputLayer's (`keras.Input(name=...)` names both). A Keras 3 `keras.Input` made without a
+    name has an InputLayer named `input_layer_<n>` but a tensor named `keras_tensor_<n>`,
+    a name shown nowhere. The layer is the first entry of the tensor's `_keras_history`
+    (`operation` in Keras 3, `layer` in tf_keras)."""
+    history = getattr(tensor, "_keras_history", None)
+    layer = history[0] if isinstance(history, tuple) and history else None
+    name = getattr(layer, "name", None)
+    return name if isinstance(name, str) and name else tensor.name
+
+
 def node_numbers(container: Any) -> dict[int, list[int]]:
     """How Keras numbers the layer calls a functional model makes, in the order it makes them.
 

@@ -272,11 +272,12 @@ def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bo
 
 def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
     """Flat named specs, and the structure to call the model with (None: call with *specs).
-    Inputs are named as Keras names them (`keras.Input(name=...)`); a spec's own name wins."""
+    Inputs are named as Keras names them (their InputLayer's name, which `keras.Input(name=...)`
+    sets); a spec's own name wins."""
     inputs = _keras_inputs(model)
     if input_signature is not None:
         flat = tf.nest.flatten(inputs) if inputs is not None else []
-        names = [t.name for t in flat]  # none known: input_0, input_1, ... (in a nest: its keys)
+        names = [_tf.keras_input_name(t) for t in flat]  # none known: input_0, input_1, ... (in a nest: its keys)
         nests = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
         specs = tf.nest.flatten(nests)
         if inputs is not None:
@@ -290,7 +291,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
-            lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs
+            lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
         return tf.nest.flatten(structured), structured
     shapes = _tf.build_shapes(model)

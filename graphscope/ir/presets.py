@@ -27,6 +27,9 @@ ACTIVATIONS = frozenset({
     "LogSoftmax", "Gelu",
 })
 _PASS_THROUGH = frozenset({"Identity", "IdentityN"})
+# a function call's output is its body's result: the mirror lists the body's results as the
+# call op's last inputs, one per output (a SavedModel's serving function calls the model this way)
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def _model_graph(of: Any) -> ModelGraph:
@@ -41,10 +44,15 @@ def _model_graph(of: Any) -> ModelGraph:
 def _producer(graph: ModelGraph, tensor: Tensor) -> Tensor:
     """`tensor`, or what it passes through unchanged (Identity ops, a function call's result)."""
     seen = set()
-    while tensor.op_type in _PASS_THROUGH and tensor.name not in seen:
+    while tensor.op_type in _PASS_THROUGH | _CALLS and tensor.name not in seen:
         seen.add(tensor.name)
         op = graph.graph.nodes[tensor.op]["op"]
-        index = tensor.index if tensor.op_type == "IdentityN" else 0
+        if tensor.op_type in _CALLS:
+            index = len(op.inputs) - len(op.outputs) + tensor.index  # the body's result
+            if len(op.inputs) < len(op.outputs) or op.inputs[index] not in graph.tensors:
+                break
+        else:
+            index = tensor.index if tensor.op_type == "IdentityN" else 0
         if index >= len(op.inputs):
             break
         tensor = graph.tensors[op.inputs[index]]
@@ -69,22 +77,27 @@ def _activation_input(graph: ModelGraph, tensor: Tensor) -> Tensor | None:
             if inner == x.name or (scaled is not None and scaled.op_type == "Mul"
                                    and x.name in graph.graph.nodes[scaled.op]["op"].inputs):
                 return x
-    if t.op_type == "Mul":
+    if t.op_type in ("Select", "SelectV2") and len(op.inputs) == 3:  # a masked softmax: where(mask, softmax(x), 0)
+        inner = _producer(graph, graph.tensors[op.inputs[1]])
+        if inner.op_type == "Softmax" and inner.layer == t.layer:
+            return _activation_input(graph, inner)
+    if t.op_type in ("Mul", "RealDiv"):
         return _gelu_input(graph, t)
     return None
 
 
 # GELU has no op of its own: Keras builds `0.5 * x * erfc(-x / sqrt(2))` (tf_keras: `erf`), or
-# with approximate=True `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`
+# with approximate=True `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`; nor have
+# hard sigmoid `relu6(x + 3) / 6` and hard swish `x * relu6(x + 3) / 6` (MobileNetV3)
 _GELU_OPS = frozenset({"Mul", "Neg", "Erf", "Erfc", "Tanh", "Pow", "Square", "AddV2", "Add", "Sub", "RealDiv",
-                       "Sqrt", "Cast", "Identity"})
-_GELU_MARKS = frozenset({"Erf", "Erfc", "Tanh"})
+                       "Sqrt", "Cast", "Identity", "Relu6"})
+_GELU_MARKS = frozenset({"Erf", "Erfc", "Tanh", "Relu6"})
 
 
 def _gelu_input(graph: ModelGraph, t: Tensor) -> Tensor | None:
-    """The `x` of a GELU whose result is `t` (a `Mul`): the one non-constant tensor that a small
-    group of elementwise ops computed in `t`'s layer reads, an `Erf`, `Erfc` or `Tanh` among
-    them; else None."""
+    """The `x` of a GELU, hard sigmoid or hard swish whose result is `t` (a `Mul` or
+    `RealDiv`): the one non-constant tensor that a small group of elementwise ops computed in
+    `t`'s layer reads, an `Erf`, `Erfc`, `Tanh` or `Relu6` among them; else None."""
     G = graph.graph
     top = G.nodes[t.op]["op"]
     seen: set[str] = set()
@@ -123,7 +136,8 @@ def pre_activations(of: Any) -> Selection:
     """For every layer whose output is an activation (fused, `Dense(..., activation="relu")`, or
     an `Activation`/`ReLU`/`Softmax` layer), the tensor just before it: `block4_conv3/BiasAdd:0`,
     the `FusedBatchNormV3` before ResNet's `conv2_block1_1_relu`, SiLU's input in EfficientNet,
-    GELU's in ViT and BERT (exact or tanh-approximated).
+    GELU's in ViT and BERT (exact or tanh-approximated), hard swish's in MobileNetV3, and a masked
+    `Softmax` layer's masked scores (attention with a padding mask).
     Layers nested inside others count too."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}
@@ -137,7 +151,8 @@ def pre_activations(of: Any) -> Selection:
 
 def logits(of: Any) -> Selection:
     """The input of each final softmax or sigmoid: for every model output that is (through
-    Identity ops) a Softmax, Sigmoid or LogSoftmax, the tensor it is applied to, before any cast
+    Identity ops and function calls, as a SavedModel's serving call) a Softmax, Sigmoid or
+    LogSoftmax, the tensor it is applied to, before any cast
     (a mixed-precision model's float32 softmax casts the float16 logits)."""
     graph = _model_graph(of)
     found: dict[str, Tensor] = {}

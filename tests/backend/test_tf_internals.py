@@ -700,3 +700,14 @@ def test_control_outputs_are_the_side_effects_a_function_and_its_bodies_must_run
     (call,) = [op for op in loaded.f.get_concrete_function().graph.get_operations() if op.type.endswith("PartitionedCall")]
     inner = _tf.function_graph(call.graph, call.get_attr("f").name)
     assert {"If", "AssignAddVariableOp"} <= {op.type for op in _tf.control_outputs(inner)}
+
+
+def test_an_unnamed_keras_input_is_named_by_its_input_layer():
+    named, unnamed = keras.Input((3,), name="pixels"), keras.Input((3,))
+    assert _tf.keras_input_name(named) == named.name == "pixels"
+    layer = unnamed._keras_history.operation  # Keras 3's record of the op that made the tensor
+    assert type(layer).__name__ == "InputLayer" and _tf.keras_input_name(unnamed) == layer.name
+    assert unnamed.name.startswith("keras_tensor") and layer.name.startswith("input_layer")
+    tf_keras = pytest.importorskip("tf_keras")
+    old = tf_keras.Input((3,))
+    assert _tf.keras_input_name(old) == old._keras_history.layer.name == old.name  # tf_keras names both

@@ -723,3 +723,17 @@ def test_a_subclassed_model_called_on_a_dict_names_its_inputs_by_key():
     scope = gs.trace(model, [{"token_ids": (None, 3), "padding_mask": (None, 3)}], quiet=True)
     assert scope.inputs == ["padding_mask", "token_ids"]
     np.testing.assert_allclose(scope.run("dense/BiasAdd:0", x)["dense/BiasAdd:0"], want, rtol=1e-6)
+
+
+def test_an_input_made_without_a_name_is_named_by_its_input_layer():
+    """keras.applications and keras-hub make `keras.Input(shape)` without a name: the input is
+    named as model.summary() shows it (`input_layer_<n>`), not `keras_tensor_<n>`."""
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, keras.layers.Dense(2, name="dense")(x_in))
+    scope = gs.trace(model, quiet=True)
+    input_layer = model.layers[0]
+    assert scope.inputs == [input_layer.name] and scope.model_graph.inputs.names == [f"{input_layer.name}:0"]
+    assert scope.layer("dense").inputs.names == [f"{input_layer.name}:0"]
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(scope.run("dense/BiasAdd:0", {input_layer.name: x})["dense/BiasAdd:0"], model(x),
+                               rtol=1e-6)

@@ -206,3 +206,54 @@ def test_gelu_pre_activations_exact_and_approximate():
         keras_out = keras.Model(model.input, model.get_layer(layer).output)(x)
         np.testing.assert_allclose(_gelu(values[t.name].astype(np.float64), approximate), keras_out,
                                    rtol=1e-5, atol=1e-6, err_msg=layer)
+
+
+def test_the_logits_of_a_saved_model_are_found_through_its_serving_call(tmp_path):
+    """A SavedModel's output is its serving function's call op (`StatefulPartitionedCall:0`); the
+    softmax is inside the call, and the logits are what it is applied to there."""
+    model = _activations_zoo()
+    model.export(str(tmp_path / "exported"), verbose=False)
+    scope = gs.trace(str(tmp_path / "exported"), quiet=True)
+    assert scope.outputs[0].op_type == "StatefulPartitionedCall"  # what this test is about
+    (logits,) = gs.presets.logits(scope)
+    assert logits.op_type == "BiasAdd" and logits.layer == "probs"
+    x = models.sample_inputs(model)[0]
+    want = keras.Model(model.input, model.get_layer("probs").output)(x)  # the softmax, by Keras
+    np.testing.assert_allclose(_softmax(scope.run(logits, x)[logits.name]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_pre_activations_of_hard_sigmoid_hard_swish_and_a_masked_softmax():
+    """MobileNetV3's hard swish (`x * relu6(x + 3) / 6`), a hard sigmoid, and a Softmax layer
+    given a mask (`where(mask, softmax(scores), 0)`, as keras-hub's attention calls it): each
+    layer's pre-activation, put through the activation by numpy, is the layer's output as Keras
+    computes it."""
+    init = keras.initializers.GlorotUniform(seed=5)
+    x_in = keras.Input((4, 6), name="x")
+    mask_in = keras.Input((4, 4), name="mask", dtype="bool")
+    h = keras.layers.Dense(6, activation="hard_swish", name="swished", kernel_initializer=init)(x_in)
+    h = keras.layers.Dense(4, name="linear", kernel_initializer=init)(h)
+    g = keras.layers.Activation("hard_sigmoid", name="gate")(h)
+    scores = keras.layers.Dense(4, name="scores", kernel_initializer=init)(g)
+    probs = keras.layers.Softmax(name="probs")(scores, mask=mask_in)
+    model = keras.Model([x_in, mask_in], probs, name="hard")
+    scope = gs.trace(model, quiet=True)
+    pre = gs.presets.pre_activations(scope)
+    swished, gate = scope.tensor("swished/BiasAdd:0"), scope.tensor("linear/BiasAdd:0")
+    (masked,) = [t for t in pre if t.layer == "probs"]  # the scores with the mask applied
+    assert set(pre.names) == {swished.name, gate.name, masked.name}
+    x = np.random.default_rng(3).normal(size=(2, 4, 6)).astype(np.float32) * 3
+    mask = np.tril(np.ones((4, 4), bool))[None].repeat(2, 0)
+    mask[1, :, 2:] = False  # padded keys
+    values = scope.run([swished, gate, masked, "scores/BiasAdd:0"], [x, mask])
+
+    def hard_sigmoid(v):
+        return np.clip(v + 3, 0, 6) / 6
+
+    want = {name: keras.Model(model.inputs, model.get_layer(name).output)([x, mask])
+            for name in ("swished", "gate", "probs")}
+    np.testing.assert_allclose(values[swished.name] * hard_sigmoid(values[swished.name]), want["swished"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hard_sigmoid(values[gate.name]), want["gate"], rtol=1e-5, atol=1e-6)
+    s = values[masked.name]
+    np.testing.assert_array_equal(s[mask], values["scores/BiasAdd:0"][mask])  # unmasked scores kept
+    np.testing.assert_allclose(np.where(mask, _softmax(s), 0.0), want["probs"], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,410 @@
+"""The conformance zoo's models: third-party architectures at tiny configs, built locally with
+random weights (no presets, no downloads), each as a `Case`: what to hand `gs.trace`, inputs to
+run it on, and the eager call that is its oracle. `tests/test_zoo.py` puts every case through the
+same property checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+
+@dataclasses.dataclass
+class Case:
+    """One zoo entry.
+
+    target: what `gs.trace` is handed (a model, a bound method, a SavedModel path).
+    signature: the `input_signature` it needs, None where the model knows its inputs.
+    inputs: one sample, as the eager call takes it (an array, a list, or a dict by input name).
+    call: the eager oracle, `call(inputs)` -> the structure the traced function returns.
+    model: the Keras model whose layers the trace records (None for a SavedModel's signature).
+    oracle: the Keras model layer values are compared with (the model itself, or the model a
+        SavedModel was saved from).
+    kinds: what the model is: "transformer" (has attention), "classifier" (ends in a softmax).
+    kwargs: extra keyword arguments for `gs.trace` (a SavedModel's `signature=`).
+    """
+
+    name: str
+    target: Any
+    signature: Any
+    inputs: Any
+    call: Callable[[Any], Any]
+    model: Any
+    oracle: Any = None
+    kinds: frozenset = frozenset()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    tolerance: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.oracle is None:
+            self.oracle = self.model
+
+
+_rng = np.random.default_rng(0)
+_seeds = itertools.count(100)
+
+
+def _uniform(*shape: int) -> np.ndarray:
+    return _rng.uniform(size=shape).astype(np.float32)
+
+
+def _tokens(batch: int, length: int, vocabulary: int, filled: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = _rng.integers(1, vocabulary, size=(batch, length)).astype(np.int32)
+    mask = np.zeros((batch, length), bool)
+    mask[:, :filled] = True
+    ids[~mask] = 0
+    return ids, mask
+
+
+def _spec(array: np.ndarray, *, batch: bool = True) -> tf.TensorSpec:
+    shape = (None, *array.shape[1:]) if batch else array.shape
+    return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+
+# --------------------------------------------------------------------------- keras-hub
+
+def _hub() -> Any:
+    return pytest.importorskip("keras_hub")
+
+
+def gpt2_backbone() -> Any:
+    hub = _hub()
+    return hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                   intermediate_dim=32, max_sequence_length=16)
+
+
+def gpt2() -> Case:
+    hub = _hub()
+    lm = hub.models.GPT2CausalLM(backbone=gpt2_backbone(), preprocessor=None)
+    ids, mask = _tokens(2, 8, 50, 3)
+    x = {"token_ids": ids, "padding_mask": mask}
+    return Case("gpt2", lm, None, x, lm, lm, kinds=frozenset({"transformer"}))
+
+
+def gpt2_generate_step() -> Case:
+    hub = _hub()
+    lm = hub.models.GPT2CausalLM(backbone=gpt2_backbone(), preprocessor=None)
+    lm.compile(sampler="greedy")
+    ids, mask = _tokens(1, 8, 50, 3)
+    x = {"token_ids": ids, "padding_mask": mask}
+    signature = [{"token_ids": _spec(ids), "padding_mask": _spec(mask)}]
+    return Case("gpt2.generate_step", lm.generate_step, signature, x, lm.generate_step, lm,
+                kinds=frozenset({"transformer"}))
+
+
+def bert() -> Case:
+    hub = _hub()
+    backbone = hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                       intermediate_dim=32, max_sequence_length=16)
+    classifier = hub.models.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None,
+                                               activation="softmax")
+    ids, mask = _tokens(2, 8, 50, 5)
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+    return Case("bert", classifier, None, x, classifier, classifier,
+                kinds=frozenset({"transformer", "classifier"}))
+
+
+def _bart_lm() -> Any:
+    hub = _hub()
+    backbone = hub.models.BartBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
+                                       intermediate_dim=32, max_sequence_length=16)
+    return hub.models.BartSeq2SeqLM(backbone=backbone, preprocessor=None)
+
+
+def _seq2seq_inputs() -> dict:
+    enc, enc_mask = _tokens(1, 8, 50, 5)
+    dec, dec_mask = _tokens(1, 8, 50, 3)
+    return {"encoder_token_ids": enc, "encoder_padding_mask": enc_mask,
+            "decoder_token_ids": dec, "decoder_padding_mask": dec_mask}
+
+
+def bart() -> Case:
+    lm = _bart_lm()
+    return Case("bart", lm, None, _seq2seq_inputs(), lm, lm, kinds=frozenset({"transformer"}))
+
+
+def bart_generate_step() -> Case:
+    lm = _bart_lm()
+    lm.compile(sampler="greedy")
+    x = _seq2seq_inputs()
+    signature = [{k: _spec(v) for k, v in x.items()}]
+    return Case("bart.generate_step", lm.generate_step, signature, x, lm.generate_step, lm,
+                kinds=frozenset({"transformer"}))
+
+
+def t5() -> Case:
+    hub = _hub()
+    backbone = hub.models.T5Backbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
+                                     intermediate_dim=32, key_value_dim=8)
+    lm = hub.models.T5Seq2SeqLM(backbone=backbone, preprocessor=None)
+    return Case("t5", lm, None, _seq2seq_inputs(), lm, lm, kinds=frozenset({"transformer"}))
+
+
+def vit() -> Case:
+    hub = _hub()
+    backbone = hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
+                                      hidden_dim=16, mlp_dim=32)
+    classifier = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    x = _uniform(2, 16, 16, 3)
+    return Case("vit", classifier, None, x, classifier, classifier, kinds=frozenset({"transformer", "classifier"}))
+
+
+def deit() -> Case:
+    hub = _hub()
+    backbone = hub.models.DeiTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
+                                       hidden_dim=16, intermediate_dim=32)
+    classifier = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    x = _uniform(2, 16, 16, 3)
+    return Case("deit", classifier, None, x, classifier, classifier, kinds=frozenset({"transformer", "classifier"}))
+
+
+def sam() -> Case:
+    hub = _hub()
+    size = 32
+    encoder = hub.models.ViTDetBackbone(hidden_size=8, num_layers=2, intermediate_dim=16, num_heads=2,
+                                        global_attention_layer_indices=[1], patch_size=8, num_output_channels=8,
+                                        window_size=2, image_shape=(size, size, 3))
+    prompts = hub.layers.SAMPromptEncoder(hidden_size=8, image_embedding_size=(4, 4),
+                                          input_image_size=(size, size), mask_in_channels=4)
+    decoder = hub.layers.SAMMaskDecoder(num_layers=1, hidden_size=8, intermediate_dim=16, num_heads=2,
+                                        embedding_dim=8, num_multimask_outputs=3, iou_head_depth=2,
+                                        iou_head_hidden_dim=8)
+    backbone = hub.models.SAMBackbone(image_encoder=encoder, prompt_encoder=prompts, mask_decoder=decoder)
+    segmenter = hub.models.SAMImageSegmenter(backbone=backbone)
+    x = {"images": _uniform(1, size, size, 3), "points": _uniform(1, 1, 2) * size,
+         "labels": np.ones((1, 1), np.float32), "boxes": _uniform(1, 1, 2, 2) * size,
+         "masks": np.zeros((1, 0, size, size, 1), np.float32)}
+    return Case("sam", segmenter, None, x, segmenter, segmenter, kinds=frozenset({"transformer"}))
+
+
+def _resnet_encoder(size: int) -> Any:
+    hub = _hub()
+    return hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16, 16, 16],
+        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(size, size, 3),
+    )
+
+
+def resnet_classifier() -> Case:
+    hub = _hub()
+    classifier = hub.models.ResNetImageClassifier(backbone=_resnet_encoder(32), num_classes=3, activation="softmax")
+    x = _uniform(2, 32, 32, 3)
+    return Case("resnet_classifier", classifier, None, x, classifier, classifier, kinds=frozenset({"classifier"}))
+
+
+def _detector() -> Any:
+    hub = _hub()
+    backbone = hub.models.RetinaNetBackbone(image_encoder=_resnet_encoder(64), min_level=3, max_level=4, use_p5=False)
+    anchors = hub.layers.AnchorGenerator(bounding_box_format="yxyx", min_level=3, max_level=4, num_scales=1,
+                                         aspect_ratios=[1.0], anchor_size=4)
+    return hub.models.RetinaNetObjectDetector(backbone=backbone, anchor_generator=anchors, num_classes=3,
+                                              bounding_box_format="yxyx")
+
+
+def retinanet() -> Case:
+    detector = _detector()
+    x = _uniform(1, 64, 64, 3)
+    return Case("retinanet", detector, None, x, detector, detector)
+
+
+def retinanet_predict_step() -> Case:
+    detector = _detector()
+    x = _uniform(1, 64, 64, 3)
+    # keras-hub's NonMaxSuppression needs a static batch size
+    return Case("retinanet.predict_step", detector.predict_step, [_spec(x, batch=False)], x, detector.predict_step, detector)
+
+
+def whisper() -> Case:
+    hub = _hub()
+    backbone = hub.models.WhisperBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
+                                          intermediate_dim=32, num_mels=8, max_encoder_sequence_length=16,
+                                          max_decoder_sequence_length=8)
+    ids, mask = _tokens(1, 8, 50, 3)
+    x = {"encoder_features": _uniform(1, 16, 8), "decoder_token_ids": ids, "decoder_padding_mask": mask}
+    return Case("whisper", backbone, None, x, backbone, backbone, kinds=frozenset({"transformer"}))
+
+
+# --------------------------------------------------------------------------- Keras 3
+
+def _init() -> dict:
+    return {"kernel_initializer": keras.initializers.GlorotUniform(seed=next(_seeds))}
+
+
+def recurrent_stack() -> Case:
+    x_in = keras.Input((6, 3), name="sequence")
+    h = keras.layers.LSTM(4, return_sequences=True, name="lstm", **_init())(x_in)
+    h = keras.layers.GRU(4, return_sequences=True, name="gru", **_init())(h)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3, **_init()), name="bidirectional")(h)
+    out = keras.layers.Dense(2, activation="tanh", name="head", **_init())(h)
+    model = keras.Model(x_in, out, name="recurrent_stack")
+    return Case("recurrent_stack", model, None, _rng.normal(size=(2, 6, 3)).astype(np.float32), model, model)
+
+
+def efficientnet() -> Case:
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4)
+    x = _uniform(1, 32, 32, 3) * 255
+    return Case("efficientnet_b0", model, None, x, model, model, kinds=frozenset({"classifier"}))
+
+
+def mobilenet() -> Case:
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=4)
+    x = _uniform(1, 32, 32, 3) * 255
+    return Case("mobilenet_v3_small", model, None, x, model, model, kinds=frozenset({"classifier"}))
+
+
+class CumulativeScan(keras.layers.Layer):
+    """A running, decaying sum over time steps with `keras.ops.scan` (a `While` in TF)."""
+
+    def build(self, shape: Any) -> None:
+        self.decay = self.add_weight(name="decay", shape=(shape[-1],), initializer="ones")
+
+    def call(self, x: Any) -> Any:
+        def step(carry: Any, item: Any) -> tuple[Any, Any]:
+            carry = carry * keras.ops.sigmoid(self.decay) + item
+            return carry, carry
+
+        _, ys = keras.ops.scan(step, keras.ops.zeros_like(x[:, 0]), keras.ops.moveaxis(x, 1, 0))
+        return keras.ops.moveaxis(ys, 0, 1)
+
+
+def scan_layer() -> Case:
+    x_in = keras.Input((5, 4), name="sequence")
+    h = keras.layers.Dense(4, activation="relu", name="embed", **_init())(x_in)
+    h = CumulativeScan(name="cumulative")(h)
+    out = keras.layers.Dense(2, name="head", **_init())(h)
+    model = keras.Model(x_in, out, name="scanned")
+    return Case("scan_layer", model, None, _rng.normal(size=(2, 5, 4)).astype(np.float32), model, model)
+
+
+def mixed_float16() -> Case:
+    """Mixed precision set per layer (the global policy is left alone)."""
+    x_in = keras.Input((8,), name="features")
+    h = keras.layers.Dense(16, activation="gelu", dtype="mixed_float16", name="hidden", **_init())(x_in)
+    h = keras.layers.Dense(16, activation="silu", dtype="mixed_float16", name="hidden2", **_init())(h)
+    h = keras.layers.Dense(3, dtype="mixed_float16", name="logits", **_init())(h)
+    out = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(h)
+    model = keras.Model(x_in, out, name="mixed")
+    return Case("mixed_float16", model, None, _rng.normal(size=(2, 8)).astype(np.float32), model, model,
+                kinds=frozenset({"classifier"}), tolerance=2e-2)
+
+
+# --------------------------------------------------------------------------- tf_keras
+
+def _tf_keras() -> Any:
+    return pytest.importorskip("tf_keras")
+
+
+def tf_keras_efficientnet() -> Case:
+    tfk = _tf_keras()
+    model = tfk.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4)
+    x = _uniform(1, 32, 32, 3) * 255
+    return Case("tf_keras.efficientnet_b0", model, None, x, model, model, kinds=frozenset({"classifier"}))
+
+
+def tf_keras_mobilenet() -> Case:
+    tfk = _tf_keras()
+    model = tfk.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=4)
+    x = _uniform(1, 32, 32, 3) * 255
+    return Case("tf_keras.mobilenet_v3_small", model, None, x, model, model, kinds=frozenset({"classifier"}))
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+def _saved(directory: str) -> tuple[str, keras.Model]:
+    x_in = keras.Input((6,), name="features")
+    h = keras.layers.Dense(8, activation="relu", name="encoder", **_init())(x_in)
+    h = keras.layers.Dense(8, activation="tanh", name="middle", **_init())(h)
+    out = keras.layers.Dense(3, activation="softmax", name="scores", **_init())(h)
+    model = keras.Model(x_in, out, name="two_signatures")
+    spec = tf.TensorSpec((None, 6), tf.float32, name="features")
+    embedding = keras.Model(x_in, model.get_layer("middle").output)
+
+    module = tf.Module()
+    module.model, module.embedding = model, embedding
+    serve = tf.function(lambda features: {"scores": model(features)}, input_signature=[spec])
+    embed = tf.function(lambda features: {"embedding": embedding(features)}, input_signature=[spec])
+    path = os.path.join(directory, "two_signatures")
+    tf.saved_model.save(module, path, signatures={"serving_default": serve, "embed": embed})
+    return path, model
+
+
+_SAVED: dict[str, Any] = {}
+
+
+def _saved_once() -> tuple[str, keras.Model]:
+    if "path" not in _SAVED:
+        _SAVED["dir"] = tempfile.TemporaryDirectory(prefix="graphscope-zoo-")
+        _SAVED["path"], _SAVED["model"] = _saved(_SAVED["dir"].name)
+    return _SAVED["path"], _SAVED["model"]
+
+
+def saved_model() -> Case:
+    path, model = _saved_once()
+    x = _rng.normal(size=(2, 6)).astype(np.float32)
+    return Case("saved_model", path, None, {"features": x}, lambda v: {"scores": model(v["features"])}, None,
+                oracle=model, kinds=frozenset({"classifier"}))
+
+
+def saved_model_second_signature() -> Case:
+    path, model = _saved_once()
+    embedding = keras.Model(model.input, model.get_layer("middle").output)
+    x = _rng.normal(size=(2, 6)).astype(np.float32)
+    return Case("saved_model:embed", path, None, {"features": x}, lambda v: {"embedding": embedding(v["features"])},
+                None, oracle=model, kwargs={"signature": "embed"})
+
+
+# --------------------------------------------------------------------------- Model Garden
+
+def mask_rcnn() -> Case:
+    """Straight from the factory, not called yet: the signature builds it (issue 25, item 3)."""
+    pytest.importorskip("official.vision.modeling.factory")
+    tfk = _tf_keras()
+    from official.vision.configs import backbones  # type: ignore[import-not-found]
+    from official.vision.configs import maskrcnn as configs  # type: ignore[import-not-found]
+    from official.vision.modeling import factory  # type: ignore[import-not-found]
+
+    config = configs.MaskRCNN(num_classes=3, backbone=backbones.Backbone(type="resnet"))
+    config.input_size = [128, 128, 3]
+    model = factory.build_maskrcnn(input_specs=tfk.layers.InputSpec(shape=[None, 128, 128, 3]), model_config=config)
+    x = _uniform(1, 128, 128, 3)
+    shape = np.array([[128.0, 128.0]], np.float32)
+    signature = [tf.TensorSpec((1, 128, 128, 3)), tf.TensorSpec((1, 2))]
+    return Case("mask_rcnn", model, signature, [x, shape],
+                lambda v: model(v[0], image_shape=v[1], training=False), model)
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "gpt2": gpt2,
+    "gpt2.generate_step": gpt2_generate_step,
+    "bert": bert,
+    "bart": bart,
+    "bart.generate_step": bart_generate_step,
+    "t5": t5,
+    "vit": vit,
+    "deit": deit,
+    "sam": sam,
+    "resnet_classifier": resnet_classifier,
+    "retinanet": retinanet,
+    "retinanet.predict_step": retinanet_predict_step,
+    "whisper": whisper,
+    "recurrent_stack": recurrent_stack,
+    "efficientnet_b0": efficientnet,
+    "mobilenet_v3_small": mobilenet,
+    "scan_layer": scan_layer,
+    "mixed_float16": mixed_float16,
+    "tf_keras.efficientnet_b0": tf_keras_efficientnet,
+    "tf_keras.mobilenet_v3_small": tf_keras_mobilenet,
+    "saved_model": saved_model,
+    "saved_model:embed": saved_model_second_signature,
+    "mask_rcnn": mask_rcnn,
+}
