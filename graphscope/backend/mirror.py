@@ -124,22 +124,29 @@ class _NameScopes:
     Python classes: the Keras model's own scope is dropped (`mask_rcnn_demo_1/conv1_1/BiasAdd`
     -> `conv1/BiasAdd`), the next segment is the layer, without Keras' uniquifying `_<n>` suffix
     unless a variable's path says the suffix is part of the name; a layer seen under a second
-    scope is its second call (`shared_dense@2`)."""
+    scope is its second call (`shared_dense@2`). A signature that calls one layer on its own
+    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's."""
 
     def __init__(self, function: Any) -> None:
         self.known = {v.name.split("/")[0] for v in function.graph.variables if "/" in v.name}
         firsts: dict[str, int] = defaultdict(int)
-        total = 0
+        scoped: list[str] = []
         for op in function.graph.get_operations():
             if op.type in _CALL_OPS and "f" in op.node_def.attr:
                 body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
                 for inner in body.get_operations():
                     if "/" in inner.name:
                         firsts[inner.name.split("/")[0]] += 1
-                        total += 1
+                        scoped.append(inner.name)
         top = max(firsts, key=firsts.__getitem__, default=None)
-        # the model's scope holds (nearly) every scoped op and carries Keras' suffix
-        self.model = top if top and _tf.KERAS_SUFFIX.search(top) and firsts[top] * 10 >= total * 9 else None
+        # the model's scope holds (nearly) every scoped op, carries Keras' suffix, and holds the
+        # scopes of the layers the model called
+        self.model = (
+            top
+            if top and _tf.KERAS_SUFFIX.search(top) and firsts[top] * 10 >= len(scoped) * 9
+            and _holds_layer_calls(top, scoped)
+            else None
+        )
         self.tokens: dict[str, str] = {}
         self.calls: dict[str, int] = defaultdict(int)
 
@@ -159,6 +166,24 @@ class _NameScopes:
             self.tokens[scope] = token
         segments[0] = token
         return "/".join(segments), token
+
+
+def _holds_layer_calls(scope: str, names: list[str]) -> bool:
+    """Whether `scope` is a model's: at least half of its ops lie inside the scope of a layer call
+    below it (`net_1/proj_1/MatMul`, `outer_1/backbone_1/conv1_1/...`). A layer called on its own
+    has its ops directly in its scope, or in the scopes its ops open (`emb_1/MatMul`,
+    `emb_1/Cast/ReadVariableOp`, `bn_1/Cast_1/ReadVariableOp`): a segment below it names a layer
+    call when it carries Keras' suffix, is not itself an op, and is not an op type (`Cast_1`)."""
+    ops = set(names)
+    inside = [name.split("/") for name in names if name.startswith(scope + "/")]
+
+    def layer_call(segment: str) -> bool:
+        return bool(_tf.KERAS_SUFFIX.search(segment)) and f"{scope}/{segment}" not in ops and not hasattr(
+            tf.raw_ops, _tf.KERAS_SUFFIX.sub("", segment)
+        )
+
+    in_calls = sum(1 for parts in inside if len(parts) > 2 and layer_call(parts[1]))
+    return in_calls * 2 >= len(inside)
 
 
 def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirrored:

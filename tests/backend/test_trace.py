@@ -737,3 +737,53 @@ def test_an_input_made_without_a_name_is_named_by_its_input_layer():
     x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     np.testing.assert_allclose(scope.run("dense/BiasAdd:0", {input_layer.name: x})["dense/BiasAdd:0"], model(x),
                                rtol=1e-6)
+
+
+def _layer_calls_module():
+    """A tf.Module whose signatures call Keras layers directly (one layer, one BatchNormalization,
+    two sibling layers) or a Keras model of two layers; and each signature's Python function."""
+    init = {"kernel_initializer": "glorot_uniform", "bias_initializer": "random_normal"}
+    emb, a, b = (keras.layers.Dense(n, name=name, **init) for n, name in ((3, "emb"), (3, "a"), (2, "b")))
+    norm = keras.layers.BatchNormalization(name="norm", beta_initializer="random_normal",
+                                           moving_mean_initializer="random_normal")
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, name="proj", **init),
+                            keras.layers.Dense(3, name="head", **init)], name="net")
+    functions = {"lone": lambda x: {"out": emb(x)}, "norm": lambda x: {"out": norm(x)},
+                 "siblings": lambda x: {"out": b(a(x))}, "model": lambda x: {"out": net(x)}}
+    module = tf.Module()
+    module.layers = [emb, norm, a, b, net]
+    spec = tf.TensorSpec((None, 4), tf.float32, name="x")
+    signatures = {}
+    for key, fn in functions.items():
+        setattr(module, key, tf.function(fn, input_signature=[spec]))
+        signatures[key] = getattr(module, key)
+    return module, signatures, functions, net
+
+
+def test_a_signature_calling_layers_directly_is_named_as_traced_live(tmp_path):
+    """A signature calling one layer keeps the layer's scope (emb/MatMul, not the model scope
+    dropped and MatMul left); sibling layers and a model's layers are named as before."""
+    module, signatures, functions, net = _layer_calls_module()
+    tf.saved_model.save(module, str(tmp_path / "calls"), signatures={"serving_default": signatures["lone"],
+                                                                     **signatures})
+    loaded = tf.saved_model.load(str(tmp_path / "calls"))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    spec = [tf.TensorSpec((None, 4), tf.float32, name="x")]
+
+    def in_layers(scope):
+        return {n for n, t in scope.model_graph.tensors.items() if t.layer and not t.is_handle}
+
+    for key, fn in functions.items():
+        # the oracle: the same function traced live, its layer calls recorded (a signature that
+        # calls a model is named as the model is, its own scope dropped)
+        live = gs.trace(net if key == "model" else fn, None if key == "model" else spec, quiet=True)
+        assert in_layers(live) and {lay.name for lay in live.layers if lay.ops}
+        want = loaded.signatures[key](x=tf.constant(x))["out"]  # by keyword
+        for scope in (gs.trace(tmp_path / "calls", signature=key, quiet=True),
+                      gs.trace(loaded.signatures[key], quiet=True)):
+            assert in_layers(scope) == in_layers(live), key
+            assert [lay.name for lay in scope.layers] == [lay.name for lay in live.layers if lay.ops], key
+            np.testing.assert_allclose(scope.run("out", x)["out"], want, rtol=1e-6)
+    lone = gs.trace(tmp_path / "calls", quiet=True)
+    assert {"emb/MatMul:0", "emb/BiasAdd:0"} <= set(lone.model_graph.tensors)
+    np.testing.assert_allclose(lone.run("emb/BiasAdd:0", x)["emb/BiasAdd:0"], module.layers[0](x), rtol=1e-6)
