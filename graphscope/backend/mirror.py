@@ -302,6 +302,10 @@ class _Mirror:
         self.held = self._held_values()
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
 
+
+        # an argument of a SavedModel's serving function -> the signature's tensor feeding it
+        self.serving_arguments: dict[str, str] = {}
+
     def build(self) -> Mirrored:
         cf = self.traced.function
         top = self._walk(cf.graph, None)
@@ -468,7 +472,10 @@ class _Mirror:
         elif not frame.role:
             raw = f"{frame.call_raw}/{op.name}"
             name = f"{frame.prefix}{base}"
-            if not frame.prefix and (base in self.nodes or arg is not None):  # keep clashes apart
+            if not frame.prefix and arg is not None:  # an argument of a SavedModel's serving function
+                name, reader_layer = self._serving_argument(op, base)
+                scoped_layer = scoped_layer or reader_layer
+            elif not frame.prefix and base in self.nodes:  # keep clashes apart
                 name = f"{frame.call_name}/{base}"
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
@@ -478,6 +485,8 @@ class _Mirror:
                 name = frame.prefix + base
                 name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)
         name = uniquify(name, self.nodes)
+        if arg is not None and not frame.prefix and not frame.role and arg < len(frame.arg_sources):
+            self.serving_arguments[tensor_name(name, 0)] = frame.arg_sources[arg]
         function = frame.function if frame else ()
         site = frame.site if frame else ()
         layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
@@ -544,6 +553,19 @@ class _Mirror:
             producer = self.tensors[src]
             edges.setdefault((producer.op, name), []).append(producer.index)
 
+    def _serving_argument(self, op: tf.Operation, base: str) -> tuple[str, str | None]:
+        """The name of an argument of a SavedModel's serving function, and its layer. A variable
+        handle is named after the op reading it, as a live trace names the handle it captures
+        (`emb/Cast/ReadVariableOp/resource`, not TensorFlow's `emb_1_cast_readvariableop_resource`),
+        in that op's layer; an input is named as the signature's input feeding it (`x`, which
+        the input holds: `uniquify` makes it `x_1`)."""
+        handle = op.outputs[0]
+        readers = handle.consumers() if handle.dtype == tf.resource else []
+        if not readers:
+            return base, None
+        reader, layer = self.scopes.canonical(min(readers, key=_tf.op_id).name)
+        return f"{reader}/resource", layer
+
     def _prefix(self, op: tf.Operation, name: str, role: str, frame: _Frame | None) -> str:
         """How the canonical names of a body's ops start."""
         if role:  # loop and branch bodies' ops are already scoped under the op
@@ -606,6 +628,7 @@ class _Mirror:
             ins, outs = [], []
             for o in ops:
                 for t in o.inputs:
+                    t = self.serving_arguments.get(t, t)  # the signature's input, as traced live
                     producer = self.tensors[t]
                     if producer.op not in own and not producer.is_handle and producer.op_type != "Const":
                         ins.append(t)

@@ -783,6 +783,15 @@ def test_a_signature_calling_layers_directly_is_named_as_traced_live(tmp_path):
                       gs.trace(loaded.signatures[key], quiet=True)):
             assert in_layers(scope) == in_layers(live), key
             assert [lay.name for lay in scope.layers] == [lay.name for lay in live.layers if lay.ops], key
+            # the serving function's arguments: no `StatefulPartitionedCall/` left; a variable's
+            # handle named after the op reading it, in its layer, as the live trace names it
+            names = set(scope.model_graph.tensors)
+            assert not [n for n in names if n.startswith("StatefulPartitionedCall/")], key
+            inputs = {t.name for t in live.model_graph.inputs}  # a Sequential's is `keras_tensor`
+            assert {n for n in live.model_graph.tensors if n not in inputs} <= names, key
+            for lay in scope.layers:
+                assert {o.name for o in lay.ops} == {o.name for o in live.layer(lay.name).ops}, key
+            assert scope.layers[0].inputs.names == ["x:0"], key  # the signature's input, as live
             np.testing.assert_allclose(scope.run("out", x)["out"], want, rtol=1e-6)
     lone = gs.trace(tmp_path / "calls", quiet=True)
     assert {"emb/MatMul:0", "emb/BiasAdd:0"} <= set(lone.model_graph.tensors)
