@@ -524,7 +524,7 @@ def test_training_is_refused_where_nothing_takes_it(tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda v: v * 2.0, input_signature=spec)
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures=module.f)
-    with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
+    with pytest.raises(gs.OptionError, match=r"its signature 'serving_default' was traced when it was saved"):
         gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
     assert _keras_call_context() is None
 
@@ -796,3 +796,23 @@ def test_a_signature_calling_layers_directly_is_named_as_traced_live(tmp_path):
     lone = gs.trace(tmp_path / "calls", quiet=True)
     assert {"emb/MatMul:0", "emb/BiasAdd:0"} <= set(lone.model_graph.tensors)
     np.testing.assert_allclose(lone.run("emb/BiasAdd:0", x)["emb/BiasAdd:0"], module.layers[0](x), rtol=1e-6)
+
+
+def test_a_signature_is_named_by_its_folder_or_by_the_signature_and_refused_training_by_name(tmp_path):
+    """By path: the folder, whichever signature; a loaded object, which knows no folder: the
+    signature's name; `loaded.signatures[name]`, which does not keep its key: the function it
+    wraps (`TwoSignatures.embed`). training=True is refused naming the signature picked."""
+    models.save_two_signatures(tmp_path / "two")
+    loaded = tf.saved_model.load(str(tmp_path / "two"))
+    assert gs.trace(tmp_path / "two", quiet=True).name == "two"
+    assert gs.trace(tmp_path / "two", signature="embed", quiet=True).name == "two"
+    assert gs.trace(loaded, quiet=True).name == "serving_default"
+    assert gs.trace(loaded, signature="embed", quiet=True).name == "embed"
+    assert gs.trace(loaded.signatures["embed"], quiet=True).name == "embed"
+    assert gs.trace(loaded.signatures["serving_default"], quiet=True).name == "serve"  # TwoSignatures.serve
+    for model in (tmp_path / "two", loaded):
+        with pytest.raises(gs.OptionError, match=r"cannot trace the SavedModel with training=True: its signature "
+                                                 r"'embed' was traced when it was saved"):
+            gs.trace(model, signature="embed", training=True, quiet=True)
+        with pytest.raises(gs.OptionError, match=r"its signature 'serving_default' was traced"):
+            gs.trace(model, training=True, quiet=True)
