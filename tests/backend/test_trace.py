@@ -792,6 +792,7 @@ def test_a_signature_calling_layers_directly_is_named_as_traced_live(tmp_path):
             for lay in scope.layers:
                 assert {o.name for o in lay.ops} == {o.name for o in live.layer(lay.name).ops}, key
             assert scope.layers[0].inputs.names == ["x:0"], key  # the signature's input, as live
+            np.testing.assert_array_equal(scope.run("x_1:0", x)["x_1:0"], x)  # the function's argument
             np.testing.assert_allclose(scope.run("out", x)["out"], want, rtol=1e-6)
     lone = gs.trace(tmp_path / "calls", quiet=True)
     assert {"emb/MatMul:0", "emb/BiasAdd:0"} <= set(lone.model_graph.tensors)
