@@ -620,10 +620,18 @@ class _Mirror:
         return self.layers
 
     def _scoped_layers(self, graph_outputs: set[str]) -> None:
-        """Layers guessed from name scopes, in order of first appearance; their inputs and
-        outputs are the tensors crossing the group's border (or leaving the graph)."""
+        """Layers guessed from name scopes, in order of first appearance (of an op that is not
+        an argument of the serving function: those all come first); their inputs and outputs are
+        the tensors crossing the group's border (or leaving the graph)."""
         G = self.G
-        for index, (name, ops) in enumerate(self.ops_by_layer.items()):
+        position = {name: k for k, name in enumerate(G)}
+        arguments = self.serving_arguments
+
+        def first(ops: list[Op]) -> int:
+            return next((position[o.name] for o in ops if o.outputs[:1] and o.outputs[0] not in arguments), len(G))
+
+        by_layer = sorted(self.ops_by_layer.items(), key=lambda item: first(item[1]))
+        for index, (name, ops) in enumerate(by_layer):
             own = {o.name for o in ops}
             ins, outs = [], []
             for o in ops:

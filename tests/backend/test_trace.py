@@ -817,3 +817,13 @@ def test_a_signature_is_named_by_its_folder_or_by_the_signature_and_refused_trai
             gs.trace(model, signature="embed", training=True, quiet=True)
         with pytest.raises(gs.OptionError, match=r"its signature 'serving_default' was traced"):
             gs.trace(model, training=True, quiet=True)
+
+
+def test_a_saved_models_layers_keep_the_order_of_their_ops(tmp_path):
+    """The serving function's variable handles come first in its graph; the layers reading them
+    are still listed in the order their ops ran, layers without variables among them."""
+    model = models.functional()
+    model.export(str(tmp_path / "cnn"), verbose=False)
+    scope = gs.trace(tmp_path / "cnn", quiet=True)
+    assert [lay.name for lay in scope.layers] == [lay.name for lay in model.layers[1:]]  # after the InputLayer
+    assert scope.layer("conv").inputs.names == [f"{model.input.name}:0"]
