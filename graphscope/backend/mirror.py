@@ -301,8 +301,6 @@ class _Mirror:
         self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
         self.held = self._held_values()
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
-
-
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
         self.serving_arguments: dict[str, str] = {}
 
