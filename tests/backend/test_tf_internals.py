@@ -723,7 +723,8 @@ def test_a_loaded_signature_names_the_function_it_wraps(tmp_path):
     module = tf.Module()
     module.embed = tf.function(embed, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
     module.serve = tf.function(serve, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
-    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve, "other": module.embed})
+    tf.saved_model.save(module, str(tmp_path / "m"),
+                        signatures={"serving_default": module.serve, "other": module.embed})
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     assert _tf.saved_signature_function(loaded.signatures["other"]) == "embed"  # the function, not the key
     assert _tf.saved_signature_function(loaded.signatures["serving_default"]) == "serve"
