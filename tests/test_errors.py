@@ -251,7 +251,8 @@ WRONG = [
                              training=True),
           gs.OptionError, ValueError, r"with training=True: it is already traced.*pass the tf.function or the model"),
     Wrong("training=True for a SavedModel signature", lambda w: gs.trace(_saved_signature(w), training=True),
-          gs.OptionError, ValueError, r"serving signature was traced when it was saved.*trace the Keras model"),
+          gs.OptionError, ValueError,
+          r"its signature 'serving_default' was traced when it was saved.*trace the Keras model"),
     Wrong("a SavedModel signature it does not have", lambda w: gs.trace(_saved_signature(w), signature="serve"),
           gs.OptionError, ValueError, r"the SavedModel at .*doubling' has no signature named 'serve'. Its signatures: "
           r"'serving_default'; pass one of them as signature=, or leave signature out"),

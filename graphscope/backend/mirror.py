@@ -124,22 +124,29 @@ class _NameScopes:
     Python classes: the Keras model's own scope is dropped (`mask_rcnn_demo_1/conv1_1/BiasAdd`
     -> `conv1/BiasAdd`), the next segment is the layer, without Keras' uniquifying `_<n>` suffix
     unless a variable's path says the suffix is part of the name; a layer seen under a second
-    scope is its second call (`shared_dense@2`)."""
+    scope is its second call (`shared_dense@2`). A signature that calls one layer on its own
+    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's."""
 
     def __init__(self, function: Any) -> None:
         self.known = {v.name.split("/")[0] for v in function.graph.variables if "/" in v.name}
         firsts: dict[str, int] = defaultdict(int)
-        total = 0
+        scoped: list[str] = []
         for op in function.graph.get_operations():
             if op.type in _CALL_OPS and "f" in op.node_def.attr:
                 body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
                 for inner in body.get_operations():
                     if "/" in inner.name:
                         firsts[inner.name.split("/")[0]] += 1
-                        total += 1
+                        scoped.append(inner.name)
         top = max(firsts, key=firsts.__getitem__, default=None)
-        # the model's scope holds (nearly) every scoped op and carries Keras' suffix
-        self.model = top if top and _tf.KERAS_SUFFIX.search(top) and firsts[top] * 10 >= total * 9 else None
+        # the model's scope holds (nearly) every scoped op, carries Keras' suffix, and holds the
+        # scopes of the layers the model called
+        self.model = (
+            top
+            if top and _tf.KERAS_SUFFIX.search(top) and firsts[top] * 10 >= len(scoped) * 9
+            and _holds_layer_calls(top, scoped)
+            else None
+        )
         self.tokens: dict[str, str] = {}
         self.calls: dict[str, int] = defaultdict(int)
 
@@ -159,6 +166,24 @@ class _NameScopes:
             self.tokens[scope] = token
         segments[0] = token
         return "/".join(segments), token
+
+
+def _holds_layer_calls(scope: str, names: list[str]) -> bool:
+    """Whether `scope` is a model's: at least half of its ops lie inside the scope of a layer call
+    below it (`net_1/proj_1/MatMul`, `outer_1/backbone_1/conv1_1/...`). A layer called on its own
+    has its ops directly in its scope, or in the scopes its ops open (`emb_1/MatMul`,
+    `emb_1/Cast/ReadVariableOp`, `bn_1/Cast_1/ReadVariableOp`): a segment below it names a layer
+    call when it carries Keras' suffix, is not itself an op, and is not an op type (`Cast_1`)."""
+    ops = set(names)
+    inside = [name.split("/") for name in names if name.startswith(scope + "/")]
+
+    def layer_call(segment: str) -> bool:
+        return bool(_tf.KERAS_SUFFIX.search(segment)) and f"{scope}/{segment}" not in ops and not hasattr(
+            tf.raw_ops, _tf.KERAS_SUFFIX.sub("", segment)
+        )
+
+    in_calls = sum(1 for parts in inside if len(parts) > 2 and layer_call(parts[1]))
+    return in_calls * 2 >= len(inside)
 
 
 def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirrored:
@@ -276,6 +301,8 @@ class _Mirror:
         self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
         self.held = self._held_values()
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
+        # an argument of a SavedModel's serving function -> the signature's tensor feeding it
+        self.serving_arguments: dict[str, str] = {}
 
     def build(self) -> Mirrored:
         cf = self.traced.function
@@ -443,7 +470,10 @@ class _Mirror:
         elif not frame.role:
             raw = f"{frame.call_raw}/{op.name}"
             name = f"{frame.prefix}{base}"
-            if not frame.prefix and (base in self.nodes or arg is not None):  # keep clashes apart
+            if not frame.prefix and arg is not None:  # an argument of a SavedModel's serving function
+                name, reader_layer = self._serving_argument(op, base)
+                scoped_layer = scoped_layer or reader_layer
+            elif not frame.prefix and base in self.nodes:  # keep clashes apart
                 name = f"{frame.call_name}/{base}"
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
@@ -453,6 +483,8 @@ class _Mirror:
                 name = frame.prefix + base
                 name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)
         name = uniquify(name, self.nodes)
+        if arg is not None and not frame.prefix and not frame.role and arg < len(frame.arg_sources):
+            self.serving_arguments[tensor_name(name, 0)] = frame.arg_sources[arg]
         function = frame.function if frame else ()
         site = frame.site if frame else ()
         layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
@@ -519,6 +551,19 @@ class _Mirror:
             producer = self.tensors[src]
             edges.setdefault((producer.op, name), []).append(producer.index)
 
+    def _serving_argument(self, op: tf.Operation, base: str) -> tuple[str, str | None]:
+        """The name of an argument of a SavedModel's serving function, and its layer. A variable
+        handle is named after the op reading it, as a live trace names the handle it captures
+        (`emb/Cast/ReadVariableOp/resource`, not TensorFlow's `emb_1_cast_readvariableop_resource`),
+        in that op's layer; an input is named as the signature's input feeding it (`x`, which
+        the input holds: `uniquify` makes it `x_1`)."""
+        handle = op.outputs[0]
+        readers = handle.consumers() if handle.dtype == tf.resource else []
+        if not readers:
+            return base, None
+        reader, layer = self.scopes.canonical(min(readers, key=_tf.op_id).name)
+        return f"{reader}/resource", layer
+
     def _prefix(self, op: tf.Operation, name: str, role: str, frame: _Frame | None) -> str:
         """How the canonical names of a body's ops start."""
         if role:  # loop and branch bodies' ops are already scoped under the op
@@ -573,14 +618,23 @@ class _Mirror:
         return self.layers
 
     def _scoped_layers(self, graph_outputs: set[str]) -> None:
-        """Layers guessed from name scopes, in order of first appearance; their inputs and
-        outputs are the tensors crossing the group's border (or leaving the graph)."""
+        """Layers guessed from name scopes, in order of first appearance (of an op that is not
+        an argument of the serving function: those all come first); their inputs and outputs are
+        the tensors crossing the group's border (or leaving the graph)."""
         G = self.G
-        for index, (name, ops) in enumerate(self.ops_by_layer.items()):
+        position = {name: k for k, name in enumerate(G)}
+        arguments = self.serving_arguments
+
+        def first(ops: list[Op]) -> int:
+            return next((position[o.name] for o in ops if o.outputs[:1] and o.outputs[0] not in arguments), len(G))
+
+        by_layer = sorted(self.ops_by_layer.items(), key=lambda item: first(item[1]))
+        for index, (name, ops) in enumerate(by_layer):
             own = {o.name for o in ops}
             ins, outs = [], []
             for o in ops:
                 for t in o.inputs:
+                    t = self.serving_arguments.get(t, t)  # the signature's input, as traced live
                     producer = self.tensors[t]
                     if producer.op not in own and not producer.is_handle and producer.op_type != "Const":
                         ins.append(t)

@@ -48,6 +48,7 @@ __all__ = [
     "is_keras_layer",
     "is_keras_model",
     "is_saved_signature",
+    "saved_signature_function",
     "is_stand_in",
     "keyword_order",
     "fresh_function",
@@ -209,6 +210,13 @@ def is_saved_signature(concrete_function: Any) -> bool:
     a `_WrapperFunction`): keyword placeholders feeding one call of the restored function, named as
     the SavedModel's default signature traced by path is named."""
     return isinstance(concrete_function, saved_model_load._WrapperFunction)
+
+
+def saved_signature_function(concrete_function: Any) -> str:
+    """The name of the function a loaded signature wraps: TensorFlow names the wrapper's graph
+    `signature_wrapper_<function>` (`signature_wrapper_embed`; tf_keras' `signature_wrapper`,
+    without one: '')."""
+    return re.sub(r"^signature_wrapper_?", "", concrete_function.graph.name)
 
 
 _INLINE_LOCK = threading.Lock()

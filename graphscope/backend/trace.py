@@ -114,7 +114,7 @@ def trace_function(
         else:
             traced = _trace_module(loaded, input_signature, training, signature)
             traced.source = "saved_model"
-            if traced.name in ("", "_UserObject"):
+            if not _has_own_name(loaded):  # named by its folder, whichever signature is traced
                 traced.name = Path(model).name
         traced.owner = loaded
         return traced
@@ -123,10 +123,10 @@ def trace_function(
     if isinstance(model, tf.types.experimental.ConcreteFunction):
         if training:
             raise OptionError(
-                f"cannot trace the ConcreteFunction {_function_name(model)!r} with training=True: it is already "
+                f"cannot trace the ConcreteFunction {_concrete_name(model)!r} with training=True: it is already "
                 "traced, in the mode it was traced in; pass the tf.function or the model it came from instead"
             )
-        return _from_concrete(model, name=_function_name(model), source="concrete_function")
+        return _from_concrete(model, name=_concrete_name(model), source="concrete_function")
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
         return _trace_callable(model, input_signature, training)
     if isinstance(model, tf.Module) or hasattr(model, "signatures"):  # loaded SavedModels too
@@ -393,14 +393,15 @@ def _trace_module(module: Any, input_signature: Any, training: bool, signature: 
         _check_signature_name(signatures, signature, repr(_module_name(module)))
     name = signature or "serving_default"
     if signature is not None or (input_signature is None and signatures and name in signatures):
+        what = repr(_module_name(module)) if _has_own_name(module) else "the SavedModel"
         if training:
             raise OptionError(
-                f"cannot trace {_module_name(module)!r} with training=True: its serving signature was traced when "
-                "it was saved, in the mode it was saved in; trace the Keras model (or its .keras file) with "
-                "training=True instead"
+                f"cannot trace {what} with training=True: its signature {name!r} was traced when it was saved, "
+                "in the mode it was saved in; trace the Keras model (or its .keras file) with training=True instead"
             )
         cf = signatures[name]
-        return _from_concrete(cf, name=_module_name(module), source="module")
+        # a loaded SavedModel has no name of its own: it is named by the signature traced
+        return _from_concrete(cf, name=_module_name(module) if _has_own_name(module) else name, source="module")
     call = getattr(module, "__call__", None)
     if call is None or not callable(call):
         raise UnsupportedModelError(
@@ -663,6 +664,22 @@ def _function_name(fn: Any) -> str:
 
 def _module_name(module: Any) -> str:
     return getattr(module, "name", None) or type(module).__name__
+
+
+def _has_own_name(module: Any) -> bool:
+    """Whether `module` has a name of its own: a loaded SavedModel (TensorFlow's `_UserObject`,
+    its Python class not restored) has none."""
+    return _module_name(module) not in ("", "_UserObject")
+
+
+def _concrete_name(cf: Any) -> str:
+    """A ConcreteFunction's name; a loaded signature's is that of the function it wraps (`embed`
+    for `loaded.signatures["embed"]` saved from `m.embed`; the key itself is not kept), or
+    `signature` where that is no plain name (a lambda, Keras exports' `__call__`)."""
+    if not _tf.is_saved_signature(cf):
+        return _function_name(cf)
+    name = _tf.saved_signature_function(cf)
+    return name if name.isidentifier() and not name.startswith("_") else "signature"
 
 
 def _shape(spec: tf.TensorSpec) -> tuple[int | None, ...] | None:

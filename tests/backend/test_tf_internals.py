@@ -711,3 +711,20 @@ def test_an_unnamed_keras_input_is_named_by_its_input_layer():
     tf_keras = pytest.importorskip("tf_keras")
     old = tf_keras.Input((3,))
     assert _tf.keras_input_name(old) == old._keras_history.layer.name == old.name  # tf_keras names both
+
+
+def test_a_loaded_signature_names_the_function_it_wraps(tmp_path):
+    def embed(v):
+        return v * 2.0
+
+    def serve(v):
+        return v + 1.0
+
+    module = tf.Module()
+    module.embed = tf.function(embed, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    module.serve = tf.function(serve, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "m"),
+                        signatures={"serving_default": module.serve, "other": module.embed})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    assert _tf.saved_signature_function(loaded.signatures["other"]) == "embed"  # the function, not the key
+    assert _tf.saved_signature_function(loaded.signatures["serving_default"]) == "serve"

@@ -524,7 +524,7 @@ def test_training_is_refused_where_nothing_takes_it(tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda v: v * 2.0, input_signature=spec)
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures=module.f)
-    with pytest.raises(gs.OptionError, match=r"serving signature was traced when it was saved"):
+    with pytest.raises(gs.OptionError, match=r"its signature 'serving_default' was traced when it was saved"):
         gs.trace(str(tmp_path / "sm"), training=True, quiet=True)
     assert _keras_call_context() is None
 
@@ -737,3 +737,93 @@ def test_an_input_made_without_a_name_is_named_by_its_input_layer():
     x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     np.testing.assert_allclose(scope.run("dense/BiasAdd:0", {input_layer.name: x})["dense/BiasAdd:0"], model(x),
                                rtol=1e-6)
+
+
+def _layer_calls_module():
+    """A tf.Module whose signatures call Keras layers directly (one layer, one BatchNormalization,
+    two sibling layers) or a Keras model of two layers; and each signature's Python function."""
+    init = {"kernel_initializer": "glorot_uniform", "bias_initializer": "random_normal"}
+    emb, a, b = (keras.layers.Dense(n, name=name, **init) for n, name in ((3, "emb"), (3, "a"), (2, "b")))
+    norm = keras.layers.BatchNormalization(name="norm", beta_initializer="random_normal",
+                                           moving_mean_initializer="random_normal")
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, name="proj", **init),
+                            keras.layers.Dense(3, name="head", **init)], name="net")
+    functions = {"lone": lambda x: {"out": emb(x)}, "norm": lambda x: {"out": norm(x)},
+                 "siblings": lambda x: {"out": b(a(x))}, "model": lambda x: {"out": net(x)}}
+    module = tf.Module()
+    module.layers = [emb, norm, a, b, net]
+    spec = tf.TensorSpec((None, 4), tf.float32, name="x")
+    signatures = {}
+    for key, fn in functions.items():
+        setattr(module, key, tf.function(fn, input_signature=[spec]))
+        signatures[key] = getattr(module, key)
+    return module, signatures, functions, net
+
+
+def test_a_signature_calling_layers_directly_is_named_as_traced_live(tmp_path):
+    """A signature calling one layer keeps the layer's scope (emb/MatMul, not the model scope
+    dropped and MatMul left); sibling layers and a model's layers are named as before."""
+    module, signatures, functions, net = _layer_calls_module()
+    tf.saved_model.save(module, str(tmp_path / "calls"), signatures={"serving_default": signatures["lone"],
+                                                                     **signatures})
+    loaded = tf.saved_model.load(str(tmp_path / "calls"))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    spec = [tf.TensorSpec((None, 4), tf.float32, name="x")]
+
+    def in_layers(scope):
+        return {n for n, t in scope.model_graph.tensors.items() if t.layer and not t.is_handle}
+
+    for key, fn in functions.items():
+        # the oracle: the same function traced live, its layer calls recorded (a signature that
+        # calls a model is named as the model is, its own scope dropped)
+        live = gs.trace(net if key == "model" else fn, None if key == "model" else spec, quiet=True)
+        assert in_layers(live) and {lay.name for lay in live.layers if lay.ops}
+        want = loaded.signatures[key](x=tf.constant(x))["out"]  # by keyword
+        for scope in (gs.trace(tmp_path / "calls", signature=key, quiet=True),
+                      gs.trace(loaded.signatures[key], quiet=True)):
+            assert in_layers(scope) == in_layers(live), key
+            assert [lay.name for lay in scope.layers] == [lay.name for lay in live.layers if lay.ops], key
+            # the serving function's arguments: no `StatefulPartitionedCall/` left; a variable's
+            # handle named after the op reading it, in its layer, as the live trace names it
+            names = set(scope.model_graph.tensors)
+            assert not [n for n in names if n.startswith("StatefulPartitionedCall/")], key
+            inputs = {t.name for t in live.model_graph.inputs}  # a Sequential's is `keras_tensor`
+            assert {n for n in live.model_graph.tensors if n not in inputs} <= names, key
+            for lay in scope.layers:
+                assert {o.name for o in lay.ops} == {o.name for o in live.layer(lay.name).ops}, key
+            assert scope.layers[0].inputs.names == ["x:0"], key  # the signature's input, as live
+            np.testing.assert_array_equal(scope.run("x_1:0", x)["x_1:0"], x)  # the function's argument
+            np.testing.assert_allclose(scope.run("out", x)["out"], want, rtol=1e-6)
+    lone = gs.trace(tmp_path / "calls", quiet=True)
+    assert {"emb/MatMul:0", "emb/BiasAdd:0"} <= set(lone.model_graph.tensors)
+    np.testing.assert_allclose(lone.run("emb/BiasAdd:0", x)["emb/BiasAdd:0"], module.layers[0](x), rtol=1e-6)
+
+
+def test_a_signature_is_named_by_its_folder_or_by_the_signature_and_refused_training_by_name(tmp_path):
+    """By path: the folder, whichever signature; a loaded object, which knows no folder: the
+    signature's name; `loaded.signatures[name]`, which does not keep its key: the function it
+    wraps (`TwoSignatures.embed`). training=True is refused naming the signature picked."""
+    models.save_two_signatures(tmp_path / "two")
+    loaded = tf.saved_model.load(str(tmp_path / "two"))
+    assert gs.trace(tmp_path / "two", quiet=True).name == "two"
+    assert gs.trace(tmp_path / "two", signature="embed", quiet=True).name == "two"
+    assert gs.trace(loaded, quiet=True).name == "serving_default"
+    assert gs.trace(loaded, signature="embed", quiet=True).name == "embed"
+    assert gs.trace(loaded.signatures["embed"], quiet=True).name == "embed"
+    assert gs.trace(loaded.signatures["serving_default"], quiet=True).name == "serve"  # TwoSignatures.serve
+    for model in (tmp_path / "two", loaded):
+        with pytest.raises(gs.OptionError, match=r"cannot trace the SavedModel with training=True: its signature "
+                                                 r"'embed' was traced when it was saved"):
+            gs.trace(model, signature="embed", training=True, quiet=True)
+        with pytest.raises(gs.OptionError, match=r"its signature 'serving_default' was traced"):
+            gs.trace(model, training=True, quiet=True)
+
+
+def test_a_saved_models_layers_keep_the_order_of_their_ops(tmp_path):
+    """The serving function's variable handles come first in its graph; the layers reading them
+    are still listed in the order their ops ran, layers without variables among them."""
+    model = models.functional()
+    model.export(str(tmp_path / "cnn"), verbose=False)
+    scope = gs.trace(tmp_path / "cnn", quiet=True)
+    assert [lay.name for lay in scope.layers] == [lay.name for lay in model.layers[1:]]  # after the InputLayer
+    assert scope.layer("conv").inputs.names == [f"{model.input.name}:0"]
