@@ -2,12 +2,40 @@
 shortcuts (a method's signature read once per function) giving what reading it each time gives."""
 
 import inspect
+import subprocess
+import sys
 
 import keras
 import numpy as np
 
 import graphscope as gs
 from graphscope.backend import keras_calls
+
+
+def _fresh(code):
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_import_graphscope_after_tensorflow_and_keras_brings_the_tracing_modules():
+    out = _fresh(
+        "import sys, tensorflow, keras\n"
+        "before = set(sys.modules)\n"
+        "import graphscope\n"
+        "print(sorted(m for m in ('graphscope.scope', 'graphscope.backend.trace', 'graphscope.backend.mirror',"
+        " 'networkx') if m in sys.modules and m not in before))\n"
+    )
+    assert out.split("\n")[-2] == str(sorted(["graphscope.scope", "graphscope.backend.trace",
+                                              "graphscope.backend.mirror", "networkx"]))
+
+
+def test_import_graphscope_alone_imports_neither_tensorflow_nor_the_tracing_modules():
+    out = _fresh(
+        "import sys, graphscope\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'networkx', 'graphscope.scope') if m in sys.modules))\n"
+    )
+    assert out.split("\n")[-2] == "[]"
 
 
 class _Scaled(keras.layers.Layer):
