@@ -195,7 +195,7 @@ class _Mirror:
             output_keys=self.traced.output_keys,
             stand_ins=frozenset(n for n in self.G if _tf.is_stand_in(n)),
         )
-        return Mirrored(ModelGraph(self.G), self.sites)
+        return Mirrored(ModelGraph.adopt(self.G), self.sites)
 
     # ---- ownership and names
 
