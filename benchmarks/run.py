@@ -230,7 +230,7 @@ def bench_first_trace(args: argparse.Namespace) -> dict:
     Keras (graphscope's after them: that import is reported, not timed) and builds the model
     before the clock starts; TensorFlow's own process does not import graphscope. Both collect
     garbage before the clock: a fresh process with TensorFlow and Keras loaded sits within
-    about 10 000 objects of Python's next full collection (0.25-0.45 s over their 360 000),
+    about 10 000 objects of Python's next full collection (0.2-0.6 s over their 360 000),
     so without it the figure says which process happened to cross that line first."""
     import subprocess
 
