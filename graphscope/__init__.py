@@ -6,7 +6,9 @@
     scope.run(["block4_conv3/BiasAdd:0", "block4_conv3/Relu:0"], images)
 
 The public names below load lazily, so `import graphscope` (and the CLI's `--help`) does not
-import TensorFlow until something needs it. The package is layered the way the data flows
+import TensorFlow until something needs it. Where TensorFlow and Keras are already imported,
+tracing is what comes next: its modules are imported with the package (networkx most of their
+0.1 s), not inside the first `gs.trace`. The package is layered the way the data flows
 (`ir` <- `backend`, `display` <- `runtime` <- `data`, `check` <- `scope`, `bundle`, `cli`): see
 the README's architecture section.
 """
@@ -14,6 +16,7 @@ the README's architecture section.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 # registers the views of graphscope's records (`graphscope.ir.views`) before anything shows one
@@ -127,3 +130,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+if "tensorflow" in sys.modules and "keras" in sys.modules:
+    importlib.import_module("graphscope.scope")

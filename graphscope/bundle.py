@@ -136,7 +136,7 @@ class Bundle(Queries, Shown):
         """The mirrored graph of the model, as it was traced (loaded on first use). Its layers
         have no Keras objects."""
         if self._model_graph is None:
-            self._model_graph = ModelGraph(graph_from_data(read_graph(self._group)))
+            self._model_graph = ModelGraph.adopt(graph_from_data(read_graph(self._group)))
         return self._model_graph
 
     # ---- display

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,11 +146,31 @@ def number_last(calls: Sequence[LayerCall], last: set[int]) -> None:
 
 
 def _parameter_order(call: Any) -> dict[str, int]:
-    """Each parameter of `call` by name, with its position in the signature ({} if unknown)."""
+    """Each parameter of `call` by name, with its position in the signature ({} if unknown).
+    A bound method's signature is its function's (`self` left out), so it is read once per
+    function: a model's layers share a few classes, and `inspect.signature` is most of the cost
+    of wrapping a layer. The dict may be shared: callers only read it."""
+    function = getattr(call, "__func__", None) if inspect.ismethod(call) else None
+    if function is not None:
+        try:
+            order = _METHOD_ORDERS.get(function)
+            if order is None:
+                order = _METHOD_ORDERS[function] = _signature_order(call)
+            return order
+        except TypeError:  # a function object that cannot be weakly referenced
+            pass
+    return _signature_order(call)
+
+
+def _signature_order(call: Any) -> dict[str, int]:
     try:
         return {name: k for k, name in enumerate(inspect.signature(call).parameters)}
     except (TypeError, ValueError):
         return {}
+
+
+# the parameter order of each method's function, while the function exists
+_METHOD_ORDERS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _keywords(kwargs: dict[str, Any], order: dict[str, int]) -> dict[str, Any]:

@@ -326,7 +326,7 @@ class _Mirror:
             stand_ins=frozenset(n for n in self.G if _tf.is_stand_in(n)),
             unused=frozenset(_unused(top)),
         )
-        return Mirrored(ModelGraph(self.G), self.sites)
+        return Mirrored(ModelGraph.adopt(self.G), self.sites)
 
     # ---- ownership and names
 

@@ -73,6 +73,19 @@ class ModelGraph:
         query.own(self.graph)  # its index is built by the first query, then kept
         self._cuts: Selection | None = None
 
+    @classmethod
+    def adopt(cls, G: nx.DiGraph) -> ModelGraph:
+        """A ModelGraph over `G` itself, frozen where it is: for a caller that built `G` for it
+        and keeps nothing of it (the mirror, a bundle's reader), the copy `ModelGraph(G)` makes
+        would be a fifth of a ResNet50's mirror spent on nothing."""
+        if nx.is_frozen(G) or hasattr(G, "_graph"):
+            return cls(G)  # someone else's graph, or a view of one: copied as always
+        model_graph = cls.__new__(cls)
+        model_graph.graph = nx.freeze(G)
+        query.own(model_graph.graph)
+        model_graph._cuts = None
+        return model_graph
+
     # ---- what it is
 
     @property

@@ -62,3 +62,20 @@ def test_stand_ins_are_marked_by_the_mirror():
     assert stand_ins & in_layers  # they belong to layers' loops...
     shown = {node.key for node, _ in scope.layer_tree(ops=True, depth=9)._root.walk()}
     assert not stand_ins & shown  # ...but op trees leave them out
+
+
+def test_adopting_a_graph_freezes_it_where_it_is_and_answers_as_a_copy_would(functional_scope):
+    from graphscope.ir.graph import ModelGraph
+
+    source = functional_scope.graph
+    fresh = nx.DiGraph(source)  # an unfrozen graph of the same nodes, edges and tables
+    fresh.graph.update({k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in source.graph.items()})
+    copied, adopted = ModelGraph(fresh), ModelGraph.adopt(fresh)
+    assert adopted.graph is fresh and nx.is_frozen(fresh) and copied.graph is not fresh
+    with pytest.raises(nx.NetworkXError):
+        fresh.add_node("x")
+    assert adopted.find("BiasAdd").names == copied.find("BiasAdd").names == functional_scope.find("BiasAdd").names
+    assert adopted.ancestors(adopted.outputs[0]).names == copied.ancestors(copied.outputs[0]).names
+    # a frozen graph, someone else's, is copied as ModelGraph(G) copies it
+    again = ModelGraph.adopt(fresh)
+    assert again.graph is not fresh and again.find("BiasAdd").names == copied.find("BiasAdd").names
