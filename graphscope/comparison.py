@@ -321,9 +321,10 @@ def _nothing_shared(rows_a: list[tuple[str, Tensor]], side: _Side, mode: str) ->
     what = {"layers": "layer paths", "tensors": "tensor names", "mapped": "names the match function gave"}[mode]
     names_a = [n for n, _ in rows_a]
     names_b = list(side.tensors) if side.kind == "mapping" or mode == "tensors" else list(side.layers)
+    tried = f"a's {len(names_a)}"
     if side.kind == "mapping" and mode == "layers":
+        what, tried = "layer paths or tensor names", f"a's {len(names_a)} layer paths and their tensor names"
         names_a = names_a + [t.name for _, t in rows_a]
-        what = "layer paths or tensor names"
     near = []
     for n in names_a:
         found = closest(n, names_b, n=1)
@@ -335,7 +336,7 @@ def _nothing_shared(rows_a: list[tuple[str, Tensor]], side: _Side, mode: str) ->
     shown_b = ", ".join(names_b[:4]) + (", ..." if len(names_b) > 4 else "")
     ways = ("match='tensors' pairs canonical tensor names, match=fn maps a's layer paths to b's names, "
             "a mapping b is keyed by a's layer paths or tensor names")
-    return (f"b shares no {what} with a: tried a's {len(names_a)} ({shown_a or 'none'}) against b's "
+    return (f"b shares no {what} with a: tried {tried} ({shown_a or 'none'}) against b's "
             f"{len(names_b)} ({shown_b or 'none'}); closest: {'; '.join(near) or 'none'}. {ways}")
 
 

@@ -211,6 +211,12 @@ def _gate_run(keep):
     return scope.run(scope.outputs, [np.ones((1, 3), np.float32), keep])
 
 
+@functools.cache
+def _other_input() -> gs.Scope:
+    """A model sharing a layer path ('dense') with the functional CNN, with another input."""
+    return gs.trace(keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="dense")]), quiet=True)
+
+
 def _table_read_after_insert(w):
     """A model that inserts into its own lookup table and reads the entry back in the same call."""
     class Remembers(tf.Module):
@@ -469,6 +475,16 @@ WRONG = [
     Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
           gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
           r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),
+    # ---- comparing two runs
+    Wrong("a compare whose b shares no names with a",
+          lambda w: gs.compare(w.scope, {"dense_1": np.zeros((2, 6)), "convolution": np.zeros(1)}, w.x),
+          gs.TensorNotFoundError, KeyError, r"b shares no layer paths or tensor names with a: tried a's 7 layer paths and "
+          r"their tensor names \(conv, .*against b's 2 \(dense_1, convolution\); closest: 'conv' ~ 'convolution'; "
+          r"'dense' ~ 'dense_1'.*match='tensors'.*match=fn"),
+    Wrong("a compare of scopes whose inputs differ, without inputs_b",
+          lambda w: gs.compare(w.scope, _other_input(), w.x), gs.InputError, ValueError,
+          r"a and b take different inputs \(a: image: float32\[\?,8,8,3\]; b: \w+: float32\[\?,5\]\).*"
+          r"pass b's own as inputs_b="),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),
