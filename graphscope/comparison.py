@@ -7,9 +7,12 @@ checkpoint or a reloaded SavedModel start to give other values?
     cmp.plot()           # the error along the depth of the model, log scale
 
 Each side is run once: one executor fetching every compared tensor of `a`, one of `b` (a Bundle
-or a mapping is read, not run). Values are compared in float64 whatever their dtypes; a pair is
-within tolerance when `numpy.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)` holds, that is
-`|a - b| <= atol + rtol * |b|` everywhere (b is the reference).
+or a mapping is read, not run). Values of two dtypes (float16 against float32, ints against
+floats) are compared in float64; values of one float dtype in that dtype, where each difference
+is exactly rounded, with sums (the cosine's) in float64. A pair is within tolerance when
+`numpy.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)` holds, that is
+`|a - b| <= atol + rtol * |b|` everywhere (b is the reference; NaN agrees with NaN, an infinity
+with the same infinity).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ class Row:
     """One compared pair. `name`: a's layer path (`match="layers"` or a callable; `path[k]` for
     output k of a layer with several) or canonical tensor name (`match="tensors"`); `tensor`:
     a's tensor; `other`: what it was paired with in b. `max_abs` is max |a - b|, `max_rel` max
-    |a - b| / |b| over the elements where b is not 0, `cosine` the cosine similarity of the two
-    values flattened (1.0 when both are all zeros), all in float64; NaN where they cannot be
-    computed (a shape mismatch, NaN on one side only). `ok`: within tolerance (see the module).
+    |a - b| / |b| over the elements where b is not 0 (inf when b is all zeros and a is not),
+    `cosine` the cosine similarity of the two values flattened (1.0 when both are all zeros);
+    NaN where they cannot be computed (a shape mismatch; the cosine of values holding NaN or Inf). `ok`: within tolerance (see the module).
     `note` says what else there is to know (a shape or dtype mismatch, a branch that ran on one
     side only). `iteration`: for values computed inside a loop (one per iteration on both
     sides), the first iteration outside tolerance."""
@@ -201,9 +204,10 @@ def compare(
     values_a = a.run(list(dict.fromkeys(t.name for _, t, _ in pairs)), inputs)
     values_b = side.values([o for _, _, o in pairs], inputs if inputs_b is None else inputs_b)
     rows = []
-    for name, t, other in pairs:
-        per_iteration = t.name in values_a.per_iteration
-        rows.append(_row(name, t, other, values_a[t.name], values_b[other], per_iteration, rtol, atol))
+    with np.errstate(all="ignore"):  # NaN and Inf are compared, not warned about
+        for name, t, other in pairs:
+            per_iteration = t.name in values_a.per_iteration
+            rows.append(_row(name, t, other, values_a[t.name], values_b[other], per_iteration, rtol, atol))
     unmatched_a = [n for n, _ in rows_a if n not in {p[0] for p in pairs} and n not in skipped]
     label = "mapped" if mode == "mapped" else mode
     return Comparison(rows, Unmatched(unmatched_a, unmatched_b), rtol=rtol, atol=atol, match=label, skipped=skipped)
@@ -430,8 +434,10 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
         flat_x = np.concatenate([np.asarray(p, np.float64).ravel() for p in xs]) if xs else np.zeros(0)
         flat_y = np.concatenate([np.asarray(q, np.float64).ravel() for q in ys]) if ys else np.zeros(0)
         first = next((k for k, s in enumerate(stats) if not s[3]), None)
+        finite = np.isfinite(flat_x).all() and np.isfinite(flat_y).all()
         return Row(**base, shape=(len(xs),), dtype=_dtype(x), max_abs=max((s[0] for s in stats), default=0.0),
-                   max_rel=max((s[1] for s in stats), default=0.0), cosine=_cosine(flat_x, flat_y),
+                   max_rel=max((s[1] for s in stats), default=0.0),
+                   cosine=_cosine(flat_x, flat_y, None) if finite else float("nan"),
                    ok=first is None, note="per iteration", shape_b=(len(ys),), dtype_b=_dtype(y), iteration=first)
     x, y = np.asarray(x), np.asarray(y)
     max_abs, max_rel, cosine, ok, problem = _stats(x, y, rtol, atol)
@@ -455,14 +461,43 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
             return nan, nan, nan, False, f"dtype {x.dtype} vs {y.dtype}"
         same = bool(np.array_equal(x, y))
         return (0.0 if same else nan), (0.0 if same else nan), (1.0 if same else nan), same, ("" if same else "values differ")
-    a, b = x.astype(np.float64), y.astype(np.float64)
+    # one float dtype: compared in it (each difference is exactly rounded); else in float64
+    work = x.dtype if x.dtype == y.dtype and x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    a, b = np.asarray(x, work).ravel(), np.asarray(y, work).ravel()
+    if not a.size:
+        return 0.0, 0.0, 1.0, True, ""
+    d = np.subtract(a, b)
+    np.abs(d, out=d)
+    max_abs = float(d.max())
+    if not math.isfinite(max_abs):  # NaN or Inf somewhere: the careful way
+        return _stats_nonfinite(a.astype(np.float64), b.astype(np.float64), rtol, atol)
+    if max_abs == 0:
+        return 0.0, 0.0, 1.0, True, ""
+    scale = np.abs(b)
+    ok = max_abs <= atol
+    if not ok:
+        bound = np.multiply(scale, rtol)
+        bound += atol
+        ok = bool(np.less_equal(d, bound, out=np.empty(d.shape, bool)).all())
+    nonzero = scale > 0
+    if nonzero.any():
+        rel = np.divide(d, scale, out=np.zeros_like(d), where=nonzero)
+        max_rel = float(rel.max())
+    else:
+        rel, max_rel = np.empty_like(d), float("inf")
+    return max_abs, max_rel, _cosine(a, b, rel), ok, ""
+
+
+def _stats_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
+    """`_stats` of float64 values holding NaN or Inf: equal NaNs and equal infinities agree."""
     same = (a == b) | (np.isnan(a) & np.isnan(b))
     diff = np.where(same, 0.0, np.abs(a - b))
-    max_abs = float(diff.max()) if diff.size else 0.0
+    max_abs = float(diff.max())
     nonzero = (b != 0) & np.isfinite(b)
     rel = diff[nonzero] / np.abs(b[nonzero])
     max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else float("inf"))
-    return max_abs, max_rel, _cosine(a, b), _close(a, b, rtol, atol), ""
+    finite = np.isfinite(a).all() and np.isfinite(b).all()
+    return max_abs, max_rel, _cosine(a, b, None) if finite else float("nan"), _close(a, b, rtol, atol), ""
 
 
 def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
@@ -470,16 +505,18 @@ def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel(), b.ravel()
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return float("nan")
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0 and nb == 0:
+def _cosine(a: np.ndarray, b: np.ndarray, scratch: np.ndarray | None) -> float:
+    """The cosine of two finite flat arrays, products summed in float64 (1.0 for two zero
+    arrays, 0.0 for one); `scratch`: a buffer of their shape and dtype to reuse."""
+    out = scratch if scratch is not None else np.empty_like(a)
+    ab = float(np.multiply(a, b, out=out).sum(dtype=np.float64))
+    aa = float(np.multiply(a, a, out=out).sum(dtype=np.float64))
+    bb = float(np.multiply(b, b, out=out).sum(dtype=np.float64))
+    if aa == 0 and bb == 0:
         return 1.0
-    if na == 0 or nb == 0:
+    if aa == 0 or bb == 0:
         return 0.0
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    return float(np.clip(ab / math.sqrt(aa * bb), -1.0, 1.0))
 
 
 def _shape(v: Any) -> Shape:
