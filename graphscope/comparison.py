@@ -44,7 +44,8 @@ class Row:
     output k of a layer with several) or canonical tensor name (`match="tensors"`); `tensor`:
     a's tensor; `other`: what it was paired with in b. `max_abs` is max |a - b|, `max_rel` max
     |a - b| / |b| over the elements where b is not 0 (inf when b is all zeros and a is not),
-    `cosine` the cosine similarity of the two values flattened (1.0 when both are all zeros);
+    `cosine` the cosine similarity of the two values flattened (1.0 when both are all zeros;
+    for float32 values from float32 sums of squares: exact near 1, within about 1e-5 elsewhere);
     NaN where they cannot be computed (a shape mismatch; the cosine of values holding NaN or Inf). `ok`: within tolerance (see the module).
     `note` says what else there is to know (a shape or dtype mismatch, a branch that ran on one
     side only). `iteration`: for values computed inside a loop (one per iteration on both
@@ -288,7 +289,8 @@ def _side(b: Any) -> _Side:
     if hasattr(b, "model_graph") and hasattr(b, "run"):
         graph = b.model_graph
         layers = {n: t.name for n, t in _rows_of(graph, "layers")}
-        return _Side("scope", b, layers, dict(_rows_of(graph, "tensors")))
+        dead = graph.unused
+        return _Side("scope", b, layers, {n: t for n, t in graph.tensors.items() if not t.is_handle and t.op not in dead})
     raise ArgumentError(
         f"compare's b is a Scope, a Bundle (gs.open) or a mapping from names to arrays, got {type(b).__name__}"
     )
@@ -437,7 +439,7 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
         finite = np.isfinite(flat_x).all() and np.isfinite(flat_y).all()
         return Row(**base, shape=(len(xs),), dtype=_dtype(x), max_abs=max((s[0] for s in stats), default=0.0),
                    max_rel=max((s[1] for s in stats), default=0.0),
-                   cosine=_cosine(flat_x, flat_y, None) if finite else float("nan"),
+                   cosine=_cosine(flat_x, flat_y, np.abs(flat_x - flat_y)) if finite else float("nan"),
                    ok=first is None, note="per iteration", shape_b=(len(ys),), dtype_b=_dtype(y), iteration=first)
     x, y = np.asarray(x), np.asarray(y)
     max_abs, max_rel, cosine, ok, problem = _stats(x, y, rtol, atol)
@@ -478,14 +480,16 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
     if not ok:
         bound = np.multiply(scale, rtol)
         bound += atol
-        ok = bool(np.less_equal(d, bound, out=np.empty(d.shape, bool)).all())
-    nonzero = scale > 0
-    if nonzero.any():
-        rel = np.divide(d, scale, out=np.zeros_like(d), where=nonzero)
-        max_rel = float(rel.max())
+        ok = bool(np.less_equal(d, bound).all())
+        del bound
+    zeros = scale == 0
+    if zeros.all():
+        max_rel = float("inf")
     else:
-        rel, max_rel = np.empty_like(d), float("inf")
-    return max_abs, max_rel, _cosine(a, b, rel), ok, ""
+        if zeros.any():
+            scale[zeros] = np.inf  # |a-b| / inf = 0: elements where b is 0 count in max_abs only
+        max_rel = float(np.divide(d, scale, out=scale).max())
+    return max_abs, max_rel, _cosine(a, b, d), ok, ""
 
 
 def _stats_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
@@ -497,7 +501,7 @@ def _stats_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> 
     rel = diff[nonzero] / np.abs(b[nonzero])
     max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else float("inf"))
     finite = np.isfinite(a).all() and np.isfinite(b).all()
-    return max_abs, max_rel, _cosine(a, b, None) if finite else float("nan"), _close(a, b, rtol, atol), ""
+    return max_abs, max_rel, _cosine(a, b, np.abs(a - b)) if finite else float("nan"), _close(a, b, rtol, atol), ""
 
 
 def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
@@ -505,18 +509,20 @@ def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray, scratch: np.ndarray | None) -> float:
-    """The cosine of two finite flat arrays, products summed in float64 (1.0 for two zero
-    arrays, 0.0 for one); `scratch`: a buffer of their shape and dtype to reuse."""
-    out = scratch if scratch is not None else np.empty_like(a)
-    ab = float(np.multiply(a, b, out=out).sum(dtype=np.float64))
-    aa = float(np.multiply(a, a, out=out).sum(dtype=np.float64))
-    bb = float(np.multiply(b, b, out=out).sum(dtype=np.float64))
+def _cosine(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> float:
+    """The cosine of two finite flat arrays of one dtype, given `d = |a - b|`: 1.0 for two zero
+    arrays, 0.0 for one. Computed as 1 - (|a-b|^2 - (|a| - |b|)^2) / (2 |a| |b|), so that it
+    stays exact near 1 (two values that nearly agree) from sums of squares alone."""
+    aa, bb, dd = (float(np.dot(v, v)) for v in (a, b, d))
+    if not (math.isfinite(aa) and math.isfinite(bb) and math.isfinite(dd)):  # float32 sums past its range
+        a, b, d = (v.astype(np.float64) for v in (a, b, d))
+        aa, bb, dd = (float(np.dot(v, v)) for v in (a, b, d))
     if aa == 0 and bb == 0:
         return 1.0
     if aa == 0 or bb == 0:
         return 0.0
-    return float(np.clip(ab / math.sqrt(aa * bb), -1.0, 1.0))
+    na, nb = math.sqrt(aa), math.sqrt(bb)
+    return float(min(1.0, max(-1.0, 1.0 - (dd - (na - nb) ** 2) / (2.0 * na * nb))))
 
 
 def _shape(v: Any) -> Shape:

@@ -69,7 +69,7 @@ def check_rows(cmp, want_a, want_b):
         max_abs, max_rel, cosine = numpy_errors(want_a[row.name], want_b[row.name])
         np.testing.assert_allclose(row.max_abs, max_abs, rtol=1e-4, atol=1e-6, err_msg=row.name)
         np.testing.assert_allclose(row.max_rel, max_rel, rtol=1e-4, atol=1e-5, err_msg=row.name)
-        np.testing.assert_allclose(row.cosine, cosine, rtol=1e-6, err_msg=row.name)
+        np.testing.assert_allclose(row.cosine, cosine, rtol=1e-6, atol=1e-6, err_msg=row.name)
         assert row.ok == np.allclose(want_a[row.name], want_b[row.name], rtol=cmp.rtol, atol=cmp.atol)
 
 
