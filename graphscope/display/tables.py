@@ -227,7 +227,7 @@ def comparison_table(comparison: Any) -> Group:
     title = (f"{len(comparison.rows)} {'tensor' if comparison.match == 'tensors' else 'layer output'}"
              f"{'s' if len(comparison.rows) != 1 else ''} compared (rtol={comparison.rtol:g}, atol={comparison.atol:g})")
     parts: list[Any] = [WholeNames(title, columns, rows)]
-    rule = "within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference), in float64"
+    rule = "within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference)"
     parts.append(Text(rule, style="dim"))
     unmatched = comparison.unmatched
     for side, names in (("a", unmatched.a), ("b", unmatched.b)):
