@@ -178,6 +178,13 @@ def compare(
         TensorNotFoundError: b shares no names with a (the message says what was tried and
             the closest names).
         InputError: a and b take different inputs and `inputs_b` is not given.
+
+    >>> import graphscope as gs, keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    >>> x = np.ones((1, 3), "float32")
+    >>> cmp = gs.compare(gs.trace(model), {"dense": model(x).numpy() + 0.5}, x)
+    >>> cmp.first.name, round(cmp.first.max_abs, 6), cmp.unmatched
+    ('dense', 0.5, Unmatched(a=[], b=[]))
     """
     if not (hasattr(a, "model_graph") and hasattr(a, "run")):
         raise ArgumentError(f"compare's a is a Scope (gs.trace(model)), got {type(a).__name__}")

@@ -213,3 +213,46 @@ def test_the_table_and_the_plot(port):
     abs_line = next(line for line in ax.get_lines() if line.get_label() == "max |a-b|")
     finite = [r.max_abs for r in cmp.rows]
     np.testing.assert_allclose(abs_line.get_ydata()[1:], finite[1:])
+
+
+def _tiny():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="dense", kernel_initializer="ones"),
+                              keras.layers.Dense(1, name="head", kernel_initializer="ones")], name="tiny")
+    return gs.trace(model, quiet=True), np.array([[1.0, 2.0]], "float32")  # dense: [3, 3]; head: [6]
+
+
+def test_the_table_exactly():
+    scope, x = _tiny()
+    reference = {"dense": np.array([[3.0, 3.0]], "float32"), "head": np.array([[6.5]], "float32"), "extra": np.zeros(1)}
+    cmp = gs.compare(scope, reference, x)
+    console = Console(width=80, color_system=None, record=True, file=io.StringIO())
+    console.print(cmp)
+    text = "\n".join(line.rstrip() for line in console.export_text().splitlines())
+    assert text == """\
+2 layer outputs compared (rtol=1e-05, atol=1e-06)
+
+ name    shape   max |a-b|   max rel   cosine                     note
+ ─────────────────────────────────────────────────────────────────────
+ dense   [1,2]           0         0        1   ok
+ head    [1,1]         0.5    0.0769        1   DIFFERS ◀ first
+
+within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the
+reference); values of two dtypes are compared in float64
+only in b: extra
+first outside tolerance: head"""
+    assert repr(cmp) == "<Comparison 2 rows (layers), first outside tolerance: head; 0 + 1 unmatched>"
+
+
+def test_nan_agrees_with_nan_and_differs_from_a_number():
+    x_in = keras.Input((2,))
+    logs = keras.layers.Lambda(lambda v: keras.ops.log(v - 2.5), name="logs")(x_in)  # log(-1.5) = NaN, log(-0.5)
+    scope = gs.trace(keras.Model(x_in, logs), quiet=True)
+    x = np.array([[1.0, 5.0]], "float32")
+    with np.errstate(invalid="ignore"):
+        want = np.log(x.astype(np.float64) - 2.5)  # [NaN, log 2.5]
+    assert np.isnan(want[0, 0])
+    both = gs.compare(scope, {"logs": want}, x)
+    assert both.rows[0].ok and np.isnan(both.rows[0].cosine)
+    np.testing.assert_allclose(both.rows[0].max_abs, abs(np.float32(np.log(2.5)) - np.log(2.5)), atol=1e-7)
+    one = gs.compare(scope, {"logs": np.nan_to_num(want)}, x)  # 0 where a has NaN
+    assert not one.rows[0].ok and np.isnan(one.rows[0].max_abs)

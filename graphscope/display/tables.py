@@ -210,24 +210,25 @@ def _number(x: float) -> str:
 def comparison_table(comparison: Any) -> Group:
     """Two runs compared (`graphscope.comparison.Comparison`): per row, in a's topological
     order, its name, shape, max |a-b|, max relative error, cosine and whether it is within
-    tolerance; the first row outside tolerance marked; then what was found on one side only.
+    tolerance, the first row outside tolerance marked; then what was found on one side only.
     Names are never split: narrow, the layer, then the cosine give way."""
     first = comparison.first
     rows = []
     for r in comparison.rows:
-        mark = "◀ first" if r is first else ""
-        state = "ok" if r.ok else "DIFFERS"
-        where = f"iteration {r.iteration}" if r.iteration is not None else ""
-        note = "; ".join(filter(None, [r.note if r.note != "per iteration" or not where else "", where, mark]))
+        state = "ok" if r.ok else ("DIFFERS ◀ first" if r is first else "DIFFERS")
+        note = r.note.removesuffix(", compared in float64")  # the rule below says so
+        if r.iteration is not None:
+            note = f"iteration {r.iteration}" if note in ("", "per iteration") else f"{note}; iteration {r.iteration}"
         rows.append([r.name, shape_text(r.shape), _number(r.max_abs), _number(r.max_rel), _number(r.cosine),
                      state, note])
     columns = [Column("name", name=True), Column("shape", drop=2), Column("max |a-b|", justify="right"),
                Column("max rel", justify="right", drop=3), Column("cosine", justify="right", drop=1),
-               Column(""), Column("note", fold=True, width=36)]
+               Column(""), Column("note", fold=True, width=24)]
     title = (f"{len(comparison.rows)} {'tensor' if comparison.match == 'tensors' else 'layer output'}"
              f"{'s' if len(comparison.rows) != 1 else ''} compared (rtol={comparison.rtol:g}, atol={comparison.atol:g})")
     parts: list[Any] = [WholeNames(title, columns, rows)]
-    rule = "within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference)"
+    rule = ("within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference); "
+            "values of two dtypes are compared in float64")
     parts.append(Text(rule, style="dim"))
     unmatched = comparison.unmatched
     for side, names in (("a", unmatched.a), ("b", unmatched.b)):
