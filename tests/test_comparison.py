@@ -256,3 +256,15 @@ def test_nan_agrees_with_nan_and_differs_from_a_number():
     np.testing.assert_allclose(both.rows[0].max_abs, abs(np.float32(np.log(2.5)) - np.log(2.5)), atol=1e-7)
     one = gs.compare(scope, {"logs": np.nan_to_num(want)}, x)  # 0 where a has NaN
     assert not one.rows[0].ok and np.isnan(one.rows[0].max_abs)
+
+
+def test_a_reloaded_saved_model(tmp_path):
+    model = models.functional()
+    model.export(tmp_path / "exported", verbose=False)
+    x = models.sample_inputs(model)[0]
+    reloaded = gs.trace(str(tmp_path / "exported"), quiet=True)  # no Python classes: layers from name scopes
+    cmp = gs.compare(gs.trace(model, quiet=True), reloaded, x)
+    names = [lay.name for lay in model.layers[1:]]
+    assert [r.name for r in cmp.rows] == names and cmp.ok and not cmp.unmatched
+    want = by_keras(model, x, names)
+    check_rows(cmp, want, want)
