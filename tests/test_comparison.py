@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 
 import graphscope as gs
+from graphscope.data.store import is_store
 from tests import models
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -120,6 +121,7 @@ def test_a_mixed_float16_copy_is_compared_in_float64(port):
 def test_a_stored_run_as_reference(port, tmp_path):
     a = port["a"]
     saved = a.extract([a.layer(n).output for n in LAYERS], port["x"], out=tmp_path / "run.zarr", quiet=True)
+    assert is_store(tmp_path / "run.zarr") and not is_store(tmp_path) and not is_store(tmp_path / "none")
     same = gs.compare(a, saved, port["x"])
     assert [r.name for r in same.rows] == list(LAYERS) and same.ok
     assert all(r.max_abs == 0 and r.cosine == 1 for r in same.rows)
@@ -262,6 +264,7 @@ def test_a_reloaded_saved_model(tmp_path):
     model = models.functional()
     model.export(tmp_path / "exported", verbose=False)
     x = models.sample_inputs(model)[0]
+    assert not is_store(tmp_path / "exported")  # what `graphscope compare` tells a store by
     reloaded = gs.trace(str(tmp_path / "exported"), quiet=True)  # no Python classes: layers from name scopes
     cmp = gs.compare(gs.trace(model, quiet=True), reloaded, x)
     names = [lay.name for lay in model.layers[1:]]
