@@ -216,9 +216,9 @@ def compare(
         for name, t, other in pairs:
             per_iteration = t.name in values_a.per_iteration
             rows.append(_row(name, t, other, values_a[t.name], values_b[other], per_iteration, rtol, atol))
-    unmatched_a = [n for n, _ in rows_a if n not in {p[0] for p in pairs} and n not in skipped]
-    label = "mapped" if mode == "mapped" else mode
-    return Comparison(rows, Unmatched(unmatched_a, unmatched_b), rtol=rtol, atol=atol, match=label, skipped=skipped)
+    paired = {name for name, _, _ in pairs}
+    unmatched_a = [n for n, _ in rows_a if n not in paired and n not in skipped]
+    return Comparison(rows, Unmatched(unmatched_a, unmatched_b), rtol=rtol, atol=atol, match=mode, skipped=skipped)
 
 
 # ---- the two sides

@@ -481,6 +481,12 @@ WRONG = [
           gs.TensorNotFoundError, KeyError, r"b shares no layer paths or tensor names with a: tried a's 7 layer paths and "
           r"their tensor names \(conv, .*against b's 2 \(dense_1, convolution\); closest: 'conv' ~ 'convolution'; "
           r"'dense' ~ 'dense_1'.*match='tensors'.*match=fn"),
+    Wrong("a compare with an unknown match", lambda w: gs.compare(w.scope, w.scope, w.x, match="ops"), gs.OptionError,
+          ValueError, r"match='ops': choose 'layers', 'tensors', or a function from a's layer paths to b's names"),
+    Wrong("a compare with a negative tolerance", lambda w: gs.compare(w.scope, w.scope, w.x, rtol=-1e-5),
+          gs.OptionError, ValueError, r"rtol and atol are finite numbers >= 0, got rtol=-1e-05"),
+    Wrong("a compare with b a list of arrays", lambda w: gs.compare(w.scope, [w.x], w.x), gs.ArgumentError, TypeError,
+          r"compare's b is a Scope, a Bundle \(gs.open\) or a mapping from names to arrays, got list"),
     Wrong("a compare of scopes whose inputs differ, without inputs_b",
           lambda w: gs.compare(w.scope, _other_input(), w.x), gs.InputError, ValueError,
           r"a and b take different inputs \(a: image: float32\[\?,8,8,3\]; b: \w+: float32\[\?,5\]\).*"
