@@ -271,3 +271,14 @@ def test_a_reloaded_saved_model(tmp_path):
     assert [r.name for r in cmp.rows] == names and cmp.ok and not cmp.unmatched
     want = by_keras(model, x, names)
     check_rows(cmp, want, want)
+
+
+def test_a_stored_run_with_values_per_batch(port, tmp_path):
+    b = port["b"]
+    read = b.find(op_type="ReadVariableOp")[0]  # no batch axis: stored once per batch
+    saved = b.extract([b.layer("d1").output, read], port["x"], out=tmp_path / "run.zarr", batch_size=2, quiet=True)
+    assert saved[read.name].layout == "batch" and len(saved[read.name]) == 2
+    cmp = gs.compare(b, saved, port["x"], match="tensors")
+    assert cmp[b.layer("d1").output.name].ok
+    row = cmp[read.name]
+    assert not row.ok and "stored once per batch over 2 batches" in row.note
