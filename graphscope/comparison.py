@@ -163,7 +163,8 @@ def compare(
             a Bundle (a stored earlier run: its stored values are compared, sample for sample,
             with a's on `inputs`), or a mapping from names (layer paths or canonical tensor
             names) to arrays.
-        inputs: what a is fed (as for `Scope.run`); b too, unless `inputs_b` is given.
+        inputs: what a is fed (as for `Scope.run`); b too, unless `inputs_b` is given (a
+            dict by a's input names feeds b's inputs in order where b names them otherwise).
         inputs_b: what b is fed, when its inputs differ from a's.
         match: "layers" pairs layer outputs by layer path; "tensors" pairs every tensor by
             canonical name; a callable maps each of a's layer paths to a name b knows (a layer
@@ -202,6 +203,8 @@ def compare(
         raise TensorNotFoundError(_nothing_shared(rows_a, side, mode))
     if side.kind == "scope" and inputs_b is None:
         _check_same_inputs(a, side.obj)
+        if isinstance(inputs, Mapping) and list(side.obj.inputs) != list(a.inputs) and set(inputs) == set(a.inputs):
+            inputs_b = [inputs[n] for n in a.inputs]  # b names its inputs otherwise: fed in order
     fetchable, why_a = _fetchable(a, [t for _, t, _ in pairs])
     skipped = {n: why_a[t.name] for n, t, _ in pairs if t.name in why_a}
     pairs = [p for p in pairs if p[1].name in fetchable]

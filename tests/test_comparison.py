@@ -181,6 +181,14 @@ def test_inputs_b_feeds_b_its_own():
     assert [r.name for r in cmp.rows] == list(LAYERS) and cmp.ok
 
 
+def test_inputs_by_name_feed_a_port_whose_input_is_named_otherwise(port):
+    renamed = keras.Model(*(lambda i: (i, port["k3"](i)))(keras.Input((6,), name="features")))
+    b = gs.trace(renamed, quiet=True)
+    assert b.inputs == ["features"] and port["a"].inputs == ["x"]
+    cmp = gs.compare(port["a"], b, {"x": port["x"]}, match=lambda n: "chain/" + n)
+    assert [r.name for r in cmp.rows] == list(LAYERS) and cmp.ok
+
+
 def test_values_inside_a_loop_are_compared_per_iteration():
     model = models.control_flow()
     a = gs.trace(model, quiet=True)
