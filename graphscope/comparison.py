@@ -45,8 +45,9 @@ class Row:
     a's tensor; `other`: what it was paired with in b. `max_abs` is max |a - b|, `max_rel` max
     |a - b| / |b| over the elements where b is not 0 (inf when b is all zeros and a is not),
     `cosine` the cosine similarity of the two values flattened (1.0 when both are all zeros;
-    for float32 values from float32 sums of squares: exact near 1, within about 1e-5 elsewhere);
-    NaN where they cannot be computed (a shape mismatch; the cosine of values holding NaN or Inf). `ok`: within tolerance (see the module).
+    for float32 values from float32 sums of squares: exact near 1, within about 1e-5
+    elsewhere); NaN where they cannot be computed (a shape mismatch; the cosine of values
+    holding NaN or Inf). `ok`: within tolerance (see the module).
     `note` says what else there is to know (a shape or dtype mismatch, a branch that ran on one
     side only). `iteration`: for values computed inside a loop (one per iteration on both
     sides), the first iteration outside tolerance."""
@@ -192,7 +193,9 @@ def compare(
     if rtol < 0 or atol < 0 or not (math.isfinite(rtol) and math.isfinite(atol)):
         raise OptionError(f"rtol and atol are finite numbers >= 0, got rtol={rtol!r}, atol={atol!r}")
     if isinstance(match, str) and match not in MATCHES:
-        raise OptionError(f"match={match!r}: choose 'layers', 'tensors', or a function from a's layer paths to b's names")
+        raise OptionError(
+            f"match={match!r}: choose 'layers', 'tensors', or a function from a's layer paths to b's names"
+        )
     if not (isinstance(match, str) or callable(match)):
         raise ArgumentError(f"match is 'layers', 'tensors' or a function, got {type(match).__name__}")
     side = _side(b)
@@ -300,7 +303,8 @@ def _side(b: Any) -> _Side:
         graph = b.model_graph
         layers = {n: t.name for n, t in _rows_of(graph, "layers")}
         dead = graph.unused
-        return _Side("scope", b, layers, {n: t for n, t in graph.tensors.items() if not t.is_handle and t.op not in dead})
+        tensors = {n: t for n, t in graph.tensors.items() if not t.is_handle and t.op not in dead}
+        return _Side("scope", b, layers, tensors)
     raise ArgumentError(
         f"compare's b is a Scope, a Bundle (gs.open) or a mapping from names to arrays, got {type(b).__name__}"
     )
@@ -471,8 +475,9 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
     if not numeric:
         if x.dtype.kind != y.dtype.kind:
             return nan, nan, nan, False, f"dtype {x.dtype} vs {y.dtype}"
-        same = bool(np.array_equal(x, y))
-        return (0.0 if same else nan), (0.0 if same else nan), (1.0 if same else nan), same, ("" if same else "values differ")
+        if np.array_equal(x, y):
+            return 0.0, 0.0, 1.0, True, ""
+        return nan, nan, nan, False, "values differ"
     # one float dtype: compared in it (each difference is exactly rounded); else in float64
     work = x.dtype if x.dtype == y.dtype and x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     a, b = np.asarray(x, work).ravel(), np.asarray(y, work).ravel()

@@ -95,9 +95,10 @@ def test_a_port_with_a_transposed_kernel_diverges_at_that_layer(port):
 
 def test_every_tensor_paired_by_canonical_name(port):
     cmp = gs.compare(port["a"], port["bad"], port["x"], match="tensors")
-    shared = set(port["a"].model_graph.tensors) & set(port["bad"].model_graph.tensors)
-    assert {r.name for r in cmp.rows} | set(cmp.skipped) == {n for n in shared if not port["a"].tensor(n).is_handle
-                                                              and port["a"].tensor(n).op not in port["a"].model_graph.unused}
+    a = port["a"]
+    shared = set(a.model_graph.tensors) & set(port["bad"].model_graph.tensors)
+    valued = {n for n in shared if not a.tensor(n).is_handle and a.tensor(n).op not in a.model_graph.unused}
+    assert {r.name for r in cmp.rows} | set(cmp.skipped) == valued
     assert set(cmp.unmatched.a).isdisjoint(shared) and set(cmp.unmatched.b).isdisjoint(shared)
     # the first tensor to differ: the transposed kernel's read, or its product when the reads are named apart
     first = cmp.first
@@ -165,7 +166,8 @@ def test_each_side_runs_once(port, monkeypatch):
     for side in ("a", "b"):
         scope = port[side]
         original = scope.run
-        monkeypatch.setattr(scope, "run", lambda *args, _run=original, _side=side, **kw: calls.append(_side) or _run(*args, **kw))
+        monkeypatch.setattr(scope, "run",
+                            lambda *args, _run=original, _side=side, **kw: calls.append(_side) or _run(*args, **kw))
     gs.compare(port["a"], port["b"], port["x"])
     assert calls == ["a", "b"]
 

@@ -17,7 +17,8 @@ from rich.text import Text
 from graphscope.display.format import context_text, shape_text, sparkline, value_kind
 from graphscope.ir.records import Layer
 
-__all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "results_table", "selection_table", "validation_view"]
+__all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "results_table", "selection_table",
+           "validation_view"]
 
 # op summaries leave these out: constants are most ops and say little
 HIDDEN_OPS = {"Const", "NoOp"}
@@ -224,8 +225,9 @@ def comparison_table(comparison: Any) -> Group:
     columns = [Column("name", name=True), Column("shape", drop=2), Column("max |a-b|", justify="right"),
                Column("max rel", justify="right", drop=3), Column("cosine", justify="right", drop=1),
                Column(""), Column("note", fold=True, width=24)]
-    title = (f"{len(comparison.rows)} {'tensor' if comparison.match == 'tensors' else 'layer output'}"
-             f"{'s' if len(comparison.rows) != 1 else ''} compared (rtol={comparison.rtol:g}, atol={comparison.atol:g})")
+    what = "tensor" if comparison.match == "tensors" else "layer output"
+    title = (f"{len(comparison.rows)} {what}{'s' if len(comparison.rows) != 1 else ''} compared "
+             f"(rtol={comparison.rtol:g}, atol={comparison.atol:g})")
     parts: list[Any] = [WholeNames(title, columns, rows)]
     rule = ("within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference); "
             "values of two dtypes are compared in float64")
