@@ -255,6 +255,8 @@ def plot_comparison(comparison: Any) -> Any:
         shown = np.where(values > 0, values, floor)  # zeros (and NaN: not comparable) on the floor
         shown = np.where(np.isfinite(values), shown, np.nan)
         ax.plot(depth, shown, style, markersize=3, linewidth=0.8, label=label)
+    if any(r.max_abs == 0 or r.max_rel == 0 for r in rows):
+        ax.axhline(floor, color="gray", linewidth=0.6, linestyle=":", label="exactly 0 (drawn here)")
     broken = [k for k, r in enumerate(rows) if not np.isfinite(r.max_abs)]
     if broken:
         ax.plot(broken, [floor] * len(broken), "x", color="black", label="not comparable")
