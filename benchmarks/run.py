@@ -414,6 +414,24 @@ def bench_interventions(args: argparse.Namespace) -> list[dict]:
     ]
 
 
+def bench_compare(args: argparse.Namespace) -> list[dict]:
+    """Figure 9c: `gs.compare` of every layer output of two ResNet50s (other weights: every row
+    differs, so every statistic is computed) vs two plain forward passes, one of each model."""
+    shape = (args.size, args.size, 3)
+    one = keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape)
+    two = keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape)
+    x = np.random.default_rng(4).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    xt = tf.constant(x)
+    a, b = gs.trace(one, quiet=True), gs.trace(two, quiet=True)
+    f1, f2 = tf.function(one), tf.function(two)
+    t = interleaved({"forward": lambda: (f1(xt).numpy(), f2(xt).numpy()), "compare": lambda: gs.compare(a, b, x)},
+                    args.rounds, collect=True)
+    report = gs.compare(a, b, x)
+    r = t["compare"] / t["forward"]
+    return [figure("9c", f"compare of every layer output of two ResNet50s ({len(report.rows)} rows) vs two forward "
+                   "passes", r, "ratio", "<= 2.5", r <= 2.5, f"{t['compare']:.2f} s vs {t['forward']:.2f} s")]
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     return {
@@ -443,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="batch size (default 8; 2 with --quick)")
     parser.add_argument("--rounds", type=int, help="timing rounds (default 15; 3 with --quick)")
     parser.add_argument("--big-model", help="the large model of figure 4 (default EfficientNetB7; B0 with --quick)")
-    parser.add_argument("--only", nargs="+", metavar="N", choices=list("12345678"),
+    parser.add_argument("--only", nargs="+", metavar="N", choices=list("123456789"),
                         help="measure only these figures (by number)")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("benchmarks/results.json"),
                         help="where to write the figures (default benchmarks/results.json)")
@@ -465,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     figures: list[dict] = []
     steps = {"12": bench_extraction, "3": bench_shallow, "4": bench_trace, "5": bench_queries, "6": bench_executors,
-             "7": bench_dataset, "8": bench_interventions}
+             "7": bench_dataset, "8": bench_interventions, "9": bench_compare}
     for numbers, step in steps.items():
         if args.only and not set(numbers) & set(args.only):
             continue

@@ -45,6 +45,7 @@ from graphscope.version import __version__
 
 if TYPE_CHECKING:
     from graphscope.bundle import Bundle, open
+    from graphscope.comparison import Comparison, compare
     from graphscope.ir import presets
     from graphscope.ir.graph import ModelGraph
     from graphscope.ir.query import ancestors, cut_points, descendants, find
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "Bundle": "graphscope.bundle",
     "open": "graphscope.bundle",
+    "Comparison": "graphscope.comparison",
+    "compare": "graphscope.comparison",
     "Executor": "graphscope.runtime.executor",
     "Results": "graphscope.ir.records",
     "Layer": "graphscope.ir.records",
@@ -77,6 +80,7 @@ __all__ = [
     "AmbiguousMatchError",
     "ArgumentError",
     "Bundle",
+    "Comparison",
     "DisconnectedError",
     "ExecutionError",
     "Executor",
@@ -102,6 +106,7 @@ __all__ = [
     "UnusedTensorWarning",
     "__version__",
     "ancestors",
+    "compare",
     "cut_points",
     "descendants",
     "find",

@@ -1,4 +1,5 @@
-"""The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate.
+"""The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate,
+compare.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr
   graphscope open run.zarr
   graphscope validate demo
+  graphscope compare model.keras port.keras --input x.npy   where a port starts to give other values
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
 variant); --signature NAME picks one of a SavedModel's signatures. Each command has its own --help.
@@ -121,6 +123,18 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Prints checked / mismatches / skipped; exit status 1 when anything disagrees.",
         "  graphscope validate demo\n  graphscope validate model.keras --input x.npy",
     ),
+    "compare": (
+        "compare two models (or a model and a saved run) layer by layer",
+        "Run MODEL and MODEL_B once each on --input and compare every layer output paired by layer "
+        "path (--tensors: every tensor, by canonical name): max |a-b|, max relative error, cosine, "
+        "in a's topological order, in float64. A row is within tolerance when |a-b| <= atol + "
+        "rtol*|b| everywhere (numpy.allclose, MODEL_B the reference). MODEL_B may also be a store "
+        "`extract` wrote (a regression check against an earlier run on the same inputs). Exit "
+        "status 1 when a row is outside tolerance.",
+        "  graphscope compare model_tf_keras.h5 model_keras3.keras --input x.npy\n"
+        "  graphscope compare model.keras mixed_precision.keras --input x.npy --rtol 1e-2 --atol 1e-3\n"
+        "  graphscope compare model.keras run.zarr --input x.npy --tensors",
+    ),
 }
 
 
@@ -212,6 +226,14 @@ def _parser() -> argparse.ArgumentParser:
     cmd["validate"].add_argument("fetches", metavar="FETCH", nargs="*", help="only these tensors' ops (default: every op)")
     cmd["validate"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
                                  help=".npy/.npz arrays to feed (demo: optional)")
+    cmd["compare"].add_argument("model_b", metavar="MODEL_B",
+                                help="the model to compare with (as MODEL), or a directory `extract` wrote")
+    cmd["compare"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                                help=".npy/.npz arrays both models are fed (demo: optional)")
+    cmd["compare"].add_argument("--tensors", action="store_true",
+                                help="pair every tensor by canonical name (default: layer outputs by layer path)")
+    cmd["compare"].add_argument("--rtol", type=_tolerance, default=1e-5, help="relative tolerance (default 1e-5)")
+    cmd["compare"].add_argument("--atol", type=_tolerance, default=1e-6, help="absolute tolerance (default 1e-6)")
     return parser
 
 
@@ -223,6 +245,16 @@ def _natural(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -509,10 +541,29 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         _show(console, report)
         if not report.ok:
             raise _Disagree(f"{len(report.mismatches)} value(s) disagree")
+    elif args.command == "compare":
+        _compare(scope, args, parser, console)
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
         _write(picture.source if fmt == "dot" else picture.svg(), args.out)
+
+
+def _compare(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser, console: Any) -> None:
+    """compare: MODEL against MODEL_B (a model, or a store `extract` wrote), one run each."""
+    import graphscope as gs
+    from graphscope.data.store import is_store
+
+    inputs, feeds = _given(scope, args, parser)
+    if feeds:
+        parser.error("compare feeds the models' inputs: give --input FILE, or NAME=FILE for a model input")
+    b = gs.open(args.model_b) if is_store(args.model_b) else _scope(args.model_b, args.quiet)
+    report = gs.compare(scope, b, inputs, match="tensors" if args.tensors else "layers",
+                        rtol=args.rtol, atol=args.atol)
+    _show(console, report)
+    if report.first is not None:
+        raise _Disagree(f"{report.first.name} is the first of {sum(not r.ok for r in report.rows)} row(s) "
+                        "outside tolerance")
 
 
 def _show(console: Any, renderable: Any) -> None:

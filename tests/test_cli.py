@@ -373,3 +373,35 @@ def test_find_leaves_unused_tensors_out_unless_asked(tmp_path):
     every = _cli("find", str(path), "Sigmoid", "--layer", "lstm", "--names", "--include-unused")
     assert every.stdout.split() == scope.find("Sigmoid", layer="lstm", include_unused=True).names
     assert len(every.stdout.split()) == 2 * len(used.stdout.split())
+
+
+def test_compare_two_models_and_a_saved_run(saved, tmp_path, capsys):
+    model, path, folder = saved
+    other = keras.models.clone_model(model)
+    weights = model.get_weights()
+    other.set_weights(weights)
+    kernel = other.get_layer("block2_1_conv").kernel
+    kernel.assign(kernel.numpy() + 0.5)  # the copy's, not the model's
+    other_path = tmp_path / "other.keras"
+    other.save(other_path)
+    x = folder / "x.npy"
+    assert cli.main(["-q", "compare", path, path, "--input", str(x)]) == 0
+    out = capsys.readouterr().out
+    assert "all within tolerance" in out and "block2_1_conv" in out
+    assert cli.main(["-q", "compare", path, str(other_path), "--input", str(x)]) == 1
+    captured = capsys.readouterr()
+    assert "first outside tolerance: block2_1_conv" in captured.out
+    assert "block2_1_conv is the first of" in captured.err
+    # every tensor, with a tolerance loose enough for nothing but the perturbed kernel's consequences
+    assert cli.main(["-q", "compare", path, str(other_path), "--input", str(x), "--tensors", "--rtol", "0.5"]) == 1
+    assert "block2_1_conv/" in capsys.readouterr().out
+    # a store `extract` wrote, as the reference: a regression check
+    store = tmp_path / "run.zarr"
+    scope = gs.trace(model, quiet=True)
+    scope.extract([lay.output for lay in scope.layers if lay.type != "InputLayer"], np.load(x), out=store, quiet=True)
+    assert cli.main(["-q", "compare", str(other_path), str(store), "--input", str(x)]) == 1
+    assert "first outside tolerance: block2_1_conv" in capsys.readouterr().out
+    assert cli.main(["-q", "compare", path, str(store), "--input", str(x), "--atol", "0", "--rtol", "0"]) == 0
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["compare", path, path, "--rtol", "-1"])
+    assert usage.value.code == 2 and "expected a number >= 0" in capsys.readouterr().err

@@ -211,6 +211,12 @@ def _gate_run(keep):
     return scope.run(scope.outputs, [np.ones((1, 3), np.float32), keep])
 
 
+@functools.cache
+def _other_input() -> gs.Scope:
+    """A model sharing a layer path ('dense') with the functional CNN, with another input."""
+    return gs.trace(keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="dense")]), quiet=True)
+
+
 def _table_read_after_insert(w):
     """A model that inserts into its own lookup table and reads the entry back in the same call."""
     class Remembers(tf.Module):
@@ -469,6 +475,22 @@ WRONG = [
     Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
           gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
           r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),
+    # ---- comparing two runs
+    Wrong("a compare whose b shares no names with a",
+          lambda w: gs.compare(w.scope, {"dense_1": np.zeros((2, 6)), "convolution": np.zeros(1)}, w.x),
+          gs.TensorNotFoundError, KeyError, r"b shares no layer paths or tensor names with a: tried a's 7 layer paths and "
+          r"their tensor names \(conv, .*against b's 2 \(dense_1, convolution\); closest: 'conv' ~ 'convolution'; "
+          r"'dense' ~ 'dense_1'.*match='tensors'.*match=fn"),
+    Wrong("a compare with an unknown match", lambda w: gs.compare(w.scope, w.scope, w.x, match="ops"), gs.OptionError,
+          ValueError, r"match='ops': choose 'layers', 'tensors', or a function from a's layer paths to b's names"),
+    Wrong("a compare with a negative tolerance", lambda w: gs.compare(w.scope, w.scope, w.x, rtol=-1e-5),
+          gs.OptionError, ValueError, r"rtol and atol are finite numbers >= 0, got rtol=-1e-05"),
+    Wrong("a compare with b a list of arrays", lambda w: gs.compare(w.scope, [w.x], w.x), gs.ArgumentError, TypeError,
+          r"compare's b is a Scope, a Bundle \(gs.open\) or a mapping from names to arrays, got list"),
+    Wrong("a compare of scopes whose inputs differ, without inputs_b",
+          lambda w: gs.compare(w.scope, _other_input(), w.x), gs.InputError, ValueError,
+          r"a and b take different inputs \(a: image: float32\[\?,8,8,3\]; b: \w+: float32\[\?,5\]\).*"
+          r"pass b's own as inputs_b="),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),
@@ -525,6 +547,9 @@ CLI_WRONG = [
      r"cannot read .*truncated.npy"),
     ("a missing .npy input", ["run", "demo", "ROI/.*NonMax.*:0", "--input", "{files}/none.npy"], 1,
      r"input file .*none.npy' does not exist; give the path of a .npy or .npz file"),
+    ("a negative compare tolerance", ["compare", "demo", "demo", "--rtol", "-1"], 2, r"expected a number >= 0, got '-1'"),
+    ("a compare with a missing second model", ["compare", "demo", "{files}/nowhere.keras"], 1,
+     r"nowhere.keras'?: the path does not exist"),
     ("a fetch that names nothing", ["run", "demo", "ROI/nope:0"], 1, r"no tensor named 'ROI/nope:0'.*Did you mean"),
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,

@@ -23,6 +23,9 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
 - **every variable** (trainable or not) checksummed before and after every executor and gradient
   call: none may move. Keras' own calls, the oracle, do move the counters and training-mode batch
   norm statistics; each of its passes starts from the state graphscope saw;
+- **compare** with a copy whose one trainable weight is perturbed: the rows outside tolerance
+  are the calls whose Keras sub-model values differ by numpy, `.first` the first of them in a
+  topological order of the calls;
 - **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
   targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
 
@@ -724,6 +727,58 @@ def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
         edit(kept)  # the same object again
         edit(kept, other)  # and at another tensor
     TALLY["eviction rounds"] += 2
+
+
+# -- compare -------------------------------------------------------------------------------------
+
+
+def _layer_values(rt: Runtime, model: keras.Model, calls: dict, state: State) -> dict:
+    """Every call's output in inference mode, from a Keras sub-model of `model` (its writes undone)."""
+    tokens = list(calls)
+    sub = keras.Model(model.inputs[0], [calls[t].output for t in tokens])
+    return dict(zip(tokens, _keras(rt, state, lambda: [np.asarray(v) for v in _listed(sub(rt.x, training=False))])))
+
+
+@given(runtime_specs(), st.integers(0, 999))
+@settings(max_examples=max(settings().max_examples // 10, 2))
+def test_compare_finds_the_first_layer_a_perturbed_weight_changes(spec, pick):
+    """A model and a copy with one trainable weight perturbed: the rows outside tolerance are the
+    layers whose values differ by numpy (Keras sub-models of each), and `.first` is the first of
+    them in a topological order of the calls."""
+    rt = build_runtime(spec)
+    copy = build_runtime(spec)
+    copy.model.set_weights(rt.model.get_weights())
+    trainable = [w for w in copy.model.weights if w.trainable]
+    w = trainable[pick % len(trainable)]
+    w.assign(w.numpy() + np.eye(1, int(np.prod(w.shape)), pick % int(np.prod(w.shape))).reshape(w.shape))
+    a, b = gs.trace(rt.model, quiet=True), gs.trace(copy.model, quiet=True)
+    state_a, state_b = State(rt.model), State(copy.model)
+    cmp = gs.compare(a, b, rt.x, rtol=RTOL, atol=ATOL)
+    assert state_a.sum() == state_a.checksum and state_b.sum() == state_b.checksum
+    want_a = _layer_values(rt, rt.model, rt.calls, state_a)
+    want_b = _layer_values(rt, copy.model, copy.calls, state_b)
+    differ = {t for t in want_a if not np.allclose(want_a[t], want_b[t], rtol=RTOL, atol=ATOL, equal_nan=True)}
+    rows = {r.name: r for r in cmp.rows}
+    assert set(want_a) <= set(rows)
+    for token in want_a:
+        assert rows[token].ok == (token not in differ), (token, rows[token])
+    order = [r.name for r in cmp.rows]
+    for token, call in rt.calls.items():  # rows come in a topological order of the calls
+        for t in call.inputs:
+            feeding = [k for k, c in rt.calls.items() if c.output is t]
+            if feeding:
+                assert order.index(feeding[0]) < order.index(token), (feeding[0], token)
+    first = cmp.first
+    if not differ:
+        assert first is None or "/" in first.name  # a nested layer whose change its parent's output hides
+        TALLY["compares with no change"] += 1
+        return
+    first_token = next(n for n in order if n in differ)
+    assert first is not None
+    nested_first = first.name.split("/")[0] in differ and order.index(first.name) < order.index(first_token)
+    assert first.name == first_token or nested_first
+    assert all(rows[n].ok for n in order[: order.index(first.name)])
+    TALLY["compares"] += 1
 
 
 # -- the builder and the oracle themselves -------------------------------------------------------

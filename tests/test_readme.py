@@ -40,6 +40,9 @@ def test_python_examples_run(tmp_path, monkeypatch):
     assert gs.presets.pre_activations(namespace["scope"]).names[:2] == ["conv1/BiasAdd:0", "conv2/BiasAdd:0"]
     assert gs.presets.logits(namespace["scope"]).names == ["rpn_class_logits/Reshape:0"]
     assert namespace["grads"]["block5_conv4/BiasAdd:0"].shape == (1, 4, 4, 512)  # the gradients example
+    same, wrong = namespace["same"], namespace["wrong"]  # the compare example: its claims in comments
+    assert same.first is None and len(same.rows) == 21
+    assert wrong.first.name == "block1_conv2" and wrong.rows[0].ok
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]

@@ -132,6 +132,8 @@ def _every_public_call(model: keras.Model) -> None:
     render.to_text(scope.layer("helper"))
     training = gs.trace(model, training=True)
     training.run(training.outputs, x)
+    comparison = gs.compare(scope, gs.trace(model), x, match="tensors")
+    str(comparison), comparison._repr_html_()
 
 
 def test_the_public_api_changes_nothing(tmp_path):

@@ -472,3 +472,38 @@ def test_the_layer_tree_renders_at_80_columns(zoo):
         assert found >= 0, f"{case.name}: layer {label!r} is not shown whole at 80 columns:\n{text}"
         position = found + len(label)
     assert len(tree.rows) >= 2, f"{case.name}: an empty tree"
+
+
+def test_compare_with_keras_own_layer_values(zoo):
+    """`gs.compare` of the model with a mapping of Keras' own values, one per layer call Keras
+    builds a sub-model to (as in `test_every_layer_output_equals_keras`): those rows, and only
+    they, are paired, every one within the case's tolerance, the errors numpy's; and the model
+    compared with itself has every layer output paired and equal."""
+    case, scope = _zoo(zoo)
+    feed = _feed(case, scope)
+    itself = gs.compare(scope, scope, feed)
+    assert itself.rows and not itself.unmatched, f"{case.name}: {itself.unmatched}"
+    assert all(r.max_abs == 0 or r.note for r in itself.rows), f"{case.name}: {itself.first}"
+    checks, read = _submodel_checks(case, scope)
+    checks = [c for c in checks if len(c[0].outputs) == 1 and not c[0].output.is_handle and c[0].output.context is None]
+    values = scope.run(list(dict.fromkeys(read)), feed) if read else {}
+    want: dict[str, np.ndarray] = {}
+    for record, outputs, container, maker in checks:
+        try:
+            (value,) = tf.nest.flatten(_keras_module(container).Model(container.input, outputs)(maker(values)))
+        except ValueError:  # Keras has no sub-model to this call
+            continue
+        want[record.name] = np.asarray(value)
+    if not want:  # a method calling sublayers directly: Keras has no sub-model
+        return
+    cmp = gs.compare(scope, want, feed, rtol=case.tolerance, atol=case.tolerance)
+    assert {r.name for r in cmp.rows} == set(want) and not cmp.unmatched.b, f"{case.name}: {cmp.unmatched.b}"
+    assert cmp.ok, f"{case.name}: {cmp.first}"
+    position = {name: k for k, name in enumerate(scope.graph)}
+    ranks = [position[scope.tensor(r.tensor).op] for r in cmp.rows]
+    assert ranks == sorted(ranks), f"{case.name}: rows out of topological order"
+    got = scope.run([r.tensor for r in cmp.rows], feed)
+    for r in cmp.rows[:: max(1, len(cmp.rows) // 8)]:  # the errors are numpy's (a sample of rows)
+        d = np.abs(np.asarray(got[r.tensor], np.float64) - np.asarray(want[r.name], np.float64))
+        np.testing.assert_allclose(r.max_abs, d.max() if d.size else 0.0, rtol=1e-5, atol=1e-12,
+                                   err_msg=f"{case.name}: {r.name}")

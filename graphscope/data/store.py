@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -43,7 +44,8 @@ from graphscope.errors import StoreError
 from graphscope.ir.records import shape_text
 
 __all__ = [
-    "FORMAT", "Field", "Store", "StoredTensor", "entries_of", "fingerprint", "read_graph", "read_root", "store_key",
+    "FORMAT", "Field", "Store", "StoredTensor", "entries_of", "fingerprint", "is_store", "read_graph", "read_root",
+    "store_key",
     "weights_fingerprint",
 ]
 
@@ -116,6 +118,17 @@ def read_root(group: Any) -> dict[str, Any]:
     """A store's metadata: model, fingerprint, input signature, version, the call that wrote
     it, its fields (`tensors`, name -> `Field` attributes) and its progress."""
     return dict(group.attrs[ROOT])
+
+
+def is_store(path: Any) -> bool:
+    """Whether `path` is a directory holding a store (a zarr v3 group with graphscope's
+    metadata), read from its `zarr.json` alone (no zarr needed)."""
+    meta = os.path.join(os.fspath(path), "zarr.json")
+    try:
+        with open(meta, encoding="utf-8") as f:
+            return ROOT in (json.load(f).get("attributes") or {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_graph(group: Any) -> dict[str, Any]:

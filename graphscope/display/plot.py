@@ -13,7 +13,7 @@ import numpy as np
 
 from graphscope.errors import InputError, MissingDependencyError, OptionError
 
-__all__ = ["KINDS", "kind_of", "overlay", "plot_value"]
+__all__ = ["KINDS", "kind_of", "overlay", "plot_comparison", "plot_value"]
 
 KINDS = ("feature_maps", "attention", "heatmap", "line", "iterations")
 _PANEL = 1.6  # inches per small panel
@@ -234,4 +234,41 @@ def overlay(heatmap: Any, image: Any, *, alpha: float = 0.5, cmap: str = "jet", 
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=8)
+    return fig
+
+
+def plot_comparison(comparison: Any) -> Any:
+    """Two runs compared (`graphscope.comparison.Comparison.plot`): max |a-b| and max relative
+    error per row along a's depth (topological order), log scale; exact zeros drawn on the
+    bottom edge, rows that cannot be compared (a shape mismatch) as crosses there; the first
+    row outside tolerance marked by a vertical line and its name."""
+    rows = comparison.rows
+    fig = _figure(7, 3.2)
+    _fit_title(fig, f"{len(rows)} {'tensors' if comparison.match == 'tensors' else 'layer outputs'} compared "
+                    f"(rtol={comparison.rtol:g}, atol={comparison.atol:g})")
+    ax = fig.add_subplot(1, 1, 1)
+    depth = np.arange(len(rows))
+    positive = [v for r in rows for v in (r.max_abs, r.max_rel) if np.isfinite(v) and v > 0]
+    floor = min(positive) / 10 if positive else 1e-12
+    for field, label, style in (("max_abs", "max |a-b|", "o-"), ("max_rel", "max relative error", "s--")):
+        values = np.array([getattr(r, field) for r in rows], dtype=np.float64)
+        shown = np.where(values > 0, values, floor)  # zeros (and NaN: not comparable) on the floor
+        shown = np.where(np.isfinite(values), shown, np.nan)
+        ax.plot(depth, shown, style, markersize=3, linewidth=0.8, label=label)
+    if any(r.max_abs == 0 or r.max_rel == 0 for r in rows):
+        ax.axhline(floor, color="gray", linewidth=0.6, linestyle=":", label="exactly 0 (drawn here)")
+    broken = [k for k, r in enumerate(rows) if not np.isfinite(r.max_abs)]
+    if broken:
+        ax.plot(broken, [floor] * len(broken), "x", color="black", label="not comparable")
+    ax.set_yscale("log")
+    first = comparison.first
+    if first is not None:
+        k = rows.index(first)
+        ax.axvline(k, color="red", linewidth=1.0, label=f"first outside tolerance: {first.name}")
+    ax.set_xlabel("depth (a's topological order)", fontsize=7)
+    ax.set_ylabel("error", fontsize=7)
+    if len(rows) <= 40:
+        ax.set_xticks(depth, [r.name for r in rows], rotation=90, fontsize=5)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6)
     return fig

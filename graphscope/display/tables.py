@@ -17,7 +17,8 @@ from rich.text import Text
 from graphscope.display.format import context_text, shape_text, sparkline, value_kind
 from graphscope.ir.records import Layer
 
-__all__ = ["Column", "WholeNames", "bundle_table", "layer_view", "results_table", "selection_table", "validation_view"]
+__all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "results_table", "selection_table",
+           "validation_view"]
 
 # op summaries leave these out: constants are most ops and say little
 HIDDEN_OPS = {"Const", "NoOp"}
@@ -201,3 +202,45 @@ def bundle_table(bundle: Any) -> WholeNames:
 
 def _boxed(title: str) -> Table:
     return Table(title=title, title_justify="left")
+
+
+def _number(x: float) -> str:
+    return "" if x != x else f"{x:.3g}"  # NaN: nothing to show (the note says why)
+
+
+def comparison_table(comparison: Any) -> Group:
+    """Two runs compared (`graphscope.comparison.Comparison`): per row, in a's topological
+    order, its name, shape, max |a-b|, max relative error, cosine and whether it is within
+    tolerance, the first row outside tolerance marked; then what was found on one side only.
+    Names are never split: narrow, the layer, then the cosine give way."""
+    first = comparison.first
+    rows = []
+    for r in comparison.rows:
+        state = "ok" if r.ok else ("DIFFERS ◀ first" if r is first else "DIFFERS")
+        note = r.note.removesuffix(", compared in float64")  # the rule below says so
+        if r.iteration is not None:
+            note = f"iteration {r.iteration}" if note in ("", "per iteration") else f"{note}; iteration {r.iteration}"
+        rows.append([r.name, shape_text(r.shape), _number(r.max_abs), _number(r.max_rel), _number(r.cosine),
+                     state, note])
+    columns = [Column("name", name=True), Column("shape", drop=2), Column("max |a-b|", justify="right"),
+               Column("max rel", justify="right", drop=3), Column("cosine", justify="right", drop=1),
+               Column(""), Column("note", fold=True, width=24)]
+    what = "tensor" if comparison.match == "tensors" else "layer output"
+    title = (f"{len(comparison.rows)} {what}{'s' if len(comparison.rows) != 1 else ''} compared "
+             f"(rtol={comparison.rtol:g}, atol={comparison.atol:g})")
+    parts: list[Any] = [WholeNames(title, columns, rows)]
+    rule = ("within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference); "
+            "values of two dtypes are compared in float64")
+    parts.append(Text(rule, style="dim"))
+    unmatched = comparison.unmatched
+    for side, names in (("a", unmatched.a), ("b", unmatched.b)):
+        if names:
+            shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+            parts.append(Text(f"only in {side}: {shown}"))
+    if comparison.skipped:
+        parts.append(Text(f"not fetchable, left out: {', '.join(list(comparison.skipped)[:6])}"))
+    if first is None:
+        parts.append(Text("all within tolerance", style="green"))
+    else:
+        parts.append(Text(f"first outside tolerance: {first.name}", style="bold red"))
+    return Group(*parts)

@@ -1,0 +1,294 @@
+"""gs.compare: two runs compared layer by layer, checked against Keras sub-models and numpy.
+
+The oracle for every number is independent of graphscope: each layer's output from a Keras
+sub-model (`keras.Model(model.input, layer.output)`) of each model, and max |a-b|, max |a-b|/|b|
+and the cosine computed by hand with numpy in float64.
+"""
+
+from __future__ import annotations
+
+import io
+
+import keras
+import numpy as np
+import pytest
+from rich.console import Console
+
+import graphscope as gs
+from graphscope.data.store import is_store
+from tests import models
+
+tf_keras = pytest.importorskip("tf_keras")
+
+LAYERS = ("d1", "d2", "d3", "out")
+
+
+def chain(k, *, prefix: str = "", dtype=None):
+    """Square Dense layers (a transposed kernel keeps its shape), then a softmax head; built
+    with Keras `k` (keras or tf_keras). `dtype`: each layer's dtype policy (never the global one)."""
+    extra = {} if dtype is None else {"dtype": dtype}
+    x = k.Input((6,), name="x")
+    h = k.layers.Dense(6, activation="tanh", name=f"{prefix}d1", **models._init(k), **extra)(x)
+    h = k.layers.Dense(6, activation="relu", name=f"{prefix}d2", **models._init(k), **extra)(h)
+    h = k.layers.Dense(6, name=f"{prefix}d3", **models._init(k), **extra)(h)
+    out = k.layers.Dense(3, activation="softmax", name=f"{prefix}out", **models._init(k), **extra)(h)
+    return k.Model(x, out, name="chain")
+
+
+def by_keras(model, x, names):
+    """Each named layer's output, from a Keras sub-model of `model`."""
+    k = tf_keras if isinstance(model, tf_keras.Model) else keras
+    return {n: np.asarray(k.Model(model.input, model.get_layer(n).output)(x)) for n in names}
+
+
+def numpy_errors(a, b):
+    """max |a-b|, max |a-b|/|b| where b != 0, cosine: by hand, in float64."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    d = np.abs(a - b)
+    nz = b != 0
+    return d.max(), (d[nz] / np.abs(b[nz])).max(), a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def port():
+    """A tf_keras model, its faithful Keras 3 port, and a port with d2's kernel transposed."""
+    k2 = chain(tf_keras)
+    weights = k2.get_weights()
+    k3 = chain(keras)
+    k3.set_weights(weights)
+    wrong = chain(keras)
+    wrong.set_weights([w.T if k == 2 else w for k, w in enumerate(weights)])
+    assert weights[2].shape == (6, 6) and not np.allclose(weights[2], weights[2].T)
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    return {"k2": k2, "k3": k3, "wrong": wrong, "x": x,
+            "a": gs.trace(k2, quiet=True), "b": gs.trace(k3, quiet=True), "bad": gs.trace(wrong, quiet=True)}
+
+
+def check_rows(cmp, want_a, want_b):
+    """Every row's errors are numpy's over the Keras sub-models' values."""
+    for row in cmp.rows:
+        max_abs, max_rel, cosine = numpy_errors(want_a[row.name], want_b[row.name])
+        np.testing.assert_allclose(row.max_abs, max_abs, rtol=1e-4, atol=1e-6, err_msg=row.name)
+        np.testing.assert_allclose(row.max_rel, max_rel, rtol=1e-4, atol=1e-5, err_msg=row.name)
+        np.testing.assert_allclose(row.cosine, cosine, rtol=1e-6, atol=1e-6, err_msg=row.name)
+        assert row.ok == np.allclose(want_a[row.name], want_b[row.name], rtol=cmp.rtol, atol=cmp.atol)
+
+
+def test_a_faithful_keras3_port_is_within_tolerance_everywhere(port):
+    cmp = gs.compare(port["a"], port["b"], port["x"])
+    assert [r.name for r in cmp.rows] == list(LAYERS)  # a's topological order
+    assert cmp.first is None and cmp.ok and not cmp.unmatched
+    assert [r.shape for r in cmp.rows] == [(3, 6)] * 3 + [(3, 3)]
+    assert [r.layer for r in cmp.rows] == list(LAYERS)
+    check_rows(cmp, by_keras(port["k2"], port["x"], LAYERS), by_keras(port["k3"], port["x"], LAYERS))
+
+
+def test_a_port_with_a_transposed_kernel_diverges_at_that_layer(port):
+    cmp = gs.compare(port["a"], port["bad"], port["x"])
+    want_a, want_b = by_keras(port["k2"], port["x"], LAYERS), by_keras(port["wrong"], port["x"], LAYERS)
+    assert cmp.first is not None and cmp.first.name == "d2"
+    assert cmp.rows[0].ok and not np.allclose(want_a["d2"], want_b["d2"], rtol=1e-5, atol=1e-6)
+    check_rows(cmp, want_a, want_b)
+    text = str(cmp)
+    assert "first outside tolerance: d2" in text and "|a-b| <= atol + rtol*|b|" in text
+
+
+def test_every_tensor_paired_by_canonical_name(port):
+    cmp = gs.compare(port["a"], port["bad"], port["x"], match="tensors")
+    a = port["a"]
+    shared = set(a.model_graph.tensors) & set(port["bad"].model_graph.tensors)
+    valued = {n for n in shared if not a.tensor(n).is_handle and a.tensor(n).op not in a.model_graph.unused}
+    assert {r.name for r in cmp.rows} | set(cmp.skipped) == valued
+    assert set(cmp.unmatched.a).isdisjoint(shared) and set(cmp.unmatched.b).isdisjoint(shared)
+    # the first tensor to differ: the transposed kernel's read, or its product when the reads are named apart
+    first = cmp.first
+    assert first is not None and first.layer == "d2"
+    assert all(r.ok for r in cmp.rows[: cmp.rows.index(first)])
+
+
+def test_a_mixed_float16_copy_is_compared_in_float64(port):
+    mixed = chain(keras, dtype="mixed_float16")
+    mixed.set_weights(port["k3"].get_weights())
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is untouched
+    cmp = gs.compare(port["b"], gs.trace(mixed, quiet=True), port["x"])
+    want_a, want_b = by_keras(port["k3"], port["x"], LAYERS), by_keras(mixed, port["x"], LAYERS)
+    assert {v.dtype for v in want_b.values()} == {np.dtype("float16")}
+    for row in cmp.rows:
+        assert (row.dtype, row.dtype_b) == ("float32", "float16") and "compared in float64" in row.note
+    check_rows(cmp, want_a, want_b)
+    assert cmp.first is not None  # float16 holds about 3 digits: outside rtol=1e-5
+
+
+def test_a_stored_run_as_reference(port, tmp_path):
+    a = port["a"]
+    saved = a.extract([a.layer(n).output for n in LAYERS], port["x"], out=tmp_path / "run.zarr", quiet=True)
+    assert is_store(tmp_path / "run.zarr") and not is_store(tmp_path) and not is_store(tmp_path / "none")
+    same = gs.compare(a, saved, port["x"])
+    assert [r.name for r in same.rows] == list(LAYERS) and same.ok
+    assert all(r.max_abs == 0 and r.cosine == 1 for r in same.rows)
+    regressed = gs.compare(port["bad"], saved, port["x"])
+    assert regressed.first.name == "d2"
+    check_rows(regressed, by_keras(port["wrong"], port["x"], LAYERS), by_keras(port["k2"], port["x"], LAYERS))
+
+
+def test_a_partial_mapping_of_reference_arrays(port):
+    want = by_keras(port["k2"], port["x"], LAYERS)
+    a = port["a"]
+    d2 = a.layer("d2").output.name  # keys: layer paths, or canonical tensor names
+    cmp = gs.compare(a, {"d1": want["d1"], d2: want["d2"] + 1.0, "elsewhere": np.zeros(3)}, port["x"])
+    assert [r.name for r in cmp.rows] == ["d1", "d2"] and [r.other for r in cmp.rows] == ["d1", d2]
+    assert cmp.unmatched.a == ("d3", "out") and cmp.unmatched.b == ("elsewhere",)
+    assert cmp.first.name == "d2"
+    np.testing.assert_allclose(cmp.first.max_abs, 1.0, rtol=1e-6)
+
+
+def test_a_shape_mismatch_is_a_row_not_a_crash(port):
+    want = by_keras(port["k2"], port["x"], ["d1", "d2"])
+    cmp = gs.compare(port["a"], {"d1": want["d1"].T, "d2": want["d2"]}, port["x"])
+    bad, good = cmp.rows
+    assert not bad.ok and bad.note == "shape [3,6] vs [6,3]" and np.isnan(bad.max_abs)
+    assert (bad.shape, bad.shape_b) == ((3, 6), (6, 3))
+    assert good.ok and cmp.first is bad
+    assert "shape [3,6] vs [6,3]" in str(cmp)
+
+
+def test_a_function_maps_names_to_a_port_named_otherwise(port):
+    renamed = chain(keras, prefix="p_")
+    renamed.set_weights(port["k2"].get_weights())
+    b = gs.trace(renamed, quiet=True)
+    cmp = gs.compare(port["a"], b, port["x"], match=lambda n: None if n == "d3" else "p_" + n)
+    assert [r.other for r in cmp.rows] == ["p_d1/Tanh:0", "p_d2/Relu:0", "p_out/Softmax:0"]
+    assert cmp.ok and cmp.unmatched.a == ("d3",) and cmp.unmatched.b == ("p_d3",)
+
+
+def test_each_side_runs_once(port, monkeypatch):
+    calls = []
+    for side in ("a", "b"):
+        scope = port[side]
+        original = scope.run
+        monkeypatch.setattr(scope, "run",
+                            lambda *args, _run=original, _side=side, **kw: calls.append(_side) or _run(*args, **kw))
+    gs.compare(port["a"], port["b"], port["x"])
+    assert calls == ["a", "b"]
+
+
+def test_inputs_b_feeds_b_its_own():
+    a_model, b_model = chain(keras), keras.Sequential([keras.Input((2, 3)), keras.layers.Reshape((6,)), chain(keras)])
+    b_model.layers[-1].set_weights(a_model.get_weights())
+    x = np.random.default_rng(1).normal(size=(2, 6)).astype("float32")
+    cmp = gs.compare(gs.trace(a_model, quiet=True), {"d1": by_keras(a_model, x, ["d1"])["d1"]}, x)
+    assert cmp.ok
+    a, b = gs.trace(a_model, quiet=True), gs.trace(b_model, quiet=True)
+    cmp = gs.compare(a, b, x, inputs_b=x.reshape(2, 2, 3), match=lambda n: "chain/" + n)
+    assert [r.name for r in cmp.rows] == list(LAYERS) and cmp.ok
+
+
+def test_inputs_by_name_feed_a_port_whose_input_is_named_otherwise(port):
+    renamed = keras.Model(*(lambda i: (i, port["k3"](i)))(keras.Input((6,), name="features")))
+    b = gs.trace(renamed, quiet=True)
+    assert b.inputs == ["features"] and port["a"].inputs == ["x"]
+    cmp = gs.compare(port["a"], b, {"x": port["x"]}, match=lambda n: "chain/" + n)
+    assert [r.name for r in cmp.rows] == list(LAYERS) and cmp.ok
+
+
+def test_values_inside_a_loop_are_compared_per_iteration():
+    model = models.control_flow()
+    a = gs.trace(model, quiet=True)
+    x = models.sample_inputs(model)[0]
+    same = gs.compare(a, gs.trace(model, quiet=True), x, match="tensors")
+    looped = [r for r in same.rows if r.note == "per iteration"]
+    assert looped and same.ok
+    name = looped[-1].name
+    value = np.array(a.run(name, x)[name], np.float64)  # one entry per iteration on axis 0
+    assert value.shape[0] >= 3
+    value[2] += 1.0
+    cmp = gs.compare(a, {name: value}, x, match="tensors")
+    (row,) = cmp.rows
+    assert not row.ok and row.iteration == 2
+
+
+def test_the_table_and_the_plot(port):
+    pytest.importorskip("matplotlib")
+    cmp = gs.compare(port["a"], port["bad"], port["x"])
+    console = Console(width=100, color_system=None, record=True, file=io.StringIO())
+    console.print(cmp)
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if line.strip().startswith(("d1 ", "d2 "))]
+    assert lines[0].split()[-1] == "ok" and "DIFFERS" in lines[1] and "◀ first" in lines[1]
+    html = cmp._repr_html_()
+    assert "DIFFERS" in html and "first outside tolerance: d2" in html
+    fig = cmp.plot()
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    first_line = [line for line in ax.get_lines() if line.get_label().startswith("first outside tolerance")]
+    assert first_line and first_line[0].get_xdata()[0] == 1  # d2, the second row
+    abs_line = next(line for line in ax.get_lines() if line.get_label() == "max |a-b|")
+    finite = [r.max_abs for r in cmp.rows]
+    np.testing.assert_allclose(abs_line.get_ydata()[1:], finite[1:])
+
+
+def _tiny():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="dense", kernel_initializer="ones"),
+                              keras.layers.Dense(1, name="head", kernel_initializer="ones")], name="tiny")
+    return gs.trace(model, quiet=True), np.array([[1.0, 2.0]], "float32")  # dense: [3, 3]; head: [6]
+
+
+def test_the_table_exactly():
+    scope, x = _tiny()
+    reference = {"dense": np.array([[3.0, 3.0]], "float32"), "head": np.array([[6.5]], "float32"), "extra": np.zeros(1)}
+    cmp = gs.compare(scope, reference, x)
+    console = Console(width=80, color_system=None, record=True, file=io.StringIO())
+    console.print(cmp)
+    text = "\n".join(line.rstrip() for line in console.export_text().splitlines())
+    assert text == """\
+2 layer outputs compared (rtol=1e-05, atol=1e-06)
+
+ name    shape   max |a-b|   max rel   cosine                     note
+ ─────────────────────────────────────────────────────────────────────
+ dense   [1,2]           0         0        1   ok
+ head    [1,1]         0.5    0.0769        1   DIFFERS ◀ first
+
+within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the
+reference); values of two dtypes are compared in float64
+only in b: extra
+first outside tolerance: head"""
+    assert repr(cmp) == "<Comparison 2 rows (layers), first outside tolerance: head; 0 + 1 unmatched>"
+
+
+def test_nan_agrees_with_nan_and_differs_from_a_number():
+    x_in = keras.Input((2,))
+    logs = keras.layers.Lambda(lambda v: keras.ops.log(v - 2.5), name="logs")(x_in)  # log(-1.5) = NaN, log(-0.5)
+    scope = gs.trace(keras.Model(x_in, logs), quiet=True)
+    x = np.array([[1.0, 5.0]], "float32")
+    with np.errstate(invalid="ignore"):
+        want = np.log(x.astype(np.float64) - 2.5)  # [NaN, log 2.5]
+    assert np.isnan(want[0, 0])
+    both = gs.compare(scope, {"logs": want}, x)
+    assert both.rows[0].ok and np.isnan(both.rows[0].cosine)
+    np.testing.assert_allclose(both.rows[0].max_abs, abs(np.float32(np.log(2.5)) - np.log(2.5)), atol=1e-7)
+    one = gs.compare(scope, {"logs": np.nan_to_num(want)}, x)  # 0 where a has NaN
+    assert not one.rows[0].ok and np.isnan(one.rows[0].max_abs)
+
+
+def test_a_reloaded_saved_model(tmp_path):
+    model = models.functional()
+    model.export(tmp_path / "exported", verbose=False)
+    x = models.sample_inputs(model)[0]
+    assert not is_store(tmp_path / "exported")  # what `graphscope compare` tells a store by
+    reloaded = gs.trace(str(tmp_path / "exported"), quiet=True)  # no Python classes: layers from name scopes
+    cmp = gs.compare(gs.trace(model, quiet=True), reloaded, x)
+    names = [lay.name for lay in model.layers[1:]]
+    assert [r.name for r in cmp.rows] == names and cmp.ok and not cmp.unmatched
+    want = by_keras(model, x, names)
+    check_rows(cmp, want, want)
+
+
+def test_a_stored_run_with_values_per_batch(port, tmp_path):
+    b = port["b"]
+    read = b.find(op_type="ReadVariableOp")[0]  # no batch axis: stored once per batch
+    saved = b.extract([b.layer("d1").output, read], port["x"], out=tmp_path / "run.zarr", batch_size=2, quiet=True)
+    assert saved[read.name].layout == "batch" and len(saved[read.name]) == 2
+    cmp = gs.compare(b, saved, port["x"], match="tensors")
+    assert cmp[b.layer("d1").output.name].ok
+    row = cmp[read.name]
+    assert not row.ok and "stored once per batch over 2 batches" in row.note
