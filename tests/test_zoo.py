@@ -418,9 +418,8 @@ def test_presets_find_what_the_model_has(zoo):
         assert attention, f"{case.name}: no attention probabilities found"
         probs = scope.run(attention[:4], feed)
         for t in attention[:4]:
-            value = probs[t.name]
-            value = np.concatenate([np.asarray(v).ravel() for v in value]) if isinstance(value, list) else value
-            assert np.allclose(np.sum(value, axis=-1) if not isinstance(probs[t.name], list) else 1.0, 1.0, atol=1e-3), t.name
+            values = probs[t.name] if isinstance(probs[t.name], list) else [probs[t.name]]  # per iteration in loops
+            assert values and all(np.allclose(np.sum(np.asarray(v), axis=-1), 1.0, atol=1e-3) for v in values), t.name
     unused = scope.unused  # a call no output needs (generate_step's prefill of the last layer): not offered
     expected = [lay for lay in scope.layers if lay.ops and not all(t.op in unused for t in lay.outputs)
                 and _activates(lay.keras_layer if lay.keras_layer is not None else _oracle_layer(case, lay))]
@@ -452,6 +451,22 @@ def _oracle_layer(case: zoo_models.Case, lay: Any) -> Any:
         return case.oracle.get_layer(lay.name.split("@")[0].split("/")[0]) if case.oracle is not None else None
     except ValueError:
         return None
+
+
+def test_unused_ops_are_those_tensorflow_prunes(zoo):
+    """What graphscope leaves out of queries as unused is what TensorFlow's own pruning of each
+    graph and body drops (the presets' and queries' idea of the model rests on it), and no op
+    an output needs is among it."""
+    import networkx as nx
+
+    from tests.ir.test_query import _unused_by_tensorflow
+
+    case, scope = _zoo(zoo)
+    G = scope.graph
+    expected = {G.graph["names"][raw] for raw in _unused_by_tensorflow(scope.function.graph)}
+    assert set(scope.unused) == expected, f"{case.name}: {sorted(set(scope.unused) ^ expected)[:8]}"
+    outputs = {scope.tensor(n).op for n in scope.outputs.names}
+    assert not outputs.union(*(nx.ancestors(G, op) for op in outputs)) & set(scope.unused), case.name
 
 
 def test_the_layer_tree_renders_at_80_columns(zoo):

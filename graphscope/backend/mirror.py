@@ -387,7 +387,7 @@ class _Mirror:
         level.runs = [self.tensors[self.by_tf[(id(graph), t.name)]].op for t in (*graph.inputs, *graph.outputs)]
         level.runs += [level.names[op.name] for op in _tf.control_outputs(graph) if op.name in level.names]
         for reads in level.reads.values():
-            reads[:] = [level.names.get(r, r) for r in reads]
+            reads[:] = [level.names.get(r[1], r[1]) if isinstance(r, tuple) else r for r in reads]
         return level
 
     def _held_values(self) -> dict[tuple[int, str], tuple[str, LayerCall]]:
@@ -512,7 +512,8 @@ class _Mirror:
         inputs = [self.by_tf[(id(graph), t.name)] for t in op.inputs]
         # control inputs by their names in the graph: one may come later (the NoOp that a
         # function's results wait on is made after them)
-        level.reads[name] = [self.tensors[t].op for t in inputs] + [c.name for c in op.control_inputs]
+        # (tagged: a canonical name may equal another op's TensorFlow name, `dense_1/MatMul`)
+        level.reads[name] = [self.tensors[t].op for t in inputs] + [("ctl", c.name) for c in op.control_inputs]
         if arg is not None and arg < len(frame.arg_sources):
             inputs.append(frame.arg_sources[arg])
         for outs in body_outputs:
