@@ -248,6 +248,10 @@ WRONG = [
     Wrong("an unbuilt model with a signature its call does not take",
           lambda w: gs.trace(models.unbuilt_subclassed(), [(None, 4), (None, 4)]), gs.InputError, ValueError,
           r"not built.*input_0 \(None, 4\), input_1 \(None, 4\).*too many positional arguments.*one spec per input"),
+    Wrong("an unbuilt Sequential given a spec of the wrong rank, which leaves it configured (as a call would)",
+          lambda w: gs.trace(keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.Dense(2)]), [(None, 8, 8)]),
+          gs.InputError, ValueError, r"not built.*input_0 \(None, 8, 8\).*expected min_ndim=4.*left 'sequential(_\d+)?' "
+          r"partly built for those shapes.*make the model again"),
     Wrong("a tf.function without a signature", lambda w: gs.trace(tf.function(lambda x: x * 2)),
           gs.UnsupportedModelError, TypeError, r"input_signature"),
     Wrong("a tf.Module without __call__", lambda w: gs.trace(tf.Module()), gs.UnsupportedModelError, TypeError,

@@ -255,6 +255,7 @@ def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bo
     before the traced call is recorded. Builds run outside the graph (`_tf.builds_outside_graphs`),
     so the graph, thrown away, leaves nothing in the model."""
     fn = tf.function(_calling(model))
+    before = _build_states(model)
     try:
         with TRACE_LOCK, _tf.builds_outside_graphs(model):
             if structured is not None:
@@ -263,11 +264,35 @@ def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bo
                 fn.get_concrete_function(*specs, training=training)
     except Exception as e:  # noqa: BLE001 - whatever the model's own code raises
         takes = ", ".join(f"{s.name} {_shape(s)}" for s in specs)
+        # like a failed call on data, a failed build can leave layers built for those shapes
+        # (a Sequential then keeps its input shape): say so, since a retry on it cannot work
+        after = _build_states(model)
+        partly = [name for key, (name, built) in after.items() if built and not before.get(key, (name, False))[1]]
+        if after.keys() != before.keys() or partly:
+            fix = (f"the attempt left {model.name!r} partly built for those shapes"
+                   f"{' (' + ', '.join(partly[:4]) + (', ...' if len(partly) > 4 else '') + ')' if partly else ''}, "
+                   "as a failed call on data does: make the model again and trace it with one spec per input its "
+                   "`call` takes, with shapes it accepts")
+        else:
+            fix = ("give one spec per input its `call` takes, with shapes it accepts, or build it first by "
+                   "calling it once on data")
         raise InputError(
             f"model {model.name!r} is not built, and calling it on the input_signature ({takes}) "
-            f"to build it failed: {_cause(e)}; give one spec per input its `call` takes, with "
-            "shapes it accepts, or build it first by calling it once on data"
+            f"to build it failed: {_cause(e)}; {fix}"
         ) from None
+
+
+def _build_states(model: Any) -> dict[int, tuple[str, bool]]:
+    """Each layer `model` holds, at any depth (a Sequential's InputLayer once built), and
+    whether it is built."""
+    states: dict[int, tuple[str, bool]] = {}
+    todo = [model]
+    while todo:
+        layer = todo.pop()
+        if id(layer) not in states:
+            states[id(layer)] = (layer.name, bool(layer.built))
+            todo.extend(_tf.tracked_layers(layer))
+    return states
 
 
 def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSpec], Any]:
