@@ -1,0 +1,213 @@
+"""Numerics: where NaN and Inf start. Every answer is checked against values fetched one by one
+(`scope.run` of each tensor alone) or Keras sub-models, judged by numpy; backward against
+tf.GradientTape."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import graphscope as gs
+from graphscope.display.format import to_text
+from graphscope.runtime.numerics import passes_along
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+class Log(keras.layers.Layer):
+    """log of its input (NaN where a Dense made it negative), then scaled."""
+
+    def call(self, x):
+        return tf.math.log(x) * 2.0
+
+
+class Sqrt(keras.layers.Layer):
+    def call(self, x):
+        return tf.sqrt(x)
+
+
+class LogInLoop(keras.layers.Layer):
+    """A tf.while_loop of 5 iterations adding log(2 - i) to a running sum: log(0) = -Inf first
+    appears in iteration 2 (log(-1) = NaN follows in iteration 3)."""
+
+    def call(self, x):
+        def body(i, acc):
+            step = tf.math.log(tf.cast(2 - i, tf.float32) + 0.0 * acc)
+            return i + 1, acc + step
+
+        return tf.while_loop(lambda i, _: i < 5, body, (tf.constant(0), x))[1]
+
+
+def _counts(value):
+    """(nan, +inf, -inf) of a fetched value by numpy: an array, a list of them (a loop whose
+    iterations differ in shape) or None (a branch that did not run)."""
+    if value is None:
+        return 0, 0, 0
+    if isinstance(value, list):
+        parts = [_counts(v) for v in value]
+        return tuple(int(sum(p[k] for p in parts)) for k in range(3))
+    a = np.asarray(value, np.float64)
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def _one_by_one(scope, x, names):
+    """Each tensor fetched by an executor of its own, judged by numpy: {name: counts} of those
+    holding non-finite values."""
+    bad = {}
+    for name in names:
+        counts = _counts(scope.run(name, x)[name])
+        if any(counts):
+            bad[name] = counts
+    return bad
+
+
+def _float_names(scope):
+    unused = scope.model_graph.unused
+    return [t.name for t in scope.model_graph.tensors.values() if t.dtype in FLOATS and t.op not in unused]
+
+
+def _log_model(depth=0):
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", kernel_initializer="glorot_uniform")(x_in)
+    h = Log(name="log")(h)
+    for k in range(depth):
+        h = keras.layers.Dense(3, activation="tanh", name=f"after{k}")(h)
+    return keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+
+
+def test_a_nan_inside_a_custom_layer_starts_at_its_log():
+    keras.utils.set_random_seed(1)
+    model = _log_model()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    # the oracle: the Dense's output from a Keras sub-model holds negatives; numpy's log of it NaN
+    dense = keras.Model(model.input, model.get_layer("d1").output)(x).numpy()
+    assert (dense < 0).any() and np.isfinite(dense).all()
+    before = weights_snapshot(model)
+    report = scope.numerics(x)
+    assert_weights_unchanged(model, before)
+    assert not report.ok
+    assert report.first.name == "log/Log:0" and report.first.layer == "log" and report.iteration == ()
+    assert report.origins.names == ["log/Log:0"]
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert want["log/Log:0"] == (int((dense < 0).sum()), 0, int((dense == 0).sum()))
+    downstream = [n for n in want if n != "log/Log:0"]
+    assert downstream and not set(downstream) & set(report.origins.names)  # consequences, not origins
+    (origin,) = report.details
+    ((name, counts),) = origin.inputs
+    assert name == "d1/BiasAdd:0" and np.isclose(counts.min, dense.min()) and np.isclose(counts.max, dense.max())
+    assert origin.chain[0] == "d1/BiasAdd:0" and origin.chain[-1] == "log/Log:0"
+
+
+def test_a_nan_first_appearing_in_iteration_two_of_a_while_loop():
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, LogInLoop(name="looped")(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 3), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "Log" and report.first.layer == "looped"
+    assert report.first.context == "looped/while:body"
+    # the oracle: the log's value per iteration, fetched alone; numpy finds its first bad iteration
+    per_iteration = scope.run(report.first.name, x)[report.first.name]
+    bad_iterations = [i for i, v in enumerate(per_iteration) if not np.isfinite(v).all()]
+    assert bad_iterations[0] == 2 and report.iteration == (2,)
+    # its inputs are finite at that iteration (fetched alone too)
+    for name, _ in report.details[0].inputs:
+        value = scope.run(name, x)[name]
+        assert np.isfinite(np.asarray(value)[2] if name in scope.run(name, x).per_iteration else value).all()
+    assert report.origins.names == [report.first.name]  # the sum it spoils, and the loop's output, are not
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert any(passes_along(scope.model_graph.tensors[n]) for n in want)  # the body's argument holds -Inf too
+
+
+def test_a_nan_spreading_through_a_whole_network_has_one_origin_and_many_bad_tensors():
+    keras.utils.set_random_seed(2)
+    model = _log_model(depth=6)
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(3).randn(4, 4).astype("float32") * 3
+    report = scope.numerics(x)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert len(want) > 15
+    assert set(report.bad) == set(want)
+    assert report.origins.names == ["log/Log:0"]
+    for k in range(6):  # every later layer's output is bad, from a Keras sub-model too
+        assert not np.isfinite(keras.Model(model.input, model.get_layer(f"after{k}").output)(x).numpy()).all()
+
+
+def test_backward_finds_the_input_of_a_sqrt_at_zero():
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    h = Sqrt(name="root")(h)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    assert scope.numerics(x).ok  # forward: sqrt(0) = 0, finite
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert report.direction == "backward" and report.examined and not report.ok
+    relu = model.get_layer("d1").output
+    assert report.first.name == "d1/Relu:0" and report.first.layer == "d1"
+    # the oracle: tf.GradientTape on the model's tail from the relu's output, and on the sqrt's output
+    head = keras.Model(model.input, relu)
+    h = tf.constant(head(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(h)
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
+    c = report.bad["d1/Relu:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
+    assert "root/Sqrt:0" not in report.bad
+    assert report.origins.names == ["d1/Relu:0"]
+    ((name, counts),) = report.details[0].inputs  # the sqrt's input, at 0
+    assert name == "d1/Relu:0" and counts.min == 0
+
+
+def test_backward_after_a_non_finite_forward_pass_reports_the_forward_origins():
+    keras.utils.set_random_seed(1)
+    scope = gs.trace(_log_model(), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert not report.examined and report.direction == "forward"
+    assert report.first.name == "log/Log:0"
+    assert "backward pass was not examined" in str(report)
+
+
+def test_an_ok_model(functional_scope):
+    from tests import models
+
+    x = models.sample_inputs(models.functional())[0]
+    values = functional_scope.run(_float_names(functional_scope), x)
+    assert all(np.isfinite(v).all() for v in values.values())
+    report = functional_scope.numerics(x)
+    assert report.ok and report.first is None and report.iteration == () and not report.origins and not report.bad
+    assert report.checked == len(values)
+    assert repr(report).startswith("<Numerics ok:")
+    assert functional_scope.numerics(x, backward="probs/Softmax:0").ok
+
+
+def test_an_edit_injects_a_nan_whose_origin_is_the_edited_tensor(functional_scope):
+    from tests import models
+
+    x = models.sample_inputs(models.functional())[0]
+    report = functional_scope.numerics(x, edits={"dense/MatMul:0": lambda v: v + np.nan})
+    assert report.origins.names == ["dense/MatMul:0"] and report.first.layer == "dense"
+
+
+def test_the_table_names_each_origin_its_layer_op_counts_inputs_and_chain():
+    keras.utils.set_random_seed(1)
+    scope = gs.trace(_log_model(), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x)
+    text = to_text(report, width=200)
+    c = report.bad["log/Log:0"]
+    assert text.splitlines()[0] == f"{len(report.bad)} of {report.checked} tensors hold NaN or Inf; 1 origin(s)"
+    assert "first: log/Log:0" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("│ log/Log:0")]
+    for cell in ("log", "Log", f"{c.nan}/{c.posinf}/{c.neginf}", "d1/BiasAdd:0", "d1/BiasAdd:0 → log/Log:0"):
+        assert cell in row, row
+    assert "<table" not in report._repr_html_() and "log/Log:0" in report._repr_html_()
