@@ -211,3 +211,36 @@ def test_the_table_names_each_origin_its_layer_op_counts_inputs_and_chain():
     for cell in ("log", "Log", f"{c.nan}/{c.posinf}/{c.neginf}", "d1/BiasAdd:0", "d1/BiasAdd:0 → log/Log:0"):
         assert cell in row, row
     assert "<table" not in report._repr_html_() and "log/Log:0" in report._repr_html_()
+
+
+@pytest.fixture(scope="module")
+def control_flow():
+    from tests import models
+
+    model = models.loops_and_branches()
+    return gs.trace(model, quiet=True), models.sample_inputs(model)
+
+
+@pytest.mark.parametrize("edited", [
+    "running_sum/while/add_1:0",  # a loop body's sum, carried to the next iteration
+    "branchy/cond/Exp:0",  # one branch of a tf.cond (it may not run)
+    "cond_in_loop/map/while/cond/Log1p:0",  # a branch inside a loop: some iterations only
+    "nested_loops/StatefulPartitionedCall/map/while/while/mul_1:0",  # a loop in a loop in a function
+    "xla_helper/PartitionedCall/Relu:0",  # inside a call TensorFlow does not inline
+])
+def test_a_nan_injected_inside_control_flow_is_found_where_it_was_put(control_flow, edited):
+    scope, x = control_flow
+    edits = {edited: lambda v: v + np.float32("nan")}
+    report = scope.numerics(x, edits=edits)
+    names = _float_names(scope)
+    values = scope.run(names, x, edits=edits)  # the values themselves, judged by numpy
+    want = {name: _counts(values[name]) for name in names if any(_counts(values[name]))}
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    if edited in want:
+        assert report.first.name == edited and report.origins.names == [edited]
+        value = scope.run(edited, x, edits=edits)
+        if edited in value.per_iteration:
+            first = next(i for i, v in enumerate(value[edited]) if v is not None and not np.isfinite(v).all())
+            assert report.iteration[0] == first
+    else:  # the branch did not run
+        assert report.ok
