@@ -1,4 +1,5 @@
-"""The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate.
+"""The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate,
+numerics.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   graphscope extract demo:map_fn 'ROI/.*NonMaxSuppressionV3:0' --out run.zarr
   graphscope open run.zarr
   graphscope validate demo
+  graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0   where NaN/Inf start
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
 variant); --signature NAME picks one of a SavedModel's signatures. Each command has its own --help.
@@ -121,6 +123,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Prints checked / mismatches / skipped; exit status 1 when anything disagrees.",
         "  graphscope validate demo\n  graphscope validate model.keras --input x.npy",
     ),
+    "numerics": (
+        "find where NaN or Inf values start (forward, or in a backward pass)",
+        "Count NaN, +Inf and -Inf in every float tensor on --input (inside the graph, about one "
+        "forward pass) and print the origins: the tensors holding them while their own inputs are "
+        "finite, with layer, op, counts, inputs' ranges and the chain from the layer boundary. "
+        "With --backward TENSOR, the same for the gradient of sum(TENSOR). Exit status 1 when "
+        "anything is non-finite, 0 otherwise (a CI step).",
+        "  graphscope numerics model.keras --input x.npy\n"
+        "  graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0",
+    ),
 }
 
 
@@ -212,6 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     cmd["validate"].add_argument("fetches", metavar="FETCH", nargs="*", help="only these tensors' ops (default: every op)")
     cmd["validate"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
                                  help=".npy/.npz arrays to feed (demo: optional)")
+    cmd["numerics"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                                 help=".npy/.npz arrays to feed, one per model input (demo: optional)")
+    cmd["numerics"].add_argument("--backward", metavar="TENSOR",
+                                 help="check the gradient of sum(TENSOR) instead (after a finite forward pass)")
+    cmd["numerics"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
+                                 help="replace tensor NAME with the array in FILE, as for run")
     return parser
 
 
@@ -509,6 +527,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         _show(console, report)
         if not report.ok:
             raise _Disagree(f"{len(report.mismatches)} value(s) disagree")
+    elif args.command == "numerics":
+        inputs, feeds = _given(scope, args, parser)
+        report = scope.numerics(inputs, feeds=feeds, edits=_edits(args, parser), backward=args.backward)
+        _show(console, report)
+        if not report.ok:
+            where = f": they start at {report.first.name}" if report.first is not None else ""
+            raise _Disagree(f"non-finite values in {len(report.bad)} tensor(s){where}")
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
@@ -522,7 +547,8 @@ def _show(console: Any, renderable: Any) -> None:
 
 
 class _Disagree(Exception):
-    """validate found mismatches: exit status 1, the report already printed."""
+    """validate found mismatches, numerics non-finite values: exit status 1, the report already
+    printed."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
