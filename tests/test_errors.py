@@ -33,6 +33,20 @@ class Halves(keras.layers.Layer):
         return a * b, a + b
 
 
+class ArgmaxAsFloat(keras.layers.Layer):
+    """A float output no gradient reaches: the argmax of its input, cast back to float."""
+
+    def call(self, x):
+        return tf.cast(tf.argmax(x, axis=-1), tf.float32) + 0.0 * tf.stop_gradient(x[:, 0])
+
+
+@functools.cache
+def _argmax_scope() -> gs.Scope:
+    x_in = keras.Input((3,), name="scores")
+    return gs.trace(keras.Model(x_in, ArgmaxAsFloat(name="argmax")(keras.layers.Dense(3, name="d")(x_in))),
+                    quiet=True)
+
+
 class Checked(keras.layers.Layer):
     def call(self, x):
         tf.debugging.assert_non_negative(x, message="values must be non-negative")
@@ -468,6 +482,19 @@ WRONG = [
     Wrong("a gradient through a custom gradient that reads a pruned tensor", _custom_gradient_off_the_graph,
           gs.UnsupportedFetchError, ValueError, r"cannot differentiate .*: the gradient of .*odd.* \(IdentityN, a custom "
           r"gradient\) reads .*unused:0, which is not in the executable graph; take the gradient of a tensor before"),
+    # ---- numerics
+    Wrong("numerics on inputs of another shape", lambda w: w.scope.numerics(np.zeros((2, 5, 5, 3), "float32")),
+          gs.InputError, ValueError, r"input 'image' expects shape \[\?,8,8,3\] \(\? for any size\), got \[2,5,5,3\]"),
+    Wrong("numerics backward of a tensor no gradient reaches",
+          lambda w: _argmax_scope().numerics(np.ones((2, 3), "float32"), backward="argmax/add:0"),
+          gs.DisconnectedError, ValueError, r"no gradient flows from 'argmax/add:0' to the inputs or weights it is computed from "
+          r"\(every path goes through ops without a gradient: argmax, casts to integers, stop_gradient\); name a "
+          r"tensor gradients reach"),
+    Wrong("numerics backward of a tensor inside a loop body",
+          lambda w: w.mapped.numerics(demo.synthetic_images(),
+                                      backward="ROI/map/while/rpn_non_max_suppression/iou_threshold:0"),
+          gs.UnsupportedFetchError, ValueError, r"cannot check the gradient of .* inside ROI/map/while:body.*name a "
+          r"tensor outside loops and branches"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -366,10 +366,12 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
             "and branches; name a tensor computed from the model's inputs"
         )
     grads = _executor(runtime, "gradient", [of, *wrt], feeds, edits, None)(inputs)
-    if all(v[5] < 0 for v in grads.values()):
+    fed = {t.name for _, t in feeds}
+    sources = [t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"]  # inputs and weights
+    if not any(grads[n][5] >= 0 for n in sources):
         raise DisconnectedError(
-            f"no gradient flows from {of.name!r} to any tensor it is computed from (every path goes through ops "
-            "without a gradient: argmax, casts to integers, stop_gradient); name a tensor gradients reach"
+            f"no gradient flows from {of.name!r} to the inputs or weights it is computed from (every path goes "
+            "through ops without a gradient: argmax, casts to integers, stop_gradient); name a tensor gradients reach"
         )
     reached = {n: v for n, v in grads.items() if v[5] >= 0}
     bad = {n: _as_counts([v]) for n, v in reached.items() if _bad(v)}
