@@ -178,7 +178,7 @@ def numerics(runtime: Runtime, inputs: Any, *, feeds: Any = None, edits: Any = N
             return Numerics("forward", Selection(), (), {}, len(checked))
         return _backward(runtime, of, checked, inputs, feed_pairs, edit_list)
     stats = _executor(runtime, "counts", checked, feed_pairs, edit_list, COUNTS)(inputs)
-    return _forward(runtime, stats, {t.name for _, t in feed_pairs}, of)
+    return _forward(runtime, stats, {t.name for _, t in feed_pairs}, {e.tensor.name for e in edit_list}, of)
 
 
 def _executor(runtime: Runtime, kind: str, fetches: list[Tensor], feeds: list[tuple[str, Tensor]],
@@ -280,7 +280,9 @@ def _at(stats: dict[tuple[int, ...], np.ndarray], it: tuple[int, ...]) -> list[n
 
 
 def _forward(runtime: Runtime, stats: dict[str, dict[tuple[int, ...], np.ndarray]], fed: set[str],
-             of: Tensor | None) -> Numerics:
+             edited: set[str], of: Tensor | None) -> Numerics:
+    """The forward report from every tensor's counts: origins (an edited tensor holds what its
+    edit made, so it may be one even where it would only pass a value along)."""
     graph = runtime.graph
     tensors = graph.tensors
     order = _order(runtime)
@@ -288,7 +290,7 @@ def _forward(runtime: Runtime, stats: dict[str, dict[tuple[int, ...], np.ndarray
     found: list[tuple[tuple, Origin]] = []
     for name in bad:
         t = tensors[name]
-        if passes_along(t):
+        if passes_along(t) and name not in edited:
             continue
         inputs = [] if name in fed else _data_inputs(runtime, t)
         for it in sorted(k for k, v in stats[name].items() if _bad(v)):
