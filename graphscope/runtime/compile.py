@@ -124,9 +124,10 @@ class Program:
                  edits: Sequence[editing.Edit] = (), *, reduce: Any = None) -> Compiled:
         """The compiled function for this feed list, fetch *set* and edits, built once and
         reused (the most recently used `cache.CACHE_SIZE` are kept). With `reduce`,
-        `fn(value, kinds, dtype) -> tensor`, each fetched value is reduced inside the function
-        (a loop's list or a branch's optional in the same wrappers, reduced item by item) and
-        the reduction comes back instead of the value (`numerics`); cached by its identity.
+        `fn(values, kinds, dtypes) -> tensors`, the fetched values (in `Compiled.order`, each in
+        the wrappers `kinds` names: a loop's list, a branch's optional) are reduced inside the
+        function and what it returns comes back instead of them (`numerics`: a few numbers per
+        tensor); cached by its identity.
 
         Raises:
             DisconnectedError: a fetch needs a model input that is not fed, or an edit changes
@@ -388,10 +389,10 @@ def _canonical_ops(tensors: dict[str, Tensor], nodes: dict[str, Any], mirrored: 
 
 
 def _reduced(reduce: Any, kinds: list[tuple[str, ...]], dtypes: list[tf.DType]) -> Any:
-    """The step (`then` of `_function`) that reduces each fetched value inside the function."""
+    """The step (`then` of `_function`) that reduces the fetched values inside the function."""
 
     def then(values: list[tf.Tensor], arguments: list[tf.Tensor], bound: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-        return [reduce(v, k, d) for v, k, d in zip(values, kinds, dtypes)]
+        return list(reduce(values, kinds, dtypes))
 
     return then
 

@@ -156,9 +156,9 @@ class Gradient:
     with respect to each entry of `wrt`: a tensor outside loops and branches (fed or computed),
     or the name of a placeholder bound to a variable (`Program.captures`; several for one
     variable are given as one entry joined by spaces, and their gradients are added); `labels`
-    name the entries in errors. With `reduce` (`fn(gradient or None) -> tensor`), each gradient
-    is reduced inside the function and an entry no gradient reaches gives `reduce(None)`
-    instead of an error (`numerics`)."""
+    name the entries in errors. With `reduce` (`fn(gradients) -> tensors`, a gradient None for an
+    entry no gradient reaches, instead of an error), the gradients are reduced inside the function
+    and what it returns comes back instead of them (`numerics`)."""
 
     of: Tensor
     wrt: list[Tensor | str]
@@ -251,7 +251,7 @@ class Gradient:
             for label, (start, count) in zip(labels, spans):
                 parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]
                 if self.reduce is not None:
-                    out.append(self.reduce(tf.add_n(parts) if len(parts) > 1 else parts[0] if parts else None))
+                    out.append(tf.add_n(parts) if len(parts) > 1 else parts[0] if parts else None)
                     continue
                 if not parts:
                     raise DisconnectedError(
@@ -259,6 +259,6 @@ class Gradient:
                         "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
                     )
                 out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
-            return out
+            return list(self.reduce(out)) if self.reduce is not None else out
 
         return outputs, then

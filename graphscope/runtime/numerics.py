@@ -79,71 +79,115 @@ def _counts(x: tf.Tensor | None) -> tf.Tensor:
 
 
 class _Reduction:
-    """`fn(value, kinds, dtype)` for `Program.compiled(reduce=)`: `leaf` applied to the value, or
-    to each item of the loop lists and branch optionals it comes in (`expose.Exposed.kinds`),
-    inside the graph; the result comes in the same wrappers (decoded as float64)."""
+    """`fn(values, kinds, dtypes)` for `Program.compiled(reduce=)`: `leaf` applied inside the
+    graph to each value, or to each item of the loop lists and branch optionals it comes in
+    (`expose.Exposed.kinds`). With `total`, one float64 scalar comes back, finite exactly when
+    every value is (or when a sum overflows); without, the top-level values' reductions stacked
+    (one row each, in order), then each wrapped value's, in the same wrappers."""
 
-    def __init__(self, leaf: Any) -> None:
+    def __init__(self, leaf: Any, *, total: bool) -> None:
         self.leaf = leaf
+        self.total = total
 
-    def __call__(self, value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> tf.Tensor:
+    def __call__(self, values: list[tf.Tensor], kinds: list[tuple[str, ...]], dtypes: list[tf.DType]) -> list[tf.Tensor]:
+        top = [self.leaf(v) for v, k in zip(values, kinds) if not k]
+        wrapped = [self._wrapped(v, k, d) for v, k, d in zip(values, kinds, dtypes) if k]
+        if self.total:
+            parts = top + wrapped
+            return [tf.add_n(parts) if parts else tf.constant(0.0, tf.float64)]
+        return [tf.stack(top) if top else tf.zeros([0, 6], tf.float64), *wrapped]
+
+    def _wrapped(self, value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> tf.Tensor:
         if not kinds:
             return self.leaf(value)
         rest = kinds[1:]
         inner = tf.variant if rest else dtype
-        out = tf.variant if rest else tf.float64
         if kinds[0] == "optional":
             def present() -> tf.Tensor:
                 (got,) = tf.raw_ops.OptionalGetValue(optional=value, output_types=[inner], output_shapes=[None])
-                return tf.raw_ops.OptionalFromValue(components=[self(got, rest, dtype)])
+                reduced = self._wrapped(got, rest, dtype)
+                return reduced if self.total else tf.raw_ops.OptionalFromValue(components=[reduced])
 
-            return tf.cond(tf.raw_ops.OptionalHasValue(optional=value), present, tf.raw_ops.OptionalNone)
+            absent = (lambda: tf.constant(0.0, tf.float64)) if self.total else tf.raw_ops.OptionalNone
+            return tf.cond(tf.raw_ops.OptionalHasValue(optional=value), present, absent)
         n = tf.raw_ops.TensorListLength(input_handle=value)
+
+        def item(i: tf.Tensor) -> tf.Tensor:
+            got = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=tf.constant(-1),
+                                               element_dtype=inner)
+            return self._wrapped(got, rest, dtype)
+
+        if self.total:
+            return tf.while_loop(lambda i, _: i < n, lambda i, acc: (i + 1, acc + item(i)),
+                                 (tf.constant(0), tf.constant(0.0, tf.float64)))[1]
         empty = tf.raw_ops.EmptyTensorList(element_shape=tf.constant(-1), max_num_elements=tf.constant(-1),
-                                           element_dtype=out)
-
-        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            item = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=tf.constant(-1),
-                                                element_dtype=inner)
-            return i + 1, tf.raw_ops.TensorListPushBack(input_handle=acc, tensor=self(item, rest, dtype))
-
-        return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), empty))[1]
+                                           element_dtype=tf.variant if rest else tf.float64)
+        return tf.while_loop(
+            lambda i, _: i < n,
+            lambda i, acc: (i + 1, tf.raw_ops.TensorListPushBack(input_handle=acc, tensor=item(i))),
+            (tf.constant(0), empty),
+        )[1]
 
 
-QUICK = _Reduction(_sum)
-COUNTS = _Reduction(_counts)
+def _gradient_total(grads: list[tf.Tensor | None]) -> list[tf.Tensor]:
+    """The gradients' sums added up (finite when every gradient is), and which are reached."""
+    reached = [g for g in grads if g is not None]
+    total = tf.add_n([_sum(g) for g in reached]) if reached else tf.constant(0.0, tf.float64)
+    return [total, tf.constant([g is not None for g in grads])]
+
+
+def _gradient_counts(grads: list[tf.Tensor | None]) -> list[tf.Tensor]:
+    return [tf.stack([_counts(g) for g in grads])]
+
+
+QUICK = _Reduction(_sum, total=True)
+COUNTS = _Reduction(_counts, total=False)
 
 
 class _Reduced(Runner):
-    """A function of the inputs returning each fetch reduced inside the graph: `{name:
-    {iteration: reduction}}` (iteration `()` outside loops; none for a branch that did not run)."""
+    """A function of the inputs returning the fetches reduced inside the graph (`_Reduction`):
+    with `total`, one number; else `{name: {iteration: counts}}` (iteration `()` outside loops;
+    none for a branch that did not run)."""
 
     def __init__(self, runtime: Runtime, fetches: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
                  edits: list[editing.Edit], reduction: _Reduction) -> None:
         self._setup(feeds)
+        self.total = reduction.total
         compiled = runtime.program.compiled(self.signature.tensors, fetches, edits, reduce=reduction)
         self._adopt(runtime, compiled)
-        self._kinds = list(zip(compiled.order, compiled.kinds))
+        self._top = [name for name, kinds in zip(compiled.order, compiled.kinds) if not kinds]
+        self._wrapped = [(name, kinds) for name, kinds in zip(compiled.order, compiled.kinds) if kinds]
 
-    def __call__(self, *inputs: Any) -> dict[str, dict[tuple[int, ...], np.ndarray]]:
+    def __call__(self, *inputs: Any) -> Any:
         outs = self._outputs(inputs)
-        return {name: dict(_iterations(decode(out, kinds, tf.float64), kinds))
-                for (name, kinds), out in zip(self._kinds, outs)}
+        if self.total:
+            return float(outs[0])
+        rows = np.asarray(outs[0])
+        found = {name: {(): rows[k]} for k, name in enumerate(self._top)}
+        for (name, kinds), out in zip(self._wrapped, outs[1:]):
+            found[name] = dict(_iterations(decode(out, kinds, tf.float64), kinds))
+        return found
 
 
 class _ReducedGradient(Runner):
-    """The gradient of `sum(of)` with respect to each of `wrt`, reduced to counts in the graph."""
+    """The gradient of `sum(of)` with respect to each of `wrt`, reduced inside the graph: with
+    `total`, (a number finite when every gradient is, which entries a gradient reaches); else
+    `{name: counts}` (size -1 where no gradient reaches)."""
 
     def __init__(self, runtime: Runtime, of: Tensor, wrt: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
-                 edits: list[editing.Edit]) -> None:
+                 edits: list[editing.Edit], total: bool) -> None:
         self._setup(feeds)
-        self.wrt = wrt
-        gradient = Gradient(of, list(wrt), None, [t.name for t in wrt], reduce=_counts)
+        self.wrt, self.total = wrt, total
+        reduce = _gradient_total if total else _gradient_counts
+        gradient = Gradient(of, list(wrt), None, [t.name for t in wrt], reduce=reduce)
         self._adopt(runtime, runtime.program.gradient(self.signature.tensors, gradient, edits))
 
-    def __call__(self, *inputs: Any) -> dict[str, np.ndarray]:
+    def __call__(self, *inputs: Any) -> Any:
         outs = self._outputs(inputs)
-        return {t.name: np.asarray(out) for t, out in zip(self.wrt, outs)}
+        if self.total:
+            reached = np.asarray(outs[1])
+            return float(outs[0]), [t.name for t, r in zip(self.wrt, reached) if r]
+        return dict(zip((t.name for t in self.wrt), np.asarray(outs[0])))
 
 
 def _iterations(value: Any, kinds: tuple[str, ...], at: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
@@ -172,27 +216,27 @@ def numerics(runtime: Runtime, inputs: Any, *, feeds: Any = None, edits: Any = N
     if not checked:
         raise DisconnectedError("no float tensor is computed from these feeds: feed the model's inputs")
     editing.check_relevant(runtime.graph, edit_list, checked)
-    quick = _executor(runtime, "quick", checked, feed_pairs, edit_list, QUICK)(inputs)
-    if all(np.isfinite(v).all() for values in quick.values() for v in values.values()):
+    if math.isfinite(_executor(runtime, "quick", checked, feed_pairs, edit_list)(inputs)):
         if of is None:
             return Numerics("forward", Selection(), (), {}, len(checked))
         return _backward(runtime, of, checked, inputs, feed_pairs, edit_list)
-    stats = _executor(runtime, "counts", checked, feed_pairs, edit_list, COUNTS)(inputs)
+    stats = _executor(runtime, "counts", checked, feed_pairs, edit_list)(inputs)
     return _forward(runtime, stats, {t.name for _, t in feed_pairs}, {e.tensor.name for e in edit_list}, of)
 
 
 def _executor(runtime: Runtime, kind: str, fetches: list[Tensor], feeds: list[tuple[str, Tensor]],
-              edits: list[editing.Edit], reduction: Any) -> Any:
-    """A reduced executor, cached with the runtime's executors."""
+              edits: list[editing.Edit]) -> Any:
+    """A reduced executor (`kind`: quick, counts, gradient quick, gradient counts), cached with
+    the runtime's executors."""
     key = ("numerics", kind, tuple(t.name for t in fetches), tuple((k, t.name) for k, t in feeds),
            tuple(e.key for e in edits))
     executor = runtime._executors.get(key)
     if executor is None:
-        if kind == "gradient":
+        if kind.startswith("gradient"):
             of, *wrt = fetches
-            executor = _ReducedGradient(runtime, of, wrt, feeds, edits)
+            executor = _ReducedGradient(runtime, of, wrt, feeds, edits, total=kind == "gradient quick")
         else:
-            executor = _Reduced(runtime, fetches, feeds, edits, reduction)
+            executor = _Reduced(runtime, fetches, feeds, edits, QUICK if kind == "quick" else COUNTS)
         runtime._executors.put(key, executor)
     return executor
 
@@ -218,7 +262,17 @@ def _target(runtime: Runtime, backward: Any) -> Tensor:
 
 def _checked(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
     """Every float tensor the feeds compute, in topological order: not a handle, not of an op no
-    output depends on, and kept by TensorFlow's optimizer (the rest cannot be fetched)."""
+    output depends on, and kept by TensorFlow's optimizer (the rest cannot be fetched). Found
+    once per feed list (cached with the runtime's executors)."""
+    key = ("numerics checked", tuple(t.name for t in fed))
+    found = runtime._executors.get(key)
+    if found is None:
+        found = _fetchable(runtime, fed)
+        runtime._executors.put(key, found)
+    return found
+
+
+def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
     graph, program = runtime.graph, runtime.program
     unused = graph.unused
     fed_ops = {t.op for t in fed}
@@ -367,20 +421,23 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
             f"no gradient reaches any tensor from {of.name!r}: it is computed from no float tensor outside loops "
             "and branches; name a tensor computed from the model's inputs"
         )
-    grads = _executor(runtime, "gradient", [of, *wrt], feeds, edits, None)(inputs)
+    total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, edits)(inputs)
     fed = {t.name for _, t in feeds}
-    sources = [t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"]  # inputs and weights
-    if not any(grads[n][5] >= 0 for n in sources):
+    sources = {t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"}  # inputs and weights
+    if not sources & set(reached_names):
         raise DisconnectedError(
             f"no gradient flows from {of.name!r} to the inputs or weights it is computed from (every path goes "
             "through ops without a gradient: argmax, casts to integers, stop_gradient); name a tensor gradients reach"
         )
+    if math.isfinite(total):
+        return Numerics("backward", Selection(), (), {}, len(reached_names), of=of)
+    grads = _executor(runtime, "gradient counts", [of, *wrt], feeds, edits)(inputs)
     reached = {n: v for n, v in grads.items() if v[5] >= 0}
     bad = {n: _as_counts([v]) for n, v in reached.items() if _bad(v)}
     order = _order(runtime)
-    if not bad:
+    if not bad:  # a sum overflowed: every gradient is finite
         return Numerics("backward", Selection(), (), {}, len(reached), of=of)
-    forward = _executor(runtime, "counts", checked, feeds, edits, COUNTS)(inputs)
+    forward = _executor(runtime, "counts", checked, feeds, edits)(inputs)
     graph = runtime.graph
     consumers: dict[str, list[str]] = {}
     for op_name in G:
