@@ -156,9 +156,10 @@ class Gradient:
     with respect to each entry of `wrt`: a tensor outside loops and branches (fed or computed),
     or the name of a placeholder bound to a variable (`Program.captures`; several for one
     variable are given as one entry joined by spaces, and their gradients are added); `labels`
-    name the entries in errors. With `reduce` (`fn(gradients) -> tensors`, a gradient None for an
-    entry no gradient reaches, instead of an error), the gradients are reduced inside the function
-    and what it returns comes back instead of them (`numerics`)."""
+    name the entries in errors. With `reduce` (`fn(gradients, values) -> tensors`: a gradient is
+    None for an entry no gradient reaches, instead of an error; `values` are the entries' own
+    values, None for variables), the gradients are reduced inside the function and what it
+    returns comes back instead of them (`numerics`)."""
 
     of: Tensor
     wrt: list[Tensor | str]
@@ -259,6 +260,9 @@ class Gradient:
                         "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
                     )
                 out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
-            return list(self.reduce(out)) if self.reduce is not None else out
+            if self.reduce is not None:  # with the entries' own values (None for variables, entries not computed)
+                forward = [xs[start] if kind in ("arg", "out") else None for (kind, _), (start, _) in zip(sources, spans)]
+                return list(self.reduce(out, forward))
+            return out
 
         return outputs, then

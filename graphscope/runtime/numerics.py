@@ -129,14 +129,18 @@ class _Reduction:
         )[1]
 
 
-def _gradient_total(grads: list[tf.Tensor | None]) -> list[tf.Tensor]:
-    """The gradients' sums added up (finite when every gradient is), and which are reached."""
-    reached = [g for g in grads if g is not None]
-    total = tf.add_n([_sum(g) for g in reached]) if reached else tf.constant(0.0, tf.float64)
-    return [total, tf.constant([g is not None for g in grads])]
+def _added(tensors: list[tf.Tensor | None]) -> tf.Tensor:
+    sums = [_sum(t) for t in tensors if t is not None]
+    return tf.add_n(sums) if sums else tf.constant(0.0, tf.float64)
 
 
-def _gradient_counts(grads: list[tf.Tensor | None]) -> list[tf.Tensor]:
+def _gradient_total(grads: list[tf.Tensor | None], values: list[tf.Tensor | None]) -> list[tf.Tensor]:
+    """The forward values' sums added up (finite when every value is), the gradients' likewise,
+    and which entries a gradient reaches."""
+    return [_added(values), _added(grads), tf.constant([g is not None for g in grads])]
+
+
+def _gradient_counts(grads: list[tf.Tensor | None], values: list[tf.Tensor | None]) -> list[tf.Tensor]:
     return [tf.stack([_counts(g) for g in grads])]
 
 
@@ -171,7 +175,8 @@ class _Reduced(Runner):
 
 class _ReducedGradient(Runner):
     """The gradient of `sum(of)` with respect to each of `wrt`, reduced inside the graph: with
-    `total`, (a number finite when every gradient is, which entries a gradient reaches); else
+    `total`, (a number finite when every forward value of `wrt` is, one finite when every
+    gradient is, the entries a gradient reaches); else
     `{name: counts}` (size -1 where no gradient reaches)."""
 
     def __init__(self, runtime: Runtime, of: Tensor, wrt: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
@@ -185,8 +190,8 @@ class _ReducedGradient(Runner):
     def __call__(self, *inputs: Any) -> Any:
         outs = self._outputs(inputs)
         if self.total:
-            reached = np.asarray(outs[1])
-            return float(outs[0]), [t.name for t, r in zip(self.wrt, reached) if r]
+            reached = np.asarray(outs[2])
+            return float(outs[0]), float(outs[1]), [t.name for t, r in zip(self.wrt, reached) if r]
         return dict(zip((t.name for t in self.wrt), np.asarray(outs[0])))
 
 
@@ -216,12 +221,26 @@ def numerics(runtime: Runtime, inputs: Any, *, feeds: Any = None, edits: Any = N
     if not checked:
         raise DisconnectedError("no float tensor is computed from these feeds: feed the model's inputs")
     editing.check_relevant(runtime.graph, edit_list, checked)
-    if math.isfinite(_executor(runtime, "quick", checked, feed_pairs, edit_list)(inputs)):
-        if of is None:
-            return Numerics("forward", Selection(), (), {}, len(checked))
+    if of is not None:
         return _backward(runtime, of, checked, inputs, feed_pairs, edit_list)
-    stats = _executor(runtime, "counts", checked, feed_pairs, edit_list)(inputs)
-    return _forward(runtime, stats, {t.name for _, t in feed_pairs}, {e.tensor.name for e in edit_list}, of)
+    if math.isfinite(_executor(runtime, "quick", checked, feed_pairs, edit_list)(inputs)):
+        return Numerics("forward", Selection(), (), {}, len(checked))
+    return _forward_report(runtime, checked, inputs, feed_pairs, edit_list, None)
+
+
+def _reaching(runtime: Runtime, edits: list[editing.Edit], fetches: list[Tensor]) -> list[editing.Edit]:
+    """The edits that change something `fetches` depend on."""
+    if not edits:
+        return edits
+    needed = {t.op for t in runtime.graph.ancestors(fetches)} | {t.op for t in fetches}
+    return [e for e in edits if e.tensor.op in needed]
+
+
+def _forward_report(runtime: Runtime, checked: list[Tensor], inputs: Any, feeds: list[tuple[str, Tensor]],
+                    edits: list[editing.Edit], of: Tensor | None) -> Numerics:
+    """The counted pass and the forward origins."""
+    stats = _executor(runtime, "counts", checked, feeds, edits)(inputs)
+    return _forward(runtime, stats, {t.name for _, t in feeds}, {e.tensor.name for e in edits}, of)
 
 
 def _executor(runtime: Runtime, kind: str, fetches: list[Tensor], feeds: list[tuple[str, Tensor]],
@@ -413,7 +432,7 @@ def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
 def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, feeds: list[tuple[str, Tensor]],
               edits: list[editing.Edit]) -> Numerics:
     G = runtime.graph.graph
-    upstream = nx.ancestors(G, of.op)
+    upstream = nx.ancestors(G, of.op) | {of.op}
     wrt = [t for t in checked if t.op in upstream and not t.context and not any(":" in f for f in t.function)
            and isinstance(runtime.program.locator.locate(t), str)]
     if not wrt:
@@ -421,7 +440,15 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
             f"no gradient reaches any tensor from {of.name!r}: it is computed from no float tensor outside loops "
             "and branches; name a tensor computed from the model's inputs"
         )
-    total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, edits)(inputs)
+    # the gradient function checks its forward values (the tensors `of` is computed from, outside
+    # loops and branches); the rest of the forward pass is checked by a quick pass of its own
+    covered = {t.name for t in wrt}
+    rest = [t for t in checked if t.name not in covered]
+    mine = [e for e in edits if e.tensor.op in upstream]  # the edits the gradient function holds
+    forward, total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, mine)(inputs)
+    if not math.isfinite(forward) or rest and not math.isfinite(_executor(runtime, "quick", rest, feeds,
+                                                                          _reaching(runtime, edits, rest))(inputs)):
+        return _forward_report(runtime, checked, inputs, feeds, edits, of)
     fed = {t.name for _, t in feeds}
     sources = {t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"}  # inputs and weights
     if not sources & set(reached_names):
@@ -431,7 +458,7 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
         )
     if math.isfinite(total):
         return Numerics("backward", Selection(), (), {}, len(reached_names), of=of)
-    grads = _executor(runtime, "gradient counts", [of, *wrt], feeds, edits)(inputs)
+    grads = _executor(runtime, "gradient counts", [of, *wrt], feeds, mine)(inputs)
     reached = {n: v for n, v in grads.items() if v[5] >= 0}
     bad = {n: _as_counts([v]) for n, v in reached.items() if _bad(v)}
     order = _order(runtime)

@@ -244,3 +244,28 @@ def test_a_nan_injected_inside_control_flow_is_found_where_it_was_put(control_fl
             assert report.iteration[0] == first
     else:  # the branch did not run
         assert report.ok
+
+
+def test_backward_sees_a_non_finite_forward_value_that_its_target_does_not_depend_on():
+    keras.utils.set_random_seed(1)
+    x_in = keras.Input((4,), name="x")
+    spoiled = Log(name="log")(keras.layers.Dense(3, name="d1")(x_in))
+    clean = keras.layers.Dense(2, name="d2")(x_in)
+    scope = gs.trace(keras.Model(x_in, [spoiled, clean]), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    assert not np.isfinite(scope.run("log/Log:0", x)["log/Log:0"]).all()
+    report = scope.numerics(x, backward="d2/BiasAdd:0")
+    assert not report.examined and report.first.name == "log/Log:0"
+    assert scope.numerics(x, backward="d2/BiasAdd:0", edits={"log/Log:0": lambda v: tf.zeros_like(v)}).ok
+
+
+def test_backward_with_an_edit_its_target_depends_on_and_another_output_does_not():
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    other = keras.layers.Dense(2, name="other")(x_in)
+    scope = gs.trace(keras.Model(x_in, [keras.layers.Dense(2, name="out")(Sqrt(name="root")(h)), other]), quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    # the relu's zeros moved away from 0 by an edit: the sqrt's gradient is finite everywhere
+    assert not scope.numerics(x, backward="out/BiasAdd:0").ok
+    assert scope.numerics(x, backward="out/BiasAdd:0", edits={"d1/Relu:0": lambda v: v + 1.0}).ok
