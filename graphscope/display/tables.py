@@ -192,8 +192,8 @@ def validation_view(report: Any) -> Group:
 
 def numerics_view(report: Any) -> Group:
     """A numerics check (`graphscope.ir.numerics.Numerics`): a summary line, then one row per
-    origin (name, layer, op type, NaN/+Inf/-Inf counts, its inputs' finite min and max, the
-    chain of ancestors from the nearest layer boundary), first origin first."""
+    origin (name, layer, op type, NaN/+Inf/-Inf counts, its inputs' finite min and max), first
+    origin first, and each origin's chain of ancestors from the nearest layer boundary."""
     backward = report.direction == "backward"
     what = f"gradients of sum({report.of.name})" if backward and report.of is not None else "tensors"
     if report.ok:
@@ -211,12 +211,15 @@ def numerics_view(report: Any) -> Group:
         c = o.counts
         ranges = "\n".join(f"{name} {_range(counts)}" for name, counts in o.inputs) or "(none)"
         rows.append([o.tensor.name + (f" @{','.join(map(str, o.iteration))}" if o.iteration else ""),
-                     o.tensor.layer or "", o.tensor.op_type, f"{c.nan}/{c.posinf}/{c.neginf}", ranges,
-                     " → ".join(o.chain)])
-    columns = [Column("origin", name=True), Column("layer", fold=True, width=20), Column("op", drop=3),
-               Column("nan/+inf/-inf", justify="right"), Column("inputs: min..max", fold=True, width=36, drop=2),
-               Column("chain from the layer boundary", fold=True, width=40, drop=1)]
+                     o.tensor.layer or "", o.tensor.op_type, f"{c.nan}/{c.posinf}/{c.neginf}", ranges])
+    columns = [Column("origin", name=True), Column("layer", fold=True, width=20), Column("op", drop=2),
+               Column("nan/+inf/-inf", justify="right"), Column("inputs: min..max", fold=True, width=40, drop=1)]
     parts.append(WholeNames("gradient origins" if backward else "origins", columns, rows, table=_boxed))
+    chains = Table.grid(padding=(0, 1))  # each from the nearest layer boundary, names never split
+    for o in report.details:
+        chains.add_row(Text(f"{o.tensor.name}:", no_wrap=True), Text(" → ".join(o.chain), overflow="fold"))
+    parts.append(Text("chains from the nearest layer boundary", style="bold"))
+    parts.append(chains)
     return Group(*parts)
 
 

@@ -408,15 +408,26 @@ def _key(runtime: Runtime, t: Tensor, it: tuple[int, ...], order: dict[str, int]
     return (*key, order[t.name])
 
 
+def _weight(graph: Any, t: Tensor) -> bool:
+    """A variable's value: read, or a cast or copy of one read."""
+    if t.op_type == "ReadVariableOp":
+        return True
+    inputs = graph.op(t.op).inputs
+    return t.op_type in ("Cast", "Identity") and bool(inputs) and all(_weight(graph, graph.tensors[i]) for i in inputs)
+
+
 def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
     """From the nearest layer boundary (a tensor of another layer, an input) down to `t`,
-    following at each op its first float input that is not a constant."""
+    following at each op its first float input that is not a constant, nor a weight where
+    there is another (one of the same layer first)."""
     graph = runtime.graph
     chain = [t.name]
     current = t
     while len(chain) < limit:
         candidates = [graph.tensors[i] for i in graph.op(current.op).inputs]
         candidates = [u for u in candidates if u.dtype in FLOATS and u.op_type != "Const"]
+        values = [u for u in candidates if not _weight(graph, u)]  # the data path before the weights
+        candidates = values or candidates
         if not candidates:
             break
         current = next((u for u in candidates if u.layer == t.layer), candidates[0])
