@@ -40,6 +40,10 @@ def test_python_examples_run(tmp_path, monkeypatch):
     assert gs.presets.pre_activations(namespace["scope"]).names[:2] == ["conv1/BiasAdd:0", "conv2/BiasAdd:0"]
     assert gs.presets.logits(namespace["scope"]).names == ["rpn_class_logits/Reshape:0"]
     assert namespace["grads"]["block5_conv4/BiasAdd:0"].shape == (1, 4, 4, 512)  # the gradients example
+    found, back = namespace["found"], namespace["back"]  # the numerics example: its claims in comments
+    assert repr(found.first) == "<Tensor log/Log:0 Log float32[?,3] layer=log>" and found.origins.names == ["log/Log:0"]
+    assert found.details[0].chain == ("d/BiasAdd:0", "log/Log:0") and "d/BiasAdd:0 → log/Log:0" in str(found)
+    assert repr(back.first) == "<Tensor h/Relu:0 Relu float32[?,6] layer=h>" and back.examined
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]
