@@ -286,3 +286,36 @@ def test_backward_with_an_edit_its_target_depends_on_and_another_output_does_not
     # the relu's zeros moved away from 0 by an edit: the sqrt's gradient is finite everywhere
     assert not scope.numerics(x, backward="out/BiasAdd:0").ok
     assert scope.numerics(x, backward="out/BiasAdd:0", edits={"d1/Relu:0": lambda v: v + 1.0}).ok
+
+
+def test_numerics_from_an_intermediate_feed():
+    keras.utils.set_random_seed(1)
+    scope = gs.trace(_log_model(), quiet=True)
+    fed = np.array([[1.0, 2.0, 3.0], [4.0, -1.0, 0.5]], "float32")
+    report = scope.numerics(fed, feeds=["d1/BiasAdd:0"])
+    downstream = ["d1/BiasAdd:0", *(t.name for t in scope.descendants("d1/BiasAdd:0") if t.dtype == "float32")]
+    values = scope.run(downstream, fed, feeds=["d1/BiasAdd:0"])  # judged by numpy
+    assert set(report.bad) == {n for n in downstream if not np.isfinite(values[n]).all()}
+    assert report.origins.names == ["log/Log:0"] and report.bad["log/Log:0"].nan == 1
+    fed[0, 0] = np.inf  # a fed value is where it starts: what the feed replaces is not run
+    assert scope.numerics(fed, feeds=["d1/BiasAdd:0"]).first.name == "d1/BiasAdd:0"
+
+
+def test_half_precision_values_are_counted_and_an_overflow_is_an_origin():
+    keras.utils.set_random_seed(1)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", dtype="float16")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out", dtype="float16")(Log(name="log", dtype="float16")(h)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert report.first.name == "log/Log:0" and scope.model_graph.tensors["log/Log:0"].dtype == "float16"
+    # 70000 does not fit float16: the cast of the input to the layer's dtype is where +Inf starts
+    big = np.full((1, 4), 7e4, "float32")
+    report = scope.numerics(big)
+    assert report.first.op_type == "Cast" and report.bad[report.first.name].posinf == 4
+    (source,) = scope.model_graph.op(report.first.op).inputs
+    values = scope.run([source, report.first.name], big)  # judged by numpy
+    assert np.isfinite(values[source]).all() and np.isposinf(values[report.first.name]).all()
