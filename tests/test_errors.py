@@ -555,6 +555,10 @@ CLI_WRONG = [
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
      r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+    ("numerics without an input", ["numerics", "{files}/doubling"], 2,
+     r"numerics needs --input FILE \(one per model input\) or --input NAME=FILE"),
+    ("numerics backward of a tensor that names nothing", ["numerics", "demo", "--backward", "rpn_clas/Softmax:0"], 1,
+     r"no tensor named 'rpn_clas/Softmax:0'.*Did you mean"),
     ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
      r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
 ]
