@@ -319,3 +319,18 @@ def test_half_precision_values_are_counted_and_an_overflow_is_an_origin():
     (source,) = scope.model_graph.op(report.first.op).inputs
     values = scope.run([source, report.first.name], big)  # judged by numpy
     assert np.isfinite(values[source]).all() and np.isposinf(values[report.first.name]).all()
+
+
+def test_a_nan_in_a_weight_starts_at_the_read_of_that_weight():
+    kernel = np.ones((4, 3), "float32")
+    kernel[2, 1] = np.nan
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", kernel_initializer=keras.initializers.Constant(kernel))(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 4), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "ReadVariableOp" and report.first.layer == "d1"
+    assert report.origins.names == [report.first.name] and report.bad[report.first.name].nan == 1
+    assert np.isnan(scope.run(report.first.name, x)[report.first.name]).sum() == 1  # judged by numpy
+    assert np.isnan(keras.Model(x_in, h)(x).numpy()).all(axis=0).tolist() == [False, True, False]
