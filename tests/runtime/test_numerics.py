@@ -334,3 +334,32 @@ def test_a_nan_in_a_weight_starts_at_the_read_of_that_weight():
     assert report.origins.names == [report.first.name] and report.bad[report.first.name].nan == 1
     assert np.isnan(scope.run(report.first.name, x)[report.first.name]).sum() == 1  # judged by numpy
     assert np.isnan(keras.Model(x_in, h)(x).numpy()).all(axis=0).tolist() == [False, True, False]
+
+
+class LogInNestedLoops(keras.layers.Layer):
+    """Two nested tf.while_loops (3 x 4 iterations) adding log(1 - [i == 1 and j == 2]): -Inf first
+    at outer iteration 1, inner iteration 2."""
+
+    def call(self, x):
+        def outer(i, acc):
+            def inner(j, acc):
+                hit = tf.cast(tf.logical_and(tf.equal(i, 1), tf.equal(j, 2)), tf.float32)
+                return j + 1, acc + tf.math.log(1.0 - hit + 0.0 * acc)
+
+            return i + 1, tf.while_loop(lambda j, _: j < 4, inner, (tf.constant(0), acc))[1]
+
+        return tf.while_loop(lambda i, _: i < 3, outer, (tf.constant(0), x))[1]
+
+
+def test_iteration_is_outermost_first_in_nested_loops():
+    x_in = keras.Input((2,), name="x")
+    scope = gs.trace(keras.Model(x_in, LogInNestedLoops(name="nested")(x_in)), quiet=True)
+    x = np.ones((2, 2), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "Log" and report.origins.names == [report.first.name]
+    value = np.asarray(scope.run(report.first.name, x)[report.first.name])  # [outer, inner, batch, features]
+    assert value.shape[:2] == (3, 4)
+    bad = [(i, j) for i in range(3) for j in range(4) if not np.isfinite(value[i, j]).all()]
+    assert bad[0] == (1, 2) and report.iteration == (1, 2)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
