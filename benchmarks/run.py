@@ -432,6 +432,41 @@ def bench_compare(args: argparse.Namespace) -> list[dict]:
                    "passes", r, "ratio", "<= 2.5", r <= 2.5, f"{t['compare']:.2f} s vs {t['forward']:.2f} s")]
 
 
+def bench_numerics(args: argparse.Namespace) -> list[dict]:
+    """Figures 9a and 9b: `Scope.numerics` over every float tensor of ResNet50 (each reduced to
+    counts inside the graph) vs one forward pass; with `backward=` its output (the forward check,
+    then every tensor's gradient reduced to counts) vs one GradientTape backward pass to the input."""
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(5).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    xt = tf.constant(x)
+    scope = gs.trace(model, quiet=True)
+    last = scope.outputs[0].name
+    forward = tf.function(model)
+
+    @tf.function
+    def tape(images):
+        with tf.GradientTape() as g:
+            g.watch(images)
+            y = tf.reduce_sum(model(images, training=False))
+        return g.gradient(y, images)
+
+    t = interleaved(
+        {"forward": lambda: forward(xt).numpy(), "numerics": lambda: scope.numerics(x),
+         "tape": lambda: tape(xt).numpy(), "backward": lambda: scope.numerics(x, backward=last)},
+        args.rounds, collect=True,
+    )
+    checked, back = scope.numerics(x), scope.numerics(x, backward=last)
+    assert checked.ok and back.ok, (checked, back)
+    r, b = t["numerics"] / t["forward"], t["backward"] / t["tape"]
+    return [
+        figure("9a", f"numerics over every float tensor of ResNet50 ({checked.checked} tensors) vs one forward pass",
+               r, "ratio", "<= 2", r <= 2, f"{t['numerics'] * 1e3:.0f} ms vs {t['forward'] * 1e3:.0f} ms"),
+        figure("9b", f"numerics with backward= (the forward check, then {back.checked} gradients) vs one "
+               "GradientTape backward pass to the input", b, "ratio", "<= 2.5", b <= 2.5,
+               f"{t['backward'] * 1e3:.0f} ms vs {t['tape'] * 1e3:.0f} ms, forward included"),
+    ]
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     return {
@@ -483,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     figures: list[dict] = []
     steps = {"12": bench_extraction, "3": bench_shallow, "4": bench_trace, "5": bench_queries, "6": bench_executors,
-             "7": bench_dataset, "8": bench_interventions, "9": bench_compare}
+             "7": bench_dataset, "8": bench_interventions, "9": lambda a: bench_numerics(a) + bench_compare(a)}
     for numbers, step in steps.items():
         if args.only and not set(numbers) & set(args.only):
             continue

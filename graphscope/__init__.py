@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from graphscope.comparison import Comparison, compare
     from graphscope.ir import presets
     from graphscope.ir.graph import ModelGraph
+    from graphscope.ir.numerics import Numerics
     from graphscope.ir.query import ancestors, cut_points, descendants, find
     from graphscope.display.plot import overlay
     from graphscope.ir.records import Layer, Op, Results, Selection, Tensor
@@ -66,6 +67,7 @@ _LAZY = {
     "Selection": "graphscope.ir.records",
     "Tensor": "graphscope.ir.records",
     "ModelGraph": "graphscope.ir.graph",
+    "Numerics": "graphscope.ir.numerics",
     "ancestors": "graphscope.ir.query",
     "descendants": "graphscope.ir.query",
     "find": "graphscope.ir.query",
@@ -92,6 +94,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelGraph",
     "ModelLoadError",
+    "Numerics",
     "Op",
     "OptionError",
     "PatternError",

@@ -1,5 +1,5 @@
 """The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate,
-compare.
+compare, numerics.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   graphscope open run.zarr
   graphscope validate demo
   graphscope compare model.keras port.keras --input x.npy   where a port starts to give other values
+  graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0   where NaN/Inf start
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
 variant); --signature NAME picks one of a SavedModel's signatures. Each command has its own --help.
@@ -135,6 +136,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "  graphscope compare model.keras mixed_precision.keras --input x.npy --rtol 1e-2 --atol 1e-3\n"
         "  graphscope compare model.keras run.zarr --input x.npy --tensors",
     ),
+    "numerics": (
+        "find where NaN or Inf values start (forward, or in a backward pass)",
+        "Count NaN, +Inf and -Inf in every float tensor on --input (inside the graph, about one "
+        "forward pass) and print the origins: the tensors holding them while their own inputs are "
+        "finite, with layer, op, counts, inputs' ranges and the chain from the layer boundary. "
+        "With --backward TENSOR, the same for the gradient of sum(TENSOR). Exit status 1 when "
+        "anything is non-finite, 0 otherwise (a CI step).",
+        "  graphscope numerics model.keras --input x.npy\n"
+        "  graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0",
+    ),
 }
 
 
@@ -234,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
                                 help="pair every tensor by canonical name (default: layer outputs by layer path)")
     cmd["compare"].add_argument("--rtol", type=_tolerance, default=1e-5, help="relative tolerance (default 1e-5)")
     cmd["compare"].add_argument("--atol", type=_tolerance, default=1e-6, help="absolute tolerance (default 1e-6)")
+    cmd["numerics"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
+                                 help=".npy/.npz arrays to feed, one per model input (demo: optional)")
+    cmd["numerics"].add_argument("--backward", metavar="TENSOR",
+                                 help="check the gradient of sum(TENSOR) instead (after a finite forward pass)")
+    cmd["numerics"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
+                                 help="replace tensor NAME with the array in FILE, as for run")
     return parser
 
 
@@ -543,6 +560,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
             raise _Disagree(f"{len(report.mismatches)} value(s) disagree")
     elif args.command == "compare":
         _compare(scope, args, parser, console)
+    elif args.command == "numerics":
+        inputs, feeds = _given(scope, args, parser)
+        report = scope.numerics(inputs, feeds=feeds, edits=_edits(args, parser), backward=args.backward)
+        _show(console, report)
+        if not report.ok:
+            where = f": they start at {report.first.name}" if report.first is not None else ""
+            raise _Disagree(f"non-finite values in {len(report.bad)} tensor(s){where}")
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
@@ -573,7 +597,8 @@ def _show(console: Any, renderable: Any) -> None:
 
 
 class _Disagree(Exception):
-    """validate found mismatches: exit status 1, the report already printed."""
+    """validate found mismatches, numerics non-finite values: exit status 1, the report already
+    printed."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

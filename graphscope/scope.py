@@ -19,6 +19,7 @@ from graphscope.ir.views import Shown, view
 if TYPE_CHECKING:
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
+    from graphscope.ir.numerics import Numerics
     from graphscope.display.picture import Picture
     from graphscope.runtime.executor import Executor
     from graphscope.runtime.gradients import GradientExecutor
@@ -261,6 +262,38 @@ class Scope(Queries, Shown):
                           edits: Any = None) -> GradientExecutor:
         """The cached function behind `gradients`, to call on many inputs."""
         return self._runtime.gradient_executor(of, wrt, target=target, feeds=feeds, edits=edits)
+
+    def numerics(self, inputs: Any, *, feeds: Any = None, edits: Any = None, backward: Any = None) -> Numerics:
+        """Where NaN and Inf values start, on `inputs`.
+
+        Every float tensor the feeds compute (inside loops and branches too, per iteration) is
+        reduced to its NaN, +Inf and -Inf counts inside the graph, about the cost of one forward
+        pass; values are never copied out. `first` is the first tensor, in execution order, that
+        holds NaN or Inf while its own inputs are all finite (`iteration`: its iteration in each
+        enclosing loop), `origins` every such tensor, `bad` every non-finite tensor with its
+        counts. Tensors that only pass a value along (loop and branch arguments, While/If/call
+        outputs, Identity) are never origins.
+
+        Args:
+            inputs: what the model (or `feeds`) is fed, as for an executor.
+            feeds, edits: as for `executor` (an edit can inject a NaN to see where it goes).
+            backward: a tensor outside loops and branches: check the gradient of `sum(backward)`
+                with respect to every float tensor it is computed from (outside loops and
+                branches); `first` is the tensor whose gradient first goes non-finite walking
+                from it toward the inputs. When the forward pass is already non-finite, the
+                report is the forward one (`examined` is False).
+
+        Returns:
+            A `Numerics`; print it (or show it in a notebook) for the table of origins.
+
+        >>> import graphscope as gs, keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+        >>> gs.trace(model).numerics(np.ones((1, 3), "float32")).ok
+        True
+        """
+        from graphscope.runtime.numerics import numerics
+
+        return numerics(self._runtime, inputs, feeds=feeds, edits=edits, backward=backward)
 
     # ---- datasets and checks
 

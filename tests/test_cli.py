@@ -405,3 +405,35 @@ def test_compare_two_models_and_a_saved_run(saved, tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:
         cli.main(["compare", path, path, "--rtol", "-1"])
     assert usage.value.code == 2 and "expected a number >= 0" in capsys.readouterr().err
+
+
+@keras.saving.register_keras_serializable(package="graphscope_tests_numerics")
+class _Sqrt(keras.layers.Layer):
+    def call(self, x):
+        return tf.sqrt(x)
+
+
+def test_numerics_from_the_terminal_exits_1_where_values_are_not_finite(saved, tmp_path, capsys):
+    model, path, folder = saved
+    assert cli.main(["-q", "numerics", path, "--input", str(folder / "x.npy")]) == 0
+    assert "all finite" in capsys.readouterr().out
+    x = np.load(folder / "x.npy").copy()
+    x.flat[3] = np.nan  # a NaN in the input: the input is where it starts
+    np.save(tmp_path / "nan.npy", x)
+    assert cli.main(["-q", "numerics", path, "--input", str(tmp_path / "nan.npy")]) == 1
+    out, err = capsys.readouterr()
+    (name,) = gs.trace(model, quiet=True).inputs
+    assert f"first: {name}" in out and f"they start at {name}" in err
+    # backward: a sqrt at 0 after a relu; the gradient of sum(out) is infinite at the relu's output
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    rooted = keras.Model(x_in, keras.layers.Dense(2, name="out")(_Sqrt(name="root")(h)))
+    rooted.save(tmp_path / "rooted.keras")
+    np.save(tmp_path / "r.npy", np.random.RandomState(5).randn(3, 4).astype("float32"))
+    argv = ["-q", "numerics", str(tmp_path / "rooted.keras"), "--input", str(tmp_path / "r.npy")]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--backward", "out/BiasAdd:0"]) == 1
+    out, err = capsys.readouterr()
+    assert "first: d1/Relu:0" in out and "gradients of sum(out/BiasAdd:0)" in out and "d1/Relu:0" in err

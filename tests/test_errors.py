@@ -33,6 +33,20 @@ class Halves(keras.layers.Layer):
         return a * b, a + b
 
 
+class ArgmaxAsFloat(keras.layers.Layer):
+    """A float output no gradient reaches: the argmax of its input, cast back to float."""
+
+    def call(self, x):
+        return tf.cast(tf.argmax(x, axis=-1), tf.float32) + 0.0 * tf.stop_gradient(x[:, 0])
+
+
+@functools.cache
+def _argmax_scope() -> gs.Scope:
+    x_in = keras.Input((3,), name="scores")
+    return gs.trace(keras.Model(x_in, ArgmaxAsFloat(name="argmax")(keras.layers.Dense(3, name="d")(x_in))),
+                    quiet=True)
+
+
 class Checked(keras.layers.Layer):
     def call(self, x):
         tf.debugging.assert_non_negative(x, message="values must be non-negative")
@@ -495,6 +509,21 @@ WRONG = [
           lambda w: gs.compare(w.scope, _other_input(), w.x), gs.InputError, ValueError,
           r"a and b take different inputs \(a: image: float32\[\?,8,8,3\]; b: \w+: float32\[\?,5\]\).*"
           r"pass b's own as inputs_b="),
+
+
+    # ---- numerics
+    Wrong("numerics on inputs of another shape", lambda w: w.scope.numerics(np.zeros((2, 5, 5, 3), "float32")),
+          gs.InputError, ValueError, r"input 'image' expects shape \[\?,8,8,3\] \(\? for any size\), got \[2,5,5,3\]"),
+    Wrong("numerics backward of a tensor no gradient reaches",
+          lambda w: _argmax_scope().numerics(np.ones((2, 3), "float32"), backward="argmax/add:0"),
+          gs.DisconnectedError, ValueError, r"no gradient flows from 'argmax/add:0' to the inputs or weights it is computed from "
+          r"\(every path goes through ops without a gradient: argmax, casts to integers, stop_gradient\); name a "
+          r"tensor gradients reach"),
+    Wrong("numerics backward of a tensor inside a loop body",
+          lambda w: w.mapped.numerics(demo.synthetic_images(),
+                                      backward="ROI/map/while/rpn_non_max_suppression/iou_threshold:0"),
+          gs.UnsupportedFetchError, ValueError, r"cannot check the gradient of .* inside ROI/map/while:body.*name a "
+          r"tensor outside loops and branches"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),
@@ -558,6 +587,10 @@ CLI_WRONG = [
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
      r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+    ("numerics without an input", ["numerics", "{files}/doubling"], 2,
+     r"numerics needs --input FILE \(one per model input\) or --input NAME=FILE"),
+    ("numerics backward of a tensor that names nothing", ["numerics", "demo", "--backward", "rpn_clas/Softmax:0"], 1,
+     r"no tensor named 'rpn_clas/Softmax:0'.*Did you mean"),
     ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
      r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
 ]

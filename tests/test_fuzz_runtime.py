@@ -26,6 +26,12 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
 - **compare** with a copy whose one trainable weight is perturbed: the rows outside tolerance
   are the calls whose Keras sub-model values differ by numpy, `.first` the first of them in a
   topological order of the calls;
+- **numerics**, with a NaN or an Inf injected by an edit at a drawn tensor (a layer output, a
+  pre-activation, a value or argument inside a loop body or branch): every float tensor is fetched
+  with the same edit and judged by numpy, and the NaN/+Inf/-Inf counts must be numpy's; the first
+  origin must be the injected tensor (an edited tensor holds what its edit made, even a body's
+  argument, which otherwise only passes values along), or the first tensor downstream of it
+  that does not only pass values along;
 - **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
   targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
 
@@ -58,6 +64,7 @@ from hypothesis import strategies as st
 
 import graphscope as gs
 from graphscope.runtime.cache import CACHE_SIZE
+from graphscope.runtime.numerics import passes_along
 from tests.test_fuzz import ACTIVATIONS, build, specs
 
 TALLY: collections.Counter = collections.Counter()
@@ -677,6 +684,101 @@ def _pick_wrt(options: list, pick: Any) -> Any:
         (chosen,) = [o for o in options if _wrt_name(o) == pick]
         return chosen
     return options[pick % len(options)]
+
+
+# -- numerics ------------------------------------------------------------------------------------
+
+def _plus_nan(v: Any) -> Any:
+    return v + np.float32("nan")
+
+
+def _over_zero(v: Any) -> Any:
+    return v / 0.0
+
+
+def _minus_inf(v: Any) -> Any:
+    return v - np.float32("inf")
+
+
+_INJECT = [_plus_nan, _over_zero, _minus_inf]
+
+
+def _nonfinite(value: Any) -> tuple[int, int, int]:
+    """(NaN, +Inf, -Inf) counts of a fetched value by numpy (a list per iteration, None: not run)."""
+    if value is None:
+        return 0, 0, 0
+    if isinstance(value, list):
+        parts = [_nonfinite(v) for v in value]
+        return tuple(int(sum(p[k] for p in parts)) for k in range(3))  # type: ignore[return-value]
+    a = np.asarray(value, np.float64)
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def _first_downstream(scope: gs.Scope, name: str) -> set[str]:
+    """`name` itself, or where it only passes values along, the first tensors downstream of it
+    that do not (through pass-along tensors only)."""
+    G = scope.model_graph
+    frontier, seen, found = [name], set(), set()
+    while frontier:
+        t = G.tensors[frontier.pop()]
+        if t.name in seen:
+            continue
+        seen.add(t.name)
+        if not passes_along(t):
+            found.add(t.name)
+            continue
+        for op in G.graph.successors(t.op):
+            if t.name in G.op(op).inputs:
+                frontier.extend(G.op(op).outputs)
+    return found
+
+
+def check_numerics(rt: Runtime, guarded: Guarded, site: Site, kind: int) -> None:
+    scope = guarded.scope
+    target = tensor_at(scope, site)
+    edits = {target: _INJECT[kind % len(_INJECT)]}
+    report = guarded("numerics", rt.x, edits=edits)
+    unused, locator = scope.model_graph.unused, scope._runtime.program.locator
+    names = []
+    for t in scope.model_graph.tensors.values():
+        if t.dtype in ("float16", "bfloat16", "float32", "float64") and t.op not in unused:
+            try:
+                locator.locate(t)
+            except gs.UnsupportedFetchError:
+                continue
+            names.append(t.name)
+    outs = [scope.layer(t).output.name for t in rt.outputs]
+    values = guarded("run", [*names, *outs], rt.x, edits=edits)  # every value, judged by numpy
+    want = {n: _nonfinite(values[n]) for n in names if any(_nonfinite(values[n]))}
+    label = f"numerics with {['nan', '1/0', '-inf'][kind % 3]} at {site} ({target})"
+    TALLY["values compared"] += 1
+    got = {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()}
+    if got != want:
+        TALLY["wrong values"] += 1
+        _fail(f"{label}: counts differ at {sorted(set(got.items()) ^ set(want.items()))[:4]}")
+    if not want:
+        if not report.ok or report.first is not None:
+            _fail(f"{label}: numpy finds nothing non-finite, numerics {report!r}")
+        return
+    clean = guarded("run", names, rt.x)
+    if any(any(_nonfinite(clean[n])) for n in names):
+        return  # the model itself is not finite on this input: the origin need not be the injection
+    expected = {target} | _first_downstream(scope, target)
+    if report.first is None or report.first.name not in expected or report.first.name not in want:
+        TALLY["wrong values"] += 1
+        _fail(f"{label}: first origin {report.first and report.first.name}, expected one of {sorted(expected)}")
+
+
+@given(runtime_specs())
+@example(_BODIES)
+@example(_LOOP_INVARIANT)
+@settings(max_examples=settings().max_examples // 4)
+def test_random_numerics_agree_with_numpy(spec):
+    rt, scope, state, guarded = _traced(spec)
+    site_pick, kind, _ = spec["ops"][0]
+    site = _pick(sites(rt), site_pick)
+    _attempt(f"numerics at {site}", check_numerics, rt, guarded, site, kind)
+    TALLY["numerics"] += 1
 
 
 # -- callables across cache evictions ------------------------------------------------------------

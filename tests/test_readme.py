@@ -43,6 +43,10 @@ def test_python_examples_run(tmp_path, monkeypatch):
     same, wrong = namespace["same"], namespace["wrong"]  # the compare example: its claims in comments
     assert same.first is None and len(same.rows) == 21
     assert wrong.first.name == "block1_conv2" and wrong.rows[0].ok
+    found, back = namespace["found"], namespace["back"]  # the numerics example: its claims in comments
+    assert repr(found.first) == "<Tensor log/Log:0 Log float32[?,3] layer=log>" and found.origins.names == ["log/Log:0"]
+    assert found.details[0].chain == ("d/BiasAdd:0", "log/Log:0") and "d/BiasAdd:0 → log/Log:0" in str(found)
+    assert repr(back.first) == "<Tensor h/Relu:0 Relu float32[?,6] layer=h>" and back.examined
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from graphscope.display import format, tables
 from graphscope.ir import views
+from graphscope.ir.numerics import Numerics
 from graphscope.ir.records import Layer, Results, Selection
 
 __all__ = ["format", "tables"]
@@ -23,3 +24,4 @@ views.install(text=format.to_text, html=format.to_html, plot=_plot)
 views.view.register(Selection)(tables.selection_table)
 views.view.register(Layer)(tables.layer_view)
 views.view.register(Results)(tables.results_table)
+views.view.register(Numerics)(tables.numerics_view)

@@ -17,7 +17,8 @@ from rich.text import Text
 from graphscope.display.format import context_text, shape_text, sparkline, value_kind
 from graphscope.ir.records import Layer
 
-__all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "results_table", "selection_table",
+__all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "numerics_view", "results_table",
+           "selection_table",
            "validation_view"]
 
 # op summaries leave these out: constants are most ops and say little
@@ -188,6 +189,48 @@ def validation_view(report: Any) -> Group:
                                 table=_boxed))
     parts.append(Text("all agree" if report.ok else "values disagree", style="green" if report.ok else "red"))
     return Group(*parts)
+
+
+def numerics_view(report: Any) -> Group:
+    """A numerics check (`graphscope.ir.numerics.Numerics`): a summary line, then one row per
+    origin (name, layer, op type, NaN/+Inf/-Inf counts, its inputs' finite min and max), first
+    origin first, and each origin's chain of ancestors from the nearest layer boundary."""
+    backward = report.direction == "backward"
+    what = f"gradients of sum({report.of.name})" if backward and report.of is not None else "tensors"
+    if report.ok:
+        return Group(Text(f"ok: {report.checked} {what} checked, all finite", style="green"))
+    head = f"{len(report.bad)} of {report.checked} {what} hold NaN or Inf; {len(report.origins)} origin(s)"
+    parts: list[Any] = [Text(head, style="bold red")]
+    if not report.examined:
+        parts.append(Text("the forward pass is already non-finite: the backward pass was not examined",
+                          style="yellow"))
+    if report.first is not None:
+        at = f" at iteration {', '.join(map(str, report.iteration))}" if report.iteration else ""
+        parts.append(Text(f"first: {report.first.name}{at}"))
+    rows = []
+    for o in report.details:
+        c = o.counts
+        ranges = "\n".join(f"{name} {_range(counts)}" for name, counts in o.inputs) or "(none)"
+        rows.append([o.tensor.name + (f" @{','.join(map(str, o.iteration))}" if o.iteration else ""),
+                     o.tensor.layer or "", o.tensor.op_type, f"{c.nan}/{c.posinf}/{c.neginf}", ranges])
+    columns = [Column("origin", name=True), Column("layer", fold=True, width=20), Column("op", drop=2),
+               Column("nan/+inf/-inf", justify="right"), Column("inputs: min..max", fold=True, width=40, drop=1)]
+    parts.append(WholeNames("gradient origins" if backward else "origins", columns, rows, table=_boxed))
+    chains = Table.grid(padding=(0, 1))  # each from the nearest layer boundary, names never split
+    for o in report.details:
+        chains.add_row(Text(f"{o.tensor.name}:", no_wrap=True), Text(" → ".join(o.chain), overflow="fold"))
+    parts.append(Text("chains from the nearest layer boundary", style="bold"))
+    parts.append(chains)
+    return Group(*parts)
+
+
+def _range(counts: Any) -> str:
+    if counts is None:
+        return "(not a float)"
+    if counts.min is None:
+        return "no finite values" if counts.size else "empty"
+    bad = "" if counts.finite else f" ({counts.nan + counts.posinf + counts.neginf} non-finite)"
+    return f"{counts.min:.4g}..{counts.max:.4g}{bad}"
 
 
 def bundle_table(bundle: Any) -> WholeNames:

@@ -121,9 +121,13 @@ class Program:
         self.canonical_ops = _canonical_ops(self.tensors, self.nodes, mirrored)
 
     def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor],
-                 edits: Sequence[editing.Edit] = ()) -> Compiled:
+                 edits: Sequence[editing.Edit] = (), *, reduce: Any = None) -> Compiled:
         """The compiled function for this feed list, fetch *set* and edits, built once and
-        reused (the most recently used `cache.CACHE_SIZE` are kept).
+        reused (the most recently used `cache.CACHE_SIZE` are kept). With `reduce`,
+        `fn(values, kinds, dtypes) -> tensors`, the fetched values (in `Compiled.order`, each in
+        the wrappers `kinds` names: a loop's list, a branch's optional) are reduced inside the
+        function and what it returns comes back instead of them (`numerics`: a few numbers per
+        tensor); cached by its identity.
 
         Raises:
             DisconnectedError: a fetch needs a model input that is not fed, or an edit changes
@@ -134,9 +138,11 @@ class Program:
         """
         order = sorted({t.name for t in fetches})
         key = (tuple(t.name for t in feeds), tuple(order), tuple(e.key for e in edits))
+        if reduce is not None:
+            key = ("reduce", Identity(reduce), *key)
         cached = self._compiled.get(key)
         if cached is None:
-            cached = self._compile(list(feeds), [self.tensors[n] for n in order], list(edits))
+            cached = self._compile(list(feeds), [self.tensors[n] for n in order], list(edits), reduce=reduce)
             self._compiled.put(key, cached)
         return cached
 
@@ -150,7 +156,7 @@ class Program:
         of, wrt = gradient.of, gradient.wrt
         key = ("gradient", tuple(t.name for t in feeds), of.name,
                tuple(w if isinstance(w, str) else w.name for w in wrt), Identity(gradient.target),
-               tuple(e.key for e in edits))
+               Identity(gradient.reduce), tuple(e.key for e in edits))
         cached = self._compiled.get(key)
         if cached is None:
             cached = self._compile(list(feeds), [of], list(edits), gradient=gradient)
@@ -158,7 +164,7 @@ class Program:
         return cached
 
     def _compile(self, feeds: list[Tensor], fetches: list[Tensor], edits: list[editing.Edit],
-                 gradient: Gradient | None = None) -> Compiled:
+                 gradient: Gradient | None = None, reduce: Any = None) -> Compiled:
         """The steps of a compilation, in order; each checks what it can refuse."""
         placeholders = self._placeholders(feeds)
         rewrite = self._apply_edits(edits)
@@ -172,6 +178,8 @@ class Program:
         pruned = self._pruned(feeds, placeholders, kept, reached, rewrite.captures)
         if gradient is None:
             outputs, then = [f"{placeholders[f]}:0" if f in placeholders else f for f in fetch_names], None
+            if reduce is not None:
+                then = _reduced(reduce, kinds, [tf.as_dtype(t.dtype) for t in fetches])
         else:
             outputs, then = gradient.step(self, fetch_names, pruned)
         graph = prune.graph_def(self.graph_def, rewrite.nodes, rewrite.functions, pruned.fed, kept)
@@ -378,6 +386,15 @@ def _canonical_ops(tensors: dict[str, Tensor], nodes: dict[str, Any], mirrored: 
         if t.index == 0 and raw in nodes and all(attr == "f" for _, attr in path):
             canonical[raw] = t.op
     return canonical
+
+
+def _reduced(reduce: Any, kinds: list[tuple[str, ...]], dtypes: list[tf.DType]) -> Any:
+    """The step (`then` of `_function`) that reduces the fetched values inside the function."""
+
+    def then(values: list[tf.Tensor], arguments: list[tf.Tensor], bound: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        return list(reduce(values, kinds, dtypes))
+
+    return then
 
 
 def _function(graph: Any, inputs: list[str], outputs: list[str], updates: list[str],

@@ -156,12 +156,16 @@ class Gradient:
     with respect to each entry of `wrt`: a tensor outside loops and branches (fed or computed),
     or the name of a placeholder bound to a variable (`Program.captures`; several for one
     variable are given as one entry joined by spaces, and their gradients are added); `labels`
-    name the entries in errors."""
+    name the entries in errors. With `reduce` (`fn(gradients, values) -> tensors`: a gradient is
+    None for an entry no gradient reaches, instead of an error; `values` are the entries' own
+    values, None for variables), the gradients are reduced inside the function and what it
+    returns comes back instead of them (`numerics`)."""
 
     of: Tensor
     wrt: list[Tensor | str]
     target: Any
     labels: list[str]
+    reduce: Any = None
 
     @property
     def tensors(self) -> list[Tensor]:
@@ -201,6 +205,9 @@ class Gradient:
             where = next(names)
             fed_but_unused = where in pruned.placeholders and where not in args
             pruned_away = where not in pruned.placeholders and where.partition(":")[0] not in kept
+            if (fed_but_unused or pruned_away) and self.reduce is not None:
+                sources.append(("none", None))
+                continue
             if fed_but_unused or pruned_away:
                 raise unreachable(label)
             if where in args:
@@ -221,7 +228,9 @@ class Gradient:
             total = tf.reduce_sum(value)
             xs, spans = [], []
             for kind, where in sources:
-                if kind == "captures":
+                if kind == "none":
+                    spans.append((len(xs), 0))
+                elif kind == "captures":
                     placeholders, copies = where
                     spans.append((len(xs), len(placeholders) + len(copies)))
                     xs.extend(bound[n] for n in placeholders)
@@ -242,12 +251,18 @@ class Gradient:
             out = []
             for label, (start, count) in zip(labels, spans):
                 parts = [tf.convert_to_tensor(g) for g in grads[start:start + count] if g is not None]
+                if self.reduce is not None:
+                    out.append(tf.add_n(parts) if len(parts) > 1 else parts[0] if parts else None)
+                    continue
                 if not parts:
                     raise DisconnectedError(
                         f"no gradient flows from {of.name!r} to {label!r}: it is not upstream of it, or every path "
                         "between them goes through ops without a gradient (argmax, NMS indices, casts to integers)"
                     )
                 out.append(tf.add_n(parts) if len(parts) > 1 else parts[0])
+            if self.reduce is not None:  # with the entries' own values (None for variables, entries not computed)
+                forward = [xs[start] if kind in ("arg", "out") else None for (kind, _), (start, _) in zip(sources, spans)]
+                return list(self.reduce(out, forward))
             return out
 
         return outputs, then

@@ -1,0 +1,365 @@
+"""Numerics: where NaN and Inf start. Every answer is checked against values fetched one by one
+(`scope.run` of each tensor alone) or Keras sub-models, judged by numpy; backward against
+tf.GradientTape."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from rich.console import Console
+
+import graphscope as gs
+from graphscope.runtime.numerics import passes_along
+from tests.conftest import assert_weights_unchanged, weights_snapshot
+
+FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+class Log(keras.layers.Layer):
+    """log of its input (NaN where a Dense made it negative), then scaled."""
+
+    def call(self, x):
+        return tf.math.log(x) * 2.0
+
+
+class Sqrt(keras.layers.Layer):
+    def call(self, x):
+        return tf.sqrt(x)
+
+
+class LogInLoop(keras.layers.Layer):
+    """A tf.while_loop of 5 iterations adding log(2 - i) to a running sum: log(0) = -Inf first
+    appears in iteration 2 (log(-1) = NaN follows in iteration 3)."""
+
+    def call(self, x):
+        def body(i, acc):
+            step = tf.math.log(tf.cast(2 - i, tf.float32) + 0.0 * acc)
+            return i + 1, acc + step
+
+        return tf.while_loop(lambda i, _: i < 5, body, (tf.constant(0), x))[1]
+
+
+def _counts(value):
+    """(nan, +inf, -inf) of a fetched value by numpy: an array, a list of them (a loop whose
+    iterations differ in shape) or None (a branch that did not run)."""
+    if value is None:
+        return 0, 0, 0
+    if isinstance(value, list):
+        parts = [_counts(v) for v in value]
+        return tuple(int(sum(p[k] for p in parts)) for k in range(3))
+    a = np.asarray(value, np.float64)
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def _one_by_one(scope, x, names):
+    """Each tensor fetched by an executor of its own, judged by numpy: {name: counts} of those
+    holding non-finite values."""
+    bad = {}
+    for name in names:
+        counts = _counts(scope.run(name, x)[name])
+        if any(counts):
+            bad[name] = counts
+    return bad
+
+
+def _float_names(scope):
+    unused = scope.model_graph.unused
+    return [t.name for t in scope.model_graph.tensors.values() if t.dtype in FLOATS and t.op not in unused]
+
+
+def _log_model(depth=0):
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", kernel_initializer="glorot_uniform")(x_in)
+    h = Log(name="log")(h)
+    for k in range(depth):
+        h = keras.layers.Dense(3, activation="tanh", name=f"after{k}")(h)
+    return keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+
+
+def test_a_nan_inside_a_custom_layer_starts_at_its_log():
+    keras.utils.set_random_seed(1)
+    model = _log_model()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    # the oracle: the Dense's output from a Keras sub-model holds negatives; numpy's log of it NaN
+    dense = keras.Model(model.input, model.get_layer("d1").output)(x).numpy()
+    assert (dense < 0).any() and np.isfinite(dense).all()
+    before = weights_snapshot(model)
+    report = scope.numerics(x)
+    assert_weights_unchanged(model, before)
+    assert not report.ok
+    assert report.first.name == "log/Log:0" and report.first.layer == "log" and report.iteration == ()
+    assert report.origins.names == ["log/Log:0"]
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert want["log/Log:0"] == (int((dense < 0).sum()), 0, int((dense == 0).sum()))
+    downstream = [n for n in want if n != "log/Log:0"]
+    assert downstream and not set(downstream) & set(report.origins.names)  # consequences, not origins
+    (origin,) = report.details
+    ((name, counts),) = origin.inputs
+    assert name == "d1/BiasAdd:0" and np.isclose(counts.min, dense.min()) and np.isclose(counts.max, dense.max())
+    assert origin.chain[0] == "d1/BiasAdd:0" and origin.chain[-1] == "log/Log:0"
+
+
+def test_a_nan_first_appearing_in_iteration_two_of_a_while_loop():
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, LogInLoop(name="looped")(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 3), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "Log" and report.first.layer == "looped"
+    assert report.first.context == "looped/while:body"
+    # the oracle: the log's value per iteration, fetched alone; numpy finds its first bad iteration
+    per_iteration = scope.run(report.first.name, x)[report.first.name]
+    bad_iterations = [i for i, v in enumerate(per_iteration) if not np.isfinite(v).all()]
+    assert bad_iterations[0] == 2 and report.iteration == (2,)
+    # its inputs are finite at that iteration (fetched alone too)
+    for name, _ in report.details[0].inputs:
+        value = scope.run(name, x)[name]
+        assert np.isfinite(np.asarray(value)[2] if name in scope.run(name, x).per_iteration else value).all()
+    assert report.origins.names == [report.first.name]  # the sum it spoils, and the loop's output, are not
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert any(passes_along(scope.model_graph.tensors[n]) for n in want)  # the body's argument holds -Inf too
+
+
+def test_a_nan_spreading_through_a_whole_network_has_one_origin_and_many_bad_tensors():
+    keras.utils.set_random_seed(2)
+    model = _log_model(depth=6)
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(3).randn(4, 4).astype("float32") * 3
+    report = scope.numerics(x)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert len(want) > 15
+    assert set(report.bad) == set(want)
+    assert report.origins.names == ["log/Log:0"]
+    for k in range(6):  # every later layer's output is bad, from a Keras sub-model too
+        assert not np.isfinite(keras.Model(model.input, model.get_layer(f"after{k}").output)(x).numpy()).all()
+
+
+def test_backward_finds_the_input_of_a_sqrt_at_zero():
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    h = Sqrt(name="root")(h)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    assert scope.numerics(x).ok  # forward: sqrt(0) = 0, finite
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert report.direction == "backward" and report.examined and not report.ok
+    relu = model.get_layer("d1").output
+    assert report.first.name == "d1/Relu:0" and report.first.layer == "d1"
+    # the oracle: tf.GradientTape on the model's tail from the relu's output, and on the sqrt's output
+    head = keras.Model(model.input, relu)
+    h = tf.constant(head(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(h)
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
+    c = report.bad["d1/Relu:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
+    assert "root/Sqrt:0" not in report.bad
+    assert report.origins.names == ["d1/Relu:0"]
+    ((name, counts),) = report.details[0].inputs  # the sqrt's input, at 0
+    assert name == "d1/Relu:0" and counts.min == 0
+
+
+def test_backward_after_a_non_finite_forward_pass_reports_the_forward_origins():
+    keras.utils.set_random_seed(1)
+    scope = gs.trace(_log_model(), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert not report.examined and report.direction == "forward"
+    assert report.first.name == "log/Log:0"
+    assert "backward pass was not examined" in str(report)
+
+
+def test_an_ok_model(functional_scope):
+    from tests import models
+
+    x = models.sample_inputs(models.functional())[0]
+    values = functional_scope.run(_float_names(functional_scope), x)
+    assert all(np.isfinite(v).all() for v in values.values())
+    report = functional_scope.numerics(x)
+    assert report.ok and report.first is None and report.iteration == () and not report.origins and not report.bad
+    assert report.checked == len(values)
+    assert repr(report).startswith("<Numerics ok:")
+    assert functional_scope.numerics(x, backward="probs/Softmax:0").ok
+
+
+def test_an_edit_injects_a_nan_whose_origin_is_the_edited_tensor(functional_scope):
+    from tests import models
+
+    x = models.sample_inputs(models.functional())[0]
+    report = functional_scope.numerics(x, edits={"dense/MatMul:0": lambda v: v + np.nan})
+    assert report.origins.names == ["dense/MatMul:0"] and report.first.layer == "dense"
+
+
+def test_the_table_names_each_origin_its_layer_op_counts_inputs_and_chain():
+    keras.utils.set_random_seed(1)
+    model = _log_model()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x)
+    dense = keras.Model(model.input, model.get_layer("d1").output)(x).numpy()  # the Log's input, by Keras
+    bad = sum(any(_counts(scope.run(n, x)[n])) for n in _float_names(scope))
+    nan = int((dense < 0).sum())
+    inputs = f"d1/BiasAdd:0 {dense.min():.4g}..{dense.max():.4g}"
+    console = Console(width=80, color_system=None, record=True, file=io.StringIO())
+    console.print(report)
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    width = len(inputs) + 2
+    assert lines == [
+        f"{bad} of {len(_float_names(scope))} tensors hold NaN or Inf; 1 origin(s)",
+        "first: log/Log:0",
+        "origins",
+        "┏━━━━━━━━━━━┳━━━━━━━┳━━━━━┳━━━━━━━━━━━━━━━┳" + "━" * width + "┓",
+        "┃ origin    ┃ layer ┃ op  ┃ nan/+inf/-inf ┃ " + "inputs: min..max".ljust(width - 1) + "┃",
+        "┡━━━━━━━━━━━╇━━━━━━━╇━━━━━╇━━━━━━━━━━━━━━━╇" + "━" * width + "┩",
+        f"│ log/Log:0 │ log   │ Log │ {f'{nan}/0/0':>13} │ {inputs} │",
+        "└───────────┴───────┴─────┴───────────────┴" + "─" * width + "┘",
+        "chains from the nearest layer boundary",
+        "log/Log:0: d1/BiasAdd:0 → log/Log:0",
+    ]
+    html = report._repr_html_()
+    assert "log/Log:0" in html and "d1/BiasAdd:0 → log/Log:0" in html
+
+
+@pytest.fixture(scope="module")
+def control_flow():
+    from tests import models
+
+    model = models.loops_and_branches()
+    return gs.trace(model, quiet=True), models.sample_inputs(model)
+
+
+@pytest.mark.parametrize("edited", [
+    "running_sum/while/add_1:0",  # a loop body's sum, carried to the next iteration
+    "branchy/cond/Exp:0",  # one branch of a tf.cond (it may not run)
+    "cond_in_loop/map/while/cond/Log1p:0",  # a branch inside a loop: some iterations only
+    "nested_loops/StatefulPartitionedCall/map/while/while/mul_1:0",  # a loop in a loop in a function
+    "xla_helper/PartitionedCall/Relu:0",  # inside a call TensorFlow does not inline
+])
+def test_a_nan_injected_inside_control_flow_is_found_where_it_was_put(control_flow, edited):
+    scope, x = control_flow
+    edits = {edited: lambda v: v + np.float32("nan")}
+    report = scope.numerics(x, edits=edits)
+    names = _float_names(scope)
+    values = scope.run(names, x, edits=edits)  # the values themselves, judged by numpy
+    want = {name: _counts(values[name]) for name in names if any(_counts(values[name]))}
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    if edited in want:
+        assert report.first.name == edited and report.origins.names == [edited]
+        value = scope.run(edited, x, edits=edits)
+        if edited in value.per_iteration:
+            first = next(i for i, v in enumerate(value[edited]) if v is not None and not np.isfinite(v).all())
+            assert report.iteration[0] == first
+    else:  # the branch did not run
+        assert report.ok
+
+
+def test_backward_sees_a_non_finite_forward_value_that_its_target_does_not_depend_on():
+    keras.utils.set_random_seed(1)
+    x_in = keras.Input((4,), name="x")
+    spoiled = Log(name="log")(keras.layers.Dense(3, name="d1")(x_in))
+    clean = keras.layers.Dense(2, name="d2")(x_in)
+    scope = gs.trace(keras.Model(x_in, [spoiled, clean]), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    assert not np.isfinite(scope.run("log/Log:0", x)["log/Log:0"]).all()
+    report = scope.numerics(x, backward="d2/BiasAdd:0")
+    assert not report.examined and report.first.name == "log/Log:0"
+    assert scope.numerics(x, backward="d2/BiasAdd:0", edits={"log/Log:0": lambda v: tf.zeros_like(v)}).ok
+
+
+def test_backward_with_an_edit_its_target_depends_on_and_another_output_does_not():
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    other = keras.layers.Dense(2, name="other")(x_in)
+    scope = gs.trace(keras.Model(x_in, [keras.layers.Dense(2, name="out")(Sqrt(name="root")(h)), other]), quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    # the relu's zeros moved away from 0 by an edit: the sqrt's gradient is finite everywhere
+    assert not scope.numerics(x, backward="out/BiasAdd:0").ok
+    assert scope.numerics(x, backward="out/BiasAdd:0", edits={"d1/Relu:0": lambda v: v + 1.0}).ok
+
+
+def test_numerics_from_an_intermediate_feed():
+    keras.utils.set_random_seed(1)
+    scope = gs.trace(_log_model(), quiet=True)
+    fed = np.array([[1.0, 2.0, 3.0], [4.0, -1.0, 0.5]], "float32")
+    report = scope.numerics(fed, feeds=["d1/BiasAdd:0"])
+    downstream = ["d1/BiasAdd:0", *(t.name for t in scope.descendants("d1/BiasAdd:0") if t.dtype == "float32")]
+    values = scope.run(downstream, fed, feeds=["d1/BiasAdd:0"])  # judged by numpy
+    assert set(report.bad) == {n for n in downstream if not np.isfinite(values[n]).all()}
+    assert report.origins.names == ["log/Log:0"] and report.bad["log/Log:0"].nan == 1
+    fed[0, 0] = np.inf  # a fed value is where it starts: what the feed replaces is not run
+    assert scope.numerics(fed, feeds=["d1/BiasAdd:0"]).first.name == "d1/BiasAdd:0"
+
+
+def test_half_precision_values_are_counted_and_an_overflow_is_an_origin():
+    keras.utils.set_random_seed(1)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", dtype="float16")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out", dtype="float16")(Log(name="log", dtype="float16")(h)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert report.first.name == "log/Log:0" and scope.model_graph.tensors["log/Log:0"].dtype == "float16"
+    # 70000 does not fit float16: the cast of the input to the layer's dtype is where +Inf starts
+    big = np.full((1, 4), 7e4, "float32")
+    report = scope.numerics(big)
+    assert report.first.op_type == "Cast" and report.bad[report.first.name].posinf == 4
+    (source,) = scope.model_graph.op(report.first.op).inputs
+    values = scope.run([source, report.first.name], big)  # judged by numpy
+    assert np.isfinite(values[source]).all() and np.isposinf(values[report.first.name]).all()
+
+
+def test_a_nan_in_a_weight_starts_at_the_read_of_that_weight():
+    kernel = np.ones((4, 3), "float32")
+    kernel[2, 1] = np.nan
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, name="d1", kernel_initializer=keras.initializers.Constant(kernel))(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 4), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "ReadVariableOp" and report.first.layer == "d1"
+    assert report.origins.names == [report.first.name] and report.bad[report.first.name].nan == 1
+    assert np.isnan(scope.run(report.first.name, x)[report.first.name]).sum() == 1  # judged by numpy
+    assert np.isnan(keras.Model(x_in, h)(x).numpy()).all(axis=0).tolist() == [False, True, False]
+
+
+class LogInNestedLoops(keras.layers.Layer):
+    """Two nested tf.while_loops (3 x 4 iterations) adding log(1 - [i == 1 and j == 2]): -Inf first
+    at outer iteration 1, inner iteration 2."""
+
+    def call(self, x):
+        def outer(i, acc):
+            def inner(j, acc):
+                hit = tf.cast(tf.logical_and(tf.equal(i, 1), tf.equal(j, 2)), tf.float32)
+                return j + 1, acc + tf.math.log(1.0 - hit + 0.0 * acc)
+
+            return i + 1, tf.while_loop(lambda j, _: j < 4, inner, (tf.constant(0), acc))[1]
+
+        return tf.while_loop(lambda i, _: i < 3, outer, (tf.constant(0), x))[1]
+
+
+def test_iteration_is_outermost_first_in_nested_loops():
+    x_in = keras.Input((2,), name="x")
+    scope = gs.trace(keras.Model(x_in, LogInNestedLoops(name="nested")(x_in)), quiet=True)
+    x = np.ones((2, 2), "float32")
+    report = scope.numerics(x)
+    assert report.first.op_type == "Log" and report.origins.names == [report.first.name]
+    value = np.asarray(scope.run(report.first.name, x)[report.first.name])  # [outer, inner, batch, features]
+    assert value.shape[:2] == (3, 4)
+    bad = [(i, j) for i in range(3) for j in range(4) if not np.isfinite(value[i, j]).all()]
+    assert bad[0] == (1, 2) and report.iteration == (1, 2)
+    want = _one_by_one(scope, x, _float_names(scope))
+    assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
