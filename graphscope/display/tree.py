@@ -72,7 +72,8 @@ class LayerTree:
     def rows(self) -> list[tuple[int, str, str, str]]:
         """(depth, label, type, marks) of every shown row, for programs and tests (rows left
         out by the `limit` are not shown)."""
-        kept = {id(n) for part in (self._kept()[0], self._kept()[2]) for n in part}
+        head, _, tail = self._kept()
+        kept = {id(n) for n in head + tail}
         return [(d, n.label, n.type, n.marks) for n, d in _shown(self._root) if id(n) in kept]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
@@ -81,9 +82,9 @@ class LayerTree:
 
     def table(self, *, width: int = 80) -> Table:
         """The tree as a table (without its caption) for a console `width` columns wide. Names
-        come first: the type column is cut (`…`) and guides narrow before a name wraps, and a
-        name wraps after a `_` or `/` where it can, under its own guide lines; shapes longer than
-        16 columns fold."""
+        come first: the type column is cut (`…`), a row's shapes go one under the other and
+        guides narrow before a name breaks, after a `_` or `/` where it can, under its own guide
+        lines; shapes longer than 16 columns fold."""
         head, left_out, tail = self._kept()
         keep = {id(n) for n in head + tail}
         plain = [(n, g, u) for n, g, u in _guided(self._root) if id(n) in keep]
@@ -94,15 +95,18 @@ class LayerTree:
                  + max(len(n.marks) for n, _, _ in plain))
         avail = width - fixed - 12  # the box's edges (1 each) and 2 between each pair of the 6 columns
         type_w = min(14, max(len("type"), *(len(n.type) for n, _, _ in plain)))
-        out_w = min(16, max(len("output"), *(len(s) for n, _, _ in plain for s in n.shape.split(", "))))
+        out_w = min(16, max(len("output"), *(len(n.shape) for n, _, _ in plain)))
+        out_least = min(out_w, max(len("output"), *(len(s) for n, _, _ in plain for s in n.shape.split(", "))))
 
         def need(rows: list[tuple[_Node, str, str]]) -> int:
             return max(len(g) + len(_label(n)) for n, g, _ in rows)
 
         guided = plain
         over = need(plain) + type_w + out_w - avail
-        if over > 0:  # the type column gives way first (a shape is never cut: it would take two lines)
-            type_w -= min(over, type_w - 8)
+        if over > 0:  # the type column gives way first, then a row's shapes go one under the other
+            cut = min(over, type_w - 8)
+            type_w, over = type_w - cut, over - cut
+            out_w -= max(0, min(over, out_w - out_least))  # (never cut within a shape: that takes 2 lines)
         name_w = max(12, avail - type_w - out_w)
 
         def wrapped(rows: list[tuple[_Node, str, str]]) -> int:
@@ -113,7 +117,7 @@ class LayerTree:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
         table.add_column("layer", no_wrap=True)
         table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=type_w)
-        table.add_column("output", no_wrap=True)
+        table.add_column("output", no_wrap=True, min_width=out_w)
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("ops", justify="right", no_wrap=True)
         table.add_column("", no_wrap=True)
@@ -151,6 +155,7 @@ def _wrap(text: str, width: int, sep: str = "") -> list[str]:
         out = [""]
         for item in text.split(sep):
             if out[-1] and len(out[-1]) + len(sep) + len(item) > width:
+                out[-1] += sep.rstrip() if len(out[-1] + sep.rstrip()) <= width else ""
                 out.append("")
             out[-1] += (sep if out[-1] else "") + item
         return [line for piece in out for line in _wrap(piece, width)]
@@ -193,7 +198,9 @@ def layer_tree(
             name does), with everything above them.
         ops: list each layer's own ops (constants left out); loops, branches and called
             functions become subtrees (`body of while`, `then of cond`).
-        limit: the row budget when `depth` is None.
+        limit: the row budget when neither `depth` nor `pattern` is given: levels open while
+            they fit, and where the rows still do not fit, those between the first ones and the
+            last three are left out, the caption saying how many and the `limit` showing all.
     """
     G = graph.graph
     layers: list[Layer] = G.graph["layers"]
