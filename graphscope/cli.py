@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd["tree"].add_argument("--depth", type=_natural, help="levels to show (default: as many as fit in ~60 rows)")
     cmd["tree"].add_argument("--pattern", help="only layers whose path matches this regex")
     cmd["tree"].add_argument("--ops", action="store_true", help="list each layer's ops (loops and branches as subtrees)")
+    cmd["tree"].add_argument("--limit", type=_natural, default=60, help="rows to show without --depth or --pattern (default 60)")
 
     cmd["find"].add_argument("pattern", metavar="PATTERN", nargs="?", help="regex searched in tensor names")
     cmd["find"].add_argument("--op-type", help="only ops whose type fully matches this regex")
@@ -508,7 +509,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         return
     scope = _scope(args.model, args.quiet, free_batch=args.command == "extract", signature=args.signature)
     if args.command == "tree":
-        _show(console, scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops))
+        _show(console, scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops, limit=args.limit))
     elif args.command == "find":
         from graphscope.ir.query import narrow
 

@@ -80,6 +80,9 @@ def test_tree_of_the_demo_and_of_a_saved_model(saved):
     run = _cli("-q", "tree", path, "--depth", "1")
     assert run.returncode == 0, run.stderr
     assert " ├─ block1 ▸" in run.stdout and "block1_add" not in run.stdout
+    short = _cli("-q", "tree", path, "--limit", "5")
+    assert short.returncode == 0, short.stderr
+    assert "⋮ 3 of 7 rows left out at limit=5: limit=7 shows them" in short.stdout and "└─ logits" in short.stdout
     ops = _cli("tree", "demo:map_fn", "--pattern", "ROI", "--ops")
     assert "body of while" in ops.stdout and "NonMaxSuppres" in ops.stdout
 

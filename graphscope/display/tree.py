@@ -24,8 +24,8 @@ from graphscope.ir.records import Layer
 __all__ = ["LayerTree", "layer_tree"]
 
 _GROUP_ABOVE = 12  # sibling lists longer than this are grouped by name prefix (conv2_block1_...)
-
-_GROUP_ABOVE = 12  # sibling lists longer than this are grouped by name prefix (conv2_block1_...)
+_GROUP_LEAST = 3  # a group of two layers costs a row when open and saves only one when folded
+_TAIL = 3  # rows kept from the end of a tree cut at its `limit` (the model's outputs)
 
 
 @dataclasses.dataclass(eq=False)
@@ -54,55 +54,125 @@ class LayerTree:
     """A model's layers as a tree: type, output shape, parameters, ops, and where paths fork,
     join and can be cut. A rich renderable; `str()` gives plain text."""
 
-    def __init__(self, root: _Node, caption: str) -> None:
+    def __init__(self, root: _Node, caption: str, limit: int | None = None) -> None:
         self._root = root
         self.caption = caption
+        self._limit = limit  # rows beyond it are left out (between the head and the last rows)
+
+    def _kept(self) -> tuple[list[_Node], int, list[_Node]]:
+        """The shown nodes as (head, how many are left out after it, tail)."""
+        shown = [n for n, _ in _shown(self._root)]
+        if self._limit is None or len(shown) <= self._limit:
+            return shown, 0, []
+        tail = min(_TAIL, max(0, self._limit - 2))
+        head = max(1, self._limit - tail - 1)  # one row says how many are left out
+        return shown[:head], len(shown) - head - tail, shown[len(shown) - tail:] if tail else []
 
     @property
     def rows(self) -> list[tuple[int, str, str, str]]:
-        """(depth, label, type, marks) of every shown row, for programs and tests."""
-        return [(d, n.label, n.type, n.marks) for n, d in _shown(self._root)]
+        """(depth, label, type, marks) of every shown row, for programs and tests (rows left
+        out by the `limit` are not shown)."""
+        head, _, tail = self._kept()
+        kept = {id(n) for n in head + tail}
+        return [(d, n.label, n.type, n.marks) for n, d in _shown(self._root) if id(n) in kept]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
         yield self.table(width=options.max_width)
         yield Text(self.caption, overflow="fold")
 
     def table(self, *, width: int = 80) -> Table:
-        """The tree as a table (without its caption) for a console `width` columns wide: long
-        names fold under their own guide lines."""
+        """The tree as a table (without its caption) for a console `width` columns wide. Names
+        come first: the type column is cut (`…`), a row's shapes go one under the other and
+        guides narrow before a name breaks, after a `_` or `/` where it can, under its own guide
+        lines; shapes longer than 16 columns fold."""
+        head, left_out, tail = self._kept()
+        keep = {id(n) for n in head + tail}
+        plain = [(n, g, u) for n, g, u in _guided(self._root) if id(n) in keep]
+        narrow = [(n, g, u) for n, g, u in _guided(self._root, unit=2) if id(n) in keep]
+        gaps = [g for n, g, _ in _guided(self._root)][len(head):len(head) + 1]  # where rows are left out
+        cells = [("" if n.params is None else count(n.params), "" if n.ops is None else str(n.ops)) for n, _, _ in plain]
+        fixed = (max(len("params"), *(len(c[0]) for c in cells)) + max(len("ops"), *(len(c[1]) for c in cells))
+                 + max(len(n.marks) for n, _, _ in plain))
+        avail = width - fixed - 12  # the box's edges (1 each) and 2 between each pair of the 6 columns
+        type_w = min(14, max(len("type"), *(len(n.type) for n, _, _ in plain)))
+        out_w = min(16, max(len("output"), *(len(n.shape) for n, _, _ in plain)))
+        out_least = min(out_w, max(len("output"), *(len(s) for n, _, _ in plain for s in n.shape.split(", "))))
+
+        def need(rows: list[tuple[_Node, str, str]]) -> int:
+            return max(len(g) + len(_label(n)) for n, g, _ in rows)
+
+        guided = plain
+        over = need(plain) + type_w + out_w - avail
+        if over > 0:  # the type column gives way first, then a row's shapes go one under the other
+            cut = min(over, type_w - 8)
+            type_w, over = type_w - cut, over - cut
+            out_w -= max(0, min(over, out_w - out_least))  # (never cut within a shape: that takes 2 lines)
+        name_w = max(12, avail - type_w - out_w)
+
+        def wrapped(rows: list[tuple[_Node, str, str]]) -> int:
+            return sum(len(g) + len(_label(n)) > name_w for n, g, _ in rows)
+
+        if over > 0 and wrapped(narrow) < wrapped(plain):
+            guided = narrow
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-        rows = [(node, guide, under, "" if node.params is None else count(node.params),
-                 "" if node.ops is None else str(node.ops)) for node, guide, under in _guided(self._root)]
-        others = [  # widest cell of each other column, as rich will lay them out
-            min(14, max(len("type"), *(len(r[0].type) for r in rows))),
-            min(16, max(len("output"), *(len(line) for r in rows for line in r[0].shape.split(", ")))),
-            max(len("params"), *(len(r[3]) for r in rows)),
-            max(len("ops"), *(len(r[4]) for r in rows)),
-            max(len(r[0].marks) for r in rows),
-        ]
-        room = max(20, width - sum(others) - 3 * len(others) - 2)  # what the other columns leave the names
         table.add_column("layer", no_wrap=True)
-        table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=14)
-        table.add_column("output", overflow="fold", max_width=16)
+        table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=type_w)
+        table.add_column("output", no_wrap=True, min_width=out_w)
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("ops", justify="right", no_wrap=True)
         table.add_column("", no_wrap=True)
-        for node, guide, under, params, ops in rows:
-            label = node.label + (" ▸" if node.children and not node.open else "")
-            step = max(8, room - len(guide))
-            chunks = [label[k:k + step] for k in range(0, len(label), step)] or [""]
-            text = "\n".join([guide + chunks[0]] + [under + c for c in chunks[1:]])
-            table.add_row(text, node.type, node.shape, params, ops, node.marks)
+        for k, ((node, guide, under), (params, ops)) in enumerate(zip(guided, cells)):
+            if left_out and k == len(head):
+                gap = gaps[0][:-3] if guided is plain else gaps[0][:-3].replace("│  ", "│ ").replace("   ", "  ")
+                table.add_row(f"{gap}⋮  {left_out} rows left out", "", "", "", "", "")
+            names = _wrap(_label(node), max(8, name_w - len(guide)))
+            shapes = _wrap(node.shape, out_w, sep=", ")
+            lines = [guide + names[0]] + [under + c for c in names[1:]]
+            lines += [under] * (len(shapes) - len(lines))  # the guides go on beside a row's other lines
+            table.add_row("\n".join(lines), node.type, "\n".join(shapes), params, ops, node.marks)
         return table
 
     def __str__(self) -> str:
         return to_text(self, width=80)
 
     def __repr__(self) -> str:
-        return f"<LayerTree {self._root.label}: {sum(1 for _ in _shown(self._root))} rows>"
+        return f"<LayerTree {self._root.label}: {len(self.rows)} rows>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": repr(self), "text/html": to_html(self)}
+
+
+def _label(node: _Node) -> str:
+    return node.label + (" ▸" if node.children and not node.open else "")
+
+
+def _wrap(text: str, width: int, sep: str = "") -> list[str]:
+    """`text` in lines of at most `width`, broken after a `_` or `/` (or at `sep`, dropped at
+    a break) where it can, within a word only where a word is longer than a line."""
+    if len(text) <= width:
+        return [text]
+    if sep:  # items, as many to a line as fit
+        out = [""]
+        for item in text.split(sep):
+            if out[-1] and len(out[-1]) + len(sep) + len(item) > width:
+                out[-1] += sep.rstrip() if len(out[-1] + sep.rstrip()) <= width else ""
+                out.append("")
+            out[-1] += (sep if out[-1] else "") + item
+        return [line for piece in out for line in _wrap(piece, width)]
+    words = re.findall(r"[^_/]*[_/]+|[^_/]+$", text)
+    lines = [""]
+    for piece in words:
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append("")
+        while len(lines[-1]) + len(piece.rstrip()) > width:  # a word longer than a line
+            room = width - len(lines[-1])
+            lines[-1] += piece[:room]
+            piece = piece[room:]
+            lines.append("")
+        lines[-1] += piece
+    lines = [line.rstrip() for line in lines]
+    return [line for line in lines if line] or [""]
 
 
 def layer_tree(
@@ -128,7 +198,9 @@ def layer_tree(
             name does), with everything above them.
         ops: list each layer's own ops (constants left out); loops, branches and called
             functions become subtrees (`body of while`, `then of cond`).
-        limit: the row budget when `depth` is None.
+        limit: the row budget when neither `depth` nor `pattern` is given: levels open while
+            they fit, and where the rows still do not fit, those between the first ones and the
+            last three are left out, the caption saying how many and the `limit` showing all.
     """
     G = graph.graph
     layers: list[Layer] = G.graph["layers"]
@@ -141,7 +213,7 @@ def layer_tree(
     root.ops = G.number_of_nodes()
     root.params = _params_of(root)
     outs = G.graph["outputs"]
-    root.shape = ", ".join(shape_text(G.graph["tensors"][n].shape) for n in outs[:2]) + (" …" if len(outs) > 2 else "")
+    root.shape = ", ".join([shape_text(G.graph["tensors"][n].shape) for n in outs[:2]] + (["…"] if len(outs) > 2 else []))
     if pattern is not None:
         _keep(root, compile_pattern(pattern, "pattern"))
         if not root.children:
@@ -158,10 +230,15 @@ def layer_tree(
         _open_within(root, limit)
     n_layers = graph.n_layers
     parts = [f"{n_layers} layer{'s' if n_layers != 1 else ''}", f"{G.number_of_nodes()} ops", f"{count(root.params or 0)} params"]
+    tree = LayerTree(root, "", limit if depth is None and pattern is None else None)
+    shown = sum(1 for _ in _shown(root))
     if any(n.children and not n.open for n, _ in _shown(root)):
         parts.append("▸ folded: depth= or pattern= opens")
-    caption = " · ".join(parts) + "\ncut: every path from the inputs passes through this output"
-    return LayerTree(root, caption)
+    lines = [" · ".join(parts)]
+    if len(tree.rows) < shown:
+        lines.append(f"⋮ {shown - len(tree.rows)} of {shown} rows left out at limit={limit}: limit={shown} shows them")
+    tree.caption = "\n".join(lines + ["cut: every path from the inputs passes through this output"])
+    return tree
 
 
 def _layer_nodes(
@@ -220,22 +297,37 @@ def _layer_params(lay: Layer, seen: set[int]) -> tuple[int | None, dict[int, int
 
 
 def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
-    """Consecutive nodes whose names share their first `level + 1` `_`-separated words become
-    one group; groups still longer than `_GROUP_ABOVE` are grouped again one word deeper."""
+    """Consecutive nodes (at least `_GROUP_LEAST`) whose names share their first `level + 1`
+    `_`-separated words become one group; groups still longer than `_GROUP_ABOVE` are grouped
+    again one word deeper; a group that would hold a single group is that group, and one that
+    would hold all its siblings (but one) is left out, its children shown in its place."""
     out: list[_Node] = []
     run: list[_Node] = []
     key = None
 
     def flush() -> None:
-        if len(run) > 1 and key is not None:
+        if len(run) >= _GROUP_LEAST and key is not None:
             children = _grouped(run, level + 1) if len(run) > _GROUP_ABOVE else list(run)
-            last = run[-1]
-            group = _Node(key, "group", type=f"{len(run)} layers", shape=last.shape, ops=sum(n.ops or 0 for n in run),
-                          marks="cut" if "cut" in last.marks.split() else "", key=key, children=children)
-            group.params = _params_of(group)
-            out.append(group)
+            if len(children) == 1 and children[0].kind == "group":  # one group a word deeper (`convnext_tiny`)
+                children = children[0].children
+                if not (len(run) == len(nodes) - 1 or level == 0 and len(run) == len(nodes)):
+                    out.append(group_of(run, children))  # that group, not a group of it
+                    return
+            if len(run) == len(nodes) - 1 or level == 0 and len(run) == len(nodes):  # would only add a level
+                # (a group of all its parent's nodes, level > 0, is one its parent takes the place of)
+                out.extend(children)
+                return
+            out.append(group_of(run, children))
         else:
             out.extend(run)
+
+    def group_of(run: list[_Node], children: list[_Node]) -> _Node:
+        name = _common_words([n.label for n in run])
+        last = run[-1]
+        group = _Node(name, "group", type=f"{len(run)} layers", shape=last.shape, ops=sum(n.ops or 0 for n in run),
+                      marks="cut" if "cut" in last.marks.split() else "", key=name, children=children)
+        group.params = _params_of(group)
+        return group
 
     for node in nodes:
         words = node.label.split("_")
@@ -246,6 +338,17 @@ def _grouped(nodes: list[_Node], level: int) -> list[_Node]:
         run.append(node)
     flush()
     return out
+
+
+def _common_words(labels: list[str]) -> str:
+    """The `_`-separated words all `labels` begin with."""
+    words = [label.split("_") for label in labels]
+    common = []
+    for column in zip(*words):
+        if len(set(column)) > 1:
+            break
+        common.append(column[0])
+    return "_".join(common)
 
 
 def _params_of(node: _Node) -> int | None:
@@ -327,12 +430,14 @@ def _shown(root: _Node, depth: int = 0) -> Iterator[tuple[_Node, int]]:
             yield from _shown(c, depth + 1)
 
 
-def _guided(root: _Node, prefix: str = "", guide: str = "") -> Iterator[tuple[_Node, str, str]]:
-    """Each shown node with its tree guide (`├─ `...) and the guide of its name's folded lines."""
+def _guided(root: _Node, prefix: str = "", guide: str = "", unit: int = 3) -> Iterator[tuple[_Node, str, str]]:
+    """Each shown node with its tree guide (`├─ `...) and the guide of its other lines; `unit`
+    2 gives narrower guides (`├ `), for deep trees."""
+    fork, last_fork, line, blank = ("├─ ", "└─ ", "│  ", "   ") if unit == 3 else ("├ ", "└ ", "│ ", "  ")
     shown = root.open and bool(root.children)
-    yield root, guide, prefix + ("│  " if shown else "   ")
+    yield root, guide, prefix + (line if shown else blank)
     if not root.open:
         return
     for k, c in enumerate(root.children):
         last = k == len(root.children) - 1
-        yield from _guided(c, prefix + ("   " if last else "│  "), prefix + ("└─ " if last else "├─ "))
+        yield from _guided(c, prefix + (blank if last else line), prefix + (last_fork if last else fork), unit)

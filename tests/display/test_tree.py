@@ -118,10 +118,8 @@ def test_long_names_fold_under_their_own_guides():
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 80
     k = next(i for i, line in enumerate(lines) if "└─ rpn_non_max_s" in line)
-    assert lines[k].startswith("          └─ rpn_non_max_s")  # under "body of while"
-    rest = "".join(line.split()[0] for line in lines[k + 1:k + 4])
-    assert all(line.startswith("                ") for line in lines[k + 1:k + 4])
-    assert lines[k].split()[1] + rest == "rpn_non_max_suppression/NonMaxSuppressionV3"
+    assert lines[k].startswith("          └─ rpn_non_max_suppression/ ")  # under "body of while", cut at its "/"
+    assert lines[k + 1].startswith("                NonMaxSuppressionV3 ")
 
 
 # --------------------------------------------------------------------------- notebooks
@@ -138,4 +136,203 @@ def test_efficientnetb7_tree_folds_to_one_screen():
     # (the input layer's name, hence column widths, depends on what Keras built before)
     assert (1, "block4a", "14 layers", "cut") in tree.rows
     assert any(line.split() == ["├─", "block4a", "▸", "14", "layers", "[?,4,4,160]", "143.7K", "135", "cut"] for line in lines)
-    assert lines[-2].startswith("816 layers · 7331 ops · 66.7M params")
+    assert lines[-3].startswith("816 layers · 7331 ops · 66.7M params")
+    assert lines[-2] == "⋮ 5 of 64 rows left out at limit=60: limit=64 shows them"  # its 55 blocks
+    assert len(tree.rows) == 59 and len(gs.trace(model).layer_tree(limit=64).rows) == 64
+
+
+# --------------------------------------------------------------------------- 80 columns (issue 25)
+
+
+def _body(text):
+    """The table's lines below its header rule, and where its first column ends (the header's
+    `type` starts)."""
+    lines = text.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.lstrip().startswith("layer "))
+    end = next(k for k in range(header + 2, len(lines)) if not lines[k].strip())
+    return lines[header + 2:end], lines[header].index(" type ") + 1
+
+
+def _names_whole(tree, text, room):
+    """Each row's name, found whole on one line of the first column (in row order) wherever its
+    guide and name fit in `room` columns; where it does not, broken only after a `_` or `/`."""
+    body, first = _body(text)
+    cells = [line[:first].rstrip() for line in body]
+    k = 0
+    for depth, label, _, _ in tree.rows:
+        while k < len(cells) and not cells[k].lstrip(" │").startswith(("├", "└")) and depth:
+            k += 1  # continuation lines
+        assert k < len(cells), f"{label!r} not shown:\n{text}"
+        name = cells[k].lstrip(" │├└─").removesuffix(" ▸")
+        if name != label:  # broken: the rest follows on the lines under it
+            assert 3 * depth + len(label) > room, f"{label!r} broken though it fits:\n{text}"
+            rest = []
+            while k + 1 < len(cells) and not cells[k + 1].lstrip(" │").startswith(("├", "└")):
+                k += 1
+                rest.append(cells[k].lstrip(" │").removesuffix(" ▸"))
+            parts = [name, *[r for r in rest if r]]
+            assert "".join(parts) == label, (parts, label)
+            assert all(p.endswith(("_", "/")) for p in parts[:-1]), f"{label!r} broken within a word: {parts}"
+        k += 1
+
+
+def _guides_continue(text):
+    """A guide's vertical line runs on through every line between a row and its next sibling."""
+    body, first = _body(text)
+    for k in range(1, len(body) - 1):
+        for c in range(first):
+            above, here = body[k - 1][c:c + 1], body[k][c:c + 1]
+            below = next((line[c:c + 1] for line in body[k + 1:] if line[c:c + 1] != " "), " ")
+            if above in ("│", "├") and below in ("│", "├", "└"):
+                assert here in ("│", "├", "└", "⋮"), f"guide broken at line {k}, column {c}:\n" + "\n".join(body)
+
+
+def _deep_model():
+    """keras-hub-like nesting: a Task around a backbone around transformer layers around their
+    attention, each a functional model, with keras-hub's long layer names."""
+    def wrap(inner, name, extra):
+        x = keras.Input((4,), name=f"{name}_input")
+        y = inner(x)
+        for layer_name in extra:
+            y = keras.layers.Dense(4, name=layer_name)(y)
+        return keras.Model(x, y, name=name)
+
+    x = keras.Input((4,), name="query_input")
+    q = keras.layers.Dense(4, name="query_projection")(x)
+    attention = keras.Model(x, keras.layers.Dense(4, name="attention_output_dense")(q), name="self_attention_layer")
+    layer = wrap(attention, "transformer_layer_0", ["feedforward_intermediate_dense", "feedforward_output_dense"])
+    encoder = wrap(layer, "encoder_stack", ["encoder_final_layer_norm_dense"])
+    backbone = wrap(encoder, "distil_bert_backbone", ["pooled_output_projection"])
+    return wrap(backbone, "distil_bert_text_classifier", ["classification_head_logits_dense"])
+
+
+def test_names_come_first_at_80_columns():
+    """The trial's `feedforward_intermediate_` / `dense` while the type column was cut, and
+    keras-hub's deep trees with 9-column names: the type column gives way first."""
+    model = _deep_model()
+    tree = gs.tree(model)
+    text = _text(tree)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    def count(m):
+        return sum(1 + (count(lay) if isinstance(lay, keras.Model) else 0) for lay in m.layers)
+
+    assert len(tree.rows) == 1 + count(model) == 17  # everything open
+    _names_whole(tree, text, room=80 - 30)  # type, output, params, ops and the box take < 30
+    assert "feedforward_intermediate_dense" in text and "classification_head_logits_dense" in text
+
+
+def test_a_long_name_breaks_after_an_underscore_under_its_guides():
+    x = keras.Input((4,), name="x")
+    y = x
+    for k in range(3):
+        y = keras.layers.Dense(4, name=f"an_uncommonly_long_layer_name_for_a_tree_at_eighty_columns_{k}")(y)
+    tree = gs.tree(keras.Model(x, y, name="long_names"))
+    text = _text(tree)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    _names_whole(tree, text, room=80 - 30)
+    assert "an_uncommonly_long_layer_name_for_a_tree_at_eighty_columns_0" not in text  # it had to break
+    _guides_continue(text)
+
+
+class _Three(keras.layers.Layer):
+    def call(self, x):
+        return x, 2.0 * x, x + 1.0
+
+
+def test_guides_go_on_beside_a_multi_output_rows_other_lines():
+    x = keras.Input((2, 3, 4), name="x")
+    a, b, c = _Three(name="three")(x)
+    inner = keras.Model(x, [a, b, c], name="inner")
+    y = keras.Input((2, 3, 4), name="y")
+    outer = keras.Model(y, keras.layers.Add(name="sum")(inner(y)), name="outer")
+    tree = gs.tree(outer)
+    text = _text(tree)
+    body, _ = _body(text)
+    k = next(i for i, line in enumerate(body) if "three" in line)
+    assert body[k + 1].split()[0] == "│"  # its shapes take 2 lines, `sum` still to come
+    assert "[?,2,3,4]" in body[k + 1]
+    _guides_continue(text)
+
+
+def _interleaved(n):
+    """NASNet-like: layers whose names share a prefix only in pairs, interleaved, too many to fit
+    a screen even grouped."""
+    x = keras.Input((2,), name="x")
+    y = x
+    for k in range(n):
+        y = keras.layers.Dense(2, name=f"separable_conv_{k}")(y)
+        y = keras.layers.Dense(2, name=f"separable_bn_{k}")(y)
+        y = keras.layers.Activation("relu", name=f"activation_{k}")(y)
+    return keras.Model(x, keras.layers.Dense(2, name="predictions")(y), name="interleaved")
+
+
+def _groups(rows):
+    """Each group row with the rows of its children (from the rows' depths)."""
+    out = []
+    for k, (depth, label, kind, _) in enumerate(rows):
+        if not kind.endswith("layers"):
+            continue
+        children = []
+        for d, child, child_kind, _ in rows[k + 1:]:
+            if d <= depth:
+                break
+            if d == depth + 1:
+                children.append((child, child_kind))
+        out.append((label, children))
+    return out
+
+
+def test_the_row_limit_is_kept_and_the_footer_says_what_it_left_out():
+    model = _interleaved(40)
+    scope = gs.trace(model)
+    tree = scope.layer_tree()
+    text = _text(tree)
+    lines = text.splitlines()
+    body, _ = _body(text)
+    assert len(tree.rows) <= 60 and len(body) == 60 and max(len(line) for line in lines) <= 80
+    every = scope.layer_tree(limit=10_000)
+    total = len(every.rows)
+    assert total > 60
+    assert f"⋮ {total - len(tree.rows)} of {total} rows left out at limit=60: limit={total} shows them" in lines
+    assert [label for _, label, _, _ in tree.rows[-3:]] == [layer.name for layer in model.layers[-3:]]  # its end
+    shown = [label for _, label, _, _ in every.rows]
+    assert [lay.name for lay in model.layers] == [x for x in shown if x in {lay.name for lay in model.layers}]
+    assert len(scope.layer_tree(limit=30).rows) <= 30
+    assert len(scope.layer_tree(depth=1).rows) == total  # a depth asked for shows it all
+
+
+def test_groups_hold_more_than_two_and_never_just_one_group():
+    model = _interleaved(5)
+    rows = gs.tree(model).rows
+    for label, children in _groups(rows):  # no `activation ▸` of 2
+        assert len(children) > 2, (label, children)
+    # ConvNeXt-like: every name one prefix deep and deeper (convnext > convnext_tiny > ..._stage_0)
+    x = keras.Input((2,), name="input_layer")
+    y = x
+    for stage in range(2):
+        for block in range(3):
+            for part in ("depthwise", "layernorm", "pointwise"):
+                y = keras.layers.Dense(2, name=f"convnext_tiny_stage_{stage}_block_{block}_{part}")(y)
+    y = keras.layers.Dense(2, name="convnext_tiny_head_dense")(y)
+    convnext = keras.Model(x, y, name="convnext")
+    rows = gs.tree(convnext, depth=9).rows
+    groups = _groups(rows)
+    assert groups
+    for label, children in groups:
+        assert len(children) > 2 and not (len(children) == 1 and children[0][1].endswith("layers")), (label, children)
+        assert [c for c, _ in children if c.startswith(label)] == [c for c, _ in children], (label, children)
+    top = [(label, kind) for d, label, kind, _ in rows if d == 1]
+    assert top[0] == ("input_layer", "InputLayer") and len(top) == 4  # no `convnext_tiny` holding all
+    assert [label for label, _ in top[1:3]] == ["convnext_tiny_stage_0_block", "convnext_tiny_stage_1_block"]
+
+
+@pytest.mark.slow
+def test_nasnetmobile_tree_at_80_columns():
+    model = keras.applications.NASNetMobile(weights=None, input_shape=(32, 32, 3), classes=5)
+    tree = gs.trace(model).layer_tree()
+    text = _text(tree)
+    assert len(tree.rows) <= 60 and max(len(line) for line in text.splitlines()) <= 80
+    for label, children in _groups(gs.trace(model).layer_tree(depth=2).rows):
+        assert len(children) > 2 and not (len(children) == 1 and children[0][1].endswith("layers")), (label, children)
+    _guides_continue(text)
+    assert "rows left out at limit=60" in text
