@@ -24,11 +24,41 @@ def _outputs(nb, mime):
             for out in cell.get("outputs", []) if mime in out.get("data", {})]
 
 
-def test_there_are_six_notebooks():
+def test_the_notebooks_are_the_seven_listed():
     assert [p.name for p in NOTEBOOKS] == [
         "01_tour.ipynb", "02_vgg19_preactivations.ipynb", "03_mask_rcnn_nms.ipynb", "04_cutting_resnet50.ipynb",
-        "05_grad_cam_vgg19.ipynb", "06_activation_patching.ipynb",
+        "05_grad_cam_vgg19.ipynb", "06_activation_patching.ipynb", "07_where_it_goes_wrong.ipynb",
     ]
+
+
+# what 07_where_it_goes_wrong shows, each printed only after the notebook's own check by hand (Keras
+# sub-models, tf.GradientTape, numpy) has passed; and the tables and the plot it shows them in
+WHERE_IT_GOES_WRONG = [
+    "origin compress/Log:0: finite inputs, 17 NaN where 1 + embed < 0: agree",
+    "the tape's gradient is non-finite for the padded sample only, where the sqrt's input is 0: agree",
+    "first layer that differs by hand: fc2; gs.compare: fc2: agree",
+]
+
+
+def _shows_where_it_goes_wrong(nb):
+    text, html = _text(nb), "\n".join(_outputs(nb, "text/html"))
+    for line in WHERE_IT_GOES_WRONG:
+        assert line in text
+    assert "first: compress/Log:0" in html and "compress/add:0 → compress/Log:0" in html  # the forward table
+    assert "first: magnitude/Sum:0" in html and "gradients of sum(score/Add:0)" in html  # the backward one
+    assert "DIFFERS ◀ first" in html and "first outside tolerance: fc2" in html  # the comparison's table
+    assert len(_outputs(nb, "image/png")) == 1  # Comparison.plot
+
+
+def test_where_it_goes_wrong_is_saved_with_its_outputs():
+    """07 is stored executed, so that it shows its results where it is read without running it (after a
+    change: `jupyter nbconvert --to notebook --execute --inplace notebooks/07_where_it_goes_wrong.ipynb`)."""
+    (path,) = [p for p in NOTEBOOKS if p.stem == "07_where_it_goes_wrong"]
+    nb = nbformat.read(path, as_version=4)
+    assert all(cell.get("outputs") or cell.source.startswith("import os") for cell in nb.cells
+               if cell.cell_type == "code")
+    assert not [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    _shows_where_it_goes_wrong(nb)
 
 
 @pytest.mark.slow
@@ -54,3 +84,5 @@ def test_notebook_runs(path, tmp_path):
     if path.stem == "04_cutting_resnet50":
         assert "cut at conv2_block1_add/Add:0" in _text(nb)
         assert "DisconnectedError:" in _text(nb)
+    if path.stem == "07_where_it_goes_wrong":
+        _shows_where_it_goes_wrong(nb)  # as run now, not only as saved

@@ -23,6 +23,8 @@ def test_python_examples_run(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in _blocks("python"):  # the tour builds on itself, block after block
         exec(compile(block, "README.md", "exec"), namespace)
+        if "nans = " in block:  # checked now: later blocks reuse its names (model, port, images)
+            _check_the_tours_where_it_goes_wrong(namespace)
     assert repr(namespace["scope"]).startswith("<Scope mask_rcnn_demo:")
     assert namespace["tail"].inputs == ["conv3_block1_out/Relu:0"]
     nms = namespace["nms"]  # the loop example: its claims in comments
@@ -50,6 +52,29 @@ def test_python_examples_run(tmp_path, monkeypatch):
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]
+
+
+def _check_the_tours_where_it_goes_wrong(namespace):
+    """The tour's numerics and compare example: its claims in comments, checked by Keras and numpy."""
+    import keras
+    import numpy as np
+
+    nans, logs = namespace["nans"], namespace["logs"]
+    assert repr(nans.first) == "<Tensor log/Log:0 Log float32[?,3] layer=log>" and nans.origins.names == ["log/Log:0"]
+    batch = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")  # the tour's
+    d = np.asarray(keras.Model(logs.input, logs.get_layer("d").output)(batch))
+    assert np.isfinite(d).all() and (d < 0).any()  # finite inputs, negative somewhere: log makes NaN there
+    assert nans.details[0].counts.nan == int((d < 0).sum())
+    diff, model, port, images = namespace["diff"], namespace["model"], namespace["port"], namespace["images"]
+    assert diff.first.name == "block2_conv1" and all(row.ok for row in diff.rows[:diff.rows.index(diff.first)])
+    by_hand = []  # Keras sub-models of both, layer by layer up to the first that differs
+    for layer in model.layers[1:]:
+        a = np.asarray(keras.Model(model.input, layer.output)(images))
+        b = np.asarray(keras.Model(port.input, port.get_layer(layer.name).output)(images))
+        by_hand.append((layer.name, np.allclose(a, b, rtol=1e-5, atol=1e-6)))
+        if not by_hand[-1][1]:
+            break
+    assert by_hand == [("block1_conv1", True), ("block1_conv2", True), ("block1_pool", True), ("block2_conv1", False)]
 
 
 def test_readme_repr_comments_are_true():
