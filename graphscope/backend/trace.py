@@ -41,6 +41,10 @@ class Traced:
     # where each named input is among the function's flat inputs (None: in the same order);
     # they differ where TensorFlow sorts keyword arguments by name (a SavedModel signature)
     input_positions: list[int] | None = None
+    # the arguments the function or model is called with, in order: each argument's name and
+    # its nest (dicts, lists, tuples) with each tensor replaced by its input's position in
+    # `input_names`; a plain int for an argument that is one tensor (None: not known)
+    arguments: list[tuple[str, Any]] | None = None
 
     @property
     def output_keys(self) -> list[str]:
@@ -234,7 +238,19 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         calls=recorder.calls,
         training=training,
         source="keras",
+        arguments=_keras_arguments(model, specs, structured),
     )
+
+
+def _keras_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) -> list[tuple[str, Any]]:
+    """The arguments a Keras model is called with: one nest (`structured`), or one tensor per
+    spec; named after the parameters of its `call` (`inputs`, else `input_<k>`)."""
+    parameters = _argument_names(getattr(model, "call", None)) or []
+    name = lambda k: parameters[k] if k < len(parameters) else f"input_{k}"  # noqa: E731
+    if structured is None:
+        return [(name(k), k) for k in range(len(specs))]
+    count = iter(range(len(specs)))
+    return [(name(0), tf.nest.map_structure(lambda _: next(count), structured))]
 
 
 def _calling(model: Any) -> Any:
@@ -504,7 +520,28 @@ def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
     names, positions = _declared_inputs(cf)
     in_order = positions == list(range(len(positions)))
     return Traced(function=cf, name=name, input_names=names, source=source,
-                  input_positions=None if in_order else positions)
+                  input_positions=None if in_order else positions, arguments=_arguments(cf, positions))
+
+
+def _arguments(cf: Any, positions: list[int]) -> list[tuple[str, Any]] | None:
+    """A ConcreteFunction's arguments (`Traced.arguments`): positional ones named by the Python
+    parameters of the function it traced, keywords by their keyword; None where an argument
+    holds something other than tensors (a Python value it was traced with), or where a
+    parameter name is unknown."""
+    args, kwargs = cf.structured_input_signature
+    parameters = list(getattr(getattr(cf, "function_type", None), "parameters", None) or [])
+    if len(parameters) < len(args):
+        return None
+    declared = {k: i for i, k in enumerate(positions)}  # flat position -> position in input_names
+    count = iter(range(len(tf.nest.flatten((args, kwargs)))))
+    numbered = tf.nest.pack_sequence_as(
+        (args, kwargs),
+        [declared.get(next(count)) if isinstance(s, tf.TensorSpec) else None for s in tf.nest.flatten((args, kwargs))],
+    )
+    arguments = list(zip(parameters, numbered[0])) + [(key, numbered[1][key]) for key in sorted(kwargs)]
+    if any(k is None for _, nest in arguments for k in tf.nest.flatten(nest)):
+        return None
+    return arguments
 
 
 def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:

@@ -613,6 +613,65 @@ def test_nested_signatures_name_inputs_by_their_path():
                                a["left"] - a["right"], rtol=1e-6)
 
 
+def test_nested_inputs_are_fed_in_the_nest_the_function_takes(tmp_path):
+    """A function of nests is fed as it is called: a dict by argument name whose values are
+    nests, or one nest per argument (as a list, or as the executor's arguments); flat names and
+    flat lists keep working; a data job takes the same. The oracle: the function called eagerly."""
+    d1, d2 = keras.layers.Dense(3, name="d1"), keras.layers.Dense(3, name="d2")
+
+    def f(batch, bias):
+        return {"y": d1(batch["img"]) + d2(batch["pair"][0]) * batch["pair"][1] + bias}
+
+    spec = tf.TensorSpec((None, 4))
+    scope = gs.trace(f, [{"img": spec, "pair": [spec, tf.TensorSpec((None, 3))]}, tf.TensorSpec((None, 3))], quiet=True)
+    assert scope.inputs == ["img", "pair/0", "pair/1", "bias"]
+    rng = np.random.default_rng(0)
+    batch = {"img": rng.normal(size=(5, 4)), "pair": [rng.normal(size=(5, 4)), rng.normal(size=(5, 3))]}
+    batch = tf.nest.map_structure(lambda a: a.astype(np.float32), batch)
+    bias = rng.normal(size=(5, 3)).astype(np.float32)
+    want = f(tf.nest.map_structure(tf.constant, batch), tf.constant(bias))["y"].numpy()
+    flat = [batch["img"], *batch["pair"], bias]
+    for given in ({"batch": batch, "bias": bias}, [batch, bias], (batch, bias), flat,
+                  dict(zip(scope.inputs, flat)), {"batch": {"img": batch["img"], "pair": batch["pair"]}, "bias": bias}):
+        np.testing.assert_allclose(scope.run("y", given)["y"], want, rtol=1e-5)
+    np.testing.assert_allclose(scope.executor("y")(batch, bias)["y"], want, rtol=1e-5)  # as the function's arguments
+    grads = scope.gradients("y", ["bias"], [batch, bias])  # gradients bind the same way
+    np.testing.assert_allclose(grads["bias"], np.ones_like(bias))
+    bundle = scope.extract(["y"], {"batch": batch, "bias": bias}, out=tmp_path / "by_argument.zarr", batch_size=2)
+    np.testing.assert_allclose(np.asarray(bundle["y"]), want, rtol=1e-5)
+    bundle = scope.extract(["y"], [batch, bias], out=tmp_path / "by_position.zarr", batch_size=2)
+    np.testing.assert_allclose(np.asarray(bundle["y"]), want, rtol=1e-5)
+    # a nest of the wrong structure is refused, naming the structure the argument takes
+    with pytest.raises(gs.InputError, match=r"argument 'batch' takes \{'img': img, 'pair': \[pair/0, pair/1\]\}, "
+                                            r"got a dict with keys \['img'\]"):
+        scope.run("y", [{"img": batch["img"]}, bias])
+    with pytest.raises(gs.InputError, match=r"argument 'batch/pair' takes \[pair/0, pair/1\], got a list of 1"):
+        scope.run("y", {"batch": {"img": batch["img"], "pair": batch["pair"][:1]}, "bias": bias})
+    with pytest.raises(gs.InputError, match="input 'img' is given twice"):
+        scope.run("y", {"batch": batch, "img": batch["img"], "bias": bias})
+    with pytest.raises(gs.InputError, match=r"got 3: .*or one nest per argument.*batch=\{'img': img"):
+        scope.run("y", flat[:3])
+
+    # as many items as arguments and as inputs: nests where every item has its argument's
+    # structure, else one value per input
+    def g(images, scale):
+        return d1(images[0]) * scale
+
+    scope = gs.trace(g, [[spec], tf.TensorSpec(())], quiet=True)
+    assert scope.inputs == ["images/0", "scale"]
+    x = batch["img"]
+    want = g([tf.constant(x)], tf.constant(2.0)).numpy()
+    (out,) = scope.outputs.names
+    for given in ([[x], np.float32(2.0)], [x, np.float32(2.0)], {"images": [x], "scale": 2.0}):
+        np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-5)
+    row = x.tolist()[:1]  # a 1x4 array written as lists: [[...]]
+    np.testing.assert_allclose(scope.run(out, [[row], 2.0])[out], want[:1], rtol=1e-5)
+    # `row` is itself a list of one, the structure `images` takes: read as that nest, its one
+    # item (4 numbers) is images/0, which is refused, not read as one value per input
+    with pytest.raises(gs.InputError, match=r"input 'images/0' expects shape \[\?,4\].*got \[4\]"):
+        scope.run(out, [row, 2.0])
+
+
 def test_a_functional_model_with_dict_inputs_takes_a_nested_signature():
     token_ids = keras.Input((4,), name="token_ids")
     padding_mask = keras.Input((4,), name="padding_mask")
