@@ -39,6 +39,25 @@ class Checked(keras.layers.Layer):
         return tf.sqrt(x)
 
 
+class SizeBranch(keras.layers.Layer):
+    """Branches in Python on its input's length: traceable only where that length is known.
+    Its output shape is declared, so Keras builds a functional model around it without calling it."""
+
+    def call(self, x):
+        length = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]  # as keras-hub's DeepLabV3 does
+        if length > 3:  # a symbolic tensor as a Python bool, where the length is unknown
+            return x * 2.0
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def _size_branch_model():
+    seq = keras.Input((None, 3), name="seq")
+    return keras.Model(seq, SizeBranch(name="branch")(seq), name="size_branch")
+
+
 @dataclasses.dataclass
 class World:
     """Everything the catalogue's calls are made on, built once."""
@@ -272,6 +291,15 @@ WRONG = [
           lambda w: gs.trace(lambda v: v * 2.0, [tf.TensorSpec((None, 3))], training=True),
           gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
           r"pass training=True to the layers it calls"),
+    Wrong("a model whose code needs an input size its declared shape leaves unknown",
+          lambda w: gs.trace(_size_branch_model()), gs.UnsupportedModelError, TypeError,
+          r"could not trace model 'size_branch' at its declared input shape \(seq \[\?,\?,3\]\): "
+          r"OperatorNotAllowedInGraphError: Using a symbolic `tf.Tensor` as a Python `bool` is not allowed "
+          r"\(at test_errors.py:\d+ in call\); .*pass input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\] to gs.trace"),
+    Wrong("a function whose code needs an input size its input_signature leaves unknown",
+          lambda w: gs.trace(lambda x: SizeBranch(name="branch")(x), [(None, None, 3)]), gs.UnsupportedModelError,
+          TypeError, r"could not trace the callable '<lambda>' at the input_signature's shape \(\[\?,\?,3\]\): "
+          r"OperatorNotAllowedInGraphError: .* pass input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\]"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
           TypeError, r"input_signature must be a list of tf.TensorSpec or shapes \(or of dicts, lists and tuples "
           r"of them, one per positional input\), got str"),

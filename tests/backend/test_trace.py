@@ -51,6 +51,42 @@ def test_wrappers_are_removed_when_tracing_fails():
     assert gs.trace(model).layer("flaky").output.name == "flaky/mul:0"
 
 
+class _SizeBranch(keras.layers.Layer):
+    """Branches in Python on its input's length (traceable only where it is known); its output
+    shape is declared, so Keras builds a model around it without calling it."""
+
+    def call(self, x):
+        length = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]  # as keras-hub's DeepLabV3 does
+        if length > 3:
+            return x * 2.0
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_a_model_untraceable_at_its_shapes_is_refused_with_fixed_sizes_that_work():
+    """Keras models, callables and tf.Modules alike: TensorFlow's refusal becomes
+    UnsupportedModelError naming the shapes and the reason; the fixed sizes it advises trace,
+    and the values equal the model's own."""
+    seq = keras.Input((None, 3), name="seq")
+    model = keras.Model(seq, _SizeBranch(name="branch")(seq), name="size_branch")
+    module = tf.Module()
+    module.__call__ = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec((None, None, 3))])
+    x = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    for traced, signature, shape in [(model, None, "its declared input shape"),
+                                     (lambda v: model(v), [(None, None, 3)], "the input_signature's shape"),
+                                     (module, None, "its own input_signature's shape")]:
+        with pytest.raises(gs.UnsupportedModelError, match=rf"could not trace .* at {shape} .*\[\?,\?,3\]\): "
+                           r"OperatorNotAllowedInGraphError: .*\(at test_trace.py:\d+ in call\); .*"
+                           r"input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\]") as caught:
+            gs.trace(traced, signature, quiet=True)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    scope = gs.trace(model, [tf.TensorSpec((None, 4, 3))], quiet=True)  # the way out: the size known
+    np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-6)
+    np.testing.assert_allclose(model(x), x * 2.0)  # the branch taken, by hand
+
+
 def test_unbuilt_model_is_refused_with_how_to_build():
     with pytest.raises(gs.UnsupportedModelError, match=r"not built.*model.build") as e:
         gs.trace(models.unbuilt_subclassed())
