@@ -97,6 +97,8 @@ def _files(folder):
     module = tf.Module()  # a SavedModel with one signature, serving_default
     module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
     tf.saved_model.save(module, str(folder / "doubling"), signatures=module.f)
+    models.save_two_signatures(folder / "two")  # 'embed' takes x (?, 4) and bias (?, 2)
+    np.save(folder / "x.npy", np.ones((2, 4), np.float32))
     return folder
 
 
@@ -580,10 +582,26 @@ CLI_WRONG = [
      r"nowhere.keras'?: the path does not exist"),
     ("a fetch that names nothing", ["run", "demo", "ROI/nope:0"], 1, r"no tensor named 'ROI/nope:0'.*Did you mean"),
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
+    # the way out in the command line's options, not Python's arguments
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
-     r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+     r"has no signature named 'embed'.* Its signatures: 'serving_default'; give one of them as --signature NAME, "
+     r"or leave --signature out for 'serving_default'$"),
     ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
-     r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
+     r"--signature embed picks one of a SavedModel's signatures, but the Keras model '.*' has none: give a "
+     r"SavedModel directory as the model, or leave --signature out$"),
+    ("one --input for a model of two", ["run", "{files}/two", "embedding", "--signature", "embed", "--input",
+                                        "{files}/x.npy"], 1,
+     r"the model takes 2 inputs \(x, bias\), got 1: give --input NAME=FILE for each \(x=FILE, \.\.\.\), or one "
+     r"--input FILE per input in that order$"),
+    ("a model input left out of --input NAME=FILE", ["run", "{files}/two", "embedding", "--signature", "embed",
+                                                     "--input", "x={files}/x.npy"], 1,
+     r"missing input: bias; give --input bias=FILE too$"),
+    ("one --input to extract for a model of two", ["extract", "{files}/two", "embedding", "--signature", "embed",
+                                                   "--input", "{files}/x.npy", "--out", "{files}/never.zarr"], 1,
+     r"the model takes 2 inputs \(x, bias\), got 1 array\(s\): give one --input FILE per input, in that order"),
+    ("a .keras file with a Lambda layer", ["tree", "{files}/lambda.keras"], 1,
+     r"safe mode refuses to load; if you trust the file, trace it from Python with gs.trace\('.*lambda.keras', "
+     r"safe_mode=False\) \(the command line loads in safe mode\)$"),
 ]
 
 

@@ -187,7 +187,14 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
     try:
         return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
     except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"could not load {str(path)!r}: {_load_failure(e)}") from None
+        why = _load_failure(e)
+        python = "pass safe_mode=False to gs.trace"
+        raise ModelLoadError(
+            f"could not load {str(path)!r}: {why}",
+            command_line=f"could not load {str(path)!r}: " + why.replace(
+                python, f"trace it from Python with gs.trace({str(path)!r}, safe_mode=False) (the command line "
+                "loads in safe mode)"),
+        ) from None
     finally:
         random.setstate(state)
 
@@ -496,7 +503,10 @@ def _refusing(what: str, specs: list[Any], shape: str) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - sorted below
         if not _refused_by_tensorflow(e):
             raise
-        raise UnsupportedModelError(_untraceable(what, specs, shape, e)) from None
+        message = _untraceable(what, specs, shape, e)
+        raise UnsupportedModelError(message, command_line=re.sub(
+            r"pass (input_signature=\[.*\]) to gs\.trace", r"trace it from Python, gs.trace(model, \1) (the command "
+            r"line traces a model at its own input shapes)", message)) from None
 
 
 def _refused_by_tensorflow(e: BaseException) -> bool:
@@ -573,7 +583,9 @@ def _check_signature_option(model: Any, signature: Any, input_signature: Any) ->
     if not isinstance(model, (str, os.PathLike)) and not hasattr(model, "signatures"):
         raise OptionError(
             f"signature={signature!r} picks one of a SavedModel's signatures, but {_describe(model)} has none: "
-            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out"
+            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out",
+            command_line=f"--signature {signature} picks one of a SavedModel's signatures, but {_describe(model)} "
+            "has none: give a SavedModel directory as the model, or leave --signature out",
         )
 
 
@@ -582,10 +594,11 @@ def _check_signature_name(signatures: Any, signature: str, label: str) -> None:
     if signature in (signatures or {}):
         return
     available = ", ".join(repr(k) for k in sorted(signatures or {})) or "none"
+    wrong = f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} " \
+            f"Its signatures: {available}"
     raise OptionError(
-        f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} "
-        f"Its signatures: {available}; pass one of them as signature=, or leave signature out for "
-        "'serving_default'"
+        f"{wrong}; pass one of them as signature=, or leave signature out for 'serving_default'",
+        command_line=f"{wrong}; give one of them as --signature NAME, or leave --signature out for 'serving_default'",
     )
 
 

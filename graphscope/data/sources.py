@@ -123,9 +123,11 @@ class Batches:
         else:
             return None
         if len(arrays) != n:
+            takes = f"the model takes {n} input{'s' if n != 1 else ''} ({', '.join(self.inputs)}), got {len(arrays)} array(s)"
             raise InputError(
-                f"the model takes {n} inputs ({', '.join(self.inputs)}), got {len(arrays)} array(s): "
-                "pass a list of arrays in that order, or a dict by name"
+                f"{takes}: pass a list of arrays in that order, or a dict by name",
+                command_line=f"{takes}: give one --input FILE per input, in that order (an .npz's arrays count "
+                "in the order they were saved)",
             )
         if any(a.ndim == 0 for a in arrays):
             raise InputError("each input array needs the samples on its first axis; got a scalar")

@@ -96,11 +96,14 @@ class InputSignature:
             if nests is not None:
                 return nests
         if len(inputs) != n:
+            takes = f"takes {n} input{'s' if n != 1 else ''} ({', '.join(self.names)}), got {len(inputs)}"
             raise InputError(
-                f"this executor takes {n} input{'s' if n != 1 else ''} ({', '.join(self.names)}), "
-                f"got {len(inputs)}: pass "
+                f"this executor {takes}: pass "
                 + ("one array" if n == 1 else "a list of arrays in that order, or a dict by name")
-                + self._nest_advice()
+                + self._nest_advice(),
+                command_line=f"the model {takes}: give "
+                + ("one --input FILE" if n == 1 else
+                   f"--input NAME=FILE for each ({self.names[0]}=FILE, ...), or one --input FILE per input in that order"),
             )
         return list(inputs)
 
@@ -203,7 +206,11 @@ class InputSignature:
                 out[k] = v
         missing = [self.names[k] for k, v in enumerate(out) if v is _UNSET]
         if missing:
-            raise InputError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+            inputs = f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
+            raise InputError(
+                f"{inputs}; give {'each' if len(missing) > 1 else 'it'} by name too",
+                command_line=f"{inputs}; give {' '.join(f'--input {m}=FILE' for m in missing)} too",
+            )
         return out
 
     def _flat(self, given: Mapping[str, Any], prefix: str) -> dict[str, Any]:
