@@ -123,7 +123,8 @@ class Batches:
         else:
             return None
         if len(arrays) != n:
-            takes = f"the model takes {n} input{'s' if n != 1 else ''} ({', '.join(self.inputs)}), got {len(arrays)} array(s)"
+            takes = (f"the model takes {n} input{'s' if n != 1 else ''} ({', '.join(self.inputs)}), "
+                     f"got {len(arrays)} array(s)")
             raise InputError(
                 f"{takes}: pass a list of arrays in that order, or a dict by name",
                 command_line=f"{takes}: give one --input FILE per input, in that order (an .npz's arrays count "

@@ -102,8 +102,8 @@ class InputSignature:
                 + ("one array" if n == 1 else "a list of arrays in that order, or a dict by name")
                 + self._nest_advice(),
                 command_line=f"the model {takes}: give "
-                + ("one --input FILE" if n == 1 else
-                   f"--input NAME=FILE for each ({self.names[0]}=FILE, ...), or one --input FILE per input in that order"),
+                + ("one --input FILE" if n == 1 else f"--input NAME=FILE for each ({self.names[0]}=FILE, ...), "
+                   "or one --input FILE per input in that order"),
             )
         return list(inputs)
 
