@@ -619,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GraphscopeError, OSError) as e:  # OSError: an unwritable --out, an unreadable directory...
         if args.debug:
             raise
-        print(f"graphscope: error: {e}", file=sys.stderr)
+        # the message as the command line's user reads it, where it differs (options, not arguments)
+        print(f"graphscope: error: {getattr(e, 'command_line', None) or e}", file=sys.stderr)
         return 1
     except _Disagree as e:
         print(f"graphscope: {e}", file=sys.stderr)

@@ -26,7 +26,16 @@ __all__ = [
 
 
 class GraphscopeError(Exception):
-    """Base class of every error graphscope raises on purpose."""
+    """Base class of every error graphscope raises on purpose.
+
+    `command_line`, where given, is the message as the command line's user should read it: its
+    way out in the CLI's options (`--signature NAME`, `--input NAME=FILE`), not in Python's
+    arguments; the CLI prints it instead of the message.
+    """
+
+    def __init__(self, *args: object, command_line: str | None = None) -> None:
+        super().__init__(*args)
+        self.command_line = command_line
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""

@@ -366,6 +366,42 @@ def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["proj/BiasAdd:0", "head/BiasAdd:0"]
 
 
+def test_errors_give_the_way_out_in_options_and_it_works(tmp_path, capsys):
+    """Where the CLI is the caller, an error's advice names its options (--signature NAME,
+    --input NAME=FILE), not Python's arguments; following it runs. The same mistakes made from
+    Python keep Python's advice."""
+    path = tmp_path / "two"
+    models.save_two_signatures(path)
+    rng = np.random.default_rng(0)
+    x, bias = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "bias.npy", bias)
+
+    def error(*argv):
+        assert cli.main(["-q", *map(str, argv)]) == 1
+        return capsys.readouterr().err
+
+    err = error("run", path, "embedding", "--signature", "nope", "--input", tmp_path / "x.npy")
+    assert "give one of them as --signature NAME" in err and "signature=" not in err, err
+    err = error("run", path, "embedding", "--signature", "embed", "--input", tmp_path / "x.npy")
+    assert "--input NAME=FILE" in err and "a dict by name" not in err and "list of arrays" not in err, err
+    err = error("run", path, "embedding", "--signature", "embed", "--input", f"x={tmp_path / 'x.npy'}")
+    assert "--input bias=FILE" in err, err
+    # the way out: one --input per input, in the order the message lists them
+    out = tmp_path / "embedding.npz"
+    assert cli.main(["-q", "run", str(path), "embedding", "--signature", "embed", "--input", str(tmp_path / "x.npy"),
+                     "--input", str(tmp_path / "bias.npy"), "--out", str(out)]) == 0, capsys.readouterr().err
+    want = tf.saved_model.load(str(path)).signatures["embed"](x=tf.constant(x), bias=tf.constant(bias))["embedding"]
+    (got,) = np.load(out).values()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # from Python, Python's advice
+    with pytest.raises(gs.OptionError, match="pass one of them as signature="):
+        gs.trace(str(path), signature="nope", quiet=True)
+    scope = gs.trace(str(path), signature="embed", quiet=True)
+    with pytest.raises(gs.InputError, match="a list of arrays in that order, or a dict by name"):
+        scope.run("embedding", x)
+
+
 def test_find_leaves_unused_tensors_out_unless_asked(tmp_path):
     path = tmp_path / "lstm.keras"
     models.recurrent("LSTM").save(path)

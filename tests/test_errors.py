@@ -53,6 +53,25 @@ class Checked(keras.layers.Layer):
         return tf.sqrt(x)
 
 
+class SizeBranch(keras.layers.Layer):
+    """Branches in Python on its input's length: traceable only where that length is known.
+    Its output shape is declared, so Keras builds a functional model around it without calling it."""
+
+    def call(self, x):
+        length = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]  # as keras-hub's DeepLabV3 does
+        if length > 3:  # a symbolic tensor as a Python bool, where the length is unknown
+            return x * 2.0
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def _size_branch_model():
+    seq = keras.Input((None, 3), name="seq")
+    return keras.Model(seq, SizeBranch(name="branch")(seq), name="size_branch")
+
+
 @dataclasses.dataclass
 class World:
     """Everything the catalogue's calls are made on, built once."""
@@ -92,6 +111,8 @@ def _files(folder):
     module = tf.Module()  # a SavedModel with one signature, serving_default
     module.f = tf.function(lambda v: v * 2.0, input_signature=[tf.TensorSpec((None, 3), tf.float32)])
     tf.saved_model.save(module, str(folder / "doubling"), signatures=module.f)
+    models.save_two_signatures(folder / "two")  # 'embed' takes x (?, 4) and bias (?, 2)
+    np.save(folder / "x.npy", np.ones((2, 4), np.float32))
     return folder
 
 
@@ -290,6 +311,15 @@ WRONG = [
           lambda w: gs.trace(lambda v: v * 2.0, [tf.TensorSpec((None, 3))], training=True),
           gs.OptionError, ValueError, r"training=True changes nothing in the callable '<lambda>': no Keras layer .*"
           r"pass training=True to the layers it calls"),
+    Wrong("a model whose code needs an input size its declared shape leaves unknown",
+          lambda w: gs.trace(_size_branch_model()), gs.UnsupportedModelError, TypeError,
+          r"could not trace model 'size_branch' at its declared input shape \(seq \[\?,\?,3\]\): "
+          r"OperatorNotAllowedInGraphError: Using a symbolic `tf.Tensor` as a Python `bool` is not allowed "
+          r"\(at test_errors.py:\d+ in call\); .*pass input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\] to gs.trace"),
+    Wrong("a function whose code needs an input size its input_signature leaves unknown",
+          lambda w: gs.trace(lambda x: SizeBranch(name="branch")(x), [(None, None, 3)]), gs.UnsupportedModelError,
+          TypeError, r"could not trace the callable '<lambda>' at the input_signature's shape \(\[\?,\?,3\]\): "
+          r"OperatorNotAllowedInGraphError: .* pass input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\]"),
     Wrong("an input_signature that is not a list", lambda w: gs.trace(w.cnn, "x"), gs.UnsupportedModelError,
           TypeError, r"input_signature must be a list of tf.TensorSpec or shapes \(or of dicts, lists and tuples "
           r"of them, one per positional input\), got str"),
@@ -585,14 +615,30 @@ CLI_WRONG = [
      r"nowhere.keras'?: the path does not exist"),
     ("a fetch that names nothing", ["run", "demo", "ROI/nope:0"], 1, r"no tensor named 'ROI/nope:0'.*Did you mean"),
     ("a missing model file", ["tree", "{files}/nowhere.keras"], 1, r"nowhere.keras'?: the path does not exist"),
+    # the way out in the command line's options, not Python's arguments
     ("a signature the SavedModel does not have", ["tree", "{files}/doubling", "--signature", "embed"], 1,
-     r"has no signature named 'embed'.* Its signatures: 'serving_default'; pass one of them"),
+     r"has no signature named 'embed'.* Its signatures: 'serving_default'; give one of them as --signature NAME, "
+     r"or leave --signature out for 'serving_default'$"),
     ("numerics without an input", ["numerics", "{files}/doubling"], 2,
      r"numerics needs --input FILE \(one per model input\) or --input NAME=FILE"),
     ("numerics backward of a tensor that names nothing", ["numerics", "demo", "--backward", "rpn_clas/Softmax:0"], 1,
      r"no tensor named 'rpn_clas/Softmax:0'.*Did you mean"),
     ("a signature of a model that has none", ["tree", "demo", "--signature", "embed"], 1,
-     r"signature='embed' picks one of a SavedModel's signatures, but the Keras model '.*' has none"),
+     r"--signature embed picks one of a SavedModel's signatures, but the Keras model '.*' has none: give a "
+     r"SavedModel directory as the model, or leave --signature out$"),
+    ("one --input for a model of two", ["run", "{files}/two", "embedding", "--signature", "embed", "--input",
+                                        "{files}/x.npy"], 1,
+     r"the model takes 2 inputs \(x, bias\), got 1: give --input NAME=FILE for each \(x=FILE, \.\.\.\), or one "
+     r"--input FILE per input in that order$"),
+    ("a model input left out of --input NAME=FILE", ["run", "{files}/two", "embedding", "--signature", "embed",
+                                                     "--input", "x={files}/x.npy"], 1,
+     r"missing input: bias; give --input bias=FILE too$"),
+    ("one --input to extract for a model of two", ["extract", "{files}/two", "embedding", "--signature", "embed",
+                                                   "--input", "{files}/x.npy", "--out", "{files}/never.zarr"], 1,
+     r"the model takes 2 inputs \(x, bias\), got 1 array\(s\): give one --input FILE per input, in that order"),
+    ("a .keras file with a Lambda layer", ["tree", "{files}/lambda.keras"], 1,
+     r"safe mode refuses to load; if you trust the file, trace it from Python with gs.trace\('.*lambda.keras', "
+     r"safe_mode=False\) \(the command line loads in safe mode\)$"),
 ]
 
 

@@ -19,7 +19,10 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
-from graphscope.errors import InputError, ModelLoadError, OptionError, UnsupportedModelError, suggestion
+from graphscope.errors import (
+    GraphscopeError, InputError, ModelLoadError, OptionError, UnsupportedModelError, suggestion,
+)
+from graphscope.ir.records import shape_text
 
 __all__ = ["Traced", "load_model", "output_keys", "trace_function"]
 
@@ -41,6 +44,10 @@ class Traced:
     # where each named input is among the function's flat inputs (None: in the same order);
     # they differ where TensorFlow sorts keyword arguments by name (a SavedModel signature)
     input_positions: list[int] | None = None
+    # the arguments the function or model is called with, in order: each argument's name and
+    # its nest (dicts, lists, tuples) with each tensor replaced by its input's position in
+    # `input_names`; a plain int for an argument that is one tensor (None: not known)
+    arguments: list[tuple[str, Any]] | None = None
 
     @property
     def output_keys(self) -> list[str]:
@@ -180,7 +187,14 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
     try:
         return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
     except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"could not load {str(path)!r}: {_load_failure(e)}") from None
+        why = _load_failure(e)
+        python = "pass safe_mode=False to gs.trace"
+        raise ModelLoadError(
+            f"could not load {str(path)!r}: {why}",
+            command_line=f"could not load {str(path)!r}: " + why.replace(
+                python, f"trace it from Python with gs.trace({str(path)!r}, safe_mode=False) (the command line "
+                "loads in safe mode)"),
+        ) from None
     finally:
         random.setstate(state)
 
@@ -217,7 +231,9 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
     specs, structured = _keras_signature(model, input_signature)
     if not model.built:
         _build(model, specs, structured, training)
-    with TRACE_LOCK, recording([model]) as recorder:
+    what = f"model {model.name!r}"
+    declared = "its declared input shape" if input_signature is None else "the input_signature's shape"
+    with TRACE_LOCK, recording([model]) as recorder, _refusing(what, specs, declared):
         fn = tf.function(_calling(model))
         if structured is not None:
             cf = fn.get_concrete_function(structured, training=training)
@@ -234,7 +250,19 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         calls=recorder.calls,
         training=training,
         source="keras",
+        arguments=_keras_arguments(model, specs, structured),
     )
+
+
+def _keras_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) -> list[tuple[str, Any]]:
+    """The arguments a Keras model is called with: one nest (`structured`), or one tensor per
+    spec; named after the parameters of its `call` (`inputs`, else `input_<k>`)."""
+    parameters = _argument_names(getattr(model, "call", None)) or []
+    name = lambda k: parameters[k] if k < len(parameters) else f"input_{k}"  # noqa: E731
+    if structured is None:
+        return [(name(k), k) for k in range(len(specs))]
+    count = iter(range(len(specs)))
+    return [(name(0), tf.nest.map_structure(lambda _: next(count), structured))]
 
 
 def _calling(model: Any) -> Any:
@@ -473,9 +501,11 @@ def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
         specs = _normalize_signature(
             input_signature, default_dtype=tf.float32, names=None, arguments=_argument_names(fn)
         )
-        return fn.get_concrete_function(*specs)
+        with _refusing(what, tf.nest.flatten(specs), "the input_signature's shape"):
+            return fn.get_concrete_function(*specs)
     if getattr(fn, "input_signature", None) is not None:
-        return fn.get_concrete_function()
+        with _refusing(what, tf.nest.flatten(fn.input_signature), "its own input_signature's shape"):
+            return fn.get_concrete_function()
     concrete = list(getattr(fn, "concrete_functions", []) or [])
     if len(concrete) == 1:
         return concrete[0]
@@ -483,6 +513,83 @@ def _concrete(fn: Any, input_signature: Any, *, what: str) -> Any:
         f"cannot tell the inputs of {what}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+@contextlib.contextmanager
+def _refusing(what: str, specs: list[Any], shape: str) -> Iterator[None]:
+    """Turn TensorFlow's refusal to trace the model's code into `UnsupportedModelError`: what
+    could not be traced, at which input shapes, TensorFlow's reason (its first line) and where
+    in the user's code. An error the model's code raises itself (a `RuntimeError`, a
+    `KeyError`), and graphscope's own, pass through untouched."""
+    try:
+        yield
+    except GraphscopeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - sorted below
+        if not _refused_by_tensorflow(e):
+            raise
+        message = _untraceable(what, specs, shape, e)
+        raise UnsupportedModelError(message, command_line=re.sub(
+            r"pass (input_signature=\[.*\]) to gs\.trace", r"trace it from Python, gs.trace(model, \1) (the command "
+            r"line traces a model at its own input shapes)", message)) from None
+
+
+def _refused_by_tensorflow(e: BaseException) -> bool:
+    """Whether TensorFlow refused to build the graph: an error of its own types (a symbolic
+    tensor used as a Python bool, a tensor out of its graph, an op's shape check), or a
+    ValueError/TypeError from an op's shape or dtype inference."""
+    if type(e).__module__.startswith("tensorflow."):
+        return True
+    text = str(e)
+    return isinstance(e, (ValueError, TypeError)) and bool(re.search(
+        r"\{\{node |Dimensions must be equal|Shapes? .*(are )?incompatible|must be rank|"
+        r"symbolic `?tf\.Tensor|Tensor\.name is undefined", text))
+
+
+def _untraceable(what: str, specs: list[Any], shape: str, e: BaseException) -> str:
+    """Why `what` could not be traced at `specs`, and what to pass instead: fixed sizes where the
+    shapes leave some unknown (code that branches on a size in Python needs it known)."""
+    specs = [s for s in specs if isinstance(s, tf.TensorSpec)]
+    shapes = ", ".join(f"{s.name} {shape_text(_shape(s))}" if s.name else shape_text(_shape(s)) for s in specs)
+    reason, where = _user_code_reason(e)
+    message = (f"could not trace {what} at {shape} ({shapes}): {type(e).__name__}: {reason.rstrip('.')}"
+               + (f" (at {where})" if where else ""))
+    unknown = any(s.shape.rank is None or None in s.shape.as_list()[1:] for s in specs)
+    if unknown:
+        fixed = ", ".join(_fixed_spec(s) for s in specs)
+        return (f"{message}; code that needs its input's sizes can be traced only where they are known: pass "
+                f"input_signature=[{fixed}] to gs.trace, with your data's sizes in place of the unknown ones")
+    return f"{message}; this is the model's own code failing under tf.function at these shapes: fix it there"
+
+
+def _fixed_spec(spec: tf.TensorSpec) -> str:
+    """`spec` written with its unknown sizes (all but the batch axis) filled in, as an example."""
+    dims = spec.shape.as_list() if spec.shape.rank is not None else [None, 64, 64, 3]
+    shape = ", ".join(str(d) if d is not None else ("None" if k == 0 else "64") for k, d in enumerate(dims))
+    dtype = "" if spec.dtype == tf.float32 else f", tf.{spec.dtype.name}"
+    return f"tf.TensorSpec(({shape}{',' if len(dims) == 1 else ''}){dtype})"
+
+
+def _user_code_reason(e: BaseException) -> tuple[str, str | None]:
+    """The first line of what went wrong in a tracing error (under Keras' "Exception encountered
+    when calling X.call()." the line that says why), and the last frame of TensorFlow's "in user
+    code:" report outside TensorFlow, Keras and graphscope (`file.py:6 in call`)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.findall(r"^\s*\w+(?:Error|Exception): (.+)$", text, re.M)
+    reason = found[-1].strip() if found else _first_line(e)
+    if reason.startswith("Exception encountered when calling"):
+        after = text[text.rfind(reason) + len(reason):].splitlines()
+        lines = [line.strip() for line in after if line.strip() and not line.strip().startswith("Arguments received")]
+        skip = ("Could not automatically infer the output shape",)
+        lines = [line for line in lines if not line.startswith(skip)] or [reason]
+        reason = f"{lines[0]} (in {reason.removeprefix('Exception encountered when calling ').rstrip('.')})"
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    ours = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}keras{os.sep}src{os.sep}", f"{os.sep}tf_keras{os.sep}",
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    outside = [f for f in frames if not any(part in f[0] for part in ours)]
+    where = f"{Path(outside[-1][0]).name}:{outside[-1][1]} in {outside[-1][2]}" if outside else None
+    sentence = re.match(r"(.{20,}?[.!?])(?:\s|$)", reason)  # its first sentence: TensorFlow's advice after it is
+    return (sentence.group(1) if sentence else reason)[:240], where  # about tf.function, not graphscope
 
 
 def _check_signature_option(model: Any, signature: Any, input_signature: Any) -> None:
@@ -501,7 +608,9 @@ def _check_signature_option(model: Any, signature: Any, input_signature: Any) ->
     if not isinstance(model, (str, os.PathLike)) and not hasattr(model, "signatures"):
         raise OptionError(
             f"signature={signature!r} picks one of a SavedModel's signatures, but {_describe(model)} has none: "
-            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out"
+            "pass a SavedModel directory (or tf.saved_model.load's result), or leave signature out",
+            command_line=f"--signature {signature} picks one of a SavedModel's signatures, but {_describe(model)} "
+            "has none: give a SavedModel directory as the model, or leave --signature out",
         )
 
 
@@ -510,10 +619,11 @@ def _check_signature_name(signatures: Any, signature: str, label: str) -> None:
     if signature in (signatures or {}):
         return
     available = ", ".join(repr(k) for k in sorted(signatures or {})) or "none"
+    wrong = f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} " \
+            f"Its signatures: {available}"
     raise OptionError(
-        f"{label} has no signature named {signature!r}.{suggestion(signature, list(signatures or {}))} "
-        f"Its signatures: {available}; pass one of them as signature=, or leave signature out for "
-        "'serving_default'"
+        f"{wrong}; pass one of them as signature=, or leave signature out for 'serving_default'",
+        command_line=f"{wrong}; give one of them as --signature NAME, or leave --signature out for 'serving_default'",
     )
 
 
@@ -529,7 +639,28 @@ def _from_concrete(cf: Any, *, name: str, source: str) -> Traced:
     names, positions = _declared_inputs(cf)
     in_order = positions == list(range(len(positions)))
     return Traced(function=cf, name=name, input_names=names, source=source,
-                  input_positions=None if in_order else positions)
+                  input_positions=None if in_order else positions, arguments=_arguments(cf, positions))
+
+
+def _arguments(cf: Any, positions: list[int]) -> list[tuple[str, Any]] | None:
+    """A ConcreteFunction's arguments (`Traced.arguments`): positional ones named by the Python
+    parameters of the function it traced, keywords by their keyword; None where an argument
+    holds something other than tensors (a Python value it was traced with), or where a
+    parameter name is unknown."""
+    args, kwargs = cf.structured_input_signature
+    parameters = list(getattr(getattr(cf, "function_type", None), "parameters", None) or [])
+    if len(parameters) < len(args):
+        return None
+    declared = {k: i for i, k in enumerate(positions)}  # flat position -> position in input_names
+    count = iter(range(len(tf.nest.flatten((args, kwargs)))))
+    numbered = tf.nest.pack_sequence_as(
+        (args, kwargs),
+        [declared.get(next(count)) if isinstance(s, tf.TensorSpec) else None for s in tf.nest.flatten((args, kwargs))],
+    )
+    arguments = list(zip(parameters, numbered[0])) + [(key, numbered[1][key]) for key in sorted(kwargs)]
+    if any(k is None for _, nest in arguments for k in tf.nest.flatten(nest)):
+        return None
+    return arguments
 
 
 def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:

@@ -50,6 +50,15 @@ def read_array(path: str, *, mmap: bool = False) -> Any:
         raise InputError(f"cannot read {path!r}: the file is damaged ({e}); save it again with numpy.save") from None
 
 
+def _all_arrays(data: Any) -> bool:
+    """Whether every leaf of `data` (dicts, lists and tuples opened) is a numpy array."""
+    if isinstance(data, Mapping):
+        return all(_all_arrays(v) for v in data.values())
+    if isinstance(data, (list, tuple)):
+        return bool(data) and all(_all_arrays(v) for v in data)
+    return isinstance(data, np.ndarray)
+
+
 class Batches:
     """The batches of `data` for an executor's inputs (its `signature`): each a list of arrays,
     one per input."""
@@ -100,7 +109,7 @@ class Batches:
         n = len(self.inputs)
         if isinstance(data, np.ndarray):
             arrays = [data]
-        elif isinstance(data, Mapping) and all(isinstance(v, np.ndarray) for v in data.values()):
+        elif isinstance(data, Mapping) and _all_arrays(data):  # by input name, or by argument with its nest
             arrays = self._signature.bind(data)
         elif (
             isinstance(data, (list, tuple))
@@ -109,12 +118,17 @@ class Batches:
             and all(isinstance(v, np.ndarray) for v in data)
         ):
             arrays = list(data)
+        elif isinstance(data, (list, tuple)) and _all_arrays(data) and self._signature.by_argument(data, refuse=False):
+            arrays = self._signature.by_argument(data)  # one nest per argument, as the function takes them
         else:
             return None
         if len(arrays) != n:
+            takes = (f"the model takes {n} input{'s' if n != 1 else ''} ({', '.join(self.inputs)}), "
+                     f"got {len(arrays)} array(s)")
             raise InputError(
-                f"the model takes {n} inputs ({', '.join(self.inputs)}), got {len(arrays)} array(s): "
-                "pass a list of arrays in that order, or a dict by name"
+                f"{takes}: pass a list of arrays in that order, or a dict by name",
+                command_line=f"{takes}: give one --input FILE per input, in that order (an .npz's arrays count "
+                "in the order they were saved)",
             )
         if any(a.ndim == 0 for a in arrays):
             raise InputError("each input array needs the samples on its first axis; got a scalar")
@@ -174,12 +188,18 @@ class Batches:
     def _element(self, element: Any) -> list[np.ndarray]:
         """One batch as a list of arrays; Keras' `(x, y[, sample_weight])` tuples give x."""
         n = len(self.inputs)
-        if isinstance(element, tuple) and element and isinstance(element[0], (tuple, list, Mapping)):
+        # one nest per argument (a function of nests), before Keras' (x, y) reading of a tuple
+        nests = self._signature.by_argument(element, refuse=False) if isinstance(element, (list, tuple)) else None
+        if nests is not None:
+            element = nests
+        elif isinstance(element, tuple) and element and isinstance(element[0], (tuple, list, Mapping)):
             element = element[0]
         elif isinstance(element, tuple) and n == 1 and len(element) in (2, 3):
             element = element[0]
         if isinstance(element, Mapping):
             arrays = self._signature.bind(element)
+        elif isinstance(element, (list, tuple)) and nests is None:
+            arrays = self._signature.by_argument(element) or list(element)
         elif isinstance(element, (list, tuple)):
             arrays = list(element)
         else:

@@ -38,8 +38,8 @@ class Runner:
     _canonical_ops: dict[str, str]
     _edit_ops: dict[str, str]
 
-    def _setup(self, feeds: Sequence[tuple[str, Tensor]]) -> None:
-        self.signature = InputSignature(feeds)
+    def _setup(self, feeds: Sequence[tuple[str, Tensor]], arguments: Any = None) -> None:
+        self.signature = InputSignature(feeds, arguments)
         for t in self.signature.tensors:
             if t.context:
                 raise UnsupportedFetchError(
@@ -102,11 +102,12 @@ class Executor(Runner):
         *,
         explicit_feeds: bool,
         edits: Sequence[editing.Edit] = (),
+        arguments: Any = None,
     ) -> None:
         self._keys = [k for k, _ in fetches]
         self.fetches: list[Tensor] = [t for _, t in fetches]
         self.edits: dict[str, Any] = {e.tensor.name: e.array if e.array is not None else e.fn for e in edits}
-        self._setup(feeds)
+        self._setup(feeds, arguments)  # fed the model's inputs: also in the nests it takes them
         for t in self.fetches:
             if t.is_handle:
                 raise UnsupportedFetchError(

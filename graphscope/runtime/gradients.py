@@ -45,11 +45,12 @@ class GradientExecutor(Runner):
         *,
         target: Any = None,
         edits: Sequence[editing.Edit] = (),
+        arguments: Any = None,
     ) -> None:
         self.of = of
         self.wrt: list[str] = [k for k, _ in wrt]
         self.target = target
-        self._setup(feeds)
+        self._setup(feeds, arguments)
         if of.context:
             raise UnsupportedFetchError(
                 f"cannot take the gradient of {of.name!r}: it is computed inside {of.context}, where it has a value "

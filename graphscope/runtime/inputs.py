@@ -17,23 +17,50 @@ from graphscope.runtime.convert import to_dtype
 __all__ = ["InputSignature", "call_once"]
 
 
+_UNSET: Any = object()  # an input not given (None may be a value, if a wrong one)
+
+
+def _shown(value: Any) -> str:
+    """What was given instead of a nest, briefly: a dict's keys, a list's length, a type."""
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    shape = getattr(value, "shape", None)
+    return f"a {type(value).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+
+
 def call_once(executor: Any, inputs: Any) -> Results:
     """Call an executor with `inputs` (a list or tuple holds positional inputs, or is the one
     input's value: see `InputSignature.bind`)."""
     return executor(inputs)
 
 
+class _Misfit(Exception):
+    """A value that does not have the structure of the argument it is given for."""
+
+
 class InputSignature:
     """What an executor is fed: names (every spelling of each input accepted by name), dtypes and
-    static shapes; `bind` turns what a caller passes into the arrays, in order."""
+    static shapes; `bind` turns what a caller passes into the arrays, in order.
 
-    def __init__(self, feeds: Sequence[tuple[str, Tensor]]) -> None:
+    `arguments` (the model's own inputs only: `Traced.arguments`) are the arguments the traced
+    function takes, each a name and a nest of input positions; where one of them is a nest
+    (a dict, list or tuple of tensors), the inputs may also be given as the function takes
+    them: a dict by argument name whose values are nests, or a list with one nest per argument.
+    """
+
+    def __init__(self, feeds: Sequence[tuple[str, Tensor]], arguments: Sequence[tuple[str, Any]] | None = None) -> None:
         self.names: list[str] = [k for k, _ in feeds]
         self.tensors: list[Tensor] = [t for _, t in feeds]
         self._aliases: dict[str, int] = {}
         for k, (name, t) in enumerate(feeds):
             for alias in (name, t.name, t.raw_name, t.op, t.raw_name.rpartition(":")[0]):
                 self._aliases.setdefault(alias, k)
+        # kept only where some argument is a nest: otherwise one argument is one input, and
+        # the arguments are the inputs
+        nested = arguments is not None and any(not isinstance(nest, int) for _, nest in arguments)
+        self.arguments: list[tuple[str, Any]] | None = list(arguments) if nested else None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,16 +85,87 @@ class InputSignature:
         if len(inputs) == 1 and isinstance(inputs[0], Mapping):
             return self._by_name(inputs[0])
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            nests = self.by_argument(inputs[0])
+            if nests is not None:
+                return nests
             if n == 1 and not self._holds_one(inputs[0]):
                 return [inputs[0]]  # one input's value, written as (nested) lists
             inputs = tuple(inputs[0])  # a list/tuple holds the positional inputs
+        else:
+            nests = self.by_argument(inputs)
+            if nests is not None:
+                return nests
         if len(inputs) != n:
+            takes = f"takes {n} input{'s' if n != 1 else ''} ({', '.join(self.names)}), got {len(inputs)}"
             raise InputError(
-                f"this executor takes {n} input{'s' if n != 1 else ''} ({', '.join(self.names)}), "
-                f"got {len(inputs)}: pass "
+                f"this executor {takes}: pass "
                 + ("one array" if n == 1 else "a list of arrays in that order, or a dict by name")
+                + self._nest_advice(),
+                command_line=f"the model {takes}: give "
+                + ("one --input FILE" if n == 1 else f"--input NAME=FILE for each ({self.names[0]}=FILE, ...), "
+                   "or one --input FILE per input in that order"),
             )
         return list(inputs)
+
+    def by_argument(self, given: Sequence[Any], *, refuse: bool = True) -> list[Any] | None:
+        """The inputs in order from `given`, one nest per argument (see `bind`), or None where
+        `given` is not that: no argument is a nest, its length is not the number of arguments,
+        or (its length being also the number of inputs) an item lacks its argument's structure.
+
+        Raises:
+            InputError: as many items as arguments, but not as many as inputs, and an item
+                without its argument's structure (the message shows the structure expected);
+                with `refuse=False`, None instead.
+        """
+        if self.arguments is None or len(given) != len(self.arguments):
+            return None
+        out: list[Any] = [_UNSET] * len(self.names)
+        try:
+            for (name, nest), value in zip(self.arguments, given):
+                self._fit(nest, value, name, out)
+        except _Misfit as e:
+            if len(given) == len(self.names) or not refuse:
+                return None  # as many items as inputs: one value per input, in order
+            raise InputError(f"{e}; give one nest per argument in that order, or a dict by name") from None
+        return out
+
+    def _fit(self, nest: Any, value: Any, where: str, out: list[Any]) -> None:
+        """Put the leaves of `value`, which must have the structure of `nest`, at the positions
+        `nest` holds (a dict's keys, a list's or tuple's length; a leaf takes any value)."""
+        if isinstance(nest, int):
+            out[nest] = value
+            return
+        expected = self._structure(nest)
+        if isinstance(nest, Mapping):
+            if not isinstance(value, Mapping) or set(value) != set(nest):
+                raise _Misfit(f"argument {where!r} takes {expected}, got {_shown(value)}")
+            for key in nest:
+                self._fit(nest[key], value[key], f"{where}/{key}", out)
+            return
+        if hasattr(nest, "_fields") and isinstance(value, Mapping) and set(value) == set(nest._fields):
+            value = [value[f] for f in nest._fields]
+        if not isinstance(value, (list, tuple)) or len(value) != len(nest):
+            raise _Misfit(f"argument {where!r} takes {expected}, got {_shown(value)}")
+        for k, (item, v) in enumerate(zip(nest, value)):
+            self._fit(item, v, f"{where}/{k}", out)
+
+    def _structure(self, nest: Any) -> str:
+        """A nest written with its inputs' names: `{'img': img, 'pair': [pair/0, pair/1]}`."""
+        if isinstance(nest, int):
+            return self.names[nest]
+        if isinstance(nest, Mapping):
+            return "{" + ", ".join(f"{key!r}: {self._structure(v)}" for key, v in nest.items()) + "}"
+        if hasattr(nest, "_fields"):
+            return f"{type(nest).__name__}(" + ", ".join(
+                f"{f}={self._structure(v)}" for f, v in zip(nest._fields, nest)) + ")"
+        items = ", ".join(self._structure(v) for v in nest)
+        return f"[{items}]" if isinstance(nest, list) else f"({items}{',' if len(nest) == 1 else ''})"
+
+    def _nest_advice(self) -> str:
+        if self.arguments is None:
+            return ""
+        shown = ", ".join(f"{name}={self._structure(nest)}" for name, nest in self.arguments)
+        return f"; or one nest per argument, as the function takes them ({shown})"
 
     def _holds_one(self, given: list[Any] | tuple[Any, ...]) -> bool:
         """Whether a list/tuple passed for the one input is `[x]`: one array or tensor of the
@@ -78,18 +176,41 @@ class InputSignature:
         return shape is None or len(given[0].shape) == len(shape)
 
     def _by_name(self, given: Mapping[str, Any]) -> list[Any]:
-        out: list[Any] = [None] * len(self.names)
-        for key, value in self._flat(given, "").items():
-            k = self._aliases.get(key)
-            if k is None:
-                raise InputError(
-                    f"unknown input {key!r}: this executor takes {', '.join(self.names)}."
-                    + suggestion(str(key), self.names)
-                )
-            out[k] = value
-        missing = [self.names[k] for k, v in enumerate(out) if v is None]
+        """By input name, or (an argument being a nest) by argument name with the nest as its
+        value: a key that names an input is that input, else one that names an argument that
+        argument, else one whose nest opens into inputs' paths (`_flat`)."""
+        out: list[Any] = [_UNSET] * len(self.names)
+        arguments = dict(self.arguments or [])
+        for key, value in given.items():
+            if key not in self._aliases and key in arguments:
+                by_argument: list[Any] = [_UNSET] * len(self.names)
+                try:
+                    self._fit(arguments[key], value, str(key), by_argument)
+                    flat = {self.names[k]: v for k, v in enumerate(by_argument) if v is not _UNSET}
+                except _Misfit as e:
+                    flat = self._flat({key: value}, "")  # part of a nest, the rest by name
+                    if any(name not in self._aliases for name in flat):
+                        raise InputError(f"{e}; give it in that structure, or its inputs by name") from None
+            else:
+                flat = self._flat({key: value}, "")
+            for name, v in flat.items():
+                k = self._aliases.get(name)
+                if k is None:
+                    raise InputError(
+                        f"unknown input {name!r}: this executor takes {', '.join(self.names)}"
+                        + (f" (or, by argument, {', '.join(repr(a) for a in arguments)})" if arguments else "")
+                        + "." + suggestion(str(name), [*self.names, *arguments])
+                    )
+                if out[k] is not _UNSET:
+                    raise InputError(f"input {self.names[k]!r} is given twice; give each input once")
+                out[k] = v
+        missing = [self.names[k] for k, v in enumerate(out) if v is _UNSET]
         if missing:
-            raise InputError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+            inputs = f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
+            raise InputError(
+                f"{inputs}; give {'each' if len(missing) > 1 else 'it'} by name too",
+                command_line=f"{inputs}; give {' '.join(f'--input {m}=FILE' for m in missing)} too",
+            )
         return out
 
     def _flat(self, given: Mapping[str, Any], prefix: str) -> dict[str, Any]:

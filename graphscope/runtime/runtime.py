@@ -60,7 +60,8 @@ class Runtime:
         executor = self._executors.get(key)
         if executor is None:
             self._note_unused([t for _, t in fetch_pairs])
-            executor = Executor(self, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None, edits=edit_list)
+            executor = Executor(self, fetch_pairs, feed_pairs, explicit_feeds=feeds is not None, edits=edit_list,
+                                arguments=self._arguments(feeds))
             self._executors.put(key, executor)
         return executor
 
@@ -105,7 +106,8 @@ class Runtime:
         executor = self._executors.get(key)
         if executor is None:
             self._note_unused([of_tensor])
-            executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list)
+            executor = GradientExecutor(self, of_tensor, entries, feed_pairs, target=target, edits=edit_list,
+                                        arguments=self._arguments(feeds))
             self._executors.put(key, executor)
         return executor
 
@@ -130,6 +132,13 @@ class Runtime:
                 f"that reads it ({', '.join(reads[:3]) or 'its ReadVariableOp'}), or assign the variable "
                 "itself (and put it back after)"
             ) from None
+
+    def _arguments(self, feeds: Any) -> Any:
+        """The arguments the model's inputs are fed in (`Traced.arguments`), when they are fed."""
+        arguments = getattr(self.traced, "arguments", None)
+        if feeds is not None or arguments is None or len(self.graph.inputs) != len(self.traced.input_names):
+            return None
+        return arguments
 
     def _feed_pairs(self, feeds: Any) -> list[tuple[str, Tensor]]:
         if feeds is None:

@@ -51,6 +51,42 @@ def test_wrappers_are_removed_when_tracing_fails():
     assert gs.trace(model).layer("flaky").output.name == "flaky/mul:0"
 
 
+class _SizeBranch(keras.layers.Layer):
+    """Branches in Python on its input's length (traceable only where it is known); its output
+    shape is declared, so Keras builds a model around it without calling it."""
+
+    def call(self, x):
+        length = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]  # as keras-hub's DeepLabV3 does
+        if length > 3:
+            return x * 2.0
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_a_model_untraceable_at_its_shapes_is_refused_with_fixed_sizes_that_work():
+    """Keras models, callables and tf.Modules alike: TensorFlow's refusal becomes
+    UnsupportedModelError naming the shapes and the reason; the fixed sizes it advises trace,
+    and the values equal the model's own."""
+    seq = keras.Input((None, 3), name="seq")
+    model = keras.Model(seq, _SizeBranch(name="branch")(seq), name="size_branch")
+    module = tf.Module()
+    module.__call__ = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec((None, None, 3))])
+    x = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    for traced, signature, shape in [(model, None, "its declared input shape"),
+                                     (lambda v: model(v), [(None, None, 3)], "the input_signature's shape"),
+                                     (module, None, "its own input_signature's shape")]:
+        with pytest.raises(gs.UnsupportedModelError, match=rf"could not trace .* at {shape} .*\[\?,\?,3\]\): "
+                           r"OperatorNotAllowedInGraphError: .*\(at test_trace.py:\d+ in call\); .*"
+                           r"input_signature=\[tf.TensorSpec\(\(None, 64, 3\)\)\]") as caught:
+            gs.trace(traced, signature, quiet=True)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    scope = gs.trace(model, [tf.TensorSpec((None, 4, 3))], quiet=True)  # the way out: the size known
+    np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-6)
+    np.testing.assert_allclose(model(x), x * 2.0)  # the branch taken, by hand
+
+
 def test_unbuilt_model_is_refused_with_how_to_build():
     with pytest.raises(gs.UnsupportedModelError, match=r"not built.*model.build") as e:
         gs.trace(models.unbuilt_subclassed())
@@ -611,6 +647,65 @@ def test_nested_signatures_name_inputs_by_their_path():
     (out,) = twice.outputs.names
     np.testing.assert_allclose(twice.run(out, {"a": {"x": a["left"]}, "b": {"x": a["right"]}})[out],
                                a["left"] - a["right"], rtol=1e-6)
+
+
+def test_nested_inputs_are_fed_in_the_nest_the_function_takes(tmp_path):
+    """A function of nests is fed as it is called: a dict by argument name whose values are
+    nests, or one nest per argument (as a list, or as the executor's arguments); flat names and
+    flat lists keep working; a data job takes the same. The oracle: the function called eagerly."""
+    d1, d2 = keras.layers.Dense(3, name="d1"), keras.layers.Dense(3, name="d2")
+
+    def f(batch, bias):
+        return {"y": d1(batch["img"]) + d2(batch["pair"][0]) * batch["pair"][1] + bias}
+
+    spec = tf.TensorSpec((None, 4))
+    scope = gs.trace(f, [{"img": spec, "pair": [spec, tf.TensorSpec((None, 3))]}, tf.TensorSpec((None, 3))], quiet=True)
+    assert scope.inputs == ["img", "pair/0", "pair/1", "bias"]
+    rng = np.random.default_rng(0)
+    batch = {"img": rng.normal(size=(5, 4)), "pair": [rng.normal(size=(5, 4)), rng.normal(size=(5, 3))]}
+    batch = tf.nest.map_structure(lambda a: a.astype(np.float32), batch)
+    bias = rng.normal(size=(5, 3)).astype(np.float32)
+    want = f(tf.nest.map_structure(tf.constant, batch), tf.constant(bias))["y"].numpy()
+    flat = [batch["img"], *batch["pair"], bias]
+    for given in ({"batch": batch, "bias": bias}, [batch, bias], (batch, bias), flat,
+                  dict(zip(scope.inputs, flat)), {"batch": {"img": batch["img"], "pair": batch["pair"]}, "bias": bias}):
+        np.testing.assert_allclose(scope.run("y", given)["y"], want, rtol=1e-5)
+    np.testing.assert_allclose(scope.executor("y")(batch, bias)["y"], want, rtol=1e-5)  # as the function's arguments
+    grads = scope.gradients("y", ["bias"], [batch, bias])  # gradients bind the same way
+    np.testing.assert_allclose(grads["bias"], np.ones_like(bias))
+    bundle = scope.extract(["y"], {"batch": batch, "bias": bias}, out=tmp_path / "by_argument.zarr", batch_size=2)
+    np.testing.assert_allclose(np.asarray(bundle["y"]), want, rtol=1e-5)
+    bundle = scope.extract(["y"], [batch, bias], out=tmp_path / "by_position.zarr", batch_size=2)
+    np.testing.assert_allclose(np.asarray(bundle["y"]), want, rtol=1e-5)
+    # a nest of the wrong structure is refused, naming the structure the argument takes
+    with pytest.raises(gs.InputError, match=r"argument 'batch' takes \{'img': img, 'pair': \[pair/0, pair/1\]\}, "
+                                            r"got a dict with keys \['img'\]"):
+        scope.run("y", [{"img": batch["img"]}, bias])
+    with pytest.raises(gs.InputError, match=r"argument 'batch/pair' takes \[pair/0, pair/1\], got a list of 1"):
+        scope.run("y", {"batch": {"img": batch["img"], "pair": batch["pair"][:1]}, "bias": bias})
+    with pytest.raises(gs.InputError, match="input 'img' is given twice"):
+        scope.run("y", {"batch": batch, "img": batch["img"], "bias": bias})
+    with pytest.raises(gs.InputError, match=r"got 3: .*or one nest per argument.*batch=\{'img': img"):
+        scope.run("y", flat[:3])
+
+    # as many items as arguments and as inputs: nests where every item has its argument's
+    # structure, else one value per input
+    def g(images, scale):
+        return d1(images[0]) * scale
+
+    scope = gs.trace(g, [[spec], tf.TensorSpec(())], quiet=True)
+    assert scope.inputs == ["images/0", "scale"]
+    x = batch["img"]
+    want = g([tf.constant(x)], tf.constant(2.0)).numpy()
+    (out,) = scope.outputs.names
+    for given in ([[x], np.float32(2.0)], [x, np.float32(2.0)], {"images": [x], "scale": 2.0}):
+        np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-5)
+    row = x.tolist()[:1]  # a 1x4 array written as lists: [[...]]
+    np.testing.assert_allclose(scope.run(out, [[row], 2.0])[out], want[:1], rtol=1e-5)
+    # `row` is itself a list of one, the structure `images` takes: read as that nest, its one
+    # item (4 numbers) is images/0, which is refused, not read as one value per input
+    with pytest.raises(gs.InputError, match=r"input 'images/0' expects shape \[\?,4\].*got \[4\]"):
+        scope.run(out, [row, 2.0])
 
 
 def test_a_functional_model_with_dict_inputs_takes_a_nested_signature():
