@@ -691,7 +691,10 @@ def test_a_keras_model_exported_with_extra_signatures(tmp_path):
     (out,) = scope.outputs.names
     np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
     assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
-    np.testing.assert_allclose(gs.trace(tmp_path / "both", quiet=True).run(out, x)[out], model(x), rtol=1e-5)
+    default = gs.trace(tmp_path / "both", quiet=True)
+    (key,) = default.output_keys  # each signature's output is what it computes: not the same tensor
+    assert default.outputs.names == ["probs/Softmax:0"] and out == f"{hidden}/Tanh:0"  # as Keras built them
+    np.testing.assert_allclose(default.run(key, x)[key], model(x), rtol=1e-5)
 
 
 def test_a_model_of_several_inputs_takes_one_spec_per_input_or_their_nest():
@@ -827,3 +830,70 @@ def test_a_saved_models_layers_keep_the_order_of_their_ops(tmp_path):
     scope = gs.trace(tmp_path / "cnn", quiet=True)
     assert [lay.name for lay in scope.layers] == [lay.name for lay in model.layers[1:]]  # after the InputLayer
     assert scope.layer("conv").inputs.names == [f"{model.input.name}:0"]
+
+
+class _Scorer(tf.Module):
+    """Signatures without Keras: one computing in a name scope, one without any, one multiplying
+    by its variable twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(1).normal(size=(4, 2)).astype(np.float32), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a")])
+    def plain(self, a):
+        return {"s": tf.nn.tanh(tf.matmul(a, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a")])
+    def scoped(self, a):
+        with tf.name_scope("scorer"):
+            return {"s": tf.nn.tanh(tf.matmul(a, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a"), tf.TensorSpec((None, 2), name="b")])
+    def both(self, a, b):
+        return {"sum": tf.matmul(a, self.w) + b, "prod": tf.matmul(a, self.w) * b}
+
+
+def test_a_saved_models_outputs_are_what_its_serving_call_computes(tmp_path):
+    """Not the serving call's `StatefulPartitionedCall:0`: the tensor its body computes, named as
+    the same function traced live names it; fetched by name or key, edited and differentiated."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="feat")
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(hidden), name="clf")
+    model.export(str(tmp_path / "clf"), verbose=False)
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.plain,
+                                                                   "scoped": module.scoped, "both": module.both})
+    rng = np.random.default_rng(0)
+    x, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    cases = [("clf", None, gs.trace(model, quiet=True), {"feat": x}),
+             ("mod", None, gs.trace(module.plain, quiet=True), {"a": x}),
+             ("mod", "scoped", gs.trace(module.scoped, quiet=True), {"a": x}),
+             ("mod", "both", gs.trace(module.both, quiet=True), {"a": x, "b": b})]
+    for folder, signature, live, feed in cases:
+        loaded = tf.saved_model.load(str(tmp_path / folder))
+        function = loaded.signatures[signature or "serving_default"]
+        want = function(**{k: tf.constant(v) for k, v in feed.items()})  # by keyword
+        scope = gs.trace(tmp_path / folder, signature=signature, quiet=True)
+        assert sorted(scope.outputs.names) == sorted(live.outputs.names), (folder, signature)
+        assert not [n for n in scope.outputs.names if "PartitionedCall" in n]
+        inputs = [feed[k] for k in scope.inputs]
+        for key, out in zip(scope.output_keys, scope.outputs):
+            got = scope.run([out.name, key], inputs)
+            np.testing.assert_allclose(got[out.name], want[key], rtol=1e-6)
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
+            # an edit of the output is what the function returns, edited by hand
+            edited = scope.run(key, inputs, edits={out.name: lambda v: v * 2.0 + 1.0})[key]
+            np.testing.assert_allclose(edited, want[key].numpy() * 2.0 + 1.0, rtol=1e-6)
+            first = scope.inputs[0]
+            with tf.GradientTape() as tape:
+                fed = {k: tf.constant(v) for k, v in feed.items()}
+                tape.watch(fed[first])
+                total = tf.reduce_sum(function(**fed)[key])
+            grad = scope.gradients(out.name, [first], inputs)[first]
+            np.testing.assert_allclose(grad, tape.gradient(total, fed[first]), rtol=1e-5, atol=1e-6)
+            # and the output as a cut: feeding it passes the value through to the key
+            ones = np.ones_like(want[key])
+            np.testing.assert_allclose(scope.run(key, [ones], feeds=[out.name])[key], ones)
+
