@@ -125,16 +125,21 @@ class _NameScopes:
     -> `conv1/BiasAdd`), the next segment is the layer, without Keras' uniquifying `_<n>` suffix
     unless a variable's path says the suffix is part of the name; a layer seen under a second
     scope is its second call (`shared_dense@2`). A signature that calls one layer on its own
-    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's."""
+    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's. The scope an
+    op opens for its own helpers (`MatMul_1/ReadVariableOp` below the op `MatMul_1`) is no layer:
+    the name is kept as TensorFlow made it, as a live trace keeps it."""
 
     def __init__(self, function: Any) -> None:
         self.known = {v.name.split("/")[0] for v in function.graph.variables if "/" in v.name}
         firsts: dict[str, int] = defaultdict(int)
         scoped: list[str] = []
+        # an op's own name scope (`MatMul/ReadVariableOp` below `MatMul`) is no layer's
+        self.ops = {op.name for op in function.graph.get_operations()}
         for op in function.graph.get_operations():
             if op.type in _CALL_OPS and "f" in op.node_def.attr:
                 body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
                 for inner in body.get_operations():
+                    self.ops.add(inner.name)
                     if "/" in inner.name:
                         firsts[inner.name.split("/")[0]] += 1
                         scoped.append(inner.name)
@@ -153,9 +158,11 @@ class _NameScopes:
     def canonical(self, name: str) -> tuple[str, str | None]:
         """`name` without the model scope and with the layer's own name; and that layer."""
         segments = name.split("/")
+        scope = segments[0]
         if self.model is not None and len(segments) > 1 and segments[0] == self.model:
             segments = segments[1:]
-        if len(segments) < 2:
+            scope = f"{self.model}/{segments[0]}"
+        if len(segments) < 2 or scope in self.ops:  # no scope, or an op's own (not a layer)
             return "/".join(segments), None
         token = self.tokens.get(segments[0])
         if token is None:

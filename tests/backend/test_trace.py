@@ -897,3 +897,19 @@ def test_a_saved_models_outputs_are_what_its_serving_call_computes(tmp_path):
             ones = np.ones_like(want[key])
             np.testing.assert_allclose(scope.run(key, [ones], feeds=[out.name])[key], ones)
 
+
+def test_an_ops_own_name_scope_in_a_saved_model_is_no_layer(tmp_path):
+    """`MatMul/ReadVariableOp` lies in the scope TensorFlow opens for the op `MatMul`: no layer
+    (`MatMul`, `MatMul@2`) is made of it, and its names are the live trace's (which records no
+    layer: the function calls none)."""
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.plain,
+                                                                   "both": module.both})
+    for signature, fn in ((None, module.plain), ("both", module.both)):
+        live = gs.trace(fn, quiet=True)
+        scope = gs.trace(tmp_path / "mod", signature=signature, quiet=True)
+        assert [lay.name for lay in scope.layers] == [lay.name for lay in live.layers] == []
+        assert not [t.name for t in scope.model_graph.tensors.values() if t.layer]
+        inputs = {t.name for t in live.model_graph.inputs}
+        assert {n for n in live.model_graph.tensors if n not in inputs} <= set(scope.model_graph.tensors)
+        assert not [n for n in scope.model_graph.tensors if "@" in n]
