@@ -310,6 +310,24 @@ class _Mirror:
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
         self.serving_arguments: dict[str, str] = {}
+        self.wrapper_names = self._wrapper_names() if self.scopes is not None else {}
+
+    def _wrapper_names(self) -> dict[str, str]:
+        """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
+        one: a variable handle it captures (`unknown_0`) is named after its variable
+        (`hidden/bias`), and the copy it returns of an output (`Identity_1`, which clashes with
+        the serving function's own `Identity_1`) after the output's key (`prod`)."""
+        cf = self.traced.function
+        n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
+        variables = {id(v.handle): v.name.rpartition(":")[0] for v in cf.graph.variables}
+        names = {}
+        for placeholder, handle in zip(cf.graph.inputs[n_inputs:], cf.captured_inputs):
+            if placeholder.dtype == tf.resource and variables.get(id(handle)):
+                names[placeholder.op.name] = variables[id(handle)]
+        for t, key in zip(cf.graph.outputs, self.traced.output_keys or ()):
+            if key and t.op.type == "Identity" and len(t.op.outputs) == 1:
+                names[t.op.name] = key
+        return names
 
     def build(self) -> Mirrored:
         cf = self.traced.function
@@ -474,6 +492,8 @@ class _Mirror:
         arg = frame.args.get(op.outputs[0].name) if frame and op.outputs and op.type == "Placeholder" else None
         if frame is None:
             name, raw = base, op.name
+            if op.name in self.wrapper_names:  # a signature's variable handle or returned copy
+                name, scoped_layer = self.wrapper_names[op.name], None
         elif not frame.role:
             raw = f"{frame.call_raw}/{op.name}"
             name = f"{frame.prefix}{base}"

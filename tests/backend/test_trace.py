@@ -1,5 +1,7 @@
 """trace: every kind of model in, a concrete function and the real call structure out."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -913,3 +915,30 @@ def test_an_ops_own_name_scope_in_a_saved_model_is_no_layer(tmp_path):
         inputs = {t.name for t in live.model_graph.inputs}
         assert {n for n in live.model_graph.tensors if n not in inputs} <= set(scope.model_graph.tensors)
         assert not [n for n in scope.model_graph.tensors if "@" in n]
+
+
+def test_a_signatures_own_handles_and_returned_copies_are_named_by_variable_and_key(tmp_path):
+    """Not `unknown:0`, `unknown_0:0` (the handles a signature captures) nor `Identity_1_1:0` (its
+    copy of an output, clashing with the serving function's `Identity_1`): each handle is named
+    after the variable it holds, each copy after its output's key."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="feat")
+    model = keras.Model(inp, keras.layers.Dense(3, name="probs")(keras.layers.Dense(8, name="hidden")(inp)))
+    model.export(str(tmp_path / "clf"), verbose=False)
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.both})
+    for folder, variables, keys in (("clf", [w.path for w in model.weights], ["output_0"]),
+                                    ("mod", [module.w.name.rpartition(":")[0]], ["prod", "sum"])):
+        scope = gs.trace(tmp_path / folder, quiet=True)
+        names = set(scope.model_graph.tensors)
+        assert not [n for n in names if n.startswith("unknown") or re.search(r"_\d+_\d+:", n)], folder
+        handles = {t.name for t in scope.model_graph.tensors.values() if t.is_handle and not t.function}
+        assert handles == {f"{v}:0" for v in variables}, folder
+        assert scope.output_keys == keys
+        returned = scope.model_graph.graph.graph["outputs"]
+        assert returned == [f"{k}:0" for k in keys], folder
+        x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+        inputs = [x] if folder == "clf" else [x, np.ones((2, 2), np.float32)]
+        got = scope.run(returned + keys, inputs)
+        for name, key in zip(returned, keys):  # the copy holds what the key names
+            np.testing.assert_array_equal(got[name], got[key])
