@@ -125,16 +125,21 @@ class _NameScopes:
     -> `conv1/BiasAdd`), the next segment is the layer, without Keras' uniquifying `_<n>` suffix
     unless a variable's path says the suffix is part of the name; a layer seen under a second
     scope is its second call (`shared_dense@2`). A signature that calls one layer on its own
-    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's."""
+    keeps that layer's scope (`emb_1/MatMul` -> `emb/MatMul`): it is not a model's. The scope an
+    op opens for its own helpers (`MatMul_1/ReadVariableOp` below the op `MatMul_1`) is no layer:
+    the name is kept as TensorFlow made it, as a live trace keeps it."""
 
     def __init__(self, function: Any) -> None:
         self.known = {v.name.split("/")[0] for v in function.graph.variables if "/" in v.name}
         firsts: dict[str, int] = defaultdict(int)
         scoped: list[str] = []
+        # an op's own name scope (`MatMul/ReadVariableOp` below `MatMul`) is no layer's
+        self.ops = {op.name for op in function.graph.get_operations()}
         for op in function.graph.get_operations():
             if op.type in _CALL_OPS and "f" in op.node_def.attr:
                 body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
                 for inner in body.get_operations():
+                    self.ops.add(inner.name)
                     if "/" in inner.name:
                         firsts[inner.name.split("/")[0]] += 1
                         scoped.append(inner.name)
@@ -153,9 +158,11 @@ class _NameScopes:
     def canonical(self, name: str) -> tuple[str, str | None]:
         """`name` without the model scope and with the layer's own name; and that layer."""
         segments = name.split("/")
+        scope = segments[0]
         if self.model is not None and len(segments) > 1 and segments[0] == self.model:
             segments = segments[1:]
-        if len(segments) < 2:
+            scope = f"{self.model}/{segments[0]}"
+        if len(segments) < 2 or scope in self.ops:  # no scope, or an op's own (not a layer)
             return "/".join(segments), None
         token = self.tokens.get(segments[0])
         if token is None:
@@ -303,6 +310,24 @@ class _Mirror:
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
         self.serving_arguments: dict[str, str] = {}
+        self.wrapper_names = self._wrapper_names() if self.scopes is not None else {}
+
+    def _wrapper_names(self) -> dict[str, str]:
+        """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
+        one: a variable handle it captures (`unknown_0`) is named after its variable
+        (`hidden/bias`), and the copy it returns of an output (`Identity_1`, which clashes with
+        the serving function's own `Identity_1`) after the output's key (`prod`)."""
+        cf = self.traced.function
+        n_inputs = len(cf.graph.inputs) - len(cf.captured_inputs)
+        variables = {id(v.handle): v.name.rpartition(":")[0] for v in cf.graph.variables}
+        names = {}
+        for placeholder, handle in zip(cf.graph.inputs[n_inputs:], cf.captured_inputs):
+            if placeholder.dtype == tf.resource and variables.get(id(handle)):
+                names[placeholder.op.name] = variables[id(handle)]
+        for t, key in zip(cf.graph.outputs, self.traced.output_keys or ()):
+            if key and t.op.type == "Identity" and len(t.op.outputs) == 1:
+                names[t.op.name] = key
+        return names
 
     def build(self) -> Mirrored:
         cf = self.traced.function
@@ -467,6 +492,8 @@ class _Mirror:
         arg = frame.args.get(op.outputs[0].name) if frame and op.outputs and op.type == "Placeholder" else None
         if frame is None:
             name, raw = base, op.name
+            if op.name in self.wrapper_names:  # a signature's variable handle or returned copy
+                name, scoped_layer = self.wrapper_names[op.name], None
         elif not frame.role:
             raw = f"{frame.call_raw}/{op.name}"
             name = f"{frame.prefix}{base}"

@@ -166,21 +166,36 @@ def output(G: nx.DiGraph, key: str | int = 0) -> Tensor:
 
 
 _PASS_THROUGH = frozenset({"Identity", "IdentityN"})
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def computed(G: nx.DiGraph, t: Tensor) -> Tensor:
     """`t`, or the tensor it copies unchanged when it is a top-level `Identity` or `IdentityN`
-    (as TensorFlow copies a function's results), followed through top-level `Identity` ops:
-    what an output key means. An `IdentityN` further up is no copy but a custom gradient's
+    (as TensorFlow copies a function's results), followed through top-level `Identity` ops and
+    through a function call's output to the tensor its body computes (the body's own result
+    copies included): what an output key means. A SavedModel's serving function returns
+    `StatefulPartitionedCall:0`; the model computed `probs/Softmax:0` in the call's body, the
+    name a live trace gives it. An `IdentityN` further up is no copy but a custom gradient's
     result (`tf.custom_gradient`: SiLU), and is kept."""
     seen = set()
     kinds = _PASS_THROUGH
-    while t.op_type in kinds and not t.function and t.name not in seen:
+    function: tuple[str, ...] = ()
+    tensors = G.graph["tensors"]
+    while t.function == function and t.name not in seen and (t.op_type in kinds or t.op_type in _CALLS):
         seen.add(t.name)
         inputs = G.nodes[t.op]["op"].inputs
+        if t.op_type in _CALLS:  # the mirror lists the body's results as the call's last inputs
+            n_outputs = len(G.nodes[t.op]["op"].outputs)
+            index = len(inputs) - n_outputs + t.index
+            inner = (*function, t.op)
+            source = tensors.get(inputs[index]) if n_outputs <= len(inputs) else None
+            if source is None or source.function != inner or source.op not in G:
+                break
+            t, kinds, function = source, _PASS_THROUGH, inner
+            continue
         index = t.index if t.op_type == "IdentityN" else 0
-        source = G.graph["tensors"].get(inputs[index]) if index < len(inputs) else None
-        if source is None or source.function or source.op not in G:
+        source = tensors.get(inputs[index]) if index < len(inputs) else None
+        if source is None or source.function != function or source.op not in G:
             break
         t, kinds = source, frozenset({"Identity"})
     return t

@@ -1,5 +1,7 @@
 """trace: every kind of model in, a concrete function and the real call structure out."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -786,7 +788,10 @@ def test_a_keras_model_exported_with_extra_signatures(tmp_path):
     (out,) = scope.outputs.names
     np.testing.assert_allclose(scope.run(out, x)[out], features(x), rtol=1e-5)
     assert gs.trace(tmp_path / "both", signature="serve", quiet=True).layers  # the extra ones are reachable
-    np.testing.assert_allclose(gs.trace(tmp_path / "both", quiet=True).run(out, x)[out], model(x), rtol=1e-5)
+    default = gs.trace(tmp_path / "both", quiet=True)
+    (key,) = default.output_keys  # each signature's output is what it computes: not the same tensor
+    assert default.outputs.names == ["probs/Softmax:0"] and out == f"{hidden}/Tanh:0"  # as Keras built them
+    np.testing.assert_allclose(default.run(key, x)[key], model(x), rtol=1e-5)
 
 
 def test_a_model_of_several_inputs_takes_one_spec_per_input_or_their_nest():
@@ -922,3 +927,113 @@ def test_a_saved_models_layers_keep_the_order_of_their_ops(tmp_path):
     scope = gs.trace(tmp_path / "cnn", quiet=True)
     assert [lay.name for lay in scope.layers] == [lay.name for lay in model.layers[1:]]  # after the InputLayer
     assert scope.layer("conv").inputs.names == [f"{model.input.name}:0"]
+
+
+class _Scorer(tf.Module):
+    """Signatures without Keras: one computing in a name scope, one without any, one multiplying
+    by its variable twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(1).normal(size=(4, 2)).astype(np.float32), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a")])
+    def plain(self, a):
+        return {"s": tf.nn.tanh(tf.matmul(a, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a")])
+    def scoped(self, a):
+        with tf.name_scope("scorer"):
+            return {"s": tf.nn.tanh(tf.matmul(a, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="a"), tf.TensorSpec((None, 2), name="b")])
+    def both(self, a, b):
+        return {"sum": tf.matmul(a, self.w) + b, "prod": tf.matmul(a, self.w) * b}
+
+
+def test_a_saved_models_outputs_are_what_its_serving_call_computes(tmp_path):
+    """Not the serving call's `StatefulPartitionedCall:0`: the tensor its body computes, named as
+    the same function traced live names it; fetched by name or key, edited and differentiated."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="feat")
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(hidden), name="clf")
+    model.export(str(tmp_path / "clf"), verbose=False)
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.plain,
+                                                                   "scoped": module.scoped, "both": module.both})
+    rng = np.random.default_rng(0)
+    x, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    cases = [("clf", None, gs.trace(model, quiet=True), {"feat": x}),
+             ("mod", None, gs.trace(module.plain, quiet=True), {"a": x}),
+             ("mod", "scoped", gs.trace(module.scoped, quiet=True), {"a": x}),
+             ("mod", "both", gs.trace(module.both, quiet=True), {"a": x, "b": b})]
+    for folder, signature, live, feed in cases:
+        loaded = tf.saved_model.load(str(tmp_path / folder))
+        function = loaded.signatures[signature or "serving_default"]
+        want = function(**{k: tf.constant(v) for k, v in feed.items()})  # by keyword
+        scope = gs.trace(tmp_path / folder, signature=signature, quiet=True)
+        assert sorted(scope.outputs.names) == sorted(live.outputs.names), (folder, signature)
+        assert not [n for n in scope.outputs.names if "PartitionedCall" in n]
+        inputs = [feed[k] for k in scope.inputs]
+        for key, out in zip(scope.output_keys, scope.outputs):
+            got = scope.run([out.name, key], inputs)
+            np.testing.assert_allclose(got[out.name], want[key], rtol=1e-6)
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
+            # an edit of the output is what the function returns, edited by hand
+            edited = scope.run(key, inputs, edits={out.name: lambda v: v * 2.0 + 1.0})[key]
+            np.testing.assert_allclose(edited, want[key].numpy() * 2.0 + 1.0, rtol=1e-6)
+            first = scope.inputs[0]
+            with tf.GradientTape() as tape:
+                fed = {k: tf.constant(v) for k, v in feed.items()}
+                tape.watch(fed[first])
+                total = tf.reduce_sum(function(**fed)[key])
+            grad = scope.gradients(out.name, [first], inputs)[first]
+            np.testing.assert_allclose(grad, tape.gradient(total, fed[first]), rtol=1e-5, atol=1e-6)
+            # and the output as a cut: feeding it passes the value through to the key
+            ones = np.ones_like(want[key])
+            np.testing.assert_allclose(scope.run(key, [ones], feeds=[out.name])[key], ones)
+
+
+def test_an_ops_own_name_scope_in_a_saved_model_is_no_layer(tmp_path):
+    """`MatMul/ReadVariableOp` lies in the scope TensorFlow opens for the op `MatMul`: no layer
+    (`MatMul`, `MatMul@2`) is made of it, and its names are the live trace's (which records no
+    layer: the function calls none)."""
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.plain,
+                                                                   "both": module.both})
+    for signature, fn in ((None, module.plain), ("both", module.both)):
+        live = gs.trace(fn, quiet=True)
+        scope = gs.trace(tmp_path / "mod", signature=signature, quiet=True)
+        assert [lay.name for lay in scope.layers] == [lay.name for lay in live.layers] == []
+        assert not [t.name for t in scope.model_graph.tensors.values() if t.layer]
+        inputs = {t.name for t in live.model_graph.inputs}
+        assert {n for n in live.model_graph.tensors if n not in inputs} <= set(scope.model_graph.tensors)
+        assert not [n for n in scope.model_graph.tensors if "@" in n]
+
+
+def test_a_signatures_own_handles_and_returned_copies_are_named_by_variable_and_key(tmp_path):
+    """Not `unknown:0`, `unknown_0:0` (the handles a signature captures) nor `Identity_1_1:0` (its
+    copy of an output, clashing with the serving function's `Identity_1`): each handle is named
+    after the variable it holds, each copy after its output's key."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="feat")
+    model = keras.Model(inp, keras.layers.Dense(3, name="probs")(keras.layers.Dense(8, name="hidden")(inp)))
+    model.export(str(tmp_path / "clf"), verbose=False)
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "mod"), signatures={"serving_default": module.both})
+    for folder, variables, keys in (("clf", [w.path for w in model.weights], ["output_0"]),
+                                    ("mod", [module.w.name.rpartition(":")[0]], ["prod", "sum"])):
+        scope = gs.trace(tmp_path / folder, quiet=True)
+        names = set(scope.model_graph.tensors)
+        assert not [n for n in names if n.startswith("unknown") or re.search(r"_\d+_\d+:", n)], folder
+        handles = {t.name for t in scope.model_graph.tensors.values() if t.is_handle and not t.function}
+        assert handles == {f"{v}:0" for v in variables}, folder
+        assert scope.output_keys == keys
+        returned = scope.model_graph.graph.graph["outputs"]
+        assert returned == [f"{k}:0" for k in keys], folder
+        x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+        inputs = [x] if folder == "clf" else [x, np.ones((2, 2), np.float32)]
+        got = scope.run(returned + keys, inputs)
+        for name, key in zip(returned, keys):  # the copy holds what the key names
+            np.testing.assert_array_equal(got[name], got[key])

@@ -209,12 +209,13 @@ def test_gelu_pre_activations_exact_and_approximate():
 
 
 def test_the_logits_of_a_saved_model_are_found_through_its_serving_call(tmp_path):
-    """A SavedModel's output is its serving function's call op (`StatefulPartitionedCall:0`); the
-    softmax is inside the call, and the logits are what it is applied to there."""
+    """A SavedModel's signature returns its serving function's call op (`StatefulPartitionedCall:0`);
+    the softmax is inside the call (the scope's output), and the logits are what it is applied to
+    there."""
     model = _activations_zoo()
     model.export(str(tmp_path / "exported"), verbose=False)
     scope = gs.trace(str(tmp_path / "exported"), quiet=True)
-    assert scope.outputs[0].op_type == "StatefulPartitionedCall"  # what this test is about
+    assert scope.outputs[0].op_type == "Softmax" and scope.outputs[0].layer == "probs"  # inside the call
     (logits,) = gs.presets.logits(scope)
     assert logits.op_type == "BiasAdd" and logits.layer == "probs"
     x = models.sample_inputs(model)[0]
