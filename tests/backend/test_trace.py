@@ -1037,3 +1037,31 @@ def test_a_signatures_own_handles_and_returned_copies_are_named_by_variable_and_
         got = scope.run(returned + keys, inputs)
         for name, key in zip(returned, keys):  # the copy holds what the key names
             np.testing.assert_array_equal(got[name], got[key])
+
+
+class _ScaledThenWeighted(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable([1.0, 2.0])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 2), name="x")])
+    def __call__(self, x):
+        return (x * 10.0) * self.w  # `mul` with its constant `mul/y`; `mul_1` reading w as `mul_1/ReadVariableOp`
+
+
+def test_a_saved_models_ops_keep_their_own_scopes(tmp_path):
+    """Found by an outside review: the handle arguments, named first, claimed the scope `mul`
+    for `mul_1`'s read, so the read came out `mul/ReadVariableOp:0` and the constant `mul@2/y:0`.
+    Each name is the live trace's, and each named tensor holds what the live one does."""
+    module = _ScaledThenWeighted()
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    live, scope = gs.trace(module.__call__, quiet=True), gs.trace(tmp_path / "sm", quiet=True)
+    inputs = {t.name for t in live.model_graph.inputs}
+    names = [n for n in live.model_graph.tensors if n not in inputs and not live.tensor(n).is_handle]
+    assert {"mul/y:0", "mul:0", "mul_1/ReadVariableOp:0", "mul_1:0"} <= set(names) <= set(scope.model_graph.tensors)
+    x = np.array([[1.0, -2.0]], np.float32)
+    got, want = scope.run(names, x), live.run(names, x)
+    for n in names:
+        np.testing.assert_array_equal(got[n], want[n], err_msg=n)
+    np.testing.assert_array_equal(got["mul_1/ReadVariableOp:0"], module.w.numpy())
+    np.testing.assert_array_equal(got["mul:0"], x * 10.0)
