@@ -229,7 +229,9 @@ def layer_tree(
     else:
         _open_within(root, limit)
     n_layers = graph.n_layers
-    parts = [f"{n_layers} layer{'s' if n_layers != 1 else ''}", f"{G.number_of_nodes()} ops", f"{count(root.params or 0)} params"]
+    parts = [f"{n_layers} layer{'s' if n_layers != 1 else ''}", f"{G.number_of_nodes()} ops"]
+    if root.params is not None:  # unknown without Keras layers (a SavedModel's): left out, not 0
+        parts.append(f"{count(root.params)} params")
     tree = LayerTree(root, "", limit if depth is None and pattern is None else None)
     shown = sum(1 for _ in _shown(root))
     if any(n.children and not n.open for n, _ in _shown(root)):
