@@ -5,6 +5,7 @@ contexts, histograms, and rich renderables exported to plain text or HTML."""
 from __future__ import annotations
 
 import io
+import shutil
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,11 @@ __all__ = ["context_text", "count", "shape_text", "sparkline", "to_html", "to_te
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def to_text(renderable: Any, *, width: int = 100) -> str:
-    """Render to plain text (no colour), for `str()` and logs."""
+def to_text(renderable: Any, *, width: int | None = None) -> str:
+    """Render to plain text (no colour), for `str()` and logs: as wide as the terminal (`COLUMNS`
+    where set), 100 columns where there is none (a pipe, a log file)."""
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
     console = Console(width=width, color_system=None, record=True, file=io.StringIO())
     console.print(renderable, crop=False)  # a name longer than the width stays whole (see tables)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()).strip("\n")

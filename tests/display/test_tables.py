@@ -184,3 +184,15 @@ def test_one_line_reprs(functional_scope):
     scope = functional_scope
     for obj in (scope, scope.tensor("dense/BiasAdd:0"), scope.find("BiasAdd"), scope.layer("dense"), scope.layer_tree()):
         assert "\n" not in repr(obj) and len(repr(obj)) < 120
+
+
+def test_str_is_as_wide_as_the_terminal(map_fn_scope, monkeypatch):
+    """`print(result)` fits the terminal it prints to (`COLUMNS` where set); 100 columns where
+    there is no terminal (pytest's captured output). A new user's 80-column terminal got tables
+    made for 100."""
+    selection = map_fn_scope.find(r"top_anchors:1$|NonMaxSuppressionV3:0$")
+    monkeypatch.setenv("COLUMNS", "80")
+    assert str(selection) == format.to_text(selection, width=80) != format.to_text(selection, width=100)
+    assert max(len(line) for line in str(selection).splitlines()) <= 80
+    monkeypatch.delenv("COLUMNS")
+    assert str(selection) == format.to_text(selection, width=100)
