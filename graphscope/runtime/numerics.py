@@ -45,6 +45,7 @@ FLOATS = ("float16", "bfloat16", "float32", "float64")
 _PASSING = {"Identity", "IdentityN", "Snapshot", "StopGradient", "PreventGradient", "While", "StatelessWhile",
             "If", "StatelessIf", "Case", "StatelessCase", "PartitionedCall", "StatefulPartitionedCall"}
 _PASSING_PREFIXES = ("TensorList", "TensorArray", "Optional")
+_COPYING = {"Identity", "Snapshot", "StopGradient", "PreventGradient"}  # one input, its value as it is
 _NO_GRADIENT = [0.0, 0.0, 0.0, math.inf, -math.inf, -1.0]  # the stats of an entry no gradient reaches
 
 
@@ -440,21 +441,57 @@ def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- backward origins
 
 
+def _split(runtime: Runtime, of: Tensor,
+           checked: list[Tensor]) -> tuple[set[str], list[Tensor], list[Tensor], set[str]]:
+    """The ops `of` is computed from; the checked tensors the gradient function checks (those
+    ops' tensors outside loops and branches: its `wrt`, whose forward values it reduces too);
+    the rest, which a quick pass of their own checks; and those of the rest that only copy a
+    value it checks (`_copies`). Found once per target and checked list (cached with the
+    runtime's executors)."""
+    key = ("numerics split", of.name, tuple(t.name for t in checked))
+    found = runtime._executors.get(key)
+    if found is None:
+        upstream = nx.ancestors(runtime.graph.graph, of.op) | {of.op}
+        locate = runtime.program.locator.locate
+        wrt = [t for t in checked if t.op in upstream and not t.context and not any(":" in f for f in t.function)
+               and isinstance(locate(t), str)]
+        covered = {t.name for t in wrt}
+        rest = [t for t in checked if t.name not in covered]
+        found = upstream, wrt, rest, _copies(runtime, wrt, rest)
+        runtime._executors.put(key, found)
+    return found
+
+
+def _copies(runtime: Runtime, wrt: list[Tensor], rest: list[Tensor]) -> set[str]:
+    """The tensors of `rest` that only copy a value the gradient function checks (an Identity of
+    a `wrt` tensor, or of such a copy: the model's output, say), finite when it is: the quick
+    pass of the rest leaves them out unless an edit replaces them (ResNet50: its one rest tensor,
+    a forward pass saved)."""
+    graph = runtime.graph
+    covered = {t.name for t in wrt}
+    copies: set[str] = set()
+    for t in rest:  # topological order: a copy of a copy follows it
+        inputs = _data_inputs(runtime, t)
+        if t.op_type in _COPYING and not t.function and inputs and all(i in covered or i in copies for i in inputs) \
+                and all(graph.tensors[i].dtype == t.dtype for i in inputs):
+            copies.add(t.name)
+    return copies
+
+
 def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, feeds: list[tuple[str, Tensor]],
               edits: list[editing.Edit]) -> Numerics:
     G = runtime.graph.graph
-    upstream = nx.ancestors(G, of.op) | {of.op}
-    wrt = [t for t in checked if t.op in upstream and not t.context and not any(":" in f for f in t.function)
-           and isinstance(runtime.program.locator.locate(t), str)]
+    upstream, wrt, rest, copies = _split(runtime, of, checked)
     if not wrt:
         raise DisconnectedError(
             f"no gradient reaches any tensor from {of.name!r}: it is computed from no float tensor outside loops "
             "and branches; name a tensor computed from the model's inputs"
         )
     # the gradient function checks its forward values (the tensors `of` is computed from, outside
-    # loops and branches); the rest of the forward pass is checked by a quick pass of its own
-    covered = {t.name for t in wrt}
-    rest = [t for t in checked if t.name not in covered]
+    # loops and branches); the rest of the forward pass is checked by a quick pass of its own,
+    # less the copies of values already checked (unless fed, or an edit replaces them)
+    kept = {e.tensor.name for e in edits} | {t.name for _, t in feeds}
+    rest = [t for t in rest if t.name not in copies or t.name in kept]
     mine = [e for e in edits if e.tensor.op in upstream]  # the edits the gradient function holds
     forward, total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, mine)(inputs)
     if not math.isfinite(forward) or rest and not math.isfinite(_executor(runtime, "quick", rest, feeds,

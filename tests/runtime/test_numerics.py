@@ -363,3 +363,32 @@ def test_iteration_is_outermost_first_in_nested_loops():
     assert bad[0] == (1, 2) and report.iteration == (1, 2)
     want = _one_by_one(scope, x, _float_names(scope))
     assert {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+
+
+def test_backward_checks_the_forward_pass_once_and_still_sees_an_edited_copy_of_its_target(monkeypatch):
+    """The model's output (`Identity:0`, a copy of `out/BiasAdd:0`) is not upstream of the target,
+    but it is finite exactly when its input is: no second forward pass for it, unless an edit
+    replaces it, and then its NaN is found where the edit put it (judged by numpy on its value)."""
+    from graphscope.runtime import numerics as numerics_module
+
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    scope = gs.trace(keras.Model(x_in, keras.layers.Dense(2, name="out")(h)), quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    graph = scope.model_graph
+    copy = graph.tensors["Identity:0"]
+    assert copy.op_type == "Identity" and list(graph.op(copy.op).inputs) == ["out/BiasAdd:0"]
+    passes = []
+    for cls in (numerics_module._Reduced, numerics_module._ReducedGradient):
+        original = cls.__call__
+        monkeypatch.setattr(cls, "__call__", lambda self, *a, _o=original: passes.append(self) or _o(self, *a))
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert report.ok and report.examined and len(passes) == 1  # the gradient function alone
+    assert np.isfinite(scope.run("Identity:0", x)["Identity:0"]).all()
+    edits = {"Identity:0": lambda v: v + np.nan}
+    value = scope.run("Identity:0", x, edits=edits)["Identity:0"]
+    assert np.isnan(value).all()
+    report = scope.numerics(x, backward="out/BiasAdd:0", edits=edits)
+    assert not report.ok and not report.examined and report.first.name == "Identity:0"
+    assert report.bad["Identity:0"].nan == value.size
