@@ -7,12 +7,15 @@ checkpoint or a reloaded SavedModel start to give other values?
     cmp.plot()           # the error along the depth of the model, log scale
 
 Each side is run once: one executor fetching every compared tensor of `a`, one of `b` (a Bundle
-or a mapping is read, not run). Values of two dtypes (float16 against float32, ints against
-floats) are compared in float64; values of one float dtype in that dtype, where each difference
-is exactly rounded, with sums (the cosine's) in float64. A pair is within tolerance when
+or a mapping is read, not run). Floats are numpy's and TensorFlow's others (bfloat16, the
+float8s, from ml_dtypes). Two float32 or two float64 values are compared in their dtype, where
+each difference is exactly rounded; others (float16, bfloat16, two dtypes, ints against floats)
+in float64; the cosine's sums always in float64. Integers against integers are compared
+exactly (2**60 + 1 differs from 2**60). A pair is within tolerance when
 `numpy.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)` holds, that is
-`|a - b| <= atol + rtol * |b|` everywhere (b is the reference; NaN agrees with NaN, an infinity
-with the same infinity).
+`|a - b| <= atol + rtol * |b|` everywhere (b is the reference). NaN agrees with NaN, an infinity
+with the same infinity; where one side is not finite and the other is anything else (a number,
+NaN, the other infinity), max_abs and max_rel are inf and the pair is outside tolerance.
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ class Row:
     a's tensor; `other`: what it was paired with in b. `max_abs` is max |a - b|, `max_rel` max
     |a - b| / |b| over the elements where b is not 0 (inf when b is all zeros and a is not),
     `cosine` the cosine similarity of the two values flattened (1.0 when both are all zeros;
-    for float32 values from float32 sums of squares: exact near 1, within about 1e-5
-    elsewhere); NaN where they cannot be computed (a shape mismatch; the cosine of values
-    holding NaN or Inf). `ok`: within tolerance (see the module).
+    from float64 sums of squares: exact near 1, within about 1e-15 times |a|/|b| elsewhere);
+    NaN where they cannot be computed (a shape mismatch; the cosine of values holding NaN or
+    Inf). A position where one side is not finite and the other differs (see the module) makes
+    max_abs and max_rel inf. `ok`: within tolerance (see the module).
     `note` says what else there is to know (a shape or dtype mismatch, a branch that ran on one
     side only). `iteration`: for values computed inside a loop (one per iteration on both
     sides), the first iteration outside tolerance."""
@@ -457,7 +461,8 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
                    ok=first is None, note="per iteration", shape_b=(len(ys),), dtype_b=_dtype(y), iteration=first)
     x, y = np.asarray(x), np.asarray(y)
     max_abs, max_rel, cosine, ok, problem = _stats(x, y, rtol, atol)
-    note = problem or (f"{x.dtype} vs {y.dtype}, compared in float64" if x.dtype != y.dtype else "")
+    how = "exactly" if _int_kind(x.dtype) and _int_kind(y.dtype) else "in float64"
+    note = problem or (f"{x.dtype} vs {y.dtype}, compared {how}" if x.dtype != y.dtype else "")
     iteration = None
     if per_iteration and not problem and x.ndim:
         iteration = next((k for k in range(x.shape[0]) if not _close(x[k], y[k], rtol, atol)), None)
@@ -466,24 +471,61 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
                note=note, shape_b=y.shape, dtype_b=str(y.dtype), iteration=iteration)
 
 
+def _float_kind(dtype: np.dtype) -> bool:
+    """A float dtype: numpy's, or one of ml_dtypes' that TensorFlow uses (bfloat16, the float8s),
+    which numpy sees as kind 'V'."""
+    if dtype.kind == "f":
+        return True
+    if dtype.kind != "V":
+        return False
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - TensorFlow depends on ml_dtypes
+        return False
+    try:
+        ml_dtypes.finfo(dtype)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _int_kind(dtype: np.dtype) -> bool:
+    """An integer (or bool) dtype: numpy's, or ml_dtypes' int4, uint4, ..."""
+    if dtype.kind in "biu":
+        return True
+    if dtype.kind != "V":
+        return False
+    try:
+        import ml_dtypes
+
+        ml_dtypes.iinfo(dtype)
+    except (ImportError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
     """max_abs, max_rel, cosine, within tolerance, and what makes the pair incomparable ('' if nothing)."""
     nan = float("nan")
     if x.shape != y.shape:
         return nan, nan, nan, False, f"shape {shape_text(x.shape)} vs {shape_text(y.shape)}"
-    numeric = x.dtype.kind in "biuf" and y.dtype.kind in "biuf"
+    ints = _int_kind(x.dtype) and _int_kind(y.dtype)
+    numeric = ints or all(_float_kind(t) or _int_kind(t) for t in (x.dtype, y.dtype))
     if not numeric:
         if x.dtype.kind != y.dtype.kind:
             return nan, nan, nan, False, f"dtype {x.dtype} vs {y.dtype}"
         if np.array_equal(x, y):
             return 0.0, 0.0, 1.0, True, ""
         return nan, nan, nan, False, "values differ"
+    if not x.size:
+        return 0.0, 0.0, 1.0, True, ""
+    if ints:
+        return _stats_ints(x, y, rtol, atol)
     # one float dtype: compared in it (each difference is exactly rounded); else in float64
     work = x.dtype if x.dtype == y.dtype and x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     a, b = np.asarray(x, work).ravel(), np.asarray(y, work).ravel()
-    if not a.size:
-        return 0.0, 0.0, 1.0, True, ""
-    d = np.subtract(a, b)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, handled below
+        d = np.subtract(a, b)
     np.abs(d, out=d)
     max_abs = float(d.max())
     if not math.isfinite(max_abs):  # NaN or Inf somewhere: the careful way
@@ -508,36 +550,121 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
 
 
 def _stats_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
-    """`_stats` of float64 values holding NaN or Inf: equal NaNs and equal infinities agree."""
+    """`_stats` of float64 values holding NaN or Inf. Where both are NaN, or both the same
+    infinity, they agree (difference 0, as `numpy.allclose(equal_nan=True)`); where one is not
+    finite and the other differs from it (a number, NaN, the other infinity), the difference is
+    inf, absolute and relative, and the pair is outside tolerance."""
     same = (a == b) | (np.isnan(a) & np.isnan(b))
-    diff = np.where(same, 0.0, np.abs(a - b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    clash = ~same & ~finite
+    diff = np.abs(np.subtract(a, b, where=finite, out=np.zeros_like(a)))
+    diff[same] = 0.0
+    diff[clash] = np.inf
     max_abs = float(diff.max())
-    nonzero = (b != 0) & np.isfinite(b)
-    rel = diff[nonzero] / np.abs(b[nonzero])
-    max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else float("inf"))
-    finite = np.isfinite(a).all() and np.isfinite(b).all()
-    return max_abs, max_rel, _cosine(a, b, np.abs(a - b)) if finite else float("nan"), _close(a, b, rtol, atol), ""
+    if clash.any():
+        max_rel = float("inf")
+    else:  # as for finite values: elements where b is 0 count in max_abs only, unless b is all zeros
+        nonzero = finite & (b != 0)
+        rel = diff[nonzero] / np.abs(b[nonzero])
+        max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else float("inf"))
+    return max_abs, max_rel, float("nan"), _close(a, b, rtol, atol), ""  # no cosine with NaN or Inf
+
+
+def _as_exact_ints(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y raveled as int64 (signed) or uint64 (both unsigned) without loss.
+    Mixed signed and unsigned 64-bit values go through Python ints where they do not fit int64."""
+    x, y = x.ravel(), y.ravel()
+    if x.dtype.kind == "V" or y.dtype.kind == "V":  # ml_dtypes' int4, ...: small, via int64
+        x, y = x.astype(np.int64), y.astype(np.int64)
+    unsigned = x.dtype.kind in "bu" and y.dtype.kind in "bu"
+    if unsigned:
+        return x.astype(np.uint64), y.astype(np.uint64)
+    big = np.iinfo(np.int64).max
+    for v in (x, y):
+        if v.dtype == np.uint64 and v.size and int(v.max()) > big:
+            return np.asarray([int(e) for e in x], object), np.asarray([int(e) for e in y], object)
+    return x.astype(np.int64), y.astype(np.int64)
+
+
+def _stats_ints(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
+    """`_stats` of two integer arrays, compared exactly: |a - b| and |b| as exact unsigned 64-bit
+    integers (two's complement arithmetic wraps, and the true values lie within 0 .. 2**64-1),
+    |a - b| <= atol + rtol*|b| decided exactly for each integer |a - b|."""
+    a, b = _as_exact_ints(x, y)
+    if a.dtype == object:  # values past int64 on a signed side: Python ints
+        d = np.asarray([abs(p - q) for p, q in zip(a, b)], object)
+        scale = np.asarray([abs(q) for q in b], object)
+        bound = atol + rtol * scale.astype(np.float64)
+        ok = all(p <= math.floor(t) if math.isfinite(t) else True for p, t in zip(d, bound))
+        d_f, scale_f = d.astype(np.float64), scale.astype(np.float64)
+        max_abs = int(d.max())
+    else:
+        u = np.uint64
+        with np.errstate(over="ignore"):
+            au, bu = a.view(u) if a.dtype == np.int64 else a, b.view(u) if b.dtype == np.int64 else b
+            d = np.where(a >= b, au - bu, bu - au)  # exact: the true difference is below 2**64
+            scale = np.where(b < 0, u(0) - bu, bu) if b.dtype == np.int64 else bu
+        max_abs = int(d.max())
+        if max_abs == 0:
+            return 0.0, 0.0, 1.0, True, ""
+        # d <= bound exactly for integer d: d <= floor(bound); below 2**64 an integral float64 is an exact uint64
+        bound = np.floor(np.maximum(atol + rtol * scale.astype(np.float64), 0.0))
+        past = bound >= 2.0**64
+        ok = bool(np.all(past | (d <= np.where(past, 0.0, bound).astype(u))))
+        d_f, scale_f = d.astype(np.float64), scale.astype(np.float64)
+    if max_abs == 0:
+        return 0.0, 0.0, 1.0, True, ""
+    nonzero = scale_f != 0
+    max_rel = float((d_f[nonzero] / scale_f[nonzero]).max()) if nonzero.any() else float("inf")
+    cosine = _cosine(np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel(), d_f)
+    return float(max_abs), max_rel, cosine, ok, ""
 
 
 def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
+    """`numpy.allclose(x, y, rtol, atol, equal_nan=True)`, integers compared exactly."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        return False
+    if _int_kind(x.dtype) and _int_kind(y.dtype):
+        return _stats_ints(x, y, rtol, atol)[3] if x.size else True
     a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> float:
-    """The cosine of two finite flat arrays of one dtype, given `d = |a - b|`: 1.0 for two zero
-    arrays, 0.0 for one. Computed as 1 - (|a-b|^2 - (|a| - |b|)^2) / (2 |a| |b|), so that it
-    stays exact near 1 (two values that nearly agree) from sums of squares alone."""
-    aa, bb, dd = (float(np.dot(v, v)) for v in (a, b, d))
-    if not (math.isfinite(aa) and math.isfinite(bb) and math.isfinite(dd)):  # float32 sums past its range
-        a, b, d = (v.astype(np.float64) for v in (a, b, d))
-        aa, bb, dd = (float(np.dot(v, v)) for v in (a, b, d))
+    """The cosine of two finite flat arrays, given `d = |a - b|`: 1.0 for two zero arrays, 0.0
+    for one. Computed as 1 - (|a-b|^2 - (|a| - |b|)^2) / (2 |a| |b|), so that it stays exact
+    near 1 (two values that nearly agree) from sums of squares alone. Everything in float64: the
+    sums, and |a - b| again for narrower values (exact for two float32s of nearby magnitude); an
+    error in a sum relative to |a|^2 is magnified |a|/|b| times where the norms differ."""
+    aa, bb, dd = _sums_of_squares(a, b, d)
     if aa == 0 and bb == 0:
         return 1.0
     if aa == 0 or bb == 0:
         return 0.0
     na, nb = math.sqrt(aa), math.sqrt(bb)
     return float(min(1.0, max(-1.0, 1.0 - (dd - (na - nb) ** 2) / (2.0 * na * nb))))
+
+
+_CHUNK = 1 << 16
+
+
+def _sums_of_squares(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[float, float, float]:
+    """|a|^2, |b|^2, |a - b|^2 in float64. einsum, not np.dot: a float64 BLAS dot can cost ten
+    times more where its threads wait for busy cores. Narrower values go through a float64
+    buffer a chunk at a time (no array-sized copies), |a - b| recomputed there exactly."""
+    if a.dtype == np.float64:
+        return tuple(float(np.einsum("i,i->", v, v)) for v in (a, b, d))  # type: ignore[return-value]
+    buf = np.empty((3, min(_CHUNK, a.size)))
+    sums = np.zeros(3)
+    for start in range(0, a.size, _CHUNK):
+        n = min(_CHUNK, a.size - start)
+        x, y, w = buf[0, :n], buf[1, :n], buf[2, :n]
+        np.copyto(x, a[start:start + n])
+        np.copyto(y, b[start:start + n])
+        np.subtract(x, y, out=w)
+        sums += np.einsum("ij,ij->i", buf[:, :n], buf[:, :n])
+    return float(sums[0]), float(sums[1]), float(sums[2])
 
 
 def _shape(v: Any) -> Shape:

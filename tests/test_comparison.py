@@ -249,7 +249,7 @@ def test_the_table_exactly():
  head    [1,1]         0.5    0.0769        1   DIFFERS ◀ first
 
 within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the
-reference); values of two dtypes are compared in float64
+reference); values of two dtypes are compared in float64, integers exactly
 only in b: extra
 first outside tolerance: head"""
     assert repr(cmp) == "<Comparison 2 rows (layers), first outside tolerance: head; 0 + 1 unmatched>"
@@ -267,7 +267,7 @@ def test_nan_agrees_with_nan_and_differs_from_a_number():
     assert both.rows[0].ok and np.isnan(both.rows[0].cosine)
     np.testing.assert_allclose(both.rows[0].max_abs, abs(np.float32(np.log(2.5)) - np.log(2.5)), atol=1e-7)
     one = gs.compare(scope, {"logs": np.nan_to_num(want)}, x)  # 0 where a has NaN
-    assert not one.rows[0].ok and np.isnan(one.rows[0].max_abs)
+    assert not one.rows[0].ok and one.rows[0].max_abs == one.rows[0].max_rel == np.inf
 
 
 def test_a_reloaded_saved_model(tmp_path):
@@ -292,3 +292,116 @@ def test_a_stored_run_with_values_per_batch(port, tmp_path):
     assert cmp[b.layer("d1").output.name].ok
     row = cmp[read.name]
     assert not row.ok and "stored once per batch over 2 batches" in row.note
+
+
+def _identity(shape, dtype="float32"):
+    """A model whose one layer, "id", gives its input back: a's values are the inputs fed."""
+    x_in = keras.Input(shape, dtype=dtype)
+    return gs.trace(keras.Model(x_in, keras.layers.Identity(name="id", dtype=dtype)(x_in)), quiet=True)
+
+
+def test_a_mixed_bfloat16_copy_is_compared_in_float64(port):
+    import ml_dtypes
+
+    mixed = chain(keras, dtype="mixed_bfloat16")
+    mixed.set_weights(port["k3"].get_weights())
+    b = gs.trace(mixed, quiet=True)
+    cmp = gs.compare(port["b"], b, port["x"], rtol=1e-1, atol=1e-1)
+    want_a, want_b = by_keras(port["k3"], port["x"], LAYERS), by_keras(mixed, port["x"], LAYERS)
+    assert {v.dtype for v in want_b.values()} == {np.dtype(ml_dtypes.bfloat16)}
+    for row in cmp.rows:  # numbers on every row (the graph's bfloat16 rounding is not eager Keras's to the bit)
+        assert (row.dtype, row.dtype_b) == ("float32", "bfloat16") and "compared in float64" in row.note
+        assert 0 < row.max_abs < 0.1 and 0 < row.max_rel and 0.99 < row.cosine < 1 and row.ok, row
+    # a's values (float32, as Keras's: see the tests above) against Keras's bfloat16 ones: numpy's numbers
+    cmp = gs.compare(port["b"], want_b, port["x"], rtol=1e-3, atol=1e-4)
+    for row in cmp.rows:
+        assert (row.dtype, row.dtype_b) == ("float32", "bfloat16") and "compared in float64" in row.note
+        max_abs, max_rel, cosine = numpy_errors(want_a[row.name], want_b[row.name])
+        assert max_abs > 0 and cosine < 1  # bfloat16 holds about 2 digits: every row differs a little
+        np.testing.assert_allclose([row.max_abs, row.max_rel, row.cosine], [max_abs, max_rel, cosine],
+                                   rtol=1e-4, atol=1e-6, err_msg=row.name)  # a's float32: Keras's to an ulp
+        assert row.ok == np.allclose(np.asarray(want_a[row.name], np.float64),
+                                     np.asarray(want_b[row.name], np.float64), rtol=1e-3, atol=1e-4)
+    assert not cmp.ok
+    # bfloat16 against bfloat16 (a mapping), and float8 against float32: numbers, not "values differ"
+    scope = _identity((40,), "bfloat16")  # a's values: the inputs, exactly
+    x = np.linspace(-3, 3, 40).reshape(1, 40).astype(ml_dtypes.bfloat16)
+    other = (x.astype(np.float64) + 1e-2).astype(ml_dtypes.bfloat16)
+    row = gs.compare(scope, {"id": other}, x, rtol=0.5, atol=0.5)["id"]
+    max_abs, max_rel, cosine = numpy_errors(x, other)
+    assert row.dtype == row.dtype_b == "bfloat16" and row.ok and not row.note and max_abs > 0
+    np.testing.assert_allclose([row.max_abs, row.max_rel, row.cosine], [max_abs, max_rel, cosine], rtol=1e-12)
+    eight = x.astype(np.float32).astype(ml_dtypes.float8_e4m3fn)
+    row = gs.compare(scope, {"id": eight}, x)["id"]
+    max_abs, max_rel, cosine = numpy_errors(x, eight)
+    assert row.dtype_b == "float8_e4m3fn" and not row.ok and max_abs > 0 and "compared in float64" in row.note
+    np.testing.assert_allclose([row.max_abs, row.max_rel, row.cosine], [max_abs, max_rel, cosine], rtol=1e-12)
+
+def test_the_cosine_of_values_whose_norms_differ_a_thousandfold():
+    rng = np.random.default_rng(7)
+    n = 200_000
+    scope = _identity((n,))
+    for ratio in (1.0, 1e3, 1e4):
+        x = (rng.normal(size=(1, n)) * ratio).astype("float32")
+        ref = rng.normal(size=(1, n)).astype("float32")
+        row = gs.compare(scope, {"id": ref}, x)["id"]
+        cosine = numpy_errors(x, ref)[2]  # float64 dot over the float64 norms
+        assert abs(cosine) < 1e-2  # unrelated values: the cosine is near 0, where float32 sums err most
+        np.testing.assert_allclose(row.cosine, cosine, rtol=0, atol=1e-9, err_msg=f"norm ratio {ratio:g}")
+    near = (x * (1 + 1e-4 * rng.normal(size=(1, n)))).astype("float32")  # nearly equal: 1 - cosine about 5e-9
+    row = gs.compare(scope, {"id": near}, x)["id"]
+    a64, b64 = x.astype(np.float64).ravel(), near.astype(np.float64).ravel()
+    one_minus = np.sum((a64 - b64) ** 2) - (np.linalg.norm(a64) - np.linalg.norm(b64)) ** 2
+    one_minus /= 2 * np.linalg.norm(a64) * np.linalg.norm(b64)
+    assert 1e-9 < one_minus < 1e-8
+    np.testing.assert_allclose(1 - row.cosine, one_minus, rtol=1e-6)
+
+
+def test_non_finite_values_clash_with_everything_but_themselves():
+    scope = _identity((6,))
+    inf, nan = np.inf, np.nan
+    x = np.array([[1.0, inf, -inf, nan, 2.0, 8.0]], "float32")
+    cases = {  # b at positions 1..3; positions 0, 4, 5 finite and the same each time, 4 outside tolerance
+        "same non-finite values": [inf, -inf, nan],
+        "the other infinity": [-inf, -inf, nan],
+        "a number for a NaN": [inf, -inf, 3.0],
+        "an infinity for a number": [inf, -inf, nan],
+    }
+    for what, middle in cases.items():
+        a = x.copy()
+        if what == "an infinity for a number":
+            a[0, 3] = 3.0
+        b = np.array([[1.0, *middle, 2.5, 8.0]], "float32")
+        row = gs.compare(scope, {"id": b}, a)["id"]
+        a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        assert row.ok == np.allclose(a64, b64, rtol=1e-5, atol=1e-6, equal_nan=True) is False
+        both = np.isfinite(a64) & np.isfinite(b64)
+        agree = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        if (agree | both).all():  # every non-finite position agrees: numbers from the finite ones
+            assert what == "same non-finite values"
+            d = np.abs(a64[both] - b64[both])
+            assert (row.max_abs, row.max_rel) == (d.max(), (d / np.abs(b64[both])).max()) == (0.5, 0.2)
+        else:  # one side non-finite, the other something else
+            assert row.max_abs == row.max_rel == np.inf, what
+        assert np.isnan(row.cosine)
+    ok = gs.compare(scope, {"id": x.copy()}, x)["id"]
+    assert ok.ok and ok.max_abs == ok.max_rel == 0
+
+
+def test_integers_are_compared_exactly():
+    scope = _identity((3,), "int64")
+    big = 2**60
+    x = np.array([[big + 1, -(2**63), 7]], "int64")
+    for ref, rtol, atol in [([big, -(2**63), 7], 0, 0), ([big + 1, 2**63 - 1, 7], 0, 0),
+                            ([big + 1, -(2**63), 7], 0, 0), ([big, -(2**63), 7], 1e-18, 0),
+                            ([big + 3, -(2**63), 7], 0, 2.5), ([big + 3, -(2**63), 7], 0, 3)]:
+        b = np.array([ref], "int64")
+        row = gs.compare(scope, {"id": b}, x, rtol=rtol, atol=atol)["id"]
+        d = [abs(int(p) - int(q)) for p, q in zip(x.ravel(), b.ravel())]  # Python ints: exact
+        assert row.max_abs == float(max(d)), ref
+        assert row.ok == all(e <= atol + rtol * abs(int(q)) for e, q in zip(d, b.ravel())), (ref, rtol, atol)
+        rel = [e / abs(int(q)) for e, q in zip(d, b.ravel()) if q != 0]
+        np.testing.assert_allclose(row.max_rel, max(rel), rtol=1e-12)
+    assert float(big + 1) == float(big)  # in float64 the first pair would look equal: why exactly matters
+    narrow = gs.compare(scope, {"id": x.astype("int32")[:, 2:].repeat(3, axis=1)}, np.array([[7, 7, 7]]))["id"]
+    assert narrow.ok and narrow.note == "int64 vs int32, compared exactly"

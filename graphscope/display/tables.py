@@ -260,7 +260,7 @@ def comparison_table(comparison: Any) -> Group:
     rows = []
     for r in comparison.rows:
         state = "ok" if r.ok else ("DIFFERS ◀ first" if r is first else "DIFFERS")
-        note = r.note.removesuffix(", compared in float64")  # the rule below says so
+        note = r.note.removesuffix(", compared in float64").removesuffix(", compared exactly")  # the rule says so
         if r.iteration is not None:
             note = f"iteration {r.iteration}" if note in ("", "per iteration") else f"{note}; iteration {r.iteration}"
         rows.append([r.name, shape_text(r.shape), _number(r.max_abs), _number(r.max_rel), _number(r.cosine),
@@ -273,7 +273,7 @@ def comparison_table(comparison: Any) -> Group:
              f"(rtol={comparison.rtol:g}, atol={comparison.atol:g})")
     parts: list[Any] = [WholeNames(title, columns, rows)]
     rule = ("within tolerance: |a-b| <= atol + rtol*|b| everywhere (numpy.allclose, b the reference); "
-            "values of two dtypes are compared in float64")
+            "values of two dtypes are compared in float64, integers exactly")
     parts.append(Text(rule, style="dim"))
     unmatched = comparison.unmatched
     for side, names in (("a", unmatched.a), ("b", unmatched.b)):
