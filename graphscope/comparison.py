@@ -208,6 +208,8 @@ def compare(
     pairs, unmatched_b = _pair(rows_a, side, match, mode)
     if not pairs:
         raise TensorNotFoundError(_nothing_shared(rows_a, side, mode))
+    if side.kind == "bundle" and inputs_b is None:
+        _check_stored_inputs(a, side.obj, inputs, [t.name for _, t, _ in pairs])
     if side.kind == "scope" and inputs_b is None:
         _check_same_inputs(a, side.obj)
         if isinstance(inputs, Mapping) and list(side.obj.inputs) != list(a.inputs) and set(inputs) == set(a.inputs):
@@ -383,6 +385,27 @@ def _check_same_inputs(a: Any, b: Any) -> None:
         raise InputError(
             f"a and b take different inputs (a: {spelled(ins_a, a.inputs)}; b: {spelled(ins_b, b.inputs)}), and "
             "one set of inputs was given: pass b's own as inputs_b=..."
+        )
+
+
+def _check_stored_inputs(a: Any, bundle: Bundle, inputs: Any, fetches: list[str]) -> None:
+    """Refuse to compare a's values on `inputs` with a stored run made on other inputs: the
+    store keeps a fingerprint of the first batch it was extracted from (`describe_call`), and
+    values sample for sample mean nothing on other samples (a reordered or changed dataset would
+    read as a regression)."""
+    from graphscope.data.sources import Batches
+    from graphscope.data.store import fingerprint
+
+    call = bundle.attrs.get("call") or {}
+    want, size = call.get("first_batch"), call.get("batch_size")
+    if not want or not size:
+        return  # a store written before the fingerprint was kept: nothing to check against
+    first = Batches(inputs, a.executor(fetches).signature, size).first()
+    if fingerprint(first) != want:
+        raise InputError(
+            f"b is a run stored at {bundle.path!r} from other inputs: the first {size} sample(s) of the "
+            "inputs given are not those it was extracted from (same arrays, dtypes and order); pass the "
+            "inputs it was extracted from, or extract a new run on these"
         )
 
 

@@ -129,6 +129,10 @@ def test_a_stored_run_as_reference(port, tmp_path):
     regressed = gs.compare(port["bad"], saved, port["x"])
     assert regressed.first.name == "d2"
     check_rows(regressed, by_keras(port["wrong"], port["x"], LAYERS), by_keras(port["k2"], port["x"], LAYERS))
+    # other inputs than the run was extracted from (reordered by mistake): refused, not read as a regression
+    for other in (port["x"][::-1].copy(), port["x"] + 1.0, port["x"].astype("float64")):
+        with pytest.raises(gs.InputError, match=r"b is a run stored at .* from other inputs.*pass the inputs it was"):
+            gs.compare(a, saved, other)
 
 
 def test_a_partial_mapping_of_reference_arrays(port):

@@ -86,6 +86,14 @@ class World:
     files: Any  # a folder of broken files
 
 
+def _stored_run(w):
+    """A run of the CNN's layer outputs on `w.x`, stored in the world's folder once."""
+    path = w.files / "stored_run.zarr"
+    if not path.exists():
+        w.scope.extract(gs.presets.layer_outputs(w.scope), w.x, out=path, quiet=True)
+    return gs.open(path)
+
+
 def _files(folder):
     """Broken and unsafe model files, and unreadable arrays."""
     (folder / "bad.keras").write_bytes(b"not a zip")
@@ -529,6 +537,10 @@ WRONG = [
           gs.TensorNotFoundError, KeyError, r"b shares no layer paths or tensor names with a: tried a's 7 layer paths and "
           r"their tensor names \(conv, .*against b's 2 \(dense_1, convolution\); closest: 'conv' ~ 'convolution'; "
           r"'dense' ~ 'dense_1'.*match='tensors'.*match=fn"),
+    Wrong("a compare with a stored run extracted from other inputs",
+          lambda w: gs.compare(w.scope, _stored_run(w), w.x[::-1].copy()), gs.InputError, ValueError,
+          r"b is a run stored at .* from other inputs: the first \d+ sample\(s\) of the inputs given are not those "
+          r"it was extracted from.*pass the inputs it was extracted from, or extract a new run on these"),
     Wrong("a compare with an unknown match", lambda w: gs.compare(w.scope, w.scope, w.x, match="ops"), gs.OptionError,
           ValueError, r"match='ops': choose 'layers', 'tensors', or a function from a's layer paths to b's names"),
     Wrong("a compare with a negative tolerance", lambda w: gs.compare(w.scope, w.scope, w.x, rtol=-1e-5),
