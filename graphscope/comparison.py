@@ -205,6 +205,8 @@ def compare(
     side = _side(b)
     mode = match if isinstance(match, str) else "mapped"
     rows_a = _rows_of(a.model_graph, "tensors" if mode == "tensors" else "layers")
+    if mode == "tensors":
+        rows_a = _with_layer_outputs(a.model_graph, rows_a, side)
     pairs, unmatched_b = _pair(rows_a, side, match, mode)
     if not pairs:
         raise TensorNotFoundError(_nothing_shared(rows_a, side, mode))
@@ -259,6 +261,18 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
                 found.append((position.get(t.op, 0), t.index, order, t.name, t))
     found.sort(key=lambda f: f[:3])
     return [(name, t) for *_, name, t in found]
+
+
+def _with_layer_outputs(graph: Any, rows: list[tuple[str, Tensor]], side: _Side) -> list[tuple[str, Tensor]]:
+    """`match="tensors"` pairs by canonical name. A layer output whose tensor b names otherwise
+    (a tf_keras LSTM's output is `lstm/PartitionedCall:1`, Keras 3's `lstm/transpose_1:0`) is
+    paired by its layer path as well, in a row named by the path, so a port's broken layer is
+    not skipped while only the plumbing around it pairs."""
+    extra = [(n, t) for n, t in _rows_of(graph, "layers") if t.name not in side.tensors and n in side.layers]
+    if not extra:
+        return rows
+    position = {name: k for k, name in enumerate(graph.graph)}
+    return sorted(rows + extra, key=lambda r: (position.get(r[1].op, 0), r[1].index))
 
 
 @dataclasses.dataclass
@@ -328,8 +342,8 @@ def _pair(rows_a: list[tuple[str, Tensor]], side: _Side, match: Any,
             other = side.layers.get(name)
             if other is None and side.kind == "mapping":
                 other = name if name in side.tensors else (t.name if t.name in side.tensors else None)
-        else:
-            other = name if name in side.tensors else None
+        else:  # a tensor by its name; a layer output row (no ':' in its name) by its layer path
+            other = name if name in side.tensors else side.layers.get(name) if ":" not in name else None
         if other is not None:
             pairs.append((name, t, other))
     used = {o for _, _, o in pairs}

@@ -409,3 +409,27 @@ def test_integers_are_compared_exactly():
     assert float(big + 1) == float(big)  # in float64 the first pair would look equal: why exactly matters
     narrow = gs.compare(scope, {"id": x.astype("int32")[:, 2:].repeat(3, axis=1)}, np.array([[7, 7, 7]]))["id"]
     assert narrow.ok and narrow.note == "int64 vs int32, compared exactly"
+
+
+def test_tensors_mode_pairs_a_layer_output_b_names_otherwise_by_its_path():
+    """A new user's tf_keras -> Keras 3 LSTM port with a wrong activation: by canonical name only
+    the shape plumbing paired (tf_keras names the output `lstm/PartitionedCall:1`, Keras 3
+    `lstm/transpose_1:0`) and `.first` fell on the Dense downstream. The layer output is paired
+    by its path too, and `.first` is the broken layer, its error numpy's."""
+    tf_keras = pytest.importorskip("tf_keras")
+
+    def build(k, activation="tanh"):
+        x = k.Input((6, 3), name="seq")
+        h = k.layers.LSTM(4, return_sequences=True, activation=activation, name="lstm")(x)
+        return k.Model(x, k.layers.Dense(2, name="out")(k.layers.LSTM(4, name="lstm2")(h)))
+
+    tf_keras.utils.set_random_seed(0)
+    old = build(tf_keras)
+    new = build(keras, activation="relu")
+    new.set_weights(old.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
+    cmp = gs.compare(gs.trace(old, quiet=True), gs.trace(new, quiet=True), x, match="tensors")
+    assert cmp.first is not None and cmp.first.name == "lstm"
+    want_a = tf_keras.Model(old.input, old.get_layer("lstm").output)(x).numpy()
+    want_b = keras.Model(new.input, new.get_layer("lstm").output)(x).numpy()
+    np.testing.assert_allclose(cmp["lstm"].max_abs, np.abs(want_a - want_b).max(), rtol=1e-5)
