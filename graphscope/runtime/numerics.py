@@ -16,7 +16,8 @@ the graph, so what comes back is a few numbers per tensor per iteration, never t
 - `backward=of`: after a finite forward pass, the gradient of `sum(of)` with respect to every
   float tensor outside loops and branches that `of` is computed from, each reduced to the same
   counts inside the gradient function (`gradients.Gradient(reduce=)`). A backward origin is a
-  tensor whose gradient is non-finite while the gradients of its consumers' outputs are finite.
+  tensor whose gradient is non-finite while the gradients of its consumers' outputs are finite
+  (looking through consumers that only pass a value along, to their own consumers' outputs).
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
     def can(op_name: str) -> bool:
         if op_name not in computable:
             computable[op_name] = op_name in fed_ops or (
-                op_name not in inputs and all(can(graph.tensors[i].op) for i in graph.op(op_name).inputs))
+                op_name not in inputs and all(can(graph.tensors[i].op) for i in _op(graph, op_name).inputs))
         return computable[op_name]
 
     out = []
@@ -318,6 +319,12 @@ def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
 
 
 # --------------------------------------------------------------------------- forward origins
+
+
+def _op(graph: Any, name: str) -> Any:
+    """The op record called `name` (not `graph.op`, which resolves a name as a tensor's first:
+    a function body's `Identity` would be an outer tensor's op)."""
+    return graph.graph.nodes[name]["op"]
 
 
 def _bad(v: np.ndarray) -> bool:
@@ -381,7 +388,7 @@ def _forward(runtime: Runtime, stats: dict[str, dict[tuple[int, ...], np.ndarray
 
 
 def _data_inputs(runtime: Runtime, t: Tensor) -> list[str]:
-    return list(dict.fromkeys(i for i in runtime.graph.op(t.op).inputs if not runtime.graph.tensors[i].is_handle))
+    return list(dict.fromkeys(i for i in _op(runtime.graph, t.op).inputs if not runtime.graph.tensors[i].is_handle))
 
 
 def _order(runtime: Runtime) -> dict[str, int]:
@@ -413,7 +420,7 @@ def _weight(graph: Any, t: Tensor) -> bool:
     """A variable's value: read, or a cast or copy of one read."""
     if t.op_type == "ReadVariableOp":
         return True
-    inputs = graph.op(t.op).inputs
+    inputs = _op(graph, t.op).inputs
     return t.op_type in ("Cast", "Identity") and bool(inputs) and all(_weight(graph, graph.tensors[i]) for i in inputs)
 
 
@@ -425,7 +432,7 @@ def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
     chain = [t.name]
     current = t
     while len(chain) < limit:
-        candidates = [graph.tensors[i] for i in graph.op(current.op).inputs]
+        candidates = [graph.tensors[i] for i in _op(graph, current.op).inputs]
         candidates = [u for u in candidates if u.dtype in FLOATS and u.op_type != "Const"]
         values = [u for u in candidates if not _weight(graph, u)]  # the data path before the weights
         candidates = values or candidates
@@ -516,7 +523,7 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
     graph = runtime.graph
     consumers: dict[str, list[str]] = {}
     for op_name in G:
-        for i in graph.op(op_name).inputs:
+        for i in _op(graph, op_name).inputs:
             consumers.setdefault(i, []).append(op_name)
     found = []
     for name in bad:
@@ -524,11 +531,28 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
         if passes_along(t):
             continue
         ops = consumers.get(name, [])
-        if any(o in bad for c in ops for o in graph.op(c).outputs):
+        if any(o in bad for o in _downstream(graph, ops, consumers)):
             continue
-        names = dict.fromkeys(i for c in ops for i in graph.op(c).inputs if not graph.tensors[i].is_handle)
+        names = dict.fromkeys(i for c in ops for i in _op(graph, c).inputs if not graph.tensors[i].is_handle)
         shown = tuple((u, _as_counts(list(forward[u].values())) if u in forward else None) for u in names)
         found.append(Origin(t, (), bad[name], shown, _chain(runtime, t)))
     found.sort(key=lambda o: -order[o.tensor.name])  # walking from `of` toward the inputs
     return Numerics("backward", Selection(o.tensor for o in found), tuple(found), _ordered(bad, order),
                     len(reached), of=of)
+
+
+def _downstream(graph: Any, ops: list[str], consumers: dict[str, list[str]]) -> Iterator[str]:
+    """The outputs of `ops` whose gradients flow back into their inputs': an output that only
+    passes a value along (Identity's, a loop's, a branch's, a call's) is never an origin, so it
+    is looked through to its own consumers' outputs."""
+    seen: set[str] = set()
+    stack = list(ops)
+    while stack:
+        for o in _op(graph, stack.pop()).outputs:
+            if o in seen:
+                continue
+            seen.add(o)
+            if passes_along(graph.tensors[o]):
+                stack.extend(consumers.get(o, []))
+            else:
+                yield o
