@@ -5,8 +5,8 @@ inside the function before it leaves (`Program.compiled(..., reduce=)`): values 
 branches are exposed as usual (`expose`), and their lists and optionals reduced item by item in
 the graph, so what comes back is a few numbers per tensor per iteration, never the values.
 
-- A first, quick pass reduces each value to its sum, which is finite exactly when every value is
-  (or overflows: a false alarm the second pass clears).
+- A first, quick pass reduces each value to the sum of its values times 0, which is finite
+  exactly when every value is (and never overflows).
 - Only when some sum is not finite, a second pass reduces each value to its NaN, +Inf and -Inf
   counts and the min and max of its finite values, and the origins are found on the host: a
   tensor holding non-finite values while its op's inputs are all finite at that iteration (a
@@ -54,10 +54,9 @@ _NO_GRADIENT = [0.0, 0.0, 0.0, math.inf, -math.inf, -1.0]  # the stats of an ent
 
 
 def _sum(x: tf.Tensor) -> tf.Tensor:
-    """A scalar that is finite exactly when every value of `x` is (or when the sum overflows)."""
-    if x.dtype in (tf.float16, tf.bfloat16):
-        x = tf.cast(x, tf.float32)
-    return tf.cast(tf.reduce_sum(x), tf.float64)
+    """A scalar that is finite exactly when every value of `x` is: the sum of `x * 0` (0 for a
+    finite value, NaN for NaN and ±Inf), which cannot overflow as the sum of `x` can."""
+    return tf.cast(tf.reduce_sum(x * tf.constant(0, x.dtype)), tf.float64)
 
 
 def _counts(x: tf.Tensor | None) -> tf.Tensor:
@@ -84,7 +83,7 @@ class _Reduction:
     """`fn(values, kinds, dtypes)` for `Program.compiled(reduce=)`: `leaf` applied inside the
     graph to each value, or to each item of the loop lists and branch optionals it comes in
     (`expose.Exposed.kinds`). With `total`, one float64 scalar comes back, finite exactly when
-    every value is (or when a sum overflows); without, the top-level values' reductions stacked
+    every value is; without, the top-level values' reductions stacked
     (one row each, in order), then each wrapped value's, in the same wrappers."""
 
     def __init__(self, leaf: Any, *, total: bool) -> None:
@@ -503,7 +502,9 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
     forward, total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, mine)(inputs)
     if not math.isfinite(forward) or rest and not math.isfinite(_executor(runtime, "quick", rest, feeds,
                                                                           _reaching(runtime, edits, rest))(inputs)):
-        return _forward_report(runtime, checked, inputs, feeds, edits, of)
+        report = _forward_report(runtime, checked, inputs, feeds, edits, of)
+        if not report.ok:
+            return report  # else a random op drew other numbers: the backward pass decides
     fed = {t.name for _, t in feeds}
     sources = {t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"}  # inputs and weights
     if not sources & set(reached_names):
@@ -517,7 +518,7 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
     reached = {n: v for n, v in grads.items() if v[5] >= 0}
     bad = {n: _as_counts([v]) for n, v in reached.items() if _bad(v)}
     order = _order(runtime)
-    if not bad:  # a sum overflowed: every gradient is finite
+    if not bad:  # a random op drew other numbers: every gradient is finite
         return Numerics("backward", Selection(), (), {}, len(reached), of=of)
     forward = _executor(runtime, "counts", checked, feeds, edits)(inputs)
     graph = runtime.graph

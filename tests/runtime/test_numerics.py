@@ -438,6 +438,31 @@ def test_backward_looks_through_an_op_that_passes_the_value_along_to_the_sqrt(ho
     assert repr(report).endswith("non-finite, first d1/Relu:0>")
 
 
+def test_a_sum_that_overflows_float32_is_no_false_alarm_and_the_backward_pass_is_examined():
+    x_in = keras.Input((2,), name="x")
+    h = keras.layers.Dense(2, name="d", kernel_initializer="identity")(x_in)
+    model = keras.Model(x_in, Sqrt(name="root")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.array([[3e38, 0.0], [3e38, 0.0]], "float32")  # every value finite; their float32 sum is not
+    assert not _one_by_one(scope, x, _float_names(scope))  # judged by numpy: all finite
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.sum(scope.run("d/BiasAdd:0", x)["d/BiasAdd:0"], dtype=np.float32))
+    assert scope.numerics(x).ok
+    report = scope.numerics(x, backward="root/Sqrt:0")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:  # the oracle: the gradient at sqrt(0) is +Inf
+        tape.watch(xt)
+        hidden = model.get_layer("d")(xt)
+        tape.watch(hidden)
+        y = tf.reduce_sum(model.get_layer("root")(hidden))
+    g = tape.gradient(y, hidden).numpy()
+    assert not np.isfinite(g).all()
+    assert report.direction == "backward" and report.examined and not report.ok
+    assert report.first.name == "d/BiasAdd:0"
+    c = report.bad["d/BiasAdd:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g)
+
+
 def test_numerics_on_a_savedmodel_forward_and_backward(tmp_path):
     keras.utils.set_random_seed(1)
     logged = _log_model()
