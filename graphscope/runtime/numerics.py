@@ -218,6 +218,12 @@ def numerics(runtime: Runtime, inputs: Any, *, feeds: Any = None, edits: Any = N
     feed_pairs = runtime._feed_pairs(feeds)
     edit_list = runtime._edits(edits)
     of = _target(runtime, backward) if backward is not None else None
+    if of is not None and of.name in {t.name for _, t in feed_pairs}:
+        raise DisconnectedError(
+            f"cannot check the gradient of {of.name!r}: it is fed, so nothing computes it (the gradient of "
+            "sum(x) with respect to x itself is 1 everywhere); name a tensor computed from the inputs, such as "
+            "a layer's output or the model's"
+        )
     checked = _checked(runtime, [t for _, t in feed_pairs])
     if not checked:
         raise DisconnectedError("no float tensor is computed from these feeds: feed the model's inputs")
