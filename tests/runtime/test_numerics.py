@@ -451,6 +451,30 @@ def test_backward_looks_through_an_op_that_passes_the_value_along_to_the_sqrt(ho
     assert repr(report).endswith("non-finite, first d1/Relu:0>")
 
 
+def test_backward_looks_through_a_tf_keras_dropout_at_inference():
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(4)
+    x_in = tf_keras.Input((4,), name="x")
+    relu = tf_keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    dropped = tf_keras.layers.Dropout(0.5, name="drop")(relu)
+    root = tf_keras.layers.Lambda(tf.sqrt, name="root")(dropped)
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2, name="out")(root))
+    scope = gs.trace(model, quiet=True)
+    assert scope.model_graph.tensors["drop/Identity:0"].op_type == "Identity"  # Dropout at inference
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    h = tf.constant(tf_keras.Model(model.input, relu)(x).numpy())  # the oracle: tf.GradientTape on the tail
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(model.get_layer("drop")(h))
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
+    assert report.first.name == "d1/Relu:0" and report.origins.names == ["d1/Relu:0"]
+    c = report.bad["d1/Relu:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
+
+
 def test_a_sum_that_overflows_float32_is_no_false_alarm_and_the_backward_pass_is_examined():
     x_in = keras.Input((2,), name="x")
     h = keras.layers.Dense(2, name="d", kernel_initializer="identity")(x_in)
