@@ -561,6 +561,9 @@ WRONG = [
           gs.DisconnectedError, ValueError, r"no gradient flows from 'argmax/add:0' to the inputs or weights it is computed from "
           r"\(every path goes through ops without a gradient: argmax, casts to integers, stop_gradient\); name a "
           r"tensor gradients reach"),
+    Wrong("numerics backward of the model's input", lambda w: w.scope.numerics(w.x, backward="image:0"),
+          gs.DisconnectedError, ValueError, r"cannot check the gradient of 'image:0': it is fed, so nothing computes it"
+          r".*name a tensor computed from the inputs, such as a layer's output or the model's"),
     Wrong("numerics backward of a tensor inside a loop body",
           lambda w: w.mapped.numerics(demo.synthetic_images(),
                                       backward="ROI/map/while/rpn_non_max_suppression/iou_threshold:0"),

@@ -31,7 +31,9 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
   with the same edit and judged by numpy, and the NaN/+Inf/-Inf counts must be numpy's; the first
   origin must be the injected tensor (an edited tensor holds what its edit made, even a body's
   argument, which otherwise only passes values along), or the first tensor downstream of it
-  that does not only pass values along;
+  that does not only pass values along, and its iteration numpy's first bad one at every loop
+  level; and `backward=` a drawn output on the model as it is: the gradients it finds non-finite
+  (at the input, call outputs and pre-activations outside loops) are tf.GradientTape's;
 - **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
   targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
 
@@ -714,6 +716,20 @@ def _nonfinite(value: Any) -> tuple[int, int, int]:
     return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
 
 
+def _first_bad_iteration(value: Any, loops: int) -> tuple[int, ...] | None:
+    """The first iteration index (outermost loop first) at which a value fetched per iteration
+    holds NaN or Inf, by numpy; None where it never does (a branch that did not run: None)."""
+    if value is None:
+        return None
+    if not loops:
+        return () if any(_nonfinite(value)) else None
+    for i, item in enumerate(value):
+        found = _first_bad_iteration(item, loops - 1)
+        if found is not None:
+            return (i, *found)
+    return None
+
+
 def _first_downstream(scope: gs.Scope, name: str) -> set[str]:
     """`name` itself, or where it only passes values along, the first tensors downstream of it
     that do not (through pass-along tensors only)."""
@@ -767,6 +783,49 @@ def check_numerics(rt: Runtime, guarded: Guarded, site: Site, kind: int) -> None
     if report.first is None or report.first.name not in expected or report.first.name not in want:
         TALLY["wrong values"] += 1
         _fail(f"{label}: first origin {report.first and report.first.name}, expected one of {sorted(expected)}")
+    elif report.first.name == target:  # its iteration: numpy's first bad one, at every loop level
+        loops = sum(f.endswith((":body", ":cond")) for f in scope.model_graph.tensors[target].function)
+        first = _first_bad_iteration(values[target], loops)
+        if report.iteration != first:
+            TALLY["wrong values"] += 1
+            _fail(f"{label}: iteration {report.iteration}, numpy's first bad one {first}")
+
+
+def check_numerics_backward(rt: Runtime, guarded: Guarded, state: State, of: str) -> None:
+    """numerics(backward=) of a drawn output on the model as it is: the gradients it finds
+    non-finite, at the input and at every call output and pre-activation outside loops, are those
+    tf.GradientTape finds non-finite (none, for a healthy model: then it is ok); where the forward
+    pass is not finite, the report is the forward one, its first origin non-finite by numpy."""
+    scope = guarded.scope
+    output = scope.layer(of).output
+    ones = np.ones([d or 1 for d in output.shape[1:]], np.float32)
+    want = {}
+    for wrt in ["x", *sites(rt, inside=False)]:
+        grad = gradient_by_keras(rt, state, of, wrt, ones)
+        if grad is not None:
+            want[scope.model_graph.inputs[0].name if wrt == "x" else tensor_at(scope, wrt)] = \
+                not np.isfinite(grad).all()
+    label = f"numerics backward of {of} ({output.name})"
+    try:
+        report = guarded("numerics", rt.x, backward=output.name)
+    except gs.DisconnectedError:
+        if want:
+            _fail(f"{label}: refused as disconnected, but the tape finds gradients at {sorted(want)[:4]}")
+        return
+    TALLY["values compared"] += 1
+    if not report.examined:
+        first = report.first and report.first.name
+        if report.direction != "forward" or first is None or not any(_nonfinite(guarded("run", first, rt.x)[first])):
+            TALLY["wrong values"] += 1
+            _fail(f"{label}: not examined, but the forward origin {first} is finite by numpy")
+        return
+    TALLY["numerics backward examined"] += 1
+    TALLY["numerics backward non-finite"] += not report.ok
+    got = {name: name in report.bad for name in want}
+    if got != want or report.ok != (not any(want.values())) or report.iteration != ():
+        TALLY["wrong values"] += 1
+        _fail(f"{label}: non-finite gradients {sorted(n for n in got if got[n])}, the tape's "
+              f"{sorted(n for n in want if want[n])}; {report!r}")
 
 
 @given(runtime_specs())
@@ -775,10 +834,13 @@ def check_numerics(rt: Runtime, guarded: Guarded, site: Site, kind: int) -> None
 @settings(max_examples=settings().max_examples // 4)
 def test_random_numerics_agree_with_numpy(spec):
     rt, scope, state, guarded = _traced(spec)
-    site_pick, kind, _ = spec["ops"][0]
+    site_pick, kind, of_pick = spec["ops"][0]
     site = _pick(sites(rt), site_pick)
     _attempt(f"numerics at {site}", check_numerics, rt, guarded, site, kind)
     TALLY["numerics"] += 1
+    of = _pick(rt.outputs, of_pick)
+    _attempt(f"numerics backward of {of}", check_numerics_backward, rt, guarded, state, of)
+    TALLY["numerics backward"] += 1
 
 
 # -- callables across cache evictions ------------------------------------------------------------

@@ -99,6 +99,6 @@ class Numerics(Shown):
         what = "gradients" if self.direction == "backward" else "tensors"
         if self.ok:
             return f"<Numerics ok: {self.checked} {what} finite>"
-        where = f" first {self.first.name}" if self.first is not None else ""
+        where = f", first {self.first.name}" if self.first is not None else ""
         note = " (backward not examined)" if not self.examined else ""
-        return f"<Numerics {len(self.bad)} of {self.checked} {what} non-finite,{where}{note}>"
+        return f"<Numerics {len(self.bad)} of {self.checked} {what} non-finite{where}{note}>"

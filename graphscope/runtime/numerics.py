@@ -5,8 +5,8 @@ inside the function before it leaves (`Program.compiled(..., reduce=)`): values 
 branches are exposed as usual (`expose`), and their lists and optionals reduced item by item in
 the graph, so what comes back is a few numbers per tensor per iteration, never the values.
 
-- A first, quick pass reduces each value to its sum, which is finite exactly when every value is
-  (or overflows: a false alarm the second pass clears).
+- A first, quick pass reduces each value to the sum of its values times 0, which is finite
+  exactly when every value is (and never overflows).
 - Only when some sum is not finite, a second pass reduces each value to its NaN, +Inf and -Inf
   counts and the min and max of its finite values, and the origins are found on the host: a
   tensor holding non-finite values while its op's inputs are all finite at that iteration (a
@@ -16,7 +16,8 @@ the graph, so what comes back is a few numbers per tensor per iteration, never t
 - `backward=of`: after a finite forward pass, the gradient of `sum(of)` with respect to every
   float tensor outside loops and branches that `of` is computed from, each reduced to the same
   counts inside the gradient function (`gradients.Gradient(reduce=)`). A backward origin is a
-  tensor whose gradient is non-finite while the gradients of its consumers' outputs are finite.
+  tensor whose gradient is non-finite while the gradients of its consumers' outputs are finite
+  (looking through consumers that only pass a value along, to their own consumers' outputs).
 """
 
 from __future__ import annotations
@@ -53,10 +54,9 @@ _NO_GRADIENT = [0.0, 0.0, 0.0, math.inf, -math.inf, -1.0]  # the stats of an ent
 
 
 def _sum(x: tf.Tensor) -> tf.Tensor:
-    """A scalar that is finite exactly when every value of `x` is (or when the sum overflows)."""
-    if x.dtype in (tf.float16, tf.bfloat16):
-        x = tf.cast(x, tf.float32)
-    return tf.cast(tf.reduce_sum(x), tf.float64)
+    """A scalar that is finite exactly when every value of `x` is: the sum of `x * 0` (0 for a
+    finite value, NaN for NaN and ±Inf), which cannot overflow as the sum of `x` can."""
+    return tf.cast(tf.reduce_sum(x * tf.constant(0, x.dtype)), tf.float64)
 
 
 def _counts(x: tf.Tensor | None) -> tf.Tensor:
@@ -83,7 +83,7 @@ class _Reduction:
     """`fn(values, kinds, dtypes)` for `Program.compiled(reduce=)`: `leaf` applied inside the
     graph to each value, or to each item of the loop lists and branch optionals it comes in
     (`expose.Exposed.kinds`). With `total`, one float64 scalar comes back, finite exactly when
-    every value is (or when a sum overflows); without, the top-level values' reductions stacked
+    every value is; without, the top-level values' reductions stacked
     (one row each, in order), then each wrapped value's, in the same wrappers."""
 
     def __init__(self, leaf: Any, *, total: bool) -> None:
@@ -218,6 +218,12 @@ def numerics(runtime: Runtime, inputs: Any, *, feeds: Any = None, edits: Any = N
     feed_pairs = runtime._feed_pairs(feeds)
     edit_list = runtime._edits(edits)
     of = _target(runtime, backward) if backward is not None else None
+    if of is not None and of.name in {t.name for _, t in feed_pairs}:
+        raise DisconnectedError(
+            f"cannot check the gradient of {of.name!r}: it is fed, so nothing computes it (the gradient of "
+            "sum(x) with respect to x itself is 1 everywhere); name a tensor computed from the inputs, such as "
+            "a layer's output or the model's"
+        )
     checked = _checked(runtime, [t for _, t in feed_pairs])
     if not checked:
         raise DisconnectedError("no float tensor is computed from these feeds: feed the model's inputs")
@@ -302,7 +308,7 @@ def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
     def can(op_name: str) -> bool:
         if op_name not in computable:
             computable[op_name] = op_name in fed_ops or (
-                op_name not in inputs and all(can(graph.tensors[i].op) for i in graph.op(op_name).inputs))
+                op_name not in inputs and all(can(graph.tensors[i].op) for i in _op(graph, op_name).inputs))
         return computable[op_name]
 
     out = []
@@ -318,6 +324,12 @@ def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
 
 
 # --------------------------------------------------------------------------- forward origins
+
+
+def _op(graph: Any, name: str) -> Any:
+    """The op record called `name` (not `graph.op`, which resolves a name as a tensor's first:
+    a function body's `Identity` would be an outer tensor's op)."""
+    return graph.graph.nodes[name]["op"]
 
 
 def _bad(v: np.ndarray) -> bool:
@@ -381,7 +393,7 @@ def _forward(runtime: Runtime, stats: dict[str, dict[tuple[int, ...], np.ndarray
 
 
 def _data_inputs(runtime: Runtime, t: Tensor) -> list[str]:
-    return list(dict.fromkeys(i for i in runtime.graph.op(t.op).inputs if not runtime.graph.tensors[i].is_handle))
+    return list(dict.fromkeys(i for i in _op(runtime.graph, t.op).inputs if not runtime.graph.tensors[i].is_handle))
 
 
 def _order(runtime: Runtime) -> dict[str, int]:
@@ -413,7 +425,7 @@ def _weight(graph: Any, t: Tensor) -> bool:
     """A variable's value: read, or a cast or copy of one read."""
     if t.op_type == "ReadVariableOp":
         return True
-    inputs = graph.op(t.op).inputs
+    inputs = _op(graph, t.op).inputs
     return t.op_type in ("Cast", "Identity") and bool(inputs) and all(_weight(graph, graph.tensors[i]) for i in inputs)
 
 
@@ -425,7 +437,7 @@ def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
     chain = [t.name]
     current = t
     while len(chain) < limit:
-        candidates = [graph.tensors[i] for i in graph.op(current.op).inputs]
+        candidates = [graph.tensors[i] for i in _op(graph, current.op).inputs]
         candidates = [u for u in candidates if u.dtype in FLOATS and u.op_type != "Const"]
         values = [u for u in candidates if not _weight(graph, u)]  # the data path before the weights
         candidates = values or candidates
@@ -496,7 +508,9 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
     forward, total, reached_names = _executor(runtime, "gradient quick", [of, *wrt], feeds, mine)(inputs)
     if not math.isfinite(forward) or rest and not math.isfinite(_executor(runtime, "quick", rest, feeds,
                                                                           _reaching(runtime, edits, rest))(inputs)):
-        return _forward_report(runtime, checked, inputs, feeds, edits, of)
+        report = _forward_report(runtime, checked, inputs, feeds, edits, of)
+        if not report.ok:
+            return report  # else a random op drew other numbers: the backward pass decides
     fed = {t.name for _, t in feeds}
     sources = {t.name for t in wrt if t.name in fed or t.op_type == "ReadVariableOp"}  # inputs and weights
     if not sources & set(reached_names):
@@ -510,13 +524,13 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
     reached = {n: v for n, v in grads.items() if v[5] >= 0}
     bad = {n: _as_counts([v]) for n, v in reached.items() if _bad(v)}
     order = _order(runtime)
-    if not bad:  # a sum overflowed: every gradient is finite
+    if not bad:  # a random op drew other numbers: every gradient is finite
         return Numerics("backward", Selection(), (), {}, len(reached), of=of)
     forward = _executor(runtime, "counts", checked, feeds, edits)(inputs)
     graph = runtime.graph
     consumers: dict[str, list[str]] = {}
     for op_name in G:
-        for i in graph.op(op_name).inputs:
+        for i in _op(graph, op_name).inputs:
             consumers.setdefault(i, []).append(op_name)
     found = []
     for name in bad:
@@ -524,11 +538,28 @@ def _backward(runtime: Runtime, of: Tensor, checked: list[Tensor], inputs: Any, 
         if passes_along(t):
             continue
         ops = consumers.get(name, [])
-        if any(o in bad for c in ops for o in graph.op(c).outputs):
+        if any(o in bad for o in _downstream(graph, ops, consumers)):
             continue
-        names = dict.fromkeys(i for c in ops for i in graph.op(c).inputs if not graph.tensors[i].is_handle)
+        names = dict.fromkeys(i for c in ops for i in _op(graph, c).inputs if not graph.tensors[i].is_handle)
         shown = tuple((u, _as_counts(list(forward[u].values())) if u in forward else None) for u in names)
         found.append(Origin(t, (), bad[name], shown, _chain(runtime, t)))
     found.sort(key=lambda o: -order[o.tensor.name])  # walking from `of` toward the inputs
     return Numerics("backward", Selection(o.tensor for o in found), tuple(found), _ordered(bad, order),
                     len(reached), of=of)
+
+
+def _downstream(graph: Any, ops: list[str], consumers: dict[str, list[str]]) -> Iterator[str]:
+    """The outputs of `ops` whose gradients flow back into their inputs': an output that only
+    passes a value along (Identity's, a loop's, a branch's, a call's) is never an origin, so it
+    is looked through to its own consumers' outputs."""
+    seen: set[str] = set()
+    stack = list(ops)
+    while stack:
+        for o in _op(graph, stack.pop()).outputs:
+            if o in seen:
+                continue
+            seen.add(o)
+            if passes_along(graph.tensors[o]):
+                stack.extend(consumers.get(o, []))
+            else:
+                yield o

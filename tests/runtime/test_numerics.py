@@ -64,6 +64,20 @@ def _one_by_one(scope, x, names):
     return bad
 
 
+def _first_bad_iteration(value, loops):
+    """The first iteration index (outermost loop first) at which a value fetched per iteration
+    holds NaN or Inf, by numpy; None where it never does (a branch that did not run: None)."""
+    if value is None:
+        return None
+    if not loops:
+        return () if not np.isfinite(np.asarray(value, np.float64)).all() else None
+    for i, item in enumerate(value):
+        found = _first_bad_iteration(item, loops - 1)
+        if found is not None:
+            return (i, *found)
+    return None
+
+
 def _float_names(scope):
     unused = scope.model_graph.unused
     return [t.name for t in scope.model_graph.tensors.values() if t.dtype in FLOATS and t.op not in unused]
@@ -256,9 +270,8 @@ def test_a_nan_injected_inside_control_flow_is_found_where_it_was_put(control_fl
     if edited in want:
         assert report.first.name == edited and report.origins.names == [edited]
         value = scope.run(edited, x, edits=edits)
-        if edited in value.per_iteration:
-            first = next(i for i, v in enumerate(value[edited]) if v is not None and not np.isfinite(v).all())
-            assert report.iteration[0] == first
+        loops = sum(f.endswith((":body", ":cond")) for f in scope.model_graph.tensors[edited].function)
+        assert report.iteration == _first_bad_iteration(value[edited], loops)  # every index, outermost first
     else:  # the branch did not run
         assert report.ok
 
@@ -392,3 +405,131 @@ def test_backward_checks_the_forward_pass_once_and_still_sees_an_edited_copy_of_
     report = scope.numerics(x, backward="out/BiasAdd:0", edits=edits)
     assert not report.ok and not report.examined and report.first.name == "Identity:0"
     assert report.bad["Identity:0"].nan == value.size
+
+
+class PassThenSqrt(keras.layers.Layer):
+    """sqrt of its input after an op that only passes it along: an Identity, a while loop, or a
+    branch of a tf.cond (an If)."""
+
+    def __init__(self, how, **kwargs):
+        super().__init__(**kwargs)
+        self.how = how
+
+    def call(self, x):
+        if self.how == "identity":
+            y = tf.identity(x)
+        elif self.how == "while":
+            y = tf.while_loop(lambda i, _: i < 2, lambda i, a: (i + 1, a * 1.0), (tf.constant(0), x))[1]
+        else:
+            y = tf.cond(tf.reduce_sum(x) > -1e30, lambda: tf.identity(x), lambda: x * 2.0)
+        return tf.sqrt(y)
+
+
+@pytest.mark.parametrize("how", ["identity", "while", "if"])
+def test_backward_looks_through_an_op_that_passes_the_value_along_to_the_sqrt(how):
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    relu = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(PassThenSqrt(how, name="root")(relu)))
+    scope = gs.trace(model, quiet=True)
+    passing = {"identity": "Identity", "while": "While", "if": "If"}[how]
+    assert any(t.op_type.endswith(passing) and t.layer == "root" for t in scope.model_graph.tensors.values())
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    # the oracle: tf.GradientTape on the model's tail from the relu's output, and on the sqrt's output
+    h = tf.constant(keras.Model(model.input, relu)(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(h)
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
+    assert report.direction == "backward" and report.examined and not report.ok
+    assert report.first.name == "d1/Relu:0" and report.origins.names == ["d1/Relu:0"]
+    c = report.bad["d1/Relu:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
+    assert repr(report).endswith("non-finite, first d1/Relu:0>")
+
+
+def test_backward_looks_through_a_tf_keras_dropout_at_inference():
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(4)
+    x_in = tf_keras.Input((4,), name="x")
+    relu = tf_keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    dropped = tf_keras.layers.Dropout(0.5, name="drop")(relu)
+    root = tf_keras.layers.Lambda(tf.sqrt, name="root")(dropped)
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2, name="out")(root))
+    scope = gs.trace(model, quiet=True)
+    assert scope.model_graph.tensors["drop/Identity:0"].op_type == "Identity"  # Dropout at inference
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    h = tf.constant(tf_keras.Model(model.input, relu)(x).numpy())  # the oracle: tf.GradientTape on the tail
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(model.get_layer("drop")(h))
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
+    assert report.first.name == "d1/Relu:0" and report.origins.names == ["d1/Relu:0"]
+    c = report.bad["d1/Relu:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
+
+
+def test_a_sum_that_overflows_float32_is_no_false_alarm_and_the_backward_pass_is_examined():
+    x_in = keras.Input((2,), name="x")
+    h = keras.layers.Dense(2, name="d", kernel_initializer="identity")(x_in)
+    model = keras.Model(x_in, Sqrt(name="root")(h))
+    scope = gs.trace(model, quiet=True)
+    x = np.array([[3e38, 0.0], [3e38, 0.0]], "float32")  # every value finite; their float32 sum is not
+    assert not _one_by_one(scope, x, _float_names(scope))  # judged by numpy: all finite
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.sum(scope.run("d/BiasAdd:0", x)["d/BiasAdd:0"], dtype=np.float32))
+    assert scope.numerics(x).ok
+    report = scope.numerics(x, backward="root/Sqrt:0")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:  # the oracle: the gradient at sqrt(0) is +Inf
+        tape.watch(xt)
+        hidden = model.get_layer("d")(xt)
+        tape.watch(hidden)
+        y = tf.reduce_sum(model.get_layer("root")(hidden))
+    g = tape.gradient(y, hidden).numpy()
+    assert not np.isfinite(g).all()
+    assert report.direction == "backward" and report.examined and not report.ok
+    assert report.first.name == "d/BiasAdd:0"
+    c = report.bad["d/BiasAdd:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g)
+
+
+def test_numerics_on_a_savedmodel_forward_and_backward(tmp_path):
+    keras.utils.set_random_seed(1)
+    logged = _log_model()
+    tf.saved_model.save(logged, str(tmp_path / "log"))
+    scope = gs.trace(str(tmp_path / "log"), quiet=True)
+    x = np.random.RandomState(0).randn(3, 4).astype("float32")
+    report = scope.numerics(x)
+    want = _one_by_one(scope, x, _float_names(scope))  # judged by numpy
+    assert want and {n: (c.nan, c.posinf, c.neginf) for n, c in report.bad.items()} == want
+    assert report.first.op_type == "Log" and report.origins.names == [report.first.name]
+    dense = keras.Model(logged.input, logged.get_layer("d1").output)(x).numpy()  # the log's input, by Keras
+    assert report.bad[report.first.name].nan == int((dense < 0).sum())
+
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,), name="x")
+    relu = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="out")(Sqrt(name="root")(relu)))
+    tf.saved_model.save(model, str(tmp_path / "sqrt"))
+    scope = gs.trace(str(tmp_path / "sqrt"), quiet=True)
+    x = np.random.RandomState(5).randn(3, 4).astype("float32")
+    assert scope.numerics(x).ok
+    (sqrt,) = scope.find(op_type="Sqrt")
+    (after,) = [t for t in scope.model_graph.tensors.values() if t.op_type == "BiasAdd" and "out" in t.name]
+    report = scope.numerics(x, backward=after.name)
+    h = tf.constant(keras.Model(model.input, relu)(x).numpy())  # the oracle: tf.GradientTape on Keras
+    with tf.GradientTape() as tape:
+        tape.watch(h)
+        y = tf.reduce_sum(model.get_layer("out")(model.get_layer("root")(h)))
+    g = tape.gradient(y, h).numpy()
+    assert not report.ok and report.examined and report.first.op_type == "Relu"
+    assert report.origins.names == [report.first.name] and list(scope.model_graph.op(sqrt.op).inputs) == [report.first.name]
+    c = report.bad[report.first.name]
+    assert (c.nan, c.posinf, c.neginf) == _counts(g)
