@@ -79,7 +79,10 @@ def _counts(x: tf.Tensor | None) -> tf.Tensor:
     ])
 
 
-_GROUP = 32  # tensors counted together: fewer ops to build and optimise, few values held longer
+# tensors counted together (fewer ops to build and optimise), up to so many values per example
+# (a group's values are held until all are computed, and copied: bounded like one big tensor's)
+_GROUP = 128
+_GROUP_VALUES = 1 << 21
 
 
 def _counts_many(values: Sequence[tf.Tensor | None]) -> tf.Tensor:
@@ -97,10 +100,17 @@ def _counts_many(values: Sequence[tf.Tensor | None]) -> tf.Tensor:
         by_dtype.setdefault(v.dtype, []).append((k, v))
     rows, order = [], []
     for items in by_dtype.values():
-        for start in range(0, len(items), _GROUP):
-            group = items[start:start + _GROUP]
-            rows.append(_group_counts([v for _, v in group]))
-            order += [k for k, _ in group]
+        group: list[tuple[int, tf.Tensor]] = []
+        held = 0
+        for k, v in items + [(-1, None)]:
+            size = math.prod(d or 1 for d in v.shape) if v is not None and v.shape.rank is not None else 1
+            if group and (v is None or len(group) == _GROUP or held + size > _GROUP_VALUES):
+                rows.append(_group_counts([u for _, u in group]))
+                order += [j for j, _ in group]
+                group, held = [], 0
+            if v is not None:
+                group.append((k, v))
+                held += size
     if absent:
         rows.append(tf.constant([_NO_GRADIENT] * len(absent), tf.float64))
         order += absent
@@ -117,6 +127,8 @@ def _group_counts(xs: list[tf.Tensor]) -> tf.Tensor:
     """`_counts` of each of `xs` (one dtype, float32 or float64), as sorted segments of one vector
     (sorted segment reductions and a bincount: a few times faster than unsorted ones)."""
     k = len(xs)
+    if k == 1:
+        return tf.expand_dims(_counts(xs[0]), 0)
     flat_shape = tf.constant([-1])
     flat = [tf.reshape(x, flat_shape) for x in xs]
     sizes = tf.concat(tf.shape_n(flat), 0)
