@@ -533,3 +533,51 @@ def test_numerics_on_a_savedmodel_forward_and_backward(tmp_path):
     assert report.origins.names == [report.first.name] and list(scope.model_graph.op(sqrt.op).inputs) == [report.first.name]
     c = report.bad[report.first.name]
     assert (c.nan, c.posinf, c.neginf) == _counts(g)
+
+
+def _counts_by_hand(a):
+    a = np.asarray(a, np.float64)
+    finite = a[np.isfinite(a)]
+    return [np.isnan(a).sum(), np.isposinf(a).sum(), np.isneginf(a).sum(),
+            finite.min() if finite.size else np.inf, finite.max() if finite.size else -np.inf, a.size]
+
+
+@pytest.mark.parametrize("values_per_group", [None, 12])
+def test_the_counting_pass_counts_each_tensor_as_numpy_does_in_groups_of_few_ops(values_per_group, monkeypatch):
+    """The counting pass reduces its tensors in groups (segments of one vector): every row is
+    numpy's count of that tensor alone, across groups, precisions, empty and all-NaN tensors and
+    entries no gradient reaches, and groups cut short by their values per example (some of one
+    tensor); and it builds a few ops per tensor, not the thirty of a reduction per tensor (a
+    first call's cost on a real model)."""
+    from graphscope.runtime import numerics
+    from graphscope.runtime.numerics import _counts_many
+
+    if values_per_group:
+        monkeypatch.setattr(numerics, "_GROUP_VALUES", values_per_group)
+
+    rng = np.random.default_rng(3)
+    arrays = []
+    for i in range(90):  # more than one group, groups broken by precision and absent entries
+        shape = [(3, 4), (0, 5), (), (7,), (2, 0), (5, 5, 2), (1,)][i % 7]
+        dtype = [np.float32, np.float16, np.float64][i % 3 if i % 4 else 0]
+        a = np.array(rng.normal(size=shape) * 1e3, dtype)
+        if a.size and i % 2:
+            a.flat[rng.integers(a.size)] = [np.nan, np.inf, -np.inf][i % 3]
+        if a.size and i % 5 == 0:
+            a[...] = [np.nan, np.inf][i % 2]
+        if dtype == np.float64 and a.size and i % 4 == 1:
+            a.flat[0] = 1e300  # beyond float32: counted in float64
+        arrays.append(None if i % 13 == 4 else a)
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholders = [None if a is None else tf.compat.v1.placeholder(a.dtype, (None, *a.shape[1:])[:a.ndim])
+                        for a in arrays]
+        before = len(graph.get_operations())
+        rows = _counts_many(placeholders)
+        built = len(graph.get_operations()) - before
+        with tf.compat.v1.Session(graph=graph) as session:
+            got = session.run(rows, {p: a for p, a in zip(placeholders, arrays) if p is not None})
+    want = [[0, 0, 0, np.inf, -np.inf, -1] if a is None else _counts_by_hand(a) for a in arrays]
+    np.testing.assert_array_equal(got, np.array(want, np.float64))
+    if not values_per_group:
+        assert built < 5 * len(arrays), built  # a reduction per tensor built about 30 ops each
