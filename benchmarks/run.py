@@ -225,6 +225,20 @@ print(time.perf_counter() - t, imported)
 """
 
 
+def _tape_to_input(model):
+    """One GradientTape backward pass of sum(model(x)) to the input, as a tf.function: the
+    baseline of figures 8 and 9b."""
+
+    @tf.function
+    def tape(images):
+        with tf.GradientTape() as g:
+            g.watch(images)
+            y = tf.reduce_sum(model(images, training=False))
+        return g.gradient(y, images)
+
+    return tape
+
+
 def bench_first_trace(args: argparse.Namespace) -> dict:
     """4e: the first trace in a fresh process, each variant in processes of its own, in
     alternating pairs; the median of the pairs' ratios. Each process imports TensorFlow and
@@ -380,12 +394,7 @@ def bench_interventions(args: argparse.Namespace) -> list[dict]:
     outputs = layer_outputs(scope)
     last = scope.outputs[0]
 
-    @tf.function
-    def tape(images):
-        with tf.GradientTape() as g:
-            g.watch(images)
-            y = tf.reduce_sum(model(images, training=False))
-        return g.gradient(y, images)
+    tape = _tape_to_input(model)
 
     grads = scope.gradient_executor(last, outputs)
     middle = "conv4_block1_out/Relu:0"
@@ -443,12 +452,7 @@ def bench_numerics(args: argparse.Namespace) -> list[dict]:
     last = scope.outputs[0].name
     forward = tf.function(model)
 
-    @tf.function
-    def tape(images):
-        with tf.GradientTape() as g:
-            g.watch(images)
-            y = tf.reduce_sum(model(images, training=False))
-        return g.gradient(y, images)
+    tape = _tape_to_input(model)
 
     t = interleaved(
         {"forward": lambda: forward(xt).numpy(), "numerics": lambda: scope.numerics(x),
