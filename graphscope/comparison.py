@@ -20,8 +20,10 @@ NaN, the other infinity), max_abs and max_rel are inf and the pair is outside to
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -225,11 +227,15 @@ def compare(
         pairs = [p for p in pairs if p[2] in b_ok]
     values_a = a.run(list(dict.fromkeys(t.name for _, t, _ in pairs)), inputs)
     values_b = side.values([o for _, _, o in pairs], inputs if inputs_b is None else inputs_b)
-    rows = []
-    with np.errstate(all="ignore"):  # NaN and Inf are compared, not warned about
-        for name, t, other in pairs:
-            per_iteration = t.name in values_a.per_iteration
-            rows.append(_row(name, t, other, values_a[t.name], values_b[other], per_iteration, rtol, atol))
+    def row(pair: tuple[str, Tensor, str]) -> Row:
+        name, t, other = pair
+        with np.errstate(all="ignore"):  # NaN and Inf are compared, not warned about
+            return _row(name, t, other, values_a[t.name], values_b[other], t.name in values_a.per_iteration,
+                        rtol, atol)
+
+    # numpy lets go of the GIL for the passes over the values: rows on all cores, in order
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
+        rows = list(pool.map(row, pairs))
     paired = {name for name, _, _ in pairs}
     unmatched_a = [n for n, _ in rows_a if n not in paired and n not in skipped]
     return Comparison(rows, Unmatched(unmatched_a, unmatched_b), rtol=rtol, atol=atol, match=mode, skipped=skipped)
