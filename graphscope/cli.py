@@ -149,6 +149,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _input_option(command: argparse.ArgumentParser, help_: str) -> None:
+    """`--input [NAME=]FILE`, repeatable: arrays to feed, by position or by input name."""
+    command.add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE", help=help_)
+
+
+def _edit_option(command: argparse.ArgumentParser, help_: str) -> None:
+    """`--edit NAME=FILE`, repeatable: a tensor replaced with an array."""
+    command.add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE", help=help_)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphscope",
@@ -198,20 +208,16 @@ def _parser() -> argparse.ArgumentParser:
                              help="also list tensors no output depends on (left out by default)")
 
     cmd["run"].add_argument("fetches", metavar="FETCH", nargs="+", help="tensor names (or regexes: every match)")
-    cmd["run"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
-                            help=".npy/.npz arrays to feed; repeat for several inputs (demo: optional)")
+    _input_option(cmd["run"], ".npy/.npz arrays to feed; repeat for several inputs (demo: optional)")
     cmd["run"].add_argument("--out", metavar="FILE.npz", help="save the values to this .npz")
     cmd["run"].add_argument("--plot", metavar="DIR",
                             help="write a picture of each fetched value to DIR (one PNG per tensor; needs matplotlib)")
-    cmd["run"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
-                            help="replace tensor NAME with the array in FILE (.npy/.npz), broadcast to its shape")
+    _edit_option(cmd["run"], "replace tensor NAME with the array in FILE (.npy/.npz), broadcast to its shape")
     cmd["grad"].add_argument("of", metavar="OF", help="the tensor (or output key) to differentiate, summed")
     cmd["grad"].add_argument("--wrt", nargs="+", required=True, metavar="NAME",
                              help="model inputs, tensors or variable paths to differentiate with respect to")
-    cmd["grad"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
-                             help="a .npy/.npz per model input, in order (or NAME=FILE); default for demo: synthetic images")
-    cmd["grad"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
-                             help="replace tensor NAME with the array in FILE, as for run")
+    _input_option(cmd["grad"], "a .npy/.npz per model input, in order (or NAME=FILE); default for demo: synthetic images")
+    _edit_option(cmd["grad"], "replace tensor NAME with the array in FILE, as for run")
     cmd["grad"].add_argument("--out", metavar="FILE.npz", help="save the gradients to this .npz")
 
     cmd["export"].add_argument("--format", required=True, choices=("graphml", "dot", "json", "tensorboard"))
@@ -236,22 +242,18 @@ def _parser() -> argparse.ArgumentParser:
     cmd["open"].add_argument("--index", type=int, help="show this entry's value (sample, or batch)")
 
     cmd["validate"].add_argument("fetches", metavar="FETCH", nargs="*", help="only these tensors' ops (default: every op)")
-    cmd["validate"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
-                                 help=".npy/.npz arrays to feed (demo: optional)")
+    _input_option(cmd["validate"], ".npy/.npz arrays to feed (demo: optional)")
     cmd["compare"].add_argument("model_b", metavar="MODEL_B",
                                 help="the model to compare with (as MODEL), or a directory `extract` wrote")
-    cmd["compare"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
-                                help=".npy/.npz arrays both models are fed (demo: optional)")
+    _input_option(cmd["compare"], ".npy/.npz arrays both models are fed (demo: optional)")
     cmd["compare"].add_argument("--tensors", action="store_true",
                                 help="pair every tensor by canonical name (default: layer outputs by layer path)")
     cmd["compare"].add_argument("--rtol", type=_tolerance, default=1e-5, help="relative tolerance (default 1e-5)")
     cmd["compare"].add_argument("--atol", type=_tolerance, default=1e-6, help="absolute tolerance (default 1e-6)")
-    cmd["numerics"].add_argument("--input", dest="inputs", action="append", default=[], metavar="[NAME=]FILE",
-                                 help=".npy/.npz arrays to feed, one per model input (demo: optional)")
+    _input_option(cmd["numerics"], ".npy/.npz arrays to feed, one per model input (demo: optional)")
     cmd["numerics"].add_argument("--backward", metavar="TENSOR",
                                  help="check the gradient of sum(TENSOR) instead (after a finite forward pass)")
-    cmd["numerics"].add_argument("--edit", dest="edits", action="append", default=[], metavar="NAME=FILE",
-                                 help="replace tensor NAME with the array in FILE, as for run")
+    _edit_option(cmd["numerics"], "replace tensor NAME with the array in FILE, as for run")
     return parser
 
 
