@@ -339,6 +339,18 @@ def test_validate_from_the_terminal():
     assert some.returncode == 0 and "2 ops replayed" in some.stdout
 
 
+def _two_signatures_and_inputs(tmp_path):
+    """The SavedModel with two signatures at tmp_path/two, and arrays for its `embed` signature's
+    inputs, saved as tmp_path/x.npy and tmp_path/bias.npy."""
+    path = tmp_path / "two"
+    models.save_two_signatures(path)
+    rng = np.random.default_rng(0)
+    x, bias = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "bias.npy", bias)
+    return path, x, bias
+
+
 def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
     parser = cli._parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -346,12 +358,7 @@ def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
         options = {o for a in command._actions for o in a.option_strings}
         takes_model = any(a.dest == "model" for a in command._actions)
         assert ("--signature" in options) == takes_model, name
-    path = tmp_path / "two"
-    models.save_two_signatures(path)
-    rng = np.random.default_rng(0)
-    x, bias = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "bias.npy", bias)
+    path, x, bias = _two_signatures_and_inputs(tmp_path)
     out = tmp_path / "embedding.npz"
     argv = ["-q", "run", str(path), "embedding", "--signature", "embed", "--input", f"bias={tmp_path / 'bias.npy'}",
             "--input", f"x={tmp_path / 'x.npy'}", "--out", str(out)]
@@ -370,12 +377,7 @@ def test_errors_give_the_way_out_in_options_and_it_works(tmp_path, capsys):
     """Where the CLI is the caller, an error's advice names its options (--signature NAME,
     --input NAME=FILE), not Python's arguments; following it runs. The same mistakes made from
     Python keep Python's advice."""
-    path = tmp_path / "two"
-    models.save_two_signatures(path)
-    rng = np.random.default_rng(0)
-    x, bias = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "bias.npy", bias)
+    path, x, bias = _two_signatures_and_inputs(tmp_path)
 
     def error(*argv):
         assert cli.main(["-q", *map(str, argv)]) == 1

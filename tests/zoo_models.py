@@ -149,22 +149,21 @@ def t5() -> Case:
     return Case("t5", lm, None, _seq2seq_inputs(), lm, lm, kinds=frozenset({"transformer"}))
 
 
+def _vision_transformer(name: str, backbone: Any, classifier: Any, **config: Any) -> Case:
+    """A tiny keras-hub vision transformer Task (ViT, DeiT) on 16x16 images, 3 classes."""
+    model = classifier(backbone=backbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
+                                         hidden_dim=16, **config), num_classes=3, activation="softmax")
+    return Case(name, model, None, _uniform(2, 16, 16, 3), model, model, kinds=frozenset({"transformer", "classifier"}))
+
+
 def vit() -> Case:
     hub = _hub()
-    backbone = hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
-                                      hidden_dim=16, mlp_dim=32)
-    classifier = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
-    x = _uniform(2, 16, 16, 3)
-    return Case("vit", classifier, None, x, classifier, classifier, kinds=frozenset({"transformer", "classifier"}))
+    return _vision_transformer("vit", hub.models.ViTBackbone, hub.models.ViTImageClassifier, mlp_dim=32)
 
 
 def deit() -> Case:
     hub = _hub()
-    backbone = hub.models.DeiTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
-                                       hidden_dim=16, intermediate_dim=32)
-    classifier = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
-    x = _uniform(2, 16, 16, 3)
-    return Case("deit", classifier, None, x, classifier, classifier, kinds=frozenset({"transformer", "classifier"}))
+    return _vision_transformer("deit", hub.models.DeiTBackbone, hub.models.DeiTImageClassifier, intermediate_dim=32)
 
 
 def sam() -> Case:

@@ -153,6 +153,17 @@ def test_a_nan_spreading_through_a_whole_network_has_one_origin_and_many_bad_ten
         assert not np.isfinite(keras.Model(model.input, model.get_layer(f"after{k}").output)(x).numpy()).all()
 
 
+def _tail_gradients(model, relu, x):
+    """The oracle: tf.GradientTape on the model's tail (layers `root`, then `out`, summed) from
+    the relu's output, and from the root's (the sqrt's) output."""
+    h = tf.constant(keras.Model(model.input, relu)(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        r = model.get_layer("root")(h)
+        y = tf.reduce_sum(model.get_layer("out")(r))
+    return tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+
+
 def test_backward_finds_the_input_of_a_sqrt_at_zero():
     keras.utils.set_random_seed(4)
     x_in = keras.Input((4,), name="x")
@@ -166,14 +177,7 @@ def test_backward_finds_the_input_of_a_sqrt_at_zero():
     assert report.direction == "backward" and report.examined and not report.ok
     relu = model.get_layer("d1").output
     assert report.first.name == "d1/Relu:0" and report.first.layer == "d1"
-    # the oracle: tf.GradientTape on the model's tail from the relu's output, and on the sqrt's output
-    head = keras.Model(model.input, relu)
-    h = tf.constant(head(x).numpy())
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(h)
-        r = model.get_layer("root")(h)
-        y = tf.reduce_sum(model.get_layer("out")(r))
-    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    g_relu, g_root = _tail_gradients(model, relu, x)
     assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
     c = report.bad["d1/Relu:0"]
     assert (c.nan, c.posinf, c.neginf) == _counts(g_relu)
@@ -436,13 +440,7 @@ def test_backward_looks_through_an_op_that_passes_the_value_along_to_the_sqrt(ho
     assert any(t.op_type.endswith(passing) and t.layer == "root" for t in scope.model_graph.tensors.values())
     x = np.random.RandomState(5).randn(3, 4).astype("float32")
     report = scope.numerics(x, backward="out/BiasAdd:0")
-    # the oracle: tf.GradientTape on the model's tail from the relu's output, and on the sqrt's output
-    h = tf.constant(keras.Model(model.input, relu)(x).numpy())
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(h)
-        r = model.get_layer("root")(h)
-        y = tf.reduce_sum(model.get_layer("out")(r))
-    g_relu, g_root = tape.gradient(y, h).numpy(), tape.gradient(y, r).numpy()
+    g_relu, g_root = _tail_gradients(model, relu, x)
     assert np.isfinite(g_root).all() and not np.isfinite(g_relu).all()
     assert report.direction == "backward" and report.examined and not report.ok
     assert report.first.name == "d1/Relu:0" and report.origins.names == ["d1/Relu:0"]
