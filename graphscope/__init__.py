@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from graphscope.ir import presets
     from graphscope.ir.graph import ModelGraph
     from graphscope.ir.numerics import Numerics
+    from graphscope.ir.statistics import Statistics, TensorStats
     from graphscope.ir.query import ancestors, cut_points, descendants, find
     from graphscope.display.plot import overlay
     from graphscope.ir.records import Layer, Op, Results, Selection, Tensor
@@ -68,6 +69,8 @@ _LAZY = {
     "Tensor": "graphscope.ir.records",
     "ModelGraph": "graphscope.ir.graph",
     "Numerics": "graphscope.ir.numerics",
+    "Statistics": "graphscope.ir.statistics",
+    "TensorStats": "graphscope.ir.statistics",
     "ancestors": "graphscope.ir.query",
     "descendants": "graphscope.ir.query",
     "find": "graphscope.ir.query",
@@ -101,8 +104,10 @@ __all__ = [
     "Results",
     "Scope",
     "Selection",
+    "Statistics",
     "StoreError",
     "Tensor",
+    "TensorStats",
     "TensorNotFoundError",
     "UnsupportedFetchError",
     "UnsupportedModelError",

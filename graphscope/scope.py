@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from graphscope.bundle import Bundle
     from graphscope.check.validate import Validation
     from graphscope.ir.numerics import Numerics
+    from graphscope.ir.statistics import Statistics
     from graphscope.display.picture import Picture
     from graphscope.runtime.executor import Executor
     from graphscope.runtime.gradients import GradientExecutor
@@ -328,6 +329,58 @@ class Scope(Queries, Shown):
 
         extract(self._runtime, fetches, data, out=out, batch_size=batch_size, quiet=quiet)
         return Bundle(out)
+
+    def statistics(
+        self,
+        fetches: Any,
+        data: Any,
+        *,
+        batch_size: int | None = None,
+        axis: int | None = -1,
+        bins: int | None = None,
+        feeds: Any = None,
+        edits: Any = None,
+        quiet: bool = False,
+    ) -> Statistics:
+        """Statistics of `fetches` over a whole dataset, without storing their values.
+
+        Each batch's values are reduced inside the graph to a few numbers per channel (values
+        inside loops: every iteration's), and the batches merged in float64 with Chan et al.'s
+        update: the figures are those of the concatenated values (numpy's in float64, up to
+        rounding). Memory stays flat whatever the dataset's size.
+
+        Args:
+            fetches: tensor or layer names, Tensors, a Selection or a Layer (what `extract` takes).
+            data: what `extract` takes (arrays, a dict or list of them, a `tf.data.Dataset`, an
+                iterable of batches).
+            batch_size: samples per batch for arrays (default 32) and datasets of samples.
+            axis: the channel axis: one entry per index of it, reduced over every other axis,
+                samples included (default -1, the last); None for one figure per tensor.
+            bins: also count each entry's values in `bins` equal bins between its min and max
+                over the data (a second pass over the data; `numpy.histogram(values, bins)`).
+            feeds, edits: as for `executor`.
+            quiet: no progress bar.
+
+        Returns:
+            A `Statistics`: `stats[name]` is a `TensorStats` (`count`, `mean`, `std`
+            (population), `min`, `max`, `zero_fraction`, `nonfinite`, `histogram`); NaN and
+            Inf values are counted in `nonfinite` and left out of the rest. `stats.dead()`
+            lists the channels that never exceed 0; print it for a table.
+
+        Integer and boolean tensors are summarised as float64 (booleans as 0 and 1); tensors
+        inside branches are refused, as by `extract`.
+
+        >>> import graphscope as gs, keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+        >>> x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+        >>> s = gs.trace(model).statistics("dense/BiasAdd:0", x, quiet=True)["dense/BiasAdd:0"]
+        >>> bool(np.allclose(s.mean, model(x).numpy().mean(0)))
+        True
+        """
+        from graphscope.data.statistics import statistics
+
+        return statistics(self._runtime, fetches, data, batch_size=batch_size, axis=axis, bins=bins, feeds=feeds,
+                          edits=edits, quiet=quiet)
 
     def describe(self, tensors: Any) -> dict[str, Any]:
         """What an extraction store records: the model, its weights fingerprint, the input

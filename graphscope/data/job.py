@@ -26,7 +26,7 @@ from graphscope.runtime.executor import Executor
 from graphscope.runtime.runtime import Runtime
 from graphscope.version import __version__
 
-__all__ = ["describe", "describe_call", "extract", "prepare"]
+__all__ = ["check_fixed", "describe", "describe_call", "extract", "prepare"]
 
 def prepare(runtime: Runtime, fetches: Any) -> tuple[Executor, dict[str, Any]]:
     """The executor a job runs (each fetched tensor once, keyed by canonical name, fed the
@@ -73,7 +73,7 @@ def extract(
     first = batches.first()
     fixed = fixed_batch(executor)
     if fixed is not None:
-        _check_fixed(batches, first, fixed)
+        check_fixed(batches, first, fixed)
     call = describe_call(executor.fetches, first, about)
     store, progress = _resume(out, call)
     if progress is not None and progress["complete"]:
@@ -104,7 +104,7 @@ def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dic
     }
 
 
-def _check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
+def check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
     if len(first[0]) != fixed or (batches.samples is not None and batches.samples % fixed):
         total = f"{batches.samples} samples" if batches.samples is not None else "batches"
         raise InputError(

@@ -163,12 +163,22 @@ class Batches:
             for element in dataset.as_numpy_iterator():
                 yield self._element(element)
             return
+        if not self.one_pass and self._first is not None:  # a list of batches: read it again
+            for k, element in enumerate(self._iterable):
+                if k >= skip:
+                    yield self._element(element)
+            return
         first = self.first()
         if skip == 0:
             yield first
         for k, element in enumerate(self._rest, start=1):
             if k >= skip:
                 yield self._element(element)
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the data can be read only once (an iterator, such as a generator)."""
+        return self._iterable is not None and iter(self._iterable) is self._iterable
 
     def first(self) -> list[np.ndarray]:
         """The first batch. A one-pass iterator (a generator) is read once: `iterate` gives

@@ -99,7 +99,8 @@ def _ignore(n: int = 1) -> None:
 class SampleProgress:
     """A dataset job's bar: samples done of `total` (None: unknown), samples/s, time left."""
 
-    def __init__(self, total: int | None, done: int, *, quiet: bool, console: Any = None) -> None:
+    def __init__(self, total: int | None, done: int, *, quiet: bool, console: Any = None,
+                 label: str = "extracting") -> None:
         self._progress: Any = None
         console = None if quiet else interactive(console)
         if console is None:
@@ -112,7 +113,7 @@ class SampleProgress:
                 return Text(f"{task.speed:,.1f}/s" if task.speed else "")
 
         self._progress = Progress(
-            TextColumn("extracting"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("samples"),

@@ -37,6 +37,7 @@ from graphscope.runtime import edit as editing
 from graphscope.runtime.executor import Runner
 from graphscope.runtime.expose import decode
 from graphscope.runtime.gradients import Gradient
+from graphscope.runtime.reduce import Reduction
 from graphscope.runtime.runtime import Runtime
 
 __all__ = ["numerics"]
@@ -156,56 +157,6 @@ def _group_counts(xs: list[tf.Tensor]) -> tf.Tensor:
     ], 1)
 
 
-class _Reduction:
-    """`fn(values, kinds, dtypes)` for `Program.compiled(reduce=)`: `leaf` applied inside the
-    graph to each value, or to each item of the loop lists and branch optionals it comes in
-    (`expose.Exposed.kinds`). With `total`, one float64 scalar comes back, finite exactly when
-    every value is; without, the top-level values' reductions stacked
-    (one row each, in order), then each wrapped value's, in the same wrappers."""
-
-    def __init__(self, leaf: Any, *, total: bool) -> None:
-        self.leaf = leaf
-        self.total = total
-
-    def __call__(self, values: list[tf.Tensor], kinds: list[tuple[str, ...]], dtypes: list[tf.DType]) -> list[tf.Tensor]:
-        wrapped = [self._wrapped(v, k, d) for v, k, d in zip(values, kinds, dtypes) if k]
-        if self.total:
-            parts = [self.leaf(v) for v, k in zip(values, kinds) if not k] + wrapped
-            return [tf.add_n(parts) if parts else tf.constant(0.0, tf.float64)]
-        return [_counts_many([v for v, k in zip(values, kinds) if not k]), *wrapped]
-
-    def _wrapped(self, value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> tf.Tensor:
-        if not kinds:
-            return self.leaf(value)
-        rest = kinds[1:]
-        inner = tf.variant if rest else dtype
-        if kinds[0] == "optional":
-            def present() -> tf.Tensor:
-                (got,) = tf.raw_ops.OptionalGetValue(optional=value, output_types=[inner], output_shapes=[None])
-                reduced = self._wrapped(got, rest, dtype)
-                return reduced if self.total else tf.raw_ops.OptionalFromValue(components=[reduced])
-
-            absent = (lambda: tf.constant(0.0, tf.float64)) if self.total else tf.raw_ops.OptionalNone
-            return tf.cond(tf.raw_ops.OptionalHasValue(optional=value), present, absent)
-        n = tf.raw_ops.TensorListLength(input_handle=value)
-
-        def item(i: tf.Tensor) -> tf.Tensor:
-            got = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=tf.constant(-1),
-                                               element_dtype=inner)
-            return self._wrapped(got, rest, dtype)
-
-        if self.total:
-            return tf.while_loop(lambda i, _: i < n, lambda i, acc: (i + 1, acc + item(i)),
-                                 (tf.constant(0), tf.constant(0.0, tf.float64)))[1]
-        empty = tf.raw_ops.EmptyTensorList(element_shape=tf.constant(-1), max_num_elements=tf.constant(-1),
-                                           element_dtype=tf.variant if rest else tf.float64)
-        return tf.while_loop(
-            lambda i, _: i < n,
-            lambda i, acc: (i + 1, tf.raw_ops.TensorListPushBack(input_handle=acc, tensor=item(i))),
-            (tf.constant(0), empty),
-        )[1]
-
-
 def _added(tensors: list[tf.Tensor | None]) -> tf.Tensor:
     sums = [_sum(t) for t in tensors if t is not None]
     return tf.add_n(sums) if sums else tf.constant(0.0, tf.float64)
@@ -221,17 +172,17 @@ def _gradient_counts(grads: list[tf.Tensor | None], values: list[tf.Tensor | Non
     return [_counts_many(grads)]
 
 
-QUICK = _Reduction(_sum, total=True)
-COUNTS = _Reduction(_counts, total=False)
+QUICK = Reduction(lambda x, k: _sum(x), total=True)
+COUNTS = Reduction(lambda x, k: _counts(x), top=lambda values: [_counts_many(values)])
 
 
 class _Reduced(Runner):
-    """A function of the inputs returning the fetches reduced inside the graph (`_Reduction`):
+    """A function of the inputs returning the fetches reduced inside the graph (`reduce.Reduction`):
     with `total`, one number; else `{name: {iteration: counts}}` (iteration `()` outside loops;
     none for a branch that did not run)."""
 
     def __init__(self, runtime: Runtime, fetches: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
-                 edits: list[editing.Edit], reduction: _Reduction) -> None:
+                 edits: list[editing.Edit], reduction: Reduction) -> None:
         self._setup(feeds)
         self.total = reduction.total
         compiled = runtime.program.compiled(self.signature.tensors, fetches, edits, reduce=reduction)

@@ -1,0 +1,287 @@
+"""Statistics of fetched tensors reduced inside the graph, one batch at a time (the runtime half of
+`Scope.statistics`; `graphscope.data.statistics` streams a dataset through it).
+
+Each fetched value (each iteration's value, inside loops) is laid out as `[rows, L, entries]`
+(entries: the channels of `axis`; `L` the axis before them; for `axis=None` the last axis's,
+merged into one on the host) and reduced
+in the compiled function to eight float64 numbers per entry (`ir.statistics.Moments.from_sums`),
+so only those leave TensorFlow:
+
+- the fast path: sums over `L` in the value's precision (float32 for 16-bit floats), then over
+  the rows in float64 (about 1e-7 of the values' scale times the square root of `L` from
+  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift` and its square (`shift`: the entry's first value, which
+  keeps the squares' sum from cancelling), min, max and the zero count. Fused into one XLA
+  computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
+  otherwise.
+- when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), the
+  entry's figures are computed again in float64 with the non-finite values masked out and the
+  deviations taken from the mean in a second pass.
+
+Histograms take a second pass over the data (`Summary` with `edges`): each value's bin, by
+binary search among float64 edges held in a variable the caller sets, is counted per entry.
+Integer and boolean tensors are reduced as float64 (booleans as 0 and 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from graphscope.errors import ArgumentError, UnsupportedFetchError
+from graphscope.ir.records import Tensor
+from graphscope.ir.statistics import Moments
+from graphscope.runtime import edit as editing
+from graphscope.runtime.executor import Runner
+from graphscope.runtime.expose import decode
+from graphscope.runtime.reduce import Reduction
+from graphscope.runtime.runtime import Runtime
+
+__all__ = ["Summary", "check_fetch", "entry_axis"]
+
+NUMBERS = ("float16", "bfloat16", "float32", "float64", "bool", "int8", "int16", "int32", "int64", "uint8",
+           "uint16", "uint32", "uint64")
+FUSE = True  # fuse the fast path with XLA where TensorFlow has it (tests turn it off to check the plain ops)
+
+
+def entry_axis(t: Tensor, axis: int | None) -> int | None:
+    """`axis` as a non-negative axis of `t`'s value (None stays None).
+
+    Raises:
+        ArgumentError: `t` has no such axis, its rank is unknown, or the axis is its batch axis.
+    """
+    if axis is None:
+        return None
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise ArgumentError(f"axis must be a whole number or None, got {axis!r}")
+    if t.shape is None:
+        raise ArgumentError(
+            f"cannot take statistics of {t.name!r} per entry of axis {axis}: its rank is not known until it runs; "
+            "pass axis=None for one figure per tensor"
+        )
+    rank = len(t.shape)
+    if not -rank <= axis < rank:
+        shape = "a scalar" if rank == 0 else f"rank {rank} ({list(t.shape)})"
+        raise ArgumentError(
+            f"{t.name!r} has no axis {axis}: it is {shape}; pass axis=None for one figure per tensor"
+            + (f", or an axis from {-rank} to {rank - 1}" if rank else "")
+        )
+    axis = int(axis) % rank
+    if axis == 0 and t.shape[0] is None and not t.context:
+        raise ArgumentError(
+            f"axis {axis} of {t.name!r} is its batch axis (its size changes with the batch): statistics per "
+            "sample cannot be merged over a dataset; pass the channel axis (-1, the default) or axis=None"
+        )
+    return axis
+
+
+def check_fetch(t: Tensor) -> None:
+    """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch."""
+    if t.dtype not in NUMBERS:
+        raise UnsupportedFetchError(
+            f"cannot take statistics of {t.name!r}: it is {t.dtype}, and statistics are taken of numbers "
+            "(floats; integers and booleans as float64, booleans as 0 and 1)"
+        )
+    if t.context is not None and not t.context.endswith(":body"):
+        raise UnsupportedFetchError(
+            f"cannot take statistics of {t.name!r}: it is computed inside {t.context}, a branch that may not run "
+            "for every sample; fetch the branch op's output instead"
+        )
+
+
+# --------------------------------------------------------------------------- in-graph reductions
+
+
+def _entries(x: tf.Tensor, axis: int | None) -> tf.Tensor:
+    """`x` as `[rows, L, entries]`, in the precision it is summed in over `L`."""
+    if x.dtype == tf.bool or x.dtype.is_integer:
+        x = tf.cast(x, tf.float64)
+    elif x.dtype in (tf.float16, tf.bfloat16):
+        x = tf.cast(x, tf.float32)
+    rank = x.shape.rank
+    if axis is None:
+        return tf.reshape(x, [-1, 1, 1])
+    if axis != rank - 1:
+        x = tf.transpose(x, [k for k in range(rank) if k != axis] + [axis])
+    shape = tf.shape(x)
+    entries = x.shape[-1] if x.shape[-1] is not None else shape[-1]
+    inner = (x.shape[-2] if x.shape[-2] is not None else shape[-2]) if rank >= 2 else 1
+    return tf.reshape(x, [-1, inner, entries])
+
+
+def _sum(x: tf.Tensor) -> tf.Tensor:
+    """Summed over `L` in `x`'s precision, then over the rows in float64."""
+    return tf.reduce_sum(tf.cast(tf.reduce_sum(x, 1), tf.float64), 0)
+
+
+def _fast(x: tf.Tensor) -> tf.Tensor:
+    """The packed figures (`Moments.from_sums`) of `[rows, L, entries]` values, all finite."""
+    shift = tf.reduce_sum(x[:1, :1], [0, 1])  # the first value (0 when there are none)
+    d = x - shift
+    size = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float64)
+    n = tf.fill(tf.shape(shift), size)
+    return tf.stack([
+        n, _sum(d), _sum(d * d), tf.cast(shift, tf.float64),
+        tf.cast(tf.reduce_min(x, [0, 1]), tf.float64), tf.cast(tf.reduce_max(x, [0, 1]), tf.float64),
+        _sum(tf.cast(tf.equal(x, 0), x.dtype)), n,
+    ], 1)
+
+
+_fast_fused = tf.function(_fast, jit_compile=True, reduce_retracing=True)
+
+
+def _masked(x: tf.Tensor) -> tf.Tensor:
+    """The packed figures of `[rows, L, entries]` values over their finite ones, in float64, the
+    deviations taken from the mean (a second pass)."""
+    x = tf.cast(x, tf.float64)
+    finite = tf.math.is_finite(x)
+    zero = tf.zeros_like(x)
+    n = tf.reduce_sum(tf.cast(finite, tf.float64), [0, 1])
+    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(finite, x, zero), [0, 1]), n)
+    d = tf.where(finite, x - mean, zero)
+    inf = tf.constant(np.inf, tf.float64)
+    size = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float64)
+    return tf.stack([
+        n, tf.reduce_sum(d, [0, 1]), tf.reduce_sum(d * d, [0, 1]), mean,
+        tf.reduce_min(tf.where(finite, x, inf), [0, 1]), tf.reduce_max(tf.where(finite, x, -inf), [0, 1]),
+        tf.reduce_sum(tf.cast(tf.equal(x, 0), tf.float64), [0, 1]), tf.fill(tf.shape(n), size),
+    ], 1)
+
+
+@functools.cache
+def _has_xla() -> bool:
+    """Whether this TensorFlow compiles with XLA on the default device (some builds cannot)."""
+    try:
+        tf.function(lambda v: v + 1, jit_compile=True)(tf.constant([1.0]))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no XLA here
+        return False
+
+
+def _packed(x: tf.Tensor) -> tf.Tensor:
+    """`[entries, 8]` figures of `[rows, L, entries]` values: the fast path, or the masked one
+    where its sums are not finite."""
+    fast = (_fast_fused if FUSE and _has_xla() else _fast)(x)
+    finite = tf.reduce_all(tf.math.is_finite(fast[:, 1:3]))
+    return tf.cond(finite, lambda: fast, lambda: _masked(x))
+
+
+def _histogram(x: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
+    """`[entries, bins]` counts of the finite values of `[rows, L, entries]` in the bins of
+    `edges` (`[entries, bins + 1]`, float64): value v is in bin i when `edges[i] <= v <
+    edges[i + 1]`, the last bin closed, as `numpy.histogram`; values outside are not counted."""
+    entries = tf.shape(x)[2]
+    bins = tf.shape(edges)[1] - 1
+    v = tf.transpose(tf.reshape(tf.cast(x, tf.float64), tf.stack([-1, entries])))
+    index = tf.searchsorted(edges, v, side="right", out_type=tf.int32) - 1
+    index = tf.where(tf.equal(v, edges[:, -1:]), bins - 1, index)
+    valid = tf.math.is_finite(v) & (index >= 0) & (index < bins)
+    overflow = entries * bins
+    flat = tf.where(valid, tf.range(entries)[:, None] * bins + index, overflow)
+    counts = tf.math.bincount(tf.reshape(flat, [-1]), minlength=overflow + 1, maxlength=overflow + 1,
+                              dtype=tf.float64)
+    return tf.reshape(counts[:overflow], tf.stack([entries, bins]))
+
+
+# --------------------------------------------------------------------------- the reduced executor
+
+
+class Summary(Runner):
+    """A function of the inputs that returns each fetch's figures on one batch, reduced inside
+    the graph: `{name: Moments}`, or with `bins`, `{name: histogram counts}` in the bins of
+    edges set by `set_edges` (every iteration of a loop merged)."""
+
+    def __init__(self, runtime: Runtime, fetches: Sequence[Tensor], axes: dict[str, int | None],
+                 feeds: Sequence[tuple[str, Tensor]], edits: Sequence[editing.Edit], *,
+                 bins: int | None = None) -> None:
+        self._setup(feeds)
+        self.fetches = list({t.name: t for t in fetches}.values())
+        order = sorted(t.name for t in self.fetches)
+        self.axes = {name: axes[name] for name in order}
+        self.bins = bins
+        self.lock = threading.Lock()  # the edges are set, then a whole pass runs
+        self._edges: dict[str, tf.Variable] = {}
+        if bins is not None:
+            self._edges = {name: tf.Variable(np.zeros((1, bins + 1)), shape=tf.TensorShape(None), dtype=tf.float64,
+                                             trainable=False) for name in order}
+
+        def leaf(value: tf.Tensor, k: int) -> tf.Tensor:
+            name = order[k]
+            axis = self.axes[name]
+            if bins is None:
+                # per tensor: per entry of the last axis, merged on the host (summed over fewer
+                # values in float32 than the whole tensor's last axis would be)
+                rank = value.shape.rank
+                return _packed(_entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis))
+            return _histogram(_entries(value, axis), tf.reshape(self._edges[name].read_value(), [-1, bins + 1]))
+
+        compiled = runtime.program.compiled(self.signature.tensors, self.fetches, edits, reduce=Reduction(leaf))
+        assert compiled.order == order, (compiled.order, order)
+        self._adopt(runtime, compiled)
+        self._top = [name for name, kinds in zip(compiled.order, compiled.kinds) if not kinds]
+        self._wrapped = [(name, kinds) for name, kinds in zip(compiled.order, compiled.kinds) if kinds]
+
+    def set_edges(self, edges: dict[str, np.ndarray]) -> None:
+        """The histogram edges of each fetch (`[entries, bins + 1]`, float64) for the next calls."""
+        for name, variable in self._edges.items():
+            variable.assign(np.asarray(edges[name], np.float64))
+
+    def __call__(self, *inputs: Any) -> dict[str, Any]:
+        outs = self._outputs(inputs)
+        found: dict[str, list[np.ndarray]] = {name: [np.asarray(outs[k])] for k, name in enumerate(self._top)}
+        for (name, kinds), out in zip(self._wrapped, outs[len(self._top):]):
+            found[name] = list(_items(decode(out, kinds, tf.float64), kinds))
+        if self.bins is not None:
+            return {name: _histograms(name, parts) for name, parts in found.items()}
+        return {name: _moments(name, parts, whole=self.axes[name] is None) for name, parts in found.items()}
+
+
+def _moments(name: str, parts: list[np.ndarray], *, whole: bool) -> Moments | None:
+    """The merged figures of one batch (every iteration of a loop), its entries merged into one
+    when `whole`; None for a loop that never ran."""
+    merged = None
+    for p in parts:
+        m = Moments.from_sums(p)
+        if whole:
+            m = m.whole()
+        merged = m if merged is None else _merge(name, merged, m)
+    return merged
+
+
+def _merge(name: str, a: Moments, b: Moments) -> Moments:
+    if a.entries != b.entries:
+        raise ArgumentError(
+            f"cannot merge the statistics of {name!r}: it has {a.entries} entries in one value and {b.entries} in "
+            "another (its channels change from one loop iteration or batch to the next); pass axis=None for one "
+            "figure per tensor"
+        )
+    return a.merge(b)
+
+
+def _histograms(name: str, parts: list[np.ndarray]) -> np.ndarray | None:
+    if not parts:
+        return None
+    shapes = {p.shape for p in parts}
+    if len(shapes) > 1:
+        raise ArgumentError(
+            f"cannot merge the histograms of {name!r}: its channels change from one loop iteration to the next; "
+            "pass axis=None for one histogram per tensor"
+        )
+    return np.sum(parts, axis=0)
+
+
+def _items(value: Any, kinds: tuple[str, ...]) -> Iterator[np.ndarray]:
+    """Every item of a decoded loop list (nested lists for nested loops)."""
+    if not kinds:
+        yield np.asarray(value)
+    elif value is None:
+        return
+    elif kinds[0] == "optional":
+        yield from _items(value, kinds[1:])
+    else:
+        for item in value:
+            yield from _items(item, kinds[1:])
