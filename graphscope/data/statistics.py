@@ -27,7 +27,7 @@ from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram
 from graphscope.runtime.runtime import Runtime
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis
 
-__all__ = ["statistics", "summary", "merge_batches"]
+__all__ = ["finish", "merge_batches", "statistics", "summary"]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
@@ -87,13 +87,19 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
             merged = {name: m.with_histogram(hists[name]) for name, m in merged.items() if name in hists}
     finally:
         bar.close()
+    return finish(pairs, moments.axes, merged, edges, bins=bins, samples=samples, batches=count)
+
+
+def finish(pairs: list[tuple[str, Tensor]], axes: dict[str, int | None], merged: dict[str, Moments],
+           edges: dict[str, np.ndarray], *, bins: int | None, samples: int, batches: int) -> Statistics:
+    """The `Statistics` of merged figures, keyed as the fetches were given (`pairs`)."""
     out = {}
     for key, t in pairs:
         m = merged.get(t.name)
         if m is None:  # a loop that never ran: no values
-            m = Moments.empty(1 if moments.axes[t.name] is None else 0, bins)
-        out[key] = TensorStats.of(t.name, m, axis=moments.axes[t.name], dtype=t.dtype, edges=edges.get(t.name))
-    return Statistics(out, samples=samples, batches=count)
+            m = Moments.empty(1 if axes[t.name] is None else 0, bins)
+        out[key] = TensorStats.of(t.name, m, axis=axes[t.name], dtype=t.dtype, edges=edges.get(t.name))
+    return Statistics(out, samples=samples, batches=batches)
 
 
 def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]],
