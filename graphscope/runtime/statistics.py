@@ -209,13 +209,16 @@ class Summary(Runner):
             self._edges = {name: tf.Variable(np.zeros((1, bins + 1)), shape=tf.TensorShape(None), dtype=tf.float64,
                                              trainable=False) for name in order}
 
+        ranks = {t.name: None if t.shape is None else len(t.shape) for t in self.fetches}
+
         def leaf(value: tf.Tensor, k: int) -> tf.Tensor:
             name = order[k]
-            axis = self.axes[name]
+            axis, rank = self.axes[name], ranks[name]
+            if value.shape.rank is None and rank is not None:  # an item of a loop's list
+                value = tf.ensure_shape(value, [None] * rank)
             if bins is None:
                 # per tensor: per entry of the last axis, merged on the host (summed over fewer
                 # values in float32 than the whole tensor's last axis would be)
-                rank = value.shape.rank
                 return _packed(_entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis))
             return _histogram(_entries(value, axis), tf.reshape(self._edges[name].read_value(), [-1, bins + 1]))
 
