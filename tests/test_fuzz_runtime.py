@@ -34,6 +34,10 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
   that does not only pass values along, and its iteration numpy's first bad one at every loop
   level; and `backward=` a drawn output on the model as it is: the gradients it finds non-finite
   (at the input, call outputs and pre-activations outside loops) are tf.GradientTape's;
+- **statistics** of a drawn tensor (a call output, a pre-activation, a value inside a loop body)
+  per channel or per tensor, with or without a histogram, over batches, sometimes with a NaN or
+  Inf injected by an edit: numpy's figures over the values Keras computes (the edit applied by
+  hand); values in branches and axes a tensor lacks refused;
 - **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
   targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
 
@@ -55,6 +59,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from typing import Any, Callable
 
 import keras
@@ -841,6 +846,101 @@ def test_random_numerics_agree_with_numpy(spec):
     of = _pick(rt.outputs, of_pick)
     _attempt(f"numerics backward of {of}", check_numerics_backward, rt, guarded, state, of)
     TALLY["numerics backward"] += 1
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def _figures(values: np.ndarray, axis: int | None) -> dict:
+    """numpy's figures (float64) of `values` per entry of `axis` (or of all), finite values only."""
+    a = np.asarray(values, np.float64)
+    rows = a.reshape(-1, 1) if axis is None else np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+    finite = np.isfinite(rows)
+    masked = np.where(finite, rows, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries: NaN, as graphscope gives
+        return {"count": finite.sum(0), "nonfinite": (~finite).sum(0), "mean": np.nanmean(masked, 0),
+                "std": np.nanstd(masked, 0), "min": np.nanmin(masked, 0), "max": np.nanmax(masked, 0),
+                "zero_fraction": np.where(finite.any(0), np.nansum(masked == 0, 0) / np.maximum(finite.sum(0), 1),
+                                          np.nan)}
+
+
+def check_statistics(rt: Runtime, guarded: Guarded, state: State, site: Site, kind: int, param: int) -> None:
+    """statistics of a drawn tensor (a call output, a pre-activation, a value inside a loop body),
+    per channel or per tensor, with or without a histogram, over batches of the input, sometimes
+    with a NaN or Inf injected by an edit: every figure is numpy's over the values Keras computes
+    (with the edit applied by hand), the histogram numpy's over the values graphscope fetches."""
+    scope = guarded.scope
+    target = tensor_at(scope, site)
+    t = scope.model_graph.tensors[target]
+    edit = _INJECT[kind % len(_INJECT)] if param % 4 == 0 else None
+    axis = (-1, None)[param % 2]
+    bins = (None, 1, 5)[param % 3]
+    # batch statistics (training mode) and injected values depend on the batch: one batch then
+    batch = len(rt.x) if rt.training or edit is not None else 1 + param % len(rt.x)
+    label = f"statistics of {site} ({target}), axis {axis}, bins {bins}, batch {batch}, edit {edit and edit.__name__}"
+    edits = {target: edit} if edit is not None else None
+    if t.context is not None and not t.context.endswith(":body"):
+        try:
+            guarded("statistics", target, rt.x, axis=axis, bins=bins, edits=edits, batch_size=batch, quiet=True)
+        except gs.UnsupportedFetchError:
+            TALLY["statistics refused in branches"] += 1
+            return
+        _fail(f"{label}: a value in a branch was not refused")
+        return
+    rank = len(t.shape)
+    if axis is not None and (rank == 0 or (rank == 1 and not t.context)):
+        try:
+            guarded("statistics", target, rt.x, axis=axis, edits=edits, batch_size=batch, quiet=True)
+        except gs.ArgumentError:
+            TALLY["statistics refused axes"] += 1
+            return
+        _fail(f"{label}: axis -1 of a rank-{rank} tensor was not refused")
+        return
+    if edit is not None or site.where not in ("output", "pre") and not site.where.startswith("key"):
+        value, _ = edited_by_keras(rt, state, site, edit or (lambda v: v), [])
+        if t.context:  # one value per iteration, stacked on a new first axis
+            value = np.asarray(value)
+    else:
+        value = _site_value(rt, state, site)
+    got = guarded("statistics", target, rt.x, axis=axis, bins=bins, edits=edits, batch_size=batch, quiet=True)[target]
+    want = _figures(value, -1 if axis is not None else None)
+    TALLY["values compared"] += 1
+    wrong = []
+    for f in ("count", "nonfinite"):
+        if not np.array_equal(np.atleast_1d(getattr(got, f)), want[f]):
+            wrong.append(f)
+    for f in ("mean", "std", "min", "max", "zero_fraction"):
+        if not np.allclose(np.atleast_1d(getattr(got, f)), want[f], rtol=RTOL, atol=ATOL, equal_nan=True):
+            wrong.append(f)
+    if bins is not None:  # exact, over graphscope's own values: Keras' may round across an edge
+        fetched = guarded("run", target, rt.x, edits=edits)[target]
+        fetched = np.stack(fetched) if isinstance(fetched, list) else np.asarray(fetched)
+        rows = fetched.astype(np.float64).reshape(-1, 1 if axis is None else fetched.shape[-1])
+        counts, edges = got.histogram
+        counts, edges = np.atleast_2d(counts), np.atleast_2d(edges)
+        for c, col in enumerate(rows.T):
+            col = col[np.isfinite(col)]
+            if col.size and not np.array_equal(counts[c], np.histogram(col, edges[c])[0]):
+                wrong.append(f"histogram[{c}]")
+                break
+    if wrong:
+        TALLY["wrong values"] += 1
+        _fail(f"{label}: {', '.join(wrong)} differ from numpy's: "
+              + "; ".join(f"{f} {np.atleast_1d(getattr(got, f))[:3]} vs {want[f][:3]}" for f in wrong if f in want))
+
+
+@given(runtime_specs())
+@example(_BODIES)
+@example(_LOOP_INVARIANT)
+@example(_WRITES)
+@settings(max_examples=settings().max_examples // 4)
+def test_random_statistics_agree_with_numpy(spec):
+    rt, scope, state, guarded = _traced(spec)
+    for site_pick, kind, param in spec["ops"]:
+        site = _pick(sites(rt), site_pick)
+        _attempt(f"statistics at {site}", check_statistics, rt, guarded, state, site, kind, param)
+        TALLY["statistics"] += 1
 
 
 # -- callables across cache evictions ------------------------------------------------------------
