@@ -471,6 +471,48 @@ def bench_numerics(args: argparse.Namespace) -> list[dict]:
     ]
 
 
+def bench_statistics(args: argparse.Namespace) -> list[dict]:
+    """Figure 10: `Scope.statistics` (per-channel moments, ranges, zero fractions) over a dataset
+    vs forward passes over the same numpy batches: of the two tensors of figure 7a, and of every
+    layer output; the first call (compiling) and the resident memory it adds."""
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(2).uniform(0, 255, (args.samples, args.size, args.size, 3)).astype(np.float32)
+    b = args.dataset_batch
+    forward = tf.function(model)
+    scope = gs.trace(model, quiet=True)
+    two = ["conv4_block6_out/Relu:0", "conv5_block3_out/Relu:0"]
+    every = layer_outputs(scope)
+    megabytes = sum(v.nbytes for v in scope.executor(every)(x[:b]).values()) / 2**20
+
+    def forwards() -> None:
+        for start in range(0, len(x), b):
+            forward(tf.constant(x[start : start + b])).numpy()
+
+    forwards()
+    rss = rss_mb()
+    start = time.perf_counter()
+    scope.statistics(every, x[:b], batch_size=b, quiet=True)
+    first = time.perf_counter() - start
+    scope.statistics(two, x[:b], batch_size=b, quiet=True)
+    t = interleaved({"forward": forwards,
+                     "two": lambda: scope.statistics(two, x, batch_size=b, quiet=True),
+                     "every": lambda: scope.statistics(every, x, batch_size=b, quiet=True)},
+                    args.dataset_rounds, warmup=1, collect=True)
+    grown = rss_mb() - rss
+    stats = scope.statistics(every, x, batch_size=b, quiet=True)
+    assert all(np.isfinite(s.mean).all() for s in stats.values())
+    r2, re = t["forward"] / t["two"], t["forward"] / t["every"]
+    return [
+        figure("10a", f"statistics of {' and '.join(two)} over {args.samples} samples (batch {b}) vs forward passes "
+               "over the same batches", r2, "x throughput", ">= 0.8", r2 >= 0.8,
+               f"{args.samples / t['two']:.0f} vs {args.samples / t['forward']:.0f} samples/s"),
+        figure("10b", f"statistics of every layer output ({len(every)} tensors, {megabytes:.0f} MB a batch) vs forward "
+               "passes", re, "x throughput", ">= 0.5", re >= 0.5,
+               f"{args.samples / t['every']:.0f} vs {args.samples / t['forward']:.0f} samples/s; first call "
+               f"(compiling) {first:.1f} s; resident memory +{grown:.0f} MB after the figures' runs"),
+    ]
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     return {
@@ -500,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="batch size (default 8; 2 with --quick)")
     parser.add_argument("--rounds", type=int, help="timing rounds (default 15; 3 with --quick)")
     parser.add_argument("--big-model", help="the large model of figure 4 (default EfficientNetB7; B0 with --quick)")
-    parser.add_argument("--only", nargs="+", metavar="N", choices=list("123456789"),
+    parser.add_argument("--only", nargs="+", metavar="N", choices=[str(k) for k in range(1, 11)],
                         help="measure only these figures (by number)")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("benchmarks/results.json"),
                         help="where to write the figures (default benchmarks/results.json)")
@@ -521,12 +563,13 @@ def main(argv: list[str] | None = None) -> int:
     args.dataset_rounds = 1 if quick else 5
     console = Console(stderr=True)
     figures: list[dict] = []
-    steps = {"12": bench_extraction, "3": bench_shallow, "4": bench_trace, "5": bench_queries, "6": bench_executors,
-             "7": bench_dataset, "8": bench_interventions, "9": lambda a: bench_numerics(a) + bench_compare(a)}
+    steps = {("1", "2"): bench_extraction, ("3",): bench_shallow, ("4",): bench_trace, ("5",): bench_queries,
+             ("6",): bench_executors, ("7",): bench_dataset, ("8",): bench_interventions,
+             ("9",): lambda a: bench_numerics(a) + bench_compare(a), ("10",): bench_statistics}
     for numbers, step in steps.items():
         if args.only and not set(numbers) & set(args.only):
             continue
-        with console.status(step.__name__.replace("bench_", "measuring ")):
+        with console.status(getattr(step, "__name__", "bench_numerics").replace("bench_", "measuring ")):
             figures += step(args)
     report = {"machine": machine(), "arguments": {k: v for k, v in vars(args).items() if k != "json"},
               "figures": figures}

@@ -25,15 +25,16 @@ from graphscope.errors import ArgumentError
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
 from graphscope.runtime.runtime import Runtime
-from graphscope.runtime.statistics import Summary, check_fetch, entry_axis
+from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite, merge
 
 __all__ = ["finish", "merge_batches", "statistics", "summary"]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
-            edits: Any = None, histogram: bool = False) -> tuple[list[tuple[str, Tensor]], Summary]:
-    """The fetches (key, tensor) and the cached reduced executor for them: the moments one, or,
-    with `histogram`, the one counting values in `bins` bins."""
+            edits: Any = None, kind: str = "fast") -> tuple[list[tuple[str, Tensor]], Summary]:
+    """The fetches (key, tensor) and the cached reduced executor for them (`kind`): the moments
+    one ("fast"), the one for batches holding NaN or Inf ("masked"), or the one counting values
+    in `bins` bins ("histogram")."""
     pairs = runtime.graph.resolve_pairs(fetches)
     if not pairs:
         raise ArgumentError("nothing to take statistics of: give at least one tensor name")
@@ -45,15 +46,16 @@ def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int 
     axes = {t.name: entry_axis(t, axis) for t in tensors}
     feed_pairs = runtime._feed_pairs(feeds)
     edit_list = runtime._edits(edits)
-    key = ("statistics", "histogram" if histogram else "moments", tuple(sorted(axes.items(), key=str)),
-           bins if histogram else None, tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
+    histogram = kind == "histogram"
+    key = ("statistics", kind, tuple(sorted(axes.items(), key=str)), bins if histogram else None, tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
     executor = runtime._executors.get(key)
     if executor is None:
         runtime._note_unused(tensors)
         from graphscope.runtime import edit as editing
 
         editing.check_relevant(runtime.graph, edit_list, tensors)
-        executor = Summary(runtime, tensors, axes, feed_pairs, edit_list, bins=bins if histogram else None)
+        executor = Summary(runtime, tensors, axes, feed_pairs, edit_list, bins=bins if histogram else None,
+                           masked=kind == "masked")
         runtime._executors.put(key, executor)
     return pairs, executor
 
@@ -76,10 +78,11 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
     total = batches.samples * passes if batches.samples is not None else None
     bar = SampleProgress(total, 0, quiet=quiet, label="statistics" if passes == 1 else "statistics (2 passes)")
     try:
-        merged, samples, count = merge_batches(moments, batches.iterate(), bar.advance)
+        masked = lambda: summary(runtime, fetches, axis=axis, feeds=feeds, edits=edits, kind="masked")[1]  # noqa: E731
+        merged, samples, count = merge_batches(moments, batches.iterate(), bar.advance, masked=masked)
         edges: dict[str, np.ndarray] = {}
         if bins is not None:
-            _, counter = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits, histogram=True)
+            _, counter = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits, kind="histogram")
             edges = {name: histogram_edges(m.min, m.max, bins) for name, m in merged.items()}
             with counter.lock:
                 counter.set_edges({name: edges.get(name, np.zeros((1, bins + 1))) for name in counter.axes})
@@ -102,34 +105,28 @@ def finish(pairs: list[tuple[str, Tensor]], axes: dict[str, int | None], merged:
     return Statistics(out, samples=samples, batches=batches)
 
 
-def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]],
-                  advance: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Moments], int, int]:
+def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None] = lambda n: None,
+                  *, masked: Callable[[], Summary]) -> tuple[dict[str, Moments], int, int]:
     """Every batch's figures merged (inputs prefetched on a thread): `({name: Moments}, samples,
-    batches)`."""
+    batches)`. A batch whose fast figures are not finite is run again by `masked()`."""
     merged: dict[str, Moments] = {}
     samples = count = 0
     source = Prefetch(batches)
     try:
         for arrays in source:
-            for name, m in run(arrays).items():
+            figures = run(arrays)
+            if not finite(figures):
+                figures = masked()(arrays)
+            for name, m in figures.items():
                 if m is None:
                     continue
-                merged[name] = m if name not in merged else _merged(name, merged[name], m)
+                merged[name] = m if name not in merged else merge(name, merged[name], m)
             n = len(arrays[0])
             samples, count = samples + n, count + 1
             advance(n)
     finally:
         source.close()
     return merged, samples, count
-
-
-def _merged(name: str, a: Moments, b: Moments) -> Moments:
-    if a.entries != b.entries:
-        raise ArgumentError(
-            f"cannot merge the statistics of {name!r}: it has {a.entries} entries in one batch and {b.entries} in "
-            "another (its channel axis changes size); pass axis=None for one figure per tensor"
-        )
-    return a.merge(b)
 
 
 def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None]) -> dict[str, np.ndarray]:

@@ -14,8 +14,11 @@ so only those leave TensorFlow:
   computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
   otherwise.
 - when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), the
-  entry's figures are computed again in float64 with the non-finite values masked out and the
-  deviations taken from the mean in a second pass.
+  batch is run again by a second function (built the first time it is needed) that computes the
+  figures in float64 with the non-finite values masked out and the deviations taken from the
+  mean in a second pass. (Built into the first function behind a `tf.cond` per tensor, it made
+  building and optimising ResNet50's function five times slower.) A model that draws random
+  numbers draws new ones for that batch; every figure of the batch comes from the second run.
 
 Histograms take a second pass over the data (`Summary` with `edges`): each value's bin, by
 binary search among float64 edges held in a variable the caller sets, is counted per entry.
@@ -41,7 +44,7 @@ from graphscope.runtime.expose import decode
 from graphscope.runtime.reduce import Reduction
 from graphscope.runtime.runtime import Runtime
 
-__all__ = ["Summary", "check_fetch", "entry_axis"]
+__all__ = ["Summary", "check_fetch", "entry_axis", "finite", "merge"]
 
 NUMBERS = ("float16", "bfloat16", "float32", "float64", "bool", "int8", "int16", "int32", "int64", "uint8",
            "uint16", "uint32", "uint64")
@@ -163,11 +166,9 @@ def _has_xla() -> bool:
 
 
 def _packed(x: tf.Tensor) -> tf.Tensor:
-    """`[entries, 8]` figures of `[rows, L, entries]` values: the fast path, or the masked one
-    where its sums are not finite."""
-    fast = (_fast_fused if FUSE and _has_xla() else _fast)(x)
-    finite = tf.reduce_all(tf.math.is_finite(fast[:, 1:3]))
-    return tf.cond(finite, lambda: fast, lambda: _masked(x))
+    """`[entries, 8]` figures of `[rows, L, entries]` values by the fast path (fused with XLA
+    where TensorFlow has it)."""
+    return (_fast_fused if FUSE and _has_xla() else _fast)(x)
 
 
 def _histogram(x: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
@@ -192,13 +193,18 @@ def _histogram(x: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
 
 class Summary(Runner):
     """A function of the inputs that returns each fetch's figures on one batch, reduced inside
-    the graph: `{name: Moments}`, or with `bins`, `{name: histogram counts}` in the bins of
-    edges set by `set_edges` (every iteration of a loop merged)."""
+    the graph: `{name: Moments}` (every iteration of a loop merged), or with `bins`, `{name:
+    histogram counts}` in the bins of edges set by `set_edges`.
+
+    The fast path's figures are right only where every value is finite (`finite` says whether
+    they are); `masked` reduces in float64 with non-finite values left out, at several times
+    the cost: the caller runs a batch again with it when the fast figures are not finite."""
 
     def __init__(self, runtime: Runtime, fetches: Sequence[Tensor], axes: dict[str, int | None],
                  feeds: Sequence[tuple[str, Tensor]], edits: Sequence[editing.Edit], *,
-                 bins: int | None = None) -> None:
+                 bins: int | None = None, masked: bool = False) -> None:
         self._setup(feeds)
+        self.masked = masked
         self.fetches = list({t.name: t for t in fetches}.values())
         order = sorted(t.name for t in self.fetches)
         self.axes = {name: axes[name] for name in order}
@@ -219,7 +225,8 @@ class Summary(Runner):
             if bins is None:
                 # per tensor: per entry of the last axis, merged on the host (summed over fewer
                 # values in float32 than the whole tensor's last axis would be)
-                return _packed(_entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis))
+                x = _entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis)
+                return _masked(x) if masked else _packed(x)
             return _histogram(_entries(value, axis), tf.reshape(self._edges[name].read_value(), [-1, bins + 1]))
 
         compiled = runtime.program.compiled(self.signature.tensors, self.fetches, edits, reduce=Reduction(leaf))
@@ -251,16 +258,23 @@ def _moments(name: str, parts: list[np.ndarray], *, whole: bool) -> Moments | No
         m = Moments.from_sums(p)
         if whole:
             m = m.whole()
-        merged = m if merged is None else _merge(name, merged, m)
+        merged = m if merged is None else merge(name, merged, m)
     return merged
 
 
-def _merge(name: str, a: Moments, b: Moments) -> Moments:
+def finite(figures: dict[str, Moments | None]) -> bool:
+    """Whether the fast path's figures of a batch hold (no value was NaN or Inf, nothing
+    overflowed): their means and squared deviations are finite."""
+    return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()) for m in figures.values())
+
+
+def merge(name: str, a: Moments, b: Moments) -> Moments:
+    """`a.merge(b)`, refused with the tensor's name where their entries differ."""
     if a.entries != b.entries:
         raise ArgumentError(
             f"cannot merge the statistics of {name!r}: it has {a.entries} entries in one value and {b.entries} in "
-            "another (its channels change from one loop iteration or batch to the next); pass axis=None for one "
-            "figure per tensor"
+            "another (its channel axis changes size from one loop iteration or batch to the next); pass axis=None "
+            "for one figure per tensor"
         )
     return a.merge(b)
 

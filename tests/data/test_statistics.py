@@ -379,3 +379,22 @@ def test_memory_stays_flat_from_50_to_500_batches(convnet):
     grown = _rss_mb() - before
     assert stats.batches == 500
     assert grown < 8, f"resident memory grew {grown:.1f} MB from 50 to 500 batches"
+
+
+def test_batches_with_and_without_nonfinite_values_mix():
+    """log(x): NaN only in the batches holding a negative input (those are run again, masked);
+    the others take the fast path. And squares past float32's range (1e20 ** 2) are summed in
+    float64 by the masked pass."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, [keras.layers.Lambda(lambda v: tf.math.log(v), name="log")(x_in),
+                               keras.layers.Lambda(lambda v: v * 1e20, name="huge")(x_in)])
+    x = np.abs(np.random.default_rng(9).normal(size=(20, 3))).astype("float32") + 0.1
+    x[13, 1] = -1.0  # in the fourth batch of 4
+    scope = gs.trace(model, quiet=True)
+    log, huge = (t.name for t in scope.outputs)
+    stats = scope.statistics([log, huge], x, batch_size=4, quiet=True)
+    values = model(x)
+    assert_matches(stats[log], values[0].numpy())
+    assert stats[log].nonfinite.tolist() == [0, 1, 0]
+    assert_matches(stats[huge], values[1].numpy())
+    assert np.isfinite(stats[huge].std).all()
