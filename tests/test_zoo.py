@@ -522,3 +522,30 @@ def test_compare_with_keras_own_layer_values(zoo):
         d = np.abs(np.asarray(got[r.tensor], np.float64) - np.asarray(want[r.name], np.float64))
         np.testing.assert_allclose(r.max_abs, d.max() if d.size else 0.0, rtol=1e-5, atol=1e-12,
                                    err_msg=f"{case.name}: {r.name}")
+
+
+def test_statistics_equal_numpy_over_the_models_own_outputs(zoo):
+    """`scope.statistics` of every numeric output (per channel; per tensor for outputs of rank 1
+    or less), over the case's samples one batch each (the whole sample where the batch size is
+    fixed): counts exact, the rest numpy's float64 figures over the model's own outputs."""
+    case, scope = _zoo(zoo)
+    want = _by_key(case.call(case.inputs))
+    keys = [k for k in scope.output_keys if want[k].dtype.kind in "fiub" and want[k].size]
+    assert keys, f"{case.name}: no numeric output"
+    fixed = any(t.shape and t.shape[0] is not None for t in scope.model_graph.inputs)
+    feed = _feed(case, scope)
+    for axis in (-1, None):
+        chosen = [k for k in keys if (want[k].ndim >= 2) == (axis is not None)]
+        if not chosen:
+            continue
+        stats = scope.statistics([scope.output(k) for k in chosen], feed, batch_size=None if fixed else 1, axis=axis,
+                                 quiet=True)
+        for k in chosen:
+            got, value = stats[scope.output(k).name], want[k].astype(np.float64)
+            rows = value.reshape(-1, 1) if axis is None else value.reshape(-1, value.shape[-1])
+            finite = np.isfinite(rows)
+            np.testing.assert_array_equal(np.atleast_1d(got.count), finite.sum(0), err_msg=f"{case.name}: {k} count")
+            masked = np.where(finite, rows, np.nan)
+            for f, fn in (("mean", np.nanmean), ("std", np.nanstd), ("min", np.nanmin), ("max", np.nanmax)):
+                np.testing.assert_allclose(np.atleast_1d(getattr(got, f)), fn(masked, 0), rtol=case.tolerance,
+                                           atol=case.tolerance, err_msg=f"{case.name}: {k} {f}")
