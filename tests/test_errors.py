@@ -569,6 +569,21 @@ WRONG = [
                                       backward="ROI/map/while/rpn_non_max_suppression/iou_threshold:0"),
           gs.UnsupportedFetchError, ValueError, r"cannot check the gradient of .* inside ROI/map/while:body.*name a "
           r"tensor outside loops and branches"),
+    # ---- statistics
+    Wrong("statistics with no bins", lambda w: w.scope.statistics("relu", w.x, bins=0, quiet=True), gs.OptionError,
+          ValueError, r"bins must be a whole number >= 1 \(or None for no histogram\), got 0"),
+    Wrong("statistics per entry of an axis the tensor lacks", lambda w: w.scope.statistics("dense", w.x, axis=2, quiet=True),
+          gs.OptionError, ValueError, r"'dense/Tanh:0' has no axis 2: it is rank 2 \(\[None, 6\]\); pass axis=None "
+          r"for one figure per tensor, or an axis from -2 to 1"),
+    Wrong("statistics per sample (the batch axis)", lambda w: w.scope.statistics("relu", w.x, axis=0, quiet=True),
+          gs.OptionError, ValueError, r"axis 0 of 'relu/Relu:0' is its batch axis.*pass the channel axis \(-1, the "
+          r"default\) or axis=None"),
+    Wrong("statistics of a tensor that is not a number",
+          lambda w: w.mapped.statistics("ROI/map/while/body/Placeholder_1:0", demo.synthetic_images(), quiet=True),
+          gs.UnsupportedFetchError, ValueError, r"it is variant, and statistics are taken of numbers"),
+    Wrong("statistics with bins of a generator (read once)",
+          lambda w: w.scope.statistics("relu", (b for b in [w.x]), bins=4, quiet=True), gs.ArgumentError, TypeError,
+          r"bins= takes two passes over the data.*a generator can be read once: pass arrays"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

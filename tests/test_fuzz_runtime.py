@@ -892,7 +892,7 @@ def check_statistics(rt: Runtime, guarded: Guarded, state: State, site: Site, ki
     if axis is not None and (rank == 0 or (rank == 1 and not t.context)):
         try:
             guarded("statistics", target, rt.x, axis=axis, edits=edits, batch_size=batch, quiet=True)
-        except gs.ArgumentError:
+        except gs.OptionError:
             TALLY["statistics refused axes"] += 1
             return
         _fail(f"{label}: axis -1 of a rank-{rank} tensor was not refused")

@@ -21,7 +21,7 @@ from graphscope.data.job import check_fixed
 from graphscope.data.layout import fixed_batch
 from graphscope.data.sources import Batches, Prefetch
 from graphscope.display.progress import SampleProgress
-from graphscope.errors import ArgumentError
+from graphscope.errors import ArgumentError, OptionError
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
 from graphscope.runtime.runtime import Runtime
@@ -39,7 +39,7 @@ def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int 
     if not pairs:
         raise ArgumentError("nothing to take statistics of: give at least one tensor name")
     if bins is not None and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1):
-        raise ArgumentError(f"bins must be a whole number >= 1 (or None for no histogram), got {bins!r}")
+        raise OptionError(f"bins must be a whole number >= 1 (or None for no histogram), got {bins!r}")
     tensors = list({t.name: t for _, t in pairs}.values())
     for t in tensors:
         check_fetch(t)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from graphscope.errors import ArgumentError, TensorNotFoundError
+from graphscope.errors import ArgumentError, OptionError, TensorNotFoundError
 from graphscope.ir.views import Shown, plot
 
 __all__ = ["Moments", "Statistics", "TensorStats", "histogram_edges"]
@@ -72,7 +72,7 @@ class Moments:
     def merge(self, other: Moments) -> Moments:
         """The figures of both parts' values together (Chan et al.'s parallel update)."""
         if other.entries != self.entries:
-            raise ArgumentError(
+            raise OptionError(
                 f"cannot merge statistics of {self.entries} entries with statistics of {other.entries}: "
                 "a tensor's channels changed between batches; pass axis=None for one figure per tensor"
             )

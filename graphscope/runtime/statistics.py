@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from graphscope.errors import ArgumentError, UnsupportedFetchError
+from graphscope.errors import ArgumentError, OptionError, UnsupportedFetchError
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments
 from graphscope.runtime import edit as editing
@@ -55,27 +55,28 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
     """`axis` as a non-negative axis of `t`'s value (None stays None).
 
     Raises:
-        ArgumentError: `t` has no such axis, its rank is unknown, or the axis is its batch axis.
+        ArgumentError: `axis` is not a whole number.
+        OptionError: `t` has no such axis, its rank is unknown, or the axis is its batch axis.
     """
     if axis is None:
         return None
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise ArgumentError(f"axis must be a whole number or None, got {axis!r}")
     if t.shape is None:
-        raise ArgumentError(
+        raise OptionError(
             f"cannot take statistics of {t.name!r} per entry of axis {axis}: its rank is not known until it runs; "
             "pass axis=None for one figure per tensor"
         )
     rank = len(t.shape)
     if not -rank <= axis < rank:
         shape = "a scalar" if rank == 0 else f"rank {rank} ({list(t.shape)})"
-        raise ArgumentError(
+        raise OptionError(
             f"{t.name!r} has no axis {axis}: it is {shape}; pass axis=None for one figure per tensor"
             + (f", or an axis from {-rank} to {rank - 1}" if rank else "")
         )
     axis = int(axis) % rank
     if axis == 0 and t.shape[0] is None and not t.context:
-        raise ArgumentError(
+        raise OptionError(
             f"axis {axis} of {t.name!r} is its batch axis (its size changes with the batch): statistics per "
             "sample cannot be merged over a dataset; pass the channel axis (-1, the default) or axis=None"
         )
@@ -271,7 +272,7 @@ def finite(figures: dict[str, Moments | None]) -> bool:
 def merge(name: str, a: Moments, b: Moments) -> Moments:
     """`a.merge(b)`, refused with the tensor's name where their entries differ."""
     if a.entries != b.entries:
-        raise ArgumentError(
+        raise OptionError(
             f"cannot merge the statistics of {name!r}: it has {a.entries} entries in one value and {b.entries} in "
             "another (its channel axis changes size from one loop iteration or batch to the next); pass axis=None "
             "for one figure per tensor"
@@ -284,7 +285,7 @@ def _histograms(name: str, parts: list[np.ndarray]) -> np.ndarray | None:
         return None
     shapes = {p.shape for p in parts}
     if len(shapes) > 1:
-        raise ArgumentError(
+        raise OptionError(
             f"cannot merge the histograms of {name!r}: its channels change from one loop iteration to the next; "
             "pass axis=None for one histogram per tensor"
         )

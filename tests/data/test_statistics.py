@@ -318,11 +318,11 @@ def test_the_model_is_left_as_it_was(convnet, images):
 
 def test_refusals(convnet, images):
     _, scope = convnet
-    with pytest.raises(gs.ArgumentError, match="bins must be a whole number >= 1"):
+    with pytest.raises(gs.OptionError, match="bins must be a whole number >= 1"):
         scope.statistics("conv/Relu:0", images, bins=0, quiet=True)
-    with pytest.raises(gs.ArgumentError, match="has no axis 4.*axis=None"):
+    with pytest.raises(gs.OptionError, match="has no axis 4.*axis=None"):
         scope.statistics("conv/Relu:0", images, axis=4, quiet=True)
-    with pytest.raises(gs.ArgumentError, match="batch axis"):
+    with pytest.raises(gs.OptionError, match="batch axis"):
         scope.statistics("conv/Relu:0", images, axis=0, quiet=True)
     with pytest.raises(gs.ArgumentError, match="axis must be a whole number"):
         scope.statistics("conv/Relu:0", images, axis="channels", quiet=True)
@@ -344,7 +344,7 @@ def test_scalars_need_axis_none():
     scope = gs.trace(model, quiet=True)
     name = scope.outputs[0].name
     x = np.arange(12, dtype="float32").reshape(4, 3)
-    with pytest.raises(gs.ArgumentError, match="is a scalar; pass axis=None"):
+    with pytest.raises(gs.OptionError, match="is a scalar; pass axis=None"):
         scope.statistics(name, x, quiet=True)
     s = scope.statistics(name, x, axis=None, batch_size=2, quiet=True)[name]
     np.testing.assert_allclose([s.mean, s.min, s.max], [np.mean([15, 51]), 15, 51])
