@@ -876,8 +876,10 @@ def check_statistics(rt: Runtime, guarded: Guarded, state: State, site: Site, ki
     edit = _INJECT[kind % len(_INJECT)] if param % 4 == 0 else None
     axis = (-1, None)[param % 2]
     bins = (None, 1, 5)[param % 3]
-    # batch statistics (training mode) and injected values depend on the batch: one batch then
-    batch = len(rt.x) if rt.training or edit is not None else 1 + param % len(rt.x)
+    # batch statistics (training mode), a branch taken on the batch's sum, a counter's writes and
+    # injected values depend on the batch: one batch then
+    whole = rt.training or edit is not None or any(isinstance(c.layer, (Branched, Counter)) for c in rt.calls.values())
+    batch = len(rt.x) if whole else 1 + param % len(rt.x)
     label = f"statistics of {site} ({target}), axis {axis}, bins {bins}, batch {batch}, edit {edit and edit.__name__}"
     edits = {target: edit} if edit is not None else None
     if t.context is not None and not t.context.endswith(":body"):
