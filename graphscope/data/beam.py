@@ -320,11 +320,12 @@ class ComputeStatistics(beam.PTransform):
     The model is traced once where the pipeline is built, to check the fetches (a tensor
     inside a branch, an axis a tensor lacks, `bins` < 1 are refused there, before anything
     runs); the result is keyed as the fetches are given (a Layer's or Selection's tensors by
-    their canonical names).
+    their canonical names). No samples give a `Statistics` of 0 samples (where one process
+    refuses empty data: a pipeline's input is not known until it runs).
 
     Args:
-        model: a `.keras`/`.h5` file or SavedModel directory every worker can read, or a
-            picklable function that builds the model.
+        model: a `.keras`/`.h5` file or SavedModel directory every worker (and the process
+            building the pipeline) can read, or a picklable function that builds the model.
         fetches: tensor or layer names, Tensors, a Selection or a Layer (what
             `Scope.statistics` takes).
         batch_size: samples per batch.
