@@ -184,13 +184,16 @@ def _assert_same(beam_stats, one):
             np.testing.assert_array_equal(a.histogram[1], b.histogram[1])
 
 
-def _concatenated(scope, name, inputs, batch_size, axis):
+def _concatenated(scope, name, inputs, batch_size, axis, fetched):
     """Every value of `name` over the data in float64, fetched batch by batch with `scope.run`
-    (every iteration's, inside a loop), as `[values, entries]` (`[values, 1]` for axis None)."""
+    together with `fetched` (every iteration's, inside a loop), as `[values, entries]` (`[values,
+    1]` for axis None). (With a NaN among the inputs, what TensorFlow computes can depend on what
+    else is fetched: a max pool's NaN reached the dense layer after it only when the ReLU
+    before it was fetched too.)"""
     n = len(inputs[0])
     rows = []
     for start in range(0, n, batch_size):
-        value = scope.run(name, [x[start:start + batch_size] for x in inputs])[name]
+        value = scope.run(fetched, [x[start:start + batch_size] for x in inputs])[name]
         for v in value if isinstance(value, list) else [value]:
             v = np.asarray(v, np.float64)
             rows.append(v.reshape(-1, 1) if axis is None else np.moveaxis(v, axis, -1).reshape(-1, v.shape[axis]))
@@ -198,30 +201,40 @@ def _concatenated(scope, name, inputs, batch_size, axis):
 
 
 def _assert_numpy(stats, key, values, bins):
-    """The figures numpy gives in float64 over the concatenated values (`[values, entries]`)."""
+    """The figures numpy gives in float64 over the concatenated values (`[values, entries]`),
+    entry by entry, over its finite values (the others counted in `nonfinite`)."""
     s = stats[key]
-    scale = np.abs(values).max()
-    close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6 * scale)
-    squeeze = (lambda v: v[0]) if s.axis is None else (lambda v: v)
-    np.testing.assert_array_equal(s.count, squeeze(np.full(values.shape[1], len(values))))
-    close(s.mean, squeeze(values.mean(0)))
-    close(s.std, squeeze(values.std(0)))
-    np.testing.assert_array_equal(s.min, squeeze(values.min(0)))
-    np.testing.assert_array_equal(s.max, squeeze(values.max(0)))
-    close(s.zero_fraction, squeeze((values == 0).mean(0)))
-    if bins is not None:
-        counts, edges = zip(*(np.histogram(values[:, c], bins) for c in range(values.shape[1])))
-        np.testing.assert_array_equal(s.histogram[0], squeeze(np.stack(counts)))
-        close(s.histogram[1], squeeze(np.stack(edges)))
+    per = (lambda field: [getattr(s, field)]) if s.axis is None else (lambda field: getattr(s, field))
+    for c in range(values.shape[1]):
+        column = values[:, c]
+        v = column[np.isfinite(column)]
+        close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+        assert (per("count")[c], per("nonfinite")[c]) == (len(v), len(column) - len(v))
+        close(per("mean")[c], v.mean())
+        close(per("std")[c], v.std())
+        assert (per("min")[c], per("max")[c]) == (v.min(), v.max())
+        close(per("zero_fraction")[c], (v == 0).mean())
+        if bins is not None:
+            counts, edges = np.histogram(v, bins)
+            got = s.histogram if s.axis is None else (s.histogram[0][c], s.histogram[1][c])
+            np.testing.assert_array_equal(got[0], counts)
+            close(got[1], edges)
 
 
-@pytest.mark.parametrize("axis, bins", [(-1, 7), (None, None)], ids=["channels-bins", "whole-tensors"])
-def test_statistics_on_beam_equal_one_process_and_numpy(tmp_path, axis, bins):
+@pytest.mark.parametrize(
+    "axis, bins, broken",
+    [(-1, 7, False), (None, None, False), (-1, 5, True)],
+    ids=["channels-bins", "whole-tensors", "nan-inf"],
+)
+def test_statistics_on_beam_equal_one_process_and_numpy(tmp_path, axis, bins, broken):
     """In-process DirectRunner, 23 samples in batches of 5 (a short last one): a tensor, a layer
     (keyed by its output's canonical name) and a found Tensor; equal to `Scope.statistics` on the
-    same data and to numpy in float64 over the values `scope.run` fetches."""
+    same data and to numpy in float64 over the values `scope.run` fetches. `broken`: a NaN and
+    an Inf in two samples (their batches take the masked path), figures over the finite values."""
     path, scope = _saved_cnn(tmp_path)
     x = _images()
+    if broken:
+        x[3, 2, 2, 0], x[17, 5, 1, 2] = np.nan, np.inf
     fetches = ["conv/BiasAdd:0", "dense", *scope.find(op_type="Relu")]
     one = scope.statistics(fetches, x, batch_size=5, axis=axis, bins=bins, quiet=True)
     assert list(one) == ["conv/BiasAdd:0", "dense/Tanh:0", "relu/Relu:0"]
@@ -232,8 +245,10 @@ def test_statistics_on_beam_equal_one_process_and_numpy(tmp_path, axis, bins):
     spread = _load(tmp_path / "stats.pickle")
     assert isinstance(spread, gs.Statistics) and (spread.samples, spread.batches) == (23, 5)
     _assert_same(spread, one)
+    assert all((np.sum(spread[key].nonfinite) > 0) == broken for key in one)
+    names = [s.name for s in one.values()]
     for key in one:
-        _assert_numpy(spread, key, _concatenated(scope, key, [x], 5, axis), bins)
+        _assert_numpy(spread, key, _concatenated(scope, one[key].name, [x], 5, axis, names), bins)
 
 
 @pytest.mark.slow
@@ -263,11 +278,12 @@ def test_statistics_with_two_worker_processes(tmp_path, monkeypatch):
     one = cnn.statistics(cnn_fetches, x, batch_size=4, bins=7, quiet=True)
     _assert_same(got_cnn, one)
     for key in one:
-        _assert_numpy(got_cnn, key, _concatenated(cnn, key, [x], 4, -1), 7)
+        _assert_numpy(got_cnn, key, _concatenated(cnn, one[key].name, [x], 4, -1, [s.name for s in one.values()]), 7)
     one = nms.statistics(LOOP_FETCHES, [boxes, scores], batch_size=5, axis=None, bins=5, quiet=True)
     _assert_same(got_nms, one)
+    names = [s.name for s in one.values()]
     for key in one:
-        _assert_numpy(got_nms, key, _concatenated(nms, key, [boxes, scores], 5, None), 5)
+        _assert_numpy(got_nms, key, _concatenated(nms, one[key].name, [boxes, scores], 5, None, names), 5)
 
 
 @pytest.mark.parametrize(
