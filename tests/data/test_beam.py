@@ -289,9 +289,9 @@ def test_statistics_with_two_worker_processes(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "fetches, options, error, match",
     [
-        (["sum"], {"bins": 0}, gs.ArgumentError, r"bins must be a whole number >= 1 \(or None for no histogram\)"),
+        (["sum"], {"bins": 0}, gs.OptionError, r"bins must be a whole number >= 1 \(or None for no histogram\)"),
         (["sum"], {"batch_size": 0}, gs.ArgumentError, r"batch_size must be a whole number >= 1, got 0"),
-        (["sum"], {"axis": 2}, gs.ArgumentError, r"has no axis 2: it is rank 2.*axis=None.*from -2 to 1"),
+        (["sum"], {"axis": 2}, gs.OptionError, r"has no axis 2: it is rank 2.*axis=None.*from -2 to 1"),
         ([], {}, gs.ArgumentError, r"nothing to take statistics of: give at least one tensor name"),
         (["sum/ad:0"], {}, gs.TensorNotFoundError, r"sum/ad:0"),
     ],
