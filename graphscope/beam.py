@@ -1,6 +1,6 @@
-"""Extraction on Apache Beam: `ExtractToZarr`, `ReadNpy` and `GraphscopeModelHandler` (see
-`graphscope.data.beam`). Needs `pip install "tf-graphscope[beam]"`."""
+"""Extraction and statistics on Apache Beam: `ExtractToZarr`, `ComputeStatistics`, `ReadNpy` and
+`GraphscopeModelHandler` (see `graphscope.data.beam`). Needs `pip install "tf-graphscope[beam]"`."""
 
-from graphscope.data.beam import ExtractToZarr, GraphscopeModelHandler, ReadNpy
+from graphscope.data.beam import ComputeStatistics, ExtractToZarr, GraphscopeModelHandler, ReadNpy
 
-__all__ = ["ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]
+__all__ = ["ComputeStatistics", "ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]

@@ -17,6 +17,10 @@ values and chunks match. Workers write whole chunks, never the same one; a ragge
 The store is created (and the layout probed on the first batch) by one worker before any
 batch is written, and marked complete after the last.
 
+`ComputeStatistics` takes the same pairs and batches to one `Statistics`, equal to
+`Scope.statistics` on the same data: each batch is reduced in the graph by a worker, and the
+workers' partial figures merged by a `CombineFn` with the same merge as one process.
+
 `ReadNpy` makes the pairs from `.npy` files the workers read themselves (memory-mapped): only
 sample indices travel through the pipeline. `beam.Create(list(enumerate(images)))` works too,
 but Beam pickles every array into the pipeline: 512 ResNet50-sized samples (56 MB) took 37 s
@@ -32,19 +36,23 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.utils.shared import Shared
 
 from graphscope.backend.mirror import mirror
 from graphscope.backend.trace import trace_function
 from graphscope.data.job import describe_call, prepare
 from graphscope.data.layout import plan
 from graphscope.data.sources import read_array
+from graphscope.data.statistics import add_histograms, batch_figures, checked_fetches, finish, merge_figures, summary
 from graphscope.data.store import Store
 from graphscope.errors import ArgumentError, InputError
+from graphscope.ir.records import Tensor
 from graphscope.ir.serialize import graph_data
+from graphscope.ir.statistics import Moments, Statistics, histogram_edges
 from graphscope.runtime.executor import Executor
 from graphscope.runtime.runtime import Runtime
 
-__all__ = ["ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]
+__all__ = ["ComputeStatistics", "ExtractToZarr", "GraphscopeModelHandler", "ReadNpy"]
 
 
 def _runtime(model: str | os.PathLike[str] | Callable[[], Any]) -> Runtime:
@@ -164,12 +172,7 @@ class ExtractToZarr(beam.PTransform):
 
     def expand(self, samples: Any) -> Any:
         b, out = self._batch_size, self._out
-        batches = (
-            samples
-            | "ByBatch" >> beam.Map(lambda kv: (int(kv[0]) // b, kv))
-            | "GroupBatch" >> beam.GroupByKey()
-            | "Stack" >> beam.Map(_stack, b)
-        )
+        batches = samples | _Batches(b)
         count = samples | "Count" >> beam.combiners.Count.Globally()
         created = (
             batches
@@ -195,6 +198,24 @@ class ExtractToZarr(beam.PTransform):
                 fields=beam.pvalue.AsSingleton(created),
                 totals=beam.pvalue.AsSingleton(totals),
             )
+        )
+
+
+class _Batches(beam.PTransform):
+    """(sample index, sample) pairs -> (batch number, one array per input): samples
+    `[k*size, (k+1)*size)` stacked, the batches one process makes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def expand(self, samples: Any) -> Any:
+        b = self._size
+        return (
+            samples
+            | "ByBatch" >> beam.Map(lambda kv: (int(kv[0]) // b, kv))
+            | "GroupBatch" >> beam.GroupByKey()
+            | "Stack" >> beam.Map(_stack, b)
         )
 
 
@@ -278,3 +299,191 @@ def _finish(_: int, out: str, batch_size: int, count: int, fields: list[Any], to
     store = _open(out, fields, batch_size, count)
     batches = -(-count // batch_size)
     return store.finish(batches, count, {f.key: totals.get(f.key, 0) for f in fields if f.ragged})
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class ComputeStatistics(beam.PTransform):
+    """(sample index, sample) pairs -> one `Statistics`, equal to `Scope.statistics(fetches,
+    samples, batch_size=..., axis=..., bins=...)`.
+
+    The samples are grouped into the batches one process makes (`[k*batch_size,
+    (k+1)*batch_size)`); a worker reduces each batch inside the graph (the model loaded once
+    per worker process), and a `CombineFn` merges the batches' figures with `Moments.merge`,
+    the merge `Scope.statistics` uses, so only the order of the merges differs (counts, min,
+    max and histograms are equal; means and deviations to float64 rounding). With `bins`, a
+    second pass over the batches counts the values in the bins between each entry's min and
+    max over the whole data (the first pass's result, a side input); a `CombineFn` adds the
+    counts.
+
+    The model is traced once where the pipeline is built, to check the fetches (a tensor
+    inside a branch, an axis a tensor lacks, `bins` < 1 are refused there, before anything
+    runs); the result is keyed as the fetches are given (a Layer's or Selection's tensors by
+    their canonical names). No samples give a `Statistics` of 0 samples (where one process
+    refuses empty data: a pipeline's input is not known until it runs).
+
+    Args:
+        model: a `.keras`/`.h5` file or SavedModel directory every worker (and the process
+            building the pipeline) can read, or a picklable function that builds the model.
+        fetches: tensor or layer names, Tensors, a Selection or a Layer (what
+            `Scope.statistics` takes).
+        batch_size: samples per batch.
+        axis: the channel axis (default -1); None for one figure per tensor.
+        bins: also count each entry's values in `bins` equal bins between its min and max.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | Callable[[], Any],
+        fetches: Any,
+        *,
+        batch_size: int = 32,
+        axis: int | None = -1,
+        bins: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        self._pairs, self._axes = checked_fetches(_runtime(model), fetches, axis=axis, bins=bins)
+        self._model = model
+        self._axis = axis
+        self._bins = None if bins is None else int(bins)
+        self._batch_size = int(batch_size)
+
+    def expand(self, samples: Any) -> Any:
+        names, bins = list(self._axes), self._bins
+        model = _SharedModel(self._model, names, self._axis, bins)
+        batches = samples | "Batches" >> _Batches(self._batch_size)
+        moments = (
+            batches
+            | "Reduce" >> beam.ParDo(_Reduce(model))
+            | "Merge" >> beam.CombineGlobally(_MergeFigures())
+        )
+        finish_args = {"pairs": self._pairs, "axes": self._axes, "bins": bins}
+        if bins is None:
+            return moments | "Finish" >> beam.Map(_finish_statistics, edges={}, hists={}, **finish_args)
+        edges = moments | "Edges" >> beam.Map(_edges, bins)
+        hists = (
+            batches
+            | "Count" >> beam.ParDo(_Count(model), edges=beam.pvalue.AsSingleton(edges))
+            | "Add" >> beam.CombineGlobally(_AddHistograms())
+        )
+        return moments | "Finish" >> beam.Map(
+            _finish_statistics, edges=beam.pvalue.AsSingleton(edges), hists=beam.pvalue.AsSingleton(hists),
+            **finish_args,
+        )
+
+
+_Merged = tuple[dict[str, Moments], int, int]  # ({tensor name: Moments}, samples, batches)
+
+
+class _Loaded:
+    """A worker's model and its reduced executors: the moments one (the one for batches holding
+    NaN or Inf built when one comes), the one counting histograms."""
+
+    def __init__(self, model: Any, names: list[str], axis: int | None, bins: int | None) -> None:
+        runtime = _runtime(model)
+        self.moments = summary(runtime, names, axis=axis)[1]
+        self.masked = lambda: summary(runtime, names, axis=axis, kind="masked")[1]
+        self.counter = summary(runtime, names, axis=axis, bins=bins, kind="histogram")[1] if bins is not None else None
+
+
+class _SharedModel:
+    """The model every statistics DoFn of one transform uses in a worker process, loaded once
+    there (`apache_beam.utils.shared`: both passes share it)."""
+
+    def __init__(self, model: Any, names: list[str], axis: int | None, bins: int | None) -> None:
+        self._handle = Shared()
+        self._args = (model, names, axis, bins)
+
+    def acquire(self) -> _Loaded:
+        return self._handle.acquire(lambda: _Loaded(*self._args))
+
+
+class _Reduce(beam.DoFn):
+    """(batch number, arrays) -> ({tensor name: Moments} of the batch, its sample count)."""
+
+    def __init__(self, model: _SharedModel) -> None:
+        self._model = model
+        self._loaded: _Loaded | None = None
+
+    def setup(self) -> None:
+        self._loaded = self._model.acquire()
+
+    def process(self, element: tuple[int, list[np.ndarray]]) -> Iterable[tuple[dict[str, Moments | None], int]]:
+        arrays = element[1]
+        yield batch_figures(self._loaded.moments, arrays, self._loaded.masked), len(arrays[0])
+
+
+class _Count(beam.DoFn):
+    """(batch number, arrays) -> {tensor name: histogram counts} of the batch in the bins of
+    `edges` (the side input: each tensor's, from the whole data's min and max)."""
+
+    def __init__(self, model: _SharedModel) -> None:
+        self._model = model
+        self._loaded: _Loaded | None = None
+
+    def setup(self) -> None:
+        self._loaded = self._model.acquire()
+
+    def process(self, element: tuple[int, list[np.ndarray]], edges: dict[str, np.ndarray]) -> Iterable[dict[str, Any]]:
+        counter = self._loaded.counter
+        with counter.lock:  # the edges are set, then the batch runs
+            counter.set_edges({name: edges.get(name, np.zeros((1, counter.bins + 1))) for name in counter.axes})
+            yield counter(element[1])
+
+
+class _MergeFigures(beam.CombineFn):
+    """The batches' figures merged: `({tensor name: Moments}, samples, batches)`, by
+    `merge_figures`, the merge of one process."""
+
+    def create_accumulator(self) -> _Merged:
+        return {}, 0, 0
+
+    def add_input(self, acc: _Merged, element: tuple[dict[str, Moments | None], int]) -> _Merged:
+        figures, n = element
+        return merge_figures(acc[0], figures), acc[1] + n, acc[2] + 1
+
+    def merge_accumulators(self, accs: Iterable[_Merged]) -> _Merged:
+        merged: dict[str, Moments] = {}
+        samples = batches = 0
+        for figures, n, k in accs:
+            merged, samples, batches = merge_figures(merged, figures), samples + n, batches + k
+        return merged, samples, batches
+
+    def extract_output(self, acc: _Merged) -> _Merged:
+        return acc
+
+
+class _AddHistograms(beam.CombineFn):
+    """The batches' histogram counts added, tensor by tensor."""
+
+    def create_accumulator(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def add_input(self, acc: dict[str, np.ndarray], counts: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        return add_histograms(acc, counts)
+
+    def merge_accumulators(self, accs: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        total: dict[str, np.ndarray] = {}
+        for acc in accs:
+            total = add_histograms(total, acc)
+        return total
+
+    def extract_output(self, acc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return acc
+
+
+def _edges(merged: _Merged, bins: int) -> dict[str, np.ndarray]:
+    """Each tensor's histogram edges, from its min and max over the whole data."""
+    return {name: histogram_edges(m.min, m.max, bins) for name, m in merged[0].items()}
+
+
+def _finish_statistics(merged: _Merged, *, pairs: list[tuple[str, Tensor]], axes: dict[str, int | None],
+                       bins: int | None, edges: dict[str, np.ndarray], hists: dict[str, np.ndarray]) -> Statistics:
+    """The `Statistics`, keyed as the fetches were given (the histograms added to the figures)."""
+    figures, samples, batches = merged
+    if bins is not None:
+        figures = {name: m.with_histogram(hists[name]) for name, m in figures.items() if name in hists}
+    return finish(pairs, axes, figures, edges, bins=bins, samples=samples, batches=batches)

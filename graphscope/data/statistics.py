@@ -27,7 +27,9 @@ from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram
 from graphscope.runtime.runtime import Runtime
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite, merge
 
-__all__ = ["finish", "merge_batches", "statistics", "summary"]
+__all__ = [
+    "add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures", "statistics", "summary",
+]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
@@ -35,15 +37,8 @@ def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int 
     """The fetches (key, tensor) and the cached reduced executor for them (`kind`): the moments
     one ("fast"), the one for batches holding NaN or Inf ("masked"), or the one counting values
     in `bins` bins ("histogram")."""
-    pairs = runtime.graph.resolve_pairs(fetches)
-    if not pairs:
-        raise ArgumentError("nothing to take statistics of: give at least one tensor name")
-    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1):
-        raise OptionError(f"bins must be a whole number >= 1 (or None for no histogram), got {bins!r}")
+    pairs, axes = checked_fetches(runtime, fetches, axis=axis, bins=bins)
     tensors = list({t.name: t for _, t in pairs}.values())
-    for t in tensors:
-        check_fetch(t)
-    axes = {t.name: entry_axis(t, axis) for t in tensors}
     feed_pairs = runtime._feed_pairs(feeds)
     edit_list = runtime._edits(edits)
     histogram = kind == "histogram"
@@ -58,6 +53,27 @@ def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int 
                            masked=kind == "masked")
         runtime._executors.put(key, executor)
     return pairs, executor
+
+
+def checked_fetches(runtime: Runtime, fetches: Any, *, axis: int | None = -1,
+                    bins: int | None = None) -> tuple[list[tuple[str, Tensor]], dict[str, int | None]]:
+    """The fetches (key, tensor) and each tensor's entry axis (by name), once every check has
+    passed, without building anything (Beam checks a pipeline with it before it runs).
+
+    Raises:
+        ArgumentError: no fetch.
+        OptionError: `bins` not a whole number >= 1, or an axis a tensor lacks.
+        UnsupportedFetchError: a tensor that is not a number, or one inside a branch.
+    """
+    pairs = runtime.graph.resolve_pairs(fetches)
+    if not pairs:
+        raise ArgumentError("nothing to take statistics of: give at least one tensor name")
+    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1):
+        raise OptionError(f"bins must be a whole number >= 1 (or None for no histogram), got {bins!r}")
+    tensors = list({t.name: t for _, t in pairs}.values())
+    for t in tensors:
+        check_fetch(t)
+    return pairs, {t.name: entry_axis(t, axis) for t in tensors}
 
 
 def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | None = None, axis: int | None = -1,
@@ -114,13 +130,7 @@ def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Ca
     source = Prefetch(batches)
     try:
         for arrays in source:
-            figures = run(arrays)
-            if not finite(figures):
-                figures = masked()(arrays)
-            for name, m in figures.items():
-                if m is None:
-                    continue
-                merged[name] = m if name not in merged else merge(name, merged[name], m)
+            merged = merge_figures(merged, batch_figures(run, arrays, masked))
             n = len(arrays[0])
             samples, count = samples + n, count + 1
             advance(n)
@@ -129,14 +139,38 @@ def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Ca
     return merged, samples, count
 
 
+def batch_figures(run: Summary, arrays: list[np.ndarray], masked: Callable[[], Summary]) -> dict[str, Moments | None]:
+    """One batch's figures: the fast path's, or where they are not finite (a NaN or Inf among the
+    values, an overflow), `masked()`'s."""
+    figures = run(arrays)
+    return figures if finite(figures) else masked()(arrays)
+
+
+def merge_figures(a: dict[str, Moments], b: dict[str, Moments | None]) -> dict[str, Moments]:
+    """Two parts' figures merged, tensor by tensor (`Moments.merge`; None: a loop that never
+    ran): the merge of one process's batches and of Beam's workers."""
+    merged = dict(a)
+    for name, m in b.items():
+        if m is not None:
+            merged[name] = m if name not in merged else merge(name, merged[name], m)
+    return merged
+
+
+def add_histograms(a: dict[str, np.ndarray], b: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    """Two parts' histogram counts added, tensor by tensor (None: a loop that never ran)."""
+    sums = dict(a)
+    for name, h in b.items():
+        if h is not None:
+            sums[name] = h if name not in sums else sums[name] + h
+    return sums
+
+
 def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     sums: dict[str, np.ndarray] = {}
     source = Prefetch(batches)
     try:
         for arrays in source:
-            for name, h in run(arrays).items():
-                if h is not None:
-                    sums[name] = h if name not in sums else sums[name] + h
+            sums = add_histograms(sums, run(arrays))
             advance(len(arrays[0]))
     finally:
         source.close()
