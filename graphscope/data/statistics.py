@@ -24,12 +24,12 @@ from graphscope.display.progress import SampleProgress
 from graphscope.errors import ArgumentError, OptionError
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
+from graphscope.runtime import edit as editing
 from graphscope.runtime.runtime import Runtime
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite, merge
 
-__all__ = [
-    "add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures", "statistics", "summary",
-]
+__all__ = ["add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures",
+           "statistics", "summary"]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
@@ -42,12 +42,11 @@ def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int 
     feed_pairs = runtime._feed_pairs(feeds)
     edit_list = runtime._edits(edits)
     histogram = kind == "histogram"
-    key = ("statistics", kind, tuple(sorted(axes.items(), key=str)), bins if histogram else None, tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
+    key = ("statistics", kind, tuple(sorted(axes.items(), key=str)), bins if histogram else None,
+           tuple((k, t.name) for k, t in feed_pairs), tuple(e.key for e in edit_list))
     executor = runtime._executors.get(key)
     if executor is None:
         runtime._note_unused(tensors)
-        from graphscope.runtime import edit as editing
-
         editing.check_relevant(runtime.graph, edit_list, tensors)
         executor = Summary(runtime, tensors, axes, feed_pairs, edit_list, bins=bins if histogram else None,
                            masked=kind == "masked")
@@ -165,7 +164,8 @@ def add_histograms(a: dict[str, np.ndarray], b: dict[str, np.ndarray | None]) ->
     return sums
 
 
-def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None]) -> dict[str, np.ndarray]:
+def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]],
+                 advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     sums: dict[str, np.ndarray] = {}
     source = Prefetch(batches)
     try:
