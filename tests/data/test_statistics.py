@@ -215,7 +215,8 @@ def test_large_offsets_keep_their_variance():
     scope = gs.trace(model, quiet=True)
     stats = scope.statistics("shifted/add:0", x, batch_size=7, quiet=True)["shifted/add:0"]
     values = model(x).numpy()
-    np.testing.assert_allclose(stats.std, values.astype(np.float64).reshape(-1, 16).std(0), rtol=1e-3)
+    np.testing.assert_allclose(stats.std, values.astype(np.float64).reshape(-1, 16).std(0), rtol=1e-6)
+    np.testing.assert_allclose(stats.mean, values.astype(np.float64).reshape(-1, 16).mean(0), rtol=1e-12)
 
 
 def test_values_inside_loops_are_reduced_over_iterations():
@@ -398,3 +399,17 @@ def test_batches_with_and_without_nonfinite_values_mix():
     assert stats[log].nonfinite.tolist() == [0, 1, 0]
     assert_matches(stats[huge], values[1].numpy())
     assert np.isfinite(stats[huge].std).all()
+
+
+def test_an_outlier_first_value_does_not_cost_precision():
+    """The fast path's sums are of differences from each channel's first value: a first value
+    far out (1e3 among N(0, 1) values, float32) must not cancel the spread away."""
+    x_in = keras.Input((6, 8), name="x")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v * 1.0, name="same")(x_in))
+    x = np.random.default_rng(10).normal(size=(64, 6, 8)).astype("float32")
+    x[0, 0, :] = 1e3
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    for b in (64, 5):
+        stats = scope.statistics(name, x, batch_size=b, quiet=True)[name]
+        assert_matches(stats, x)
