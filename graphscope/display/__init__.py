@@ -11,6 +11,7 @@ from graphscope.display import format, tables
 from graphscope.ir import views
 from graphscope.ir.numerics import Numerics
 from graphscope.ir.records import Layer, Results, Selection
+from graphscope.ir.statistics import Statistics, TensorStats
 
 __all__ = ["format", "tables"]
 
@@ -25,3 +26,5 @@ views.view.register(Selection)(tables.selection_table)
 views.view.register(Layer)(tables.layer_view)
 views.view.register(Results)(tables.results_table)
 views.view.register(Numerics)(tables.numerics_view)
+views.view.register(Statistics)(tables.statistics_view)
+views.view.register(TensorStats)(tables.tensor_stats_view)
