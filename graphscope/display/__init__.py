@@ -16,8 +16,10 @@ from graphscope.ir.statistics import Statistics, TensorStats
 __all__ = ["format", "tables"]
 
 def _plot(value: object, **options: object) -> object:
-    from graphscope.display.plot import plot_value  # matplotlib, only when a picture is asked for
+    from graphscope.display.plot import plot_statistics, plot_value  # matplotlib, only when a picture is asked for
 
+    if isinstance(value, TensorStats):
+        return plot_statistics(value, **options)
     return plot_value(value, **options)
 
 
