@@ -267,6 +267,8 @@ def test_statistics_table():
     np.testing.assert_allclose([whole.mean, whole.std, whole.min, whole.max], [finite.mean(), finite.std(),
                                                                                finite.min(), finite.max()])
     assert (whole.count, whole.nonfinite) == (31, 1)
+    assert "block1_conv/Relu:0" in stats._repr_html_() and str(stats).startswith("statistics of 2 tensors")
+    assert stats._repr_mimebundle_()["text/plain"] == repr(stats) and "<pre" in stats["dense/BiasAdd:0"]._repr_html_()
     long = _stats({"/".join(f"scope_{k}" for k in range(8)) + "/Relu:0": conv})
     text = _text(long, 80)  # a name wider than the table leaves room for: whole, on a line of its own
     assert "\nscope_0/scope_1/scope_2/scope_3/scope_4/scope_5/scope_6/scope_7/Relu:0\n" in text
