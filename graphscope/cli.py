@@ -276,12 +276,13 @@ def _parser() -> argparse.ArgumentParser:
                                 "NAME=FILE), read memory-mapped (demo: optional)")
     cmd["stats"].add_argument("--preset", choices=("pre_activations", "logits", "attention", "layer_outputs"),
                               help="also every tensor of a selection by meaning (as for find --preset)")
-    cmd["stats"].add_argument("--axis", type=_axis, default=-1,
+    cmd["stats"].add_argument("--axis", type=_axis, default=-1, metavar="none|INT",
                               help="the channel axis (default -1, the last); none: one figure per tensor")
-    cmd["stats"].add_argument("--bins", type=_positive, help="also a histogram of N equal bins per channel")
-    cmd["stats"].add_argument("--batch-size", type=_positive, help="samples per batch (default 32)")
+    cmd["stats"].add_argument("--bins", type=_positive, metavar="N", help="also a histogram of N equal bins per channel")
+    cmd["stats"].add_argument("--batch-size", type=_positive, metavar="N", help="samples per batch (default 32)")
     cmd["stats"].add_argument("--dead", type=float, nargs="?", const=0.0, metavar="THRESHOLD",
-                              help="list the channels whose values never exceed THRESHOLD (default 0)")
+                              help="list the channels whose values never exceed THRESHOLD (default 0); "
+                                   "give it after the FETCHes, or with a value")
     cmd["stats"].add_argument("--json", metavar="FILE", help="write every figure, per channel, to this JSON file")
     return parser
 
