@@ -1,5 +1,5 @@
 """The `graphscope` command line: demo, tree, find, run, grad, export, draw, extract, open, validate,
-compare, numerics.
+compare, numerics, stats.
 
 Exit codes: 0 success, 1 a graphscope error (one line on stderr; the traceback with `--debug`),
 2 a usage error (argparse's message). MODEL is a `.keras`/`.h5` file, a SavedModel directory,
@@ -9,6 +9,7 @@ or `demo` (`demo:map_fn` for the tf.map_fn variant).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ EXAMPLES = """examples:
   graphscope validate demo
   graphscope compare model.keras port.keras --input x.npy   where a port starts to give other values
   graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0   where NaN/Inf start
+  graphscope stats model.keras --preset pre_activations --input x.npy --dead   per-channel statistics
 
 MODEL is a .keras/.h5 file, a SavedModel directory, or `demo` (`demo:map_fn`: the tf.map_fn
 variant); --signature NAME picks one of a SavedModel's signatures. Each command has its own --help.
@@ -146,6 +148,21 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "  graphscope numerics model.keras --input x.npy\n"
         "  graphscope numerics model.keras --input x.npy --backward logits/BiasAdd:0",
     ),
+    "stats": (
+        "statistics of tensors over a dataset: per-channel moments, ranges, dead units",
+        "Reduce each FETCH (names or regexes; --preset adds a selection by meaning) over every "
+        "sample of --input, inside the graph, to per-channel count, mean, std (population), min, "
+        "max, fraction of zeros and non-finite count (NaN and Inf are counted and left out of the "
+        "rest), without storing the values: memory stays flat whatever the dataset's size. "
+        "--axis picks the channel axis (default -1, the last; `none`: one figure per tensor); "
+        "--bins N also counts each channel's values in N equal bins between its min and max (a "
+        "second pass). Prints a table; --dead lists the channels that never exceed THRESHOLD "
+        "(default 0); --json writes every figure, per channel, to a file (NaN, where a channel "
+        "had no finite value, written as null).",
+        "  graphscope stats model.keras block4_conv3/Relu:0 --input x.npy --dead\n"
+        "  graphscope stats model.keras --preset pre_activations --input x.npy --axis none --json ranges.json\n"
+        "  graphscope stats model.keras logits/BiasAdd:0 --input x.npy --axis none --bins 64",
+    ),
 }
 
 
@@ -254,7 +271,30 @@ def _parser() -> argparse.ArgumentParser:
     cmd["numerics"].add_argument("--backward", metavar="TENSOR",
                                  help="check the gradient of sum(TENSOR) instead (after a finite forward pass)")
     _edit_option(cmd["numerics"], "replace tensor NAME with the array in FILE, as for run")
+    cmd["stats"].add_argument("fetches", metavar="FETCH", nargs="*", help="tensor names (or regexes: every match)")
+    _input_option(cmd["stats"], ".npy/.npz with one entry per sample, one per model input, in order (or "
+                                "NAME=FILE), read memory-mapped (demo: optional)")
+    cmd["stats"].add_argument("--preset", choices=("pre_activations", "logits", "attention", "layer_outputs"),
+                              help="also every tensor of a selection by meaning (as for find --preset)")
+    cmd["stats"].add_argument("--axis", type=_axis, default=-1, metavar="none|INT",
+                              help="the channel axis (default -1, the last); none: one figure per tensor")
+    cmd["stats"].add_argument("--bins", type=_positive, metavar="N", help="also a histogram of N equal bins per channel")
+    cmd["stats"].add_argument("--batch-size", type=_positive, metavar="N", help="samples per batch (default 32)")
+    cmd["stats"].add_argument("--dead", type=float, nargs="?", const=0.0, metavar="THRESHOLD",
+                              help="list the channels whose values never exceed THRESHOLD (default 0); "
+                                   "give it after the FETCHes, or with a value")
+    cmd["stats"].add_argument("--json", metavar="FILE", help="write every figure, per channel, to this JSON file")
     return parser
+
+
+def _axis(text: str) -> int | None:
+    """argparse type: an axis (an int, negative from the end) or `none`."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {text!r}") from None
 
 
 def _natural(text: str) -> int:
@@ -509,7 +549,12 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
 
             _show(console, Results({f"{stored.name}[{args.index}]": stored[args.index]}))
         return
-    scope = _scope(args.model, args.quiet, free_batch=args.command == "extract", signature=args.signature)
+    if args.command == "stats":  # usage errors before loading anything
+        if not args.fetches and not args.preset:
+            parser.error("stats needs FETCH... (tensor names or regexes) or --preset NAME")
+        if not args.inputs and not args.model.startswith("demo"):
+            parser.error("stats needs --input FILE (one per model input, one entry per sample) or --input NAME=FILE")
+    scope = _scope(args.model, args.quiet, free_batch=args.command in ("extract", "stats"), signature=args.signature)
     if args.command == "tree":
         _show(console, scope.layer_tree(depth=args.depth, pattern=args.pattern, ops=args.ops, limit=args.limit))
     elif args.command == "find":
@@ -570,6 +615,8 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         if not report.ok:
             where = f": they start at {report.first.name}" if report.first is not None else ""
             raise _Disagree(f"non-finite values in {len(report.bad)} tensor(s){where}")
+    elif args.command == "stats":
+        _stats(scope, args, parser, console)
     elif args.command == "draw":
         picture = scope.draw(args.name, radius=args.radius)
         fmt = args.format or ("dot" if args.out and args.out.endswith((".dot", ".gv")) else "svg")
@@ -591,6 +638,91 @@ def _compare(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
     if report.first is not None:
         raise _Disagree(f"{report.first.name} is the first of {sum(not r.ok for r in report.rows)} row(s) "
                         "outside tolerance")
+
+
+def _stats(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser, console: Any) -> None:
+    """stats: the fetches' statistics over --input, as a table; the dead channels; the JSON file."""
+    fetches = _fetch_names(scope, args.fetches)
+    if args.preset:
+        from graphscope.ir.presets import PRESETS
+
+        fetches += [n for n in PRESETS[args.preset](scope).names if n not in fetches]
+    if not fetches:
+        from graphscope.errors import ArgumentError
+
+        raise ArgumentError(f"--preset {args.preset} finds no tensor in this model; name the tensors as FETCH")
+    from graphscope.data.sources import read_array
+    from graphscope.errors import GraphscopeError
+
+    named: dict[str, Any] = {}
+    positional: list[Any] = []
+    for spec in args.inputs:
+        name, sep, path = spec.rpartition("=")
+        if sep and name:
+            named[name] = read_array(path, mmap=True)
+        else:
+            value = read_array(spec, mmap=True)
+            positional.extend(value.values() if isinstance(value, dict) else [value])
+    if named and positional:
+        parser.error("give every --input as NAME=FILE, or none of them")
+    if named:
+        data: Any = named
+    elif positional:
+        data = positional[0] if len(positional) == 1 else positional
+    else:  # a demo model (checked before tracing)
+        from graphscope import demo
+
+        data = demo.synthetic_images(64, seed=1)
+    batch_size = args.batch_size
+    if batch_size is None and not args.inputs and args.model in ("demo", "demo:loop"):
+        batch_size = 2  # the loop demo's fixed batch size
+    try:
+        stats = scope.statistics(fetches, data, batch_size=batch_size, axis=args.axis, bins=args.bins,
+                                 quiet=args.quiet)
+    except GraphscopeError as e:
+        if e.command_line is None:  # the way out, in this command's options
+            e.command_line = _as_options(str(e))
+        raise
+    _show(console, stats)
+    dead = stats.dead(args.dead) if args.dead is not None else None
+    if dead is not None:
+        for key, channels in dead.items():
+            s = stats[key]
+            shown = ", ".join(map(str, channels[:20].tolist())) + (", ..." if len(channels) > 20 else "")
+            if s.axis is None:
+                line = f"{key}: {'never' if len(channels) else 'sometimes'} above {args.dead:g}"
+            else:
+                line = (f"{key}: {len(channels)} of {s.entries} channel{'s' if s.entries != 1 else ''} never above "
+                        f"{args.dead:g}" + (f": {shown}" if len(channels) else ""))
+            console.print(line, crop=False, highlight=False, markup=False)
+    if args.json:
+        import json
+
+        figures = _json_ready(stats.to_dict())
+        if dead is not None:
+            figures["dead"] = {"threshold": args.dead, "tensors": {k: v.tolist() for k, v in dead.items()}}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(figures, f, allow_nan=False)
+        print(f"wrote the statistics of {len(stats)} tensor(s) to {args.json}", file=sys.stderr)
+
+
+def _as_options(message: str) -> str:
+    """A statistics error's advice, in `stats`' options instead of Python's arguments."""
+    for python, option in (("axis=None", "--axis none"), ("bins=", "--bins "), ("batch_size=", "--batch-size "),
+                           ("batch_size", "--batch-size")):
+        message = message.replace(python, option)
+    return message
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN (a channel with no finite value) as null: JSON has no NaN (nor Inf)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _show(console: Any, renderable: Any) -> None:

@@ -478,3 +478,97 @@ def test_numerics_from_the_terminal_exits_1_where_values_are_not_finite(saved, t
     assert cli.main([*argv, "--backward", "out/BiasAdd:0"]) == 1
     out, err = capsys.readouterr()
     assert "first: d1/Relu:0" in out and "gradients of sum(out/BiasAdd:0)" in out and "d1/Relu:0" in err
+
+
+def _numpy_figures(values, axis=-1):
+    """Per channel (or whole, axis=None) figures of `values` by numpy, in float64."""
+    v = np.asarray(values, np.float64)
+    rows = v.reshape(-1, 1) if axis is None else np.moveaxis(v, axis, -1).reshape(-1, v.shape[axis])
+    return {"count": [len(rows)] * rows.shape[1], "mean": rows.mean(0), "std": rows.std(0), "min": rows.min(0),
+            "max": rows.max(0), "zero_fraction": (rows == 0).mean(0)}
+
+
+def test_stats_from_the_terminal_equal_numpy_and_scope_statistics(saved, tmp_path, capsys):
+    import json
+
+    model, path, folder = saved
+    x = models.sample_inputs(model, batch=10, seed=3)[0]
+    np.save(tmp_path / "x10.npy", x)
+    scope = gs.trace(model, quiet=True)
+    fetches = ["block1_1_conv/Relu:0", "logits/BiasAdd:0"]
+    values = scope.run(fetches, x)  # the oracle: every value, then numpy
+    maxes = values["block1_1_conv/Relu:0"].reshape(-1, 4).max(0)
+    threshold = float(np.sort(maxes)[1])  # at least two channels never exceed it
+    out = tmp_path / "stats.json"
+    argv = ["-q", "stats", path, *fetches, "--input", str(tmp_path / "x10.npy"), "--batch-size", "4",
+            "--json", str(out), "--dead", repr(threshold)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    printed, err = capsys.readouterr()
+    assert "statistics of 2 tensors over 10 samples (3 batches)" in printed
+    dead = np.flatnonzero(maxes <= threshold).tolist()
+    assert len(dead) >= 2
+    assert f"block1_1_conv/Relu:0: {len(dead)} of 4 channels never above {threshold:g}: " \
+           f"{', '.join(map(str, dead))}" in printed
+    assert f"wrote the statistics of 2 tensor(s) to {out}" in err
+    got = json.loads(out.read_text())
+    assert (got["samples"], got["batches"]) == (10, 3) and list(got["tensors"]) == fetches
+    assert got["dead"] == {"threshold": threshold, "tensors": {"block1_1_conv/Relu:0": dead, "logits/BiasAdd:0":
+                           np.flatnonzero(values["logits/BiasAdd:0"].max(0) <= threshold).tolist()}}
+    want = scope.statistics(fetches, x, batch_size=4, quiet=True)
+    for name in fetches:
+        entry, by_numpy = got["tensors"][name], _numpy_figures(values[name])
+        assert entry["axis"] == values[name].ndim - 1 and entry["nonfinite"] == [0] * len(entry["count"])
+        for field, numpy_value in by_numpy.items():
+            # numpy in float64 over every value: float32 sums within about 1e-6 of the values' scale
+            np.testing.assert_allclose(entry[field], numpy_value, rtol=1e-6, atol=1e-6, err_msg=f"{name} {field}")
+            np.testing.assert_array_equal(entry[field], getattr(want[name], field))  # what Python gives
+        assert entry["min"] == by_numpy["min"].tolist() and entry["max"] == by_numpy["max"].tolist()  # exact
+
+
+def test_stats_of_a_preset_per_tensor_with_histograms(saved, tmp_path, capsys):
+    import json
+
+    model, path, folder = saved
+    x = np.load(folder / "x.npy")
+    scope = gs.trace(model, quiet=True)
+    names = gs.presets.pre_activations(scope).names
+    values = scope.run(names, x)
+    out = tmp_path / "ranges.json"
+    argv = ["-q", "stats", path, "--preset", "pre_activations", "--input", str(folder / "x.npy"), "--axis", "none",
+            "--bins", "5", "--json", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"statistics of {len(names)} tensors over 2 samples (1 batch)")
+    got = json.loads(out.read_text())["tensors"]
+    assert list(got) == names
+    for name in names:  # a calibration table: each tensor's range, exactly numpy's
+        v = values[name].astype(np.float64)
+        assert (got[name]["axis"], got[name]["min"], got[name]["max"]) == (None, v.min(), v.max())
+        counts, edges = np.histogram(v, 5)
+        assert got[name]["histogram"]["counts"] == counts.tolist()
+        np.testing.assert_allclose(got[name]["histogram"]["edges"], edges, rtol=1e-12)
+    # a channel with no finite value is null in the file (JSON has no NaN)
+    nan = np.load(folder / "x.npy").copy()
+    nan[..., 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    argv = ["-q", "stats", path, "image", "--input", str(tmp_path / "nan.npy"), "--json", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    (image,) = json.loads(out.read_text())["tensors"].values()
+    assert image["mean"][1] is None and image["min"][1] is None and image["count"][1] == 0
+    assert image["nonfinite"] == [0, nan[..., 1].size, 0]
+    np.testing.assert_allclose(image["mean"][0], nan[..., 0].astype(np.float64).mean(), rtol=1e-6)
+
+
+def test_stats_errors_are_one_line_in_the_commands_options(saved, tmp_path, capsys):
+    _, path, folder = saved
+    run = _cli("stats", path, "logits/BiasAdd:0", "--input", str(folder / "x.npy"), "--axis", "3")
+    assert run.returncode == 1, run.stderr
+    (line,) = run.stderr.strip().splitlines()  # no traceback; the way out as an option, not axis=None
+    assert line.startswith("graphscope: error: 'logits/BiasAdd:0' has no axis 3: it is rank 2") and \
+        "pass --axis none for one figure per tensor, or an axis from -2 to 1" in line and "axis=None" not in line, line
+    for argv, message in [(("stats", path, "--input", "x.npy"), "stats needs FETCH"),
+                          (("stats", path, "logits/BiasAdd:0"), "stats needs --input FILE"),
+                          (("stats", "demo", "conv1/Relu:0", "--bins", "0"), "argument --bins: expected 1 or more"),
+                          (("stats", "demo", "conv1/Relu:0", "--axis", "last"), "expected a whole number or none")]:
+        with pytest.raises(SystemExit) as done:
+            cli.main(list(argv))
+        assert done.value.code == 2 and message in capsys.readouterr().err

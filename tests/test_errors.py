@@ -666,6 +666,15 @@ CLI_WRONG = [
     ("one --input to extract for a model of two", ["extract", "{files}/two", "embedding", "--signature", "embed",
                                                    "--input", "{files}/x.npy", "--out", "{files}/never.zarr"], 1,
      r"the model takes 2 inputs \(x, bias\), got 1 array\(s\): give one --input FILE per input, in that order"),
+    ("stats of an axis the tensor lacks", ["stats", "demo:map_fn", "conv1/Relu:0", "--axis", "5"], 1,
+     r"'conv1/Relu:0' has no axis 5: it is rank 4 .*; pass --axis none for one figure per tensor, or an axis from "
+     r"-4 to 3$"),
+    ("stats of its batch axis", ["stats", "demo:map_fn", "conv1/Relu:0", "--axis", "0"], 1,
+     r"axis 0 of 'conv1/Relu:0' is its batch axis .*; pass the channel axis \(-1, the default\) or --axis none$"),
+    ("stats with zero bins", ["stats", "demo", "conv1/Relu:0", "--bins", "0"], 2, r"expected 1 or more, got 0"),
+    ("stats of nothing", ["stats", "demo"], 2, r"stats needs FETCH\.\.\. \(tensor names or regexes\) or --preset NAME"),
+    ("stats of a preset that finds nothing", ["stats", "demo", "--preset", "attention"], 1,
+     r"--preset attention finds no tensor in this model; name the tensors as FETCH$"),
     ("a .keras file with a Lambda layer", ["tree", "{files}/lambda.keras"], 1,
      r"safe mode refuses to load; if you trust the file, trace it from Python with gs.trace\('.*lambda.keras', "
      r"safe_mode=False\) \(the command line loads in safe mode\)$"),

@@ -52,6 +52,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
     saved = namespace["saved"]  # the dataset example
     assert len(saved[namespace["indices"]]) == 40 and saved["conv1/BiasAdd:0"].shape == (40, 32, 32, 16)
     assert saved.ancestors("ROI", op_type="NonMaxSuppressionV3").names == [namespace["indices"]]
+    _check_the_statistics_example(namespace)
 
 
 def _check_the_tours_where_it_goes_wrong(namespace):
@@ -75,6 +76,66 @@ def _check_the_tours_where_it_goes_wrong(namespace):
         if not by_hand[-1][1]:
             break
     assert by_hand == [("block1_conv1", True), ("block1_conv2", True), ("block1_pool", True), ("block2_conv1", False)]
+
+
+def _statistics_blocks():
+    """The statistics section's Python block and the output shown after it."""
+    section = README[README.index("### Statistics over a dataset"):README.index("### On Apache Beam")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (shown,) = re.findall(r"\n```\n(statistics of .*?)```", section, flags=re.S)
+    return code, shown
+
+
+def _check_the_statistics_example(namespace):
+    """The dead-filter hunt and the range table: their claims, checked by Keras sub-models and numpy."""
+    import keras
+    import numpy as np
+
+    small, photos, relus, ranges = (namespace[k] for k in ("small", "photos", "relus", "ranges"))
+    convs = [small.get_layer(f"conv{k}") for k in (1, 2, 3)]
+    outputs = {f"{c.name}/Relu:0": np.asarray(keras.Model(small.inputs[0], c.output)(photos), np.float64) for c in convs}
+    dead = {name: np.flatnonzero(v.reshape(-1, v.shape[-1]).max(0) <= 0).tolist() for name, v in outputs.items()}
+    assert dead == {"conv1/Relu:0": [], "conv2/Relu:0": [3, 17], "conv3/Relu:0": [8, 12, 16, 19, 27]}  # the comment's
+    assert {k: v.tolist() for k, v in namespace["hunt"].items()} == dead
+    for name, v in outputs.items():
+        rows = v.reshape(-1, v.shape[-1])
+        np.testing.assert_allclose(relus[name].mean, rows.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(relus[name].std, rows.std(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(relus[name].zero_fraction, (rows == 0).mean(0))
+    # the range table: each pre-activation (the convolution before its ReLU, by hand) as shown
+    _, shown = _statistics_blocks()
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.startswith(" conv")}
+    assert list(rows) == list(ranges) == ["conv1/BiasAdd:0", "conv2/BiasAdd:0", "conv3/BiasAdd:0"]
+    pre = {}
+    for c in convs:
+        inputs = np.asarray(keras.Model(small.inputs[0], c.input)(photos))
+        pre[f"{c.name}/BiasAdd:0"] = np.asarray(keras.ops.conv(inputs, c.kernel) + c.bias, np.float64)
+    for name, v in pre.items():
+        lo, hi = v.min(), v.max()
+        assert (ranges[name].min, ranges[name].max) == pytest.approx((lo, hi), rel=1e-6)
+        assert rows[name][4:6] == [f"{lo:.3g}", f"{hi:.3g}"], rows[name]
+    fetched = namespace["vggish"].run("conv3/BiasAdd:0", photos)["conv3/BiasAdd:0"]
+    counts, edges = np.histogram(fetched.astype(np.float64), 256)
+    assert namespace["counts"].tolist() == counts.tolist()
+    np.testing.assert_allclose(namespace["edges"], edges, rtol=1e-12)
+    # per filter: each its own range; the live filters' share of conv2's per-tensor range
+    per_filter = namespace["per_filter"]
+    by_filter = pre["conv2/BiasAdd:0"].reshape(-1, 32)
+    np.testing.assert_allclose(per_filter.min, by_filter.min(0), rtol=1e-6)
+    assert [f"{v:.3g}" for v in per_filter.min[:4]] == ["-0.325", "-0.488", "-0.514", "-50.3"]
+    live = np.delete(by_filter, [3, 17], axis=1)
+    assert (f"{live.min():.2f}", f"{live.max():.2f}") == ("-0.61", "0.64")
+    share = (live.max() - live.min()) / (by_filter.max() - by_filter.min())
+    assert (round(100 * share, 1), int(256 * share)) == (2.5, 6)
+    assert len(namespace["fig"].axes[0].containers[0][0].get_ydata()) == 32
+
+
+def test_statistics_example_runs_on_its_own():
+    """The statistics section's block, after the tour's imports only (it builds its own model)."""
+    code, _ = _statistics_blocks()
+    namespace: dict = {}
+    exec("import keras, numpy as np\nimport graphscope as gs\n" + code, namespace)
+    _check_the_statistics_example(namespace)
 
 
 def test_readme_repr_comments_are_true():

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from graphscope.ir.records import shape_text, value_kind
 
-__all__ = ["context_text", "count", "shape_text", "sparkline", "to_html", "to_text", "value_kind"]
+__all__ = ["bars", "context_text", "count", "shape_text", "sparkline", "to_html", "to_text", "value_kind"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -54,6 +54,17 @@ def sparkline(values: np.ndarray, bins: int = 8) -> str:
     if flat.size == 0:
         return ""
     counts, _ = np.histogram(flat, bins=bins)
+    return bars(counts)
+
+
+def bars(counts: np.ndarray, width: int = 8) -> str:
+    """Counts (a histogram already taken) as a row of block characters, at most `width` of them
+    (neighbouring bins added together where there are more)."""
+    counts = np.asarray(counts, dtype=np.float64).ravel()
+    if counts.size == 0:
+        return ""
+    if counts.size > width:
+        counts = np.array([part.sum() for part in np.array_split(counts, width)])
     top = counts.max() or 1
     return "".join(_BARS[min(len(_BARS) - 1, int(c * (len(_BARS) - 1) / top + 0.999))] if c else " " for c in counts)
 

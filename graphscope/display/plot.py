@@ -1,4 +1,5 @@
-"""Pictures of values: feature maps, attention heads, heatmaps, lines, iterations, overlays.
+"""Pictures of values: feature maps, attention heads, heatmaps, lines, iterations, overlays;
+statistics over a dataset.
 
 Figures are `matplotlib.figure.Figure` objects made without pyplot (no global state, no GUI
 backend): a notebook shows them inline, `fig.savefig(path)` writes them. matplotlib is an extra
@@ -13,7 +14,7 @@ import numpy as np
 
 from graphscope.errors import InputError, MissingDependencyError, OptionError
 
-__all__ = ["KINDS", "kind_of", "overlay", "plot_comparison", "plot_value"]
+__all__ = ["KINDS", "kind_of", "overlay", "plot_comparison", "plot_statistics", "plot_value"]
 
 KINDS = ("feature_maps", "attention", "heatmap", "line", "iterations")
 _PANEL = 1.6  # inches per small panel
@@ -271,4 +272,72 @@ def plot_comparison(comparison: Any) -> Any:
         ax.set_xticks(depth, [r.name for r in rows], rotation=90, fontsize=5)
     ax.tick_params(labelsize=6)
     ax.legend(fontsize=6)
+    return fig
+
+
+def plot_statistics(stats: Any, *, max_channels: int = 256) -> Any:
+    """One tensor's statistics over a dataset (`Statistics.plot`): per channel (the first
+    `max_channels`), its mean as a point with ±std error bars and a thin whisker from its min to
+    its max, dead channels (never above 0) marked; with a histogram, each channel's below it as
+    a column of colors (the fraction of its values in each of its bins, from its min at the bottom
+    to its max at the top). For `axis=None`, with a histogram, the histogram itself as bars
+    between its edges, the mean and ±std marked."""
+    if not isinstance(max_channels, (int, np.integer)) or isinstance(max_channels, bool) or max_channels < 1:
+        raise OptionError(f"max_channels must be a whole number >= 1, got {max_channels!r}")
+    if stats.axis is None and stats.histogram is not None:
+        return _histogram(stats)
+    mean, std = np.atleast_1d(np.asarray(stats.mean, np.float64)), np.atleast_1d(np.asarray(stats.std, np.float64))
+    lo, hi = np.atleast_1d(np.asarray(stats.min, np.float64)), np.atleast_1d(np.asarray(stats.max, np.float64))
+    shown = min(len(mean), int(max_channels))
+    x = np.arange(shown)
+    with_hist = stats.histogram is not None
+    fig = _figure(7, 4.6 if with_hist else 3.0)
+    if stats.axis is None:
+        what = "one figure for the tensor"
+    else:
+        what = f"{len(mean)} channel{'s' if len(mean) != 1 else ''} of axis {stats.axis}"
+        what += f" (the first {shown} drawn)" if shown < len(mean) else ""
+    _fit_title(fig, f"{stats.name}: {what}")
+    ax = fig.add_subplot(2 if with_hist else 1, 1, 1)
+    ax.vlines(x, lo[:shown], hi[:shown], color="0.6", linewidth=0.8, label="min..max")
+    ax.errorbar(x, mean[:shown], yerr=std[:shown], fmt="o", markersize=2.5, capsize=2, linewidth=0.8,
+                label="mean ± std")
+    dead = stats.dead()
+    dead = dead[dead < shown]
+    if len(dead):
+        ax.plot(dead, hi[dead], "x", color="red", markersize=4, label=f"dead ({len(stats.dead())})")
+    ax.set_ylabel("value", fontsize=7)
+    ax.set_xlim(-0.5, shown - 0.5)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6)
+    if with_hist:
+        counts = np.atleast_2d(np.asarray(stats.histogram[0], np.float64))[:shown]
+        total = counts.sum(1, keepdims=True)
+        share = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+        low = fig.add_subplot(2, 1, 2, sharex=ax)
+        mappable = low.imshow(share.T, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest",
+                              extent=(-0.5, shown - 0.5, 0, counts.shape[1]))
+        low.set_ylabel("bin (own min..max)", fontsize=7)
+        low.set_yticks([])
+        low.tick_params(labelsize=6)
+        _colorbar(fig, mappable, [low])
+    ax.set_xlabel("channel" if stats.axis is not None else "", fontsize=7)
+    return fig
+
+
+def _histogram(stats: Any) -> Any:
+    """A tensor's histogram over the data as bars between its edges; the mean and ±std marked."""
+    counts, edges = np.asarray(stats.histogram[0]), np.asarray(stats.histogram[1], np.float64)
+    fig = _figure(6, 2.8)
+    _fit_title(fig, f"{stats.name}: {stats.count} values in {len(counts)} bins")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", linewidth=0)
+    if np.isfinite(stats.mean):
+        ax.axvline(stats.mean, color="black", linewidth=0.8, label=f"mean {stats.mean:.3g}")
+        ax.axvspan(stats.mean - stats.std, stats.mean + stats.std, color="0.5", alpha=0.2,
+                   label=f"± std {stats.std:.3g}")
+        ax.legend(fontsize=6)
+    ax.set_xlabel("value", fontsize=7)
+    ax.set_ylabel("count", fontsize=7)
+    ax.tick_params(labelsize=6)
     return fig

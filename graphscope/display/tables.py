@@ -14,12 +14,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from graphscope.display.format import context_text, shape_text, sparkline, value_kind
+from graphscope.display.format import bars, context_text, count, shape_text, sparkline, value_kind
 from graphscope.ir.records import Layer
 
 __all__ = ["Column", "WholeNames", "bundle_table", "comparison_table", "layer_view", "numerics_view", "results_table",
-           "selection_table",
-           "validation_view"]
+           "selection_table", "statistics_view", "tensor_stats_view", "validation_view"]
 
 # op summaries leave these out: constants are most ops and say little
 HIDDEN_OPS = {"Const", "NoOp"}
@@ -286,4 +285,91 @@ def comparison_table(comparison: Any) -> Group:
         parts.append(Text("all within tolerance", style="green"))
     else:
         parts.append(Text(f"first outside tolerance: {first.name}", style="bold red"))
+    return Group(*parts)
+
+
+# --------------------------------------------------------------------------- statistics over a dataset
+
+CHANNELS_SHOWN = 32  # a TensorStats shown alone: its first channels, then how many more
+
+
+def _counts(counts: Any) -> str:
+    """Values per entry: one number when every entry had as many, else the smallest..largest."""
+    c = np.atleast_1d(np.asarray(counts))
+    if c.size == 0:
+        return "0"
+    lo, hi = int(c.min()), int(c.max())
+    return count(lo) if lo == hi else f"{count(lo)}..{count(hi)}"
+
+
+def _figures(s: Any) -> list[str]:
+    """mean, std, min, max and zero fraction of one entry (or of a whole tensor): blank where
+    there was no finite value."""
+    return [_number(float(v)) for v in (s.mean, s.std, s.min, s.max, s.zero_fraction)]
+
+
+def statistics_view(stats: Any) -> Group:
+    """Statistics over a dataset (`graphscope.ir.statistics.Statistics`): one row per tensor,
+    its figures over every channel's finite values together (entries, values per entry, mean,
+    std, min, max, zero fraction, non-finite count), how many channels are dead (never above
+    0) and a histogram of the channels' means (of the values, with `bins` and `axis=None`).
+    Names are never split: narrow, the histogram, the counts (the non-finite counts too, when
+    all are 0), the zero fractions, then the entries give way."""
+    per_tensor = all(s.axis is None for s in stats.values())
+    rows = []
+    for key, s in stats.items():
+        whole = s.whole()
+        shape = [] if per_tensor else ["" if s.axis is None else str(s.entries)]
+        if s.axis is None:
+            picture = "" if s.histogram is None else bars(s.histogram[0])
+        else:
+            picture = sparkline(s.mean)
+        rows.append([str(key), *shape, _counts(s.count), *_figures(whole), str(int(whole.nonfinite)),
+                     str(len(s.dead())), picture])
+    nonfinite = any(int(s.whole().nonfinite) for s in stats.values())
+    columns = [Column("name", name=True), *([] if per_tensor else [Column("entries", justify="right", drop=4)]),
+               Column("count", justify="right", drop=2),
+               *(Column(c, justify="right") for c in ("mean", "std", "min", "max")),
+               Column("zeros", justify="right", drop=3), Column("nan/inf", justify="right", drop=0 if nonfinite else 2),
+               Column("dead", justify="right"),
+               Column("histogram" if per_tensor else "channel means", drop=1)]
+    n = len(stats)
+    title = (f"statistics of {n} tensor{'s' if n != 1 else ''} over {stats.samples} sample"
+             f"{'s' if stats.samples != 1 else ''} ({stats.batches} batch{'es' if stats.batches != 1 else ''})")
+    note = "over all entries' finite values; zeros: fraction of 0s; dead: entries never > 0"
+    return Group(WholeNames(title, columns, rows), Text(note, style="dim"))
+
+
+def tensor_stats_view(s: Any) -> Group:
+    """One tensor's statistics (`graphscope.ir.statistics.TensorStats`): one row per channel
+    (the first CHANNELS_SHOWN, then how many more), dead channels marked, each one's histogram
+    when taken; one row for `axis=None`."""
+    hist = s.histogram
+    if s.axis is None:
+        title = f"{s.name} ({s.dtype}): one figure for the tensor"
+        rows = [["all", _counts(s.count), *_figures(s), str(int(s.nonfinite)),
+                 "dead" if len(s.dead()) else "", "" if hist is None else bars(hist[0])]]
+        more = 0
+    else:
+        title = f"{s.name} ({s.dtype}): {s.entries} channel{'s' if s.entries != 1 else ''} of axis {s.axis}"
+        dead = set(s.dead().tolist())
+        rows = []
+        for c in range(min(s.entries, CHANNELS_SHOWN)):
+            figures = [_number(float(a[c])) for a in (s.mean, s.std, s.min, s.max, s.zero_fraction)]
+            rows.append([str(c), count(int(s.count[c])), *figures, str(int(s.nonfinite[c])),
+                         "dead" if c in dead else "", "" if hist is None else bars(hist[0][c])])
+        more = s.entries - len(rows)
+    columns = [Column("channel", justify="right"), Column("count", justify="right", drop=2),
+               *(Column(c, justify="right") for c in ("mean", "std", "min", "max")),
+               Column("zeros", justify="right", drop=3), Column("nan/inf", justify="right", drop=2),
+               Column(""), Column("histogram", drop=1)]
+    if hist is None:
+        columns, rows = columns[:-1], [r[:-1] for r in rows]
+    parts: list[Any] = [WholeNames(title, columns, rows)]
+    if more:
+        parts.append(Text(f"... {more} more channel{'s' if more != 1 else ''}"))
+    if s.axis is not None:
+        w = s.whole()
+        parts.append(Text(f"all channels: mean {_number(w.mean)}, std {_number(w.std)}, min {_number(w.min)}, "
+                          f"max {_number(w.max)}; {len(dead)} dead"))
     return Group(*parts)

@@ -119,7 +119,7 @@ def histogram_edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class TensorStats:
+class TensorStats(Shown):
     """One tensor's statistics over the data: arrays with one entry per channel (`axis` an
     int), or numbers (`axis=None`).
 
@@ -172,6 +172,25 @@ class TensorStats:
     def entries(self) -> int:
         """How many entries (channels) there are: 1 for `axis=None`."""
         return 1 if self.axis is None else len(self.count)
+
+    def whole(self) -> TensorStats:
+        """The figures of every entry's values together (`axis=None`, no histogram unless it is
+        one already: the entries' bins differ)."""
+        if self.axis is None:
+            return self
+        count = np.asarray(self.count, np.float64)
+        some = count > 0
+        n = count.sum()
+        if not n:
+            nan = float("nan")
+            return TensorStats(self.name, None, self.dtype, 0, nan, nan, nan, nan, nan, int(np.sum(self.nonfinite)))
+        c, mean, std = count[some], np.asarray(self.mean)[some], np.asarray(self.std)[some]
+        total = float((c * mean).sum() / n)
+        m2 = float((c * std * std + c * (mean - total) ** 2).sum())
+        zeros = float((c * np.asarray(self.zero_fraction)[some]).sum())
+        return TensorStats(self.name, None, self.dtype, int(n), total, float(np.sqrt(m2 / n)),
+                           float(np.asarray(self.min)[some].min()), float(np.asarray(self.max)[some].max()),
+                           zeros / n, int(np.sum(self.nonfinite)))
 
     def dead(self, threshold: float = 0.0) -> np.ndarray:
         """The indices of the entries whose finite values never exceed `threshold` (dead ReLU

@@ -149,3 +149,58 @@ def test_long_names_are_shown_whole(value):
     box, page = title.get_window_extent(), fig.bbox
     assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
     assert box.width > 0.5 * page.width  # not shrunk to nothing: the name spans the figure
+
+
+# --------------------------------------------------------------------------- statistics over a dataset
+
+
+def _statistics(**options):
+    from tests.display.test_tables import _relu_values, _stats  # a Statistics made with numpy
+
+    return _relu_values(), _stats(_relu_values(), **options)
+
+
+def test_statistics_plot_draws_each_channels_mean_std_and_range():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    values, stats = _statistics()
+    conv = values["block1_conv/Relu:0"].reshape(-1, 6)
+    fig = stats.plot("block1_conv/Relu:0")
+    FigureCanvasAgg(fig).draw()
+    (ax,) = fig.axes
+    (bars,) = ax.containers  # the errorbar: points at the means, bars of ± std
+    line, _, (ranges,) = bars
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(6))
+    np.testing.assert_allclose(line.get_ydata(), conv.mean(0))
+    segments = np.array(ranges.get_segments())  # each channel's bar: mean - std .. mean + std
+    np.testing.assert_allclose(segments[:, :, 1], np.stack([conv.mean(0) - conv.std(0), conv.mean(0) + conv.std(0)], 1))
+    whiskers = np.array(ax.collections[0].get_segments())  # min .. max
+    np.testing.assert_allclose(whiskers[:, :, 1], np.stack([conv.min(0), conv.max(0)], 1))
+    (dead,) = [line for line in ax.lines if line.get_label().startswith("dead")]
+    assert dead.get_xdata().tolist() == [1, 4] and dead.get_label() == "dead (2)"
+    assert fig._suptitle.get_text() == "block1_conv/Relu:0: 6 channels of axis 3"
+    few = stats.plot("block1_conv/Relu:0", max_channels=3)
+    np.testing.assert_allclose(few.axes[0].containers[0][0].get_ydata(), conv.mean(0)[:3])
+    assert few._suptitle.get_text() == "block1_conv/Relu:0: 6 channels of axis 3 (the first 3 drawn)"
+    with pytest.raises(gs.OptionError, match="max_channels must be a whole number >= 1"):
+        stats.plot("block1_conv/Relu:0", max_channels=0)
+
+
+def test_statistics_plot_draws_histograms():
+    values, stats = _statistics(axis=None, bins=5)
+    dense = values["dense/BiasAdd:0"]
+    finite = dense[np.isfinite(dense)]
+    (ax,) = stats.plot("dense/BiasAdd:0").axes
+    counts, edges = np.histogram(finite, 5)  # numpy's, by hand
+    assert [p.get_height() for p in ax.patches[:5]] == counts.tolist()
+    np.testing.assert_allclose([p.get_x() for p in ax.patches[:5]], edges[:-1])
+    np.testing.assert_allclose([p.get_width() for p in ax.patches[:5]], np.diff(edges))
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(finite.mean())
+    # per channel: each channel's histogram as a column of the fractions of its values per bin
+    values, stats = _statistics(bins=4)
+    conv = values["block1_conv/Relu:0"].reshape(-1, 6)
+    fig = stats.plot("block1_conv/Relu:0")
+    assert len(fig.axes) == 2
+    want = np.stack([np.histogram(c, 4 if c.max() > c.min() else [c.min() - 0.5 + k * 0.25 for k in range(5)])[0]
+                     for c in conv.T]) / len(conv)
+    np.testing.assert_allclose(np.asarray(fig.axes[1].images[0].get_array()), want.T)

@@ -196,3 +196,132 @@ def test_str_is_as_wide_as_the_terminal(map_fn_scope, monkeypatch):
     assert max(len(line) for line in str(selection).splitlines()) <= 80
     monkeypatch.delenv("COLUMNS")
     assert str(selection) == format.to_text(selection, width=100)
+
+
+# --------------------------------------------------------------------------- statistics over a dataset
+
+
+def _stats(values, *, axis=-1, bins=None, samples=8, batches=2):
+    """A Statistics of `values` ({name: array}) made with numpy, as Scope.statistics would give it."""
+    from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
+
+    out = {}
+    for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        rows = v.reshape(-1, 1) if axis is None else np.moveaxis(v, axis, -1).reshape(-1, v.shape[axis])
+        finite = np.isfinite(rows)
+        cols = [rows[finite[:, c], c] for c in range(rows.shape[1])]
+        count = np.array([len(c) for c in cols], np.float64)
+        mean = np.array([c.mean() if len(c) else 0.0 for c in cols])
+        m2 = np.array([((c - c.mean()) ** 2).sum() if len(c) else 0.0 for c in cols])
+        lo = np.array([c.min() if len(c) else np.inf for c in cols])
+        hi = np.array([c.max() if len(c) else -np.inf for c in cols])
+        zeros = np.array([(c == 0).sum() for c in cols], np.float64)
+        moments = Moments(count, mean, m2, lo, hi, zeros, (~finite).sum(0).astype(np.float64))
+        edges = None
+        if bins:
+            edges = histogram_edges(lo, hi, bins)
+            moments = moments.with_histogram(np.stack([np.histogram(c, e)[0] for c, e in zip(cols, edges)]))
+        out[name] = TensorStats.of(name, moments, axis=None if axis is None else axis % v.ndim, dtype="float32",
+                                   edges=edges)
+    return Statistics(out, samples=samples, batches=batches)
+
+
+def _relu_values():
+    rng = np.random.default_rng(0)
+    conv = np.maximum(rng.normal(size=(8, 3, 3, 6)) + np.array([0.5, -9, 0.2, 0.0, -9, 1.0]), 0.0)  # two dead
+    dense = rng.normal(size=(8, 4))
+    dense[1, 2] = np.nan
+    return {"block1_conv/Relu:0": conv, "dense/BiasAdd:0": dense}
+
+
+def test_statistics_table():
+    stats = _stats(_relu_values())
+    assert repr(stats) == "<Statistics of 2 tensors over 8 samples>"
+    assert _text(stats, 120) == (
+        "statistics of 2 tensors over 8 samples (2 batches)                                                            \n"
+        "                                                                                                              \n"
+        " name                 entries   count    mean     std     min    max   zeros   nan/inf   dead   channel means \n"
+        " ──────────────────────────────────────────────────────────────────────────────────────────────────────────── \n"
+        " block1_conv/Relu:0         6      72   0.443   0.688       0   3.26   0.583         0      2   █ █  ▅ ▅      \n"
+        " dense/BiasAdd:0            4    7..8   0.224    0.94   -1.94      2       0         1      0   █ █   ██      \n"
+        "                                                                                                              \n"
+        "over all entries' finite values; zeros: fraction of 0s; dead: entries never > 0\n"
+    )
+    # 80 columns: the histogram, the counts, then the zero fractions give way; a NaN keeps nan/inf
+    assert _text(stats, 80) == (
+        "statistics of 2 tensors over 8 samples (2 batches)                            \n"
+        "                                                                              \n"
+        " name                 entries    mean     std     min    max   nan/inf   dead \n"
+        " ──────────────────────────────────────────────────────────────────────────── \n"
+        " block1_conv/Relu:0         6   0.443   0.688       0   3.26         0      2 \n"
+        " dense/BiasAdd:0            4   0.224    0.94   -1.94      2         1      0 \n"
+        "                                                                              \n"
+        "over all entries' finite values; zeros: fraction of 0s; dead: entries never > 0\n"
+    )
+    values = _relu_values()
+    conv = values["block1_conv/Relu:0"]
+    assert stats.dead()["block1_conv/Relu:0"].tolist() == [1, 4] == np.flatnonzero(conv.max((0, 1, 2)) <= 0).tolist()
+    whole = stats["dense/BiasAdd:0"].whole()  # the row's figures: numpy's over the finite values
+    finite = values["dense/BiasAdd:0"][np.isfinite(values["dense/BiasAdd:0"])]
+    np.testing.assert_allclose([whole.mean, whole.std, whole.min, whole.max], [finite.mean(), finite.std(),
+                                                                               finite.min(), finite.max()])
+    assert (whole.count, whole.nonfinite) == (31, 1)
+    assert "block1_conv/Relu:0" in stats._repr_html_() and str(stats).startswith("statistics of 2 tensors")
+    assert stats._repr_mimebundle_()["text/plain"] == repr(stats) and "<pre" in stats["dense/BiasAdd:0"]._repr_html_()
+    long = _stats({"/".join(f"scope_{k}" for k in range(8)) + "/Relu:0": conv})
+    text = _text(long, 80)  # a name wider than the table leaves room for: whole, on a line of its own
+    assert "\nscope_0/scope_1/scope_2/scope_3/scope_4/scope_5/scope_6/scope_7/Relu:0\n" in text
+
+
+def test_statistics_per_tensor_table_with_histograms():
+    stats = _stats(_relu_values(), axis=None, bins=4)
+    assert _text(stats, 80) == (
+        "statistics of 2 tensors over 8 samples (2 batches)                          \n"
+        "                                                                            \n"
+        " name                  mean     std     min    max   zeros   nan/inf   dead \n"
+        " ────────────────────────────────────────────────────────────────────────── \n"
+        " block1_conv/Relu:0   0.443   0.688       0   3.26   0.583         0      0 \n"
+        " dense/BiasAdd:0      0.224    0.94   -1.94      2       0         1      0 \n"
+        "                                                                            \n"
+        "over all entries' finite values; zeros: fraction of 0s; dead: entries never > 0\n"
+    )
+    assert " histogram \n" in _text(stats, 100)  # the values' own histogram, with room for it
+    one = stats["dense/BiasAdd:0"]
+    assert repr(one) == "<TensorStats dense/BiasAdd:0: per tensor>"
+    assert _text(one, 80) == (
+        "dense/BiasAdd:0 (float32): one figure for the tensor                           \n"
+        "                                                                               \n"
+        " channel   count    mean    std     min   max   zeros   nan/inf      histogram \n"
+        " ───────────────────────────────────────────────────────────────────────────── \n"
+        "     all      31   0.224   0.94   -1.94     2       0         1      ▄██▇      \n"
+        "                                                                               \n"
+    )
+    counts, edges = one.histogram
+    finite = _relu_values()["dense/BiasAdd:0"]
+    assert counts.tolist() == np.histogram(finite[np.isfinite(finite)], edges)[0].tolist()
+    assert format.bars(counts) == "▄██▇" and format.bars(np.arange(20), width=4) == "▂▄▆█"
+
+
+def test_tensor_stats_table_one_row_per_channel():
+    stats = _stats(_relu_values())
+    one = stats["block1_conv/Relu:0"]
+    assert repr(one) == "<TensorStats block1_conv/Relu:0: 6 entries on axis 3>"
+    assert _text(one, 80) == (
+        "block1_conv/Relu:0 (float32): 6 channels of axis 3                     \n"
+        "                                                                       \n"
+        " channel   count    mean     std   min    max   zeros   nan/inf        \n"
+        " ───────────────────────────────────────────────────────────────────── \n"
+        "       0      72   0.753   0.792     0   3.26   0.292         0        \n"
+        "       1      72       0       0     0      0       1         0   dead \n"
+        "       2      72   0.423   0.559     0   2.02     0.5         0        \n"
+        "       3      72   0.349   0.597     0   3.07   0.597         0        \n"
+        "       4      72       0       0     0      0       1         0   dead \n"
+        "       5      72    1.13   0.754     0   2.96   0.111         0        \n"
+        "                                                                       \n"
+        "all channels: mean 0.443, std 0.688, min 0, max 3.26; 2 dead\n"
+    )
+    wide = _stats({"x:0": np.random.default_rng(1).normal(size=(5, 40))})["x:0"]
+    lines = _text(wide, 80).splitlines()
+    assert lines[4].split()[0] == "0" and lines[35].split()[0] == "31"  # the first 32 channels
+    assert lines[-2:] == ["... 8 more channels", "all channels: mean -0.0737, std 0.924, min -2.71, max 2.87; 0 dead"]
