@@ -9,8 +9,10 @@ so only those leave TensorFlow:
 
 - the fast path: sums over `L` in the value's precision (float32 for 16-bit floats), then over
   the rows in float64 (about 1e-7 of the values' scale times the square root of `L` from
-  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift` and its square (`shift`: the entry's first value, which
-  keeps the squares' sum from cancelling), min, max and the zero count. Fused into one XLA
+  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift` and its square (`shift`: the
+  entry's mean over the first row, within the values' spread, which keeps the squares' sum from
+  cancelling: by at most a factor of 1 + rows, where the first value alone could be an outlier
+  that made it every value's count), min, max and the zero count. Fused into one XLA
   computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
   otherwise.
 - when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), the
@@ -124,7 +126,8 @@ def _sum(x: tf.Tensor) -> tf.Tensor:
 
 def _fast(x: tf.Tensor) -> tf.Tensor:
     """The packed figures (`Moments.from_sums`) of `[rows, L, entries]` values, all finite."""
-    shift = tf.reduce_sum(x[:1, :1], [0, 1])  # the first value (0 when there are none)
+    # the first row's mean (0 when there are none; see the module's docstring)
+    shift = tf.math.divide_no_nan(tf.reduce_sum(x[:1], [0, 1]), tf.cast(tf.shape(x)[1], x.dtype))
     d = x - shift
     size = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float64)
     n = tf.fill(tf.shape(shift), size)
