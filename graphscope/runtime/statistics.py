@@ -15,7 +15,8 @@ so only those leave TensorFlow:
   that made it every value's count), min, max and the zero count. Fused into one XLA
   computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
   otherwise.
-- when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), the
+- when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), or an
+  entry's values spread over less than `TINY` (their float32 squares would underflow), the
   batch is run again by a second function (built the first time it is needed) that computes the
   figures in float64 with the non-finite values masked out and the deviations taken from the
   mean in a second pass. (Built into the first function behind a `tf.cond` per tensor, it made
@@ -266,10 +267,18 @@ def _moments(name: str, parts: list[np.ndarray], *, whole: bool) -> Moments | No
     return merged
 
 
+# a spread below it is taken again in float64: its float32 squares (< 1e-18) come near the bottom
+# of float32's range (1.2e-38, under which they are flushed to 0)
+TINY = 2.0**-30
+
+
 def finite(figures: dict[str, Moments | None]) -> bool:
-    """Whether the fast path's figures of a batch hold (no value was NaN or Inf, nothing
-    overflowed): their means and squared deviations are finite."""
-    return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()) for m in figures.values())
+    """Whether the fast path's figures of a batch hold: no value was NaN or Inf and nothing
+    overflowed (their means and squared deviations are finite), and nothing underflowed (no
+    entry's values spread over less than `TINY` without being all equal)."""
+    return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()
+                             and not ((m.max - m.min > 0) & (m.max - m.min < TINY)).any())
+               for m in figures.values())
 
 
 def merge(name: str, a: Moments, b: Moments) -> Moments:

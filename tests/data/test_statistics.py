@@ -430,3 +430,20 @@ def test_an_outlier_first_value_over_a_long_axis(monkeypatch, fuse):
     values = model(x).numpy()
     for axis in (-1, None):
         assert_matches(scope.statistics(name, x, batch_size=32, axis=axis, quiet=True)[name], values, axis=axis)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_tiny_values_keep_their_spread(monkeypatch, fuse):
+    """Values of 1e-30 (a softmax's far tail): their float32 squares fall under float32's range
+    and were flushed to 0 (std a quarter of numpy's); such batches are taken again in float64."""
+    monkeypatch.setattr(runtime_statistics, "FUSE", fuse)
+    x_in = keras.Input((4, 3), name="x")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v * 1e-30, name="tiny")(x_in))
+    x = np.random.default_rng(12).normal(size=(11, 4, 3)).astype("float32")
+    x[:, :, 2] = 0.0  # a constant channel: its spread (0) is not tiny
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    values = model(x).numpy()
+    for axis in (-1, None):
+        assert_matches(scope.statistics(name, x, batch_size=4, axis=axis, bins=5, quiet=True)[name], values, axis=axis,
+                       bins=5)
