@@ -4,6 +4,7 @@ taken from Keras sub-models where Keras can give them, else from values fetched 
 
 import gc
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -447,3 +448,23 @@ def test_tiny_values_keep_their_spread(monkeypatch, fuse):
     for axis in (-1, None):
         assert_matches(scope.statistics(name, x, batch_size=4, axis=axis, bins=5, quiet=True)[name], values, axis=axis,
                        bins=5)
+
+
+def test_a_histogram_of_values_that_change_between_passes_warns(convnet, images):
+    """Values drawn anew on each run (random noise here; dropout traced with training=True does
+    the same): the histogram's pass computes other values than the pass that found the range,
+    and those outside it are not counted; a warning says so. A deterministic tensor: none."""
+    x_in = keras.Input((16,), name="x")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v + tf.random.uniform(tf.shape(v)), name="noisy")(x_in))
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    x = np.zeros((40, 16), "float32")
+    with pytest.warns(UserWarning, match="finite values are not in its histogram.*trace in inference mode"):
+        got = scope.statistics(name, x, batch_size=8, bins=3, quiet=True)[name]
+    assert got.count.tolist() == [40] * 16
+    assert (got.histogram[0].sum(1) <= 40).all() and (got.histogram[0].sum(1) < 40).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, det = convnet
+        counts = det.statistics("conv/Relu:0", images, bins=3, quiet=True)["conv/Relu:0"].histogram[0]
+    assert counts.sum(1).tolist() == [len(images) * 8 * 8] * 6
