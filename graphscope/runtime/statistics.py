@@ -87,16 +87,19 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
 
 
 def check_fetch(t: Tensor) -> None:
-    """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch."""
+    """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch (also
+    one the loop computing it lies in)."""
     if t.dtype not in NUMBERS:
         raise UnsupportedFetchError(
             f"cannot take statistics of {t.name!r}: it is {t.dtype}, and statistics are taken of numbers "
             "(floats; integers and booleans as float64, booleans as 0 and 1)"
         )
-    if t.context is not None and not t.context.endswith(":body"):
+    branch = next((f for f in reversed(t.function) if ":" in f and not f.endswith(":body")), None)
+    if branch is not None:
+        inner = f"inside {t.context}, " if branch != t.context else ""
         raise UnsupportedFetchError(
-            f"cannot take statistics of {t.name!r}: it is computed inside {t.context}, a branch that may not run "
-            "for every sample; fetch the branch op's output instead"
+            f"cannot take statistics of {t.name!r}: it is computed {inner}inside {branch}, a branch that may not "
+            "run for every sample; fetch the branch op's output instead"
         )
 
 

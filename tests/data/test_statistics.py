@@ -340,6 +340,27 @@ def test_branch_values_are_refused():
         scope.statistics(inside[0], np.ones((2, 5), "float32"), quiet=True)
 
 
+class LoopInBranch(keras.layers.Layer):
+    """A tf.map_fn inside one branch of a tf.cond on the batch's sum."""
+
+    def call(self, x):
+        return tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.map_fn(lambda r: tf.tanh(r) * 2.0, x), lambda: x - 1.0)
+
+
+def test_values_of_a_loop_inside_a_branch_are_refused():
+    """The loop runs only in the batches whose sum is positive: its values' figures covered only
+    those (here the first batch of two: 16 values) without a word; refused as branch values are,
+    though the loop's body is the innermost context."""
+    x_in = keras.Input((4,), name="x")
+    scope = gs.trace(keras.Model(x_in, LoopInBranch(name="lib")(x_in)), quiet=True)
+    (tanh,) = [t for t in scope.find("lib") if t.op_type == "Tanh"]
+    assert tanh.context.endswith(":body")  # the innermost context is the loop's body
+    x = np.abs(np.random.default_rng(13).normal(size=(8, 4))).astype("float32")
+    x[4:] *= -1  # the second batch of 4 takes the other branch
+    with pytest.raises(gs.UnsupportedFetchError, match=r"inside lib/cond/map/while:body, inside lib/cond:then, a branch"):
+        scope.statistics(tanh, x, batch_size=4, quiet=True)
+
+
 def test_scalars_need_axis_none():
     x_in = keras.Input((3,), name="x")
     model = keras.Model(x_in, keras.layers.Lambda(lambda v: tf.reduce_sum(v), name="total")(x_in))
