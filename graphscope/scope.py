@@ -370,7 +370,7 @@ class Scope(Queries, Shown):
             lists the channels that never exceed 0; print it for a table.
 
         Integer and boolean tensors are summarised as float64 (booleans as 0 and 1); tensors
-        inside branches are refused, as by `extract`.
+        inside branches are refused, as by `extract` (and those of a loop inside a branch).
 
         >>> import graphscope as gs, keras, numpy as np
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
