@@ -197,4 +197,3 @@ def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]],
     finally:
         source.close()
     return sums
-

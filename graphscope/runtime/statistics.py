@@ -90,7 +90,7 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
 
 def check_fetch(t: Tensor) -> None:
     """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch (also
-    one the loop computing it lies in)."""
+    where the loop computing it lies in one)."""
     if t.dtype not in NUMBERS:
         raise UnsupportedFetchError(
             f"cannot take statistics of {t.name!r}: it is {t.dtype}, and statistics are taken of numbers "
