@@ -357,7 +357,9 @@ class Scope(Queries, Shown):
             axis: the channel axis: one entry per index of it, reduced over every other axis,
                 samples included (default -1, the last); None for one figure per tensor.
             bins: also count each entry's values in `bins` equal bins between its min and max
-                over the data (a second pass over the data; `numpy.histogram(values, bins)`).
+                over the data (a second pass over the data; `numpy.histogram(values, bins)`; a
+                warning where the second pass computes other values, as dropout traced with
+                `training=True` does, and some fall outside the first pass's range).
             feeds, edits: as for `executor`.
             quiet: no progress bar.
 
@@ -368,7 +370,7 @@ class Scope(Queries, Shown):
             lists the channels that never exceed 0; print it for a table.
 
         Integer and boolean tensors are summarised as float64 (booleans as 0 and 1); tensors
-        inside branches are refused, as by `extract`.
+        inside branches are refused, as by `extract` (and those of a loop inside a branch).
 
         >>> import graphscope as gs, keras, numpy as np
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])

@@ -47,6 +47,17 @@ def _argmax_scope() -> gs.Scope:
                     quiet=True)
 
 
+class LoopInBranch(keras.layers.Layer):
+    def call(self, x):
+        return tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.map_fn(lambda r: tf.tanh(r) * 2.0, x), lambda: x - 1.0)
+
+
+@functools.cache
+def _loop_in_branch_scope() -> gs.Scope:
+    x_in = keras.Input((4,), name="x")
+    return gs.trace(keras.Model(x_in, LoopInBranch(name="lib")(x_in)), quiet=True)
+
+
 class Checked(keras.layers.Layer):
     def call(self, x):
         tf.debugging.assert_non_negative(x, message="values must be non-negative")
@@ -581,6 +592,11 @@ WRONG = [
     Wrong("statistics of a tensor that is not a number",
           lambda w: w.mapped.statistics("ROI/map/while/body/Placeholder_1:0", demo.synthetic_images(), quiet=True),
           gs.UnsupportedFetchError, ValueError, r"it is variant, and statistics are taken of numbers"),
+    Wrong("statistics of a value in a loop inside a branch",
+          lambda w: _loop_in_branch_scope().statistics("lib/cond/map/while/Tanh:0", np.ones((2, 4), "float32"),
+                                                       quiet=True),
+          gs.UnsupportedFetchError, ValueError, r"it is computed inside lib/cond/map/while:body, inside lib/cond:then, "
+          r"a branch that may not run for every sample; fetch the branch op's output instead"),
     Wrong("statistics with bins of a generator (read once)",
           lambda w: w.scope.statistics("relu", (b for b in [w.x]), bins=4, quiet=True), gs.ArgumentError, TypeError,
           r"bins= takes two passes over the data.*a generator can be read once: pass arrays"),

@@ -7,11 +7,14 @@ dataset.
 With `bins`, a second pass over the data counts each entry's values in `bins` equal bins between
 its min and max over the whole data, found by the first pass: exactly `numpy.histogram(values,
 bins)` of the concatenated values. A one-pass iterable (a generator) cannot be read twice and is
-refused with `bins`.
+refused with `bins`. Where the second pass computes other values than the first (a model that
+draws random numbers, data drawn anew), values outside the first pass's range are not counted,
+and a warning says how many.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,7 +28,7 @@ from graphscope.errors import ArgumentError, OptionError
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
 from graphscope.runtime import edit as editing
-from graphscope.runtime.runtime import Runtime
+from graphscope.runtime.runtime import Runtime, _outside_level
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite, merge
 
 __all__ = ["add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures",
@@ -116,8 +119,27 @@ def finish(pairs: list[tuple[str, Tensor]], axes: dict[str, int | None], merged:
         m = merged.get(t.name)
         if m is None:  # a loop that never ran: no values
             m = Moments.empty(1 if axes[t.name] is None else 0, bins)
+        _check_histogram(t.name, m)
         out[key] = TensorStats.of(t.name, m, axis=axes[t.name], dtype=t.dtype, edges=edges.get(t.name))
     return Statistics(out, samples=samples, batches=batches)
+
+
+def _check_histogram(name: str, m: Moments) -> None:
+    """Warn where the histogram's pass counted fewer values than the first pass found: the
+    values changed between the passes, and those outside the first pass's range are not counted."""
+    if m.histogram is None:
+        return
+    missing = int((m.count - m.histogram.sum(-1)).sum())
+    if missing:
+        warnings.warn(
+            f"{name}: {missing} of its {int(m.count.sum())} finite values are not in its histogram: the pass that "
+            "counts the bins computed other values than the pass that found each channel's range (a model that "
+            "draws random numbers, as dropout traced with training=True, or data drawn anew on each pass, as "
+            "random augmentations), and values outside that range are not counted; trace in inference mode and "
+            "read the same data twice for histograms of every value",
+            UserWarning,
+            stacklevel=_outside_level(),
+        )
 
 
 def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None] = lambda n: None,

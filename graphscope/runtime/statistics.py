@@ -9,11 +9,16 @@ so only those leave TensorFlow:
 
 - the fast path: sums over `L` in the value's precision (float32 for 16-bit floats), then over
   the rows in float64 (about 1e-7 of the values' scale times the square root of `L` from
-  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift` and its square (`shift`: the entry's first value, which
-  keeps the squares' sum from cancelling), min, max and the zero count. Fused into one XLA
+  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift`
+  and its square, min, max and the zero count. `shift` is the entry's mean over the first row:
+  the sum of squares then exceeds the squared deviations' by a factor of at most 1 + rows, which
+  bounds how much of its float32 precision the subtraction cancels (with the first value as the
+  shift, an outlier first value made that factor up to the count of values: a tight cluster
+  after a first value of 0, 2048 values a row, gave a std 37% off). Fused into one XLA
   computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
   otherwise.
-- when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), the
+- when a sum comes out non-finite (a NaN or Inf among the values, or a float32 overflow), or an
+  entry's values spread over less than `TINY` (their float32 squares would underflow), the
   batch is run again by a second function (built the first time it is needed) that computes the
   figures in float64 with the non-finite values masked out and the deviations taken from the
   mean in a second pass. (Built into the first function behind a `tf.cond` per tensor, it made
@@ -84,16 +89,19 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
 
 
 def check_fetch(t: Tensor) -> None:
-    """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch."""
+    """Refuse a tensor whose statistics cannot be taken: not a number, or inside a branch (also
+    where the loop computing it lies in one)."""
     if t.dtype not in NUMBERS:
         raise UnsupportedFetchError(
             f"cannot take statistics of {t.name!r}: it is {t.dtype}, and statistics are taken of numbers "
             "(floats; integers and booleans as float64, booleans as 0 and 1)"
         )
-    if t.context is not None and not t.context.endswith(":body"):
+    branch = next((f for f in reversed(t.function) if ":" in f and not f.endswith(":body")), None)
+    if branch is not None:
+        inner = f"inside {t.context}, " if branch != t.context else ""
         raise UnsupportedFetchError(
-            f"cannot take statistics of {t.name!r}: it is computed inside {t.context}, a branch that may not run "
-            "for every sample; fetch the branch op's output instead"
+            f"cannot take statistics of {t.name!r}: it is computed {inner}inside {branch}, a branch that may not "
+            "run for every sample; fetch the branch op's output instead"
         )
 
 
@@ -124,7 +132,8 @@ def _sum(x: tf.Tensor) -> tf.Tensor:
 
 def _fast(x: tf.Tensor) -> tf.Tensor:
     """The packed figures (`Moments.from_sums`) of `[rows, L, entries]` values, all finite."""
-    shift = tf.reduce_sum(x[:1, :1], [0, 1])  # the first value (0 when there are none)
+    # the first row's mean (0 when there are none; see the module's docstring)
+    shift = tf.math.divide_no_nan(tf.reduce_sum(x[:1], [0, 1]), tf.cast(tf.shape(x)[1], x.dtype))
     d = x - shift
     size = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float64)
     n = tf.fill(tf.shape(shift), size)
@@ -263,10 +272,18 @@ def _moments(name: str, parts: list[np.ndarray], *, whole: bool) -> Moments | No
     return merged
 
 
+# a spread below it is taken again in float64: its float32 squares (< 1e-18) come near the bottom
+# of float32's range (1.2e-38, under which they are flushed to 0)
+TINY = 2.0**-30
+
+
 def finite(figures: dict[str, Moments | None]) -> bool:
-    """Whether the fast path's figures of a batch hold (no value was NaN or Inf, nothing
-    overflowed): their means and squared deviations are finite."""
-    return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()) for m in figures.values())
+    """Whether the fast path's figures of a batch hold: no value was NaN or Inf and nothing
+    overflowed (their means and squared deviations are finite), and nothing underflowed (no
+    entry's values spread over less than `TINY` without being all equal)."""
+    return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()
+                             and not ((m.max - m.min > 0) & (m.max - m.min < TINY)).any())
+               for m in figures.values())
 
 
 def merge(name: str, a: Moments, b: Moments) -> Moments:
