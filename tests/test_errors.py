@@ -600,6 +600,11 @@ WRONG = [
     Wrong("statistics with bins of a generator (read once)",
           lambda w: w.scope.statistics("relu", (b for b in [w.x]), bins=4, quiet=True), gs.ArgumentError, TypeError,
           r"bins= takes two passes over the data.*a generator can be read once: pass arrays"),
+    Wrong("a dataset of batches given a batch_size too",
+          lambda w: w.scope.statistics("relu", tf.data.Dataset.from_tensor_slices(np.concatenate([w.x] * 5)).batch(4),
+                                       batch_size=4, quiet=True),
+          gs.InputError, ValueError, r"batching the dataset's elements by batch_size=4 failed \(Cannot batch tensors "
+          r"with different shapes.*leave batch_size out for a dataset of batches"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -4,6 +4,7 @@ and `.npy`/`.npz` files; read ahead on a thread."""
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -84,6 +85,9 @@ class Batches:
             self.samples = len(arrays[0])
             self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         elif isinstance(data, tf.data.Dataset):
+            self._dataset_given_batched = any(
+                getattr(spec, "shape", None) is not None and spec.shape.rank and spec.shape.rank >= 1
+                and spec.shape[0] is None for spec in tf.nest.flatten(data.element_spec))
             if batch_size is not None:
                 n = int(data.cardinality())
                 self.samples = n if n >= 0 else None
@@ -160,9 +164,15 @@ class Batches:
             import tensorflow as tf
 
             dataset = self._dataset.skip(skip).prefetch(tf.data.AUTOTUNE)
-            for element in dataset.as_numpy_iterator():
+            elements = dataset.as_numpy_iterator()
+            while True:
+                try:
+                    element = next(elements)
+                except StopIteration:
+                    return
+                except tf.errors.OpError as e:
+                    raise InputError(self._dataset_failed(e)) from None
                 yield self._element(element)
-            return
         if not self.one_pass and self._first is not None:  # a list of batches: read it again
             for k, element in enumerate(self._iterable):
                 if k >= skip:
@@ -174,6 +184,15 @@ class Batches:
         for k, element in enumerate(self._rest, start=1):
             if k >= skip:
                 yield self._element(element)
+
+    def _dataset_failed(self, e: Any) -> str:
+        """What to say when reading the dataset fails in TensorFlow."""
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", getattr(e, "message", None) or str(e)).strip().splitlines()[0]
+        reason = re.sub(r"\s*\[Op:.*$", "", reason)[:200]
+        if self.batch_size is not None and self._dataset_given_batched:
+            return (f"batching the dataset's elements by batch_size={self.batch_size} failed ({reason}): its elements "
+                    "look like batches already; leave batch_size out for a dataset of batches")
+        return f"reading the dataset failed in TensorFlow: {reason}"
 
     @property
     def one_pass(self) -> bool:

@@ -97,6 +97,11 @@ def check_fetch(t: Tensor) -> None:
             "(floats; integers and booleans as float64, booleans as 0 and 1)"
         )
     branch = next((f for f in reversed(t.function) if ":" in f and not f.endswith(":body")), None)
+    if branch is not None and branch.endswith(":cond"):
+        raise UnsupportedFetchError(
+            f"cannot take statistics of {t.name!r}: it is computed inside {branch}, a loop's condition (run once "
+            "more than its body); fetch a value of the loop's body or the loop's output instead"
+        )
     if branch is not None:
         inner = f"inside {t.context}, " if branch != t.context else ""
         raise UnsupportedFetchError(
