@@ -584,6 +584,10 @@ WRONG = [
     Wrong("statistics with bins of a generator (read once)",
           lambda w: w.scope.statistics("relu", (b for b in [w.x]), bins=4, quiet=True), gs.ArgumentError, TypeError,
           r"bins= takes two passes over the data.*a generator can be read once: pass arrays"),
+    Wrong("statistics of one sample without its batch axis",
+          lambda w: w.scope.statistics("relu", w.x[0], quiet=True), gs.InputError, ValueError,
+          r"takes batches of shape .*got an array of shape .* without that axis: one sample\? give it with a batch "
+          r"axis \(x\[None\]\)"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

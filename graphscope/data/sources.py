@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from graphscope.errors import ArgumentError, InputError
+from graphscope.ir.records import shape_text
 from graphscope.runtime.inputs import InputSignature
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Batches", "Prefetch", "read_array"]
@@ -78,6 +79,8 @@ class Batches:
         self._rest: Iterator[Any] = iter(())
         self.batch_count: int | None = None
         self.batch_size = batch_size
+        if tf.is_tensor(data):  # a tensor holds arrays, not batches to iterate over
+            data = data.numpy()
         arrays = self._as_arrays(data)
         if arrays is not None:
             self._arrays = arrays
@@ -140,7 +143,19 @@ class Batches:
             )
         if not counts or counts == {0}:
             raise InputError("the input arrays hold no samples; give at least one")
+        self._check_ranks(arrays, "one sample? give it with a batch axis (x[None])")
         return arrays
+
+    def _check_ranks(self, arrays: list[np.ndarray], advice: str) -> None:
+        """Refuse an array without the samples' axis (one sample, a dataset of samples read
+        as batches): left alone, a list holding it would be read as one sample written as
+        nested lists, and every sample counted wrong."""
+        for name, spec, a in zip(self.inputs, self._signature.tensors, arrays):
+            if spec.shape is not None and isinstance(a, np.ndarray) and a.ndim == len(spec.shape) - 1:
+                raise InputError(
+                    f"input {name!r} takes batches of shape {shape_text(spec.shape)} (the samples on the first "
+                    f"axis), got an array of shape {shape_text(a.shape)}, without that axis: {advice}"
+                )
 
     def count(self) -> int | None:
         """How many batches there are, when known."""
@@ -226,6 +241,8 @@ class Batches:
                 "each batch needs one array per input with the samples on the first axis, all "
                 f"of the same length; got shapes {', '.join(str(a.shape) for a in arrays)}"
             )
+        self._check_ranks(arrays, "a tf.data.Dataset of samples? pass batch_size=N (or batch it)" if self._dataset
+                          is not None else "give each batch with its batch axis (x[None] for one sample)")
         return arrays
 
 

@@ -160,6 +160,22 @@ def test_every_data_form_gives_the_same_figures(convnet, images):
         scope.statistics(name, (b for b in batches), bins=3, quiet=True)
 
 
+def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet, images):
+    """A tf.Tensor holds the samples (it is not a list of batches); an array or a dataset element
+    without the batch axis is refused, rather than read as one sample and counted as many."""
+    model, scope = convnet
+    name = "conv/Relu:0"
+    got = scope.statistics(name, tf.constant(images), batch_size=8, quiet=True)
+    assert got.samples == len(images) and got.batches == 3
+    assert_matches(got[name], keras_values(model, "conv", images))
+    with pytest.raises(gs.InputError, match=r"takes batches of shape \[\?,8,8,3\].*got an array of shape \[8,8,3\].*x\[None\]"):
+        scope.statistics(name, images[0], quiet=True)
+    with pytest.raises(gs.InputError, match=r"got an array of shape \[8,8,3\].*a tf.data.Dataset of samples\? pass batch_size"):
+        scope.statistics(name, tf.data.Dataset.from_tensor_slices(images), quiet=True)
+    with pytest.raises(gs.InputError, match=r"give each batch with its batch axis"):
+        scope.statistics(name, list(images), quiet=True)
+
+
 def test_the_batching_does_not_change_the_figures(convnet, images):
     _, scope = convnet
     figures = [scope.statistics("conv/BiasAdd:0", images, batch_size=b, quiet=True)["conv/BiasAdd:0"]
