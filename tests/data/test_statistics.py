@@ -366,6 +366,20 @@ def test_scalars_need_axis_none():
     np.testing.assert_allclose([s.mean, s.min, s.max], [np.mean([15, 51]), 15, 51])
 
 
+def test_one_figure_per_sample_needs_axis_none():
+    """A `[batch]` tensor (a predicted class, a score per sample): the default axis -1 is its
+    batch axis, and the refusal says so rather than advising the axis that was given."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: tf.argmax(v, -1), name="predicted")(x_in))
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    x = np.random.default_rng(0).normal(size=(9, 3)).astype("float32")
+    with pytest.raises(gs.OptionError, match=r"has one axis \(\[None\]\), its batch axis: axis -1 is that axis.*"
+                                               r"pass axis=None"):
+        scope.statistics(name, x, quiet=True)
+    assert_matches(scope.statistics(name, x, axis=None, batch_size=4, quiet=True)[name], model(x).numpy(), axis=None)
+
+
 # --------------------------------------------------------------------------- memory
 
 
