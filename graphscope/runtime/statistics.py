@@ -9,7 +9,8 @@ so only those leave TensorFlow:
 
 - the fast path: sums over `L` in the value's precision (float32 for 16-bit floats), then over
   the rows in float64 (about 1e-7 of the values' scale times the square root of `L` from
-  numpy's float64 figures; summing all in float64 is four times slower on CPU), of `x - shift` and its square (`shift`: the entry's first value, which
+  numpy's float64 figures; summing all in float64 is four times slower on CPU), of
+  `x - shift` and its square (`shift`: the mean of the entry's first row of `L` values, which
   keeps the squares' sum from cancelling), min, max and the zero count. Fused into one XLA
   computation where TensorFlow has XLA (a few passes over memory instead of eight); plain ops
   otherwise.
@@ -130,7 +131,9 @@ def _sum(x: tf.Tensor) -> tf.Tensor:
 
 def _fast(x: tf.Tensor) -> tf.Tensor:
     """The packed figures (`Moments.from_sums`) of `[rows, L, entries]` values, all finite."""
-    shift = tf.reduce_sum(x[:1, :1], [0, 1])  # the first value (0 when there are none)
+    # the mean of the first row (its L values; 0 when there are none): nearer the bulk than its
+    # first value, which may be an outlier (a sequence's first token, an image's corner)
+    shift = tf.math.divide_no_nan(tf.reduce_sum(x[:1], [0, 1]), tf.cast(tf.shape(x)[1], x.dtype))
     d = x - shift
     size = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float64)
     n = tf.fill(tf.shape(shift), size)

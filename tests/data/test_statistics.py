@@ -234,6 +234,22 @@ def test_large_offsets_keep_their_variance():
     np.testing.assert_allclose(stats.std, values.astype(np.float64).reshape(-1, 16).std(0), rtol=1e-3)
 
 
+def test_an_outlier_first_value_keeps_the_spread_exact():
+    """Position 0 of every sequence far from the rest (a first token's massive activation, the
+    outlier-feature hunt): the deviations are not taken from that outlier, whose squares summed
+    in float32 lost the spread to 1e-5 (1000 times the rounding of a typical first value)."""
+    x_in = keras.Input((512, 4), name="h")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v * 1.0, name="same")(x_in))
+    x = np.random.default_rng(8).normal(size=(32, 512, 4)).astype("float32")
+    x[:, 0, :] = 1000.0
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    stats = scope.statistics(name, x, batch_size=8, quiet=True)[name]
+    values = model(x).numpy().astype(np.float64).reshape(-1, 4)
+    np.testing.assert_allclose(stats.std, values.std(0), rtol=2e-7)
+    np.testing.assert_allclose(stats.mean, values.mean(0), rtol=2e-7)
+
+
 def test_values_inside_loops_are_reduced_over_iterations():
     model = models.control_flow()
     scope = gs.trace(model, quiet=True)
