@@ -60,6 +60,20 @@ def _all_arrays(data: Any) -> bool:
     return isinstance(data, np.ndarray)
 
 
+def _numpy(data: Any) -> Any:
+    """`data` with its tensors (eager `tf.Tensor`s, at the top or in dicts, lists and tuples) as
+    numpy arrays; anything else as it is."""
+    import tensorflow as tf
+
+    if tf.is_tensor(data) and hasattr(data, "numpy"):
+        return data.numpy()
+    if isinstance(data, Mapping):
+        return {k: _numpy(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_numpy(v) for v in data) if type(data) in (list, tuple) else data
+    return data
+
+
 class Batches:
     """The batches of `data` for an executor's inputs (its `signature`): each a list of arrays,
     one per input."""
@@ -79,8 +93,7 @@ class Batches:
         self._rest: Iterator[Any] = iter(())
         self.batch_count: int | None = None
         self.batch_size = batch_size
-        if tf.is_tensor(data):  # a tensor holds arrays, not batches to iterate over
-            data = data.numpy()
+        data = _numpy(data)  # tensors hold arrays (not batches to iterate over), read as numpy's
         arrays = self._as_arrays(data)
         if arrays is not None:
             self._arrays = arrays

@@ -161,13 +161,15 @@ def test_every_data_form_gives_the_same_figures(convnet, images):
 
 
 def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet, images):
-    """A tf.Tensor holds the samples (it is not a list of batches); an array or a dataset element
-    without the batch axis is refused, rather than read as one sample and counted as many."""
+    """A tf.Tensor (or a dict of them) holds the samples (it is not a list of batches); an array
+    or a dataset element without the batch axis is refused, rather than read as one sample and
+    counted as many."""
     model, scope = convnet
     name = "conv/Relu:0"
-    got = scope.statistics(name, tf.constant(images), batch_size=8, quiet=True)
-    assert got.samples == len(images) and got.batches == 3
-    assert_matches(got[name], keras_values(model, "conv", images))
+    for data in (tf.constant(images), {"image": tf.constant(images)}):
+        got = scope.statistics(name, data, batch_size=8, quiet=True)
+        assert got.samples == len(images) and got.batches == 3
+        assert_matches(got[name], keras_values(model, "conv", images))
     with pytest.raises(gs.InputError, match=r"takes batches of shape \[\?,8,8,3\].*got an array of shape \[8,8,3\].*x\[None\]"):
         scope.statistics(name, images[0], quiet=True)
     with pytest.raises(gs.InputError, match=r"got an array of shape \[8,8,3\].*a tf.data.Dataset of samples\? pass batch_size"):
