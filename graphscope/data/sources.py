@@ -3,6 +3,7 @@ and `.npy`/`.npz` files; read ahead on a thread."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -93,6 +94,10 @@ class Batches:
         self._rest: Iterator[Any] = iter(())
         self.batch_count: int | None = None
         self.batch_size = batch_size
+        if isinstance(data, (str, os.PathLike)) and (
+            os.path.exists(data) or os.fspath(data).endswith((".npy", ".npz"))
+        ):  # a .npy file (memory-mapped) or an .npz
+            data = read_array(os.fspath(data), mmap=True)
         data = _numpy(data)  # tensors hold arrays (not batches to iterate over), read as numpy's
         arrays = self._as_arrays(data)
         if arrays is not None:
@@ -116,8 +121,8 @@ class Batches:
             self._iterable = data
         else:
             raise ArgumentError(
-                f"data must be numpy arrays (a dict or list of them for several inputs), a "
-                f"tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
+                f"data must be numpy arrays (a dict or list of them for several inputs), a .npy or .npz "
+                f"file's path, a tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
             )
 
     def _as_arrays(self, data: Any) -> list[np.ndarray] | None:

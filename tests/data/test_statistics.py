@@ -178,6 +178,20 @@ def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet
         scope.statistics(name, list(images), quiet=True)
 
 
+def test_npy_and_npz_files_are_data(convnet, images, tmp_path):
+    """A .npy file's path (read memory-mapped) and an .npz's (arrays by input name)."""
+    model, scope = convnet
+    name = "conv/Relu:0"
+    np.save(tmp_path / "x.npy", images)
+    np.savez(tmp_path / "x.npz", image=images)
+    for path in (tmp_path / "x.npy", str(tmp_path / "x.npz")):
+        got = scope.statistics(name, path, batch_size=8, bins=3, quiet=True)
+        assert got.samples == len(images)
+        assert_matches(got[name], keras_values(model, "conv", images), bins=3)
+    with pytest.raises(gs.InputError, match="does not exist; give the path of a .npy or .npz file"):
+        scope.statistics(name, tmp_path / "missing.npy", quiet=True)
+
+
 def test_the_batching_does_not_change_the_figures(convnet, images):
     _, scope = convnet
     figures = [scope.statistics("conv/BiasAdd:0", images, batch_size=b, quiet=True)["conv/BiasAdd:0"]
