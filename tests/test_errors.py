@@ -588,6 +588,11 @@ WRONG = [
           lambda w: w.scope.statistics("relu", w.x[0], quiet=True), gs.InputError, ValueError,
           r"takes batches of shape .*got an array of shape .* without that axis: one sample\? give it with a batch "
           r"axis \(x\[None\]\)"),
+    Wrong("statistics over a dataset that repeats forever",
+          lambda w: w.scope.statistics("relu", tf.data.Dataset.from_tensor_slices(w.x).repeat(), batch_size=2,
+                                       quiet=True),
+          gs.ArgumentError, TypeError, r"the tf.data.Dataset never ends \(it repeats\).*take a finite part of it "
+          r"\(dataset.take\(n\)\)"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -105,6 +105,11 @@ class Batches:
             self.samples = len(arrays[0])
             self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         elif isinstance(data, tf.data.Dataset):
+            if int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+                raise ArgumentError(
+                    "the tf.data.Dataset never ends (it repeats): a pass over it would not finish; "
+                    "take a finite part of it (dataset.take(n)) or leave out .repeat()"
+                )
             if batch_size is not None:
                 n = int(data.cardinality())
                 self.samples = n if n >= 0 else None

@@ -176,6 +176,9 @@ def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet
         scope.statistics(name, tf.data.Dataset.from_tensor_slices(images), quiet=True)
     with pytest.raises(gs.InputError, match=r"give each batch with its batch axis"):
         scope.statistics(name, list(images), quiet=True)
+    # a dataset that repeats would never finish: refused before anything runs
+    with pytest.raises(gs.ArgumentError, match=r"never ends.*dataset.take\(n\)"):
+        scope.statistics(name, tf.data.Dataset.from_tensor_slices(images).repeat(), batch_size=8, quiet=True)
 
 
 def test_npy_and_npz_files_are_data(convnet, images, tmp_path):
