@@ -170,9 +170,11 @@ def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet
         got = scope.statistics(name, data, batch_size=8, quiet=True)
         assert got.samples == len(images) and got.batches == 3
         assert_matches(got[name], keras_values(model, "conv", images))
-    with pytest.raises(gs.InputError, match=r"takes batches of shape \[\?,8,8,3\].*got an array of shape \[8,8,3\].*x\[None\]"):
+    with pytest.raises(gs.InputError,
+                       match=r"takes batches of shape \[\?,8,8,3\].*got an array of shape \[8,8,3\].*x\[None\]"):
         scope.statistics(name, images[0], quiet=True)
-    with pytest.raises(gs.InputError, match=r"got an array of shape \[8,8,3\].*a tf.data.Dataset of samples\? pass batch_size"):
+    with pytest.raises(gs.InputError,
+                       match=r"got an array of shape \[8,8,3\].*a tf.data.Dataset of samples\? pass batch_size"):
         scope.statistics(name, tf.data.Dataset.from_tensor_slices(images), quiet=True)
     with pytest.raises(gs.InputError, match=r"give each batch with its batch axis"):
         scope.statistics(name, list(images), quiet=True)
