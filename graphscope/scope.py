@@ -311,9 +311,10 @@ class Scope(Queries, Shown):
 
         Args:
             fetches: tensor or layer names, Tensors, a Selection or a Layer.
-            data: numpy arrays (a dict or list of them for several inputs), a `tf.data.Dataset`
-                (of batches, or of samples when `batch_size` is given; `(x, y)` elements give x),
-                or an iterable of batches.
+            data: numpy arrays (a dict or list of them for several inputs; tensors are read as
+                arrays), a `.npy` file's path (memory-mapped) or an `.npz`'s (arrays by input
+                name), a `tf.data.Dataset` (of batches, or of samples when `batch_size` is given;
+                `(x, y)` elements give x), or an iterable of batches.
             out: the store's directory (zarr v3). Re-running the same call after an
                 interruption continues where it stopped; a finished store is left as it is.
             batch_size: samples per batch (and per chunk) for arrays (default 32) and datasets
@@ -351,8 +352,8 @@ class Scope(Queries, Shown):
 
         Args:
             fetches: tensor or layer names, Tensors, a Selection or a Layer (what `extract` takes).
-            data: what `extract` takes (arrays, a dict or list of them, a `tf.data.Dataset`, an
-                iterable of batches).
+            data: what `extract` takes (arrays, a dict or list of them, a `.npy`/`.npz` file's
+                path, a `tf.data.Dataset`, an iterable of batches).
             batch_size: samples per batch for arrays (default 32) and datasets of samples.
             axis: the channel axis: one entry per index of it, reduced over every other axis,
                 samples included (default -1, the last); None for one figure per tensor.

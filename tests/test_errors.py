@@ -169,6 +169,12 @@ class Wrong:
     says: str  # regex: the mistake and the way out
 
 
+@functools.cache
+def _fixed_batch_scope():
+    x_in = keras.Input((3,), batch_size=4)
+    return gs.trace(keras.Model(x_in, keras.layers.Dense(2, name="dense")(x_in)), quiet=True)
+
+
 def _nms_input(w):
     (nms,) = w.mapped.find(op_type="NonMaxSuppressionV3")
     return w.mapped.executor([nms], feeds=[w.mapped.op(nms.op).inputs[0]])
@@ -605,6 +611,19 @@ WRONG = [
                                        batch_size=4, quiet=True),
           gs.InputError, ValueError, r"batching the dataset's elements by batch_size=4 failed \(Cannot batch tensors "
           r"with different shapes.*leave batch_size out for a dataset of batches"),
+    Wrong("statistics of one sample without its batch axis",
+          lambda w: w.scope.statistics("relu", w.x[0], quiet=True), gs.InputError, ValueError,
+          r"takes batches of shape .*got an array of shape .* without that axis: one sample\? give it with a batch "
+          r"axis \(x\[None\]\)"),
+    Wrong("statistics over a dataset that repeats forever",
+          lambda w: w.scope.statistics("relu", tf.data.Dataset.from_tensor_slices(w.x).repeat(), batch_size=2,
+                                       quiet=True),
+          gs.ArgumentError, TypeError, r"the tf.data.Dataset never ends \(it repeats\).*take a finite part of it "
+          r"\(dataset.take\(n\)\)"),
+    Wrong("statistics of a fixed-batch model in batches of another size",
+          lambda w: _fixed_batch_scope().statistics("dense/BiasAdd:0", np.ones((10, 3), "float32"), quiet=True),
+          gs.InputError, ValueError, r"this model's batch size is fixed at 4, got 10 samples in batches of 10: pass "
+          r"batch_size=4 and a number of samples divisible by it, or trace a model built with a free batch size"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -108,7 +108,7 @@ def check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
     if len(first[0]) != fixed or (batches.samples is not None and batches.samples % fixed):
         total = f"{batches.samples} samples" if batches.samples is not None else "batches"
         raise InputError(
-            f"this model's batch size is fixed at {fixed}, got {total} of {len(first[0])}: pass "
+            f"this model's batch size is fixed at {fixed}, got {total} in batches of {len(first[0])}: pass "
             f"batch_size={fixed} and a number of samples divisible by it, or trace a model built "
             "with a free batch size"
         )

@@ -3,6 +3,7 @@ and `.npy`/`.npz` files; read ahead on a thread."""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from graphscope.errors import ArgumentError, InputError
+from graphscope.ir.records import shape_text
 from graphscope.runtime.inputs import InputSignature
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Batches", "Prefetch", "read_array"]
@@ -60,6 +62,20 @@ def _all_arrays(data: Any) -> bool:
     return isinstance(data, np.ndarray)
 
 
+def _numpy(data: Any) -> Any:
+    """`data` with its tensors (eager `tf.Tensor`s, at the top or in dicts, lists and tuples) as
+    numpy arrays; anything else as it is."""
+    import tensorflow as tf
+
+    if tf.is_tensor(data) and hasattr(data, "numpy"):
+        return data.numpy()
+    if isinstance(data, Mapping):
+        return {k: _numpy(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_numpy(v) for v in data) if type(data) in (list, tuple) else data
+    return data
+
+
 class Batches:
     """The batches of `data` for an executor's inputs (its `signature`): each a list of arrays,
     one per input."""
@@ -79,6 +95,11 @@ class Batches:
         self._rest: Iterator[Any] = iter(())
         self.batch_count: int | None = None
         self.batch_size = batch_size
+        if isinstance(data, (str, os.PathLike)) and (
+            os.path.exists(data) or os.fspath(data).endswith((".npy", ".npz"))
+        ):  # a .npy file (memory-mapped) or an .npz
+            data = read_array(os.fspath(data), mmap=True)
+        data = _numpy(data)  # tensors hold arrays (not batches to iterate over), read as numpy's
         arrays = self._as_arrays(data)
         if arrays is not None:
             self._arrays = arrays
@@ -88,6 +109,11 @@ class Batches:
             self._dataset_given_batched = any(
                 getattr(spec, "shape", None) is not None and spec.shape.rank and spec.shape.rank >= 1
                 and spec.shape[0] is None for spec in tf.nest.flatten(data.element_spec))
+            if int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+                raise ArgumentError(
+                    "the tf.data.Dataset never ends (it repeats): a pass over it would not finish; "
+                    "take a finite part of it (dataset.take(n)) or leave out .repeat()"
+                )
             if batch_size is not None:
                 n = int(data.cardinality())
                 self.samples = n if n >= 0 else None
@@ -104,8 +130,8 @@ class Batches:
             self._iterable = data
         else:
             raise ArgumentError(
-                f"data must be numpy arrays (a dict or list of them for several inputs), a "
-                f"tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
+                f"data must be numpy arrays (a dict or list of them for several inputs), a .npy or .npz "
+                f"file's path, a tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
             )
 
     def _as_arrays(self, data: Any) -> list[np.ndarray] | None:
@@ -144,7 +170,19 @@ class Batches:
             )
         if not counts or counts == {0}:
             raise InputError("the input arrays hold no samples; give at least one")
+        self._check_ranks(arrays, "one sample? give it with a batch axis (x[None])")
         return arrays
+
+    def _check_ranks(self, arrays: list[np.ndarray], advice: str) -> None:
+        """Refuse an array without the samples' axis (one sample, a dataset of samples read
+        as batches): left alone, a list holding it would be read as one sample written as
+        nested lists, and every sample counted wrong."""
+        for name, spec, a in zip(self.inputs, self._signature.tensors, arrays):
+            if spec.shape is not None and isinstance(a, np.ndarray) and a.ndim == len(spec.shape) - 1:
+                raise InputError(
+                    f"input {name!r} takes batches of shape {shape_text(spec.shape)} (the samples on the first "
+                    f"axis), got an array of shape {shape_text(a.shape)}, without that axis: {advice}"
+                )
 
     def count(self) -> int | None:
         """How many batches there are, when known."""
@@ -245,6 +283,8 @@ class Batches:
                 "each batch needs one array per input with the samples on the first axis, all "
                 f"of the same length; got shapes {', '.join(str(a.shape) for a in arrays)}"
             )
+        self._check_ranks(arrays, "a tf.data.Dataset of samples? pass batch_size=N (or batch it)" if self._dataset
+                          is not None else "give each batch with its batch axis (x[None] for one sample)")
         return arrays
 
 

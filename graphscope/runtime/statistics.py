@@ -79,7 +79,13 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
             f"{t.name!r} has no axis {axis}: it is {shape}; pass axis=None for one figure per tensor"
             + (f", or an axis from {-rank} to {rank - 1}" if rank else "")
         )
-    axis = int(axis) % rank
+    given, axis = int(axis), int(axis) % rank
+    if axis == 0 and t.shape[0] is None and not t.context and rank == 1:
+        raise OptionError(
+            f"{t.name!r} has one axis ([None]), its batch axis: axis {given} is that axis, whose size changes with "
+            "the batch (one figure per sample cannot be merged over a dataset); pass axis=None for one figure per "
+            "tensor"
+        )
     if axis == 0 and t.shape[0] is None and not t.context:
         raise OptionError(
             f"axis {axis} of {t.name!r} is its batch axis (its size changes with the batch): statistics per "

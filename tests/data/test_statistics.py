@@ -161,6 +161,57 @@ def test_every_data_form_gives_the_same_figures(convnet, images):
         scope.statistics(name, (b for b in batches), bins=3, quiet=True)
 
 
+def test_samples_are_counted_on_the_batch_axis_and_one_sample_is_refused(convnet, images):
+    """A tf.Tensor (or a dict of them) holds the samples (it is not a list of batches); an array
+    or a dataset element without the batch axis is refused, rather than read as one sample and
+    counted as many."""
+    model, scope = convnet
+    name = "conv/Relu:0"
+    for data in (tf.constant(images), {"image": tf.constant(images)}):
+        got = scope.statistics(name, data, batch_size=8, quiet=True)
+        assert got.samples == len(images) and got.batches == 3
+        assert_matches(got[name], keras_values(model, "conv", images))
+    with pytest.raises(gs.InputError,
+                       match=r"takes batches of shape \[\?,8,8,3\].*got an array of shape \[8,8,3\].*x\[None\]"):
+        scope.statistics(name, images[0], quiet=True)
+    with pytest.raises(gs.InputError,
+                       match=r"got an array of shape \[8,8,3\].*a tf.data.Dataset of samples\? pass batch_size"):
+        scope.statistics(name, tf.data.Dataset.from_tensor_slices(images), quiet=True)
+    with pytest.raises(gs.InputError, match=r"give each batch with its batch axis"):
+        scope.statistics(name, list(images), quiet=True)
+    # a dataset that repeats would never finish: refused before anything runs
+    with pytest.raises(gs.ArgumentError, match=r"never ends.*dataset.take\(n\)"):
+        scope.statistics(name, tf.data.Dataset.from_tensor_slices(images).repeat(), batch_size=8, quiet=True)
+
+
+def test_npy_and_npz_files_are_data(convnet, images, tmp_path):
+    """A .npy file's path (read memory-mapped) and an .npz's (arrays by input name)."""
+    model, scope = convnet
+    name = "conv/Relu:0"
+    np.save(tmp_path / "x.npy", images)
+    np.savez(tmp_path / "x.npz", image=images)
+    for path in (tmp_path / "x.npy", str(tmp_path / "x.npz")):
+        got = scope.statistics(name, path, batch_size=8, bins=3, quiet=True)
+        assert got.samples == len(images)
+        assert_matches(got[name], keras_values(model, "conv", images), bins=3)
+    with pytest.raises(gs.InputError, match="does not exist; give the path of a .npy or .npz file"):
+        scope.statistics(name, tmp_path / "missing.npy", quiet=True)
+
+
+def test_a_fixed_batch_size_takes_whole_batches_of_it():
+    """A model built for batches of 4: samples in other batches are refused, saying so; in
+    batches of 4 the figures are numpy's over the model's own values."""
+    x_in = keras.Input((5,), batch_size=4, name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, activation="relu", name="dense", **models._init())(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(4).normal(size=(10, 5)).astype("float32")
+    with pytest.raises(gs.InputError, match=r"batch size is fixed at 4, got 10 samples in batches of 10: pass "
+                                            r"batch_size=4 and a number of samples divisible by it"):
+        scope.statistics("dense/Relu:0", x, quiet=True)
+    stats = scope.statistics("dense/Relu:0", x[:8], batch_size=4, quiet=True)
+    assert_matches(stats["dense/Relu:0"], np.concatenate([model(x[:4]), model(x[4:8])]))
+
+
 def test_the_batching_does_not_change_the_figures(convnet, images):
     _, scope = convnet
     figures = [scope.statistics("conv/BiasAdd:0", images, batch_size=b, quiet=True)["conv/BiasAdd:0"]
@@ -218,6 +269,22 @@ def test_large_offsets_keep_their_variance():
     values = model(x).numpy()
     np.testing.assert_allclose(stats.std, values.astype(np.float64).reshape(-1, 16).std(0), rtol=1e-6)
     np.testing.assert_allclose(stats.mean, values.astype(np.float64).reshape(-1, 16).mean(0), rtol=1e-12)
+
+
+def test_an_outlier_first_value_keeps_the_spread_exact():
+    """Position 0 of every sequence far from the rest (a first token's massive activation, the
+    outlier-feature hunt): the deviations are not taken from that outlier, whose squares summed
+    in float32 lost the spread to 1e-5 (1000 times the rounding of a typical first value)."""
+    x_in = keras.Input((512, 4), name="h")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v * 1.0, name="same")(x_in))
+    x = np.random.default_rng(8).normal(size=(32, 512, 4)).astype("float32")
+    x[:, 0, :] = 1000.0
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    stats = scope.statistics(name, x, batch_size=8, quiet=True)[name]
+    values = model(x).numpy().astype(np.float64).reshape(-1, 4)
+    np.testing.assert_allclose(stats.std, values.std(0), rtol=2e-7)
+    np.testing.assert_allclose(stats.mean, values.mean(0), rtol=2e-7)
 
 
 def test_values_inside_loops_are_reduced_over_iterations():
@@ -371,6 +438,20 @@ def test_scalars_need_axis_none():
         scope.statistics(name, x, quiet=True)
     s = scope.statistics(name, x, axis=None, batch_size=2, quiet=True)[name]
     np.testing.assert_allclose([s.mean, s.min, s.max], [np.mean([15, 51]), 15, 51])
+
+
+def test_one_figure_per_sample_needs_axis_none():
+    """A `[batch]` tensor (a predicted class, a score per sample): the default axis -1 is its
+    batch axis, and the refusal says so rather than advising the axis that was given."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Lambda(lambda v: tf.argmax(v, -1), name="predicted")(x_in))
+    scope = gs.trace(model, quiet=True)
+    name = scope.outputs[0].name
+    x = np.random.default_rng(0).normal(size=(9, 3)).astype("float32")
+    with pytest.raises(gs.OptionError, match=r"has one axis \(\[None\]\), its batch axis: axis -1 is that axis.*"
+                                               r"pass axis=None"):
+        scope.statistics(name, x, quiet=True)
+    assert_matches(scope.statistics(name, x, axis=None, batch_size=4, quiet=True)[name], model(x).numpy(), axis=None)
 
 
 # --------------------------------------------------------------------------- memory
