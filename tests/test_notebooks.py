@@ -1,6 +1,7 @@
 """notebooks/: every notebook runs top to bottom without an error, and shows what it promises."""
 
 import pathlib
+import re
 
 import nbformat
 import pytest
@@ -24,10 +25,11 @@ def _outputs(nb, mime):
             for out in cell.get("outputs", []) if mime in out.get("data", {})]
 
 
-def test_the_notebooks_are_the_seven_listed():
+def test_the_notebooks_are_the_eight_listed():
     assert [p.name for p in NOTEBOOKS] == [
         "01_tour.ipynb", "02_vgg19_preactivations.ipynb", "03_mask_rcnn_nms.ipynb", "04_cutting_resnet50.ipynb",
         "05_grad_cam_vgg19.ipynb", "06_activation_patching.ipynb", "07_where_it_goes_wrong.ipynb",
+        "08_dataset_statistics.ipynb",
     ]
 
 
@@ -50,15 +52,49 @@ def _shows_where_it_goes_wrong(nb):
     assert len(_outputs(nb, "image/png")) == 1  # Comparison.plot
 
 
-def test_where_it_goes_wrong_is_saved_with_its_outputs():
-    """07 is stored executed, so that it shows its results where it is read without running it (after a
-    change: `jupyter nbconvert --to notebook --execute --inplace notebooks/07_where_it_goes_wrong.ipynb`)."""
-    (path,) = [p for p in NOTEBOOKS if p.stem == "07_where_it_goes_wrong"]
+# what 08_dataset_statistics shows, each printed only after the notebook's own check by hand (numpy over
+# Keras sub-models' values, np.histogram of the concatenated values); and the tables and plots it shows
+DATASET_STATISTICS = [
+    "dead by hand: relu2 [5, 11], relu3 [0, 10], relu1 none; per-channel mean, std, min, max, zeros: agree",
+    "outlier feature by hand: 7 in ln1 and ln2; per-feature std: agree",
+    "most drifted channels by hand: [11, 15, 4]; shift per channel: agree",
+    "pre-activation ranges and 64-bin histograms by hand: conv1, conv2, conv3; 7 levels: agree",
+]
+
+
+def _shows_dataset_statistics(nb):
+    text, html = _text(nb), "\n".join(_outputs(nb, "text/html"))
+    for line in DATASET_STATISTICS:
+        assert line in text
+    assert "statistics of 3 tensors over 256 samples (4 batches)" in html  # the dead-filter hunt's table
+    assert "relu2/Relu:0 (float32): 16 channels of axis 3" in html  # one row per channel, the dead marked
+    assert re.findall(r"^ +(\d+) .* dead *$", html, re.M) == ["5", "11"]
+    assert "statistics of 2 tensors over 128 samples" in html and "ln1/add_2:0" in html  # the hidden states
+    assert "histogram" in html and "conv2/BiasAdd:0" in html  # the calibration ranges' table
+    assert len(_outputs(nb, "image/png")) == 2  # Statistics.plot per channel, and one tensor's histogram
+
+
+def _saved_executed(stem):
+    """A notebook stored executed: every code cell has its outputs (the first, imports only, may have
+    none), and none is an error."""
+    (path,) = [p for p in NOTEBOOKS if p.stem == stem]
     nb = nbformat.read(path, as_version=4)
     assert all(cell.get("outputs") or cell.source.startswith("import os") for cell in nb.cells
                if cell.cell_type == "code")
     assert not [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    _shows_where_it_goes_wrong(nb)
+    return nb
+
+
+def test_where_it_goes_wrong_is_saved_with_its_outputs():
+    """07 is stored executed, so that it shows its results where it is read without running it (after a
+    change: `jupyter nbconvert --to notebook --execute --inplace notebooks/07_where_it_goes_wrong.ipynb`)."""
+    _shows_where_it_goes_wrong(_saved_executed("07_where_it_goes_wrong"))
+
+
+def test_dataset_statistics_is_saved_with_its_outputs():
+    """08 is stored executed too (after a change, as 07; TensorFlow's start-up lines on stderr, if any,
+    taken out of the imports cell's outputs)."""
+    _shows_dataset_statistics(_saved_executed("08_dataset_statistics"))
 
 
 @pytest.mark.slow
@@ -86,3 +122,5 @@ def test_notebook_runs(path, tmp_path):
         assert "DisconnectedError:" in _text(nb)
     if path.stem == "07_where_it_goes_wrong":
         _shows_where_it_goes_wrong(nb)  # as run now, not only as saved
+    if path.stem == "08_dataset_statistics":
+        _shows_dataset_statistics(nb)
