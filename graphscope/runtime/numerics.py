@@ -173,7 +173,7 @@ def _gradient_counts(grads: list[tf.Tensor | None], values: list[tf.Tensor | Non
 
 
 QUICK = Reduction(lambda x, k: _sum(x), total=True)
-COUNTS = Reduction(lambda x, k: _counts(x), top=lambda values: [_counts_many(values)])
+COUNTS = Reduction(lambda x, k: _counts(x), top=lambda items: [_counts_many([v for _, v in items])])
 
 
 class _Reduced(Runner):

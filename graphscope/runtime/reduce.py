@@ -19,12 +19,13 @@ class Reduction:
     in (`expose.Exposed.kinds`); it returns one float64 tensor.
 
     - With `total`, one float64 scalar comes back: every leaf's result added up.
-    - Otherwise `top(top_level_values)` (default: each one's leaf, in order) comes first, then
+    - Otherwise `top([(k, value) of the top-level values])` (default: each one's leaf, in order)
+      comes first, then
       each wrapped value's items, in the same wrappers (a list per loop, an optional per branch).
     """
 
     def __init__(self, leaf: Callable[[tf.Tensor, int], tf.Tensor], *, total: bool = False,
-                 top: Callable[[list[tf.Tensor]], Sequence[tf.Tensor]] | None = None) -> None:
+                 top: Callable[[list[tuple[int, tf.Tensor]]], Sequence[tf.Tensor]] | None = None) -> None:
         self.leaf = leaf
         self.total = total
         self.top = top
@@ -35,7 +36,7 @@ class Reduction:
         if self.total:
             parts = [self.leaf(v, i) for i, v in plain] + wrapped
             return [tf.add_n(parts) if parts else tf.constant(0.0, tf.float64)]
-        top = self.top([v for _, v in plain]) if self.top is not None else [self.leaf(v, i) for i, v in plain]
+        top = self.top(plain) if self.top is not None else [self.leaf(v, i) for i, v in plain]
         return [*top, *wrapped]
 
     def _wrapped(self, value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType, k: int) -> tf.Tensor:
