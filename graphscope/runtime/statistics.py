@@ -176,6 +176,11 @@ def _masked(x: tf.Tensor) -> tf.Tensor:
     ], 1)
 
 
+# fused summaries are called one at a time in a process: two chains of XLA launches side by side
+# (two threads, or Beam's workers in threads) would be launches side by side again
+_FUSED_CALLS = threading.Lock()
+
+
 @functools.cache
 def _has_xla() -> bool:
     """Whether this TensorFlow compiles with XLA on the default device (some builds cannot)."""
@@ -252,13 +257,13 @@ class Summary(Runner):
             return _histogram(_entries(value, axis), tf.reshape(self._edges[name].read_value(), [-1, bins + 1]))
 
         position = {name: k for k, name in enumerate(runtime.graph.graph)}
-        fused = bins is None and not masked and FUSE and _has_xla()
+        fused = self._fused = bins is None and not masked and FUSE and _has_xla()
 
         def top(items: list[tuple[int, tf.Tensor]]) -> list[tf.Tensor]:
             """The top-level values' reductions. Fused ones run one at a time, in the order the
             values are computed (each waits for the one before): XLA launches running side by side
             crashed TensorFlow 2.21 now and then (a segfault in 1 of 3 first calls on DenseNet121's
-            426 layer outputs; none in 5 with one launch at a time)."""
+            426 layer outputs, 2 of 8 with two chains; none in 18 with one launch at a time)."""
             if not fused:
                 return [leaf(v, k) for k, v in items]
             out: dict[int, tf.Tensor] = {}
@@ -282,7 +287,11 @@ class Summary(Runner):
             variable.assign(np.asarray(edges[name], np.float64))
 
     def __call__(self, *inputs: Any) -> dict[str, Any]:
-        outs = self._outputs(inputs)
+        if self._fused:  # one chain of XLA launches at a time in the process (see `top` above)
+            with _FUSED_CALLS:
+                outs = self._outputs(inputs)
+        else:
+            outs = self._outputs(inputs)
         found: dict[str, list[np.ndarray]] = {name: [np.asarray(outs[k])] for k, name in enumerate(self._top)}
         for (name, kinds), out in zip(self._wrapped, outs[len(self._top):]):
             found[name] = list(_items(decode(out, kinds, tf.float64), kinds))
