@@ -244,7 +244,7 @@ class Summary(Runner):
         ranks = {t.name: None if t.shape is None else len(t.shape) for t in self.fetches}
         ops = {t.name: t.op for t in self.fetches}
 
-        def leaf(value: tf.Tensor, k: int) -> tf.Tensor:
+        def layout(value: tf.Tensor, k: int) -> tf.Tensor:
             name = order[k]
             axis, rank = self.axes[name], ranks[name]
             if value.shape.rank is None and rank is not None:  # an item of a loop's list
@@ -252,9 +252,17 @@ class Summary(Runner):
             if bins is None:
                 # per tensor: per entry of the last axis, merged on the host (summed over fewer
                 # values in float32 than the whole tensor's last axis would be)
-                x = _entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis)
+                return _entries(value, rank - 1 if axis is None and rank and rank >= 2 else axis)
+            return _entries(value, axis)
+
+        def leaf(value: tf.Tensor, k: int, after: Sequence[tf.Tensor] = ()) -> tf.Tensor:
+            x = layout(value, k)
+            if after:  # the reduction waits for `after`, by a control edge on its own input
+                with tf.control_dependencies(after):
+                    x = tf.identity(x)
+            if bins is None:
                 return _masked(x) if masked else _packed(x)
-            return _histogram(_entries(value, axis), tf.reshape(self._edges[name].read_value(), [-1, bins + 1]))
+            return _histogram(x, tf.reshape(self._edges[order[k]].read_value(), [-1, bins + 1]))
 
         position = {name: k for k, name in enumerate(runtime.graph.graph)}
         fused = self._fused = bins is None and not masked and FUSE and _has_xla()
@@ -269,8 +277,7 @@ class Summary(Runner):
             out: dict[int, tf.Tensor] = {}
             previous: list[tf.Tensor] = []
             for k, v in sorted(items, key=lambda item: position.get(ops[order[item[0]]], 0)):
-                with tf.control_dependencies(previous):
-                    out[k] = leaf(v, k)
+                out[k] = leaf(v, k, previous)
                 previous = [out[k]]
             return [out[k] for k, _ in items]
 
