@@ -553,17 +553,26 @@ def test_tiny_values_keep_their_spread(monkeypatch, fuse):
 
 
 def test_a_histogram_of_values_that_change_between_passes_warns(convnet, images):
-    """Values drawn anew on each run (random noise here; dropout traced with training=True does
-    the same): the histogram's pass computes other values than the pass that found the range,
-    and those outside it are not counted; a warning says so. A deterministic tensor: none."""
+    """Data drawn anew on each pass (random augmentations here; a model drawing random numbers,
+    as dropout traced with training=True, does the same): the histogram's pass sees other values
+    than the pass that found the range, and those outside it are not counted; a warning says so.
+    The same data read twice: none."""
+
+    class Augmented:
+        """Re-iterable batches, drawn anew on each pass."""
+
+        def __init__(self):
+            self.rng = np.random.default_rng(11)
+
+        def __iter__(self):
+            return iter([self.rng.uniform(size=(8, 16)).astype("float32") for _ in range(5)])
+
     x_in = keras.Input((16,), name="x")
-    model = keras.Model(x_in, keras.layers.Lambda(lambda v: v + tf.random.uniform(tf.shape(v)), name="noisy")(x_in))
+    model = keras.Model(x_in, keras.layers.Dense(4, name="dense", **models._init())(x_in))
     scope = gs.trace(model, quiet=True)
-    name = scope.outputs[0].name
-    x = np.zeros((40, 16), "float32")
     with pytest.warns(UserWarning, match="finite values are not in its histogram.*trace in inference mode"):
-        got = scope.statistics(name, x, batch_size=8, bins=3, quiet=True)[name]
-    assert got.count.tolist() == [40] * 16
+        got = scope.statistics("dense/BiasAdd:0", Augmented(), bins=3, quiet=True)["dense/BiasAdd:0"]
+    assert got.count.tolist() == [40] * 4
     assert (got.histogram[0].sum(1) <= 40).all() and (got.histogram[0].sum(1) < 40).any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
