@@ -82,7 +82,10 @@ XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_XlaInternalScope")
 # while_v2 names the placeholders it makes for loop values a body does not use this way
 _STAND_IN = "___redundant_placeholder"
 # how TensorFlow's error text ends: the function that ran, which says nothing to a user
-_INFERENCE_SUFFIX = re.compile(r"\s*\[Op:__inference\w*\]$")
+# the op TensorFlow's eager error text ends with ("[Op:__inference_f_58]", "[Op:IteratorGetNext]
+# name:"), and the function it begins with ("{{function_node __wrapped__IteratorGetNext_...}} ")
+_INFERENCE_SUFFIX = re.compile(r"\s*\[Op:\w+\](\s*name:.*)?$")
+_FUNCTION_PREFIX = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
 # lines of TensorFlow's error text that are framing, not the reason
 _FRAMING = ("Graph execution error", "Detected at node", "<stack traces")
 # a line of a stack trace
@@ -133,7 +136,7 @@ def failure_reason(error: Any) -> str:
             continue
         in_trace = False
         if stripped and not line.startswith(_FRAMING) and not stripped.startswith("[[") and not _FRAME.match(stripped):
-            return _INFERENCE_SUFFIX.sub("", stripped)[:400]
+            return _INFERENCE_SUFFIX.sub("", _FUNCTION_PREFIX.sub("", stripped))[:400]
     return type(error).__name__
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from graphscope.backend import tf_internals as _tf
 from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.records import shape_text
 from graphscope.runtime.inputs import InputSignature
@@ -225,8 +225,7 @@ class Batches:
 
     def _dataset_failed(self, e: Any) -> str:
         """What to say when reading the dataset fails in TensorFlow."""
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", getattr(e, "message", None) or str(e)).strip().splitlines()[0]
-        reason = re.sub(r"\s*\[Op:.*$", "", reason)[:200]
+        reason = _tf.failure_reason(e)[:200]
         if self.batch_size is not None and self._dataset_given_batched:
             return (f"batching the dataset's elements by batch_size={self.batch_size} failed ({reason}): its elements "
                     "look like batches already; leave batch_size out for a dataset of batches")

@@ -218,6 +218,14 @@ def test_failure_reason_is_tensorflows_reason_never_a_stack_trace_line():
     # frames without their header, and nothing else: the error's kind
     frames = '  File "/tmp/t.py", line 17, in <module>\n  File "/g/compile.py", line 401, in run\n'
     assert _tf.failure_reason(tf.errors.UnknownError(None, None, frames)) == "UnknownError"
+    # an eager op's error (a tf.data iterator's): the function it names before, the op after
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(tf.data.Dataset.from_tensor_slices(np.ones((10, 3), np.float32)).batch(4).batch(3))
+    assert "{{function_node" in caught.value.message and "[Op:IteratorGetNext]" in caught.value.message
+    assert _tf.failure_reason(caught.value) == (
+        "Cannot batch tensors with different shapes in component 0. First element had shape [4,3] and element 2 had "
+        "shape [2,3]."
+    )
 
 
 def test_calls_replayed_differentiates_an_xla_call_in_an_imported_graph():
