@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from graphscope.backend import tf_internals as _tf
 
 __all__ = [
     "CALLS", "Body", "Container", "Exposed", "Patch", "Target", "Top", "decode", "expose", "function_attr",
-    "library_of", "own_function_names", "read_only",
+    "iterations", "library_of", "own_function_names", "read_only",
 ]
 
 _LOOPS = {"While", "StatelessWhile"}
@@ -458,6 +458,21 @@ def decode(value: tf.Tensor, kinds: tuple[str, ...], dtype: tf.DType) -> Any:
         item = tf.raw_ops.TensorListGetItem(input_handle=value, index=i, element_shape=-1, element_dtype=inner)
         items.append(decode(item, rest, dtype))
     return _combine(items)
+
+
+def iterations(value: Any, kinds: tuple[str, ...], at: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """(iteration, array) for each item of a decoded value in its wrappers (`decode`'s result):
+    the iteration index in each enclosing loop, outermost first; none for a branch that did not
+    run."""
+    if not kinds:
+        yield at, np.asarray(value)
+    elif value is None:
+        return
+    elif kinds[0] == "optional":
+        yield from iterations(value, kinds[1:], at)
+    else:
+        for i, item in enumerate(value):
+            yield from iterations(item, kinds[1:], (*at, i))
 
 
 def _combine(items: list[Any]) -> Any:

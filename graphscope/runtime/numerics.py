@@ -35,7 +35,7 @@ from graphscope.ir.numerics import Counts, Numerics, Origin
 from graphscope.ir.records import Selection, Tensor
 from graphscope.runtime import edit as editing
 from graphscope.runtime.executor import Runner
-from graphscope.runtime.expose import decode
+from graphscope.runtime.expose import decode, iterations
 from graphscope.runtime.gradients import Gradient
 from graphscope.runtime.reduce import Reduction
 from graphscope.runtime.runtime import Runtime
@@ -197,7 +197,7 @@ class _Reduced(Runner):
         rows = np.asarray(outs[0])
         found = {name: {(): rows[k]} for k, name in enumerate(self._top)}
         for (name, kinds), out in zip(self._wrapped, outs[1:]):
-            found[name] = dict(_iterations(decode(out, kinds, tf.float64), kinds))
+            found[name] = dict(iterations(decode(out, kinds, tf.float64), kinds))
         return found
 
 
@@ -221,19 +221,6 @@ class _ReducedGradient(Runner):
             reached = np.asarray(outs[2])
             return float(outs[0]), float(outs[1]), [t.name for t, r in zip(self.wrt, reached) if r]
         return dict(zip((t.name for t in self.wrt), np.asarray(outs[0])))
-
-
-def _iterations(value: Any, kinds: tuple[str, ...], at: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
-    """(iteration, value) for a decoded value in its wrappers (a branch that did not run: none)."""
-    if not kinds:
-        yield at, np.asarray(value)
-    elif value is None:
-        return
-    elif kinds[0] == "optional":
-        yield from _iterations(value, kinds[1:], at)
-    else:
-        for i, item in enumerate(value):
-            yield from _iterations(item, kinds[1:], (*at, i))
 
 
 # --------------------------------------------------------------------------- the check

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments
 from graphscope.runtime import edit as editing
 from graphscope.runtime.executor import Runner
-from graphscope.runtime.expose import decode
+from graphscope.runtime.expose import decode, iterations
 from graphscope.runtime.reduce import Reduction
 from graphscope.runtime.runtime import Runtime
 
@@ -301,7 +301,7 @@ class Summary(Runner):
             outs = self._outputs(inputs)
         found: dict[str, list[np.ndarray]] = {name: [np.asarray(outs[k])] for k, name in enumerate(self._top)}
         for (name, kinds), out in zip(self._wrapped, outs[len(self._top):]):
-            found[name] = list(_items(decode(out, kinds, tf.float64), kinds))
+            found[name] = [item for _, item in iterations(decode(out, kinds, tf.float64), kinds)]
         if self.bins is not None:
             return {name: _histograms(name, parts) for name, parts in found.items()}
         return {name: _moments(name, parts, whole=self.axes[name] is None) for name, parts in found.items()}
@@ -356,16 +356,3 @@ def _histograms(name: str, parts: list[np.ndarray]) -> np.ndarray | None:
             "pass axis=None for one histogram per tensor"
         )
     return np.sum(parts, axis=0)
-
-
-def _items(value: Any, kinds: tuple[str, ...]) -> Iterator[np.ndarray]:
-    """Every item of a decoded loop list (nested lists for nested loops)."""
-    if not kinds:
-        yield np.asarray(value)
-    elif value is None:
-        return
-    elif kinds[0] == "optional":
-        yield from _items(value, kinds[1:])
-    else:
-        for item in value:
-            yield from _items(item, kinds[1:])
