@@ -317,8 +317,10 @@ def statistics_view(stats: Any) -> Group:
     all are 0), the zero fractions, then the entries give way."""
     per_tensor = all(s.axis is None for s in stats.values())
     rows = []
+    nonfinite = False
     for key, s in stats.items():
         whole = s.whole()
+        nonfinite = nonfinite or bool(whole.nonfinite)
         shape = [] if per_tensor else ["" if s.axis is None else str(s.entries)]
         if s.axis is None:
             picture = "" if s.histogram is None else bars(s.histogram[0])
@@ -326,7 +328,6 @@ def statistics_view(stats: Any) -> Group:
             picture = sparkline(s.mean)
         rows.append([str(key), *shape, _counts(s.count), *_figures(whole), str(int(whole.nonfinite)),
                      str(len(s.dead())), picture])
-    nonfinite = any(int(s.whole().nonfinite) for s in stats.values())
     columns = [Column("name", name=True), *([] if per_tensor else [Column("entries", justify="right", drop=4)]),
                Column("count", justify="right", drop=2),
                *(Column(c, justify="right") for c in ("mean", "std", "min", "max")),

@@ -175,22 +175,17 @@ class TensorStats(Shown):
 
     def whole(self) -> TensorStats:
         """The figures of every entry's values together (`axis=None`, no histogram unless it is
-        one already: the entries' bins differ)."""
+        one already: the entries' bins differ), merged as `Moments.whole` merges them."""
         if self.axis is None:
             return self
         count = np.asarray(self.count, np.float64)
         some = count > 0
-        n = count.sum()
-        if not n:
-            nan = float("nan")
-            return TensorStats(self.name, None, self.dtype, 0, nan, nan, nan, nan, nan, int(np.sum(self.nonfinite)))
-        c, mean, std = count[some], np.asarray(self.mean)[some], np.asarray(self.std)[some]
-        total = float((c * mean).sum() / n)
-        m2 = float((c * std * std + c * (mean - total) ** 2).sum())
-        zeros = float((c * np.asarray(self.zero_fraction)[some]).sum())
-        return TensorStats(self.name, None, self.dtype, int(n), total, float(np.sqrt(m2 / n)),
-                           float(np.asarray(self.min)[some].min()), float(np.asarray(self.max)[some].max()),
-                           zeros / n, int(np.sum(self.nonfinite)))
+        keep = lambda a, fill: np.where(some, np.asarray(a, np.float64), fill)  # noqa: E731
+        std = keep(self.std, 0.0)
+        moments = Moments(count, keep(self.mean, 0.0), std * std * count, keep(self.min, np.inf),
+                          keep(self.max, -np.inf), keep(self.zero_fraction, 0.0) * count,
+                          np.asarray(self.nonfinite, np.float64))
+        return TensorStats.of(self.name, moments.whole(), axis=None, dtype=self.dtype)
 
     def dead(self, threshold: float = 0.0) -> np.ndarray:
         """The indices of the entries whose finite values never exceed `threshold` (dead ReLU
