@@ -29,7 +29,7 @@ from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
 from graphscope.runtime import edit as editing
 from graphscope.runtime.runtime import Runtime, _outside_level
-from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite, merge
+from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite
 
 __all__ = ["add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures",
            "statistics", "summary"]
@@ -173,7 +173,7 @@ def merge_figures(a: dict[str, Moments], b: dict[str, Moments | None]) -> dict[s
     merged = dict(a)
     for name, m in b.items():
         if m is not None:
-            merged[name] = m if name not in merged else merge(name, merged[name], m)
+            merged[name] = m if name not in merged else merged[name].merge(m, name=name)
     return merged
 
 

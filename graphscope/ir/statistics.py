@@ -69,12 +69,14 @@ class Moments:
     def entries(self) -> int:
         return len(self.count)
 
-    def merge(self, other: Moments) -> Moments:
-        """The figures of both parts' values together (Chan et al.'s parallel update)."""
+    def merge(self, other: Moments, *, name: str | None = None) -> Moments:
+        """The figures of both parts' values together (Chan et al.'s parallel update); `name`:
+        the tensor's, for the error where their entries differ."""
         if other.entries != self.entries:
             raise OptionError(
-                f"cannot merge statistics of {self.entries} entries with statistics of {other.entries}: "
-                "a tensor's channels changed between batches; pass axis=None for one figure per tensor"
+                f"cannot merge the statistics of {name or 'a tensor'!r}: it has {self.entries} entries in one value "
+                f"and {other.entries} in another (its channel axis changes size from one loop iteration or batch to "
+                "the next); pass axis=None for one figure per tensor"
             )
         na, nb = self.count, other.count
         n = na + nb

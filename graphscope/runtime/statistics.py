@@ -49,7 +49,7 @@ from graphscope.runtime.expose import decode, iterations
 from graphscope.runtime.reduce import Reduction
 from graphscope.runtime.runtime import Runtime
 
-__all__ = ["Summary", "check_fetch", "entry_axis", "finite", "merge"]
+__all__ = ["Summary", "check_fetch", "entry_axis", "finite"]
 
 NUMBERS = ("float16", "bfloat16", "float32", "float64", "bool", "int8", "int16", "int32", "int64", "uint8",
            "uint16", "uint32", "uint64")
@@ -80,13 +80,13 @@ def entry_axis(t: Tensor, axis: int | None) -> int | None:
             + (f", or an axis from {-rank} to {rank - 1}" if rank else "")
         )
     given, axis = int(axis), int(axis) % rank
-    if axis == 0 and t.shape[0] is None and not t.context and rank == 1:
-        raise OptionError(
-            f"{t.name!r} has one axis ([None]), its batch axis: axis {given} is that axis, whose size changes with "
-            "the batch (one figure per sample cannot be merged over a dataset); pass axis=None for one figure per "
-            "tensor"
-        )
     if axis == 0 and t.shape[0] is None and not t.context:
+        if rank == 1:
+            raise OptionError(
+                f"{t.name!r} has one axis ([None]), its batch axis: axis {given} is that axis, whose size changes "
+                "with the batch (one figure per sample cannot be merged over a dataset); pass axis=None for one "
+                "figure per tensor"
+            )
         raise OptionError(
             f"axis {axis} of {t.name!r} is its batch axis (its size changes with the batch): statistics per "
             "sample cannot be merged over a dataset; pass the channel axis (-1, the default) or axis=None"
@@ -315,7 +315,7 @@ def _moments(name: str, parts: list[np.ndarray], *, whole: bool) -> Moments | No
         m = Moments.from_sums(p)
         if whole:
             m = m.whole()
-        merged = m if merged is None else merge(name, merged, m)
+        merged = m if merged is None else merged.merge(m, name=name)
     return merged
 
 
@@ -333,17 +333,6 @@ def finite(figures: dict[str, Moments | None]) -> bool:
     return all(m is None or (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()
                              and not ((m.max - m.min > 0) & (m.max - m.min < TINY)).any())
                for m in figures.values())
-
-
-def merge(name: str, a: Moments, b: Moments) -> Moments:
-    """`a.merge(b)`, refused with the tensor's name where their entries differ."""
-    if a.entries != b.entries:
-        raise OptionError(
-            f"cannot merge the statistics of {name!r}: it has {a.entries} entries in one value and {b.entries} in "
-            "another (its channel axis changes size from one loop iteration or batch to the next); pass axis=None "
-            "for one figure per tensor"
-        )
-    return a.merge(b)
 
 
 def _histograms(name: str, parts: list[np.ndarray]) -> np.ndarray | None:
