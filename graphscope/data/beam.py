@@ -43,12 +43,14 @@ from graphscope.backend.trace import trace_function
 from graphscope.data.job import describe_call, prepare
 from graphscope.data.layout import plan
 from graphscope.data.sources import read_array
-from graphscope.data.statistics import add_histograms, batch_figures, checked_fetches, finish, merge_figures, summary
+from graphscope.data.statistics import (
+    add_histograms, batch_figures, checked_fetches, edges_of, finish, merge_figures, summary,
+)
 from graphscope.data.store import Store
 from graphscope.errors import ArgumentError, InputError
 from graphscope.ir.records import Tensor
 from graphscope.ir.serialize import graph_data
-from graphscope.ir.statistics import Moments, Statistics, histogram_edges
+from graphscope.ir.statistics import Moments, Statistics
 from graphscope.runtime.executor import Executor
 from graphscope.runtime.runtime import Runtime
 
@@ -363,7 +365,7 @@ class ComputeStatistics(beam.PTransform):
         finish_args = {"pairs": self._pairs, "axes": self._axes, "bins": bins}
         if bins is None:
             return moments | "Finish" >> beam.Map(_finish_statistics, edges={}, hists={}, **finish_args)
-        edges = moments | "Edges" >> beam.Map(_edges, bins)
+        edges = moments | "Edges" >> beam.Map(lambda merged: edges_of(merged[0], bins))
         hists = (
             batches
             | "Count" >> beam.ParDo(_Count(model), edges=beam.pvalue.AsSingleton(edges))
@@ -430,7 +432,7 @@ class _Count(beam.DoFn):
     def process(self, element: tuple[int, list[np.ndarray]], edges: dict[str, np.ndarray]) -> Iterable[dict[str, Any]]:
         counter = self._loaded.counter
         with counter.lock:  # the edges are set, then the batch runs
-            counter.set_edges({name: edges.get(name, np.zeros((1, counter.bins + 1))) for name in counter.axes})
+            counter.set_edges(edges)
             yield counter(element[1])
 
 
@@ -475,15 +477,8 @@ class _AddHistograms(beam.CombineFn):
         return acc
 
 
-def _edges(merged: _Merged, bins: int) -> dict[str, np.ndarray]:
-    """Each tensor's histogram edges, from its min and max over the whole data."""
-    return {name: histogram_edges(m.min, m.max, bins) for name, m in merged[0].items()}
-
-
 def _finish_statistics(merged: _Merged, *, pairs: list[tuple[str, Tensor]], axes: dict[str, int | None],
                        bins: int | None, edges: dict[str, np.ndarray], hists: dict[str, np.ndarray]) -> Statistics:
     """The `Statistics`, keyed as the fetches were given (the histograms added to the figures)."""
     figures, samples, batches = merged
-    if bins is not None:
-        figures = {name: m.with_histogram(hists[name]) for name, m in figures.items() if name in hists}
-    return finish(pairs, axes, figures, edges, bins=bins, samples=samples, batches=batches)
+    return finish(pairs, axes, figures, edges, hists, bins=bins, samples=samples, batches=batches)

@@ -31,8 +31,8 @@ from graphscope.runtime import edit as editing
 from graphscope.runtime.runtime import Runtime, _outside_level
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite
 
-__all__ = ["add_histograms", "batch_figures", "checked_fetches", "finish", "merge_batches", "merge_figures",
-           "statistics", "summary"]
+__all__ = ["add_histograms", "batch_figures", "checked_fetches", "edges_of", "finish", "merge_batches",
+           "merge_figures", "statistics", "summary"]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
@@ -101,19 +101,28 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
         edges: dict[str, np.ndarray] = {}
         if bins is not None:
             _, counter = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits, kind="histogram")
-            edges = {name: histogram_edges(m.min, m.max, bins) for name, m in merged.items()}
+            edges = edges_of(merged, bins)
             with counter.lock:
-                counter.set_edges({name: edges.get(name, np.zeros((1, bins + 1))) for name in counter.axes})
+                counter.set_edges(edges)
                 hists = _sum_batches(counter, batches.iterate(), bar.advance)
-            merged = {name: m.with_histogram(hists[name]) for name, m in merged.items() if name in hists}
     finally:
         bar.close()
-    return finish(pairs, moments.axes, merged, edges, bins=bins, samples=samples, batches=count)
+    return finish(pairs, moments.axes, merged, edges, hists if bins is not None else {}, bins=bins, samples=samples,
+                  batches=count)
+
+
+def edges_of(merged: dict[str, Moments], bins: int) -> dict[str, np.ndarray]:
+    """Each tensor's histogram edges, from its min and max over the whole data (the first pass)."""
+    return {name: histogram_edges(m.min, m.max, bins) for name, m in merged.items()}
 
 
 def finish(pairs: list[tuple[str, Tensor]], axes: dict[str, int | None], merged: dict[str, Moments],
-           edges: dict[str, np.ndarray], *, bins: int | None, samples: int, batches: int) -> Statistics:
-    """The `Statistics` of merged figures, keyed as the fetches were given (`pairs`)."""
+           edges: dict[str, np.ndarray], hists: dict[str, np.ndarray], *, bins: int | None, samples: int,
+           batches: int) -> Statistics:
+    """The `Statistics` of merged figures (with `bins`, the histogram counts `hists` of the
+    second pass in the bins of `edges`), keyed as the fetches were given (`pairs`)."""
+    if bins is not None:
+        merged = {name: m.with_histogram(hists[name]) for name, m in merged.items() if name in hists}
     out = {}
     for key, t in pairs:
         m = merged.get(t.name)

@@ -289,9 +289,10 @@ class Summary(Runner):
         self._wrapped = [(name, kinds) for name, kinds in zip(compiled.order, compiled.kinds) if kinds]
 
     def set_edges(self, edges: dict[str, np.ndarray]) -> None:
-        """The histogram edges of each fetch (`[entries, bins + 1]`, float64) for the next calls."""
+        """The histogram edges of each fetch (`[entries, bins + 1]`, float64) for the next calls;
+        a fetch without edges (a loop that never ran in the first pass) counts nothing."""
         for name, variable in self._edges.items():
-            variable.assign(np.asarray(edges[name], np.float64))
+            variable.assign(np.asarray(edges.get(name, np.zeros((1, self.bins + 1))), np.float64))
 
     def __call__(self, *inputs: Any) -> dict[str, Any]:
         if self._fused:  # one chain of XLA launches at a time in the process (see `top` above)
