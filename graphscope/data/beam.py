@@ -403,8 +403,8 @@ class _SharedModel:
         return self._handle.acquire(lambda: _Loaded(*self._args))
 
 
-class _Reduce(beam.DoFn):
-    """(batch number, arrays) -> ({tensor name: Moments} of the batch, its sample count)."""
+class _WithModel(beam.DoFn):
+    """A DoFn holding the worker's loaded model (`_SharedModel`), acquired in `setup`."""
 
     def __init__(self, model: _SharedModel) -> None:
         self._model = model
@@ -412,22 +412,19 @@ class _Reduce(beam.DoFn):
 
     def setup(self) -> None:
         self._loaded = self._model.acquire()
+
+
+class _Reduce(_WithModel):
+    """(batch number, arrays) -> ({tensor name: Moments} of the batch, its sample count)."""
 
     def process(self, element: tuple[int, list[np.ndarray]]) -> Iterable[tuple[dict[str, Moments | None], int]]:
         arrays = element[1]
         yield batch_figures(self._loaded.moments, arrays, self._loaded.masked), len(arrays[0])
 
 
-class _Count(beam.DoFn):
+class _Count(_WithModel):
     """(batch number, arrays) -> {tensor name: histogram counts} of the batch in the bins of
     `edges` (the side input: each tensor's, from the whole data's min and max)."""
-
-    def __init__(self, model: _SharedModel) -> None:
-        self._model = model
-        self._loaded: _Loaded | None = None
-
-    def setup(self) -> None:
-        self._loaded = self._model.acquire()
 
     def process(self, element: tuple[int, list[np.ndarray]], edges: dict[str, np.ndarray]) -> Iterable[dict[str, Any]]:
         counter = self._loaded.counter
