@@ -31,8 +31,8 @@ from graphscope.runtime import edit as editing
 from graphscope.runtime.runtime import Runtime, _outside_level
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite
 
-__all__ = ["add_histograms", "batch_figures", "checked_fetches", "edges_of", "finish", "merge_batches",
-           "merge_figures", "statistics", "summary"]
+__all__ = ["add_histograms", "batch_figures", "checked_fetches", "edges_of", "finish", "merge_figures", "statistics",
+           "summary"]
 
 
 def summary(runtime: Runtime, fetches: Any, *, axis: int | None = -1, bins: int | None = None, feeds: Any = None,
@@ -97,18 +97,19 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
     bar = SampleProgress(total, 0, quiet=quiet, label="statistics" if passes == 1 else "statistics (2 passes)")
     try:
         masked = lambda: summary(runtime, fetches, axis=axis, feeds=feeds, edits=edits, kind="masked")[1]  # noqa: E731
-        merged, samples, count = merge_batches(moments, batches.iterate(), bar.advance, masked=masked)
+        merged, samples, count = _fold(batches.iterate(), lambda arrays: batch_figures(moments, arrays, masked),
+                                       merge_figures, bar.advance)
         edges: dict[str, np.ndarray] = {}
+        hists: dict[str, np.ndarray] = {}
         if bins is not None:
             _, counter = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits, kind="histogram")
             edges = edges_of(merged, bins)
             with counter.lock:
                 counter.set_edges(edges)
-                hists = _sum_batches(counter, batches.iterate(), bar.advance)
+                hists = _fold(batches.iterate(), counter, add_histograms, bar.advance)[0]
     finally:
         bar.close()
-    return finish(pairs, moments.axes, merged, edges, hists if bins is not None else {}, bins=bins, samples=samples,
-                  batches=count)
+    return finish(pairs, moments.axes, merged, edges, hists, bins=bins, samples=samples, batches=count)
 
 
 def edges_of(merged: dict[str, Moments], bins: int) -> dict[str, np.ndarray]:
@@ -151,22 +152,23 @@ def _check_histogram(name: str, m: Moments) -> None:
         )
 
 
-def merge_batches(run: Summary, batches: Iterator[list[np.ndarray]], advance: Callable[[int], None] = lambda n: None,
-                  *, masked: Callable[[], Summary]) -> tuple[dict[str, Moments], int, int]:
-    """Every batch's figures merged (inputs prefetched on a thread): `({name: Moments}, samples,
-    batches)`. A batch whose fast figures are not finite is run again by `masked()`."""
-    merged: dict[str, Moments] = {}
+def _fold(batches: Iterator[list[np.ndarray]], figures_of: Callable[[list[np.ndarray]], dict[str, Any]],
+          combine: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+          advance: Callable[[int], None]) -> tuple[dict[str, Any], int, int]:
+    """Every batch's figures (`figures_of`) combined (inputs prefetched on a thread):
+    `(combined, samples, batches)`."""
+    combined: dict[str, Any] = {}
     samples = count = 0
     source = Prefetch(batches)
     try:
         for arrays in source:
-            merged = merge_figures(merged, batch_figures(run, arrays, masked))
+            combined = combine(combined, figures_of(arrays))
             n = len(arrays[0])
             samples, count = samples + n, count + 1
             advance(n)
     finally:
         source.close()
-    return merged, samples, count
+    return combined, samples, count
 
 
 def batch_figures(run: Summary, arrays: list[np.ndarray], masked: Callable[[], Summary]) -> dict[str, Moments | None]:
@@ -192,17 +194,4 @@ def add_histograms(a: dict[str, np.ndarray], b: dict[str, np.ndarray | None]) ->
     for name, h in b.items():
         if h is not None:
             sums[name] = h if name not in sums else sums[name] + h
-    return sums
-
-
-def _sum_batches(run: Summary, batches: Iterator[list[np.ndarray]],
-                 advance: Callable[[int], None]) -> dict[str, np.ndarray]:
-    sums: dict[str, np.ndarray] = {}
-    source = Prefetch(batches)
-    try:
-        for arrays in source:
-            sums = add_histograms(sums, run(arrays))
-            advance(len(arrays[0]))
-    finally:
-        source.close()
     return sums
