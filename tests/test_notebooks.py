@@ -42,10 +42,16 @@ WHERE_IT_GOES_WRONG = [
 ]
 
 
-def _shows_where_it_goes_wrong(nb):
-    text, html = _text(nb), "\n".join(_outputs(nb, "text/html"))
-    for line in WHERE_IT_GOES_WRONG:
+def _checked_by_hand(nb, lines):
+    """Assert the notebook printed each of `lines` (its checks by hand); its HTML outputs, joined."""
+    text = _text(nb)
+    for line in lines:
         assert line in text
+    return "\n".join(_outputs(nb, "text/html"))
+
+
+def _shows_where_it_goes_wrong(nb):
+    html = _checked_by_hand(nb, WHERE_IT_GOES_WRONG)
     assert "first: compress/Log:0" in html and "compress/add:0 → compress/Log:0" in html  # the forward table
     assert "first: magnitude/Sum:0" in html and "gradients of sum(score/Add:0)" in html  # the backward one
     assert "DIFFERS ◀ first" in html and "first outside tolerance: fc2" in html  # the comparison's table
@@ -63,9 +69,7 @@ DATASET_STATISTICS = [
 
 
 def _shows_dataset_statistics(nb):
-    text, html = _text(nb), "\n".join(_outputs(nb, "text/html"))
-    for line in DATASET_STATISTICS:
-        assert line in text
+    html = _checked_by_hand(nb, DATASET_STATISTICS)
     assert "statistics of 3 tensors over 256 samples (4 batches)" in html  # the dead-filter hunt's table
     assert "relu2/Relu:0 (float32): 16 channels of axis 3" in html  # one row per channel, the dead marked
     assert re.findall(r"^ +(\d+) .* dead *$", html, re.M) == ["5", "11"]
