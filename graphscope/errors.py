@@ -140,3 +140,15 @@ def suggestion(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean ...?' sentence, or '' when nothing is close."""
     near = closest(name, candidates)
     return f" Did you mean {', '.join(repr(c) for c in near)}?" if near else ""
+
+
+def key_suggestion(name: str, keys: Iterable[str]) -> str:
+    """What to say where a result or statistic is looked up by a name it is not keyed by: the
+    keys under that name's scope (a layer fetched by name is keyed by its outputs' canonical
+    names: `d1` -> `d1/Relu:0`), or the closest keys."""
+    keys = [str(k) for k in keys]
+    inside = sorted((k for k in keys if k.startswith(f"{name}/")), key=lambda k: k.count("/"))
+    if inside:
+        return (" Values are keyed by tensor names (a layer's by its outputs'); under "
+                f"{name + '/'!r}: {', '.join(repr(k) for k in inside[:5])}{', ...' if len(inside) > 5 else ''}.")
+    return suggestion(name, keys)

@@ -595,6 +595,16 @@ WRONG = [
     Wrong("statistics per sample (the batch axis)", lambda w: w.scope.statistics("relu", w.x, axis=0, quiet=True),
           gs.OptionError, ValueError, r"axis 0 of 'relu/Relu:0' is its batch axis.*pass the channel axis \(-1, the "
           r"default\) or axis=None"),
+    Wrong("statistics looked up by the layer name they were fetched by",
+          lambda w: w.scope.statistics("relu", w.x, quiet=True)["relu"], gs.TensorNotFoundError, KeyError,
+          r"no statistics of 'relu'\. Values are keyed by tensor names \(a layer's by its outputs'\); under 'relu/': "
+          r"'relu/Relu:0'\."),
+    Wrong("a result looked up by the layer name it was fetched by", lambda w: w.scope.run("relu", w.x)["relu"],
+          gs.TensorNotFoundError, KeyError,
+          r"no value named 'relu' in these results\. Values are keyed by tensor names \(a layer's by its outputs'\); "
+          r"under 'relu/': 'relu/Relu:0'\."),
+    Wrong("a result looked up by a name close to its key", lambda w: w.scope.run("relu", w.x)["relu/Relu"],
+          gs.TensorNotFoundError, KeyError, r"no value named 'relu/Relu' in these results\. Did you mean 'relu/Relu:0'\?"),
     Wrong("statistics of a tensor that is not a number",
           lambda w: w.mapped.statistics("ROI/map/while/body/Placeholder_1:0", demo.synthetic_images(), quiet=True),
           gs.UnsupportedFetchError, ValueError, r"it is variant, and statistics are taken of numbers"),

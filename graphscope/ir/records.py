@@ -14,7 +14,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from graphscope.errors import AmbiguousMatchError, TensorNotFoundError, suggestion
+from graphscope.errors import AmbiguousMatchError, TensorNotFoundError, key_suggestion
 from graphscope.ir import views
 from graphscope.ir.views import Shown
 
@@ -185,10 +185,11 @@ class Results(Shown, dict):  # type: ignore[type-arg]
         a few entries) for 1-D, one row per iteration for values computed inside loops. `kind`
         forces one: "feature_maps", "attention", "heatmap", "line", "iterations". Needs
         matplotlib (`pip install "tf-graphscope[plot]"`)."""
-        if name not in self:
-            raise TensorNotFoundError(f"no value named {name!r} in these results." + suggestion(str(name), map(str, self)))
         return views.plot(self[name], name=str(name), sample=sample, max_channels=max_channels, kind=kind,
                           per_iteration=name in self.per_iteration)
+
+    def __missing__(self, name: Any) -> Any:
+        raise TensorNotFoundError(f"no value named {name!r} in these results." + key_suggestion(str(name), self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k} {value_kind(v)}" for k, v in list(self.items())[:2])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from graphscope.errors import ArgumentError, OptionError, TensorNotFoundError
+from graphscope.errors import ArgumentError, OptionError, TensorNotFoundError, key_suggestion
 from graphscope.ir.views import Shown, plot
 
 __all__ = ["Moments", "Statistics", "TensorStats", "histogram_edges"]
@@ -218,11 +218,8 @@ class Statistics(Mapping[str, TensorStats], Shown):
             name = key if key in by_name else f"{key}:0"
             if isinstance(key, str) and name in by_name:
                 return by_name[name]
-            import difflib
-
-            close = difflib.get_close_matches(str(key), list(self._stats), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; it holds {', '.join(list(self._stats)[:5])}"
-            raise TensorNotFoundError(f"no statistics of {key!r}{hint}") from None
+            raise TensorNotFoundError(f"no statistics of {key!r}." + (key_suggestion(str(key), self._stats) or
+                                      f" It holds {', '.join(repr(k) for k in list(self._stats)[:5])}.")) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._stats)

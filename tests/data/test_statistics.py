@@ -341,8 +341,10 @@ def test_keys_follow_the_fetches_and_layers_resolve(convnet, images):
     stats = scope.statistics(["conv", scope.find("conv2/Relu:0")[0]], images, quiet=True)
     assert list(stats) == ["conv/Relu:0", "conv2/Relu:0"]  # a layer by its output
     assert stats["conv/Relu"] is stats["conv/Relu:0"]  # ":0" may be left out
-    with pytest.raises(gs.TensorNotFoundError, match="did you mean"):
+    with pytest.raises(gs.TensorNotFoundError, match="Did you mean 'conv2/Relu:0'"):
         stats["conv2/Reluu"]
+    with pytest.raises(gs.TensorNotFoundError, match="a layer's by its outputs'.*'conv/Relu:0'"):
+        stats["conv"]
     plain = stats.to_dict()
     assert plain["samples"] == 23 and plain["tensors"]["conv/Relu:0"]["count"] == stats["conv/Relu:0"].count.tolist()
 
