@@ -38,6 +38,12 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
   per channel or per tensor, with or without a histogram, over batches, sometimes with a NaN or
   Inf injected by an edit: numpy's figures over the values Keras computes (the edit applied by
   hand); values in branches and axes a tensor lacks refused;
+- **feeds**: a call output or pre-activation fed a value of ours (scaled and shifted from Keras'),
+  with the model's input fed too where Keras' record of the calls says an output still needs
+  it: the outputs are Keras' re-run with that value in place;
+- **cut points**: every call output that each path from the input to the outputs passes through
+  (by Keras' record of the calls) is listed, and nothing else; a tail fed by one cut point
+  alone gives Keras' outputs re-run with a value of ours there;
 - **cache evictions**: one edit callable kept and called again, fresh callables (and gradient
   targets) created after more than `CACHE_SIZE` executors were built, each against the oracle.
 
@@ -996,6 +1002,104 @@ def test_edit_callables_reused_and_fresh_across_cache_evictions(spec):
 
 
 # -- compare -------------------------------------------------------------------------------------
+
+
+# -- feeds and cut points ------------------------------------------------------------------------
+
+
+def _reaches_input(rt: Runtime, token: str, avoid: Call | None = None) -> bool:
+    """Whether call `token`'s output is computed from the model's input along a path that does
+    not pass through `avoid`'s output (Keras' record of the calls)."""
+    todo, seen = [rt.calls[token].output], set()
+    while todo:
+        t = todo.pop()
+        if avoid is not None and t is avoid.output:
+            continue
+        if t is rt.model.inputs[0]:
+            return True
+        if id(t) not in seen:
+            seen.add(id(t))
+            todo += _inputs_of(t)
+    return False
+
+
+def _fed_value(rt: Runtime, state: State, site: Site, param: int) -> np.ndarray:
+    """A value of our own for `site`: Keras' value there, scaled and shifted (a feed ignored, or
+    fed to the wrong tensor, shows)."""
+    return (_site_value(rt, state, site) * (0.5 + param / 4) + 0.25).astype(np.float32)
+
+
+def check_feed(rt: Runtime, guarded: Guarded, state: State, site: Site, param: int) -> None:
+    """The model's outputs with a call output or pre-activation fed a value of ours (and the
+    model's input too, where Keras' record of the calls says an output still needs it) against
+    Keras re-running the model with that value in place."""
+    scope = guarded.scope
+    fed = _fed_value(rt, state, site, param)
+    _, want = edited_by_keras(rt, state, site, fed, rt.outputs)
+    target = tensor_at(scope, site)
+    outs = [scope.layer(t).output.name for t in rt.outputs]
+    needs_input = any(_reaches_input(rt, t, rt.calls[site.token]) for t in rt.outputs)
+    feeds, inputs = ([target, scope.inputs[0]], [fed, rt.x]) if needs_input else ([target], [fed])
+    got = guarded("run", outs, inputs, feeds=feeds)
+    for token, name, w in zip(rt.outputs, outs, want):
+        _agree(f"feed {site} ({target}{', and the input' if needs_input else ''}): {token}", got[name], w)
+
+
+def check_cut_points(rt: Runtime, guarded: Guarded, state: State, param: int) -> None:
+    """`cut_points()` against Keras' record of the calls: every call output that each path from
+    the input to the outputs passes through is listed, and nothing else; a tail fed by one cut
+    point alone, a value of ours, gives Keras' outputs re-run with that value in place."""
+    scope = guarded.scope
+    cuts = [t.name for t in guarded("cut_points") if t.name not in {i.name for i in scope.model_graph.inputs}]
+    tokens_of: dict[str, list[str]] = collections.defaultdict(list)
+    for token in rt.calls:
+        tokens_of[scope.layer(token).output.name].append(token)
+    for name in cuts:
+        TALLY["cut points checked"] += 1
+        if not tokens_of.get(name):
+            TALLY["wrong cut points"] += 1
+            _fail(f"cut point {name} is not a call's output")
+            return
+        bypassed = [t for t in rt.outputs if any(_reaches_input(rt, t, rt.calls[c]) for c in tokens_of[name])]
+        if bypassed:
+            TALLY["wrong cut points"] += 1
+            _fail(f"cut point {name}: a path from the input to {bypassed} goes around it")
+    for token, call in rt.calls.items():
+        name = scope.layer(token).output.name
+        if len(tokens_of[name]) == 1 and not any(_reaches_input(rt, t, call) for t in rt.outputs) and name not in cuts:
+            TALLY["wrong cut points"] += 1
+            _fail(f"{token}'s output {name}: every path from the input to the outputs passes through it, but it is "
+                  f"not among the cut points {cuts}")
+    if not cuts:
+        return
+    name = cuts[param % len(cuts)]
+    site = Site(tokens_of[name][0], "output")
+    fed = _fed_value(rt, state, site, param)
+    _, want = edited_by_keras(rt, state, site, fed, rt.outputs)
+    outs = [scope.layer(t).output.name for t in rt.outputs]
+    got = guarded("run", outs, [fed], feeds=[name])
+    for token, out, w in zip(rt.outputs, outs, want):
+        _agree(f"the tail fed by cut point {name} alone: {token}", got[out], w)
+
+
+# a chain with a fork and its join in the middle: the cut points are the calls outside the fork
+_CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("add", 2, 3, 1)],
+                 [("dense", 4, 1), ("loop", 5, 1)], [(3, 0, 1), (5, 0, 2), (7, 0, 3)])
+
+
+@given(runtime_specs())
+@example(_CHAIN)
+@settings(max_examples=max(settings().max_examples // 4, 2))
+def test_random_feeds_and_cut_points_agree_with_keras(spec):
+    rt, scope, state, guarded = _traced(spec)
+    _attempt("cut points", check_cut_points, rt, guarded, state, spec["ops"][0][2])
+    TALLY["cut point checks"] += 1
+    for site_pick, _, param in spec["ops"]:
+        site = _pick(sites(rt, inside=False), site_pick)
+        if site.where.startswith("key"):  # an output key names what the model returns, not what is fed
+            site = Site(site.token, "output")
+        _attempt(f"feed at {site}", check_feed, rt, guarded, state, site, param)
+        TALLY["feeds"] += 1
 
 
 def _layer_values(rt: Runtime, model: keras.Model, calls: dict, state: State) -> dict:
