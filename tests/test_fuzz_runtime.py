@@ -41,6 +41,8 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
 - **feeds**: a call output or pre-activation fed a value of ours (scaled and shifted from Keras'),
   with the model's input fed too where Keras' record of the calls says an output still needs
   it: the outputs are Keras' re-run with that value in place;
+- **ancestors and descendants** of a call's output: the call outputs upstream (downstream) are
+  exactly those Keras' record of the calls says;
 - **cut points**: every call output that each path from the input to the outputs passes through
   (by Keras' record of the calls) is listed, and nothing else; a tail fed by one cut point
   alone gives Keras' outputs re-run with a value of ours there;
@@ -1082,6 +1084,32 @@ def check_cut_points(rt: Runtime, guarded: Guarded, state: State, param: int) ->
         _agree(f"the tail fed by cut point {name} alone: {token}", got[out], w)
 
 
+def check_walks(rt: Runtime, guarded: Guarded, pick: int) -> None:
+    """`ancestors` and `descendants` of a call's output against Keras' record of the calls: the
+    call outputs upstream (downstream) of it are exactly the calls it is computed from (that are
+    computed from it). Calls whose output tensor another call shares (one passing its input
+    through) are left out: a tensor cannot tell them apart."""
+    scope = guarded.scope
+    names = {token: scope.layer(token).output.name for token in rt.calls}
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    tokens = [t for t in rt.calls if names[t] not in shared]
+    if not tokens:
+        return
+    token = tokens[pick % len(tokens)]
+    up = {t.name for t in guarded("ancestors", names[token])}
+    down = {t.name for t in guarded("descendants", names[token])}
+    for other in tokens:
+        if other == token:
+            continue
+        for walk, found, want in (("ancestors", up, _depends(rt, token, rt.calls[other])),
+                                  ("descendants", down, _depends(rt, other, rt.calls[token]))):
+            TALLY["walk answers checked"] += 1
+            if (names[other] in found) != want:
+                TALLY["wrong walk answers"] += 1
+                _fail(f"{walk}({names[token]}) {'lists' if not want else 'misses'} {names[other]} ({other}), which "
+                      f"Keras' record of the calls says is {'' if want else 'not '}among them")
+
+
 # a chain with a fork and its join in the middle: the cut points are the calls outside the fork
 _CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("add", 2, 3, 1)],
                  [("dense", 4, 1), ("loop", 5, 1)], [(3, 0, 1), (5, 0, 2), (7, 0, 3)])
@@ -1090,9 +1118,10 @@ _CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("
 @given(runtime_specs())
 @example(_CHAIN)
 @settings(max_examples=max(settings().max_examples // 4, 2))
-def test_random_feeds_and_cut_points_agree_with_keras(spec):
+def test_random_feeds_cut_points_and_walks_agree_with_keras(spec):
     rt, scope, state, guarded = _traced(spec)
     _attempt("cut points", check_cut_points, rt, guarded, state, spec["ops"][0][2])
+    _attempt("ancestors and descendants", check_walks, rt, guarded, spec["ops"][0][0])
     TALLY["cut point checks"] += 1
     for site_pick, _, param in spec["ops"]:
         site = _pick(sites(rt, inside=False), site_pick)
