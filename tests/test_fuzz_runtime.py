@@ -41,6 +41,8 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
 - **feeds**: a call output or pre-activation fed a value of ours (scaled and shifted from Keras'),
   with the model's input fed too where Keras' record of the calls says an output still needs
   it: the outputs are Keras' re-run with that value in place;
+- **extract** of a call output and its pre-activation to a zarr store, in batches of two: each
+  sample's stored value is Keras';
 - **ancestors and descendants** of a call's output: the call outputs upstream (downstream) are
   exactly those Keras' record of the calls says;
 - **cut points**: every call output that each path from the input to the outputs passes through
@@ -67,6 +69,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
 from typing import Any, Callable
 
@@ -512,12 +515,13 @@ def check_edit(rt: Runtime, guarded: Guarded, state: State, site: Site, edit: An
         _agree(f"{label}: {token}", got[name], w)
 
 
-def _site_value(rt: Runtime, state: State, site: Site) -> Any:
-    call = rt.calls[site.token]
+def _site_value(rt: Runtime, state: State, site: Site, x: Any = None) -> Any:
+    """Keras' value at a top-level `site` on `x` (default: the model's samples)."""
+    call, x = rt.calls[site.token], rt.x if x is None else x
     if site.where == "output" or site.where.startswith("key"):
-        return np.asarray(_keras(rt, state, lambda: _sub(rt, [call.output], rt.x))[0])
+        return np.asarray(_keras(rt, state, lambda: _sub(rt, [call.output], x))[0])
     if site.where == "pre":
-        return np.asarray(_pre_activation(call, _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))))
+        return np.asarray(_pre_activation(call, _keras(rt, state, lambda: _sub(rt, call.inputs, x))))
     return None  # inside a loop or branch: arrays are refused there
 
 
@@ -1110,6 +1114,23 @@ def check_walks(rt: Runtime, guarded: Guarded, pick: int) -> None:
                       f"Keras' record of the calls says is {'' if want else 'not '}among them")
 
 
+def check_extract(rt: Runtime, guarded: Guarded, state: State, pick: int) -> None:
+    """`extract` of a call's output (and of its pre-activation, where it has one) over the
+    samples in batches of two, to a zarr store: each sample's stored value is Keras' on its
+    batch (a model may compute from the whole batch: the branch on the batch's sum, batch norm
+    in training mode)."""
+    scope = guarded.scope
+    token = list(rt.calls)[pick % len(rt.calls)]
+    found = [s for s in sites(rt, inside=False) if s.token == token and s.where in ("output", "pre")]
+    names = [tensor_at(scope, site) for site in found]
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = guarded("extract", names, rt.x, out=os.path.join(tmp, "store"), batch_size=2, quiet=True)
+        for site, name in zip(found, names):
+            want = np.concatenate([_site_value(rt, state, site, rt.x[k : k + 2]) for k in range(0, len(rt.x), 2)])
+            got = np.stack([np.asarray(bundle[name][i]) for i in range(len(rt.x))])
+            _agree(f"extract of {site} ({name})", got, want)
+
+
 # a chain with a fork and its join in the middle: the cut points are the calls outside the fork
 _CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("add", 2, 3, 1)],
                  [("dense", 4, 1), ("loop", 5, 1)], [(3, 0, 1), (5, 0, 2), (7, 0, 3)])
@@ -1118,10 +1139,11 @@ _CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("
 @given(runtime_specs())
 @example(_CHAIN)
 @settings(max_examples=max(settings().max_examples // 4, 2))
-def test_random_feeds_cut_points_and_walks_agree_with_keras(spec):
+def test_random_feeds_cut_points_walks_and_extracts_agree_with_keras(spec):
     rt, scope, state, guarded = _traced(spec)
     _attempt("cut points", check_cut_points, rt, guarded, state, spec["ops"][0][2])
     _attempt("ancestors and descendants", check_walks, rt, guarded, spec["ops"][0][0])
+    _attempt("extract", check_extract, rt, guarded, state, spec["ops"][-1][0])
     TALLY["cut point checks"] += 1
     for site_pick, _, param in spec["ops"]:
         site = _pick(sites(rt, inside=False), site_pick)
