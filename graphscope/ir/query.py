@@ -411,8 +411,9 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
     sources = [tensors_[n].op for n in G.graph["inputs"] if tensors_[n].op in G]  # G's own (a copy may lack some)
     used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
     for n in G.graph["outputs"]:
-        if tensors_[n].op in G:
-            used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+        if tensors_[n].op in G:  # the tensor the model computes, not TensorFlow's copy of it
+            t = computed(G, tensors_[n])  # (`Identity:0`), which no tail from the outputs runs
+            used.setdefault(t.op, set()).add(t.index)
     if not sources or not used:
         return Selection()
     upstream = set(used).union(*(index.ancestors(op) for op in used))
