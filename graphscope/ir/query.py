@@ -327,14 +327,19 @@ def ancestors(
 ) -> Selection:
     """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
     depth and into nested functions, filtered like `find` (unused ops left out unless
-    `include_unused`). Never the tensors `of` names themselves (one of them upstream of
-    another included)."""
+    `include_unused`): the outputs of the ops upstream that are read on the way (of a `Split`
+    whose second output alone leads to `of`, not the first). Never the tensors `of` names
+    themselves (one of them upstream of another included)."""
     seeds = resolve(G, of)
     index = _index(G)
     ops: set[str] = set()
     for t in seeds:
         ops |= index.ancestors(t.op)
-    found = _tensors_in_order(G, ops, index)
+    read: dict[str, set[int]] = {}  # op upstream -> its outputs read on the way (not Split:1 beside Split:0)
+    for consumer in ops.union(t.op for t in seeds):
+        for producer, edge in G.pred[consumer].items():
+            read.setdefault(producer, set()).update(edge["outputs"])
+    found = [t for t in _tensors_in_order(G, ops, index) if t.index in read.get(t.op, ())]
     own = {t.name for t in seeds}  # a seed can be upstream of another one
     found = [t for t in found if t.name not in own]
     return narrow(_used(G, found, include_unused), pattern, op_type=op_type, layer=None)

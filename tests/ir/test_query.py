@@ -48,6 +48,34 @@ def test_descendants_follow_only_the_named_output(chain):
     assert chain.descendants(chain.outputs, op_type="Tanh") == gs.Selection()
 
 
+def test_ancestors_list_only_the_outputs_read_on_the_way():
+    """Hunt: ancestors listed every output of each op upstream: `Split:1` beside the `Split:0` a
+    Dense reads, all ten outputs of an LSTM's loop where its output reads one. Oracles: Keras'
+    record of which split output the Dense takes; TensorFlow's graph walked by hand from the
+    LSTM's output through op inputs."""
+    inputs = keras.Input((8,), name="x")
+    halves = keras.layers.Lambda(lambda t: tf.split(t, 2, axis=-1), name="halves")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(2, name="da")(halves[0]), keras.layers.Dense(2, name="db")(halves[1])])
+    scope = gs.trace(model, quiet=True)
+    for name in "da", "db":
+        taken = model.get_layer(name)._inbound_nodes[0].input_tensors[0]._keras_history.tensor_index
+        split = {t.index for t in scope.ancestors(scope.layer(name).output, op_type="Split")}
+        assert split == {taken}, name
+
+    model = models.recurrent("LSTM")
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs
+    graph = tf.function(model).get_concrete_function(tf.TensorSpec((None, 4, 3))).graph
+    seen, stack = set(), [graph.get_tensor_by_name(out.raw_name)]
+    while stack:  # the top-level tensors the output is computed from
+        t = stack.pop()
+        if t.name not in seen:
+            seen.add(t.name)
+            stack.extend(t.op.inputs)
+    want = {t for t in seen if graph.get_tensor_by_name(t).op.type in ("While", "StatelessWhile")}
+    assert want and {t.raw_name for t in scope.ancestors(out, op_type="(Stateless)?While")} == want
+
+
 def test_ancestor_walk_reaches_into_custom_layer_loops(map_fn_scope):
     scope = map_fn_scope
     nms = scope.ancestors(scope.layer("ROI").output, op_type=r"NonMaxSuppressionV\d")
