@@ -76,6 +76,39 @@ def test_ancestors_list_only_the_outputs_read_on_the_way():
     assert want and {t.raw_name for t in scope.ancestors(out, op_type="(Stateless)?While")} == want
 
 
+@tf.function
+def _pair(a, b):
+    return tf.tanh(a), tf.nn.relu(b)
+
+
+class _Pair(keras.layers.Layer):
+    def call(self, xs):
+        a, b = _pair(xs[0], xs[1])
+        return a * 2.0, b * 3.0
+
+
+def test_walks_through_a_helper_follow_each_of_its_results():
+    """Hunt: a `tf.function` helper taking two inputs and returning one result from each made
+    every result depend on both: `ancestors` of `ha` listed input `b`, `descendants` of `a`
+    listed `hb`. Oracle: Keras run again with one input changed (what changes depends on it)."""
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    pa, pb = _Pair(name="pair")([a, b])
+    model = keras.Model([a, b], [keras.layers.Dense(2, name="ha")(pa), keras.layers.Dense(2, name="hb")(pb)])
+    scope = gs.trace(model, quiet=True)
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 3)).astype(np.float32) for _ in range(2)]
+    base = [np.asarray(v) for v in model(x)]
+    for i, name in enumerate("ab"):
+        moved = [v + 1.0 if j == i else v for j, v in enumerate(x)]
+        changed = {out for out, v, w in zip(("ha", "hb"), base, model(moved)) if not np.allclose(v, w)}
+        assert changed == {("ha", "hb")[i]}  # the model: each output from one input
+        down = {t.layer for t in scope.descendants(f"{name}:0") if t.layer in ("ha", "hb")}
+        assert down == changed, name
+        for out in "ha", "hb":
+            up = {t.name for t in scope.ancestors(scope.layer(out).output)} & {"a:0", "b:0"}
+            assert (f"{name}:0" in up) == (out in changed), (name, out)
+
+
 def test_ancestor_walk_reaches_into_custom_layer_loops(map_fn_scope):
     scope = map_fn_scope
     nms = scope.ancestors(scope.layer("ROI").output, op_type=r"NonMaxSuppressionV\d")
