@@ -461,6 +461,9 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
             continue
         seen.add(op)
         for succ, edge in G.succ[op].items():
+            body = index.results.get(succ)
+            if body is not None and not any(p == op for p, _ in body):
+                continue  # a call reads its inputs through its body's arguments: the paths go through the body
             if succ in upstream:
                 H.add_edge(op, succ)
                 used.setdefault(op, set()).update(edge["outputs"])

@@ -295,6 +295,38 @@ def test_every_cut_point_is_a_tail_that_gives_keras_output(tmp_path):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=cut.name)
 
 
+@tf.function
+def _softplus_twice(x):
+    return tf.nn.softplus(x) * 2.0
+
+
+class _Softplus(keras.layers.Layer):
+    def call(self, x):
+        return _softplus_twice(x) - 1.0
+
+
+def test_cut_points_inside_a_helper_that_every_path_runs_through():
+    """Hunt: a call's inputs counted as a path into the call beside its body, so no tensor of a
+    `tf.function` helper's body was a cut point, though every path runs through it. Each one
+    listed, fed alone, gives the model's output computed by hand from there."""
+    inputs = keras.Input((5,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="d2")(_Softplus(name="l")(keras.layers.Dense(5, name="d")(inputs))))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    value = np.asarray(model.get_layer("d")(x)) * 1.5 + 0.25
+    after = {  # by hand, from each tensor of the body to the model's output
+        "l/PartitionedCall/x:0": lambda v: tf.nn.softplus(v) * 2.0 - 1.0,
+        "l/PartitionedCall/Softplus:0": lambda v: v * 2.0 - 1.0,
+        "l/PartitionedCall/mul:0": lambda v: v - 1.0,
+    }
+    every = scope.cut_points(every_tensor=True).names
+    assert set(after) <= set(every)
+    (out,) = scope.outputs
+    for name, rest in after.items():
+        got = scope.executor(out, feeds=[name])(value)[out.name]
+        np.testing.assert_allclose(got, model.get_layer("d2")(rest(value)), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.slow
 def test_first_15_layers_of_resnet50():
     """The seed: "the first 15 layers" of ResNet50 end inside conv2_block1's fork; the cut points
