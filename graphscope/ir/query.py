@@ -500,19 +500,23 @@ class Index:
         self.ops = list(G)  # insertion order is topological
         self.position = {name: k for k, name in enumerate(self.ops)}
         self.pred = {name: tuple(G.pred[name]) for name in self.ops}
-        # the outputs each op reads of each op before it; a call's output k reads its body's result k
-        self.reads = {name: tuple((p, edge["outputs"]) for p, edge in G.pred[name].items()) for name in self.ops}
+        # calls whose bodies are mirrored: the (op, output) each output of the call is, and what
+        # the call reads of each op before it; ops with several outputs; what those and the
+        # calls give each consumer
         self.results: dict[str, list[tuple[str, int]]] = {}
+        self.reads: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {}
+        self.several: set[str] = set()
         tensors_ = G.graph["tensors"]
-        self.several = {name for name in self.ops if len(G.nodes[name]["op"].outputs) > 1}
-        # what each op with several outputs or call gives each consumer
-        self.consumers = {name: tuple((c, edge["outputs"]) for c, edge in G.succ[name].items())
-                          for name in self.ops if name in self.several or _call_results(G, name) is not None}
+        nodes = G.nodes
         for name in self.ops:
-            results = _call_results(G, name)
-            if results is not None:
+            record = nodes[name]["op"]
+            if len(record.outputs) > 1:
+                self.several.add(name)
+            if record.type in _CALLS and (results := _call_results(G, name)) is not None:
                 self.results[name] = [(tensors_[r].op, tensors_[r].index) for r in results]
-        tensors_ = G.graph["tensors"]
+                self.reads[name] = tuple((p, edge["outputs"]) for p, edge in G.pred[name].items())
+        self.consumers = {name: tuple((c, edge["outputs"]) for c, edge in G.succ[name].items())
+                          for name in self.several | self.results.keys()}
         self.tensors = [tensors_[t] for name in self.ops for t in G.nodes[name]["op"].outputs]
         self.tensor_ops = [t.op for t in self.tensors]
         self.names = [t.name for t in self.tensors]
