@@ -160,6 +160,12 @@ def test_a_helpers_argument_fed_or_edited_reaches_only_the_helper():
     np.testing.assert_allclose(got, want_outer, rtol=1e-5, atol=1e-5)
     with pytest.raises(gs.DisconnectedError, match="x:0"):  # the layer still reads its input
         scope.executor(out, feeds=[outer])
+    hv = tf.constant(h)
+    with tf.GradientTape() as tape:  # the gradient with respect to the argument: through the helper alone
+        tape.watch(hv)
+        y, z = _outer_helper(hv)
+        total = tf.reduce_sum(y * 3.0 + z)
+    np.testing.assert_allclose(scope.gradients(out, outer, x)[outer], tape.gradient(total, hv), rtol=1e-5, atol=1e-6)
     y = tf.nn.softplus(h) * 2.0
     want_inner = y * 3.0 + tf.tanh(value) + 1.0 + h + h  # the helper's `y` is returned as it was
     got = scope.run(out, {"x": x, inner: value}, feeds=["x", inner])[out.name]
