@@ -72,6 +72,9 @@ __all__ = [
 KERAS_SUFFIX = re.compile(r"_\d+$")
 # the op TensorFlow names a call it generated (a SavedModel's serving call): its name is noise
 GENERIC_CALL = re.compile(r"(?:Stateful)?PartitionedCall(?:_\d+)?")
+# the Identity TensorFlow's inliner makes for each argument of a call it inlines, which only the
+# body's ops read: one per argument, in order, `n` counting on over the graph
+INLINED_ARGUMENT = re.compile(r"Func/(?P<call>.+)/input/_(?P<n>\d+)")
 # Keras' random-number generators keep their state in variables of this name
 RNG_STATE_VARIABLE = re.compile(r"seed_generator_state")
 # a static table's initializer (`tf.lookup.KeyValueTensorInitializer`) imports its keys and

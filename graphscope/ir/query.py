@@ -327,17 +327,33 @@ def ancestors(
 ) -> Selection:
     """Every tensor upstream of `of` (a name, Tensor, Selection or Layer; see `resolve`), at any
     depth and into nested functions, filtered like `find` (unused ops left out unless
-    `include_unused`). Never the tensors `of` names themselves (one of them upstream of
-    another included)."""
+    `include_unused`): the outputs of the ops upstream that are read on the way (of a `Split`
+    whose second output alone leads to `of`, not the first). Never the tensors `of` names
+    themselves (one of them upstream of another included)."""
     seeds = resolve(G, of)
     index = _index(G)
-    ops: set[str] = set()
-    for t in seeds:
-        ops |= index.ancestors(t.op)
+    ops, read = index.upstream([(t.op, t.index) for t in seeds])
     found = _tensors_in_order(G, ops, index)
+    if read:  # ops with several outputs: only those read
+        found = [t for t in found if t.op not in read or t.index in read[t.op]]
     own = {t.name for t in seeds}  # a seed can be upstream of another one
     found = [t for t in found if t.name not in own]
     return narrow(_used(G, found, include_unused), pattern, op_type=op_type, layer=None)
+
+
+def _call_results(G: nx.DiGraph, op: str) -> list[str] | None:
+    """For a function call whose body is mirrored: the body's result each output of the call
+    is (the mirror lists them as the call's last inputs; the body reads the call's inputs
+    through its arguments), else None."""
+    record = G.nodes[op]["op"]
+    if record.type not in _CALLS or len(record.outputs) > len(record.inputs):
+        return None
+    results = list(record.inputs[len(record.inputs) - len(record.outputs):])
+    tensors_ = G.graph["tensors"]
+    inner = (*record.function, op)
+    if not results or any(tensors_[n].function[: len(inner)] != inner for n in results):
+        return None
+    return results
 
 
 def descendants(
@@ -352,14 +368,30 @@ def descendants(
     filtered like `find` (unused ops left out unless `include_unused`). Like `ancestors`, never the tensors `of` names themselves (one of
     them downstream of another included)."""
     seeds = resolve(G, of)
-    ops: set[str] = set()
-    for t in seeds:
+    tensors_ = G.graph["tensors"]
+    index = _index(G)
+    reached: dict[str, set[int]] = {}  # op downstream -> its outputs that depend on `of`
+    seen: set[str] = set()
+    stack = [t.name for t in seeds]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        t = tensors_[name]
         for consumer, edge in G.succ[t.op].items():
-            if t.index in edge["outputs"] and consumer not in ops:
-                ops.add(consumer)
-                ops |= nx.descendants(G, consumer)
+            if t.index not in edge["outputs"]:
+                continue
+            record = G.nodes[consumer]["op"]
+            results = index.results.get(consumer)
+            # a call's input reaches its outputs through the body's arguments; its body's result k, output k
+            outs = range(len(record.outputs)) if results is None else [k for k, r in enumerate(results)
+                                                                       if r == (t.op, t.index)]
+            for k in outs:
+                reached.setdefault(consumer, set()).add(k)
+                stack.append(record.outputs[k])
     own = {t.name for t in seeds}
-    found = [t for t in _tensors_in_order(G, ops, _index(G)) if t.name not in own]
+    found = [t for t in _tensors_in_order(G, set(reached), index) if t.index in reached[t.op] and t.name not in own]
     return narrow(_used(G, found, include_unused), pattern, op_type=op_type, layer=None)
 
 
@@ -411,8 +443,9 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
     sources = [tensors_[n].op for n in G.graph["inputs"] if tensors_[n].op in G]  # G's own (a copy may lack some)
     used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
     for n in G.graph["outputs"]:
-        if tensors_[n].op in G:
-            used.setdefault(tensors_[n].op, set()).add(tensors_[n].index)
+        if tensors_[n].op in G:  # the tensor the model computes, not TensorFlow's copy of it
+            t = computed(G, tensors_[n])  # (`Identity:0`), which no tail from the outputs runs
+            used.setdefault(t.op, set()).add(t.index)
     if not sources or not used:
         return Selection()
     upstream = set(used).union(*(index.ancestors(op) for op in used))
@@ -428,6 +461,9 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
             continue
         seen.add(op)
         for succ, edge in G.succ[op].items():
+            body = index.results.get(succ)
+            if body is not None and not any(p == op for p, _ in body):
+                continue  # a call reads its inputs through its body's arguments: the paths go through the body
             if succ in upstream:
                 H.add_edge(op, succ)
                 used.setdefault(op, set()).update(edge["outputs"])
@@ -464,7 +500,23 @@ class Index:
         self.ops = list(G)  # insertion order is topological
         self.position = {name: k for k, name in enumerate(self.ops)}
         self.pred = {name: tuple(G.pred[name]) for name in self.ops}
+        # calls whose bodies are mirrored: the (op, output) each output of the call is, and what
+        # the call reads of each op before it; ops with several outputs; what those and the
+        # calls give each consumer
+        self.results: dict[str, list[tuple[str, int]]] = {}
+        self.reads: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {}
+        self.several: set[str] = set()
         tensors_ = G.graph["tensors"]
+        nodes = G.nodes
+        for name in self.ops:
+            record = nodes[name]["op"]
+            if len(record.outputs) > 1:
+                self.several.add(name)
+            if record.type in _CALLS and (results := _call_results(G, name)) is not None:
+                self.results[name] = [(tensors_[r].op, tensors_[r].index) for r in results]
+                self.reads[name] = tuple((p, edge["outputs"]) for p, edge in G.pred[name].items())
+        self.consumers = {name: tuple((c, edge["outputs"]) for c, edge in G.succ[name].items())
+                          for name in self.several | self.results.keys()}
         self.tensors = [tensors_[t] for name in self.ops for t in G.nodes[name]["op"].outputs]
         self.tensor_ops = [t.op for t in self.tensors]
         self.names = [t.name for t in self.tensors]
@@ -480,6 +532,69 @@ class Index:
                     seen.add(p)
                     stack.append(p)
         return seen
+
+    def upstream(self, starts: list[tuple[str, int]]) -> tuple[set[str], dict[str, set[int]]]:
+        """The ops upstream of the tensors `starts` ((op, output) pairs), and for those with
+        several outputs, the outputs read on the way: the tensors they are computed from. A
+        call's output reads only its body's result (the body reads the call's inputs through its
+        arguments), so an argument only another output needs is not upstream of it."""
+        pred, results = self.pred, self.results
+        seen: set[str] = set()
+        stack: list[str] = []
+        calls: dict[str, set[int]] = {}  # call -> the outputs whose body results are walked
+        wanted: dict[str, set[int]] = {}  # call -> the outputs read (by a start or an op upstream)
+        for op, k in starts:
+            if op in results:
+                wanted.setdefault(op, set()).add(k)
+            else:
+                stack.append(op)
+        starting = {op for op, _ in starts}
+        while True:
+            while stack:  # op by op; a call waits until what reads it is known
+                op = stack.pop()
+                if op in results:
+                    wanted.setdefault(op, set())
+                    continue
+                for p in pred[op]:
+                    if p not in seen:
+                        seen.add(p)
+                        stack.append(p)
+            changed = False
+            for call, outputs in wanted.items():
+                outputs |= self._read_of(call, seen | (starting - results.keys()), calls)
+                for k in outputs - calls.setdefault(call, set()):
+                    calls[call].add(k)
+                    changed = True
+                    producer, _ = self.body_results(call, k)
+                    if producer is not None and producer not in seen:
+                        seen.add(producer)
+                        stack.append(producer)
+            if not changed:
+                break
+        inside = seen | starting
+        return seen, {op: self._read_of(op, inside, calls) for op in seen & self.several}
+
+    def body_results(self, call: str, k: int) -> tuple[str | None, int]:
+        """The op and output of the body's result that the call's output `k` is (None when G
+        has no edge from it)."""
+        body = self.results[call]
+        if k >= len(body):
+            return None, 0
+        producer, index = body[k]
+        return (producer, index) if any(p == producer and index in i for p, i in self.reads[call]) else (None, 0)
+
+    def _read_of(self, op: str, inside: set[str], calls: dict[str, set[int]]) -> set[int]:
+        """The outputs of `op` that the ops `inside` read (a call among them: through the
+        results of its outputs in `calls`)."""
+        read: set[int] = set()
+        for consumer, indices in self.consumers[op]:
+            if consumer not in inside and consumer not in calls:
+                continue
+            if consumer in self.results:
+                read.update(i for k in calls.get(consumer, ()) for p, i in [self.body_results(consumer, k)] if p == op)
+            else:
+                read.update(indices)
+        return read
 
     def search(self, rx: re.Pattern[str]) -> list[str]:
         """Names where `rx.search` matches, in order. A literal every match must contain

@@ -2,7 +2,8 @@
 
 The inliner renames the ops of inlined calls (`<call>/<op>`), keeps loops, branches and XLA calls
 functional, and may drop an op whose value another tensor also holds (a call's argument is the
-call's input). `Locator.locate` follows a tensor's `Site` through that graph.
+call's input; the body reads it through an `Identity` the inliner makes, which is where the
+argument is). `Locator.locate` follows a tensor's `Site` through that graph.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from typing import Any
 
 import tensorflow as tf
 
+from graphscope.backend import tf_internals as _tf
 from graphscope.backend.mirror import Site
 from graphscope.errors import UnsupportedFetchError
 from graphscope.ir.records import Tensor
 from graphscope.runtime import expose
 
 __all__ = ["Locator"]
+
+
+def _normal(tensor: str) -> str:
+    return tensor if ":" in tensor else f"{tensor}:0"
 
 
 class Locator:
@@ -35,6 +41,7 @@ class Locator:
         self.tensors = tensors
         self.sites = sites
         self._functions: dict[str, dict[str, Any]] = {}
+        self._copies: dict[str, list[str]] | None = None
 
     def locate(self, t: Tensor) -> str | expose.Target:
         """Where `t` is computed at run time: a top-level tensor name, or an `expose.Target`
@@ -46,6 +53,8 @@ class Locator:
         seen = {t.name}
         while True:
             where = self._direct(t)
+            if where is None and len(seen) == 1:
+                where = self._inlined_argument(t)
             if where is not None:
                 return where
             alias = self.sites[t.name].alias
@@ -88,6 +97,39 @@ class Locator:
         if not steps:
             return f"{local}:{t.index}"
         return expose.Target(tuple(steps), local, None, t.index, dtype)
+
+    def _inlined_argument(self, t: Tensor) -> str | None:
+        """Where an argument of a top-level call the inliner inlined is: the `Identity` it made
+        for the argument (`Func/<call>/input/_<n>`, one per argument in order; `n` counts on
+        over the graph), which only the body's ops read. Not the call's input (the alias): a feed
+        or an edit there would reach the caller's other readers of that value too. None when
+        the inliner made no such copy, or when its copy reads something else than the input."""
+        site = self.sites[t.name]
+        if site.arg is None or site.alias is None or not site.path or any(a != "f" for _, a in site.path):
+            return None
+        call = "/".join(local for local, _ in site.path)
+        if call in self.nodes:  # the call was kept (an XLA helper): its body is not inlined
+            return None
+        copies = self._argument_copies().get(call, [])
+        source = self.locate(self.tensors[site.alias]) if site.alias in self.tensors else None
+        if site.arg >= len(copies) or not isinstance(source, str):
+            return None
+        copy = self.nodes[copies[site.arg]]
+        data = [i for i in copy.input if not i.startswith("^")]
+        if len(data) != 1 or _normal(data[0]) != _normal(source):
+            return None
+        return f"{copy.name}:0"
+
+    def _argument_copies(self) -> dict[str, list[str]]:
+        """The inliner's argument copies of each inlined top-level call, in argument order."""
+        if self._copies is None:
+            found: dict[str, list[tuple[int, str]]] = {}
+            for name, node in self.nodes.items():
+                match = _tf.INLINED_ARGUMENT.fullmatch(name)
+                if match and node.op == "Identity":
+                    found.setdefault(match["call"], []).append((int(match["n"]), name))
+            self._copies = {call: [name for _, name in sorted(copies)] for call, copies in found.items()}
+        return self._copies
 
     def _function_nodes(self, function: str) -> dict[str, Any]:
         nodes = self._functions.get(function)

@@ -108,6 +108,28 @@ def test_inline_calls_names_inner_ops_under_the_call():
     assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
 
 
+def test_inline_calls_copies_each_argument_into_the_body_through_an_identity():
+    """The executor feeds and edits an inlined call's argument at this copy, which only the
+    body reads (its input has other readers)."""
+    @tf.function
+    def helper(a, b):
+        return tf.nn.softplus(a) * b
+
+    @tf.function
+    def f(x, y):
+        return helper(x, y) + x
+
+    cf = f.get_concrete_function(tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32))
+    nodes = {n.name: n for n in _tf.inline_calls(cf).node}
+    (call,) = [op.name for op in cf.graph.get_operations() if op.type.endswith("PartitionedCall")]
+    copies = sorted((int(m["n"]), name) for name in nodes if (m := _tf.INLINED_ARGUMENT.fullmatch(name))
+                    and m["call"] == call)
+    assert [nodes[name].op for _, name in copies] == ["Identity", "Identity"]
+    assert [list(nodes[name].input) for _, name in copies] == [["x"], ["y"]]  # in argument order
+    softplus = next(n for n in nodes.values() if n.op == "Softplus")
+    assert list(softplus.input) == [copies[0][1]]  # the body reads the copy, not the input
+
+
 def test_flat_function_calls_without_keeping_the_traced_graph():
     v = tf.Variable(2.0)
     cf = tf.compat.v1.wrap_function(lambda x: [x * v, x + 1], [tf.TensorSpec([], tf.float32)])

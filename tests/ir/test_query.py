@@ -48,6 +48,67 @@ def test_descendants_follow_only_the_named_output(chain):
     assert chain.descendants(chain.outputs, op_type="Tanh") == gs.Selection()
 
 
+def test_ancestors_list_only_the_outputs_read_on_the_way():
+    """Hunt: ancestors listed every output of each op upstream: `Split:1` beside the `Split:0` a
+    Dense reads, all ten outputs of an LSTM's loop where its output reads one. Oracles: Keras'
+    record of which split output the Dense takes; TensorFlow's graph walked by hand from the
+    LSTM's output through op inputs."""
+    inputs = keras.Input((8,), name="x")
+    halves = keras.layers.Lambda(lambda t: tf.split(t, 2, axis=-1), name="halves")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(2, name="da")(halves[0]), keras.layers.Dense(2, name="db")(halves[1])])
+    scope = gs.trace(model, quiet=True)
+    for name in "da", "db":
+        taken = model.get_layer(name)._inbound_nodes[0].input_tensors[0]._keras_history.tensor_index
+        split = {t.index for t in scope.ancestors(scope.layer(name).output, op_type="Split")}
+        assert split == {taken}, name
+
+    model = models.recurrent("LSTM")
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs
+    graph = tf.function(model).get_concrete_function(tf.TensorSpec((None, 4, 3))).graph
+    seen, stack = set(), [graph.get_tensor_by_name(out.raw_name)]
+    while stack:  # the top-level tensors the output is computed from
+        t = stack.pop()
+        if t.name not in seen:
+            seen.add(t.name)
+            stack.extend(t.op.inputs)
+    want = {t for t in seen if graph.get_tensor_by_name(t).op.type in ("While", "StatelessWhile")}
+    assert want and {t.raw_name for t in scope.ancestors(out, op_type="(Stateless)?While")} == want
+
+
+@tf.function
+def _pair(a, b):
+    return tf.tanh(a), tf.nn.relu(b)
+
+
+class _Pair(keras.layers.Layer):
+    def call(self, xs):
+        a, b = _pair(xs[0], xs[1])
+        return a * 2.0, b * 3.0
+
+
+def test_walks_through_a_helper_follow_each_of_its_results():
+    """Hunt: a `tf.function` helper taking two inputs and returning one result from each made
+    every result depend on both: `ancestors` of `ha` listed input `b`, `descendants` of `a`
+    listed `hb`. Oracle: Keras run again with one input changed (what changes depends on it)."""
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    pa, pb = _Pair(name="pair")([a, b])
+    model = keras.Model([a, b], [keras.layers.Dense(2, name="ha")(pa), keras.layers.Dense(2, name="hb")(pb)])
+    scope = gs.trace(model, quiet=True)
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 3)).astype(np.float32) for _ in range(2)]
+    base = [np.asarray(v) for v in model(x)]
+    for i, name in enumerate("ab"):
+        moved = [v + 1.0 if j == i else v for j, v in enumerate(x)]
+        changed = {out for out, v, w in zip(("ha", "hb"), base, model(moved)) if not np.allclose(v, w)}
+        assert changed == {("ha", "hb")[i]}  # the model: each output from one input
+        down = {t.layer for t in scope.descendants(f"{name}:0") if t.layer in ("ha", "hb")}
+        assert down == changed, name
+        for out in "ha", "hb":
+            up = {t.name for t in scope.ancestors(scope.layer(out).output)} & {"a:0", "b:0"}
+            assert (f"{name}:0" in up) == (out in changed), (name, out)
+
+
 def test_ancestor_walk_reaches_into_custom_layer_loops(map_fn_scope):
     scope = map_fn_scope
     nms = scope.ancestors(scope.layer("ROI").output, op_type=r"NonMaxSuppressionV\d")
@@ -204,6 +265,68 @@ def test_cut_points_of_several_outputs_stop_before_they_part(demo_scope):
     assert demo_scope.cut_points().names == ["input_image:0", "conv1/Relu:0", "conv2/Relu:0", "rpn_conv_shared/Relu:0"]
 
 
+def test_every_cut_point_is_a_tail_that_gives_keras_output(tmp_path):
+    """Hunt: `cut_points(every_tensor=True)` listed `Identity:0`, TensorFlow's copy of the output,
+    which no path to `scope.outputs` passes through (its tail raised DisconnectedError); a
+    SavedModel's cut points were its input, its call and that copy, never a layer's output. Each
+    cut point, fed the head's value changed, must give what Keras computes from there."""
+    inputs = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(4, activation="relu", name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="d2")(hidden))
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    model.export(tmp_path / "saved", verbose=False)
+    for scope in gs.trace(model, quiet=True), gs.trace(str(tmp_path / "saved"), quiet=True):
+        assert [t.layer for t in scope.cut_points()[1:]] == ["d1", "d2"]  # Keras: a chain of two layers
+        (out,) = scope.outputs
+        for cut in scope.cut_points(every_tensor=True):
+            value = scope.run(cut, x)[cut.name] * 1.5 + 0.25
+            if cut.op_type == "Placeholder":  # the input (a SavedModel's call also has it as an argument)
+                want = model(value)
+            elif cut.layer is None:
+                raise AssertionError(f"{cut.name} is listed as a cut point, but is no input or layer's tensor")
+            elif cut.name.startswith("d2/"):  # inside the last layer: its BiasAdd by hand from MatMul
+                want = value + model.get_layer("d2").bias if "MatMul" in cut.name else value
+            elif cut.name.startswith("d1/") and "Relu" not in cut.name:
+                pre = value + model.get_layer("d1").bias if "MatMul" in cut.name else value
+                want = model.get_layer("d2")(keras.ops.relu(pre))
+            else:
+                want = model.get_layer("d2")(value)
+            got = scope.executor(scope.outputs, feeds=[cut])(value)[out.name]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=cut.name)
+
+
+@tf.function
+def _softplus_twice(x):
+    return tf.nn.softplus(x) * 2.0
+
+
+class _Softplus(keras.layers.Layer):
+    def call(self, x):
+        return _softplus_twice(x) - 1.0
+
+
+def test_cut_points_inside_a_helper_that_every_path_runs_through():
+    """Hunt: a call's inputs counted as a path into the call beside its body, so no tensor of a
+    `tf.function` helper's body was a cut point, though every path runs through it. Each one
+    listed, fed alone, gives the model's output computed by hand from there."""
+    inputs = keras.Input((5,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="d2")(_Softplus(name="l")(keras.layers.Dense(5, name="d")(inputs))))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    value = np.asarray(model.get_layer("d")(x)) * 1.5 + 0.25
+    after = {  # by hand, from each tensor of the body to the model's output
+        "l/PartitionedCall/x:0": lambda v: tf.nn.softplus(v) * 2.0 - 1.0,
+        "l/PartitionedCall/Softplus:0": lambda v: v * 2.0 - 1.0,
+        "l/PartitionedCall/mul:0": lambda v: v - 1.0,
+    }
+    every = scope.cut_points(every_tensor=True).names
+    assert set(after) <= set(every)
+    (out,) = scope.outputs
+    for name, rest in after.items():
+        got = scope.executor(out, feeds=[name])(value)[out.name]
+        np.testing.assert_allclose(got, model.get_layer("d2")(rest(value)), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.slow
 def test_first_15_layers_of_resnet50():
     """The seed: "the first 15 layers" of ResNet50 end inside conv2_block1's fork; the cut points
@@ -345,12 +468,12 @@ def test_cut_points_when_an_output_depends_on_no_input():
     scope = gs.trace(both, [tf.TensorSpec((None,), tf.float32)], quiet=True)
     G = scope.graph
     source = scope.model_graph.inputs[0].op
-    sink = G.graph["outputs"][scope.output_keys.index("a")].partition(":")[0]
+    sink = scope.output("a").op  # the output computed, not TensorFlow's Identity copy of it
     # by hand: the input, the output, and each op between them whose removal cuts every path
     between = (nx.ancestors(G, sink) & nx.descendants(G, source))
     by_hand = {source, sink} | {op for op in between if not nx.has_path(nx.restricted_view(G, [op], []), source, sink)}
     cuts = scope.cut_points(every_tensor=True)
-    assert {t.op for t in cuts} == by_hand and len(cuts) >= 4  # input, mul, Tanh, add (and the output copy)
+    assert {t.op for t in cuts} == by_hand and len(cuts) >= 4  # input, mul, Tanh, add
     assert str(scope)
 
 

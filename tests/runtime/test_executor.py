@@ -122,6 +122,57 @@ def test_resnet50_fed_at_an_intermediate_tensor():
     np.testing.assert_allclose(part[later.name], want, rtol=1e-4, atol=1e-4)
 
 
+@tf.function
+def _inner_helper(x):
+    return tf.tanh(x)
+
+
+@tf.function
+def _outer_helper(x):
+    y = tf.nn.softplus(x) * 2.0
+    return y, _inner_helper(y) + 1.0 + x
+
+
+class _Helped(keras.layers.Layer):
+    def call(self, x):
+        y, z = _outer_helper(x)
+        return y * 3.0 + z + x  # the call's input and the helper's result read outside it too
+
+
+def test_a_helpers_argument_fed_or_edited_reaches_only_the_helper():
+    """Hunt: feeding (or editing) the argument of a `tf.function` helper the inliner inlined
+    replaced the value it is called with everywhere: the layer's own reads of that value took
+    the fed value too, silently, and no model input was asked for. Oracle: the helpers called
+    eagerly, by hand."""
+    inputs = keras.Input((5,), name="x")
+    model = keras.Model(inputs, _Helped(name="helped")(keras.layers.Dense(5, name="d")(inputs)))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    h = model.get_layer("d")(x)
+    value = np.asarray(h) * 1.5 + 0.25
+    (out,) = scope.outputs
+    outer, inner = "helped/PartitionedCall/x:0", "helped/PartitionedCall/PartitionedCall/x:0"
+    y = tf.nn.softplus(value) * 2.0
+    want_outer = y * 3.0 + tf.tanh(y) + 1.0 + value + h  # the layer's `+ x` reads the call's input
+    got = scope.run(out, {"x": x, outer: value}, feeds=["x", outer])[out.name]
+    np.testing.assert_allclose(got, want_outer, rtol=1e-5, atol=1e-5)
+    got = scope.run(out, x, edits={outer: value})[out.name]
+    np.testing.assert_allclose(got, want_outer, rtol=1e-5, atol=1e-5)
+    with pytest.raises(gs.DisconnectedError, match="x:0"):  # the layer still reads its input
+        scope.executor(out, feeds=[outer])
+    hv = tf.constant(h)
+    with tf.GradientTape() as tape:  # the gradient with respect to the argument: through the helper alone
+        tape.watch(hv)
+        y, z = _outer_helper(hv)
+        total = tf.reduce_sum(y * 3.0 + z)
+    np.testing.assert_allclose(scope.gradients(out, outer, x)[outer], tape.gradient(total, hv), rtol=1e-5, atol=1e-6)
+    y = tf.nn.softplus(h) * 2.0
+    want_inner = y * 3.0 + tf.tanh(value) + 1.0 + h + h  # the helper's `y` is returned as it was
+    got = scope.run(out, {"x": x, inner: value}, feeds=["x", inner])[out.name]
+    np.testing.assert_allclose(got, want_inner, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scope.run(inner, x)[inner], y, rtol=1e-6)  # fetched, it is the value passed
+
+
 def test_shallow_fetch_runs_a_fraction_of_the_model():
     model = models.functional()
     scope = gs.trace(model)
