@@ -1136,8 +1136,14 @@ _CHAIN = _vector([("dense", 0, 0, 2), ("dense", 1, 1, 2), ("dense", 1, 1, 2), ("
                  [("dense", 4, 1), ("loop", 5, 1)], [(3, 0, 1), (5, 0, 2), (7, 0, 3)])
 
 
+# a tf.cond layer's output (an Identity of the If op's) as the model's output: a cut point (the
+# walk from the output through TensorFlow's copies stops at the layer's own output)
+_COND_OUT = _vector([("bn", 0, 0, 1)], [("cond", 1, 1)], [(1, 0, 0)])
+
+
 @given(runtime_specs())
 @example(_CHAIN)
+@example(_COND_OUT)
 @settings(max_examples=max(settings().max_examples // 4, 2))
 def test_random_feeds_cut_points_walks_and_extracts_agree_with_keras(spec):
     rt, scope, state, guarded = _traced(spec)

@@ -14,7 +14,7 @@ import bisect
 import itertools
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import networkx as nx
@@ -169,19 +169,23 @@ _PASS_THROUGH = frozenset({"Identity", "IdentityN"})
 _CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
-def computed(G: nx.DiGraph, t: Tensor) -> Tensor:
+def computed(G: nx.DiGraph, t: Tensor, *, stop: Callable[[Tensor], bool] | None = None) -> Tensor:
     """`t`, or the tensor it copies unchanged when it is a top-level `Identity` or `IdentityN`
     (as TensorFlow copies a function's results), followed through top-level `Identity` ops and
     through a function call's output to the tensor its body computes (the body's own result
     copies included): what an output key means. A SavedModel's serving function returns
     `StatefulPartitionedCall:0`; the model computed `probs/Softmax:0` in the call's body, the
     name a live trace gives it. An `IdentityN` further up is no copy but a custom gradient's
-    result (`tf.custom_gradient`: SiLU), and is kept."""
+    result (`tf.custom_gradient`: SiLU), and is kept. `stop`: a tensor it holds true of is not
+    followed further (cut points stop at a layer's own output, which may be an `Identity`: a
+    `tf.cond`'s)."""
     seen = set()
     kinds = _PASS_THROUGH
     function: tuple[str, ...] = ()
     tensors = G.graph["tensors"]
     while t.function == function and t.name not in seen and (t.op_type in kinds or t.op_type in _CALLS):
+        if stop is not None and seen and stop(t):
+            break
         seen.add(t.name)
         inputs = G.nodes[t.op]["op"].inputs
         if t.op_type in _CALLS:  # the mirror lists the body's results as the call's last inputs
@@ -444,7 +448,8 @@ def cut_points(G: nx.DiGraph, *, every_tensor: bool = False) -> Selection:
     used: dict[str, set[int]] = {}  # op -> outputs a graph output takes
     for n in G.graph["outputs"]:
         if tensors_[n].op in G:  # the tensor the model computes, not TensorFlow's copy of it
-            t = computed(G, tensors_[n])  # (`Identity:0`), which no tail from the outputs runs
+            # (`Identity:0`), which no tail from the outputs runs; a layer's own output is kept
+            t = computed(G, tensors_[n], stop=lambda u: u.layer is not None)
             used.setdefault(t.op, set()).add(t.index)
     if not sources or not used:
         return Selection()
