@@ -313,7 +313,7 @@ class Scope(Queries, Shown):
             fetches: tensor or layer names, Tensors, a Selection or a Layer.
             data: numpy arrays (a dict or list of them for several inputs; tensors are read as
                 arrays), a `.npy` file's path (memory-mapped) or an `.npz`'s (arrays by input
-                name), a `tf.data.Dataset` (of batches, or of samples when `batch_size` is given;
+                name), a dict or list of `.npy` paths (one per input), a `tf.data.Dataset` (of batches, or of samples when `batch_size` is given;
                 `(x, y)` elements give x), or an iterable of batches.
             out: the store's directory (zarr v3). Re-running the same call after an
                 interruption continues where it stopped; a finished store is left as it is.

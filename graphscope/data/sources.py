@@ -62,6 +62,18 @@ def _all_arrays(data: Any) -> bool:
     return isinstance(data, np.ndarray)
 
 
+def _read_npy_paths(data: Any) -> Any:
+    """`data` (a dict, list or tuple of inputs) with each `.npy` file's path in it read as its
+    array (memory-mapped): `[images.npy, meta.npy]` for a model of two inputs."""
+    if isinstance(data, (str, os.PathLike)) and os.fspath(data).endswith(".npy"):
+        return read_array(os.fspath(data), mmap=True)
+    if isinstance(data, Mapping):
+        return {k: _read_npy_paths(v) for k, v in data.items()}
+    if type(data) in (list, tuple):
+        return type(data)(_read_npy_paths(v) for v in data)
+    return data
+
+
 def _numpy(data: Any) -> Any:
     """`data` with its tensors (eager `tf.Tensor`s, at the top or in dicts, lists and tuples) as
     numpy arrays; anything else as it is."""
@@ -99,6 +111,8 @@ class Batches:
             os.path.exists(data) or os.fspath(data).endswith((".npy", ".npz"))
         ):  # a .npy file (memory-mapped) or an .npz
             data = read_array(os.fspath(data), mmap=True)
+        elif isinstance(data, (Mapping, list, tuple)):  # a .npy file's path per input
+            data = _read_npy_paths(data)
         data = _numpy(data)  # tensors hold arrays (not batches to iterate over), read as numpy's
         arrays = self._as_arrays(data)
         if arrays is not None:
@@ -130,8 +144,8 @@ class Batches:
             self._iterable = data
         else:
             raise ArgumentError(
-                f"data must be numpy arrays (a dict or list of them for several inputs), a .npy or .npz "
-                f"file's path, a tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
+                f"data must be numpy arrays (a dict or list of them for several inputs, or of .npy files' paths), "
+                f"a .npy or .npz file's path, a tf.data.Dataset or an iterable of batches, got {type(data).__name__}"
             )
 
     def _as_arrays(self, data: Any) -> list[np.ndarray] | None:

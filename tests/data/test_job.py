@@ -362,3 +362,23 @@ def test_memory_stays_flat_over_a_large_dataset(map_fn_demo, tmp_path):
     bundle = map_fn_demo.extract(["conv1/BiasAdd:0"], batches(), out=tmp_path / "big.zarr")
     assert bundle.samples == 4800
     assert rss[299] - rss[50] < 60, rss
+
+
+@pytest.mark.parametrize("by", ["list", "dict"])
+def test_a_npy_path_per_input(tmp_path, by):
+    """Several inputs, each from its .npy file (a list in input order, or a dict by input
+    name): the stored values are Keras' on the arrays."""
+    model = models.multi_input()
+    scope = gs.trace(model, quiet=True)
+    rng = np.random.default_rng(3)
+    img, meta = rng.normal(size=(5, 4, 4, 1)).astype("float32"), rng.normal(size=(5, 3)).astype("float32")
+    np.save(tmp_path / "img.npy", img)
+    np.save(tmp_path / "meta.npy", meta)
+    paths = [tmp_path / "img.npy", str(tmp_path / "meta.npy")]
+    data = paths if by == "list" else {"meta": paths[1], "img": paths[0]}
+    bundle = scope.extract("add", data, out=tmp_path / "store", batch_size=2, quiet=True)
+    want = keras.Model(model.inputs, model.get_layer("add").output)([img, meta]).numpy()
+    got = np.stack([bundle["add/Add:0"][i] for i in range(5)])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    stats = scope.statistics("add", data, batch_size=2, quiet=True)["add/Add:0"]
+    np.testing.assert_allclose(stats.mean, want.mean(0), rtol=1e-6, atol=1e-6)
