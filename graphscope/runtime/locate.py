@@ -18,12 +18,9 @@ from graphscope.backend.mirror import Site
 from graphscope.errors import UnsupportedFetchError
 from graphscope.ir.records import Tensor
 from graphscope.runtime import expose
+from graphscope.runtime.prune import normal
 
 __all__ = ["Locator"]
-
-
-def _normal(tensor: str) -> str:
-    return tensor if ":" in tensor else f"{tensor}:0"
 
 
 class Locator:
@@ -116,7 +113,7 @@ class Locator:
             return None
         copy = self.nodes[copies[site.arg]]
         data = [i for i in copy.input if not i.startswith("^")]
-        if len(data) != 1 or _normal(data[0]) != _normal(source):
+        if len(data) != 1 or normal(data[0]) != normal(source):
             return None
         return f"{copy.name}:0"
 
