@@ -565,8 +565,10 @@ class Index:
                         seen.add(p)
                         stack.append(p)
             changed = False
+            # what reads the calls, as the round starts (a round that finds more runs another)
+            inside = seen | (starting - results.keys())
             for call, outputs in wanted.items():
-                outputs |= self._read_of(call, seen | (starting - results.keys()), calls)
+                outputs |= self._read_of(call, inside, calls)
                 for k in outputs - calls.setdefault(call, set()):
                     calls[call].add(k)
                     changed = True
