@@ -1035,20 +1035,21 @@ def _fed_value(rt: Runtime, state: State, site: Site, param: int) -> np.ndarray:
     return (_site_value(rt, state, site) * (0.5 + param / 4) + 0.25).astype(np.float32)
 
 
-def check_feed(rt: Runtime, guarded: Guarded, state: State, site: Site, param: int) -> None:
+def check_feed(rt: Runtime, guarded: Guarded, state: State, site: Site, param: int, *, alone: bool = False) -> None:
     """The model's outputs with a call output or pre-activation fed a value of ours (and the
-    model's input too, where Keras' record of the calls says an output still needs it) against
-    Keras re-running the model with that value in place."""
+    model's input too, where Keras' record of the calls says an output still needs it, unless
+    `alone`: a cut point's tail) against Keras re-running the model with that value in place."""
     scope = guarded.scope
     fed = _fed_value(rt, state, site, param)
     _, want = edited_by_keras(rt, state, site, fed, rt.outputs)
     target = tensor_at(scope, site)
     outs = [scope.layer(t).output.name for t in rt.outputs]
-    needs_input = any(_reaches_input(rt, t, rt.calls[site.token]) for t in rt.outputs)
+    needs_input = not alone and any(_reaches_input(rt, t, rt.calls[site.token]) for t in rt.outputs)
     feeds, inputs = ([target, scope.inputs[0]], [fed, rt.x]) if needs_input else ([target], [fed])
     got = guarded("run", outs, inputs, feeds=feeds)
+    fed_by = " alone" if alone else ", and the input" if needs_input else ""
     for token, name, w in zip(rt.outputs, outs, want):
-        _agree(f"feed {site} ({target}{', and the input' if needs_input else ''}): {token}", got[name], w)
+        _agree(f"feed {site} ({target}{fed_by}): {token}", got[name], w)
 
 
 def check_cut_points(rt: Runtime, guarded: Guarded, state: State, param: int) -> None:
@@ -1078,14 +1079,7 @@ def check_cut_points(rt: Runtime, guarded: Guarded, state: State, param: int) ->
                   f"not among the cut points {cuts}")
     if not cuts:
         return
-    name = cuts[param % len(cuts)]
-    site = Site(tokens_of[name][0], "output")
-    fed = _fed_value(rt, state, site, param)
-    _, want = edited_by_keras(rt, state, site, fed, rt.outputs)
-    outs = [scope.layer(t).output.name for t in rt.outputs]
-    got = guarded("run", outs, [fed], feeds=[name])
-    for token, out, w in zip(rt.outputs, outs, want):
-        _agree(f"the tail fed by cut point {name} alone: {token}", got[out], w)
+    check_feed(rt, guarded, state, Site(tokens_of[cuts[param % len(cuts)]][0], "output"), param, alone=True)
 
 
 def check_walks(rt: Runtime, guarded: Guarded, pick: int) -> None:
@@ -1095,7 +1089,7 @@ def check_walks(rt: Runtime, guarded: Guarded, pick: int) -> None:
     through) are left out: a tensor cannot tell them apart."""
     scope = guarded.scope
     names = {token: scope.layer(token).output.name for token in rt.calls}
-    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    shared = {n for n, count in collections.Counter(names.values()).items() if count > 1}
     tokens = [t for t in rt.calls if names[t] not in shared]
     if not tokens:
         return
