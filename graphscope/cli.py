@@ -419,8 +419,10 @@ def _edits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[st
     return edits or None
 
 
-def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], list[Any]]:
-    """--input arrays: by name (NAME=FILE), or positional; the demo's synthetic images if none."""
+def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser, *, mmap: bool = False,
+            demo_samples: int | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """--input arrays: by name (NAME=FILE), or positional (memory-mapped with `mmap`); the
+    demo's synthetic images if none (`demo_samples` of them, or one batch)."""
     from graphscope.data.sources import read_array
 
     named: dict[str, Any] = {}
@@ -428,9 +430,9 @@ def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
     for spec in args.inputs:
         name, sep, path = spec.rpartition("=")
         if sep and name:
-            named[name] = read_array(path)
+            named[name] = read_array(path, mmap=mmap)
         else:
-            value = read_array(spec)
+            value = read_array(spec, mmap=mmap)
             positional.extend(value.values() if isinstance(value, dict) else [value])
     if named and positional:
         parser.error("give every --input as NAME=FILE, or none of them")
@@ -439,7 +441,7 @@ def _inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
             parser.error(f"{args.command} needs --input FILE (one per model input) or --input NAME=FILE")
         from graphscope import demo
 
-        positional = [demo.synthetic_images()]
+        positional = [demo.synthetic_images() if demo_samples is None else demo.synthetic_images(demo_samples, seed=1)]
     return named, positional
 
 
@@ -651,28 +653,10 @@ def _stats(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentParser
         from graphscope.errors import ArgumentError
 
         raise ArgumentError(f"--preset {args.preset} finds no tensor in this model; name the tensors as FETCH")
-    from graphscope.data.sources import read_array
     from graphscope.errors import GraphscopeError
 
-    named: dict[str, Any] = {}
-    positional: list[Any] = []
-    for spec in args.inputs:
-        name, sep, path = spec.rpartition("=")
-        if sep and name:
-            named[name] = read_array(path, mmap=True)
-        else:
-            value = read_array(spec, mmap=True)
-            positional.extend(value.values() if isinstance(value, dict) else [value])
-    if named and positional:
-        parser.error("give every --input as NAME=FILE, or none of them")
-    if named:
-        data: Any = named
-    elif positional:
-        data = positional[0] if len(positional) == 1 else positional
-    else:  # a demo model (checked before tracing)
-        from graphscope import demo
-
-        data = demo.synthetic_images(64, seed=1)
+    named, positional = _inputs(args, parser, mmap=True, demo_samples=64)  # a dataset: memory-mapped
+    data: Any = named or (positional[0] if len(positional) == 1 else positional)
     batch_size = args.batch_size
     if batch_size is None and not args.inputs and args.model in ("demo", "demo:loop"):
         batch_size = 2  # the loop demo's fixed batch size
