@@ -683,6 +683,7 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
     declared = [(None, arg, numbered) for arg, numbered in zip(args, numbered_args)]
     declared += [(key, kwargs[key], numbered_kwargs[key]) for key in sorted(kwargs)]
     inputs: list[tuple[str | None, int]] = []  # (name, position), names filled in below
+    qualified: dict[int, str] = {}  # position -> a nested leaf's name behind its argument's (`x/y`)
     for keyword, spec, numbered in declared:
         flat = [(s, k) for s, k in zip(tf.nest.flatten(spec), tf.nest.flatten(numbered)) if k is not None]
         if isinstance(spec, tf.TensorSpec) or len(flat) != len(tf.nest.flatten(spec)):
@@ -692,6 +693,13 @@ def _declared_inputs(cf: Any) -> tuple[list[str], list[int]]:
         by_key = isinstance(spec, dict) or hasattr(spec, "_fields")
         for (s, k), path in zip(flat, output_keys(spec, len(flat))):
             inputs.append((_leaf_name(s.name, path, keyword, by_key), k))
+            behind = _leaf_name(s.name, path, keyword, False)
+            if by_key and behind != inputs[-1][0]:
+                qualified[k] = behind
+    counts = collections.Counter(name for name, _ in inputs)
+    # a key of one argument's dict that is another input's name (`f(x, y)`, `x = {"y": ...}`):
+    # the key goes behind its argument's name, as `_nested_names` names the specs graphscope makes
+    inputs = [(qualified[k] if counts[name] > 1 and k in qualified else name, k) for name, k in inputs]
     counts = collections.Counter(name for name, _ in inputs)
     if any(n > 1 for name, n in counts.items() if name):
         inputs = [(name if counts[name] == 1 else None, k) for name, k in inputs]  # input_<k>
@@ -796,7 +804,9 @@ def _nested_names(signature: list[Any] | tuple[Any, ...], arguments: list[str] |
         if path:  # "": a spec or shape at the top, named after its argument
             by_key = isinstance(signature[i], dict) or hasattr(signature[i], "_fields")
             names[(i, path)] = path if by_key else f"{argument(i)}/{path}"
-    counts = collections.Counter(names.values())
+    # an input at the top is named after its argument: a key of another argument's nest that
+    # is that name (`f(x, y)`, `x = {"y": ...}`) goes behind its own argument's name (`x/y`)
+    counts = collections.Counter([*names.values(), *(argument(i) for i, path in paths if not path)])
     for (i, path), name in names.items():
         if counts[name] > 1 and not name.startswith(f"{argument(i)}/"):
             names[(i, path)] = f"{argument(i)}/{name}"

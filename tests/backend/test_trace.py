@@ -651,6 +651,25 @@ def test_nested_signatures_name_inputs_by_their_path():
                                a["left"] - a["right"], rtol=1e-6)
 
 
+def test_a_key_of_one_argument_that_names_another_argument_goes_behind_its_arguments_name():
+    """`f(x, y)` with `x = {"y": ...}`: the key is named `x/y` and the argument `y` keeps its
+    name, for a signature graphscope is given and a tf.function's own; both are fed by
+    argument (the nest the function takes) as well as by name. The oracle: the function called
+    eagerly. (They were `input_0`, `input_1`, and feeding by argument raised.)"""
+    def f(x, y):
+        return tf.reduce_sum(x["y"], 1) * 10.0 + tf.reduce_sum(y, 1)
+
+    signature = [{"y": tf.TensorSpec((None, 2))}, tf.TensorSpec((None, 3))]
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 2)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
+    want = f({"y": tf.constant(a)}, tf.constant(b)).numpy()
+    for scope in (gs.trace(f, signature, quiet=True), gs.trace(tf.function(f, input_signature=signature), quiet=True)):
+        assert scope.inputs == ["x/y", "y"]
+        (out,) = scope.outputs.names
+        for given in ({"x": {"y": a}, "y": b}, {"x/y": a, "y": b}, [{"y": a}, b], [a, b]):
+            np.testing.assert_allclose(scope.run(out, given)[out], want, rtol=1e-6)
+
+
 def test_nested_inputs_are_fed_in_the_nest_the_function_takes(tmp_path):
     """A function of nests is fed as it is called: a dict by argument name whose values are
     nests, or one nest per argument (as a list, or as the executor's arguments); flat names and
