@@ -673,6 +673,9 @@ class _Mirror:
                     )
                     if used_outside and not tensor.is_handle:
                         outs.append(t)
+            if not outs:  # a call no output needs (the head a signature leaves out): what nothing reads
+                outs = [t for o in ops for t in o.outputs if not self.tensors[t].is_handle
+                        and not any(self.tensors[t].index in G.edges[o.name, c]["outputs"] for c in G.successors(o.name))]
             self.layers.append(
                 Layer(
                     name=name,

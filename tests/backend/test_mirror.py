@@ -435,3 +435,26 @@ def test_a_call_no_output_needs_is_numbered_after_the_one_that_is_needed(kind):
         got = scope.run(wasted.output, x)[wasted.output.name]
     kernel, bias = (w.numpy() for w in model.d.weights)
     np.testing.assert_allclose(got, (x * 2.0) @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_layer_no_output_needs_has_the_output_it_computes(tmp_path):
+    """A SavedModel signature that calls a model and keeps one of its heads: the other head's
+    layer, guessed from its name scope, has as output what it computes (the tensor nothing
+    reads), as when the same call is traced live, instead of none ("not called"). The oracle: a
+    Keras sub-model to that head."""
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(5, name="trunk")(x_in)
+    model = keras.Model(x_in, {"kept": keras.layers.Dense(2, name="kept")(h),
+                               "dropped": keras.layers.Dense(3, activation="softmax", name="dropped")(h)})
+    module = tf.Module()
+    module.model = model
+    serve = tf.function(lambda x: {"kept": model(x)["kept"]}, input_signature=[tf.TensorSpec((None, 4), name="x")])
+    tf.saved_model.save(module, str(tmp_path / "one_head"), signatures={"serving_default": serve})
+    scope = gs.trace(tmp_path / "one_head", quiet=True)
+    dropped = scope.layer("dropped")
+    assert dropped.source == "name scope" and dropped.output.name == "dropped/Softmax:0"
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    with pytest.warns(gs.UnusedTensorWarning):
+        got = scope.run(dropped.output, x)[dropped.output.name]
+    np.testing.assert_allclose(got, keras.Model(x_in, model.get_layer("dropped").output)(x), rtol=1e-6)
+    assert scope.layer("trunk").outputs.names == ["trunk/BiasAdd:0"]  # a layer read outside keeps only that
