@@ -182,7 +182,12 @@ class InputSignature:
         out: list[Any] = [_UNSET] * len(self.names)
         arguments = dict(self.arguments or [])
         for key, value in given.items():
-            if key not in self._aliases and key in arguments:
+            # an argument's name that is also the raw name of one of its inputs (TensorFlow names
+            # the placeholders of `f(batch)`'s dict `batch`, `batch_1`): a nest given for it is
+            # the argument's; an array, that input
+            nest = arguments.get(key)
+            a_nest = nest is not None and not isinstance(nest, int) and isinstance(value, (Mapping, list, tuple))
+            if key in arguments and (key not in self._aliases or key not in self.names and a_nest):
                 by_argument: list[Any] = [_UNSET] * len(self.names)
                 try:
                     self._fit(arguments[key], value, str(key), by_argument)
