@@ -15,7 +15,9 @@ Then, on each model (traced in inference or training mode: batch norm on batch s
   layers; for a pre-activation, the layer's kernel and bias by hand), and the rest of the model is
   re-run eagerly call by call with the edited value in place of that call's output. The edited
   tensor's own value is checked too (per iteration inside loops, `None` in a branch that did not
-  run);
+  run). Inside a layer, where an edit applied every iteration amplifies what comes in (a carried
+  sum scaled by up to 250 twice), the layer's inputs may come from Keras compiled in a tf.function
+  instead: TensorFlow fuses ops there as in graphscope (a dense layer's gelu differs by ~1e-7);
 - **gradients** of a weighted sum of an output, with respect to the input, layer outputs (by layer
   or output key), pre-activations and trainable variables (those read inside loops included),
   against `tf.GradientTape` on the Keras model (or on the same eager re-run of its tail); where the
@@ -319,9 +321,15 @@ def _listed(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _sub(rt: Runtime, tensors: list, x: Any) -> list:
-    """The values of Keras tensors `tensors`, from a Keras sub-model of the input."""
-    return _listed(keras.Model(rt.model.inputs[0], tensors)(x, training=rt.training))
+def _sub(rt: Runtime, tensors: list, x: Any, *, compiled: bool = False) -> list:
+    """The values of Keras tensors `tensors`, from a Keras sub-model of the input: called
+    eagerly, op by op, or with `compiled`, in a tf.function (as `predict` runs it: TensorFlow's
+    optimizer fuses ops there, as in graphscope's executors, e.g. a dense layer's MatMul, bias and
+    gelu into one kernel, whose gelu differs from the ops' by up to ~1e-7)."""
+    sub = keras.Model(rt.model.inputs[0], tensors)
+    if compiled:
+        return _listed(tf.function(lambda v: sub(v, training=rt.training))(tf.convert_to_tensor(x)))
+    return _listed(sub(x, training=rt.training))
 
 
 def _tail(rt: Runtime, call: Call, tokens: list[str], x: Any, value: Any) -> list:
@@ -375,9 +383,11 @@ def sites(rt: Runtime, *, inside: bool = True) -> list[Site]:
     return found
 
 
-def edited_by_keras(rt: Runtime, state: State, site: Site, edit: Any, tokens: list[str]) -> tuple[Any, list]:
+def edited_by_keras(rt: Runtime, state: State, site: Site, edit: Any, tokens: list[str], *,
+                    compiled: bool = False) -> tuple[Any, list]:
     """(the edited value at `site`, the outputs of calls `tokens`), computed by Keras with the
-    edit applied by hand."""
+    edit applied by hand; with `compiled`, an edit inside a layer gets the layer's inputs from
+    Keras compiled (see `_sub`)."""
     call = rt.calls[site.token]
     apply = edit if callable(edit) else (lambda v: tf.broadcast_to(tf.constant(edit), tf.shape(v)))
     if site.where == "output" or site.where.startswith("key"):
@@ -389,7 +399,7 @@ def edited_by_keras(rt: Runtime, state: State, site: Site, edit: Any, tokens: li
         seen = apply(_pre_activation(call, inputs))
         out = call.layer.activation(seen)
     else:
-        inputs = _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x))
+        inputs = _keras(rt, state, lambda: _sub(rt, call.inputs, rt.x, compiled=compiled))
         key = (site.token, site.where)
         _HOOKS[key], _SEEN[key] = apply, []
         try:
@@ -463,13 +473,16 @@ def _attempt(what: str, check: Callable, *args: Any, **kwargs: Any) -> None:
         print(f"\nfuzz runtime: {what}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
+def _close(got: Any, want: Any) -> bool:
+    if want is None or got is None:
+        return got is None and want is None
+    got = np.asarray(got)
+    return got.shape == want.shape and np.allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
 def _agree(what: str, got: Any, want: Any) -> bool:
     TALLY["values compared"] += 1
-    if want is None or got is None:
-        ok = got is None and want is None
-    else:
-        got = np.asarray(got)
-        ok = got.shape == want.shape and np.allclose(got, want, rtol=RTOL, atol=ATOL)
+    ok = _close(got, want)
     if not ok:
         TALLY["wrong values"] += 1
         _fail(f"{what}: graphscope {_brief(got)} != Keras {_brief(want)}")
@@ -504,11 +517,22 @@ def make_edit(kind: int, param: int, site_value: Any) -> Any:
 
 
 def check_edit(rt: Runtime, guarded: Guarded, state: State, site: Site, edit: Any) -> None:
+    """An edit's value and the outputs against Keras. Inside a layer (a loop body's value edited
+    every iteration: scaled by up to 250 at the carried sum, it is scaled again the next
+    iteration, and what came in is amplified up to 6e4 times) the ~1e-7 by which TensorFlow's
+    fused kernels upstream differ from Keras' ops called eagerly can exceed the tolerance: there
+    the layer's inputs may come from Keras compiled instead, as graphscope's do."""
     tokens = rt.outputs
     seen, want = edited_by_keras(rt, state, site, edit, tokens)
     target = tensor_at(guarded.scope, site)
     outs = [guarded.scope.layer(t).output.name for t in tokens]
     got = guarded("run", [target, *outs], rt.x, edits={target: edit})
+    inside = site.where not in ("output", "pre") and not site.where.startswith("key")
+    if inside and not all(_close(got[n], w) for n, w in zip([target, *outs], [seen, *want])):
+        seen_compiled, want_compiled = edited_by_keras(rt, state, site, edit, tokens, compiled=True)
+        if all(_close(got[n], w) for n, w in zip([target, *outs], [seen_compiled, *want_compiled])):
+            TALLY["edits agreeing with compiled Keras only"] += 1
+            seen, want = seen_compiled, want_compiled
     label = f"edit {'array' if not callable(edit) else 'callable'} at {site} ({target})"
     _agree(f"{label}: the edited value", got[target], seen)
     for token, name, w in zip(tokens, outs, want):
@@ -569,9 +593,16 @@ _BODIES = _vector([("dense", 0, 0, 3)], [("map", 1, 1), ("cond", 2, 1), ("cond",
                   [("mapx0:square", 4, 0), ("condx1:positive", 0, 2), ("dense0:pre", 5, 1)])
 # 13: a model output that feeds another output, as an edit target (callable, array) by its key
 _KEYS = _vector([("dense", 0, 0, 2)], [("dense", 1, 2)], [("dense0:key1", 0, 1), ("dense0:key1", 5, 2)], inner=True)
+# not a bug: the carried sums of two loops after a dense with gelu, scaled by 200.75 each
+# iteration; TensorFlow's fused MatMul+BiasAdd+gelu kernel (graphscope's, and Keras' own in a
+# tf.function) gives -1.34434e-4 where the ops give -1.34531e-4 (float64: -1.34531e-4), and the
+# loop amplifies that to 1.1e-3 at an edited value of -1.53: within tolerance of Keras compiled
+_FUSED_GELU = {**_vector([("dense", 0, 0, 4)], [("loop", 1, 2), ("loop", 2, 1)],
+                         [("loopx0:carried", 0, 801), ("loopx1:carried", 0, 800)]), "shape": (7,), "seed": 59088}
 
 
 @given(runtime_specs())
+@example(_FUSED_GELU)
 @example(_KEYS)
 @example(_LOOP_INVARIANT)
 @example(_WRITES)
@@ -1214,7 +1245,7 @@ def test_the_runtime_builder_covers_every_extra_kind_and_site():
     assert wheres >= {"output", "pre", "captured", "carried", "invariant", "step", "positive", "negative", "square",
                       "carry"}
     # the pinned examples name sites and variables that exist
-    for pinned in (_KEYS, _LOOP_INVARIANT, _WRITES, _BODIES, _EVICTED):
+    for pinned in (_KEYS, _LOOP_INVARIANT, _WRITES, _BODIES, _EVICTED, _FUSED_GELU):
         rt = build_runtime(pinned)
         for site_pick, _, _ in pinned["ops"]:
             _pick(sites(rt), site_pick)
