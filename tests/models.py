@@ -73,6 +73,25 @@ def unbuilt_subclassed() -> keras.Model:
     return Subclassed()
 
 
+class TwoArguments(keras.Model):
+    """A subclassed model whose `call` takes two inputs as two arguments."""
+
+    def __init__(self) -> None:
+        super().__init__(name="two_arguments")
+        self.left = keras.layers.Dense(2, name="left", **_init())
+        self.right = keras.layers.Dense(2, name="right", **_init())
+
+    def call(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return self.left(x) + self.right(y)
+
+
+def two_arguments_built_by_a_call() -> keras.Model:
+    """Built by calling it once on data: Keras' `build(input_shape)` keeps only `x`'s shape."""
+    model = TwoArguments()
+    model(np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32))
+    return model
+
+
 def nested(k: Any = keras) -> Any:
     """A functional model used as a layer of another, with a layer of its own inside."""
     b_in = k.Input((6, 6, 2), name="backbone_input")

@@ -305,6 +305,10 @@ WRONG = [
           r"does not exist.*gs.trace takes a model object or the path of a saved model"),
     Wrong("an unbuilt subclassed model", lambda w: gs.trace(models.unbuilt_subclassed()), gs.UnsupportedModelError,
           TypeError, r"not built.*call model.build\(input_shape\), or pass input_signature="),
+    Wrong("a model of two arguments built by a call, whose build kept one shape",
+          lambda w: gs.trace(models.two_arguments_built_by_a_call()), gs.UnsupportedModelError, TypeError,
+          r"takes 2 inputs \(x, y\).*only the first.*input_signature=\[tf.TensorSpec\(\(None, 4\), tf.float32\), "
+          r"tf.TensorSpec\(\(None, \.\.\.\), tf.float32\)\]"),
     Wrong("an unbuilt model with a signature its call does not take",
           lambda w: gs.trace(models.unbuilt_subclassed(), [(None, 4), (None, 4)]), gs.InputError, ValueError,
           r"not built.*input_0 \(None, 4\), input_1 \(None, 4\).*too many positional arguments.*one spec per input"),

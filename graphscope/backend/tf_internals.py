@@ -633,8 +633,24 @@ def build_shapes(model: Any) -> dict[str, Any] | None:
     shape = getattr(model, "_build_input_shape", None)
     if shape is None:
         return None
+    try:
+        shape = _as_tuples(shape)  # a dict or list a subclassed model was built with: a nest of them
+    except (TypeError, ValueError):
+        return None
+    return {"inputs": shape}
+
+
+def _as_tuples(shape: Any) -> Any:
+    """A shape (a TensorShape, or a list or tuple of sizes) as a tuple of sizes, and a dict, list
+    or tuple of shapes as the same nest of tuples; ValueError for a shape of unknown rank."""
+    if isinstance(shape, dict):
+        return {k: _as_tuples(v) for k, v in shape.items()}
+    if isinstance(shape, (list, tuple)) and shape and not all(d is None or isinstance(d, int) for d in shape):
+        return type(shape)(_as_tuples(v) for v in shape)
     shape = tf.TensorShape(shape)
-    return {"inputs": tuple(shape.as_list())} if shape.rank is not None else None
+    if shape.rank is None:
+        raise ValueError("a shape of unknown rank")
+    return tuple(shape.as_list())
 
 
 # ---- which Keras: Keras 3, or Keras 2 as tf_keras (imported only by a program that uses it)

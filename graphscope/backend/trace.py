@@ -347,17 +347,78 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
         return tf.nest.flatten(structured), structured
-    shapes = _tf.build_shapes(model)
-    if shapes and len(shapes) == 1:
-        (shape,) = shapes.values()
-        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+    built = _built_signature(model)
+    if built is not None:
+        if len(built) == 1 and _is_shape(built[0]):
             # the batch size of the call that built the model is not a property of the model
-            spec = tf.TensorSpec((None, *shape[1:]), _input_dtype(model), name="input_0")
+            spec = tf.TensorSpec((None, *built[0][1:]), _input_dtype(model), name="input_0")
             return [spec], None
+        return _keras_signature(model, [_specs_of(s, _input_dtype(model)) for s in built])
     raise UnsupportedModelError(
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _built_signature(model: Any) -> list[Any] | None:
+    """The input shapes a subclassed model recorded when it was built, one shape or nest of
+    shapes (a dict it was called with) per positional input of its `call`, or None where it
+    recorded none. UnsupportedModelError where its `call` takes more positional inputs than
+    Keras recorded shapes for (a `build(input_shape)` sees only the first), naming them."""
+    shapes = _tf.build_shapes(model)
+    if not shapes or not all(_is_shape_nest(s) for s in shapes.values()):
+        return None
+    try:
+        parameters = list(inspect.signature(model.call).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    takes = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(shapes) == 1:
+        built = list(shapes.values())
+    else:  # `build(self, x_shape, y_shape)`: Keras keys each shape by its argument
+        built = [shapes.get(f"{name}_shape") for name in takes]
+        if len(takes) != len(shapes) or any(s is None for s in built):
+            return None
+    if len(takes) > len(built):
+        known = ", ".join(_spec_text(s, _input_dtype(model)) for s in built)
+        unknown = ", ".join("tf.TensorSpec((None, ...), tf.float32)" for _ in takes[len(built):])
+        raise UnsupportedModelError(
+            f"model {model.name!r} takes {len(takes)} inputs ({', '.join(takes)}), but Keras recorded the "
+            f"shape of only the first when it was built ({known}): pass input_signature=[{known}, {unknown}] "
+            "to gs.trace, one spec per input, with the shapes your data has"
+        )
+    return built
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(d is None or isinstance(d, int) for d in value)
+
+
+def _is_shape_nest(value: Any) -> bool:
+    """A shape, or a dict, list or tuple of them (the shapes of a dict a model was built with)."""
+    if _is_shape(value):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else None
+    return bool(items) and all(_is_shape_nest(v) for v in items)
+
+
+def _specs_of(shapes: Any, dtype: tf.DType) -> Any:
+    """A nest of shapes as a nest of TensorSpecs of `dtype`, any batch size."""
+    if _is_shape(shapes):
+        return tf.TensorSpec((None, *shapes[1:]), dtype)
+    if isinstance(shapes, dict):
+        return {k: _specs_of(v, dtype) for k, v in shapes.items()}
+    return type(shapes)(_specs_of(v, dtype) for v in shapes)
+
+
+def _spec_text(shapes: Any, dtype: tf.DType) -> str:
+    """How to write the spec (or nest of specs) of `shapes` in a call to gs.trace."""
+    if _is_shape(shapes):
+        return f"tf.TensorSpec({(None, *shapes[1:])!r}, tf.{dtype.name})"
+    if isinstance(shapes, dict):
+        return "{" + ", ".join(f"{k!r}: {_spec_text(v, dtype)}" for k, v in shapes.items()) + "}"
+    inner = ", ".join(_spec_text(v, dtype) for v in shapes)
+    return f"[{inner}]" if isinstance(shapes, list) else f"({inner},)"
 
 
 def _keras_inputs(model: Any) -> Any:

@@ -99,6 +99,33 @@ def test_a_subclassed_tf_keras_model_takes_its_inputs_from_its_build():
     assert [t for t in scope.find(op_type="Mul|AddV2") if t.layer is None]  # the model's own code
 
 
+def test_a_subclassed_tf_keras_model_built_by_a_call_on_a_dict_traces_without_a_signature():
+    """tf_keras keeps the shapes of the dict a subclassed model was first called with as a dict
+    of TensorShapes; reading them as one shape raised a raw TypeError ("Failed to convert ... to
+    a shape"). The oracle: the model and its layers called."""
+
+    class OnDict(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="on_dict")
+            self.a = tf_keras.layers.Dense(2, name="a")
+            self.b = tf_keras.layers.Dense(2, activation="tanh", name="b")
+
+        def call(self, inputs):
+            return self.a(inputs["x"]) * self.b(inputs["y"])
+
+    rng = np.random.default_rng(0)
+    x = {"x": rng.normal(size=(3, 3)).astype(np.float32), "y": rng.normal(size=(3, 4)).astype(np.float32)}
+    model = OnDict()
+    want = model(x).numpy()
+    scope = gs.trace(model, quiet=True)
+    assert scope.inputs == ["x", "y"] and [t.shape for t in scope.model_graph.inputs] == [(None, 3), (None, 4)]
+    (out,) = scope.outputs.names
+    got = scope.run([out, "a/BiasAdd:0", "b/Tanh:0"], x)
+    np.testing.assert_allclose(got[out], want, rtol=1e-6)
+    np.testing.assert_allclose(got["a/BiasAdd:0"], model.a(x["x"]), rtol=1e-6)
+    np.testing.assert_allclose(got["b/Tanh:0"], model.b(x["y"]), rtol=1e-6)
+
+
 def test_padded_nms_loops_inside_the_roi_generator_are_found_and_run():
     """Model Garden's shape of problem: NMS as `while` loops inside a layer, no NMS op."""
     model = zoo.padded_proposals()

@@ -844,6 +844,72 @@ def test_a_subclassed_model_called_on_a_dict_names_its_inputs_by_key():
     np.testing.assert_allclose(scope.run("dense/BiasAdd:0", x)["dense/BiasAdd:0"], want, rtol=1e-6)
 
 
+class _OnNest(keras.Model):
+    """A subclassed model of two inputs in one dict or list: `call(inputs)`."""
+
+    def __init__(self):
+        super().__init__(name=type(self).__name__.lstrip("_").lower())
+        self.a, self.b = keras.layers.Dense(2, name="a"), keras.layers.Dense(2, name="b", activation="tanh")
+
+    def call(self, inputs):
+        x, y = (inputs["x"], inputs["y"]) if isinstance(inputs, dict) else inputs
+        return self.a(x) * self.b(y)
+
+
+class _OnTwo(_OnNest):
+    """Two arguments: `call(x, y)`, with Keras' `build(input_shape)`."""
+
+    def call(self, x, y):
+        return self.a(x) * self.b(y)
+
+
+class _OnTwoBuiltByArgument(_OnTwo):
+    """Two arguments, with a `build(x_shape, y_shape)` of its own."""
+
+    def build(self, x_shape, y_shape):
+        self.a.build(x_shape)
+        self.b.build(y_shape)
+
+
+@pytest.mark.parametrize("takes", ["dict", "list", "build"])
+def test_a_subclassed_model_built_by_a_call_on_a_nest_traces_without_a_signature(takes):
+    """Keras records the dict or list a subclassed model was first called with, or one shape per
+    argument of a `build(x_shape, y_shape)`: the model knows its inputs, so it traces without a
+    signature (it said "cannot tell the inputs"). The oracle: the model and its layers called."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 3)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+    model = _OnTwoBuiltByArgument() if takes == "build" else _OnNest()
+    args = {"dict": ({"x": x, "y": y},), "list": ([x, y],), "build": (x, y)}[takes]
+    want = model(*args).numpy()
+    scope = gs.trace(model, quiet=True)
+    assert [t.shape for t in scope.model_graph.inputs] == [(None, 3), (None, 4)]
+    if takes == "dict":
+        assert scope.inputs == ["x", "y"]
+    (out,) = scope.outputs.names
+    got = scope.run([out, "a/BiasAdd:0", "b/Tanh:0"], [x, y])
+    np.testing.assert_allclose(got[out], want, rtol=1e-6)
+    np.testing.assert_allclose(got["a/BiasAdd:0"], model.a(x), rtol=1e-6)
+    np.testing.assert_allclose(got["b/Tanh:0"], model.b(y), rtol=1e-6)
+
+
+def test_a_subclassed_model_of_two_arguments_built_by_a_call_is_refused_with_the_signature_to_pass():
+    """`call(x, y)` built by a call: Keras' `build(input_shape)` records only the first
+    argument's shape, so the trace called the model with one input and TensorFlow raised a raw
+    TypeError ("missing a required argument: 'y'"); now the error names both inputs and the spec
+    it knows, and that signature, completed, traces the model. The oracle: the model called."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 3)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+    model = _OnTwo()
+    want = model(x, y).numpy()
+    with pytest.raises(gs.UnsupportedModelError, match=r"takes 2 inputs \(x, y\)") as e:
+        gs.trace(model, quiet=True)
+    advice = "input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, ...), tf.float32)]"
+    assert advice in str(e.value)
+    scope = gs.trace(model, [tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 4), tf.float32)], quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, [x, y])[out], want, rtol=1e-6)
+
+
 def test_an_input_made_without_a_name_is_named_by_its_input_layer():
     """keras.applications and keras-hub make `keras.Input(shape)` without a name: the input is
     named as model.summary() shows it (`input_layer_<n>`), not `keras_tensor_<n>`."""
