@@ -203,9 +203,10 @@ def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirr
 
 def _unused_calls(traced: Traced) -> set[int]:
     """The recorded calls (by id) of a layer called more than once inside one parent call whose
-    outputs no output of the traced function needs (`_unused`'s rule, on TensorFlow's graphs):
-    Keras calls an RNN's cell once outside its loop only to learn shapes, then in the loop's
-    body. Only the graphs holding such calls, and those around them, are walked; none when no
+    outputs no output of the traced function needs the values of (`_unused`'s rule, on
+    TensorFlow's graphs, less what only a shape is taken of): Keras calls an RNN's cell once
+    outside its loop only to learn shapes (and, with a mask, the shape of its masked steps'
+    zeros), then in the loop's body. Only the graphs holding such calls, and those around them, are walked; none when no
     layer is called twice in one parent."""
     by_layer: dict[tuple[int, int], list[LayerCall]] = defaultdict(list)
     for call in traced.calls:
@@ -225,7 +226,7 @@ def _unused_calls(traced: Traced) -> set[int]:
         graph = todo.pop()
         if id(graph) in live:
             continue
-        needed = live[id(graph)] = _needed_ops(graph)
+        needed = live[id(graph)] = _needed_ops(graph, values=True)
         for op in graph.get_operations():
             if op.name in needed and op.type in _BODY_OPS:
                 todo.extend(body for _, _, body, _ in _Mirror._bodies(op) if id(body) in around)
@@ -239,16 +240,24 @@ def _unused_calls(traced: Traced) -> set[int]:
     return found
 
 
-def _needed_ops(graph: tf.Graph) -> set[str]:
+# ops whose value depends on their input's shape only (Keras' RNN makes its masked steps' zeros
+# with `zeros_like` of the cell's output outside the loop)
+_SHAPE_ONLY = frozenset({"ZerosLike", "OnesLike", "Shape", "ShapeN", "Size", "Rank"})
+
+
+def _needed_ops(graph: tf.Graph, *, values: bool = False) -> set[str]:
     """The names of the ops of `graph` upstream (through inputs and control inputs) of its
-    outputs, arguments and `control_outputs`: `_unused`'s live ops, by TensorFlow's names."""
+    outputs, arguments and `control_outputs`: `_unused`'s live ops, by TensorFlow's names. With
+    `values`, only those whose values they need: not what reaches them only through an op that
+    reads its input's shape (`_SHAPE_ONLY`)."""
     needed: set[str] = set()
     todo = [t.op for t in (*graph.inputs, *graph.outputs)] + _tf.control_outputs(graph)
     while todo:
         op = todo.pop()
         if op.name not in needed:
             needed.add(op.name)
-            todo.extend(t.op for t in op.inputs)
+            if not (values and op.type in _SHAPE_ONLY):
+                todo.extend(t.op for t in op.inputs)
             todo.extend(op.control_inputs)
     return needed
 

@@ -458,3 +458,29 @@ def test_a_saved_layer_no_output_needs_has_the_output_it_computes(tmp_path):
         got = scope.run(dropped.output, x)[dropped.output.name]
     np.testing.assert_allclose(got, keras.Model(x_in, model.get_layer("dropped").output)(x), rtol=1e-6)
     assert scope.layer("trunk").outputs.names == ["trunk/BiasAdd:0"]  # a layer read outside keeps only that
+
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "tf_keras LSTM"])
+def test_with_a_mask_the_rnn_cell_is_still_the_call_its_loop_runs(kind):
+    """With a mask, Keras makes its masked steps' zeros with `zeros_like` of the probe's output,
+    so the probe is used, but only for its shape: it is still numbered after the loop's call (it
+    came first, and took the cell's name, with a mask only). The oracle: Keras' own output at the
+    steps the mask keeps."""
+    k = pytest.importorskip("tf_keras") if kind.startswith("tf_keras") else keras
+    x = np.random.default_rng(3).normal(size=(2, 4, 3)).astype(np.float32)
+    x[1, 3] = -99.0  # the last step of the second sample is masked
+    x_in = k.Input((4, 3), name="sequence")
+    relu = {"activation": "relu"} if k is not keras else {}  # not cuDNN's kernel: tf_keras calls the cell
+    rnn = getattr(k.layers, kind.split()[-1])(5, return_sequences=True, name="rnn", **relu)
+    model = k.Model(x_in, rnn(k.layers.Masking(mask_value=-99.0, name="mask")(x_in)))
+    want = np.asarray(model(x)).transpose(1, 0, 2)  # [steps, batch, units]
+    scope = gs.trace(model, quiet=True)
+    assert scope.find(op_type="ZerosLike")  # the mask's zeros: the probe is read
+    base = f"{kind.split()[-1].lower()}_cell"
+    used, probe = scope.layer(f"rnn/{base}"), scope.layer(f"rnn/{base}@2")
+    assert {t.context for t in used.outputs} == {"rnn/while:body"}
+    assert {t.context for t in probe.outputs} == {None}
+    h = scope.run(used.outputs[0], x)[used.outputs.names[0]]  # the cell's h, each step
+    np.testing.assert_allclose(h[:3], want[:3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h[3, 0], want[3, 0], rtol=1e-4, atol=1e-5)
