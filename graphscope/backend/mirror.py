@@ -11,6 +11,7 @@ SavedModel traced without its Python classes, from the name scopes.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -315,6 +316,8 @@ class _Mirror:
         self.later_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
         self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
+        # (graph, op name) of the casts Keras makes of a layer's inputs (`_autocasts`)
+        self.autocast_ops: set[tuple[int, str]] = set()
         self.held = self._held_values()
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
@@ -383,7 +386,36 @@ class _Mirror:
                 stack.pop()
             if stack:
                 owners[op.name] = stack[-1]
+        for op_name, call in self._autocasts(graph, calls, owners).items():
+            owners[op_name] = call
+            self.autocast_ops.add((id(graph), op_name))
         return owners
+
+    @staticmethod
+    def _autocasts(graph: tf.Graph, calls: list[LayerCall], owners: dict[str, LayerCall]) -> dict[str, LayerCall]:
+        """The casts Keras makes of a layer's inputs to its compute dtype (mixed precision: a
+        float16 layer's float32 input, a float32 softmax's float16 input), by op name, with the
+        call they are for. `Layer.__call__` makes them before it calls `call` (Keras 3 before it
+        opens the layer's name scope, tf_keras inside it), so they lie outside the call's ops: each is a Cast that the call's `call`
+        received, to the layer's compute dtype, made after the calls before it and outside any
+        other call (the parent's op, or the traced function's)."""
+        found: dict[str, LayerCall] = {}
+        ends = sorted(c.last_id for c in calls)
+        for call in calls:
+            dtype = getattr(call.layer, "compute_dtype", None)
+            if dtype is None or not getattr(call.layer, "autocast", getattr(call.layer, "_autocast", False)):
+                continue
+            k = bisect.bisect_right(ends, call.first_id)
+            after = ends[k - 1] if k else -1  # the last op of the calls made before this one
+            parent = call.parent if call.parent is not None and call.parent.graph is graph else None
+            for t in tf.nest.flatten((call.args, list(call.keywords.values()))):
+                if not (isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t) and t.graph is graph):
+                    continue
+                op = t.op
+                if (op.type == "Cast" and t.dtype.name == dtype and after < _tf.op_id(op) <= call.first_id
+                        and owners.get(op.name) is parent):
+                    found[op.name] = call
+        return found
 
     def _chain(self, call: LayerCall | None) -> list[LayerCall]:
         chain = []
@@ -489,6 +521,8 @@ class _Mirror:
         held = self.held.get((id(graph), op.name)) if self.held else None
         if held is not None:  # a layer's attribute passed to a sublayer: the holder's
             base, owner = held
+        elif self.autocast_ops and (id(graph), op.name) in self.autocast_ops:
+            base = f"{self._layer_path(owner)}/autocast"  # made for the layer, outside its scope
         else:
             base = canonical_op_name(op.name, self._scopes(owner))
         if held is None and owner is not None and owner.graph is graph and (
@@ -739,8 +773,11 @@ class _Mirror:
     def _key(self, call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
         """How `by_tf` knows a tensor of the call's graph. An EagerTensor argument (made in the
         layer's `build()`: keras-hub ViT's `position_ids`) has no name: it is known by the Const
-        or Placeholder that captured it in the call's graph; None if the graph never used it."""
+        or Placeholder that captured it in the call's graph; None if the graph never used it. A
+        cast Keras made of the input (`_autocasts`) is known by what it cast."""
         try:
+            if self.autocast_ops and (id(call.graph), t.op.name) in self.autocast_ops:
+                t = t.op.inputs[0]  # the layer's input is what Keras cast for it (`_autocasts`)
             return (id(call.graph), t.name)
         except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
             captured = self._eager(call.graph)[0].get(id(t))

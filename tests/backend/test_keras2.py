@@ -262,3 +262,23 @@ def test_a_shared_layers_later_calls_are_named_as_in_keras_3(build):
         assert len(want) == len(lay.outputs), lay.name
         for t, w in zip(lay.outputs, want):
             np.testing.assert_allclose(values[t.name], np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=t.name)
+
+
+def test_the_casts_tf_keras_makes_of_a_layers_inputs_are_the_layers_and_named_as_in_keras_3():
+    """tf_keras casts a mixed-precision layer's inputs in its name scope but outside `call`:
+    `d1/Cast:0` had no layer and was the layer's input. Now it is the layer's, named as in
+    Keras 3 (`d1/autocast:0`), and the inputs are what the layer was passed. The oracle: numpy's
+    cast and tf_keras' own output."""
+    x_in = tf_keras.Input((5,), name="x")
+    h = tf_keras.layers.Dense(4, activation="relu", dtype="mixed_float16", name="d1")(x_in)
+    model = tf_keras.Model(x_in, tf_keras.layers.Softmax(dtype="float32", name="probs")(h))
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    scope = gs.trace(model, quiet=True)
+    casts = {t.name: (t.layer, t.dtype) for t in scope.find("autocast")}
+    assert casts == {"d1/autocast:0": ("d1", "float16"), "probs/autocast:0": ("probs", "float32")}
+    assert scope.layer("d1").inputs.names == ["x:0"] and scope.layer("probs").inputs.names == ["d1/Relu:0"]
+    got = scope.run([*casts, "probs/Softmax:0"], x)
+    np.testing.assert_array_equal(got["d1/autocast:0"], x.astype(np.float16))
+    hidden = np.asarray(tf_keras.Model(x_in, h)(x))
+    np.testing.assert_array_equal(got["probs/autocast:0"], hidden.astype(np.float32))
+    np.testing.assert_allclose(got["probs/Softmax:0"], model(x), rtol=1e-6)

@@ -484,3 +484,50 @@ def test_with_a_mask_the_rnn_cell_is_still_the_call_its_loop_runs(kind):
     h = scope.run(used.outputs[0], x)[used.outputs.names[0]]  # the cell's h, each step
     np.testing.assert_allclose(h[:3], want[:3], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(h[3, 0], want[3, 0], rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def test_the_casts_keras_makes_of_a_layers_inputs_are_the_layers():
+    """Under mixed precision Keras 3 casts a layer's inputs to its compute dtype in
+    `Layer.__call__`, before it opens the layer's name scope: the casts were root-level
+    `Cast:0`, `Cast_1:0` with no layer, and each layer's inputs were those casts. Now each cast
+    is its layer's (`d1/autocast:0`; two inputs: `add/autocast:0`, `add/autocast_1:0`), the
+    layer's inputs are what Keras passed it (the model's input, the inner model's float16
+    logits), as `layer.input` says. The oracle: numpy casts and Keras sub-models."""
+    x1_in, x2_in = keras.Input((5,), name="x1"), keras.Input((5,), name="x2")
+    summed = keras.layers.Add(dtype="mixed_float16", name="add")([x1_in, x2_in])
+    h = keras.layers.Dense(4, activation="relu", dtype="mixed_float16", name="d1")(x1_in)
+    inner_in = keras.Input((4,), name="inner_x", dtype="float16")
+    inner = keras.Model(inner_in, keras.layers.Dense(3, dtype="mixed_float16", name="logits")(inner_in), name="inner")
+    logits = inner(h)
+    probs = keras.layers.Softmax(dtype="float32", name="probs")(logits)
+    model = keras.Model([x1_in, x2_in], [probs, summed])
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
+    scope = gs.trace(model, quiet=True)
+
+    assert not scope.find(r"^Cast(_\d+)?:0$")  # no cast left at the root
+    casts = {t.name: (t.layer, t.dtype) for t in scope.find("autocast")}
+    assert casts == {"d1/autocast:0": ("d1", "float16"), "probs/autocast:0": ("probs", "float32"),
+                     "add/autocast:0": ("add", "float16"), "add/autocast_1:0": ("add", "float16")}
+    assert scope.layer("d1").inputs.names == ["x1:0"]
+    assert scope.layer("add").inputs.names == ["x1:0", "x2:0"]
+    assert scope.layer("probs").inputs.names == [f"{scope.layer('inner').output.name}"]
+    assert scope.layer("inner").inputs.names == ["d1/Relu:0"]
+    for name in ("d1", "probs", "add"):
+        assert {f"{name}/autocast"} <= {op.name for op in scope.layer(name).ops}
+
+    got = scope.run([*casts, "probs/Softmax:0", "add/Add:0"], [x1, x2])
+    np.testing.assert_array_equal(got["d1/autocast:0"], x1.astype(np.float16))
+    np.testing.assert_array_equal(got["add/autocast_1:0"], x2.astype(np.float16))
+    want_logits = np.asarray(keras.Model([x1_in, x2_in], logits)([x1, x2]))
+    np.testing.assert_array_equal(got["probs/autocast:0"], want_logits.astype(np.float32))
+    want_probs, want_sum = (np.asarray(v) for v in model([x1, x2]))
+    np.testing.assert_allclose(got["probs/Softmax:0"], want_probs, rtol=1e-6)
+    np.testing.assert_array_equal(got["add/Add:0"], want_sum)
+    # an edit at a cast: d1 on zeros is relu(bias)
+    edited = scope.run("d1/Relu:0", [x1, x2], edits={"d1/autocast:0": lambda v: tf.zeros_like(v)})["d1/Relu:0"]
+    bias = model.get_layer("d1").bias.numpy().astype(np.float16)
+    np.testing.assert_array_equal(edited, np.broadcast_to(np.maximum(bias, 0), edited.shape))
