@@ -92,6 +92,23 @@ def two_arguments_built_by_a_call() -> keras.Model:
     return model
 
 
+class KeywordScaled(keras.Model):
+    """A subclassed model whose `call` needs a keyword-only argument: `call(x, *, scale)`."""
+
+    def __init__(self) -> None:
+        super().__init__(name="keyword_scaled")
+        self.dense = keras.layers.Dense(2, name="dense", **_init())
+
+    def call(self, x: tf.Tensor, *, scale: float) -> tf.Tensor:
+        return self.dense(x) * scale
+
+
+def keyword_only_built_by_a_call() -> keras.Model:
+    model = KeywordScaled()
+    model(np.zeros((2, 4), np.float32), scale=2.0)
+    return model
+
+
 def nested(k: Any = keras) -> Any:
     """A functional model used as a layer of another, with a layer of its own inside."""
     b_in = k.Input((6, 6, 2), name="backbone_input")

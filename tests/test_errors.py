@@ -309,6 +309,12 @@ WRONG = [
           lambda w: gs.trace(models.two_arguments_built_by_a_call()), gs.UnsupportedModelError, TypeError,
           r"takes 2 inputs \(x, y\).*only the first.*input_signature=\[tf.TensorSpec\(\(None, 4\), tf.float32\), "
           r"tf.TensorSpec\(\(None, \.\.\.\), tf.float32\)\]"),
+    Wrong("a model of two arguments given one spec",
+          lambda w: gs.trace(models.two_arguments_built_by_a_call(), [(None, 4)]), gs.UnsupportedModelError, TypeError,
+          r"takes 2 inputs \(x, y\), but the input_signature gives 1.*one spec, or nest of specs, per input"),
+    Wrong("a model whose call needs a keyword-only argument",
+          lambda w: gs.trace(models.keyword_only_built_by_a_call()), gs.UnsupportedModelError, TypeError,
+          r"needs the keyword argument scale \(no default\).*gs.trace\(lambda x: model\(x, scale=\.\.\.\)"),
     Wrong("an unbuilt model with a signature its call does not take",
           lambda w: gs.trace(models.unbuilt_subclassed(), [(None, 4), (None, 4)]), gs.InputError, ValueError,
           r"not built.*input_0 \(None, 4\), input_1 \(None, 4\).*too many positional arguments.*one spec per input"),

@@ -640,6 +640,23 @@ def build_shapes(model: Any) -> dict[str, Any] | None:
     return {"inputs": shape}
 
 
+def first_call_specs(model: Any) -> tuple[list[Any], dict[str, Any]] | None:
+    """The TensorSpecs of the tensors a tf_keras model was first called with: one nest per
+    positional argument, and those passed by keyword, by name (`model(x, y)` gives `[x_spec,
+    y_spec], {}`), with their dtypes; None where none were recorded (Keras 3 never records
+    them). tf_keras' `Model.__call__` keeps them in `_saved_model_arg_spec`, for saving."""
+    recorded = getattr(model, "_saved_model_arg_spec", None)
+    if not (isinstance(recorded, tuple) and len(recorded) == 2):
+        return None
+    args, kwargs = recorded
+    if not isinstance(args, (list, tuple)) or not args or not isinstance(kwargs, dict):
+        return None
+    specs = tf.nest.flatten([list(args), kwargs])
+    if not specs or not all(isinstance(s, tf.TensorSpec) for s in specs):
+        return None  # an argument that is not a tensor (None, a Python number) was not recorded as one
+    return list(args), dict(kwargs)
+
+
 def _as_tuples(shape: Any) -> Any:
     """A shape (a TensorShape, or a list or tuple of sizes) as a tuple of sizes, and a dict, list
     or tuple of shapes as the same nest of tuples; ValueError for a shape of unknown rank."""

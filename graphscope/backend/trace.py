@@ -229,16 +229,13 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
             "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
         )
     specs, structured = _keras_signature(model, input_signature)
+    _check_call_arguments(model, specs, structured)
     if not model.built:
         _build(model, specs, structured, training)
     what = f"model {model.name!r}"
     declared = "its declared input shape" if input_signature is None else "the input_signature's shape"
     with TRACE_LOCK, recording([model]) as recorder, _refusing(what, specs, declared):
-        fn = tf.function(_calling(model))
-        if structured is not None:
-            cf = fn.get_concrete_function(structured, training=training)
-        else:
-            cf = fn.get_concrete_function(*specs, training=training)
+        cf = _model_concrete(tf.function(_calling(model)), specs, structured, training)
     recorder.finish(cf.graph)
     names = [s.name for s in specs]
     return Traced(
@@ -254,6 +251,31 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
     )
 
 
+def _check_call_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) -> None:
+    """Refuse a model whose `call` needs arguments the trace would not pass: more positional
+    inputs than the signature gives, or a keyword-only argument without a default (TensorFlow
+    raised "missing a required argument" from inside the trace)."""
+    try:
+        parameters = list(inspect.signature(model.call).parameters.values())
+    except (TypeError, ValueError):
+        return
+    given = len(specs) if structured is None else len(structured) if isinstance(structured, _Arguments) else 1
+    positional = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keywords = [p.name for p in parameters if p.default is p.empty and p.kind is p.KEYWORD_ONLY]
+    if len(positional) > given:
+        raise UnsupportedModelError(
+            f"model {model.name!r} takes {len(positional)} inputs ({', '.join(positional)}), but the input_signature "
+            f"gives {given}: pass one spec, or nest of specs, per input"
+        )
+    if keywords:
+        names = ", ".join(keywords)
+        raise UnsupportedModelError(
+            f"model {model.name!r} needs the keyword argument{'s' if len(keywords) > 1 else ''} {names} (no default), "
+            f"which gs.trace does not pass to a model: trace a function that passes {'them' if len(keywords) > 1 else 'it'}, "
+            f"gs.trace(lambda x: model(x, {', '.join(f'{k}=...' for k in keywords)}), input_signature=[...])"
+        )
+
+
 def _keras_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) -> list[tuple[str, Any]]:
     """The arguments a Keras model is called with: one nest (`structured`), or one tensor per
     spec; named after the parameters of its `call` (`inputs`, else `input_<k>`)."""
@@ -262,7 +284,23 @@ def _keras_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) ->
     if structured is None:
         return [(name(k), k) for k in range(len(specs))]
     count = iter(range(len(specs)))
-    return [(name(0), tf.nest.map_structure(lambda _: next(count), structured))]
+    nests = structured if isinstance(structured, _Arguments) else (structured,)
+    return [(name(k), tf.nest.map_structure(lambda _: next(count), nest)) for k, nest in enumerate(nests)]
+
+
+class _Arguments(tuple):
+    """The structure to call a model with where it takes several arguments and one of them is a
+    nest (`call(inputs, bias)` with a dict `inputs`): one nest of specs per argument."""
+
+
+def _model_concrete(fn: Any, specs: list[tf.TensorSpec], structured: Any, training: bool) -> Any:
+    """`fn` traced on `structured` (one nest, or `_Arguments`: one per argument), or on `specs`
+    as one argument each where it is None."""
+    if structured is None:
+        return fn.get_concrete_function(*specs, training=training)
+    if isinstance(structured, _Arguments):
+        return fn.get_concrete_function(*structured, training=training)
+    return fn.get_concrete_function(structured, training=training)
 
 
 def _calling(model: Any) -> Any:
@@ -286,10 +324,7 @@ def _build(model: Any, specs: list[tf.TensorSpec], structured: Any, training: bo
     before = _build_states(model)
     try:
         with TRACE_LOCK, _tf.builds_outside_graphs(model):
-            if structured is not None:
-                fn.get_concrete_function(structured, training=training)
-            else:
-                fn.get_concrete_function(*specs, training=training)
+            _model_concrete(fn, specs, structured, training)
     except Exception as e:  # noqa: BLE001 - whatever the model's own code raises
         takes = ", ".join(f"{s.name} {_shape(s)}" for s in specs)
         # like a failed call on data, a failed build can leave layers built for those shapes
@@ -341,12 +376,17 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             return specs, nests[0]
         if inputs is not None and len(flat) > 1:
             return specs, tf.nest.pack_sequence_as(inputs, specs)
+        if inputs is None and not all(isinstance(n, tf.TensorSpec) for n in nests):
+            return specs, _Arguments(nests)  # several arguments, a nest among them: one each
         return specs, None
     if inputs is not None:
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
         return tf.nest.flatten(structured), structured
+    called = _first_call_signature(model)
+    if called is not None:
+        return _keras_signature(model, called)
     built = _built_signature(model)
     if built is not None:
         if len(built) == 1 and _is_shape(built[0]):
@@ -358,6 +398,32 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _first_call_signature(model: Any) -> list[Any] | None:
+    """One nest of specs per positional argument a tf_keras model was first called with, with
+    the dtypes it was called with and any batch size, or None where Keras recorded no call (Keras
+    3 records only the first argument's shapes, not its dtypes: see `_built_signature`).
+    UnsupportedModelError where the call passed tensors by keyword, which a trace does not pass."""
+    recorded = _tf.first_call_specs(model)
+    if recorded is None:
+        return None
+    args, kwargs = recorded
+    if kwargs:
+        names = ", ".join(kwargs)
+        raise UnsupportedModelError(
+            f"model {model.name!r} was called with tensors by keyword ({names}), which gs.trace does not pass "
+            f"to a model: trace a function that does, gs.trace(lambda x, {names.replace(', ', '=..., ')}=...: "
+            f"model(x, {', '.join(f'{k}={k}' for k in kwargs)}), input_signature=[...]), one spec per argument"
+        )
+    return [tf.nest.map_structure(_any_batch, a) for a in args]
+
+
+def _any_batch(spec: tf.TensorSpec) -> tf.TensorSpec:
+    """`spec` with any batch size (the call that recorded it had one, which is not the model's)."""
+    if spec.shape.rank is None or spec.shape.rank == 0:
+        return tf.TensorSpec(spec.shape, spec.dtype)
+    return tf.TensorSpec((None, *spec.shape.as_list()[1:]), spec.dtype)
 
 
 def _built_signature(model: Any) -> list[Any] | None:

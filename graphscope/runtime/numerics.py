@@ -182,8 +182,8 @@ class _Reduced(Runner):
     none for a branch that did not run)."""
 
     def __init__(self, runtime: Runtime, fetches: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
-                 edits: list[editing.Edit], reduction: Reduction) -> None:
-        self._setup(feeds)
+                 edits: list[editing.Edit], reduction: Reduction, arguments: Any = None) -> None:
+        self._setup(feeds, arguments)
         self.total = reduction.total
         compiled = runtime.program.compiled(self.signature.tensors, fetches, edits, reduce=reduction)
         self._adopt(runtime, compiled)
@@ -208,8 +208,8 @@ class _ReducedGradient(Runner):
     `{name: counts}` (size -1 where no gradient reaches)."""
 
     def __init__(self, runtime: Runtime, of: Tensor, wrt: list[Tensor], feeds: Sequence[tuple[str, Tensor]],
-                 edits: list[editing.Edit], total: bool) -> None:
-        self._setup(feeds)
+                 edits: list[editing.Edit], total: bool, arguments: Any = None) -> None:
+        self._setup(feeds, arguments)
         self.wrt, self.total = wrt, total
         reduce = _gradient_total if total else _gradient_counts
         gradient = Gradient(of, list(wrt), None, [t.name for t in wrt], reduce=reduce)
@@ -272,11 +272,15 @@ def _executor(runtime: Runtime, kind: str, fetches: list[Tensor], feeds: list[tu
            tuple(e.key for e in edits))
     executor = runtime._executors.get(key)
     if executor is None:
+        # fed the model's inputs, they are also taken in the nests its arguments are, as by an executor
+        model_inputs = [(k, t.name) for k, t in runtime._feed_pairs(None)]
+        arguments = runtime._arguments(None) if [(k, t.name) for k, t in feeds] == model_inputs else None
         if kind.startswith("gradient"):
             of, *wrt = fetches
-            executor = _ReducedGradient(runtime, of, wrt, feeds, edits, total=kind == "gradient quick")
+            executor = _ReducedGradient(runtime, of, wrt, feeds, edits, total=kind == "gradient quick",
+                                        arguments=arguments)
         else:
-            executor = _Reduced(runtime, fetches, feeds, edits, QUICK if kind == "quick" else COUNTS)
+            executor = _Reduced(runtime, fetches, feeds, edits, QUICK if kind == "quick" else COUNTS, arguments)
         runtime._executors.put(key, executor)
     return executor
 

@@ -126,6 +126,54 @@ def test_a_subclassed_tf_keras_model_built_by_a_call_on_a_dict_traces_without_a_
     np.testing.assert_allclose(got["b/Tanh:0"], model.b(x["y"]), rtol=1e-6)
 
 
+def test_a_subclassed_tf_keras_model_is_traced_as_it_was_first_called_with_its_dtypes_and_arguments():
+    """tf_keras records the tensors a subclassed model was first called with, dtypes and all
+    positional arguments, where its build kept only the first argument's shape. The trace took
+    the ids as float32, which rounds 123456789 to 123456792 (another hashed bucket, silently),
+    and called `call(inputs, bias=None)` without the bias it was called with (the model without
+    it, silently). The oracle: the model called."""
+
+    class Hashed(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="hashed")
+            self.embed = tf_keras.layers.Embedding(1000, 3, name="embed")
+
+        def call(self, inputs, bias=None):
+            rows = self.embed(tf.math.floormod(inputs["ids"], 1000))
+            rows = rows * tf.cast(inputs["mask"], rows.dtype)[..., None]
+            return rows if bias is None else rows + bias[:, None, :]
+
+    ids = np.array([[123456789, 5, 999999937]], np.int32)
+    x = {"ids": ids, "mask": np.array([[True, True, False]])}
+    bias = np.array([[1.0, 2.0, 3.0]], np.float32)
+    model = Hashed()
+    want = model(x, bias).numpy()
+    scope = gs.trace(model, quiet=True)
+    assert [t.dtype for t in scope.model_graph.inputs] == ["int32", "bool", "float32"]
+    (out,) = scope.outputs.names
+    got = scope.run(out, [x, bias])[out]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got[0, 0] - bias[0], model.embed.embeddings.numpy()[789], atol=1e-6)
+
+
+def test_a_subclassed_tf_keras_model_first_called_with_a_tensor_by_keyword_is_refused_with_how_to_trace_it():
+    """A tensor passed by keyword (`model(x, bias=b)`) is not passed by a trace of the model,
+    which then ran without it: refused, naming it and the function to trace instead."""
+
+    class Biased(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="biased")
+            self.a = tf_keras.layers.Dense(2, name="a")
+
+        def call(self, x, bias=None):
+            return self.a(x) if bias is None else self.a(x) + bias
+
+    model = Biased()
+    model(np.ones((2, 3), np.float32), bias=np.ones((2, 2), np.float32))
+    with pytest.raises(gs.UnsupportedModelError, match=r"called with tensors by keyword \(bias\).*lambda x, bias=\.\.\.: model\(x, bias=bias\)"):
+        gs.trace(model, quiet=True)
+
+
 def test_padded_nms_loops_inside_the_roi_generator_are_found_and_run():
     """Model Garden's shape of problem: NMS as `while` loops inside a layer, no NMS op."""
     model = zoo.padded_proposals()

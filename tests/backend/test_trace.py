@@ -910,6 +910,60 @@ def test_a_subclassed_model_of_two_arguments_built_by_a_call_is_refused_with_the
     np.testing.assert_allclose(scope.run(out, [x, y])[out], want, rtol=1e-6)
 
 
+class _DictAndBias(keras.Model):
+    """`call(inputs, bias)`: a dict, then a tensor."""
+
+    def __init__(self):
+        super().__init__(name="dict_and_bias")
+        self.a = keras.layers.Dense(2, name="a")
+
+    def call(self, inputs, bias):
+        return self.a(inputs["x"]) * inputs["s"] + bias
+
+
+def test_a_model_of_several_arguments_one_a_dict_is_traced_with_one_nest_per_argument():
+    """input_signature=[{"x": ..., "s": ...}, bias]: the dict is the first argument and the
+    bias the second; the trace called the model with the three tensors as three arguments
+    (TensorFlow's TypeError, "takes from 3 to 4 positional arguments but 5 were given").
+    The oracle: the model called."""
+    rng = np.random.default_rng(0)
+    x = {"x": rng.normal(size=(3, 4)).astype(np.float32), "s": rng.normal(size=(3, 1)).astype(np.float32)}
+    bias = rng.normal(size=(3, 2)).astype(np.float32)
+    model = _DictAndBias()
+    want = model(x, bias).numpy()
+    signature = [{"x": tf.TensorSpec((None, 4)), "s": tf.TensorSpec((None, 1))}, tf.TensorSpec((None, 2))]
+    scope = gs.trace(model, signature, quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, [x, bias])[out], want, rtol=1e-6)
+    np.testing.assert_allclose(scope.run("a/BiasAdd:0", [x, bias])["a/BiasAdd:0"], model.a(x["x"]), rtol=1e-6)
+
+
+class _Scaled(keras.Model):
+    def __init__(self):
+        super().__init__(name="scaled")
+        self.a = keras.layers.Dense(2, name="a")
+
+    def call(self, x, *, scale):
+        return self.a(x) * scale
+
+
+def test_a_model_needing_a_keyword_or_more_inputs_than_the_signature_gives_is_refused_with_what_to_trace():
+    """`call(x, *, scale)` and `call(x, y)` given one spec: TensorFlow raised "missing a required
+    argument" from inside the trace; now the error names the argument and the way out, which
+    traces the model. The oracle: the model called."""
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    model = _Scaled()
+    want = model(x, scale=2.0).numpy()
+    for signature in (None, [tf.TensorSpec((None, 4))]):
+        with pytest.raises(gs.UnsupportedModelError, match=r"keyword argument scale .*lambda x: model\(x, scale=\.\.\.\)"):
+            gs.trace(model, signature, quiet=True)
+    scope = gs.trace(lambda x: model(x, scale=2.0), [tf.TensorSpec((None, 4))], quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, x)[out], want, rtol=1e-6)
+    with pytest.raises(gs.UnsupportedModelError, match=r"takes 2 inputs \(x, y\), but the input_signature gives 1"):
+        gs.trace(_OnTwo(), [tf.TensorSpec((None, 3))], quiet=True)
+
+
 def test_an_input_made_without_a_name_is_named_by_its_input_layer():
     """keras.applications and keras-hub make `keras.Input(shape)` without a name: the input is
     named as model.summary() shows it (`input_layer_<n>`), not `keras_tensor_<n>`."""

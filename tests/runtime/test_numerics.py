@@ -579,3 +579,27 @@ def test_the_counting_pass_counts_each_tensor_as_numpy_does_in_groups_of_few_ops
     np.testing.assert_array_equal(got, np.array(want, np.float64))
     if not values_per_group:
         assert built < 5 * len(arrays), built  # a reduction per tensor built about 30 ops each
+
+
+def test_numerics_takes_inputs_in_the_nests_the_arguments_are_as_an_executor_does():
+    """A function `f(batch, bias)` whose `batch` is a dict is fed `[batch, bias]` (one nest per
+    argument) by `run`; numerics refused it ("this executor takes 3 inputs ..., got 2"), forward
+    and backward. The oracle: the log's input computed by hand, negative in row 1 only, and
+    sqrt's gradient at 0 (infinite) where the bias makes the input 0."""
+    dense = keras.layers.Dense(2, name="d", kernel_initializer="ones", bias_initializer="zeros")
+
+    def f(batch, bias):
+        pre = dense(batch["x"]) * batch["s"] + bias
+        return tf.math.log(pre) + tf.sqrt(pre - 1.0)
+
+    scope = gs.trace(f, [{"x": tf.TensorSpec((None, 3)), "s": tf.TensorSpec((None, 1))}, tf.TensorSpec((None, 2))],
+                     quiet=True)
+    batch = {"x": np.ones((2, 3), np.float32), "s": np.array([[1.0], [-1.0]], np.float32)}
+    bias = np.array([[0.0, 0.0], [2.0, 2.0]], np.float32)  # pre = [[3, 3], [-1, -1]]: log(-1) is NaN
+    found = scope.numerics([batch, bias])
+    assert found.first.op_type == "Log" and found.bad[found.first.name].nan == 2
+    assert found.first.name == scope.numerics({"batch": batch, "bias": bias}).first.name
+    fine = {"x": np.ones((2, 3), np.float32), "s": np.ones((2, 1), np.float32)}
+    rooted = scope.numerics([fine, np.array([[-2.0, 0.0], [0.0, 0.0]], np.float32)], backward=scope.outputs[0])
+    # pre = 3 + bias = [[1, 3], [3, 3]]: sqrt(pre - 1) is 0 at [0, 0], its gradient inf there
+    assert not rooted.ok and rooted.first.op_type == "Sub"
