@@ -39,6 +39,7 @@ from graphscope.errors import (
     UnsupportedFetchError,
     UnsupportedModelError,
     UnusedTensorWarning,
+    GuessedInputsWarning,
 )
 
 from graphscope.version import __version__
@@ -112,6 +113,7 @@ __all__ = [
     "UnsupportedFetchError",
     "UnsupportedModelError",
     "UnusedTensorWarning",
+    "GuessedInputsWarning",
     "__version__",
     "ancestors",
     "compare",

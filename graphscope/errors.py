@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Iterable
 
 __all__ = [
@@ -11,6 +13,7 @@ __all__ = [
     "DisconnectedError",
     "ExecutionError",
     "GraphscopeError",
+    "GuessedInputsWarning",
     "GraphvizNotFoundError",
     "InputError",
     "LayerNotFoundError",
@@ -22,6 +25,7 @@ __all__ = [
     "UnsupportedModelError",
     "UnusedTensorWarning",
     "closest",
+    "outside_stacklevel",
 ]
 
 
@@ -91,6 +95,13 @@ class UnusedTensorWarning(UserWarning):
     cell)."""
 
 
+class GuessedInputsWarning(UserWarning):
+    """A Keras 3 subclassed model traced without a signature from the shapes Keras kept when it
+    was built (not their dtypes, nor arguments past the first), where the trace shows that guess
+    may not be how the model is called: an input cast to integers inside it, or an optional
+    argument of its `call`."""
+
+
 class ExecutionError(GraphscopeError, RuntimeError):
     """TensorFlow failed while running an executor; the message names the op that failed."""
 
@@ -152,3 +163,15 @@ def key_suggestion(name: str, keys: Iterable[str]) -> str:
         return (" Values are keyed by tensor names (a layer's by its outputs'); under "
                 f"{name + '/'!r}: {', '.join(repr(k) for k in inside[:5])}{', ...' if len(inside) > 5 else ''}.")
     return suggestion(name, keys)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def outside_stacklevel() -> int:
+    """The `stacklevel` that makes a warning issued by the caller point at the first frame
+    outside graphscope (the user's line), however many of graphscope's calls lie between."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -10,6 +10,7 @@ import inspect
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +21,8 @@ import tensorflow as tf
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
 from graphscope.errors import (
-    GraphscopeError, InputError, ModelLoadError, OptionError, UnsupportedModelError, suggestion,
+    GraphscopeError, GuessedInputsWarning, InputError, ModelLoadError, OptionError, UnsupportedModelError,
+    outside_stacklevel, suggestion,
 )
 from graphscope.ir.records import shape_text
 
@@ -234,9 +236,23 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         _build(model, specs, structured, training)
     what = f"model {model.name!r}"
     declared = "its declared input shape" if input_signature is None else "the input_signature's shape"
-    with TRACE_LOCK, recording([model]) as recorder, _refusing(what, specs, declared):
-        cf = _model_concrete(tf.function(_calling(model)), specs, structured, training)
+    # a Keras 3 subclassed model's inputs are guessed from the shapes it kept: float32, one argument
+    guessed = input_signature is None and _keras_inputs(model) is None and _tf.first_call_specs(model) is None
+    try:
+        with TRACE_LOCK, recording([model]) as recorder, _refusing(what, specs, declared):
+            cf = _model_concrete(tf.function(_calling(model)), specs, structured, training)
+    except (TypeError, ValueError) as e:
+        if not guessed or isinstance(e, GraphscopeError):
+            raise
+        raise UnsupportedModelError(
+            f"model {model.name!r} failed when traced on {_guess_text(specs)}, the inputs guessed from the shapes "
+            f"Keras 3 kept when it was built (it keeps no dtypes): {_cause(e)}; if it takes integers or booleans, "
+            "pass input_signature with their dtypes, e.g. "
+            f"[{_spec_text(specs[0].shape.as_list(), tf.bool if 'bool' in str(e) else tf.int32)}]"
+        ) from None
     recorder.finish(cf.graph)
+    if guessed:
+        _warn_if_guessed_wrong(model, specs, cf)
     names = [s.name for s in specs]
     return Traced(
         function=cf,
@@ -248,6 +264,58 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         training=training,
         source="keras",
         arguments=_keras_arguments(model, specs, structured),
+    )
+
+
+def _guess_text(specs: list[tf.TensorSpec]) -> str:
+    return ", ".join(f"{s.name} {_shape(s)} {s.dtype.name}" for s in specs)
+
+
+def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], cf: Any) -> None:
+    """Warn (GuessedInputsWarning) where a Keras 3 subclassed model traced on inputs guessed from
+    the shapes Keras kept (float32, its first argument only) shows that it may be called
+    otherwise: an input it casts to integers or booleans (ids above 2**24 round in float32,
+    silently), or an optional argument of its `call` (traced without it, though it may have been
+    called with it)."""
+    cast: list[str] = []
+    for spec, placeholder in zip(specs, cf.graph.inputs):
+        todo, seen = [placeholder.op], set()
+        while todo:
+            op = todo.pop()
+            for t in op.outputs:
+                for reader in t.consumers():
+                    if reader.name in seen:
+                        continue
+                    seen.add(reader.name)
+                    if reader.type == "Identity":
+                        todo.append(reader)
+                    elif reader.type == "Cast" and (reader.outputs[0].dtype.is_integer or reader.outputs[0].dtype.is_bool):
+                        cast.append(f"{spec.name} to {reader.outputs[0].dtype.name}")
+    try:
+        parameters = inspect.signature(model.call).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []
+    optional = [p.name for p in parameters if p.default is None and p.name not in ("training", "mask")
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not cast and not optional:
+        return
+    why = "; ".join(filter(None, [
+        f"it casts {', '.join(dict.fromkeys(cast))} (integers fed as float32 round above 2**24)" if cast else "",
+        f"its call also takes {', '.join(optional)}, which the trace does not pass" if optional else "",
+    ]))
+    ways = []
+    if cast:
+        dtype = tf.as_dtype(cast[0].rpartition(" to ")[2])
+        ways.append(f"pass input_signature with the dtypes ([{_spec_text(specs[0].shape.as_list(), dtype)}])")
+    if optional:
+        ways.append(f"trace a function that passes the arguments (gs.trace(lambda x, {optional[0]}: "
+                    f"model(x, {optional[0]}={optional[0]}), [x_spec, {optional[0]}_spec]))")
+    warnings.warn(
+        f"model {model.name!r} was traced on {_guess_text(specs)}: Keras 3 keeps only the shapes of what a "
+        f"subclassed model was first called with, not their dtypes nor arguments past the first, and {why}. "
+        f"If that is not how you call it, {' or '.join(ways)}",
+        GuessedInputsWarning,
+        stacklevel=outside_stacklevel(),
     )
 
 
@@ -982,7 +1050,12 @@ def _shape(spec: tf.TensorSpec) -> tuple[int | None, ...] | None:
 def _cause(e: BaseException) -> str:
     """What went wrong, from an error raised while tracing: the last `SomeError: ...` line of
     TensorFlow's "in user code:" report, else the first line."""
-    found = re.findall(r"^\s*(\w+(?:Error|Exception): .+)$", str(e), re.M)
+    text = str(e)
+    # Keras' own wrapper puts the reason on the line after "Exception encountered when calling ..."
+    keras_reason = re.search(r"Exception encountered when calling [^\n]*\n\s*(?:\x1b\[1m)?([^\n\x1b]+)", text)
+    found = re.findall(r"^\s*(\w+(?:Error|Exception): .+)$", text, re.M)
+    if found and keras_reason and "Exception encountered when calling" in found[-1]:
+        return f"{found[-1].split(':')[0]}: {keras_reason.group(1).strip()}"[:300]
     return found[-1][:300] if found else _first_line(e)
 
 

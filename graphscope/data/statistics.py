@@ -24,11 +24,11 @@ from graphscope.data.job import check_fixed
 from graphscope.data.layout import fixed_batch
 from graphscope.data.sources import Batches, Prefetch
 from graphscope.display.progress import SampleProgress
-from graphscope.errors import ArgumentError, OptionError
+from graphscope.errors import ArgumentError, OptionError, outside_stacklevel
 from graphscope.ir.records import Tensor
 from graphscope.ir.statistics import Moments, Statistics, TensorStats, histogram_edges
 from graphscope.runtime import edit as editing
-from graphscope.runtime.runtime import Runtime, _outside_level
+from graphscope.runtime.runtime import Runtime
 from graphscope.runtime.statistics import Summary, check_fetch, entry_axis, finite
 
 __all__ = ["add_histograms", "batch_figures", "checked_fetches", "edges_of", "finish", "merge_figures", "statistics",
@@ -148,7 +148,7 @@ def _check_histogram(name: str, m: Moments) -> None:
             "random augmentations), and values outside that range are not counted; trace in inference mode and "
             "read the same data twice for histograms of every value",
             UserWarning,
-            stacklevel=_outside_level(),
+            stacklevel=outside_stacklevel(),
         )
 
 

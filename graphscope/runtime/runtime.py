@@ -4,15 +4,13 @@ fetch, feed and edit (`ModelGraph.resolve_pairs`, `edit.resolve`, `gradients.res
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import warnings
 from typing import Any
 
 from graphscope.backend.mirror import Mirrored
 from graphscope.backend.trace import Traced
-from graphscope.errors import ArgumentError, TensorNotFoundError, UnusedTensorWarning
+from graphscope.errors import ArgumentError, TensorNotFoundError, UnusedTensorWarning, outside_stacklevel
 from graphscope.ir.graph import ModelGraph
 from graphscope.ir.records import Results, Tensor
 from graphscope.runtime import edit as editing
@@ -77,7 +75,7 @@ class Runtime:
                 "RNN's cell outside its loop only to learn shapes); the values are real, but not part of what the "
                 "model computes" + (f"; the model uses {', '.join(used)}" if used else ""),
                 UnusedTensorWarning,
-                stacklevel=_outside_level(),
+                stacklevel=outside_stacklevel(),
             )
 
 
@@ -152,15 +150,3 @@ class Runtime:
         if self._variables is None:
             self._variables = bound_variables(self.traced, self.program)
         return self._variables
-
-
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _outside_level() -> int:
-    """The `stacklevel` that makes a warning issued by the caller point at the first frame
-    outside graphscope (the user's line), however many of graphscope's calls lie between."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level

@@ -420,6 +420,36 @@ def test_build_shapes_of_a_subclassed_model():
     assert list(shapes.values()) == [(1, 3)]
 
 
+def _on_a_dict(k):
+    """A subclassed model of Keras module `k`, called once on a dict of a float and an int input."""
+
+    class M(k.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = k.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.d(inputs["x"]) + tf.cast(inputs["ids"], tf.float32)[:, :1]
+
+    m = M()
+    m({"x": np.zeros((1, 3), np.float32), "ids": np.zeros((1, 2), np.int64)})
+    return m
+
+
+def test_build_shapes_of_models_built_on_a_dict_and_tf_keras_first_call_specs():
+    """Keras 3 keeps a dict's shapes under the build argument; tf_keras keeps a dict of
+    TensorShapes, and its first call's specs (dtypes included) in `_saved_model_arg_spec`."""
+    m = _on_a_dict(keras)
+    assert list(_tf.build_shapes(m).values()) == [{"x": (1, 3), "ids": (1, 2)}]
+    assert _tf.first_call_specs(m) is None  # Keras 3 keeps no dtypes
+    k = _on_a_dict(pytest.importorskip("tf_keras"))
+    assert _tf.build_shapes(k) == {"inputs": {"ids": (1, 2), "x": (1, 3)}}
+    (args, kwargs) = _tf.first_call_specs(k)
+    assert kwargs == {} and len(args) == 1
+    assert {key: (spec.dtype, tuple(spec.shape)) for key, spec in args[0].items()} == {
+        "x": (tf.float32, (1, 3)), "ids": (tf.int64, (1, 2))}
+
+
 def test_sublayers_and_input_layers():
     a = keras.Input((2,), name="a")
     b = keras.Input((3,), name="b")

@@ -1,6 +1,7 @@
 """trace: every kind of model in, a concrete function and the real call structure out."""
 
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -1204,3 +1205,74 @@ def test_a_saved_models_ops_keep_their_own_scopes(tmp_path):
         np.testing.assert_array_equal(got[n], want[n], err_msg=n)
     np.testing.assert_array_equal(got["mul_1/ReadVariableOp:0"], module.w.numpy())
     np.testing.assert_array_equal(got["mul:0"], x * 10.0)
+
+
+class _Hashed(keras.Model):
+    """Hashes raw integer ids into 1 000 buckets: fed as float32, an id above 2**24 rounds."""
+
+    def __init__(self):
+        super().__init__(name="hashed")
+        self.table = keras.layers.Embedding(1000, 2, name="table")
+
+    def call(self, ids):
+        return self.table(tf.math.floormod(tf.cast(ids, tf.int64), 1000))
+
+
+class _OptionalBias(keras.Model):
+    def __init__(self):
+        super().__init__(name="optional_bias")
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def call(self, x, bias=None, training=None):
+        y = self.dense(x)
+        return y if bias is None else y + bias
+
+
+class _Masked(keras.Model):
+    def __init__(self):
+        super().__init__(name="masked")
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def call(self, inputs):
+        return tf.where(inputs["mask"], self.dense(inputs["x"]), 0.0)
+
+
+def test_a_keras_3_model_traced_on_guessed_inputs_warns_where_the_guess_may_be_wrong():
+    """Keras 3 keeps the shapes a subclassed model was first called with, not their dtypes nor
+    its other arguments, so such a model is traced on float32 inputs of those shapes. Where the
+    trace shows that may not be how it is called, a GuessedInputsWarning says so (ids cast to
+    integers inside it: 123456789 rounds to 123456792 in float32, another bucket, silently; an
+    optional argument the trace does not pass); a failure the guessed dtypes cause is an
+    UnsupportedModelError naming them. The ways the messages give trace the model as called.
+    The oracle: the model called on the same inputs."""
+    ids = np.array([[123456789, 5]], np.int64)
+    hashed = _Hashed()
+    want = hashed(ids).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"casts input_0 to int64.*tf.TensorSpec\(\(None, 2\), tf.int64\)"):
+        gs.trace(hashed, quiet=True)
+    scope = gs.trace(hashed, [tf.TensorSpec((None, 2), tf.int64)], quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_array_equal(scope.run(out, ids)[out], want)
+
+    x, bias = np.ones((2, 3), np.float32), np.full((2, 2), 3.0, np.float32)
+    model = _OptionalBias()
+    want = model(x, bias).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"also takes bias.*lambda x, bias: model\(x, bias=bias\)"):
+        gs.trace(model, quiet=True)
+    scope = gs.trace(lambda x, bias: model(x, bias=bias), [tf.TensorSpec((None, 3)), tf.TensorSpec((None, 2))],
+                     quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, [x, bias])[out], want, rtol=1e-6)
+
+    masked = _Masked()
+    masked({"x": x, "mask": np.ones((2, 1), bool)})
+    with pytest.raises(gs.UnsupportedModelError, match=r"mask \(None, 1\) float32.*'condition'.*bool.*tf.bool"):
+        gs.trace(masked, quiet=True)
+
+
+def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
+    plain = models.unbuilt_subclassed()
+    plain(np.ones((2, 4), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gs.GuessedInputsWarning)
+        gs.trace(plain, quiet=True)
