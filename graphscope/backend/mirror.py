@@ -316,8 +316,8 @@ class _Mirror:
         self.later_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.scopes = _NameScopes(traced.function) if traced.source == "saved_model" else None
         self.eager_by_graph: dict[int, tuple[dict[int, tf.Tensor], dict[str, Any]]] = {}
-        # (graph, op name) of the casts Keras makes of a layer's inputs (`_autocasts`)
-        self.autocast_ops: set[tuple[int, str]] = set()
+        # (graph, op name) of the casts Keras makes of a layer's inputs (`_autocasts`) -> the call's id
+        self.autocast_ops: dict[tuple[int, str], int] = {}
         self.held = self._held_values()
         self.levels: list[_Level] = []  # the graphs being walked, innermost last
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
@@ -388,7 +388,7 @@ class _Mirror:
                 owners[op.name] = stack[-1]
         for op_name, call in self._autocasts(graph, calls, owners).items():
             owners[op_name] = call
-            self.autocast_ops.add((id(graph), op_name))
+            self.autocast_ops[(id(graph), op_name)] = id(call)
         return owners
 
     @staticmethod
@@ -398,7 +398,9 @@ class _Mirror:
         call they are for. `Layer.__call__` makes them before it calls `call` (Keras 3 before it
         opens the layer's name scope, tf_keras inside it), so they lie outside the call's ops: each is a Cast that the call's `call`
         received, to the layer's compute dtype, made after the calls before it and outside any
-        other call (the parent's op, or the traced function's)."""
+        other call (the parent's op, or the traced function's). Keras casts only floating-point
+        inputs (`DTypePolicy.convert_input`, tf_keras' `_maybe_cast_inputs`): a cast of integers or
+        booleans (`tf.cast(ids, tf.float32)` before a `Dense`) is the caller's own."""
         found: dict[str, LayerCall] = {}
         ends = sorted(c.last_id for c in calls)
         for call in calls:
@@ -412,7 +414,7 @@ class _Mirror:
                 if not (isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t) and t.graph is graph):
                     continue
                 op = t.op
-                if (op.type == "Cast" and t.dtype.name == dtype and after < _tf.op_id(op) <= call.first_id
+                if (op.type == "Cast" and t.dtype.name == dtype and op.inputs[0].dtype.is_floating and after < _tf.op_id(op) <= call.first_id
                         and owners.get(op.name) is parent):
                     found[op.name] = call
         return found
@@ -522,7 +524,9 @@ class _Mirror:
         if held is not None:  # a layer's attribute passed to a sublayer: the holder's
             base, owner = held
         elif self.autocast_ops and (id(graph), op.name) in self.autocast_ops:
-            base = f"{self._layer_path(owner)}/autocast"  # made for the layer, outside its scope
+            # made for the layer, outside its scope; the traced model's own cast of its inputs is at the root
+            path = self._layer_path(owner)
+            base = f"{path}/autocast" if path else "autocast"
         else:
             base = canonical_op_name(op.name, self._scopes(owner))
         if held is None and owner is not None and owner.graph is graph and (
@@ -776,8 +780,9 @@ class _Mirror:
         or Placeholder that captured it in the call's graph; None if the graph never used it. A
         cast Keras made of the input (`_autocasts`) is known by what it cast."""
         try:
-            if self.autocast_ops and (id(call.graph), t.op.name) in self.autocast_ops:
-                t = t.op.inputs[0]  # the layer's input is what Keras cast for it (`_autocasts`)
+            if self.autocast_ops and self.autocast_ops.get((id(call.graph), t.op.name)) == id(call):
+                t = t.op.inputs[0]  # the layer's input is what Keras cast for it (`_autocasts`); another
+                # call's cast (the traced model's, passed on to its layers) is what this one was passed
             return (id(call.graph), t.name)
         except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
             captured = self._eager(call.graph)[0].get(id(t))

@@ -531,3 +531,56 @@ def test_the_casts_keras_makes_of_a_layers_inputs_are_the_layers():
     edited = scope.run("d1/Relu:0", [x1, x2], edits={"d1/autocast:0": lambda v: tf.zeros_like(v)})["d1/Relu:0"]
     bias = model.get_layer("d1").bias.numpy().astype(np.float16)
     np.testing.assert_array_equal(edited, np.broadcast_to(np.maximum(bias, 0), edited.shape))
+
+
+def test_a_cast_keras_did_not_make_for_a_layer_is_not_its_autocast():
+    """Keras casts only floating-point inputs to a layer's compute dtype, and a model's own cast of
+    its inputs is the model's: a caller's `tf.cast(ids, tf.float32)` (or `keras.ops.cast`) before a
+    Dense was taken for the Dense's autocast (`d/autocast:0`, and the Dense's input was the int ids),
+    and a float32 model traced on float16 inputs named its own cast `None/autocast:0` and gave its
+    Dense the float16 input, though Keras passed it the cast. The oracle: Keras' `layer.input` (a
+    sub-model), numpy casts and tf.GradientTape at what the Dense was passed."""
+
+    class Ids(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3, name="d")
+
+        def call(self, ids):
+            return self.d(tf.cast(ids, tf.float32))
+
+    ids = np.array([[1, 2], [3, 4]], np.int32)
+    scope = gs.trace(Ids(), input_signature=[tf.TensorSpec((None, 2), tf.int32)], quiet=True)
+    (passed,) = scope.layer("d").inputs
+    assert passed.dtype == "float32" and not scope.find("autocast")
+    np.testing.assert_array_equal(scope.run(passed, ids)[passed.name], ids.astype(np.float32))
+
+    ids_in = keras.Input((2,), dtype="int32", name="ids")
+    functional = keras.Model(ids_in, keras.layers.Dense(3, name="d")(keras.ops.cast(ids_in, "float32")))
+    scope = gs.trace(functional, quiet=True)
+    (passed,) = scope.layer("d").inputs
+    want = np.asarray(keras.Model(ids_in, functional.get_layer("d").input)(ids))
+    assert passed.dtype == "float32" and not scope.find("autocast")
+    np.testing.assert_array_equal(scope.run(passed, ids)[passed.name], want)
+
+    class Plain(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3, name="d")
+
+        def call(self, x):
+            return self.d(x)
+
+    model = Plain()
+    x = np.array([[1.5, -2], [3, 4.25]], np.float16)
+    scope = gs.trace(model, input_signature=[tf.TensorSpec((None, 2), tf.float16)], quiet=True)
+    assert [t.name for t in scope.find("autocast")] == ["autocast:0"]  # the model's own, at the root
+    (passed,) = scope.layer("d").inputs
+    assert passed.name == "autocast:0" and passed.dtype == "float32"
+    with tf.GradientTape() as tape:
+        h = tf.cast(tf.constant(x), tf.float32)
+        tape.watch(h)
+        total = tf.reduce_sum(model.d(h))
+    got = scope.gradients(scope.outputs[0], [passed.name], x)[passed.name]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, tape.gradient(total, h).numpy(), rtol=1e-6)
