@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -241,6 +242,13 @@ def _unused_calls(traced: Traced) -> set[int]:
     return found
 
 
+def _in_scope_of(op_name: str, layer_name: str) -> bool:
+    """Whether `op_name` is made directly in a name scope of the layer (`model/shared/Cast`, or
+    `model/shared_1/Cast` where a second call opened it again)."""
+    scope = op_name.rpartition("/")[0].rpartition("/")[2]
+    return scope == layer_name or re.fullmatch(re.escape(layer_name) + r"_\d+", scope) is not None
+
+
 # ops whose value depends on their input's shape only (Keras' RNN makes its masked steps' zeros
 # with `zeros_like` of the cell's output outside the loop)
 _SHAPE_ONLY = frozenset({"ZerosLike", "OnesLike", "Shape", "ShapeN", "Size", "Rank"})
@@ -400,7 +408,8 @@ class _Mirror:
         received, to the layer's compute dtype, made after the calls before it and outside any
         other call (the parent's op, or the traced function's). Keras casts only floating-point
         inputs (`DTypePolicy.convert_input`, tf_keras' `_maybe_cast_inputs`): a cast of integers or
-        booleans (`tf.cast(ids, tf.float32)` before a `Dense`) is the caller's own."""
+        booleans (`tf.cast(ids, tf.float32)` before a `Dense`) is the caller's own, and so is one
+        outside a tf_keras layer's name scope."""
         found: dict[str, LayerCall] = {}
         ends = sorted(c.last_id for c in calls)
         for call in calls:
@@ -410,10 +419,13 @@ class _Mirror:
             k = bisect.bisect_right(ends, call.first_id)
             after = ends[k - 1] if k else -1  # the last op of the calls made before this one
             parent = call.parent if call.parent is not None and call.parent.graph is graph else None
+            keras2 = _tf.is_tf_keras_layer(call.layer)
             for t in tf.nest.flatten((call.args, list(call.keywords.values()))):
                 if not (isinstance(t, tf.Tensor) and tf.is_symbolic_tensor(t) and t.graph is graph):
                     continue
                 op = t.op
+                if keras2 and not _in_scope_of(op.name, call.layer.name):
+                    continue  # tf_keras casts inside the layer's name scope: one outside is the caller's
                 if (op.type == "Cast" and t.dtype.name == dtype and op.inputs[0].dtype.is_floating and after < _tf.op_id(op) <= call.first_id
                         and owners.get(op.name) is parent):
                     found[op.name] = call

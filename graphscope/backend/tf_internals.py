@@ -795,6 +795,12 @@ def is_keras_layer(obj: Any) -> bool:
     return _keras_of(obj) is not None
 
 
+def is_tf_keras_layer(obj: Any) -> bool:
+    """A Keras 2 (tf_keras) layer or model."""
+    k = _keras_of(obj)
+    return k is not None and k.__name__ == "tf_keras"
+
+
 def is_keras_model(obj: Any) -> bool:
     """A Keras model (Keras 3's or tf_keras')."""
     k = _keras_of(obj)

@@ -330,3 +330,34 @@ def test_the_casts_tf_keras_makes_of_a_layers_inputs_are_the_layers_and_named_as
     hidden = np.asarray(tf_keras.Model(x_in, h)(x))
     np.testing.assert_array_equal(got["probs/autocast:0"], hidden.astype(np.float32))
     np.testing.assert_allclose(got["probs/Softmax:0"], model(x), rtol=1e-6)
+
+
+def test_a_callers_cast_before_a_tf_keras_layer_is_not_its_autocast():
+    """tf_keras makes its casts in the layer's name scope; a subclassed model's own
+    `tf.cast(h, tf.float32)` before a float32 layer (made at the model's level, `sub/Cast`) was
+    taken for the layer's autocast (`b/autocast:0`), and the layer's input was the float16 tensor
+    before it. The oracle: the tensor tf_keras passed the layer (its `call` sees float32) and
+    tf.GradientTape at it."""
+
+    class Sub(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = tf_keras.layers.Dense(4, dtype="mixed_float16", name="a")
+            self.b = tf_keras.layers.Dense(3, dtype="float32", name="b")
+
+        def call(self, x):
+            return self.b(tf.cast(self.a(x), tf.float32))
+
+    model = Sub()
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    model(x)
+    scope = gs.trace(model, quiet=True)
+    (passed,) = scope.layer("b").inputs
+    assert passed.dtype == "float32" and scope.find("autocast").names == ["a/autocast:0"]  # a's is Keras'
+    np.testing.assert_array_equal(scope.run(passed, x)[passed.name], np.asarray(model.a(x)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        h = tf.cast(model.a(x), tf.float32)
+        tape.watch(h)
+        total = tf.reduce_sum(model.b(h))
+    got = scope.gradients(scope.outputs[0], [passed.name], x)[passed.name]
+    np.testing.assert_allclose(got, tape.gradient(total, h).numpy(), rtol=1e-6)
