@@ -248,11 +248,12 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
             f"model {model.name!r} failed when traced on {_guess_text(specs)}, the inputs guessed from the shapes "
             f"Keras 3 kept when it was built (it keeps no dtypes): {_cause(e)}; if it takes integers or booleans, "
             "pass input_signature with their dtypes, e.g. "
-            f"[{_spec_text(specs[0].shape.as_list(), tf.bool if 'bool' in str(e) else tf.int32)}]"
+            f"{_signature_text(specs, structured, _failed_dtypes(specs, tf.bool if 'bool' in str(e) else tf.int32))}"
+            + (", each spec with its input's dtype (tf.bool for a mask, tf.int32 for ids)" if len(specs) > 1 else "")
         ) from None
     recorder.finish(cf.graph)
     if guessed:
-        _warn_if_guessed_wrong(model, specs, cf)
+        _warn_if_guessed_wrong(model, specs, structured, cf)
     names = [s.name for s in specs]
     return Traced(
         function=cf,
@@ -267,17 +268,44 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
     )
 
 
+def _signature_text(specs: list[tf.TensorSpec], structured: Any, dtypes: dict[str, tf.DType]) -> str:
+    """How to write the input_signature that traces the model as `specs` (flat) and `structured`
+    (its nest, see `_keras_signature`) do, with the dtypes of `dtypes` (by spec name) changed: the
+    whole nest, so that the advice traces the model with the structure it takes."""
+
+    def text(nest: Any) -> str:
+        if isinstance(nest, tf.TensorSpec):
+            shape = nest.shape.as_list() if nest.shape.rank is not None else None
+            return _spec_text(shape, dtypes.get(nest.name, nest.dtype)) if shape else repr(nest)
+        if isinstance(nest, dict):
+            return "{" + ", ".join(f"{k!r}: {text(v)}" for k, v in nest.items()) + "}"
+        inner = ", ".join(text(v) for v in nest)
+        return f"[{inner}]" if isinstance(nest, list) else f"({inner},)"
+
+    if structured is None:
+        return f"[{', '.join(text(s) for s in specs)}]"
+    nests = structured if isinstance(structured, _Arguments) else (structured,)
+    return f"[{', '.join(text(n) for n in nests)}]"
+
+
+def _failed_dtypes(specs: list[tf.TensorSpec], dtype: tf.DType) -> dict[str, tf.DType]:
+    """The dtype to suggest for a guess that failed: `dtype` for a single input; where there are
+    several, which one needs it is unknown (the message asks for each input's dtype)."""
+    return {specs[0].name: dtype} if len(specs) == 1 else {}
+
+
 def _guess_text(specs: list[tf.TensorSpec]) -> str:
     return ", ".join(f"{s.name} {_shape(s)} {s.dtype.name}" for s in specs)
 
 
-def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], cf: Any) -> None:
+def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: Any, cf: Any) -> None:
     """Warn (GuessedInputsWarning) where a Keras 3 subclassed model traced on inputs guessed from
     the shapes Keras kept (float32, its first argument only) shows that it may be called
     otherwise: an input it casts to integers or booleans (ids above 2**24 round in float32,
     silently), or an optional argument of its `call` (traced without it, though it may have been
     called with it)."""
     cast: list[str] = []
+    cast_dtypes: dict[str, tf.DType] = {}
     for spec, placeholder in zip(specs, cf.graph.inputs):
         todo, seen = [placeholder.op], set()
         while todo:
@@ -291,6 +319,7 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], cf: Any) -> N
                         todo.append(reader)
                     elif reader.type == "Cast" and (reader.outputs[0].dtype.is_integer or reader.outputs[0].dtype.is_bool):
                         cast.append(f"{spec.name} to {reader.outputs[0].dtype.name}")
+                        cast_dtypes.setdefault(spec.name, reader.outputs[0].dtype)
     try:
         parameters = inspect.signature(model.call).parameters.values()
     except (TypeError, ValueError):
@@ -305,8 +334,7 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], cf: Any) -> N
     ]))
     ways = []
     if cast:
-        dtype = tf.as_dtype(cast[0].rpartition(" to ")[2])
-        ways.append(f"pass input_signature with the dtypes ([{_spec_text(specs[0].shape.as_list(), dtype)}])")
+        ways.append(f"pass input_signature with the dtypes ({_signature_text(specs, structured, cast_dtypes)})")
     if optional:
         ways.append(f"trace a function that passes the arguments (gs.trace(lambda x, {optional[0]}: "
                     f"model(x, {optional[0]}={optional[0]}), [x_spec, {optional[0]}_spec]))")

@@ -1270,6 +1270,43 @@ def test_a_keras_3_model_traced_on_guessed_inputs_warns_where_the_guess_may_be_w
         gs.trace(masked, quiet=True)
 
 
+class _DictIds(keras.Model):
+    def __init__(self):
+        super().__init__(name="dict_ids")
+        self.embed = keras.layers.Embedding(100, 2)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(inputs["x"]) + keras.ops.sum(self.embed(inputs["ids"]), axis=1)
+
+
+def test_the_signature_a_guessed_inputs_message_gives_has_the_structure_the_model_takes():
+    """A Keras 3 model built on a dict or list, traced on guessed inputs, was told to pass
+    `[tf.TensorSpec((None, 2), tf.int32)]` (the first input's shape alone), which traces it on one
+    tensor where it takes a dict (its own code then fails: 'Iterating over a symbolic tf.Tensor').
+    The signature given is the whole nest, with the dtype changed where the trace casts. The
+    oracle: the model called on the same inputs, traced with the signature the message gives."""
+    inputs = {"x": np.ones((2, 3), np.float32), "ids": np.array([[1, 2], [3, 99]], np.int32)}
+    model = _DictIds()
+    want = model(inputs).numpy()
+    with pytest.warns(gs.GuessedInputsWarning) as caught:
+        gs.trace(model, quiet=True)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, gs.GuessedInputsWarning)]
+    advice = re.search(r"pass input_signature with the dtypes \((\[.*\])\)", message).group(1)
+    signature = eval(advice, {"tf": tf})  # noqa: S307 - the text the message tells users to write
+    assert signature == [{"ids": tf.TensorSpec((None, 2), tf.int32), "x": tf.TensorSpec((None, 3), tf.float32)}]
+    scope = gs.trace(model, signature, quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, inputs)[out], want, rtol=1e-6)
+
+    masked = _Masked()
+    masked({"x": inputs["x"], "mask": np.ones((2, 1), bool)})
+    with pytest.raises(gs.UnsupportedModelError) as refused:
+        gs.trace(masked, quiet=True)
+    advice = re.search(r"e\.g\. (\[.*\]), each spec", str(refused.value)).group(1)
+    assert set(eval(advice, {"tf": tf})[0]) == {"mask", "x"}  # noqa: S307 - one dict, as the model takes
+
+
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
     plain = models.unbuilt_subclassed()
     plain(np.ones((2, 4), np.float32))
