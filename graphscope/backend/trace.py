@@ -242,8 +242,8 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         with TRACE_LOCK, recording([model]) as recorder, _refusing(what, specs, declared):
             cf = _model_concrete(tf.function(_calling(model)), specs, structured, training)
     except (TypeError, ValueError) as e:
-        if not guessed or isinstance(e, GraphscopeError):
-            raise
+        if not guessed or isinstance(e, GraphscopeError) or not _about_dtypes(e):
+            raise  # an error of the model's own, not of the guessed dtypes, passes through untouched
         raise UnsupportedModelError(
             f"model {model.name!r} failed when traced on {_guess_text(specs)}, the inputs guessed from the shapes "
             f"Keras 3 kept when it was built (it keeps no dtypes): {_cause(e)}; if it takes integers or booleans, "
@@ -266,6 +266,14 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
         source="keras",
         arguments=_keras_arguments(model, specs, structured),
     )
+
+
+def _about_dtypes(e: BaseException) -> bool:
+    """Whether an error raised while tracing is about a dtype (TensorFlow's 'has type float32
+    that does not match expected type of bool', 'DataType float32 not in list of allowed
+    values'), which the float32 a guess gives every input may cause; an error the model's own
+    code raises about something else is not."""
+    return re.search(r"\b(dtype|DataType|float32|type of bool|type of int)", _cause(e)) is not None
 
 
 def _signature_text(specs: list[tf.TensorSpec], structured: Any, dtypes: dict[str, tf.DType]) -> str:

@@ -1307,6 +1307,30 @@ def test_the_signature_a_guessed_inputs_message_gives_has_the_structure_the_mode
     assert set(eval(advice, {"tf": tf})[0]) == {"mask", "x"}  # noqa: S307 - one dict, as the model takes
 
 
+class _OwnCheck(keras.Model):
+    def __init__(self):
+        super().__init__(name="own_check")
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def call(self, x):
+        if x.shape[0] is None:
+            raise ValueError("own_check: the batch size must be known")
+        return self.dense(x)
+
+
+def test_an_error_a_model_raises_itself_on_guessed_inputs_passes_through():
+    """A Keras 3 model traced on inputs guessed from its build shapes whose own code raises (not
+    about a dtype) got an UnsupportedModelError blaming the guessed float32 inputs ('if it takes
+    integers or booleans, pass input_signature...'); the README says an error the model's code
+    raises itself passes through untouched, as it does with a signature."""
+    model = _OwnCheck()
+    model(np.ones((2, 3), np.float32))
+    for signature in (None, [tf.TensorSpec((None, 3))]):
+        with pytest.raises(ValueError, match="own_check: the batch size must be known") as raised:
+            gs.trace(model, signature, quiet=True)
+        assert not isinstance(raised.value, gs.GraphscopeError)
+
+
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
     plain = models.unbuilt_subclassed()
     plain(np.ones((2, 4), np.float32))
