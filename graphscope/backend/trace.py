@@ -355,6 +355,13 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     )
 
 
+def _required_inputs(parameters: list[inspect.Parameter]) -> list[str]:
+    """The names of the positional parameters of a model's `call` without a default: its inputs,
+    less `training`, which the trace passes by keyword (`call(self, inputs, training)`)."""
+    return [p.name for p in parameters if p.default is p.empty and p.name != "training"
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 def _check_call_arguments(model: Any, specs: list[tf.TensorSpec], structured: Any) -> None:
     """Refuse a model whose `call` needs arguments the trace would not pass: more positional
     inputs than the signature gives, or a keyword-only argument without a default (TensorFlow
@@ -364,8 +371,8 @@ def _check_call_arguments(model: Any, specs: list[tf.TensorSpec], structured: An
     except (TypeError, ValueError):
         return
     given = len(specs) if structured is None else len(structured) if isinstance(structured, _Arguments) else 1
-    positional = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    keywords = [p.name for p in parameters if p.default is p.empty and p.kind is p.KEYWORD_ONLY]
+    positional = _required_inputs(parameters)
+    keywords = [p.name for p in parameters if p.default is p.empty and p.kind is p.KEYWORD_ONLY and p.name != "training"]
     if len(positional) > given:
         raise UnsupportedModelError(
             f"model {model.name!r} takes {len(positional)} inputs ({', '.join(positional)}), but the input_signature "
@@ -542,7 +549,7 @@ def _built_signature(model: Any) -> list[Any] | None:
         parameters = list(inspect.signature(model.call).parameters.values())
     except (TypeError, ValueError):
         parameters = []
-    takes = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes = _required_inputs(parameters)
     if len(shapes) == 1:
         built = list(shapes.values())
     else:  # `build(self, x_shape, y_shape)`: Keras keys each shape by its argument

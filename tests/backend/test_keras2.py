@@ -361,3 +361,25 @@ def test_a_callers_cast_before_a_tf_keras_layer_is_not_its_autocast():
         total = tf.reduce_sum(model.b(h))
     got = scope.gradients(scope.outputs[0], [passed.name], x)[passed.name]
     np.testing.assert_allclose(got, tape.gradient(total, h).numpy(), rtol=1e-6)
+
+
+def test_a_tf_keras_call_whose_training_has_no_default_is_traced_on_its_one_input():
+    """`call(self, inputs, training)` (no default) was refused ('takes 2 inputs (inputs,
+    training), but the input_signature gives 1'), though gs.trace passes `training` itself. The
+    oracle: tf_keras' model called with training=False."""
+
+    class TrainingNoDefault(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="training_no_default")
+            self.dense = tf_keras.layers.Dense(2, name="dense")
+            self.drop = tf_keras.layers.Dropout(0.5, name="drop")
+
+        def call(self, inputs, training):
+            return self.drop(self.dense(inputs), training=training)
+
+    model = TrainingNoDefault()
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    model(x, training=False)
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, x)[out], model(x, training=False).numpy(), rtol=1e-6)

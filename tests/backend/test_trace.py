@@ -1331,6 +1331,29 @@ def test_an_error_a_model_raises_itself_on_guessed_inputs_passes_through():
         assert not isinstance(raised.value, gs.GraphscopeError)
 
 
+class _TrainingNoDefault(keras.Model):
+    def __init__(self):
+        super().__init__(name="training_no_default")
+        self.dense = keras.layers.Dense(2, name="dense")
+        self.drop = keras.layers.Dropout(0.5, name="drop")
+
+    def call(self, inputs, training):
+        return self.drop(self.dense(inputs), training=training)
+
+
+def test_a_call_whose_training_has_no_default_is_traced_on_its_one_input():
+    """`call(self, inputs, training)` (no default) was refused as taking two inputs (inputs,
+    training), advising a TensorSpec for `training`, though gs.trace passes `training` itself; it
+    traced before the check. The oracle: the model called with training=False."""
+    model = _TrainingNoDefault()
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    model(x, training=False)
+    scope = gs.trace(model, quiet=True)
+    (out,) = scope.outputs.names
+    assert scope.inputs == ["input_0"]
+    np.testing.assert_allclose(scope.run(out, x)[out], model(x, training=False).numpy(), rtol=1e-6)
+
+
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
     plain = models.unbuilt_subclassed()
     plain(np.ones((2, 4), np.float32))
