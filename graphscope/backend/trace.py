@@ -310,9 +310,10 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     """Warn (GuessedInputsWarning) where a Keras 3 subclassed model traced on inputs guessed from
     the shapes Keras kept (float32, its first argument only) shows that it may be called
     otherwise: an input it casts to integers or booleans (ids above 2**24 round in float32,
-    silently), or an optional argument of its `call` (traced without it, though it may have been
+    silently) or formats as strings (hashed ids: every id reads otherwise), or an optional argument of its `call` (traced without it, though it may have been
     called with it)."""
     cast: list[str] = []
+    text: list[str] = []
     cast_dtypes: dict[str, tf.DType] = {}
     for spec, placeholder in zip(specs, cf.graph.inputs):
         todo, seen = [placeholder.op], set()
@@ -328,20 +329,25 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
                     elif reader.type == "Cast" and (reader.outputs[0].dtype.is_integer or reader.outputs[0].dtype.is_bool):
                         cast.append(f"{spec.name} to {reader.outputs[0].dtype.name}")
                         cast_dtypes.setdefault(spec.name, reader.outputs[0].dtype)
+                    elif reader.type == "AsString":  # ids hashed as text: float32 5 reads '5.000000'
+                        text.append(spec.name)
+                        cast_dtypes.setdefault(spec.name, tf.int64)
     try:
         parameters = inspect.signature(model.call).parameters.values()
     except (TypeError, ValueError):
         parameters = []
     optional = [p.name for p in parameters if p.default is None and p.name not in ("training", "mask")
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if not cast and not optional:
+    if not cast and not text and not optional:
         return
     why = "; ".join(filter(None, [
         f"it casts {', '.join(dict.fromkeys(cast))} (integers fed as float32 round above 2**24)" if cast else "",
+        f"it formats {', '.join(dict.fromkeys(text))} as strings (an id 5 fed as float32 reads '5.000000', not '5')"
+        if text else "",
         f"its call also takes {', '.join(optional)}, which the trace does not pass" if optional else "",
     ]))
     ways = []
-    if cast:
+    if cast or text:
         ways.append(f"pass input_signature with the dtypes ({_signature_text(specs, structured, cast_dtypes)})")
     if optional:
         ways.append(f"trace a function that passes the arguments (gs.trace(lambda x, {optional[0]}: "

@@ -1354,6 +1354,32 @@ def test_a_call_whose_training_has_no_default_is_traced_on_its_one_input():
     np.testing.assert_allclose(scope.run(out, x)[out], model(x, training=False).numpy(), rtol=1e-6)
 
 
+class _HashedText(keras.Model):
+    def __init__(self):
+        super().__init__(name="hashed_text")
+        self.dense = keras.layers.Dense(1, name="dense")
+
+    def call(self, ids):
+        buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(ids), 10)
+        return self.dense(tf.cast(buckets, tf.float32))
+
+
+def test_a_guessed_input_formatted_as_strings_warns():
+    """Ids hashed as text (`tf.strings.as_string`) in a Keras 3 model traced on guessed float32
+    inputs read '5.000000' instead of '5': every id lands in another bucket, silently (no cast to
+    an integer to warn about). A GuessedInputsWarning says so, and the signature it gives traces
+    the model as called. The oracle: the model called on int64 ids."""
+    ids = np.array([[5], [123]], np.int64)
+    model = _HashedText()
+    want = model(ids).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"formats input_0 as strings.*tf.TensorSpec\(\(None, 1\), tf.int64\)"):
+        guessed = gs.trace(model, quiet=True)
+    (out,) = guessed.outputs.names
+    assert not np.allclose(guessed.run(out, ids.astype(np.float32))[out], want)  # what the warning is about
+    scope = gs.trace(model, [tf.TensorSpec((None, 1), tf.int64)], quiet=True)
+    np.testing.assert_allclose(scope.run(out, ids)[out], want, rtol=1e-6)
+
+
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
     plain = models.unbuilt_subclassed()
     plain(np.ones((2, 4), np.float32))
