@@ -85,6 +85,24 @@ class TwoArguments(keras.Model):
         return self.left(x) + self.right(y)
 
 
+class _Underscored(keras.Model):
+    """A class whose name starts with `_`: Keras names its instances `__underscored`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(2, name="dense", **_init())
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.dense(x)
+
+
+def underscored() -> keras.Model:
+    """A model named after a class whose name starts with `_`, called once."""
+    model = _Underscored()
+    model(np.zeros((2, 3), np.float32))
+    return model
+
+
 def two_arguments_built_by_a_call() -> keras.Model:
     """Built by calling it once on data: Keras' `build(input_shape)` keeps only `x`'s shape."""
     model = TwoArguments()

@@ -770,6 +770,13 @@ def _refusing(what: str, specs: list[Any], shape: str) -> Iterator[None]:
     except GraphscopeError:
         raise
     except Exception as e:  # noqa: BLE001 - sorted below
+        scope = re.search(r"'([^']*)' is not a valid root scope name", str(e))
+        if scope:  # Keras opens a scope named after the model; TensorFlow refuses one that starts with `_`
+            raise UnsupportedModelError(
+                f"TensorFlow refuses the name scope {scope.group(1)!r} that Keras opens for {what} (a scope at "
+                "the top of a graph may not start with '_', and Keras names a model after its class when it is "
+                "given no name): make it with a name, e.g. MyModel(name='my_model'), and trace that"
+            ) from None
         if not _refused_by_tensorflow(e):
             raise
         message = _untraceable(what, specs, shape, e)
