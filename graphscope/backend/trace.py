@@ -336,7 +336,9 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
         parameters = inspect.signature(model.call).parameters.values()
     except (TypeError, ValueError):
         parameters = []
-    optional = [p.name for p in parameters if p.default is None and p.name not in ("training", "mask")
+    # any argument with a default (`bias=None`, `scale=2.0`): the first call may have passed it, and
+    # neither Keras keeps its value (tf_keras records a Python number as None)
+    optional = [p.name for p in parameters if p.default is not p.empty and p.name not in ("training", "mask")
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not cast and not text and not optional:
         return
@@ -344,17 +346,18 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
         f"it casts {', '.join(dict.fromkeys(cast))} (integers fed as float32 round above 2**24)" if cast else "",
         f"it formats {', '.join(dict.fromkeys(text))} as strings (an id 5 fed as float32 reads '5.000000', not '5')"
         if text else "",
-        f"its call also takes {', '.join(optional)}, which the trace does not pass" if optional else "",
+        f"its call also takes {', '.join(optional)}, which the trace leaves at the default" if optional else "",
     ]))
     ways = []
     if cast or text:
         ways.append(f"pass input_signature with the dtypes ({_signature_text(specs, structured, cast_dtypes)})")
     if optional:
-        ways.append(f"trace a function that passes the arguments (gs.trace(lambda x, {optional[0]}: "
-                    f"model(x, {optional[0]}={optional[0]}), [x_spec, {optional[0]}_spec]))")
+        o = optional[0]
+        ways.append(f"trace a function that passes the arguments (gs.trace(lambda x: model(x, {o}=...), [x_spec]) "
+                    f"for a Python value, gs.trace(lambda x, {o}: model(x, {o}={o}), [x_spec, {o}_spec]) for a tensor)")
     warnings.warn(
-        f"model {model.name!r} was traced on {_guess_text(specs)}: Keras 3 keeps only the shapes of what a "
-        f"subclassed model was first called with, not their dtypes nor arguments past the first, and {why}. "
+        f"model {model.name!r} was traced on {_guess_text(specs)}: Keras kept only the shapes of what this "
+        f"subclassed model was first called with, not their dtypes nor its other arguments, and {why}. "
         f"If that is not how you call it, {' or '.join(ways)}",
         GuessedInputsWarning,
         stacklevel=outside_stacklevel(),

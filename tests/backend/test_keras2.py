@@ -383,3 +383,26 @@ def test_a_tf_keras_call_whose_training_has_no_default_is_traced_on_its_one_inpu
     scope = gs.trace(model, quiet=True)
     (out,) = scope.outputs.names
     np.testing.assert_allclose(scope.run(out, x)[out], model(x, training=False).numpy(), rtol=1e-6)
+
+
+def test_a_tf_keras_model_first_called_with_a_python_number_warns_that_it_is_traced_at_the_default():
+    """tf_keras records a Python number a subclassed model was first called with as None, so the
+    trace falls back to its build shapes and leaves `scale` at its default: it warns, and the
+    function the warning gives traces the model as called. The oracle: the model called."""
+
+    class Scaled(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="scaled")
+            self.dense = tf_keras.layers.Dense(2, name="dense")
+
+        def call(self, x, scale=2.0):
+            return self.dense(x) * scale
+
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    model = Scaled()
+    want = model(x, 3.0).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"also takes scale.*lambda x: model\(x, scale=\.\.\.\)"):
+        gs.trace(model, quiet=True)
+    scope = gs.trace(lambda x: model(x, scale=3.0), [tf.TensorSpec((None, 3))], quiet=True)
+    (out,) = scope.outputs.names
+    np.testing.assert_allclose(scope.run(out, x)[out], want, rtol=1e-6)
