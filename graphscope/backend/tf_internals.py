@@ -933,3 +933,21 @@ def output_ref(node_def: Any, index: int, library: dict[str, Any]) -> str:
             return f"{node_def.name}:{arg.name}:{index - position}"
         position += count
     raise LookupError(f"op {node_def.name!r} ({node_def.op}) has no output {index}")
+
+
+@contextlib.contextmanager
+def keras_name_scopes_kept() -> Any:
+    """Leave Keras 3's stack of open name scopes as it was found, even when what runs inside
+    fails: Keras pushes a scope before TensorFlow enters it, and when TensorFlow refuses it (a
+    root scope named `_m`) the scope is never popped, so every later layer's variables would be
+    named under it (`_m/dense/kernel`)."""
+    from keras.src.backend.common import global_state
+
+    stack = global_state.get_global_attribute("name_scope_stack")
+    depth = len(stack) if stack is not None else 0
+    try:
+        yield
+    finally:
+        stack = global_state.get_global_attribute("name_scope_stack")
+        if stack is not None and len(stack) > depth:
+            del stack[depth:]

@@ -230,6 +230,8 @@ def _trace_keras(model: Any, input_signature: Any, training: bool) -> Traced:
             "data, call model.build(input_shape), or pass input_signature="
             "[tf.TensorSpec((None, ...), tf.float32)] to gs.trace"
         )
+    if not re.fullmatch(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*", model.name):
+        raise UnsupportedModelError(_root_scope_refused(model.name, f"model {model.name!r}"))
     specs, structured = _keras_signature(model, input_signature)
     _check_call_arguments(model, specs, structured)
     if not model.built:
@@ -769,23 +771,26 @@ def _refusing(what: str, specs: list[Any], shape: str) -> Iterator[None]:
     in the user's code. An error the model's code raises itself (a `RuntimeError`, a
     `KeyError`), and graphscope's own, pass through untouched."""
     try:
-        yield
+        with _tf.keras_name_scopes_kept():
+            yield
     except GraphscopeError:
         raise
     except Exception as e:  # noqa: BLE001 - sorted below
         scope = re.search(r"'([^']*)' is not a valid root scope name", str(e))
         if scope:  # Keras opens a scope named after the model; TensorFlow refuses one that starts with `_`
-            raise UnsupportedModelError(
-                f"TensorFlow refuses the name scope {scope.group(1)!r} that Keras opens for {what} (a scope at "
-                "the top of a graph may not start with '_', and Keras names a model after its class when it is "
-                "given no name): make it with a name, e.g. MyModel(name='my_model'), and trace that"
-            ) from None
+            raise UnsupportedModelError(_root_scope_refused(scope.group(1), what)) from None
         if not _refused_by_tensorflow(e):
             raise
         message = _untraceable(what, specs, shape, e)
         raise UnsupportedModelError(message, command_line=re.sub(
             r"pass (input_signature=\[.*\]) to gs\.trace", r"trace it from Python, gs.trace(model, \1) (the command "
             r"line traces a model at its own input shapes)", message)) from None
+
+
+def _root_scope_refused(scope: str, what: str) -> str:
+    return (f"TensorFlow refuses the name scope {scope!r} that Keras opens for {what} (a scope at the top of a "
+            "graph may not start with '_', and Keras names a model after its class when it is given no name): "
+            "make it with a name, e.g. MyModel(name='my_model'), and trace that")
 
 
 def _refused_by_tensorflow(e: BaseException) -> bool:

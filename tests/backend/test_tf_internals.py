@@ -788,3 +788,15 @@ def test_a_loaded_signature_names_the_function_it_wraps(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     assert _tf.saved_signature_function(loaded.signatures["other"]) == "embed"  # the function, not the key
     assert _tf.saved_signature_function(loaded.signatures["serving_default"]) == "serve"
+
+
+def test_keras_name_scopes_are_kept_when_what_runs_inside_fails():
+    """Keras 3 keeps its open name scopes on a global stack; a scope left on it by a failure
+    inside would name every later variable under it."""
+    with pytest.raises(RuntimeError):
+        with _tf.keras_name_scopes_kept():
+            keras.name_scope("leaked").__enter__()  # entered, never exited: as when TensorFlow refuses it
+            raise RuntimeError("inside")
+    layer = keras.layers.Dense(2, name="after")
+    layer.build((None, 3))
+    assert layer.kernel.path == "after/kernel"

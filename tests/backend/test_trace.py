@@ -1386,3 +1386,18 @@ def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_
     with warnings.catch_warnings():
         warnings.simplefilter("error", gs.GuessedInputsWarning)
         gs.trace(plain, quiet=True)
+
+
+def test_a_refused_trace_leaves_keras_naming_as_it_was():
+    """TensorFlow refuses the root name scope Keras opens for a model named `__underscored`;
+    Keras had pushed it and never popped it, so every layer made afterwards in the process was
+    named under it (`__underscored/dense/kernel`: the fuzz suite's pinned variable paths broke
+    after the error catalogue ran). Refused directly or from a function, the process is left as
+    it was. The oracle: Keras' own variable path for a fresh layer."""
+    for trace in (lambda m: gs.trace(m, quiet=True),
+                  lambda m: gs.trace(lambda x: m(x), [tf.TensorSpec((None, 3))], quiet=True)):
+        with pytest.raises(gs.UnsupportedModelError, match=r"refuses the name scope '__underscored(_\d+)?'"):
+            trace(models.underscored())
+        layer = keras.layers.Dense(2, name="fresh")
+        layer.build((None, 3))
+        assert layer.kernel.path == "fresh/kernel"
