@@ -793,10 +793,15 @@ def test_a_loaded_signature_names_the_function_it_wraps(tmp_path):
 def test_keras_name_scopes_are_kept_when_what_runs_inside_fails():
     """Keras 3 keeps its open name scopes on a global stack; a scope left on it by a failure
     inside would name every later variable under it."""
+    from keras.src.backend.common import global_state
+
     with pytest.raises(RuntimeError):
         with _tf.keras_name_scopes_kept():
-            keras.name_scope("leaked").__enter__()  # entered, never exited: as when TensorFlow refuses it
+            # pushed by Keras, never entered in TensorFlow nor popped: as when TensorFlow refuses it
+            global_state.get_global_attribute("name_scope_stack", default=[], set_to_default=True).append(
+                keras.name_scope("leaked"))
             raise RuntimeError("inside")
+    assert not global_state.get_global_attribute("name_scope_stack")
     layer = keras.layers.Dense(2, name="after")
     layer.build((None, 3))
     assert layer.kernel.path == "after/kernel"
