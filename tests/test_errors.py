@@ -307,7 +307,7 @@ WRONG = [
           TypeError, r"not built.*call model.build\(input_shape\), or pass input_signature="),
     Wrong("a model named after a class that starts with _, a name TensorFlow refuses as a root scope",
           lambda w: gs.trace(models.underscored()), gs.UnsupportedModelError, TypeError,
-          r"refuses the name scope '_+underscored'.*may not start with '_'.*MyModel\(name='my_model'\)"),
+          r"refuses the name scope '_+underscored(_\d+)?'.*may not start with '_'.*MyModel\(name='my_model'\)"),
     Wrong("a model of two arguments built by a call, whose build kept one shape",
           lambda w: gs.trace(models.two_arguments_built_by_a_call()), gs.UnsupportedModelError, TypeError,
           r"takes 2 inputs \(x, y\).*only the first.*input_signature=\[tf.TensorSpec\(\(None, 4\), tf.float32\), "
