@@ -334,10 +334,7 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
                     elif reader.type == "AsString":  # ids hashed as text: float32 5 reads '5.000000'
                         text.append(spec.name)
                         cast_dtypes.setdefault(spec.name, tf.int64)
-    try:
-        parameters = inspect.signature(model.call).parameters.values()
-    except (TypeError, ValueError):
-        parameters = []
+    parameters = _call_parameters(model)
     # any argument with a default (`bias=None`, `scale=2.0`): the first call may have passed it, and
     # neither Keras keeps its value (tf_keras records a Python number as None)
     optional = [p.name for p in parameters if p.default is not p.empty and p.name not in ("training", "mask")
@@ -366,6 +363,14 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     )
 
 
+def _call_parameters(model: Any) -> list[inspect.Parameter]:
+    """The parameters of a model's `call`; none where Python cannot tell them."""
+    try:
+        return list(inspect.signature(model.call).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
 def _required_inputs(parameters: list[inspect.Parameter]) -> list[str]:
     """The names of the positional parameters of a model's `call` without a default: its inputs,
     less `training`, which the trace passes by keyword (`call(self, inputs, training)`)."""
@@ -377,10 +382,7 @@ def _check_call_arguments(model: Any, specs: list[tf.TensorSpec], structured: An
     """Refuse a model whose `call` needs arguments the trace would not pass: more positional
     inputs than the signature gives, or a keyword-only argument without a default (TensorFlow
     raised "missing a required argument" from inside the trace)."""
-    try:
-        parameters = list(inspect.signature(model.call).parameters.values())
-    except (TypeError, ValueError):
-        return
+    parameters = _call_parameters(model)
     given = len(specs) if structured is None else len(structured) if isinstance(structured, _Arguments) else 1
     positional = _required_inputs(parameters)
     keywords = [p.name for p in parameters if p.default is p.empty and p.kind is p.KEYWORD_ONLY and p.name != "training"]
@@ -556,11 +558,7 @@ def _built_signature(model: Any) -> list[Any] | None:
     shapes = _tf.build_shapes(model)
     if not shapes or not all(_is_shape_nest(s) for s in shapes.values()):
         return None
-    try:
-        parameters = list(inspect.signature(model.call).parameters.values())
-    except (TypeError, ValueError):
-        parameters = []
-    takes = _required_inputs(parameters)
+    takes = _required_inputs(_call_parameters(model))
     if len(shapes) == 1:
         built = list(shapes.values())
     else:  # `build(self, x_shape, y_shape)`: Keras keys each shape by its argument
