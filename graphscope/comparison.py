@@ -11,7 +11,8 @@ or a mapping is read, not run). Floats are numpy's and TensorFlow's others (bflo
 float8s, from ml_dtypes). Two float32 or two float64 values are compared in their dtype, where
 each difference is exactly rounded; others (float16, bfloat16, two dtypes, ints against floats)
 in float64; the cosine's sums always in float64. Integers against integers are compared
-exactly (2**60 + 1 differs from 2**60). A pair is within tolerance when
+exactly (2**60 + 1 differs from 2**60). Complex values (an FFT's) are compared in complex128,
+|a - b| and |b| their moduli, the cosine that of their real and imaginary parts. A pair is within tolerance when
 `numpy.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)` holds, that is
 `|a - b| <= atol + rtol * |b|` everywhere (b is the reference). NaN agrees with NaN, an infinity
 with the same infinity; where one side is not finite and the other is anything else (a number,
@@ -494,8 +495,8 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
             return Row(**base, shape=(len(xs),), dtype=_dtype(x), max_abs=nan, max_rel=nan, cosine=nan, ok=False,
                        note=f"iteration {stats.index(bad[0])}: {bad[0][4]}", shape_b=(len(ys),), dtype_b=_dtype(y),
                        iteration=stats.index(bad[0]))
-        flat_x = np.concatenate([np.asarray(p, np.float64).ravel() for p in xs]) if xs else np.zeros(0)
-        flat_y = np.concatenate([np.asarray(q, np.float64).ravel() for q in ys]) if ys else np.zeros(0)
+        flat_x = np.concatenate([_flat64(p) for p in xs]) if xs else np.zeros(0)
+        flat_y = np.concatenate([_flat64(q) for q in ys]) if ys else np.zeros(0)
         first = next((k for k, s in enumerate(stats) if not s[3]), None)
         finite = np.isfinite(flat_x).all() and np.isfinite(flat_y).all()
         return Row(**base, shape=(len(xs),), dtype=_dtype(x), max_abs=max((s[0] for s in stats), default=0.0),
@@ -504,7 +505,8 @@ def _row(name: str, t: Tensor, other: str, x: Any, y: Any, per_iteration: bool, 
                    ok=first is None, note="per iteration", shape_b=(len(ys),), dtype_b=_dtype(y), iteration=first)
     x, y = np.asarray(x), np.asarray(y)
     max_abs, max_rel, cosine, ok, problem = _stats(x, y, rtol, atol)
-    how = "exactly" if _int_kind(x.dtype) and _int_kind(y.dtype) else "in float64"
+    how = ("exactly" if _int_kind(x.dtype) and _int_kind(y.dtype)
+           else "in complex128" if "c" in (x.dtype.kind, y.dtype.kind) else "in float64")
     note = problem or (f"{x.dtype} vs {y.dtype}, compared {how}" if x.dtype != y.dtype else "")
     iteration = None
     if per_iteration and not problem and x.ndim:
@@ -553,7 +555,7 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
     if x.shape != y.shape:
         return nan, nan, nan, False, f"shape {shape_text(x.shape)} vs {shape_text(y.shape)}"
     ints = _int_kind(x.dtype) and _int_kind(y.dtype)
-    numeric = ints or all(_float_kind(t) or _int_kind(t) for t in (x.dtype, y.dtype))
+    numeric = ints or all(_float_kind(t) or _int_kind(t) or t.kind == "c" for t in (x.dtype, y.dtype))
     if not numeric:
         if x.dtype.kind != y.dtype.kind:
             return nan, nan, nan, False, f"dtype {x.dtype} vs {y.dtype}"
@@ -564,6 +566,8 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
         return 0.0, 0.0, 1.0, True, ""
     if ints:
         return _stats_ints(x, y, rtol, atol)
+    if "c" in (x.dtype.kind, y.dtype.kind):
+        return _stats_complex(x, y, rtol, atol)
     # one float dtype: compared in it (each difference is exactly rounded); else in float64
     work = x.dtype if x.dtype == y.dtype and x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     a, b = np.asarray(x, work).ravel(), np.asarray(y, work).ravel()
@@ -590,6 +594,32 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
             scale[zeros] = np.inf  # |a-b| / inf = 0: elements where b is 0 count in max_abs only
         max_rel = float(np.divide(d, scale, out=scale).max())
     return max_abs, max_rel, _cosine(a, b, d), ok, ""
+
+
+def _stats_complex(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
+    """`_stats` where a side is complex, in complex128: |a - b| and |b| are moduli, so the pair is
+    within tolerance as `numpy.allclose` decides for complex values; the cosine is that of the
+    values as real vectors (each number's real and imaginary parts). Values with a NaN or infinite
+    part are compared part by part, as floats (`_stats_nonfinite`)."""
+    a, b = np.asarray(x, np.complex128).ravel(), np.asarray(y, np.complex128).ravel()
+    parts_a, parts_b = a.view(np.float64), b.view(np.float64)
+    if not (np.isfinite(parts_a).all() and np.isfinite(parts_b).all()):
+        return _stats_nonfinite(parts_a, parts_b, rtol, atol)
+    d = np.abs(a - b)
+    max_abs = float(d.max())
+    if max_abs == 0:
+        return 0.0, 0.0, 1.0, True, ""
+    scale = np.abs(b)
+    ok = bool(np.less_equal(d, atol + rtol * scale).all())
+    nonzero = scale != 0
+    max_rel = float((d[nonzero] / scale[nonzero]).max()) if nonzero.any() else float("inf")
+    return max_abs, max_rel, _cosine(parts_a, parts_b, np.abs(parts_a - parts_b)), ok, ""
+
+
+def _flat64(v: Any) -> np.ndarray:
+    """A value raveled as float64, a complex one as its real and imaginary parts."""
+    v = np.asarray(v)
+    return np.asarray(v, np.complex128).ravel().view(np.float64) if v.dtype.kind == "c" else np.asarray(v, np.float64).ravel()
 
 
 def _stats_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
@@ -670,6 +700,8 @@ def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
         return False
     if _int_kind(x.dtype) and _int_kind(y.dtype):
         return _stats_ints(x, y, rtol, atol)[3] if x.size else True
+    if "c" in (x.dtype.kind, y.dtype.kind):
+        return _stats_complex(x, y, rtol, atol)[3] if x.size else True
     a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
     return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 

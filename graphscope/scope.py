@@ -267,7 +267,7 @@ class Scope(Queries, Shown):
     def numerics(self, inputs: Any, *, feeds: Any = None, edits: Any = None, backward: Any = None) -> Numerics:
         """Where NaN and Inf values start, on `inputs`.
 
-        Every float tensor the feeds compute (inside loops and branches too, per iteration) is
+        Every float (or complex) tensor the feeds compute (inside loops and branches too, per iteration) is
         reduced to its NaN, +Inf and -Inf counts inside the graph, about the cost of one forward
         pass; values are never copied out. `first` is the first tensor, in execution order, that
         holds NaN or Inf while its own inputs are all finite (`iteration`: its iteration in each
@@ -279,7 +279,7 @@ class Scope(Queries, Shown):
             inputs: what the model (or `feeds`) is fed, as for an executor.
             feeds, edits: as for `executor` (an edit can inject a NaN to see where it goes).
             backward: a tensor outside loops and branches: check the gradient of `sum(backward)`
-                with respect to every float tensor it is computed from (outside loops and
+                with respect to every float (or complex) tensor it is computed from (outside loops and
                 branches); `first` is the tensor whose gradient first goes non-finite walking
                 from it toward the inputs. When the forward pass is already non-finite, the
                 report is the forward one (`examined` is False).

@@ -433,3 +433,36 @@ def test_tensors_mode_pairs_a_layer_output_b_names_otherwise_by_its_path():
     want_a = tf_keras.Model(old.input, old.get_layer("lstm").output)(x).numpy()
     want_b = keras.Model(new.input, new.get_layer("lstm").output)(x).numpy()
     np.testing.assert_allclose(cmp["lstm"].max_abs, np.abs(want_a - want_b).max(), rtol=1e-5)
+
+
+class _Spectrum(keras.layers.Layer):
+    """A layer returning the complex FFT of its input (FNet mixes tokens so)."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.signal.fft(tf.complex(x, tf.zeros_like(x)))
+
+
+def test_complex_values_are_compared_by_their_moduli():
+    """An FFT's complex values against numpy's FFT: within tolerance as numpy.allclose decides for
+    complex values, max |a-b| and max |a-b|/|b| numpy's moduli, the cosine that of the real and
+    imaginary parts; a value off by 0.5j is outside tolerance (was: NaN figures and 'values
+    differ' whenever the two were not bit for bit equal, numpy's own FFT included)."""
+    x_in = keras.Input((8,), name="x")
+    scope = gs.trace(keras.Model(x_in, _Spectrum(name="spectrum")(x_in)), quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    mine = np.fft.fft(x.astype(np.float64))  # numpy's FFT, not graphscope's values: the oracle's a side
+    got = scope.run("spectrum", x)["spectrum/FFT:0"]
+    assert got.dtype == np.complex64 and np.allclose(got, mine, rtol=1e-5, atol=1e-5)
+    for ref, within in [(mine, True), (mine + 0.5j, False), (mine * (1 + 1e-3), False)]:
+        row = gs.compare(scope, {"spectrum": ref}, x).rows[0]
+        d = np.abs(got.astype(np.complex128) - ref)
+        assert row.ok == within == np.allclose(got, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row.max_abs, d.max(), rtol=1e-12)
+        np.testing.assert_allclose(row.max_rel, (d / np.abs(ref)).max(), rtol=1e-12)
+        a = np.concatenate([got.real.ravel(), got.imag.ravel()]).astype(np.float64)
+        b = np.concatenate([ref.real.ravel(), ref.imag.ravel()])
+        np.testing.assert_allclose(row.cosine, a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), rtol=1e-9)
+        assert row.note == "complex64 vs complex128, compared in complex128"
+    assert gs.compare(scope, scope, x).rows[0].max_abs == 0

@@ -38,6 +38,11 @@ CANNOT: dict[tuple[str, str], str] = {
     ("bart", "gradient"): "its inputs are token ids and masks (no float input)",
     ("bart.generate_step", "gradient"): "its inputs are token ids and masks (no float input)",
     ("t5", "gradient"): "its inputs are token ids and masks (no float input)",
+    ("llama", "gradient"): "its inputs are token ids and a mask (no float input)",
+    ("mixtral", "gradient"): "its inputs are token ids and a mask (no float input)",
+    ("albert", "gradient"): "its inputs are token ids, segment ids and a mask (no float input)",
+    ("deberta_v3", "gradient"): "its inputs are token ids and a mask (no float input)",
+    ("fnet", "gradient"): "its inputs are token ids and segment ids (no float input)",
 }
 
 _BUILT: dict[str, Any] = {}

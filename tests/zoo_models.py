@@ -149,6 +149,60 @@ def t5() -> Case:
     return Case("t5", lm, None, _seq2seq_inputs(), lm, lm, kinds=frozenset({"transformer"}))
 
 
+def _causal_lm(name: str, backbone: str, task: str, **config: Any) -> Case:
+    """A tiny keras-hub decoder LLM Task (2 layers, 16 wide, vocabulary 50), no preprocessor."""
+    hub = _hub()
+    lm = getattr(hub.models, task)(backbone=getattr(hub.models, backbone)(
+        vocabulary_size=50, num_layers=2, hidden_dim=16, intermediate_dim=32, **config), preprocessor=None)
+    ids, mask = _tokens(2, 8, 50, 5)
+    return Case(name, lm, None, {"token_ids": ids, "padding_mask": mask}, lm, lm, kinds=frozenset({"transformer"}))
+
+
+def llama() -> Case:
+    """Grouped-query attention (4 query heads, 2 key/value heads), rotary positions, RMS norm."""
+    return _causal_lm("llama", "LlamaBackbone", "LlamaCausalLM", num_query_heads=4, num_key_value_heads=2)
+
+
+def mixtral() -> Case:
+    """Mixture of experts: a router's top 2 of 4 experts per token, a sliding attention window."""
+    return _causal_lm("mixtral", "MixtralBackbone", "MixtralCausalLM", num_query_heads=4, num_key_value_heads=2,
+                      num_experts=4, top_k=2, sliding_window=4)
+
+
+def _text_classifier(name: str, backbone: Any, classifier: Any, inputs: tuple[str, ...], kinds: frozenset,
+                     **config: Any) -> Case:
+    """A tiny keras-hub text classifier Task (3 classes, softmax), no preprocessor; `inputs`: the
+    backbone's inputs besides `token_ids`."""
+    model = classifier(backbone=backbone(vocabulary_size=50, hidden_dim=16, intermediate_dim=32, **config),
+                       num_classes=3, preprocessor=None, activation="softmax")
+    ids, mask = _tokens(2, 8, 50, 5)
+    x = {"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids)}
+    return Case(name, model, None, {k: x[k] for k in ("token_ids", *inputs)}, model, model, kinds=kinds)
+
+
+def albert() -> Case:
+    """Shared layers: 4 layers in 2 groups, each group's encoder called twice (`@2`)."""
+    hub = _hub()
+    return _text_classifier("albert", hub.models.AlbertBackbone, hub.models.AlbertTextClassifier,
+                            ("padding_mask", "segment_ids"), frozenset({"transformer", "classifier"}), num_layers=4,
+                            num_heads=2, embedding_dim=8, num_groups=2, max_sequence_length=16)
+
+
+def deberta_v3() -> Case:
+    """Disentangled (relative-position) attention."""
+    hub = _hub()
+    return _text_classifier("deberta_v3", hub.models.DebertaV3Backbone, hub.models.DebertaV3TextClassifier,
+                            ("padding_mask",), frozenset({"transformer", "classifier"}), num_layers=2, num_heads=2,
+                            max_sequence_length=16, bucket_size=4)
+
+
+def fnet() -> Case:
+    """Token mixing by a 2-D FFT: complex64 tensors inside each layer, no attention."""
+    hub = _hub()
+    return _text_classifier("fnet", hub.models.FNetBackbone, hub.models.FNetTextClassifier, ("segment_ids",),
+                            frozenset({"classifier"}), num_layers=2, max_sequence_length=16)
+
+
 def _vision_transformer(name: str, backbone: Any, classifier: Any, **config: Any) -> Case:
     """A tiny keras-hub vision transformer Task (ViT, DeiT) on 16x16 images, 3 classes."""
     model = classifier(backbone=backbone(image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2,
@@ -389,6 +443,11 @@ CASES: dict[str, Callable[[], Case]] = {
     "bart": bart,
     "bart.generate_step": bart_generate_step,
     "t5": t5,
+    "llama": llama,
+    "mixtral": mixtral,
+    "albert": albert,
+    "deberta_v3": deberta_v3,
+    "fnet": fnet,
     "vit": vit,
     "deit": deit,
     "sam": sam,

@@ -209,7 +209,7 @@ def layer_tree(
     for lay in layers:
         nested.setdefault(lay.name.rpartition("/")[0], []).append(lay)
     root = _Node(G.name, "model", type=G.graph.get("model_type", "model"), key=G.name)
-    root.children = _layer_nodes(graph, nested.get("", []), nested, cuts, ops)
+    root.children = _layer_nodes(graph, nested.get("", []), nested, cuts, ops, set())
     root.ops = G.number_of_nodes()
     root.params = _params_of(root)
     outs = G.graph["outputs"]
@@ -244,9 +244,12 @@ def layer_tree(
 
 
 def _layer_nodes(
-    graph: ModelGraph, siblings: list[Layer], nested: dict[str, list[Layer]], cuts: set[str], ops: bool
+    graph: ModelGraph, siblings: list[Layer], nested: dict[str, list[Layer]], cuts: set[str], ops: bool,
+    seen_weights: set[int],
 ) -> list[_Node]:
-    """Nodes for sibling layer calls (grouped when many), with their nested layers and ops."""
+    """Nodes for sibling layer calls (grouped when many), with their nested layers and ops.
+    `seen_weights`: the Keras layers whose parameters a row already shows, anywhere in the tree
+    (the layers inside a shared layer's later call show none, as that call does)."""
     producer = {t: lay.name for lay in siblings for t in lay.outputs.names}
     consumers: dict[str, set[str]] = {lay.name: set() for lay in siblings}
     producers: dict[str, set[str]] = {}
@@ -254,7 +257,6 @@ def _layer_nodes(
         producers[lay.name] = {producer[t] for t in lay.inputs.names if t in producer and producer[t] != lay.name}
         for p in producers[lay.name]:
             consumers[p].add(lay.name)
-    seen_weights: set[int] = set()
     nodes = []
     dead = graph.unused
     for lay in siblings:
@@ -278,7 +280,7 @@ def _layer_nodes(
             key=lay.name,
         )
         inner = nested.get(lay.name, [])
-        node.children = _layer_nodes(graph, inner, nested, cuts, ops)
+        node.children = _layer_nodes(graph, inner, nested, cuts, ops, seen_weights)
         if ops:
             node.children += _op_nodes(graph, lay, {o.name for x in inner for o in x.ops})
         nodes.append(node)

@@ -1,6 +1,6 @@
 """Where non-finite values start, forward or backward (`Scope.numerics`).
 
-Every float tensor the feeds compute is fetched by one pruned function, but each value is reduced
+Every float (or complex) tensor the feeds compute is fetched by one pruned function, but each value is reduced
 inside the function before it leaves (`Program.compiled(..., reduce=)`): values inside loops and
 branches are exposed as usual (`expose`), and their lists and optionals reduced item by item in
 the graph, so what comes back is a few numbers per tensor per iteration, never the values.
@@ -43,6 +43,8 @@ from graphscope.runtime.runtime import Runtime
 __all__ = ["numerics"]
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")
+# what is checked: floats, and complex values (FNet's FFT), counted as their real and imaginary parts
+CHECKED = (*FLOATS, "complex64", "complex128")
 # ops whose outputs only pass a value along: never origins
 _PASSING = {"Identity", "IdentityN", "Snapshot", "StopGradient", "PreventGradient", "While", "StatelessWhile",
             "If", "StatelessIf", "Case", "StatelessCase", "PartitionedCall", "StatefulPartitionedCall"}
@@ -54,9 +56,19 @@ _NO_GRADIENT = [0.0, 0.0, 0.0, math.inf, -math.inf, -1.0]  # the stats of an ent
 # --------------------------------------------------------------------------- in-graph reductions
 
 
+def _parts(x: tf.Tensor) -> tf.Tensor:
+    """`x` itself, or a complex `x` as its real and imaginary parts (one flat float tensor): a
+    complex number is counted as its two parts."""
+    if not x.dtype.is_complex:
+        return x
+    flat = tf.reshape(x, [-1])
+    return tf.concat([tf.math.real(flat), tf.math.imag(flat)], 0)
+
+
 def _sum(x: tf.Tensor) -> tf.Tensor:
     """A scalar that is finite exactly when every value of `x` is: the sum of `x * 0` (0 for a
     finite value, NaN for NaN and ±Inf), which cannot overflow as the sum of `x` can."""
+    x = _parts(x)
     return tf.cast(tf.reduce_sum(x * tf.constant(0, x.dtype)), tf.float64)
 
 
@@ -64,6 +76,7 @@ def _counts(x: tf.Tensor | None) -> tf.Tensor:
     """[NaN count, +Inf count, -Inf count, min finite, max finite, size] as float64."""
     if x is None:
         return tf.constant(_NO_GRADIENT, tf.float64)
+    x = _parts(x)
     if x.dtype in (tf.float16, tf.bfloat16):
         x = tf.cast(x, tf.float32)
     inf = tf.constant(math.inf, x.dtype)
@@ -97,6 +110,7 @@ def _counts_many(values: Sequence[tf.Tensor | None]) -> tf.Tensor:
         if v is None:
             absent.append(k)
             continue
+        v = _parts(v)
         if v.dtype in (tf.float16, tf.bfloat16):
             v = tf.cast(v, tf.float32)
         by_dtype.setdefault(v.dtype, []).append((k, v))
@@ -305,7 +319,7 @@ def _target(runtime: Runtime, backward: Any) -> Tensor:
 
 
 def _checked(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
-    """Every float tensor the feeds compute, in topological order: not a handle, not of an op no
+    """Every float (or complex) tensor the feeds compute, in topological order: not a handle, not of an op no
     output depends on, and kept by TensorFlow's optimizer (the rest cannot be fetched). Found
     once per feed list (cached with the runtime's executors)."""
     key = ("numerics checked", tuple(t.name for t in fed))
@@ -331,7 +345,7 @@ def _fetchable(runtime: Runtime, fed: list[Tensor]) -> list[Tensor]:
 
     out = []
     for t in graph.tensors.values():
-        if t.dtype not in FLOATS or t.op in unused or not can(t.op):
+        if t.dtype not in CHECKED or t.op in unused or not can(t.op):
             continue
         try:
             program.locator.locate(t)
@@ -456,7 +470,7 @@ def _chain(runtime: Runtime, t: Tensor, limit: int = 24) -> tuple[str, ...]:
     current = t
     while len(chain) < limit:
         candidates = [graph.tensors[i] for i in _op(graph, current.op).inputs]
-        candidates = [u for u in candidates if u.dtype in FLOATS and u.op_type != "Const"]
+        candidates = [u for u in candidates if u.dtype in CHECKED and u.op_type != "Const"]
         values = [u for u in candidates if not _weight(graph, u)]  # the data path before the weights
         candidates = values or candidates
         if not candidates:

@@ -336,3 +336,29 @@ def test_nasnetmobile_tree_at_80_columns():
         assert len(children) > 2 and not (len(children) == 1 and children[0][1].endswith("layers")), (label, children)
     _guides_continue(text)
     assert "rows left out at limit=60" in text
+
+
+class Block(keras.layers.Layer):
+    """A layer holding a Dense, as a keras-hub encoder holds its sublayers."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(4, name="inner")
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_the_layers_inside_a_shared_layers_later_call_show_no_parameters_again():
+    """ALBERT calls each group's encoder twice: the second call's row shows no parameters, and
+    neither do the rows of the layers inside it (they showed their weights again, so the rows
+    added up to more than the model has)."""
+    block = Block(name="block")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, block(block(x)), name="twice")
+    text = _text(gs.tree(model, depth=3))
+    assert " ├─ block     Block       [?,4]       20    6  cut " in text
+    assert " │  └─ inner  Dense       [?,4]       20    6  cut " in text
+    assert " └─ block@2   Block       [?,4]             4  cut " in text
+    assert "    └─ inner  Dense       [?,4]             4  cut " in text  # was: 20 again
+    assert f"· {model.count_params()} params" in text

@@ -603,3 +603,71 @@ def test_numerics_takes_inputs_in_the_nests_the_arguments_are_as_an_executor_doe
     rooted = scope.numerics([fine, np.array([[-2.0, 0.0], [0.0, 0.0]], np.float32)], backward=scope.outputs[0])
     # pre = 3 + bias = [[1, 3], [3, 3]]: sqrt(pre - 1) is 0 at [0, 0], its gradient inf there
     assert not rooted.ok and rooted.first.op_type == "Sub"
+
+
+class ComplexLog(keras.layers.Layer):
+    """The real part of the log of its input as a complex number: log(0 + 0j) = -Inf."""
+
+    def call(self, x):
+        return tf.math.real(tf.math.log(tf.complex(x, tf.zeros_like(x))))
+
+
+class ComplexSqrt(keras.layers.Layer):
+    """The real part of the square root of its input as a complex number: finite at 0, its
+    gradient there not."""
+
+    def call(self, x):
+        return tf.math.real(tf.math.sqrt(tf.complex(x, tf.zeros_like(x))))
+
+
+def _complex_model(layer):
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu", name="d1")(x_in)
+    return keras.Model(x_in, keras.layers.Dense(2, name="out")(layer(h)))
+
+
+def test_a_non_finite_complex_value_is_an_origin_where_a_complex_op_makes_it():
+    """Complex tensors (FNet's FFT) are checked, counted as their real and imaginary parts: the
+    origin is the complex log, not the `Real` that takes its real part (was: complex tensors were
+    never counted, so `Real` looked like an op making -Inf from finite inputs)."""
+    model = _complex_model(ComplexLog(name="clog"))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    relu = keras.Model(model.input, model.get_layer("d1").output)(x).numpy()  # the oracle: Keras, then numpy
+    with np.errstate(divide="ignore"):
+        logs = np.log(relu.astype(np.complex64))
+    assert (relu == 0).any() and np.isfinite(relu).all()
+    report = scope.numerics(x)
+    assert report.origins.names == ["clog/Log:0"] and report.first.op_type == "Log"
+    parts = np.concatenate([logs.real.ravel(), logs.imag.ravel()])
+    c = report.bad["clog/Log:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(parts) == (0, 0, int((relu == 0).sum()))
+    assert c.size == parts.size
+    assert "clog/Complex:0" not in report.bad and "clog/Real:0" in report.bad  # its input finite, its consumer not
+    ((name, counts),) = [i for i in report.details[0].inputs]
+    assert name == "clog/Complex:0" and counts.min == 0 and counts.size == 2 * relu.size
+
+
+def test_backward_finds_the_complex_input_of_a_complex_sqrt_at_zero():
+    """The gradient through a complex sqrt at 0: the first non-finite gradient is the sqrt's
+    complex input, as for a float sqrt (was: `zeros_like`, the imaginary part's maker, since no
+    complex tensor's gradient was checked)."""
+    model = _complex_model(ComplexSqrt(name="root"))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    assert scope.numerics(x).ok
+    report = scope.numerics(x, backward="out/BiasAdd:0")
+    assert report.examined and report.origins.names == ["root/Complex:0"]
+    # the oracle: tf.GradientTape through the layer's ops written again, from the relu's output
+    h = tf.constant(keras.Model(model.input, model.get_layer("d1").output)(x).numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        z = tf.complex(h, tf.zeros_like(h))
+        tape.watch(z)
+        r = tf.math.sqrt(z)
+        y = tf.reduce_sum(model.get_layer("out")(tf.math.real(r)))
+    g_z, g_r = tape.gradient(y, z).numpy(), tape.gradient(y, r).numpy()
+    assert np.isfinite(g_r).all() and not np.isfinite(g_z).all()
+    c = report.bad["root/Complex:0"]
+    assert (c.nan, c.posinf, c.neginf) == _counts(np.concatenate([g_z.real.ravel(), g_z.imag.ravel()]))
