@@ -26,7 +26,8 @@ def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
     TensorFlow dtype or its name), checked value by value when the conversion could lose
     them; `what` names it in errors (`"input 'image'"`, `"the edit of 'conv1/Relu:0'"`).
     bfloat16, float8 and int4 arrays (`ml_dtypes`) are floats and integers like any other;
-    numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1.
+    numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1. Text (str, bytes
+    or object arrays) is taken as it is for a string dtype, and numbers are refused there.
 
     Raises:
         InputError: the values are not numeric, their dtype cannot become `dtype` whatever they
@@ -47,6 +48,13 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     numpy_target = np.dtype(target.as_numpy_dtype)
     if array.dtype == numpy_target:
         return array
+    if target == tf.string:  # text: TensorFlow encodes str as UTF-8 and takes bytes as they are
+        if array.dtype.kind in "USO":
+            return array
+        raise InputError(
+            f"{what} expects string: text, as str, bytes or object arrays, got an array of dtype "
+            f"{array.dtype}; format the numbers first (x.astype(str))"
+        )
     kind = _kind(numpy_target)
     if _kind(array.dtype) != array.dtype.kind:  # an ml_dtypes array: checked as the numpy dtype
         # that holds each of its values exactly (float32 for bfloat16 and float8, int8 for int4)
