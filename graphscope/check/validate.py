@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import tensorflow as tf
 
 from graphscope.backend.tf_internals import functional_model, is_input_layer, is_keras_model, node_outputs
 from graphscope.display.tables import validation_view
@@ -228,7 +229,8 @@ def _keras_outputs(sub_model: Any, given: Any, *, training: bool, captured: Any 
                                               [v.value for v in sub_model.non_trainable_variables],
                                               given, training=training)
         return outputs
-    variables = {id(v): v for v in [*sub_model.variables, *captured]}
+    # tf_keras' adapted lookups list a VocabWeightHandler among their variables: no value to put back
+    variables = {id(v): v for v in [*sub_model.variables, *captured] if isinstance(v, tf.Variable)}
     saved = [(v, v.numpy()) for v in variables.values()]  # tf_keras: every variable put back after
     try:
         return sub_model(given, training=training)

@@ -157,6 +157,19 @@ def test_validate_keeps_a_tf_keras_stateful_rnn_state():
         np.testing.assert_array_equal(before, after.numpy())
 
 
+
+def test_a_tf_keras_lookup_adapted_to_data_is_compared_with_keras():
+    """An adapted tf_keras StringLookup lists a `VocabWeightHandler` (not a variable) among its
+    weights: validate compares the layers with Keras all the same."""
+    tf_keras = pytest.importorskip("tf_keras")
+    lookup = tf_keras.layers.StringLookup(name="lookup")
+    lookup.adapt([["a"], ["b"], ["a"]])
+    text = tf_keras.Input((1,), dtype="string", name="text")
+    model = tf_keras.Model(text, tf_keras.layers.Embedding(4, 2, name="embed")(lookup(text)))
+    report = gs.trace(model, quiet=True).validate(np.array([["a"], ["b"], ["zz"]], object))
+    assert report.ok and report.layers == 2, report.mismatches
+
+
 def test_ops_no_output_depends_on_are_skipped_unless_named():
     import warnings
 
