@@ -504,6 +504,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             return specs, _Arguments(nests)  # several arguments, a nest among them: one each
         return specs, None
     if inputs is not None:
+        _refuse_ragged(model, tf.nest.flatten(inputs))
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
@@ -522,6 +523,27 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _refuse_ragged(model: Any, inputs: list[Any]) -> None:
+    """UnsupportedModelError for a functional model with a ragged input (`Input(ragged=True)`):
+    traced as a dense tensor, its padding would be computed on as values, which is not what the
+    model computes on ragged rows; the message gives the function that builds the ragged input
+    from dense parts. (A sparse input is traced dense: its implicit zeros are zeros.)"""
+    for t in inputs:
+        if not (getattr(t, "ragged", False) is True or isinstance(getattr(t, "type_spec", None), tf.RaggedTensorSpec)):
+            continue
+        dtype = tf.as_dtype(t.dtype).name
+        shape = tf.TensorShape(t.shape)
+        inner = ", ".join(str(d) for d in shape.as_list()[2:]) if shape.rank else ""
+        values = f"(None, {inner})" if inner else "(None,)"
+        raise UnsupportedModelError(
+            f"model {model.name!r}: its input {_tf.keras_input_name(t)!r} is ragged, and gs.trace feeds dense "
+            "arrays, whose padding the model would compute on as values; trace a function that builds the "
+            "ragged input from dense parts: gs.trace(lambda values, row_lengths: "
+            "model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), "
+            f"[tf.TensorSpec({values}, tf.{dtype}), tf.TensorSpec((None,), tf.int64)])"
+        )
 
 
 def _first_call_signature(model: Any) -> list[Any] | None:

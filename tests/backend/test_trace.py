@@ -96,6 +96,29 @@ def test_unbuilt_model_is_refused_with_how_to_build():
     assert isinstance(e.value, TypeError)
 
 
+
+@pytest.mark.parametrize("which", ["keras", "tf_keras"])
+def test_a_ragged_input_is_refused_with_the_function_that_builds_it(which):
+    """Traced as a dense tensor, a ragged input's model averages over the padding too: what
+    `gs.trace` gives (the function) computes what Keras does on the ragged rows."""
+    k = keras if which == "keras" else pytest.importorskip("tf_keras")
+    k.utils.set_random_seed(0)
+    ids = k.Input((None,), ragged=True, dtype="int64", name="ids")
+    embedded = k.layers.Embedding(10, 3, name="emb")(ids)
+    mean = keras.ops.mean(embedded, axis=1) if which == "keras" else tf.reduce_mean(embedded, axis=1)
+    model = k.Model(ids, k.layers.Dense(2, name="d")(mean))
+    with pytest.raises(gs.UnsupportedModelError, match=r"input 'ids' is ragged") as e:
+        gs.trace(model, quiet=True)
+    way_out = re.search(r"gs\.trace\((lambda values, row_lengths: .*)\)$", str(e.value))[1]
+    specs = "[tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int64)]"
+    assert way_out == f"lambda values, row_lengths: model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), {specs}"
+    given = {"model": model, "tf": tf}
+    scope = gs.trace(eval(way_out.rpartition("), [")[0] + ")", given), eval(specs, given), quiet=True)
+    rows = tf.ragged.constant([[1, 2, 3], [4]], dtype=tf.int64)
+    (got,) = scope.run(scope.outputs, [rows.values.numpy(), rows.row_lengths().numpy()]).values()
+    np.testing.assert_allclose(got, model(rows), rtol=1e-6)
+
+
 def _two_input_detector(k):
     """A subclassed model never called, taking images and their shapes as the Model Garden's
     Mask R-CNN does (`gs.trace(model, [images_spec, image_shape_spec])`); its layer `scaled`
