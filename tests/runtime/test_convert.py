@@ -94,6 +94,17 @@ def test_text_as_numpy_writes_it_feeds_a_string_input():
         np.testing.assert_array_equal(out, [len(w) for w in words])
 
 
+
+def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
+    """A model with a `sparse=True` input is traced dense (README): a SparseTensor fed to it is
+    its dense array, implicit zeros included; a RaggedTensor has no dense value of its own."""
+    dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(to_dtype(tf.sparse.from_dense(dense), "float32", "x"), dense)
+    np.testing.assert_array_equal(to_dtype(tf.sparse.from_dense(dense), "float64", "x"), dense)
+    with pytest.raises(gs.InputError, match=r"^input 'ids' takes a dense array, got a tf.RaggedTensor; pad it"):
+        to_dtype(tf.ragged.constant([[1, 2], [3]]), "int64", "input 'ids'")
+
+
 def test_a_matching_dtype_is_passed_through_uncopied():
     a = np.zeros(3, np.float32)
     assert to_dtype(a, "float32", "x") is a
