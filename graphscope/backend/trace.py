@@ -516,7 +516,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
     if built is not None:
         if len(built) == 1 and _is_shape(built[0]):
             # the batch size of the call that built the model is not a property of the model
-            spec = tf.TensorSpec((None, *built[0][1:]), _input_dtype(model), name="input_0")
+            spec = tf.TensorSpec(_any_batch_shape(built[0]), _input_dtype(model), name="input_0")
             return [spec], None
         return _keras_signature(model, [_specs_of(s, _input_dtype(model)) for s in built])
     raise UnsupportedModelError(
@@ -610,10 +610,15 @@ def _is_shape_nest(value: Any) -> bool:
     return bool(items) and all(_is_shape_nest(v) for v in items)
 
 
+def _any_batch_shape(shape: Any) -> tuple[Any, ...]:
+    """`shape` with any batch size; a scalar's `()` stays `()` (it has no batch axis)."""
+    return (None, *shape[1:]) if len(shape) else ()
+
+
 def _specs_of(shapes: Any, dtype: tf.DType) -> Any:
     """A nest of shapes as a nest of TensorSpecs of `dtype`, any batch size."""
     if _is_shape(shapes):
-        return tf.TensorSpec((None, *shapes[1:]), dtype)
+        return tf.TensorSpec(_any_batch_shape(shapes), dtype)
     if isinstance(shapes, dict):
         return {k: _specs_of(v, dtype) for k, v in shapes.items()}
     return type(shapes)(_specs_of(v, dtype) for v in shapes)
@@ -622,7 +627,7 @@ def _specs_of(shapes: Any, dtype: tf.DType) -> Any:
 def _spec_text(shapes: Any, dtype: tf.DType) -> str:
     """How to write the spec (or nest of specs) of `shapes` in a call to gs.trace."""
     if _is_shape(shapes):
-        return f"tf.TensorSpec({(None, *shapes[1:])!r}, tf.{dtype.name})"
+        return f"tf.TensorSpec({_any_batch_shape(shapes)!r}, tf.{dtype.name})"
     if isinstance(shapes, dict):
         return "{" + ", ".join(f"{k!r}: {_spec_text(v, dtype)}" for k, v in shapes.items()) + "}"
     inner = ", ".join(_spec_text(v, dtype) for v in shapes)

@@ -119,6 +119,30 @@ def test_a_ragged_input_is_refused_with_the_function_that_builds_it(which):
     np.testing.assert_allclose(got, model(rows), rtol=1e-6)
 
 
+
+def test_a_scalar_a_keras_3_model_was_built_with_stays_a_scalar():
+    """Keras 3 records the shape `()` of a scalar in the dict a subclassed model was first
+    called with: it is traced as a scalar, not as a vector of any length, and fed as one."""
+
+    class Scaled(keras.Model):
+        def __init__(self):
+            super().__init__(name="scaled")
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, inputs):
+            return self.dense(inputs["x"]) * inputs["scale"]
+
+    model = Scaled()
+    data = {"x": np.ones((3, 4), "float32"), "scale": np.float32(2.0)}
+    want = model(data).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.GuessedInputsWarning)
+        scope = gs.trace(model, quiet=True)
+    assert scope.tensor("scale").shape == ()
+    (got,) = scope.run(scope.outputs, data).values()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def _two_input_detector(k):
     """A subclassed model never called, taking images and their shapes as the Model Garden's
     Mask R-CNN does (`gs.trace(model, [images_spec, image_shape_spec])`); its layer `scaled`
