@@ -312,10 +312,12 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     """Warn (GuessedInputsWarning) where a Keras 3 subclassed model traced on inputs guessed from
     the shapes Keras kept (float32, its first argument only) shows that it may be called
     otherwise: an input it casts to integers or booleans (ids above 2**24 round in float32,
-    silently) or formats as strings (hashed ids: every id reads otherwise), or an optional argument of its `call` (traced without it, though it may have been
-    called with it)."""
+    silently) or formats as strings (hashed ids: every id reads otherwise), one it casts to a
+    string (words a StringLookup reads: no run can cast a float to a string), or an optional
+    argument of its `call` (traced without it, though it may have been called with it)."""
     cast: list[str] = []
     text: list[str] = []
+    words: list[str] = []
     cast_dtypes: dict[str, tf.DType] = {}
     for spec, placeholder in zip(specs, cf.graph.inputs):
         todo, seen = [placeholder.op], set()
@@ -331,6 +333,9 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
                     elif reader.type == "Cast" and (reader.outputs[0].dtype.is_integer or reader.outputs[0].dtype.is_bool):
                         cast.append(f"{spec.name} to {reader.outputs[0].dtype.name}")
                         cast_dtypes.setdefault(spec.name, reader.outputs[0].dtype)
+                    elif reader.type == "Cast" and reader.outputs[0].dtype == tf.string:  # words looked up
+                        words.append(spec.name)  # (StringLookup): no run can cast a float to a string
+                        cast_dtypes.setdefault(spec.name, tf.string)
                     elif reader.type == "AsString":  # ids hashed as text: float32 5 reads '5.000000'
                         text.append(spec.name)
                         cast_dtypes.setdefault(spec.name, tf.int64)
@@ -339,16 +344,18 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     # neither Keras keeps its value (tf_keras records a Python number as None)
     optional = [p.name for p in parameters if p.default is not p.empty and p.name not in ("training", "mask")
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if not cast and not text and not optional:
+    if not cast and not text and not words and not optional:
         return
     why = "; ".join(filter(None, [
         f"it casts {', '.join(dict.fromkeys(cast))} (integers fed as float32 round above 2**24)" if cast else "",
+        f"it casts {', '.join(dict.fromkeys(words))} to string (text: no run can cast a float32 to a string)"
+        if words else "",
         f"it formats {', '.join(dict.fromkeys(text))} as strings (an id 5 fed as float32 reads '5.000000', not '5')"
         if text else "",
         f"its call also takes {', '.join(optional)}, which the trace leaves at the default" if optional else "",
     ]))
     ways = []
-    if cast or text:
+    if cast or text or words:
         ways.append(f"pass input_signature with the dtypes ({_signature_text(specs, structured, cast_dtypes)})")
     if optional:
         o = optional[0]

@@ -1427,6 +1427,31 @@ def test_a_guessed_input_formatted_as_strings_warns():
     np.testing.assert_allclose(scope.run(out, ids)[out], want, rtol=1e-6)
 
 
+
+def test_a_guessed_input_a_string_lookup_reads_warns_with_the_string_signature():
+    """A Keras 3 subclassed model that looks up words (StringLookup) keeps only their shape:
+    traced on float32, the lookup casts a float to a string, which no run can do. The warning
+    says so, and the signature it gives (tf.string) traces the model as called."""
+
+    class Words(keras.Model):
+        def __init__(self):
+            super().__init__(name="words")
+            self.lookup = keras.layers.StringLookup(vocabulary=["a", "b"], name="lookup")
+            self.embed = keras.layers.Embedding(3, 2, name="embed")
+
+        def call(self, words):
+            return self.embed(self.lookup(words))
+
+    model = Words()
+    words = np.array([["a"], ["zz"]])
+    want = model(words).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"casts input_0 to string.*tf.TensorSpec\(\(None, 1\), tf.string\)"):
+        gs.trace(model, quiet=True)
+    scope = gs.trace(model, [tf.TensorSpec((None, 1), tf.string)], quiet=True)
+    (got,) = scope.run(scope.outputs, words).values()
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():
     plain = models.unbuilt_subclassed()
     plain(np.ones((2, 4), np.float32))
