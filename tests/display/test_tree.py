@@ -80,9 +80,9 @@ def test_a_tf_keras_lookup_adapted_to_data_counts_its_parameters_as_keras_does()
     lookup.adapt([["a"], ["b"], ["a"]])
     text = tf_keras.Input((1,), dtype="string", name="text")
     embed = tf_keras.layers.Embedding(4, 2, name="embed")
-    model = tf_keras.Model(text, embed(lookup(text)))
+    model = tf_keras.Model(text, embed(lookup(text)), name="words")
     tree = gs.tree(model)
-    assert [label for _, label, _, _ in tree.rows] == ["model", "text", "lookup", "embed"]
+    assert [label for _, label, _, _ in tree.rows] == ["words", "text", "lookup", "embed"]
     assert f"· {model.count_params()} params" in tree.caption
     assert "lookup" in _text(gs.trace(model, quiet=True))  # the scope's view is its tree
 
