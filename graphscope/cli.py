@@ -262,6 +262,8 @@ def _parser() -> argparse.ArgumentParser:
     _input_option(cmd["validate"], ".npy/.npz arrays to feed (demo: optional)")
     cmd["compare"].add_argument("model_b", metavar="MODEL_B",
                                 help="the model to compare with (as MODEL), or a directory `extract` wrote")
+    cmd["compare"].add_argument("--signature-b", metavar="NAME",
+                                help="which signature of MODEL_B, a SavedModel, to trace (default: --signature's)")
     _input_option(cmd["compare"], ".npy/.npz arrays both models are fed (demo: optional)")
     cmd["compare"].add_argument("--tensors", action="store_true",
                                 help="pair every tensor by canonical name (default: layer outputs by layer path)")
@@ -633,7 +635,12 @@ def _compare(scope: Any, args: argparse.Namespace, parser: argparse.ArgumentPars
     inputs, feeds = _given(scope, args, parser)
     if feeds:
         parser.error("compare feeds the models' inputs: give --input FILE, or NAME=FILE for a model input")
-    b = gs.open(args.model_b) if is_store(args.model_b) else _scope(args.model_b, args.quiet)
+    if is_store(args.model_b):
+        b = gs.open(args.model_b)
+    else:  # a SavedModel is traced at the signature MODEL's was, unless --signature-b names another
+        saved = os.path.isdir(args.model_b) and args.model_b != "demo"
+        signature = args.signature_b or (args.signature if saved else None)
+        b = _scope(args.model_b, args.quiet, signature=signature)
     report = gs.compare(scope, b, inputs, match="tensors" if args.tensors else "layers",
                         rtol=args.rtol, atol=args.atol)
     _show(console, report)

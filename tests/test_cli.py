@@ -373,6 +373,28 @@ def test_every_command_that_takes_a_model_takes_a_signature(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["proj/BiasAdd:0", "head/BiasAdd:0"]
 
 
+
+def test_compare_traces_both_saved_models_at_the_signature(tmp_path, capsys):
+    """`--signature` names the function of MODEL and of MODEL_B where both are SavedModels
+    (MODEL_B was traced at serving_default: another function, refused here for its other
+    layers, compared silently where the two share layer names); `--signature-b` picks B's."""
+    path, x, bias = _two_signatures_and_inputs(tmp_path)
+    other = models.TwoSignatures()
+    tf.train.Checkpoint(other).read(str(path / "variables" / "variables")).assert_existing_objects_matched()
+    pool = other.embedder.get_layer("pool").kernel
+    pool.assign(pool.numpy() + 0.5)
+    tf.saved_model.save(other, str(tmp_path / "other"), signatures={"serving_default": other.serve, "embed": other.embed})
+    inputs = ["--input", str(tmp_path / "x.npy"), "--input", str(tmp_path / "bias.npy")]
+    assert cli.main(["-q", "compare", str(path), str(path), "--signature", "embed", *inputs]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "all within tolerance" in out and "features" in out and "proj" not in out
+    assert cli.main(["-q", "compare", str(path), str(tmp_path / "other"), "--signature", "embed", *inputs]) == 1
+    assert "first outside tolerance: pool" in capsys.readouterr().out  # features agree: the copy's pool does not
+    assert cli.main(["-q", "compare", str(path), str(tmp_path / "other"), "--signature", "embed",
+                     "--signature-b", "serving_default", *inputs]) == 1
+    assert "--signature-b" not in capsys.readouterr().err  # B's inputs differ: refused as such
+
+
 def test_errors_give_the_way_out_in_options_and_it_works(tmp_path, capsys):
     """Where the CLI is the caller, an error's advice names its options (--signature NAME,
     --input NAME=FILE), not Python's arguments; following it runs. The same mistakes made from

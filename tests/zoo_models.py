@@ -351,6 +351,37 @@ def mixed_float16() -> Case:
                 kinds=frozenset({"classifier"}), tolerance=2e-2)
 
 
+
+def preprocessing() -> Case:
+    """Preprocessing layers inside the model, on string, int64 and float inputs: text vectorized
+    and embedded, words and ids looked up in hash tables (resources), hashed and multi-hot
+    encoded, numbers normalized and bucketized."""
+    text = keras.Input((), dtype="string", name="text")
+    word = keras.Input((1,), dtype="string", name="word")
+    ids = keras.Input((1,), dtype="int64", name="ids")
+    num = keras.Input((2,), name="num")
+    vectorize = keras.layers.TextVectorization(max_tokens=12, output_sequence_length=5, name="vectorize",
+                                               vocabulary=["the", "cat", "sat", "on", "mat", "dog"])
+    t = keras.layers.Embedding(12, 3, name="embed", embeddings_initializer=keras.initializers.RandomNormal(seed=1))(
+        vectorize(text))
+    t = keras.layers.GlobalAveragePooling1D(name="pool")(t)
+    w = keras.layers.StringLookup(vocabulary=["a", "b", "c"], output_mode="one_hot", name="words")(word)
+    w = keras.layers.Flatten(name="flat")(w)
+    i = keras.layers.IntegerLookup(vocabulary=[10, 20, 30], output_mode="one_hot", name="id_lookup")(ids)
+    i = keras.layers.Flatten(name="id_flat")(i)
+    h = keras.layers.CategoryEncoding(num_tokens=8, output_mode="multi_hot", name="multi_hot")(
+        keras.layers.Hashing(num_bins=8, name="hash")(word))
+    n = keras.layers.Normalization(mean=[1.0, 2.0], variance=[4.0, 9.0], name="normalize")(num)
+    b = keras.layers.Discretization(bin_boundaries=[0.0, 1.0, 2.0], output_mode="one_hot", name="buckets")(num)
+    b = keras.layers.Flatten(name="bucket_flat")(b)
+    joined = keras.layers.Concatenate(name="joined")([t, w, i, h, n, b])
+    out = keras.layers.Dense(2, activation="tanh", name="head", **_init())(joined)
+    model = keras.Model({"text": text, "word": word, "ids": ids, "num": num}, out, name="preprocessing")
+    x = {"text": np.array(["the cat sat", "a dog on the mat and more"]), "word": np.array([["a"], ["zz"]]),
+         "ids": np.array([[20], [99]], np.int64), "num": np.array([[0.5, 3.0], [2.5, -1.0]], np.float32)}
+    return Case("preprocessing", model, None, x, model, model)
+
+
 # --------------------------------------------------------------------------- tf_keras
 
 def _tf_keras() -> Any:
@@ -460,6 +491,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "mobilenet_v3_small": mobilenet,
     "scan_layer": scan_layer,
     "mixed_float16": mixed_float16,
+    "preprocessing": preprocessing,
     "tf_keras.efficientnet_b0": tf_keras_efficientnet,
     "tf_keras.mobilenet_v3_small": tf_keras_mobilenet,
     "saved_model": saved_model,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 import sys
 import threading
@@ -236,15 +237,25 @@ def inline_calls(concrete_function: Any) -> graph_pb2.GraphDef:
     are added to its list for the call, or Grappler would lower them into v1 control flow, whose
     untaken branch cannot be fetched.
     """
+    logger = logging.getLogger("tensorflow")
     with _INLINE_LOCK:
         kept = convert_to_constants._CONTROL_FLOW_OPS  # pylint: disable=protected-access
         convert_to_constants._CONTROL_FLOW_OPS = kept | {"Case", "StatelessCase"}  # pylint: disable=protected-access
+        logger.addFilter(_unserialized_collection)
         try:
             return convert_to_constants._run_inline_graph_optimization(  # pylint: disable=protected-access
                 concrete_function, lower_control_flow=False, aggressive_inlining=True
             )
         finally:
+            logger.removeFilter(_unserialized_collection)
             convert_to_constants._CONTROL_FLOW_OPS = kept  # pylint: disable=protected-access
+
+
+def _unserialized_collection(record: logging.LogRecord) -> bool:
+    """False for the warning TensorFlow's inliner logs when the MetaGraph it exports on the way
+    cannot hold a graph collection (a lookup table's `table_initializer`: every Keras
+    StringLookup, TextVectorization, IntegerLookup): the GraphDef it returns is complete."""
+    return not str(record.msg).startswith("Issue encountered when serializing")
 
 
 class FlatFunction:

@@ -312,10 +312,12 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     """Warn (GuessedInputsWarning) where a Keras 3 subclassed model traced on inputs guessed from
     the shapes Keras kept (float32, its first argument only) shows that it may be called
     otherwise: an input it casts to integers or booleans (ids above 2**24 round in float32,
-    silently) or formats as strings (hashed ids: every id reads otherwise), or an optional argument of its `call` (traced without it, though it may have been
-    called with it)."""
+    silently) or formats as strings (hashed ids: every id reads otherwise), one it casts to a
+    string (words a StringLookup reads: no run can cast a float to a string), or an optional
+    argument of its `call` (traced without it, though it may have been called with it)."""
     cast: list[str] = []
     text: list[str] = []
+    words: list[str] = []
     cast_dtypes: dict[str, tf.DType] = {}
     for spec, placeholder in zip(specs, cf.graph.inputs):
         todo, seen = [placeholder.op], set()
@@ -331,6 +333,9 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
                     elif reader.type == "Cast" and (reader.outputs[0].dtype.is_integer or reader.outputs[0].dtype.is_bool):
                         cast.append(f"{spec.name} to {reader.outputs[0].dtype.name}")
                         cast_dtypes.setdefault(spec.name, reader.outputs[0].dtype)
+                    elif reader.type == "Cast" and reader.outputs[0].dtype == tf.string:  # words looked up
+                        words.append(spec.name)  # (StringLookup): no run can cast a float to a string
+                        cast_dtypes.setdefault(spec.name, tf.string)
                     elif reader.type == "AsString":  # ids hashed as text: float32 5 reads '5.000000'
                         text.append(spec.name)
                         cast_dtypes.setdefault(spec.name, tf.int64)
@@ -339,16 +344,18 @@ def _warn_if_guessed_wrong(model: Any, specs: list[tf.TensorSpec], structured: A
     # neither Keras keeps its value (tf_keras records a Python number as None)
     optional = [p.name for p in parameters if p.default is not p.empty and p.name not in ("training", "mask")
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if not cast and not text and not optional:
+    if not cast and not text and not words and not optional:
         return
     why = "; ".join(filter(None, [
         f"it casts {', '.join(dict.fromkeys(cast))} (integers fed as float32 round above 2**24)" if cast else "",
+        f"it casts {', '.join(dict.fromkeys(words))} to string (text: no run can cast a float32 to a string)"
+        if words else "",
         f"it formats {', '.join(dict.fromkeys(text))} as strings (an id 5 fed as float32 reads '5.000000', not '5')"
         if text else "",
         f"its call also takes {', '.join(optional)}, which the trace leaves at the default" if optional else "",
     ]))
     ways = []
-    if cast or text:
+    if cast or text or words:
         ways.append(f"pass input_signature with the dtypes ({_signature_text(specs, structured, cast_dtypes)})")
     if optional:
         o = optional[0]
@@ -504,6 +511,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             return specs, _Arguments(nests)  # several arguments, a nest among them: one each
         return specs, None
     if inputs is not None:
+        _refuse_ragged(model, tf.nest.flatten(inputs))
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
@@ -515,13 +523,34 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
     if built is not None:
         if len(built) == 1 and _is_shape(built[0]):
             # the batch size of the call that built the model is not a property of the model
-            spec = tf.TensorSpec((None, *built[0][1:]), _input_dtype(model), name="input_0")
+            spec = tf.TensorSpec(_any_batch_shape(built[0]), _input_dtype(model), name="input_0")
             return [spec], None
         return _keras_signature(model, [_specs_of(s, _input_dtype(model)) for s in built])
     raise UnsupportedModelError(
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _refuse_ragged(model: Any, inputs: list[Any]) -> None:
+    """UnsupportedModelError for a functional model with a ragged input (`Input(ragged=True)`):
+    traced as a dense tensor, its padding would be computed on as values, which is not what the
+    model computes on ragged rows; the message gives the function that builds the ragged input
+    from dense parts. (A sparse input is traced dense: its implicit zeros are zeros.)"""
+    for t in inputs:
+        if not (getattr(t, "ragged", False) is True or isinstance(getattr(t, "type_spec", None), tf.RaggedTensorSpec)):
+            continue
+        dtype = tf.as_dtype(t.dtype).name
+        shape = tf.TensorShape(t.shape)
+        inner = ", ".join(str(d) for d in shape.as_list()[2:]) if shape.rank else ""
+        values = f"(None, {inner})" if inner else "(None,)"
+        raise UnsupportedModelError(
+            f"model {model.name!r}: its input {_tf.keras_input_name(t)!r} is ragged, and gs.trace feeds dense "
+            "arrays, whose padding the model would compute on as values; trace a function that builds the "
+            "ragged input from dense parts: gs.trace(lambda values, row_lengths: "
+            "model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), "
+            f"[tf.TensorSpec({values}, tf.{dtype}), tf.TensorSpec((None,), tf.int64)])"
+        )
 
 
 def _first_call_signature(model: Any) -> list[Any] | None:
@@ -588,10 +617,15 @@ def _is_shape_nest(value: Any) -> bool:
     return bool(items) and all(_is_shape_nest(v) for v in items)
 
 
+def _any_batch_shape(shape: Any) -> tuple[Any, ...]:
+    """`shape` with any batch size; a scalar's `()` stays `()` (it has no batch axis)."""
+    return (None, *shape[1:]) if len(shape) else ()
+
+
 def _specs_of(shapes: Any, dtype: tf.DType) -> Any:
     """A nest of shapes as a nest of TensorSpecs of `dtype`, any batch size."""
     if _is_shape(shapes):
-        return tf.TensorSpec((None, *shapes[1:]), dtype)
+        return tf.TensorSpec(_any_batch_shape(shapes), dtype)
     if isinstance(shapes, dict):
         return {k: _specs_of(v, dtype) for k, v in shapes.items()}
     return type(shapes)(_specs_of(v, dtype) for v in shapes)
@@ -600,7 +634,7 @@ def _specs_of(shapes: Any, dtype: tf.DType) -> Any:
 def _spec_text(shapes: Any, dtype: tf.DType) -> str:
     """How to write the spec (or nest of specs) of `shapes` in a call to gs.trace."""
     if _is_shape(shapes):
-        return f"tf.TensorSpec({(None, *shapes[1:])!r}, tf.{dtype.name})"
+        return f"tf.TensorSpec({_any_batch_shape(shapes)!r}, tf.{dtype.name})"
     if isinstance(shapes, dict):
         return "{" + ", ".join(f"{k!r}: {_spec_text(v, dtype)}" for k, v in shapes.items()) + "}"
     inner = ", ".join(_spec_text(v, dtype) for v in shapes)

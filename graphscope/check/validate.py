@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import tensorflow as tf
 
 from graphscope.backend.tf_internals import functional_model, is_input_layer, is_keras_model, node_outputs
 from graphscope.display.tables import validation_view
@@ -208,7 +209,8 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
     signature = executor.signature
     if not isinstance(inputs, dict):
         inputs = [signature.convert(k, v) for k, v in enumerate(signature.bind(inputs))]
-    theirs = _keras_outputs(sub_model, inputs, training=runtime.traced.training)
+    theirs = _keras_outputs(sub_model, inputs, training=runtime.traced.training,
+                            captured=runtime.traced.function.graph.variables)
     theirs = theirs if isinstance(theirs, (list, tuple)) else [theirs]
     for (name, _), value in zip(pairs, theirs):
         report.layers += 1
@@ -217,15 +219,19 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
             report.mismatches.append(Mismatch(name, "keras", detail))
 
 
-def _keras_outputs(sub_model: Any, given: Any, *, training: bool) -> Any:
+def _keras_outputs(sub_model: Any, given: Any, *, training: bool, captured: Any = ()) -> Any:
     """`sub_model(given, training=training)`, with every variable as it was before (batch norm
-    updates its moving statistics in training mode, a layer may assign a variable in any mode)."""
+    updates its moving statistics in training mode, a layer may assign a variable in any mode).
+    `captured`: the traced function's variables, put back too in tf_keras, which leaves some out
+    of `model.variables` (a stateful RNN's state, assigned on every call)."""
     if hasattr(sub_model, "stateless_call"):  # Keras 3: the new values come back, not assigned
         outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
                                               [v.value for v in sub_model.non_trainable_variables],
                                               given, training=training)
         return outputs
-    saved = [(v, v.numpy()) for v in sub_model.variables]  # tf_keras: every variable put back after
+    # tf_keras' adapted lookups list a VocabWeightHandler among their variables: no value to put back
+    variables = {id(v): v for v in [*sub_model.variables, *captured] if isinstance(v, tf.Variable)}
+    saved = [(v, v.numpy()) for v in variables.values()]  # tf_keras: every variable put back after
     try:
         return sub_model(given, training=training)
     finally:

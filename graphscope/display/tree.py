@@ -297,7 +297,9 @@ def _layer_params(lay: Layer, seen: set[int]) -> tuple[int | None, dict[int, int
         params = int(lay.keras_layer.count_params())
     except ValueError:  # never built
         return None, {}
-    return params, {id(w): math.prod(int(d) for d in w.shape) for w in lay.keras_layer.weights}
+    # tf_keras' adapted lookups list a VocabWeightHandler (no shape), which Keras counts as 0
+    weights = [w for w in lay.keras_layer.weights if hasattr(w, "shape")]
+    return params, {id(w): math.prod(int(d) for d in w.shape) for w in weights}
 
 
 def _grouped(nodes: list[_Node], level: int) -> list[_Node]:

@@ -87,9 +87,11 @@ def resolve_pairs(G: nx.DiGraph, of: Any, *, feeding: bool = False) -> list[tupl
       3. a tensor or op name, canonical or raw (an op name means the op's only output);
       4. a model input's name (`input_image`);
       5. a layer's name or path (`ROI`, `shared@2`): its outputs.
-    With `feeding` (names of what is fed, or varied: a gradient's `wrt`), an output key comes
-    last instead: a name that is both an input's and an output's (keras-hub's `token_ids`) means
-    the output when fetched, the input when fed or differentiated with respect to. The key is the name as given, except for a layer (its outputs' canonical
+    With `feeding` (names of what is fed, or varied: a gradient's `wrt`), a key that is also an
+    input's name comes after it: a name that is both an input's and an output's (keras-hub's
+    `token_ids`) means the output when fetched, the input when fed or differentiated with
+    respect to. Any other key means the output either way, before an op of the same name (a
+    SavedModel signature's copy of the output, named after its key). The key is the name as given, except for a layer (its outputs' canonical
     names).
 
     Raises:
@@ -245,7 +247,8 @@ def _by_name(G: nx.DiGraph, name: str, *, feeding: bool = False) -> list[Tensor]
     keys = _recorded_keys(G)
     if name in tensors_ or (split_tensor_name(name)[1] is not None and names.get(name) in tensors_):
         return [_present(G, names.get(name, name) if name not in tensors_ else name)]
-    if not feeding and name in keys:
+    input_names = G.graph.get("input_names", [])
+    if name in keys and (not feeding or name not in input_names):
         return [output(G, name)]
     if _names_a_tensor(G, name):
         resolved = names.get(name, name)
@@ -261,14 +264,11 @@ def _by_name(G: nx.DiGraph, name: str, *, feeding: bool = False) -> list[Tensor]
                     "name one of the tensors it depends on instead"
                 )
             raise AmbiguousMatchError(f"op {resolved!r} has {len(outs)} outputs; name one: {', '.join(outs)}")
-    input_names = G.graph.get("input_names", [])
     if name in input_names:
         return [_present(G, G.graph["inputs"][input_names.index(name)])]
     lay = as_layer(G, name)
     if lay is not None:
         return [_present(G, t.name) for t in lay.outputs]
-    if name in keys:
-        return [output(G, name)]
     op_name, _ = split_tensor_name(name)
     candidates = [*tensors_, *(lay.name for lay in G.graph["layers"]), *keys]
     hint = suggestion(name, candidates) or suggestion(op_name, candidates)

@@ -26,7 +26,9 @@ def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
     TensorFlow dtype or its name), checked value by value when the conversion could lose
     them; `what` names it in errors (`"input 'image'"`, `"the edit of 'conv1/Relu:0'"`).
     bfloat16, float8 and int4 arrays (`ml_dtypes`) are floats and integers like any other;
-    numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1.
+    numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1. Text (str, bytes
+    or object arrays) is taken as it is for a string dtype, and numbers are refused there. A
+    `tf.SparseTensor` is its dense value; a `tf.RaggedTensor` is refused.
 
     Raises:
         InputError: the values are not numeric, their dtype cannot become `dtype` whatever they
@@ -42,11 +44,25 @@ def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
     graphscope.errors.InputError: the edit of 'h:0' expects float16, whose range is -65504 to 65504, \
 but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become inf; scale or clip them first
     """
+    if isinstance(value, tf.SparseTensor):  # its dense value: the zeros it leaves out are zeros
+        value = tf.sparse.to_dense(value)
+    if isinstance(value, tf.RaggedTensor):
+        raise InputError(
+            f"{what} takes a dense array, got a tf.RaggedTensor; pad it (x.to_tensor()), or trace a function "
+            "that builds it from dense parts (tf.RaggedTensor.from_row_lengths(values, row_lengths))"
+        )
     array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
     target = tf.as_dtype(dtype)
     numpy_target = np.dtype(target.as_numpy_dtype)
     if array.dtype == numpy_target:
         return array
+    if target == tf.string:  # text: TensorFlow encodes str as UTF-8 and takes bytes as they are
+        if array.dtype.kind in "USO":
+            return array
+        raise InputError(
+            f"{what} expects string: text, as str, bytes or object arrays, got an array of dtype "
+            f"{array.dtype}; format the numbers first (x.astype(str))"
+        )
     kind = _kind(numpy_target)
     if _kind(array.dtype) != array.dtype.kind:  # an ml_dtypes array: checked as the numpy dtype
         # that holds each of its values exactly (float32 for bfloat16 and float8, int8 for int4)

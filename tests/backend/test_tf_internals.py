@@ -108,6 +108,30 @@ def test_inline_calls_names_inner_ops_under_the_call():
     assert any(n.startswith(call.name + "/") and op == "Softplus" for n, op in names.items())
 
 
+
+def test_inline_calls_of_a_lookup_table_logs_no_serialization_warning():
+    """TensorFlow's helper exports a MetaGraph, whose `table_initializer` collection it cannot
+    serialize: it logged a WARNING on every executor built for a model with a StringLookup. The
+    inlined graph still holds the lookup, and other warnings still pass."""
+    import logging
+
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b"])
+    f = tf.function(lambda text: lookup(text))
+    cf = f.get_concrete_function(tf.TensorSpec([None], tf.string))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        graph_def = _tf.inline_calls(cf)
+        logger.warning("another warning")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["another warning"]
+    assert any(n.op == "LookupTableFindV2" for n in graph_def.node)
+
+
 def test_inline_calls_copies_each_argument_into_the_body_through_an_identity():
     """The executor feeds and edits an inlined call's argument at this copy, which only the
     body reads (its input has other readers)."""

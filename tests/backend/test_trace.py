@@ -96,6 +96,53 @@ def test_unbuilt_model_is_refused_with_how_to_build():
     assert isinstance(e.value, TypeError)
 
 
+
+@pytest.mark.parametrize("which", ["keras", "tf_keras"])
+def test_a_ragged_input_is_refused_with_the_function_that_builds_it(which):
+    """Traced as a dense tensor, a ragged input's model averages over the padding too: what
+    `gs.trace` gives (the function) computes what Keras does on the ragged rows."""
+    k = keras if which == "keras" else pytest.importorskip("tf_keras")
+    k.utils.set_random_seed(0)
+    ids = k.Input((None,), ragged=True, dtype="int64", name="ids")
+    embedded = k.layers.Embedding(10, 3, name="emb")(ids)
+    mean = keras.ops.mean(embedded, axis=1) if which == "keras" else tf.reduce_mean(embedded, axis=1)
+    model = k.Model(ids, k.layers.Dense(2, name="d")(mean))
+    with pytest.raises(gs.UnsupportedModelError, match=r"input 'ids' is ragged") as e:
+        gs.trace(model, quiet=True)
+    way_out = re.search(r"gs\.trace\((lambda values, row_lengths: .*)\)$", str(e.value))[1]
+    specs = "[tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int64)]"
+    assert way_out == f"lambda values, row_lengths: model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), {specs}"
+    given = {"model": model, "tf": tf}
+    scope = gs.trace(eval(way_out.rpartition("), [")[0] + ")", given), eval(specs, given), quiet=True)
+    rows = tf.ragged.constant([[1, 2, 3], [4]], dtype=tf.int64)
+    (got,) = scope.run(scope.outputs, [rows.values.numpy(), rows.row_lengths().numpy()]).values()
+    np.testing.assert_allclose(got, model(rows), rtol=1e-6)
+
+
+
+def test_a_scalar_a_keras_3_model_was_built_with_stays_a_scalar():
+    """Keras 3 records the shape `()` of a scalar in the dict a subclassed model was first
+    called with: it is traced as a scalar, not as a vector of any length, and fed as one."""
+
+    class Scaled(keras.Model):
+        def __init__(self):
+            super().__init__(name="scaled")
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, inputs):
+            return self.dense(inputs["x"]) * inputs["scale"]
+
+    model = Scaled()
+    data = {"x": np.ones((3, 4), "float32"), "scale": np.float32(2.0)}
+    want = model(data).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.GuessedInputsWarning)
+        scope = gs.trace(model, quiet=True)
+    assert scope.tensor("scale").shape == ()
+    (got,) = scope.run(scope.outputs, data).values()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def _two_input_detector(k):
     """A subclassed model never called, taking images and their shapes as the Model Garden's
     Mask R-CNN does (`gs.trace(model, [images_spec, image_shape_spec])`); its layer `scaled`
@@ -1378,6 +1425,31 @@ def test_a_guessed_input_formatted_as_strings_warns():
     assert not np.allclose(guessed.run(out, ids.astype(np.float32))[out], want)  # what the warning is about
     scope = gs.trace(model, [tf.TensorSpec((None, 1), tf.int64)], quiet=True)
     np.testing.assert_allclose(scope.run(out, ids)[out], want, rtol=1e-6)
+
+
+
+def test_a_guessed_input_a_string_lookup_reads_warns_with_the_string_signature():
+    """A Keras 3 subclassed model that looks up words (StringLookup) keeps only their shape:
+    traced on float32, the lookup casts a float to a string, which no run can do. The warning
+    says so, and the signature it gives (tf.string) traces the model as called."""
+
+    class Words(keras.Model):
+        def __init__(self):
+            super().__init__(name="words")
+            self.lookup = keras.layers.StringLookup(vocabulary=["a", "b"], name="lookup")
+            self.embed = keras.layers.Embedding(3, 2, name="embed")
+
+        def call(self, words):
+            return self.embed(self.lookup(words))
+
+    model = Words()
+    words = np.array([["a"], ["zz"]])
+    want = model(words).numpy()
+    with pytest.warns(gs.GuessedInputsWarning, match=r"casts input_0 to string.*tf.TensorSpec\(\(None, 1\), tf.string\)"):
+        gs.trace(model, quiet=True)
+    scope = gs.trace(model, [tf.TensorSpec((None, 1), tf.string)], quiet=True)
+    (got,) = scope.run(scope.outputs, words).values()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_a_keras_3_model_traced_on_guessed_float_inputs_it_reads_as_floats_does_not_warn():

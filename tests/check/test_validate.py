@@ -138,6 +138,38 @@ def test_validate_moves_no_variable_a_layer_assigns(training):
     assert float(model.get_layer("c").count.numpy()) == 0.0
 
 
+
+def test_validate_keeps_a_tf_keras_stateful_rnn_state():
+    """tf_keras keeps a stateful RNN's state variables out of `model.variables`: calling the Keras
+    sub-model assigns them, and validate puts them back too, bit for bit."""
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((3, 2), batch_size=2, name="x")
+    lstm = tf_keras.layers.LSTM(4, stateful=True, name="lstm")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1, name="d")(lstm(inputs)))
+    x = np.random.default_rng(0).random((2, 3, 2), dtype="float32")
+    model(x)  # the state is no longer zero
+    assert not {id(s) for s in lstm.states} & {id(v) for v in model.variables}  # why it is needed
+    state = [s.numpy().copy() for s in lstm.states]
+    report = gs.trace(model, quiet=True).validate(x)
+    assert report.ok and report.layers >= 2, report.mismatches
+    for before, after in zip(state, lstm.states):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+
+def test_a_tf_keras_lookup_adapted_to_data_is_compared_with_keras():
+    """An adapted tf_keras StringLookup lists a `VocabWeightHandler` (not a variable) among its
+    weights: validate compares the layers with Keras all the same."""
+    tf_keras = pytest.importorskip("tf_keras")
+    lookup = tf_keras.layers.StringLookup(name="lookup")
+    lookup.adapt([["a"], ["b"], ["a"]])
+    text = tf_keras.Input((1,), dtype="string", name="text")
+    model = tf_keras.Model(text, tf_keras.layers.Embedding(4, 2, name="embed")(lookup(text)))
+    report = gs.trace(model, quiet=True).validate(np.array([["a"], ["b"], ["zz"]], object))
+    assert report.ok and report.layers == 2, report.mismatches
+
+
 def test_ops_no_output_depends_on_are_skipped_unless_named():
     import warnings
 

@@ -71,6 +71,22 @@ def test_a_layer_shared_by_a_nested_model_and_its_outer_model_is_counted_once():
     assert f"· {outer.count_params()} params" in tree.caption  # 24, not 36
 
 
+
+def test_a_tf_keras_lookup_adapted_to_data_counts_its_parameters_as_keras_does():
+    """An adapted tf_keras StringLookup holds a `VocabWeightHandler` among its weights (no
+    shape): the tree lists it and the model's parameters as Keras counts them."""
+    tf_keras = pytest.importorskip("tf_keras")
+    lookup = tf_keras.layers.StringLookup(name="lookup")
+    lookup.adapt([["a"], ["b"], ["a"]])
+    text = tf_keras.Input((1,), dtype="string", name="text")
+    embed = tf_keras.layers.Embedding(4, 2, name="embed")
+    model = tf_keras.Model(text, embed(lookup(text)), name="words")
+    tree = gs.tree(model)
+    assert [label for _, label, _, _ in tree.rows] == ["words", "text", "lookup", "embed"]
+    assert f"· {model.count_params()} params" in tree.caption
+    assert "lookup" in _text(gs.trace(model, quiet=True))  # the scope's view is its tree
+
+
 def test_layer_tree_folds_a_long_model_and_opens_on_request():
     scope = gs.trace(models.many_blocks(30))
     tree = scope.layer_tree()

@@ -547,6 +547,38 @@ def test_an_output_key_is_the_tensor_the_model_computes():
     np.testing.assert_allclose(edited["y"], model.get_layer("head")(values["h"] * 0.5 - 1.0), rtol=1e-5, atol=1e-6)
 
 
+
+def test_an_output_key_of_a_saved_model_means_the_output_when_varied_too(tmp_path):
+    """A SavedModel signature names its copy of each output after the key (`vec:0`): an edit or
+    a gradient keyed `vec` meant that copy, which nothing reads (DisconnectedError), while a
+    fetch of `vec` gave the output. Varied, the key means the output too, unless it is an
+    input's name."""
+
+    class Module(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable([[1.0, 2.0], [3.0, 4.0], [0.5, -1.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.int32, name="ids")])
+        def embed(self, ids):
+            vec = tf.gather(self.table, ids)
+            return {"vec": vec, "norm": tf.norm(vec, axis=-1)}
+
+    module = Module()
+    tf.saved_model.save(module, str(tmp_path), signatures={"embed": module.embed})
+    scope = gs.trace(str(tmp_path), signature="embed", quiet=True)
+    assert "vec:0" in scope.graph.graph["tensors"]  # the copy the key is also the name of
+    ids = np.array([2, 0], np.int32)
+    vec = tf.gather(module.table, ids)
+    with tf.GradientTape() as tape:
+        tape.watch(vec)
+        norm = tf.reduce_sum(tf.norm(vec, axis=-1))
+    grads = scope.gradients("norm", ["vec"], ids)
+    np.testing.assert_allclose(grads["vec"], tape.gradient(norm, vec), rtol=1e-6)
+    edited = scope.run(["norm"], ids, edits={"vec": lambda v: v * 2.0})
+    np.testing.assert_allclose(edited["norm"], 2.0 * tf.norm(vec, axis=-1), rtol=1e-6)
+
+
 def test_every_name_a_fetch_takes_names_the_same_thing_everywhere(tmp_path):
     """#15: scope.tensor refused an output key that scope.run took; a Bundle refused the key it
     was extracted with; `"Identity" in bundle` was False while `bundle["Identity"]` worked."""

@@ -61,6 +61,8 @@ REFUSED = [  # (value, dtype, what the message says)
     (np.array([300.0], ml_dtypes.bfloat16), "int8", r"from 300 to 300, which would wrap around"),
     (np.array([-8], ml_dtypes.int4), "uint8", r"from -8 to -8, which would wrap around"),
     (np.array(["a"]), "float32", r" a numeric array \(float32\), got an array of dtype <U1"),
+    (np.float32([1.5]), "string", r": text, as str, bytes or object arrays, got an array of dtype float32; "
+                                    r"format the numbers first \(x.astype\(str\)\)$"),
 ]
 
 
@@ -76,6 +78,31 @@ def test_values_the_dtype_holds_convert_as_numpy_converts_them(value, dtype):
 def test_values_the_dtype_cannot_hold_are_refused(value, dtype, says):
     with pytest.raises(gs.InputError, match=f"^the edit of 'h:0' (expects {dtype}|must be)" + ".*" + says):
         to_dtype(value, dtype, "the edit of 'h:0'")
+
+
+def test_text_as_numpy_writes_it_feeds_a_string_input():
+    """Unicode (`<U`), bytes (`S`) and object arrays of text all feed a tf.string input, as
+    TensorFlow itself takes them: what the graph sees is the text's UTF-8 bytes."""
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)])
+    def lengths(text):
+        return tf.strings.length(text, unit="UTF8_CHAR")
+
+    scope = gs.trace(lengths, quiet=True)
+    words = ["a", "héllo", ""]
+    for given in (np.array(words), np.array([w.encode() for w in words]), np.array(words, object)):
+        (out,) = scope.run(scope.outputs, given).values()
+        np.testing.assert_array_equal(out, [len(w) for w in words])
+
+
+
+def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
+    """A model with a `sparse=True` input is traced dense (README): a SparseTensor fed to it is
+    its dense array, implicit zeros included; a RaggedTensor has no dense value of its own."""
+    dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(to_dtype(tf.sparse.from_dense(dense), "float32", "x"), dense)
+    np.testing.assert_array_equal(to_dtype(tf.sparse.from_dense(dense), "float64", "x"), dense)
+    with pytest.raises(gs.InputError, match=r"^input 'ids' takes a dense array, got a tf.RaggedTensor; pad it"):
+        to_dtype(tf.ragged.constant([[1, 2], [3]]), "int64", "input 'ids'")
 
 
 def test_a_matching_dtype_is_passed_through_uncopied():
