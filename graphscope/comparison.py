@@ -252,7 +252,8 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
     dead = graph.unused
     found: list[tuple[int, int, int, str, Tensor]] = []
     if mode == "layers":
-        for order, layer in enumerate(graph.layers):
+        returned = _return_order(graph.layers)
+        for layer in graph.layers:
             if layer.type == "InputLayer":
                 continue
             outputs = list(layer.outputs)
@@ -260,13 +261,30 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
                 if t.is_handle or t.op in dead:
                     continue
                 name = layer.name if len(outputs) == 1 else f"{layer.name}[{k}]"
-                found.append((position.get(t.op, 0), t.index, order, name, t))
+                found.append((position.get(t.op, 0), t.index, returned[layer.name], name, t))
     else:
         for order, t in enumerate(graph.tensors.values()):
             if not t.is_handle and t.op not in dead:
                 found.append((position.get(t.op, 0), t.index, order, t.name, t))
     found.sort(key=lambda f: f[:3])
     return [(name, t) for *_, name, t in found]
+
+
+def _return_order(layers: Any) -> dict[str, tuple[int, int]]:
+    """A sort key per layer call: the order the calls returned. Layer records list a layer
+    before its sublayers (`block`, `block/proj`); a layer that returns what a sublayer computed
+    shares that tensor's row position with it, and must come after it (so `.first` names the
+    sublayer that broke, not the layer holding it): each call ranks at the last record of its
+    subtree, deeper calls first there; siblings keep their call order."""
+    names = [layer.name for layer in layers]
+    last = {name: k for k, name in enumerate(names)}
+    for k, name in enumerate(names):
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in last:
+                last[prefix] = max(last[prefix], k)
+    return {name: (last[name], -name.count("/")) for name in names}
 
 
 def _with_layer_outputs(graph: Any, rows: list[tuple[str, Tensor]], side: _Side) -> list[tuple[str, Tensor]]:

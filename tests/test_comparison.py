@@ -433,3 +433,42 @@ def test_tensors_mode_pairs_a_layer_output_b_names_otherwise_by_its_path():
     want_a = tf_keras.Model(old.input, old.get_layer("lstm").output)(x).numpy()
     want_b = keras.Model(new.input, new.get_layer("lstm").output)(x).numpy()
     np.testing.assert_allclose(cmp["lstm"].max_abs, np.abs(want_a - want_b).max(), rtol=1e-5)
+
+
+def test_a_layer_whose_output_its_sublayer_made_comes_after_that_sublayer():
+    """keras-hub's DepthAnything neck: a `reassemble_stage` layer returns what its `projection`
+    (then identity `padding` and `resize` sublayers) computed, so the four rows share one tensor,
+    and they were ordered as the layer tree lists them, the outer layer first: a copy with the
+    projection's kernel perturbed was reported as diverging at `reassemble_stage_2`, not at
+    `reassemble_stage_2/projection`. Rows of one tensor come in the order the calls returned it:
+    a sublayer before the layer that holds it, siblings in call order."""
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.proj = keras.layers.Dense(4, name="proj")
+            self.pad = keras.layers.Identity(name="pad")
+
+        def call(self, x):
+            return self.pad(self.proj(x))
+
+    def build():
+        keras.utils.set_random_seed(0)
+        x = keras.Input((3,), name="x")
+        h = Block(name="block")(keras.layers.Dense(4, name="a")(x))
+        return keras.Model(x, keras.layers.Dense(2, name="head")(keras.layers.Identity(name="same")(h)))
+
+    model, copy = build(), build()
+    weights = copy.get_weights()
+    k = [w.path for w in copy.weights].index("block/proj/kernel")
+    weights[k] = weights[k] * 2.0
+    copy.set_weights(weights)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    cmp = gs.compare(gs.trace(model, quiet=True), gs.trace(copy, quiet=True), x)
+    assert [r.name for r in cmp.rows] == ["a", "block/proj", "block/pad", "block", "same", "head"]
+    assert cmp.first is not None and cmp.first.name == "block/proj"
+    proj = keras.Model(model.input, model.get_layer("block").output)(x)  # proj's output is block's
+    proj_copy = keras.Model(copy.input, copy.get_layer("block").output)(x)
+    np.testing.assert_allclose(cmp["block/proj"].max_abs, np.abs(np.asarray(proj) - np.asarray(proj_copy)).max(),
+                               rtol=1e-5)
+    assert cmp.rows[0].ok and not cmp.rows[1].ok
