@@ -250,7 +250,7 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
     Tensors of unused ops (see `graphscope.ir.query.unused`) are left out."""
     position = {name: k for k, name in enumerate(graph.graph)}
     dead = graph.unused
-    found: list[tuple[int, int, int, str, Tensor]] = []
+    found: list[tuple[int, int, Any, str, Tensor]] = []
     if mode == "layers":
         returned = _return_order(graph.layers)
         for layer in graph.layers:
@@ -261,7 +261,7 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
                 if t.is_handle or t.op in dead:
                     continue
                 name = layer.name if len(outputs) == 1 else f"{layer.name}[{k}]"
-                found.append((position.get(t.op, 0), t.index, returned[layer.name], name, t))
+                found.append((position.get(t.op, 0), t.index, returned(layer.name, t.name), name, t))
     else:
         for order, t in enumerate(graph.tensors.values()):
             if not t.is_handle and t.op not in dead:
@@ -270,21 +270,24 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
     return [(name, t) for *_, name, t in found]
 
 
-def _return_order(layers: Any) -> dict[str, tuple[int, int]]:
-    """A sort key per layer call: the order the calls returned. Layer records list a layer
-    before its sublayers (`block`, `block/proj`); a layer that returns what a sublayer computed
-    shares that tensor's row position with it, and must come after it (so `.first` names the
-    sublayer that broke, not the layer holding it): each call ranks at the last record of its
-    subtree, deeper calls first there; siblings keep their call order."""
-    names = [layer.name for layer in layers]
-    last = {name: k for k, name in enumerate(names)}
-    for k, name in enumerate(names):
+def _return_order(layers: Any) -> Any:
+    """A sort key for the rows of one tensor: the order the layer calls returned it. Several
+    calls can share a tensor (a layer returning what its sublayer computed, an identity layer
+    passing it on); the layer records list a layer before its sublayers and a layer's calls
+    together, in the order the layers were made, which is not the order of the calls. Calls are
+    compared level by level along their paths: a sublayer before the layer holding it, and of
+    two calls inside one layer, the one passed the tensor after the other (its producer); record
+    order otherwise. `.first` then names the call that made a value, not one that passed it on."""
+    index = {layer.name: k for k, layer in enumerate(layers)}
+    inputs = {layer.name: set(layer.inputs.names) for layer in layers}
+    done = (2, 0)  # after every level key: a call comes after the calls inside it
+
+    def key(name: str, tensor: str) -> tuple[tuple[int, int], ...]:
         parts = name.split("/")
-        for depth in range(1, len(parts)):
-            prefix = "/".join(parts[:depth])
-            if prefix in last:
-                last[prefix] = max(last[prefix], k)
-    return {name: (last[name], -name.count("/")) for name in names}
+        levels = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+        return tuple((int(tensor in inputs.get(level, ())), index.get(level, -1)) for level in levels) + (done,)
+
+    return key
 
 
 def _with_layer_outputs(graph: Any, rows: list[tuple[str, Tensor]], side: _Side) -> list[tuple[str, Tensor]]:
