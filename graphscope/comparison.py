@@ -251,9 +251,10 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
     Tensors of unused ops (see `graphscope.ir.query.unused`) are left out."""
     position = {name: k for k, name in enumerate(graph.graph)}
     dead = graph.unused
-    found: list[tuple[int, int, int, str, Tensor]] = []
+    found: list[tuple[int, int, Any, str, Tensor]] = []
     if mode == "layers":
-        for order, layer in enumerate(graph.layers):
+        returned = _return_order(graph.layers)
+        for layer in graph.layers:
             if layer.type == "InputLayer":
                 continue
             outputs = list(layer.outputs)
@@ -261,13 +262,33 @@ def _rows_of(graph: Any, mode: str) -> list[tuple[str, Tensor]]:
                 if t.is_handle or t.op in dead:
                     continue
                 name = layer.name if len(outputs) == 1 else f"{layer.name}[{k}]"
-                found.append((position.get(t.op, 0), t.index, order, name, t))
+                found.append((position.get(t.op, 0), t.index, returned(layer.name, t.name), name, t))
     else:
         for order, t in enumerate(graph.tensors.values()):
             if not t.is_handle and t.op not in dead:
                 found.append((position.get(t.op, 0), t.index, order, t.name, t))
     found.sort(key=lambda f: f[:3])
     return [(name, t) for *_, name, t in found]
+
+
+def _return_order(layers: Any) -> Any:
+    """A sort key for the rows of one tensor: the order the layer calls returned it. Several
+    calls can share a tensor (a layer returning what its sublayer computed, an identity layer
+    passing it on); the layer records list a layer before its sublayers and a layer's calls
+    together, in the order the layers were made, which is not the order of the calls. Calls are
+    compared level by level along their paths: a sublayer before the layer holding it, and of
+    two calls inside one layer, the one passed the tensor after the other (its producer); record
+    order otherwise. `.first` then names the call that made a value, not one that passed it on."""
+    index = {layer.name: k for k, layer in enumerate(layers)}
+    inputs = {layer.name: set(layer.inputs.names) for layer in layers}
+    done = (2, 0)  # after every level key: a call comes after the calls inside it
+
+    def key(name: str, tensor: str) -> tuple[tuple[int, int], ...]:
+        parts = name.split("/")
+        levels = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+        return tuple((int(tensor in inputs.get(level, ())), index.get(level, -1)) for level in levels) + (done,)
+
+    return key
 
 
 def _with_layer_outputs(graph: Any, rows: list[tuple[str, Tensor]], side: _Side) -> list[tuple[str, Tensor]]:

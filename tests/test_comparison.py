@@ -466,3 +466,56 @@ def test_complex_values_are_compared_by_their_moduli():
         np.testing.assert_allclose(row.cosine, a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), rtol=1e-9)
         assert row.note == "complex64 vs complex128, compared in complex128"
     assert gs.compare(scope, scope, x).rows[0].max_abs == 0
+
+
+def test_a_layer_whose_output_its_sublayer_made_comes_after_that_sublayer():
+    """keras-hub's DepthAnything neck: a `reassemble_stage` layer returns what its `projection`
+    (then identity `padding` and `resize` sublayers) computed, so the four rows share one tensor,
+    and they were ordered as the layer tree lists them, the outer layer first: a copy with the
+    projection's kernel perturbed was reported as diverging at `reassemble_stage_2`, not at
+    `reassemble_stage_2/projection`. In MiT (SegFormer's encoder) an identity `drop_path` made
+    before the `mix_ffn` it is called on is listed before it. Rows of one tensor come in the
+    order the calls returned it: a sublayer before the layer holding it, a layer that is passed
+    the tensor after the one that made it."""
+
+    class Mlp(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.fc = keras.layers.Dense(4, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.drop = keras.layers.Identity(name="drop")  # made first, called on mlp's output
+            self.mlp = Mlp(name="mlp")
+            self.pad = keras.layers.Identity(name="pad")
+
+        def call(self, x):
+            return self.pad(self.drop(self.mlp(x)))
+
+    def build():
+        keras.utils.set_random_seed(0)
+        x = keras.Input((3,), name="x")
+        h = Block(name="block")(keras.layers.Dense(4, name="a")(x))
+        return keras.Model(x, keras.layers.Dense(2, name="head")(keras.layers.Identity(name="same")(h)))
+
+    model, copy = build(), build()
+    weights = copy.get_weights()
+    k = [w.path for w in copy.weights].index("block/mlp/fc/kernel")
+    weights[k] = weights[k] * 2.0
+    copy.set_weights(weights)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    a = gs.trace(model, quiet=True)
+    assert [lay.name for lay in a.layers][2:6] == ["block", "block/drop", "block/mlp", "block/mlp/fc"]
+    cmp = gs.compare(a, gs.trace(copy, quiet=True), x)
+    assert [r.name for r in cmp.rows] == ["a", "block/mlp/fc", "block/mlp", "block/drop", "block/pad", "block",
+                                          "same", "head"]
+    assert cmp.first is not None and cmp.first.name == "block/mlp/fc"
+    fc = keras.Model(model.input, model.get_layer("block").output)(x)  # fc's output is block's
+    fc_copy = keras.Model(copy.input, copy.get_layer("block").output)(x)
+    np.testing.assert_allclose(cmp["block/mlp/fc"].max_abs, np.abs(np.asarray(fc) - np.asarray(fc_copy)).max(),
+                               rtol=1e-5)
+    assert cmp.rows[0].ok and not cmp.rows[1].ok

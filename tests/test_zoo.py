@@ -43,6 +43,7 @@ CANNOT: dict[tuple[str, str], str] = {
     ("albert", "gradient"): "its inputs are token ids, segment ids and a mask (no float input)",
     ("deberta_v3", "gradient"): "its inputs are token ids and a mask (no float input)",
     ("fnet", "gradient"): "its inputs are token ids and segment ids (no float input)",
+    ("clip", "statistics"): "its logits compare every image with every text of the batch: a batch of one has others",
 }
 
 _BUILT: dict[str, Any] = {}
@@ -291,19 +292,23 @@ def test_every_layer_output_equals_keras(zoo):
         k = _keras_module(container)
         symbolic = [out for _, outputs, _, _ in group for out in outputs]
         try:
-            want = iter(tf.nest.flatten(k.Model(container.input, symbolic)(maker(values))))
+            want = iter(tf.nest.flatten(k.Model(container.input, symbolic)(maker(values), training=False)))
         except ValueError:  # Keras cannot build a sub-model to one of them: each on its own
             want = None
         for record, outputs, _, _ in group:
             got = [values[t.name] for t in record.outputs if not t.is_handle]
             if want is None:
                 try:
-                    expected = [np.asarray(w) for w in tf.nest.flatten(k.Model(container.input, outputs)(maker(values)))]
+                    expected = [np.asarray(w) for w in
+                                tf.nest.flatten(k.Model(container.input, outputs)(maker(values), training=False))]
                 except ValueError:  # "not connected to inputs": Keras has no sub-model to this call
                     continue
             else:
                 expected = [np.asarray(next(want)) for _ in outputs]
             compared += 1
+            if len(got) < len(expected):  # one tensor returned twice (DINOv2's encoder: x, and x in a dict)
+                expected = [w for j, w in enumerate(expected)
+                            if not any(v.shape == w.shape and np.array_equal(v, w) for v in expected[:j])]
             assert len(got) == len(expected), f"{case.name}: {record.name}: {len(got)} outputs, Keras {len(expected)}"
             for g, w in zip(got, expected):
                 _close(g, w, case, record.name)
@@ -510,7 +515,8 @@ def test_compare_with_keras_own_layer_values(zoo):
     want: dict[str, np.ndarray] = {}
     for record, outputs, container, maker in checks:
         try:
-            (value,) = tf.nest.flatten(_keras_module(container).Model(container.input, outputs)(maker(values)))
+            (value,) = tf.nest.flatten(_keras_module(container).Model(container.input, outputs)(maker(values),
+                                                                                                training=False))
         except ValueError:  # Keras has no sub-model to this call
             continue
         want[record.name] = np.asarray(value)
@@ -534,6 +540,7 @@ def test_statistics_equal_numpy_over_the_models_own_outputs(zoo):
     or less), over the case's samples one batch each (the whole sample where the batch size is
     fixed): counts exact, the rest numpy's float64 figures over the model's own outputs."""
     case, scope = _zoo(zoo)
+    _waive(case, "statistics")
     want = _by_key(case.call(case.inputs))
     keys = [k for k in scope.output_keys if want[k].dtype.kind in "fiub" and want[k].size]
     assert keys, f"{case.name}: no numeric output"

@@ -287,6 +287,96 @@ def whisper() -> Case:
     return Case("whisper", backbone, None, x, backbone, backbone, kinds=frozenset({"transformer"}))
 
 
+def swin() -> Case:
+    """Swin Transformer: shifted windows (`ops.roll` both ways, an attention mask built from
+    the window layout), stochastic depth that is identity at inference."""
+    hub = _hub()
+    backbone = hub.models.SwinTransformerBackbone(image_shape=(32, 32, 3), embed_dim=8, depths=[2, 2],
+                                                  num_heads=[2, 2], window_size=4, patch_size=2, drop_path=0.1)
+    model = hub.models.SwinTransformerImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    return Case("swin", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"transformer", "classifier"}))
+
+
+def dinov2() -> Case:
+    """DINOv2 with register tokens and LayerScale; its encoder returns its last output twice
+    (as itself and in the pyramid dict)."""
+    hub = _hub()
+    model = hub.models.DINOV2Backbone(patch_size=4, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                      image_shape=(16, 16, 3), position_embedding_shape=(32, 32, 3),
+                                      num_register_tokens=2, layer_scale_init_value=0.5)
+    return Case("dinov2", model, None, _uniform(2, 16, 16, 3), model, model, kinds=frozenset({"transformer"}))
+
+
+def depth_anything() -> Case:
+    """Depth Anything: a DINOv2 encoder's pyramid through a reassemble/fusion neck to a depth map."""
+    hub = _hub()
+    encoder = hub.models.DINOV2Backbone(patch_size=4, num_layers=4, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                        image_shape=(32, 32, 3), position_embedding_shape=(32, 32, 3))
+    backbone = hub.models.DepthAnythingBackbone(image_encoder=encoder, reassemble_factors=[4, 2, 1, 0.5],
+                                                neck_hidden_dims=[8, 8, 8, 8], fusion_hidden_dim=8, head_hidden_dim=8,
+                                                head_in_index=-1, feature_keys=["stage1", "stage2", "stage3", "stage4"])
+    model = hub.models.DepthAnythingDepthEstimator(backbone=backbone, depth_estimation_type="relative")
+    return Case("depth_anything", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"transformer"}))
+
+
+def segformer() -> Case:
+    """SegFormer on a two-stage MiT encoder (efficient attention with a strided reduction).
+    Called with `training=False`: keras-hub's segmentation heads call a `Resizing` layer made
+    inside `call`, whose `training=True` default becomes the call's mode, so `model(x)` runs the
+    batch norms after it in training mode and moves their statistics (Keras 3.15)."""
+    hub = _hub()
+    encoder = hub.models.MiTBackbone(layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2],
+                                     layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.1, layerwise_patch_sizes=[7, 3],
+                                     layerwise_strides=[4, 2], hidden_dims=[8, 16], image_shape=(32, 32, 3))
+    backbone = hub.models.SegFormerBackbone(image_encoder=encoder, projection_filters=8)
+    model = hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=3)
+    return Case("segformer", model, None, _uniform(2, 32, 32, 3), lambda v: model(v, training=False), model,
+                kinds=frozenset({"transformer"}))
+
+
+def hgnetv2() -> Case:
+    """HGNetV2: learnable affine blocks, light-weight conv blocks, aggregation by concatenation."""
+    hub = _hub()
+    backbone = hub.models.HGNetV2Backbone(
+        depths=[1, 1], embedding_size=8, hidden_sizes=[16, 16], stem_channels=[3, 8, 8], hidden_act="relu",
+        use_learnable_affine_block=True, stackwise_stage_filters=[[8, 8, 16, 1, 2, 3], [16, 8, 16, 1, 2, 3]],
+        apply_downsample=[False, True], use_lightweight_conv_block=[False, True], image_shape=(32, 32, 3))
+    model = hub.models.HGNetV2ImageClassifier(backbone=backbone, preprocessor=None, num_classes=3,
+                                              activation="softmax")
+    return Case("hgnetv2", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"classifier"}))
+
+
+def xception() -> Case:
+    hub = _hub()
+    backbone = hub.models.XceptionBackbone(stackwise_conv_filters=[[8, 8], [16, 16], [16, 16], [16, 16]],
+                                           stackwise_pooling=[False, True, False, True], image_shape=(32, 32, 3))
+    model = hub.models.XceptionImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    return Case("xception", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"classifier"}))
+
+
+def cspnet() -> Case:
+    hub = _hub()
+    backbone = hub.models.CSPNetBackbone(stem_filters=8, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1],
+                                         stackwise_strides=[2, 2], stackwise_num_filters=[8, 16],
+                                         block_type="bottleneck_block", stage_type="csp", image_shape=(32, 32, 3),
+                                         bottle_ratio=[0.5], block_ratio=[1.0], expand_ratio=[2.0])
+    model = hub.models.CSPNetImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    return Case("cspnet", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"classifier"}))
+
+
+def clip() -> Case:
+    """CLIP: an image tower and a text tower, fed by key, meeting in a similarity head."""
+    hub = _hub()
+    vision = hub.models.CLIPVisionEncoder(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+                                          image_shape=(16, 16, 3))
+    text = hub.models.CLIPTextEncoder(vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=2, num_heads=2,
+                                      intermediate_dim=32, max_sequence_length=8)
+    model = hub.models.CLIPBackbone(vision_encoder=vision, text_encoder=text, projection_dim=8)
+    ids, _ = _tokens(2, 8, 50, 5)
+    x = {"images": _uniform(2, 16, 16, 3), "token_ids": ids}
+    return Case("clip", model, None, x, model, model, kinds=frozenset({"transformer"}))
+
+
 # --------------------------------------------------------------------------- Keras 3
 
 def _init() -> dict:
@@ -486,6 +576,14 @@ CASES: dict[str, Callable[[], Case]] = {
     "retinanet": retinanet,
     "retinanet.predict_step": retinanet_predict_step,
     "whisper": whisper,
+    "swin": swin,
+    "dinov2": dinov2,
+    "depth_anything": depth_anything,
+    "segformer": segformer,
+    "hgnetv2": hgnetv2,
+    "xception": xception,
+    "cspnet": cspnet,
+    "clip": clip,
     "recurrent_stack": recurrent_stack,
     "efficientnet_b0": efficientnet,
     "mobilenet_v3_small": mobilenet,
