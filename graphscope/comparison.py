@@ -33,6 +33,7 @@ import numpy as np
 from graphscope.bundle import Bundle
 from graphscope.display.tables import comparison_table
 from graphscope.errors import ArgumentError, GraphscopeError, InputError, OptionError, TensorNotFoundError, closest
+from graphscope.ir.query import drawn
 from graphscope.ir.records import Shape, Tensor, shape_text
 from graphscope.ir.views import Shown, view
 
@@ -236,10 +237,33 @@ def compare(
 
     # numpy lets go of the GIL for the passes over the values: rows on all cores, in order
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
-        rows = list(pool.map(row, pairs))
+        rows = _noting_draws(list(pool.map(row, pairs)), pairs, a, side)
     paired = {name for name, _, _ in pairs}
     unmatched_a = [n for n, _ in rows_a if n not in paired and n not in skipped]
     return Comparison(rows, Unmatched(unmatched_a, unmatched_b), rtol=rtol, atol=atol, match=mode, skipped=skipped)
+
+
+def _noting_draws(rows: list[Row], pairs: list[tuple[str, Tensor, str]], a: Any, side: _Side) -> list[Row]:
+    """Rows outside tolerance whose values depend on random numbers drawn anew each run (dropout
+    traced with training=True), on either side, with a note that says so: they differ from run
+    to run, whatever the weights."""
+    drawn_a = drawn(a.model_graph.graph)
+    drawn_b = drawn(side.obj.model_graph.graph) if side.kind == "scope" else {}
+    if not (drawn_a or drawn_b):
+        return rows
+    out = []
+    for r, (_, t, o) in zip(rows, pairs):
+        other = side.tensors.get(o) if side.kind == "scope" else None
+        source = (a.model_graph.graph, drawn_a.get(t.op))
+        if source[1] is None and other is not None:
+            source = (side.obj.model_graph.graph, drawn_b.get(other.op))
+        if not r.ok and source[1] is not None:
+            op = source[0].nodes[source[1]]["op"]
+            where = f"layer {op.layer!r}" if op.layer else f"op {op.name!r}"
+            note = f"random: depends on numbers {where} draws anew each run"
+            r = dataclasses.replace(r, note=f"{r.note}; {note}" if r.note else note)
+        out.append(r)
+    return out
 
 
 # ---- the two sides

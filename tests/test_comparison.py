@@ -519,3 +519,27 @@ def test_a_layer_whose_output_its_sublayer_made_comes_after_that_sublayer():
     np.testing.assert_allclose(cmp["block/mlp/fc"].max_abs, np.abs(np.asarray(fc) - np.asarray(fc_copy)).max(),
                                rtol=1e-5)
     assert cmp.rows[0].ok and not cmp.rows[1].ok
+
+
+def test_rows_that_depend_on_numbers_drawn_anew_each_run_say_so():
+    """Two scopes of one model traced with training=True differ from its Dropout on, run to run,
+    whatever the weights: those rows (and only those) say which layer draws the numbers; a row
+    before the Dropout agrees and has no note. Against Keras' own values (a mapping b) the a side's
+    draws are named too; traced for inference, nothing is drawn and nothing is noted."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((6,), name="x")
+    h = keras.layers.Dropout(0.5, name="drop")(keras.layers.Dense(8, name="a")(x_in))
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(h))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    a, b = (gs.trace(model, training=True, quiet=True) for _ in range(2))
+    cmp = gs.compare(a, b, x)
+    assert [r.name for r in cmp.rows] == ["a", "drop", "head"]
+    assert cmp.rows[0].ok and cmp.rows[0].note == ""
+    for r in cmp.rows[1:]:
+        assert not r.ok and r.note == "random: depends on numbers layer 'drop' draws anew each run"
+    keras_values = {"a": model.get_layer("a")(x).numpy(), "head": model(x, training=False).numpy()}
+    against_keras = gs.compare(a, keras_values, x)
+    assert against_keras["a"].ok and against_keras["a"].note == ""
+    assert "layer 'drop' draws anew" in against_keras["head"].note
+    inference = gs.compare(gs.trace(model, quiet=True), keras_values, x)
+    assert inference.ok and all(r.note == "" for r in inference.rows)

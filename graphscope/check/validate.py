@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import tensorflow as tf
 
 from graphscope.backend.tf_internals import functional_model, is_input_layer, is_keras_model, node_outputs
 from graphscope.display.tables import validation_view
 from graphscope.errors import GraphscopeError
+from graphscope.ir.query import drawn
 from graphscope.ir.records import Op, Tensor
 from graphscope.ir.views import Shown, view
 from graphscope.runtime.runtime import Runtime
@@ -31,9 +31,6 @@ __all__ = ["Mismatch", "Validation", "validate"]
 
 # ops that draw new random numbers each run (stateless random ops, fed their seed, replay fine)
 _RANDOM = re.compile(r"(?!Stateless)\w*(Random|Multinomial|Shuffle)\w*|RngReadAndSkip|RngSkip")
-# ops whose numbers a second run of Keras draws anew: stateless ones too, since Keras seeds them from
-# a generator's state, which every run (ours included) advances (Keras 3's Dropout in training mode)
-_DRAWS = re.compile(r"\w*(Random|Multinomial|Shuffle)\w*|RngReadAndSkip|RngSkip")
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -177,7 +174,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
     if not model_inputs:
         return
     wanted = None if fetches is None else {t.name for t in runtime.graph.resolve(fetches)}
-    random_ops = {n for n in G if _DRAWS.fullmatch(G.nodes[n]["op"].type)}
+    random = drawn(G)  # a second run of Keras draws these anew
     pairs = []
     for lay in runtime.graph.layers:
         if "/" in lay.name or lay.keras_layer is None or len(lay.outputs) != 1:
@@ -186,7 +183,7 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
             continue
         if is_input_layer(lay.keras_layer):
             continue
-        if random_ops and random_ops & nx.ancestors(G, lay.output.op):
+        if lay.output.op in random:
             report.skipped[lay.output.name] = "random: depends on numbers drawn anew each run (vs Keras)"
             continue
         _, _, number = lay.name.partition("@")

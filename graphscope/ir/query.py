@@ -35,11 +35,28 @@ from graphscope.errors import (
 from graphscope.ir.names import split_tensor_name
 from graphscope.ir.records import Layer, Op, Selection, Tensor
 
-__all__ = ["Index", "ancestors", "as_layer", "computed", "cut_points", "descendants", "find", "layer", "narrow", "op", "output",
-           "output_keys", "outputs", "resolve", "resolve_pairs", "tensor", "unused"]
+__all__ = ["DRAWS", "Index", "ancestors", "as_layer", "computed", "cut_points", "descendants", "drawn", "find", "layer",
+           "narrow", "op", "output", "output_keys", "outputs", "resolve", "resolve_pairs", "tensor", "unused"]
+
+# op types whose numbers each run draws anew: stateless ones too, since Keras seeds them from a
+# generator's state, which every run advances (Keras 3's Dropout in training mode)
+DRAWS = re.compile(r"\w*(Random|Multinomial|Shuffle)\w*|RngReadAndSkip|RngSkip")
 
 TensorLike = str | Tensor
 Fetchable = TensorLike | Selection | Layer | Iterable[TensorLike | Layer]
+
+
+def drawn(G: nx.DiGraph) -> dict[str, str]:
+    """Each op whose values depend on random numbers drawn anew each run (`DRAWS`), the drawing
+    ops included, mapped to the first such op it depends on in the graph's topological order.
+    Empty for a model that draws none."""
+    out: dict[str, str] = {}
+    for n in G:  # the graph's topological order: a draw is seen before what it feeds
+        if n not in out and DRAWS.fullmatch(G.nodes[n]["op"].type):
+            out[n] = n
+            for d in nx.descendants(G, n):
+                out.setdefault(d, n)
+    return out
 
 
 def tensor(G: nx.DiGraph, name: str | Tensor) -> Tensor:
