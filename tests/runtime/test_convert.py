@@ -105,6 +105,18 @@ def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
         to_dtype(tf.ragged.constant([[1, 2], [3]]), "int64", "input 'ids'")
 
 
+def test_a_sparse_tensor_in_any_order_is_its_dense_values_and_a_repeated_index_is_refused():
+    """Keras takes a SparseTensor whose indices are not in row-major order; its dense value was
+    refused with TensorFlow's InvalidArgumentError ('indices[1] = [0,0] is out of order'), as was
+    a repeated index, which has no one dense value."""
+    unordered = tf.SparseTensor([[1, 1], [0, 0]], [-2.0, -7.0], [2, 3])
+    np.testing.assert_array_equal(to_dtype(unordered, "float32", "x"), [[-7.0, 0, 0], [0, -2.0, 0]])
+    with pytest.raises(gs.InputError, match=r"^input 'x' is a tf.SparseTensor with no dense value: .*repeated"):
+        to_dtype(tf.SparseTensor([[0, 0], [0, 0]], [1.0, 2.0], [2, 3]), "float32", "input 'x'")
+    with pytest.raises(gs.InputError, match=r"^input 'x' is a tf.SparseTensor with no dense value: .*bounds"):
+        to_dtype(tf.SparseTensor([[0, 5]], [1.0], [2, 3]), "float32", "input 'x'")
+
+
 def test_a_matching_dtype_is_passed_through_uncopied():
     a = np.zeros(3, np.float32)
     assert to_dtype(a, "float32", "x") is a
