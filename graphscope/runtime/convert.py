@@ -60,6 +60,13 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
     target = tf.as_dtype(dtype)
     numpy_target = np.dtype(target.as_numpy_dtype)
+    if target == tf.string and array.dtype == object:  # as numpy_target: text, element by element
+        other = next((v for v in array.flat if not isinstance(v, (str, bytes))), array)  # array: none
+        if other is not array:
+            raise InputError(
+                f"{what} expects string: text, as str, bytes or object arrays, but its object array holds "
+                f"{type(other).__name__} ({other!r}); make every element a str or bytes"
+            )
     if array.dtype == numpy_target:
         return array
     if target == tf.string:  # text: TensorFlow encodes str as UTF-8 and takes bytes as they are

@@ -95,6 +95,15 @@ def test_text_as_numpy_writes_it_feeds_a_string_input():
 
 
 
+@pytest.mark.parametrize("value", [np.array([1, 2], object), np.array(["a", None], object)], ids=["ints", "none"])
+def test_an_object_array_holding_other_than_text_is_refused_for_a_string_input(value):
+    """An object array is taken as it is for a tf.string input; one holding numbers or None gave
+    TensorFlow's ValueError ('Failed to convert a NumPy array to a Tensor (Unsupported object
+    type int)')."""
+    with pytest.raises(gs.InputError, match=r"^input 'w' expects string: text, .*holds (int|NoneType)"):
+        to_dtype(value, "string", "input 'w'")
+
+
 def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
     """A model with a `sparse=True` input is traced dense (README): a SparseTensor fed to it is
     its dense array, implicit zeros included; a RaggedTensor has no dense value of its own."""
