@@ -644,12 +644,14 @@ def _stats(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[floa
 def _stats_complex(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[float, float, float, bool, str]:
     """`_stats` where a side is complex, in complex128: |a - b| and |b| are moduli, so the pair is
     within tolerance as `numpy.allclose` decides for complex values; the cosine is that of the
-    values as real vectors (each number's real and imaginary parts). Values with a NaN or infinite
-    part are compared part by part, as floats (`_stats_nonfinite`)."""
+    values as real vectors (each number's real and imaginary parts). A value with a NaN or
+    infinite part agrees only with one whose parts are each the same (NaN with NaN); it is
+    otherwise outside tolerance, its difference inf, and there is no cosine. The finite values
+    beside it are compared by their moduli all the same."""
     a, b = np.asarray(x, np.complex128).ravel(), np.asarray(y, np.complex128).ravel()
     parts_a, parts_b = a.view(np.float64), b.view(np.float64)
     if not (np.isfinite(parts_a).all() and np.isfinite(parts_b).all()):
-        return _stats_nonfinite(parts_a, parts_b, rtol, atol)
+        return _stats_complex_nonfinite(a, b, rtol, atol)
     d = np.abs(a - b)
     max_abs = float(d.max())
     if max_abs == 0:
@@ -659,6 +661,28 @@ def _stats_complex(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tu
     nonzero = scale != 0
     max_rel = float((d[nonzero] / scale[nonzero]).max()) if nonzero.any() else float("inf")
     return max_abs, max_rel, _cosine(parts_a, parts_b, np.abs(parts_a - parts_b)), ok, ""
+
+
+def _stats_complex_nonfinite(a: np.ndarray, b: np.ndarray, rtol: float,
+                             atol: float) -> tuple[float, float, float, bool, str]:
+    """`_stats_complex` of complex128 values, some with a NaN or infinite part (see there)."""
+    pa, pb = a.view(np.float64).reshape(-1, 2), b.view(np.float64).reshape(-1, 2)
+    same = ((pa == pb) | (np.isnan(pa) & np.isnan(pb))).all(axis=1)
+    finite = np.isfinite(a) & np.isfinite(b)
+    clash = ~same & ~finite
+    diff = np.zeros(a.shape)
+    diff[finite] = np.abs(a[finite] - b[finite])
+    scale = np.abs(b[finite])
+    ok = not clash.any() and bool(np.less_equal(diff[finite], atol + rtol * scale).all())
+    diff[clash] = np.inf
+    max_abs = float(diff.max())
+    if clash.any():
+        max_rel = float("inf")
+    else:  # as for finite values: elements where b is 0 count in max_abs only, unless b is all zeros
+        nonzero = scale != 0
+        rel = diff[finite][nonzero] / scale[nonzero]
+        max_rel = float(rel.max()) if rel.size else (0.0 if max_abs == 0 else float("inf"))
+    return max_abs, max_rel, float("nan"), ok, ""
 
 
 def _flat64(v: Any) -> np.ndarray:

@@ -468,6 +468,31 @@ def test_complex_values_are_compared_by_their_moduli():
     assert gs.compare(scope, scope, x).rows[0].max_abs == 0
 
 
+def test_complex_values_beside_a_nan_are_still_compared_by_their_moduli():
+    """A NaN that both sides hold (an FFT of a row holding NaN) made every other complex value be
+    compared part by part, as two floats: values within numpy.allclose's tolerance of their moduli
+    (off by 4e-6 of them, in their imaginary parts) were outside tolerance. Only the values with a NaN or infinite part are compared so."""
+    x_in = keras.Input((8,), name="x")
+    scope = gs.trace(keras.Model(x_in, _Spectrum(name="spectrum")(x_in)), quiet=True)
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    x[0, 3] = np.nan
+    got = scope.run("spectrum", x)["spectrum/FFT:0"].astype(np.complex128)
+    assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()
+    ref = got.copy()  # the NaN row as it is; the other off by 4e-6 of each modulus, imaginary
+    ref[1] += 4e-6 * np.abs(got[1]) * 1j
+    assert np.allclose(got, ref, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert not np.allclose(got[1].imag, ref[1].imag, rtol=1e-5, atol=1e-6)  # part by part it is off
+    row = gs.compare(scope, {"spectrum": ref}, x).rows[0]
+    assert row.ok
+    d = np.abs(got[1] - ref[1])
+    np.testing.assert_allclose(row.max_abs, d.max(), rtol=1e-9)
+    np.testing.assert_allclose(row.max_rel, (d / np.abs(ref[1])).max(), rtol=1e-9)
+    off = ref.copy()
+    off[1, 2] += 1e-3 * abs(ref[1, 2])  # outside the modulus' tolerance: still outside
+    assert not gs.compare(scope, {"spectrum": off}, x).rows[0].ok
+    assert not np.allclose(got, off, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 def test_a_layer_whose_output_its_sublayer_made_comes_after_that_sublayer():
     """keras-hub's DepthAnything neck: a `reassemble_stage` layer returns what its `projection`
     (then identity `padding` and `resize` sublayers) computed, so the four rows share one tensor,

@@ -668,6 +668,21 @@ def first_call_specs(model: Any) -> tuple[list[Any], dict[str, Any]] | None:
     return list(args), dict(kwargs)
 
 
+def first_call_ragged(model: Any) -> dict[str, Any]:
+    """The RaggedTensorSpecs among what a tf_keras model was first called with, by the name its
+    input is traced under (`input_<k>`, its flat position), or a keyword argument's name; empty
+    where none (Keras 3 records no call). `first_call_specs` leaves such a call out."""
+    recorded = getattr(model, "_saved_model_arg_spec", None)
+    if not (isinstance(recorded, tuple) and len(recorded) == 2):
+        return {}
+    args, kwargs = recorded
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        return {}
+    found = {f"input_{k}": s for k, s in enumerate(tf.nest.flatten(list(args))) if isinstance(s, tf.RaggedTensorSpec)}
+    found.update((k, s) for k, s in kwargs.items() if isinstance(s, tf.RaggedTensorSpec))
+    return found
+
+
 def _as_tuples(shape: Any) -> Any:
     """A shape (a TensorShape, or a list or tuple of sizes) as a tuple of sizes, and a dict, list
     or tuple of shapes as the same nest of tuples; ValueError for a shape of unknown rank."""

@@ -500,6 +500,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         nests = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
         specs = tf.nest.flatten(nests)
         if inputs is not None:
+            _refuse_ragged(model, flat, names)  # a dense spec for it traces it dense all the same
             _check_signature(model, specs, flat)
         # a model is called with one input: a dict, list or tuple of specs is that input; one
         # spec per input of a model of several is packed into the structure it takes
@@ -511,11 +512,13 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             return specs, _Arguments(nests)  # several arguments, a nest among them: one each
         return specs, None
     if inputs is not None:
-        _refuse_ragged(model, tf.nest.flatten(inputs))
+        _refuse_ragged(model, tf.nest.flatten(inputs), [_tf.keras_input_name(t) for t in tf.nest.flatten(inputs)])
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
         return tf.nest.flatten(structured), structured
+    ragged = _tf.first_call_ragged(model)  # tf_keras: else its build's shape, traced dense
+    _refuse_ragged(model, list(ragged.values()), list(ragged))
     called = _first_call_signature(model)
     if called is not None:
         return _keras_signature(model, called)
@@ -532,20 +535,22 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
     )
 
 
-def _refuse_ragged(model: Any, inputs: list[Any]) -> None:
-    """UnsupportedModelError for a functional model with a ragged input (`Input(ragged=True)`):
-    traced as a dense tensor, its padding would be computed on as values, which is not what the
-    model computes on ragged rows; the message gives the function that builds the ragged input
-    from dense parts. (A sparse input is traced dense: its implicit zeros are zeros.)"""
-    for t in inputs:
-        if not (getattr(t, "ragged", False) is True or isinstance(getattr(t, "type_spec", None), tf.RaggedTensorSpec)):
+def _refuse_ragged(model: Any, inputs: list[Any], names: list[str]) -> None:
+    """UnsupportedModelError for a model with a ragged input (a functional model's
+    `Input(ragged=True)`, or a RaggedTensorSpec a tf_keras model was first called with), named
+    `names`: traced as a dense tensor, its padding would be computed on as values, which is not
+    what the model computes on ragged rows; the message gives the function that builds the ragged
+    input from dense parts."""
+    for t, name in zip(inputs, names):
+        if not (getattr(t, "ragged", False) is True or isinstance(t, tf.RaggedTensorSpec)
+                or isinstance(getattr(t, "type_spec", None), tf.RaggedTensorSpec)):
             continue
         dtype = tf.as_dtype(t.dtype).name
         shape = tf.TensorShape(t.shape)
         inner = ", ".join(str(d) for d in shape.as_list()[2:]) if shape.rank else ""
         values = f"(None, {inner})" if inner else "(None,)"
         raise UnsupportedModelError(
-            f"model {model.name!r}: its input {_tf.keras_input_name(t)!r} is ragged, and gs.trace feeds dense "
+            f"model {model.name!r}: its input {name!r} is ragged, and gs.trace feeds dense "
             "arrays, whose padding the model would compute on as values; trace a function that builds the "
             "ragged input from dense parts: gs.trace(lambda values, row_lengths: "
             "model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), "

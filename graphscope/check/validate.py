@@ -219,12 +219,19 @@ def _compare_keras(runtime: Runtime, inputs: Any, fetches: Any, report: Validati
 def _keras_outputs(sub_model: Any, given: Any, *, training: bool, captured: Any = ()) -> Any:
     """`sub_model(given, training=training)`, with every variable as it was before (batch norm
     updates its moving statistics in training mode, a layer may assign a variable in any mode).
-    `captured`: the traced function's variables, put back too in tf_keras, which leaves some out
-    of `model.variables` (a stateful RNN's state, assigned on every call)."""
+    `captured`: the traced function's variables, put back too: tf_keras leaves some out of
+    `model.variables` (a stateful RNN's state, assigned on every call), and Keras 3 tracks no
+    plain `tf.Variable` a layer holds, which its `stateless_call` assigns as any call does."""
     if hasattr(sub_model, "stateless_call"):  # Keras 3: the new values come back, not assigned
-        outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
-                                              [v.value for v in sub_model.non_trainable_variables],
-                                              given, training=training)
+        own = {id(v.value) for v in sub_model.variables}  # the tf.Variable behind each Keras variable
+        saved = [(v, v.numpy()) for v in captured if isinstance(v, tf.Variable) and id(v) not in own]
+        try:
+            outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
+                                                  [v.value for v in sub_model.non_trainable_variables],
+                                                  given, training=training)
+        finally:
+            for v, value in saved:
+                v.assign(value)
         return outputs
     # tf_keras' adapted lookups list a VocabWeightHandler among their variables: no value to put back
     variables = {id(v): v for v in [*sub_model.variables, *captured] if isinstance(v, tf.Variable)}

@@ -8,6 +8,7 @@ fraction is truncated, no integer wraps around, nothing complex loses its imagin
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
     bfloat16, float8 and int4 arrays (`ml_dtypes`) are floats and integers like any other;
     numbers into bool must all be 0 or 1, and bool into numbers gives 0 and 1. Text (str, bytes
     or object arrays) is taken as it is for a string dtype, and numbers are refused there. A
-    `tf.SparseTensor` is its dense value; a `tf.RaggedTensor` is refused.
+    `tf.SparseTensor` is its dense value (its indices in any order; one repeated or out of bounds
+    is refused); a `tf.RaggedTensor` is refused.
 
     Raises:
         InputError: the values are not numeric, their dtype cannot become `dtype` whatever they
@@ -45,7 +47,11 @@ def to_dtype(value: Any, dtype: Any, what: str) -> np.ndarray:
 but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become inf; scale or clip them first
     """
     if isinstance(value, tf.SparseTensor):  # its dense value: the zeros it leaves out are zeros
-        value = tf.sparse.to_dense(value)
+        try:  # in any order, as Keras takes it
+            value = tf.sparse.to_dense(tf.sparse.reorder(value))
+        except tf.errors.InvalidArgumentError as e:  # a repeated index, one out of bounds
+            why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{.*?\}\}\s*", "", e.message.splitlines()[0]))
+            raise InputError(f"{what} is a tf.SparseTensor with no dense value: {why}") from None
     if isinstance(value, tf.RaggedTensor):
         raise InputError(
             f"{what} takes a dense array, got a tf.RaggedTensor; pad it (x.to_tensor()), or trace a function "
@@ -54,6 +60,13 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
     target = tf.as_dtype(dtype)
     numpy_target = np.dtype(target.as_numpy_dtype)
+    if target == tf.string and array.dtype == object:  # as numpy_target: text, element by element
+        other = next((v for v in array.flat if not isinstance(v, (str, bytes))), array)  # array: none
+        if other is not array:
+            raise InputError(
+                f"{what} expects string: text, as str, bytes or object arrays, but its object array holds "
+                f"{type(other).__name__} ({other!r}); make every element a str or bytes"
+            )
     if array.dtype == numpy_target:
         return array
     if target == tf.string:  # text: TensorFlow encodes str as UTF-8 and takes bytes as they are

@@ -474,6 +474,23 @@ def test_build_shapes_of_models_built_on_a_dict_and_tf_keras_first_call_specs():
         "x": (tf.float32, (1, 3)), "ids": (tf.int64, (1, 2))}
 
 
+def test_first_call_ragged_names_the_ragged_specs_a_tf_keras_model_was_called_with():
+    """tf_keras keeps a RaggedTensorSpec for a ragged argument of the first call (which
+    `first_call_specs` leaves out); Keras 3 keeps none, nor does a dense call."""
+    tf_keras = pytest.importorskip("tf_keras")
+
+    class Mean(tf_keras.Model):
+        def call(self, v, w):
+            return tf.reduce_mean(v, axis=1) + tf.reduce_mean(w, axis=1)
+
+    model = Mean()
+    model(tf.zeros((2, 3)), tf.ragged.constant([[4.0], [1.0, 3.0]]))
+    found = _tf.first_call_ragged(model)
+    assert list(found) == ["input_1"] and found["input_1"].dtype == tf.float32
+    assert _tf.first_call_specs(model) is None
+    assert _tf.first_call_ragged(_on_a_dict(tf_keras)) == {} and _tf.first_call_ragged(_on_a_dict(keras)) == {}
+
+
 def test_sublayers_and_input_layers():
     a = keras.Input((2,), name="a")
     b = keras.Input((3,), name="b")

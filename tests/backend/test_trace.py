@@ -120,6 +120,38 @@ def test_a_ragged_input_is_refused_with_the_function_that_builds_it(which):
 
 
 
+@pytest.mark.parametrize("which", ["keras", "tf_keras"])
+def test_a_ragged_input_is_refused_with_an_input_signature_too(which):
+    """A dense input_signature for a functional model's ragged input traced it dense all the
+    same: the mean over the rows [4] and [1, 3] read 2 and 2 (Keras: 4 and 2)."""
+    k = keras if which == "keras" else pytest.importorskip("tf_keras")
+    values = k.Input((None,), ragged=True, dtype="float32", name="values")
+    mean = keras.ops.mean(values, axis=1) if which == "keras" else k.layers.Lambda(
+        lambda v: tf.reduce_mean(v, axis=1))(values)
+    model = k.Model(values, mean)
+    np.testing.assert_array_equal(model(tf.ragged.constant([[4.0], [1.0, 3.0]])), [4.0, 2.0])
+    with pytest.raises(gs.UnsupportedModelError, match=r"input 'values' is ragged"):
+        gs.trace(model, [tf.TensorSpec((None, None), tf.float32)], quiet=True)
+
+
+def test_a_tf_keras_model_first_called_on_a_ragged_tensor_is_refused():
+    """tf_keras records the RaggedTensorSpec a subclassed model was first called with; it was
+    left for the shape its build kept, (None, None), and traced dense: the mean over the rows [4]
+    and [1, 3] read 2 and 2 (Keras: 4 and 2)."""
+    tf_keras = pytest.importorskip("tf_keras")
+
+    class Mean(tf_keras.Model):
+        def call(self, v):
+            return tf.reduce_mean(v, axis=1)
+
+    model = Mean(name="mean")
+    np.testing.assert_array_equal(model(tf.ragged.constant([[4.0], [1.0, 3.0]])), [4.0, 2.0])
+    with pytest.raises(gs.UnsupportedModelError, match=r"model 'mean': its input 'input_0' is ragged") as e:
+        gs.trace(model, quiet=True)
+    assert "[tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None,), tf.int64)]" in str(e.value)
+
+
+
 def test_a_scalar_a_keras_3_model_was_built_with_stays_a_scalar():
     """Keras 3 records the shape `()` of a scalar in the dict a subclassed model was first
     called with: it is traced as a scalar, not as a vector of any length, and fed as one."""

@@ -139,6 +139,29 @@ def test_validate_moves_no_variable_a_layer_assigns(training):
 
 
 
+def test_validate_moves_no_tf_variable_a_keras_3_layer_assigns():
+    """Keras 3 tracks only its own variables: a plain tf.Variable a layer assigns in its call is
+    no variable of the model, and `stateless_call` assigns it; validate left it moved (0 -> 1)."""
+
+    class Counting(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.calls = tf.Variable(0.0, trainable=False)
+
+        def call(self, x):
+            self.calls.assign_add(1.0)
+            return x * 2.0
+
+    inputs = keras.Input((3,), name="x")
+    counting = Counting(name="c")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(counting(inputs)))
+    assert not any(v is counting.calls for v in model.variables)  # why it is needed
+    scope = gs.trace(model, quiet=True)
+    report = scope.validate(np.ones((2, 3), "float32"))
+    assert report.ok and report.layers >= 2, report.mismatches
+    assert float(counting.calls.numpy()) == 0.0
+
+
 def test_validate_keeps_a_tf_keras_stateful_rnn_state():
     """tf_keras keeps a stateful RNN's state variables out of `model.variables`: calling the Keras
     sub-model assigns them, and validate puts them back too, bit for bit."""

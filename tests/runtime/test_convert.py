@@ -95,6 +95,15 @@ def test_text_as_numpy_writes_it_feeds_a_string_input():
 
 
 
+@pytest.mark.parametrize("value", [np.array([1, 2], object), np.array(["a", None], object)], ids=["ints", "none"])
+def test_an_object_array_holding_other_than_text_is_refused_for_a_string_input(value):
+    """An object array is taken as it is for a tf.string input; one holding numbers or None gave
+    TensorFlow's ValueError ('Failed to convert a NumPy array to a Tensor (Unsupported object
+    type int)')."""
+    with pytest.raises(gs.InputError, match=r"^input 'w' expects string: text, .*holds (int|NoneType)"):
+        to_dtype(value, "string", "input 'w'")
+
+
 def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
     """A model with a `sparse=True` input is traced dense (README): a SparseTensor fed to it is
     its dense array, implicit zeros included; a RaggedTensor has no dense value of its own."""
@@ -103,6 +112,18 @@ def test_a_sparse_tensor_is_its_dense_values_and_a_ragged_one_is_refused():
     np.testing.assert_array_equal(to_dtype(tf.sparse.from_dense(dense), "float64", "x"), dense)
     with pytest.raises(gs.InputError, match=r"^input 'ids' takes a dense array, got a tf.RaggedTensor; pad it"):
         to_dtype(tf.ragged.constant([[1, 2], [3]]), "int64", "input 'ids'")
+
+
+def test_a_sparse_tensor_in_any_order_is_its_dense_values_and_a_repeated_index_is_refused():
+    """Keras takes a SparseTensor whose indices are not in row-major order; its dense value was
+    refused with TensorFlow's InvalidArgumentError ('indices[1] = [0,0] is out of order'), as was
+    a repeated index, which has no one dense value."""
+    unordered = tf.SparseTensor([[1, 1], [0, 0]], [-2.0, -7.0], [2, 3])
+    np.testing.assert_array_equal(to_dtype(unordered, "float32", "x"), [[-7.0, 0, 0], [0, -2.0, 0]])
+    with pytest.raises(gs.InputError, match=r"^input 'x' is a tf.SparseTensor with no dense value: .*repeated"):
+        to_dtype(tf.SparseTensor([[0, 0], [0, 0]], [1.0, 2.0], [2, 3]), "float32", "input 'x'")
+    with pytest.raises(gs.InputError, match=r"^input 'x' is a tf.SparseTensor with no dense value: .*bounds"):
+        to_dtype(tf.SparseTensor([[0, 5]], [1.0], [2, 3]), "float32", "input 'x'")
 
 
 def test_a_matching_dtype_is_passed_through_uncopied():
