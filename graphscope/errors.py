@@ -99,7 +99,7 @@ class GuessedInputsWarning(UserWarning):
     """A Keras 3 subclassed model traced without a signature from the shapes Keras kept when it
     was built (not their dtypes, nor arguments past the first), where the trace shows that guess
     may not be how the model is called: an input cast to integers inside it, or an optional
-    argument of its `call`."""
+    argument of its `call`; also a model with a sparse input (`Input(sparse=True)`), traced dense."""
 
 
 class ExecutionError(GraphscopeError, RuntimeError):

@@ -501,6 +501,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         specs = tf.nest.flatten(nests)
         if inputs is not None:
             _refuse_ragged(model, flat, names)  # a dense spec for it traces it dense all the same
+            _warn_sparse(model, flat, names)
             _check_signature(model, specs, flat)
         # a model is called with one input: a dict, list or tuple of specs is that input; one
         # spec per input of a model of several is packed into the structure it takes
@@ -512,7 +513,10 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
             return specs, _Arguments(nests)  # several arguments, a nest among them: one each
         return specs, None
     if inputs is not None:
-        _refuse_ragged(model, tf.nest.flatten(inputs), [_tf.keras_input_name(t) for t in tf.nest.flatten(inputs)])
+        flat = tf.nest.flatten(inputs)
+        names = [_tf.keras_input_name(t) for t in flat]
+        _refuse_ragged(model, flat, names)
+        _warn_sparse(model, flat, names)
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
@@ -556,6 +560,30 @@ def _refuse_ragged(model: Any, inputs: list[Any], names: list[str]) -> None:
             "model(tf.RaggedTensor.from_row_lengths(values, row_lengths)), "
             f"[tf.TensorSpec({values}, tf.{dtype}), tf.TensorSpec((None,), tf.int64)])"
         )
+
+
+def _warn_sparse(model: Any, inputs: list[Any], names: list[str]) -> None:
+    """GuessedInputsWarning for a functional model with a sparse input (`Input(sparse=True)`),
+    named `names`: it is traced dense, which is what Keras computes on the dense array, but not
+    always on the SparseTensor (a Hashing or lookup layer leaves its missing entries out, a
+    layer's code may branch on it); the message gives the function that traces it sparse."""
+    sparse = [(t, name) for t, name in zip(inputs, names)
+              if getattr(t, "sparse", False) is True or isinstance(getattr(t, "type_spec", None), tf.SparseTensorSpec)]
+    if not sparse:
+        return
+    t = sparse[0][0]
+    rank = len(t.shape)
+    specs = (f"[tf.TensorSpec((None, {rank}), tf.int64), tf.TensorSpec((None,), tf.{tf.as_dtype(t.dtype).name}), "
+             f"tf.TensorSpec(({rank},), tf.int64)]")
+    warnings.warn(
+        f"model {model.name!r}: its input {', '.join(repr(n) for _, n in sparse)} is sparse, and gs.trace traces it dense "
+        "(fed a dense array or a tf.SparseTensor as its dense value): the missing entries are computed on as "
+        "zeros, as Keras does on a dense array but not always on a SparseTensor (a Hashing or lookup layer "
+        "leaves them out, a layer may branch on it). To run what the model computes on a SparseTensor, trace "
+        f"gs.trace(lambda indices, values, dense_shape: model(tf.SparseTensor(indices, values, dense_shape)), {specs})",
+        GuessedInputsWarning,
+        stacklevel=outside_stacklevel(),
+    )
 
 
 def _first_call_signature(model: Any) -> list[Any] | None:

@@ -121,6 +121,33 @@ def test_a_ragged_input_is_refused_with_the_function_that_builds_it(which):
 
 
 @pytest.mark.parametrize("which", ["keras", "tf_keras"])
+def test_a_sparse_input_warns_that_it_is_traced_dense_with_the_function_that_traces_it_sparse(which):
+    """A sparse input is traced dense: right for the dense array, but a Hashing layer leaves a
+    SparseTensor's missing entries out (Keras on it: [[1,0,0],[0,3,0],[0,0,0]]; on the dense
+    array: every zero hashed to 2). It warns, and the function it gives computes what Keras
+    computes on the SparseTensor; a dense input does not warn."""
+    k = keras if which == "keras" else pytest.importorskip("tf_keras")
+    ids = k.Input((3,), sparse=True, dtype="int64", name="ids")
+    model = k.Model(ids, k.layers.Hashing(num_bins=7, name="hash")(ids))
+    sparse = tf.SparseTensor([[0, 0], [1, 1]], tf.constant([5, 9], tf.int64), [3, 3])
+    with pytest.warns(gs.GuessedInputsWarning, match=r"input 'ids' is sparse, and gs.trace traces it dense") as w:
+        dense = gs.trace(model, quiet=True)
+    (got,) = dense.run(dense.outputs, sparse).values()  # the dense array's value, as the warning says
+    np.testing.assert_array_equal(got, model(tf.sparse.to_dense(sparse)))
+    way_out = re.search(r"gs\.trace\((lambda indices, values, dense_shape: .*)\)$", str(w[0].message))[1]
+    function, _, specs = way_out.rpartition("), [")
+    given = {"model": model, "tf": tf}
+    scope = gs.trace(eval(function + ")", given), eval("[" + specs, given), quiet=True)
+    got = scope.run(scope.outputs, [sparse.indices.numpy(), sparse.values.numpy(), sparse.dense_shape.numpy()])
+    want = model(sparse)
+    np.testing.assert_array_equal(tf.sparse.to_dense(tf.SparseTensor(*got.values())), tf.sparse.to_dense(want))
+    plain = k.Input((3,), dtype="int64", name="plain")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gs.GuessedInputsWarning)
+        gs.trace(k.Model(plain, k.layers.Hashing(num_bins=7)(plain)), quiet=True)
+
+
+@pytest.mark.parametrize("which", ["keras", "tf_keras"])
 def test_a_ragged_input_is_refused_with_an_input_signature_too(which):
     """A dense input_signature for a functional model's ragged input traced it dense all the
     same: the mean over the rows [4] and [1, 3] read 2 and 2 (Keras: 4 and 2)."""
