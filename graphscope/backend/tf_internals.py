@@ -656,12 +656,10 @@ def first_call_specs(model: Any) -> tuple[list[Any], dict[str, Any]] | None:
     positional argument, and those passed by keyword, by name (`model(x, y)` gives `[x_spec,
     y_spec], {}`), with their dtypes; None where none were recorded (Keras 3 never records
     them). tf_keras' `Model.__call__` keeps them in `_saved_model_arg_spec`, for saving."""
-    recorded = getattr(model, "_saved_model_arg_spec", None)
-    if not (isinstance(recorded, tuple) and len(recorded) == 2):
+    recorded = _first_call(model)
+    if recorded is None or not recorded[0]:
         return None
     args, kwargs = recorded
-    if not isinstance(args, (list, tuple)) or not args or not isinstance(kwargs, dict):
-        return None
     specs = tf.nest.flatten([list(args), kwargs])
     if not specs or not all(isinstance(s, tf.TensorSpec) for s in specs):
         return None  # an argument that is not a tensor (None, a Python number) was not recorded as one
@@ -672,15 +670,26 @@ def first_call_ragged(model: Any) -> dict[str, Any]:
     """The RaggedTensorSpecs among what a tf_keras model was first called with, by the name its
     input is traced under (`input_<k>`, its flat position), or a keyword argument's name; empty
     where none (Keras 3 records no call). `first_call_specs` leaves such a call out."""
-    recorded = getattr(model, "_saved_model_arg_spec", None)
-    if not (isinstance(recorded, tuple) and len(recorded) == 2):
+    recorded = _first_call(model)
+    if recorded is None:
         return {}
     args, kwargs = recorded
-    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        return {}
     found = {f"input_{k}": s for k, s in enumerate(tf.nest.flatten(list(args))) if isinstance(s, tf.RaggedTensorSpec)}
     found.update((k, s) for k, s in kwargs.items() if isinstance(s, tf.RaggedTensorSpec))
     return found
+
+
+def _first_call(model: Any) -> tuple[Any, dict[str, Any]] | None:
+    """What tf_keras' `Model.__call__` recorded of a model's first call, for saving, in
+    `_saved_model_arg_spec`: (positional specs, keyword specs), or None where nothing of that
+    form was recorded (Keras 3 never records it)."""
+    recorded = getattr(model, "_saved_model_arg_spec", None)
+    if not (isinstance(recorded, tuple) and len(recorded) == 2):
+        return None
+    args, kwargs = recorded
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        return None
+    return args, kwargs
 
 
 def _as_tuples(shape: Any) -> Any:
