@@ -500,8 +500,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         nests = _normalize_signature(input_signature, default_dtype=_input_dtype(model), names=names)
         specs = tf.nest.flatten(nests)
         if inputs is not None:
-            _refuse_ragged(model, flat, names)  # a dense spec for it traces it dense all the same
-            _warn_sparse(model, flat, names)
+            _check_dense(model, flat, names)  # a dense spec for a ragged input traces it dense all the same
             _check_signature(model, specs, flat)
         # a model is called with one input: a dict, list or tuple of specs is that input; one
         # spec per input of a model of several is packed into the structure it takes
@@ -515,8 +514,7 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
     if inputs is not None:
         flat = tf.nest.flatten(inputs)
         names = [_tf.keras_input_name(t) for t in flat]
-        _refuse_ragged(model, flat, names)
-        _warn_sparse(model, flat, names)
+        _check_dense(model, flat, names)
         structured = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, t.dtype, name=_tf.keras_input_name(t)), inputs
         )
@@ -537,6 +535,13 @@ def _keras_signature(model: Any, input_signature: Any) -> tuple[list[tf.TensorSp
         f"cannot tell the inputs of model {model.name!r}: pass input_signature="
         "[tf.TensorSpec((None, ...), tf.float32)] (one spec, or a shape, per positional input)"
     )
+
+
+def _check_dense(model: Any, inputs: list[Any], names: list[str]) -> None:
+    """A functional model's inputs, named `names`, are traced dense: refuse a ragged one, warn of
+    a sparse one (`_refuse_ragged`, `_warn_sparse`)."""
+    _refuse_ragged(model, inputs, names)
+    _warn_sparse(model, inputs, names)
 
 
 def _refuse_ragged(model: Any, inputs: list[Any], names: list[str]) -> None:
@@ -607,9 +612,9 @@ def _first_call_signature(model: Any) -> list[Any] | None:
 
 def _any_batch(spec: tf.TensorSpec) -> tf.TensorSpec:
     """`spec` with any batch size (the call that recorded it had one, which is not the model's)."""
-    if spec.shape.rank is None or spec.shape.rank == 0:
+    if spec.shape.rank is None:
         return tf.TensorSpec(spec.shape, spec.dtype)
-    return tf.TensorSpec((None, *spec.shape.as_list()[1:]), spec.dtype)
+    return tf.TensorSpec(_any_batch_shape(spec.shape.as_list()), spec.dtype)
 
 
 def _built_signature(model: Any) -> list[Any] | None:
