@@ -222,21 +222,19 @@ def _keras_outputs(sub_model: Any, given: Any, *, training: bool, captured: Any 
     `captured`: the traced function's variables, put back too: tf_keras leaves some out of
     `model.variables` (a stateful RNN's state, assigned on every call), and Keras 3 tracks no
     plain `tf.Variable` a layer holds, which its `stateless_call` assigns as any call does."""
-    if hasattr(sub_model, "stateless_call"):  # Keras 3: the new values come back, not assigned
-        own = {id(v.value) for v in sub_model.variables}  # the tf.Variable behind each Keras variable
-        saved = [(v, v.numpy()) for v in captured if isinstance(v, tf.Variable) and id(v) not in own]
-        try:
+    keras3 = hasattr(sub_model, "stateless_call")  # Keras 3: its own variables' new values come back, not assigned
+    own = {id(v.value) for v in sub_model.variables} if keras3 else set()  # the tf.Variable behind each
+    # tf_keras: every variable put back after (its adapted lookups list a VocabWeightHandler among
+    # them: no value to put back)
+    held = captured if keras3 else [*sub_model.variables, *captured]
+    variables = {id(v): v for v in held if isinstance(v, tf.Variable) and id(v) not in own}
+    saved = [(v, v.numpy()) for v in variables.values()]
+    try:
+        if keras3:
             outputs, _ = sub_model.stateless_call([v.value for v in sub_model.trainable_variables],
                                                   [v.value for v in sub_model.non_trainable_variables],
                                                   given, training=training)
-        finally:
-            for v, value in saved:
-                v.assign(value)
-        return outputs
-    # tf_keras' adapted lookups list a VocabWeightHandler among their variables: no value to put back
-    variables = {id(v): v for v in [*sub_model.variables, *captured] if isinstance(v, tf.Variable)}
-    saved = [(v, v.numpy()) for v in variables.values()]  # tf_keras: every variable put back after
-    try:
+            return outputs
         return sub_model(given, training=training)
     finally:
         for v, value in saved:
