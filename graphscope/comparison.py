@@ -246,20 +246,23 @@ def compare(
 def _noting_draws(rows: list[Row], pairs: list[tuple[str, Tensor, str]], a: Any, side: _Side) -> list[Row]:
     """Rows outside tolerance whose values depend on random numbers drawn anew each run (dropout
     traced with training=True), on either side, with a note that says so: they differ from run
-    to run, whatever the weights."""
-    drawn_a = drawn(a.model_graph.graph)
-    drawn_b = drawn(side.obj.model_graph.graph) if side.kind == "scope" else {}
-    if not (drawn_a or drawn_b):
+    to run, whatever the weights. Nothing is walked where every row is within tolerance."""
+    if all(r.ok for r in rows):
         return rows
+    graph_a = a.model_graph.graph
+    graph_b = side.obj.model_graph.graph if side.kind == "scope" else None
+    draws_a = drawn(graph_a)
+    draws_b = drawn(graph_b) if graph_b is not None else {}
     out = []
     for r, (_, t, o) in zip(rows, pairs):
-        other = side.tensors.get(o) if side.kind == "scope" else None
-        source = (a.model_graph.graph, drawn_a.get(t.op))
-        if source[1] is None and other is not None:
-            source = (side.obj.model_graph.graph, drawn_b.get(other.op))
-        if not r.ok and source[1] is not None:
-            op = source[0].nodes[source[1]]["op"]
-            where = f"layer {op.layer!r}" if op.layer else f"op {op.name!r}"
+        other = side.tensors.get(o) if graph_b is not None else None
+        draw = None
+        if not r.ok and t.op in draws_a:
+            draw = graph_a.nodes[draws_a[t.op]]["op"]
+        elif not r.ok and other is not None and other.op in draws_b:
+            draw = graph_b.nodes[draws_b[other.op]]["op"]
+        if draw is not None:
+            where = f"layer {draw.layer!r}" if draw.layer else f"op {draw.name!r}"
             note = f"random: depends on numbers {where} draws anew each run"
             r = dataclasses.replace(r, note=f"{r.note}; {note}" if r.note else note)
         out.append(r)
