@@ -60,22 +60,22 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
     target = tf.as_dtype(dtype)
     numpy_target = np.dtype(target.as_numpy_dtype)
-    if target == tf.string and array.dtype == object:  # as numpy_target: text, element by element
-        other = next((v for v in array.flat if not isinstance(v, (str, bytes))), array)  # array: none
-        if other is not array:
-            raise InputError(
-                f"{what} expects string: text, as str, bytes or object arrays, but its object array holds "
-                f"{type(other).__name__} ({other!r}); make every element a str or bytes"
-            )
-    if array.dtype == numpy_target:
-        return array
     if target == tf.string:  # text: TensorFlow encodes str as UTF-8 and takes bytes as they are
+        if array.dtype == object:  # text element by element
+            other = next((v for v in array.flat if not isinstance(v, (str, bytes))), array)  # array: none
+            if other is not array:
+                raise InputError(
+                    f"{what} expects string: text, as str, bytes or object arrays, but its object array holds "
+                    f"{type(other).__name__} ({other!r}); make every element a str or bytes"
+                )
         if array.dtype.kind in "USO":
             return array
         raise InputError(
             f"{what} expects string: text, as str, bytes or object arrays, got an array of dtype "
             f"{array.dtype}; format the numbers first (x.astype(str))"
         )
+    if array.dtype == numpy_target:
+        return array
     kind = _kind(numpy_target)
     if _kind(array.dtype) != array.dtype.kind:  # an ml_dtypes array: checked as the numpy dtype
         # that holds each of its values exactly (float32 for bfloat16 and float8, int8 for int4)
