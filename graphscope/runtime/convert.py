@@ -51,7 +51,8 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
             value = tf.sparse.to_dense(tf.sparse.reorder(value))
         except tf.errors.InvalidArgumentError as e:  # a repeated index, one out of bounds
             why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{.*?\}\}\s*", "", e.message.splitlines()[0]))
-            raise InputError(f"{what} is a tf.SparseTensor with no dense value: {why}") from None
+            raise InputError(f"{what} is a tf.SparseTensor with no dense value: {why}; give each index once, "
+                             "inside its dense_shape") from None
     if isinstance(value, tf.RaggedTensor):
         raise InputError(
             f"{what} takes a dense array, got a tf.RaggedTensor; pad it (x.to_tensor()), or trace a function "
