@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 import graphscope as gs
 from graphscope.backend import tf_internals as _tf
 
-KINDS = ("conv", "dense", "bn", "act", "add", "concat", "pool", "nested", "shared", "custom")
+KINDS = ("conv", "dense", "bn", "act", "add", "concat", "pool", "nested", "shared", "custom", "attn", "norm")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus", "gelu", "swish", "linear")
 TALLY: collections.Counter = collections.Counter()
 
@@ -70,16 +70,50 @@ def _helpful(K: Any) -> type:
 
 
 _HELPFUL: dict[Any, type] = {}
+VOCABULARY = 7
+
+
+def _attending(K: Any) -> type:
+    """A custom layer of Keras `K` holding a MultiHeadAttention (a sublayer) that attends over a
+    vector's features as a sequence of one-wide tokens, with or without a causal mask."""
+    if K not in _ATTENDING:
+
+        class Attending(K.layers.Layer):
+            def __init__(self, causal: bool = False, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.causal = causal
+                self.attention = K.layers.MultiHeadAttention(2, 2, name="mha")
+
+            def build(self, shape: Any) -> None:
+                if K is keras:  # tf_keras builds it on its first call
+                    self.attention.build((None, shape[-1], 1), (None, shape[-1], 1))
+
+            def call(self, x: tf.Tensor) -> tf.Tensor:
+                seq = tf.expand_dims(x, -1)
+                return tf.squeeze(self.attention(seq, seq, use_causal_mask=self.causal), -1)
+
+            def compute_output_shape(self, shape: Any) -> Any:
+                return shape
+
+        _ATTENDING[K] = Attending
+    return _ATTENDING[K]
+
+
+_ATTENDING: dict[Any, type] = {}
 
 
 @st.composite
-def specs(draw: Any) -> dict:
-    image = draw(st.booleans())
-    if image:
+def specs(draw: Any, tokens: bool = True) -> dict:
+    """A model's input (an image, a vector, a sequence of vectors, or with `tokens` a sequence
+    of token ids an embedding turns into vectors) and its steps."""
+    form = draw(st.sampled_from(["image", "vector", "sequence", "tokens"] if tokens else ["image", "vector", "sequence"]))
+    if form == "image":
         side = draw(st.sampled_from([4, 6]))
         shape = (side, side, draw(st.integers(1, 3)))
-    else:
+    elif form == "vector":
         shape = (draw(st.integers(2, 8)),)
+    else:
+        shape = (draw(st.sampled_from([3, 5])),) + ((draw(st.integers(2, 4)),) if form == "sequence" else ())
     steps = []
     for i in range(draw(st.integers(1, 9))):
         steps.append(
@@ -90,7 +124,7 @@ def specs(draw: Any) -> dict:
                 draw(st.integers(1, 4)),  # the step's size or variant
             )
         )
-    return {"shape": shape, "steps": steps, "seed": draw(st.integers(0, 2**16))}
+    return {"shape": shape, "steps": steps, "seed": draw(st.integers(0, 2**16)), "tokens": form == "tokens"}
 
 
 @st.composite
@@ -116,17 +150,23 @@ class Built:
 def build(spec: dict, K: Any = keras) -> Built:
     """A functional model of Keras `K` (Keras 3, or tf_keras) from any spec; outputs are all
     tensors nothing else consumes."""
-    x_in = K.Input(spec["shape"], name="x")
+    tokens = spec.get("tokens", False)
+    x_in = K.Input(spec["shape"], name="x", dtype="int32" if tokens else "float32")
     tensors, calls, consumed = [x_in], [], set()
     layers_by_input: dict[tuple, list[K.layers.Layer]] = collections.defaultdict(list)
     counts: collections.Counter = collections.Counter()
 
     def call(layer: K.layers.Layer, *args: Any) -> Any:
-        out = layer(*args) if len(args) == 1 else layer(list(args))
+        if isinstance(layer, K.layers.MultiHeadAttention):
+            out = layer(args[0], args[-1])  # self-attention, or the second tensor attended to
+        else:
+            out = layer(*args) if len(args) == 1 else layer(list(args))
         counts[layer.name] += 1
         calls.append((layer.name if counts[layer.name] == 1 else f"{layer.name}@{counts[layer.name]}", out))
         return out
 
+    if tokens:  # the steps' tensor 0 is the embedded sequence
+        tensors[0] = call(K.layers.Embedding(VOCABULARY, 4, name="embedding"), x_in)
     for k, (kind, i, j, size) in enumerate(spec["steps"]):
         a, b = tensors[i], tensors[j]
         name = f"{kind}{k}"
@@ -134,6 +174,20 @@ def build(spec: dict, K: Any = keras) -> Built:
         if kind == "conv" and rank == 4:
             layer = K.layers.Conv2D(size, 3 if size % 2 else 1, padding="same", name=name,
                                         activation=ACTIVATIONS[size % len(ACTIVATIONS)])
+        elif kind == "conv" and rank == 3:
+            layer = K.layers.Conv1D(size, 3 if size % 2 else 1, padding="causal" if size > 2 else "same", name=name,
+                                    activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)])
+        elif kind == "attn" and rank == 3:  # attending to `b` where it is a sequence as long as `a`
+            cross = i != j and len(b.shape) == 3 and b.shape[1] == a.shape[1]
+            layer = K.layers.MultiHeadAttention(size % 2 + 1, 2, name=name)
+            out = call(layer, a, b) if cross else call(layer, a)
+            consumed |= {i, j} if cross else {i}
+            tensors.append(out)
+            continue
+        elif kind == "attn" and rank == 2:  # a causal self-attention layer of its own over the features
+            layer = _attending(K)(causal=size > 2, name=name)
+        elif kind == "norm":
+            layer = K.layers.LayerNormalization(name=name)
         elif kind in ("conv", "dense"):
             layer = K.layers.Dense(size + 1, activation=ACTIVATIONS[(size + k) % len(ACTIVATIONS)], name=name)
         elif kind == "bn":
@@ -142,6 +196,10 @@ def build(spec: dict, K: Any = keras) -> Built:
             layer = [K.layers.GlobalAveragePooling2D, K.layers.Flatten,
                      lambda name: K.layers.MaxPooling2D(2, padding="same", name=name),
                      K.layers.GlobalMaxPooling2D][size - 1](name=name)
+        elif kind == "pool" and rank == 3:
+            layer = [K.layers.GlobalAveragePooling1D, K.layers.Flatten,
+                     lambda name: K.layers.MaxPooling1D(2, padding="same", name=name),
+                     K.layers.GlobalMaxPooling1D][size - 1](name=name)
         elif kind == "add" and a.shape == b.shape and i != j:
             layer = K.layers.Add(name=name)
         elif kind == "concat" and i != j and rank == len(b.shape) and a.shape[1:-1] == b.shape[1:-1]:
@@ -160,7 +218,7 @@ def build(spec: dict, K: Any = keras) -> Built:
         two = isinstance(layer, (K.layers.Add, K.layers.Concatenate))
         out = call(layer, a, b) if two else call(layer, a)
         consumed |= {i, j} if two else {i}
-        if isinstance(layer, (K.layers.Dense, K.layers.Conv2D)) and tuple(out.shape) != ():
+        if isinstance(layer, (K.layers.Dense, K.layers.Conv2D, K.layers.Conv1D)) and tuple(out.shape) != ():
             layers_by_input[tuple(a.shape)].append(layer)  # can be called again on the same shape
         tensors.append(out)
     sinks = [t for n, t in enumerate(tensors) if n not in consumed and n > 0] or [tensors[-1]]
@@ -171,7 +229,10 @@ def build(spec: dict, K: Any = keras) -> Built:
         if "variance" in getattr(w, "path", w.name):  # Keras 3 | tf_keras
             values = rng.uniform(0.5, 1.5, w.shape)
         w.assign(values.astype(tf.as_dtype(w.dtype).as_numpy_dtype))
-    x = rng.normal(0.0, 1.0, (3, *spec["shape"])).astype(np.float32)
+    if tokens:
+        x = rng.integers(0, VOCABULARY, (3, *spec["shape"])).astype(np.int32)
+    else:
+        x = rng.normal(0.0, 1.0, (3, *spec["shape"])).astype(np.float32)
     return Built(model, calls, x)
 
 
@@ -273,3 +334,23 @@ def test_the_builder_covers_every_kind_of_step():
                      "Functional", "GlobalAveragePooling2D", "Dense"}
     assert any("@2" in token for token, _ in built.calls)  # the shared conv's second call
     check(spec)
+
+
+def test_the_builder_covers_sequences_and_tokens():
+    """Token ids through an embedding, then every kind of step on sequences: a causal Conv1D,
+    self- and cross-attention, layer norm, 1-D pooling, and the attention layer of its own on a
+    vector (a MultiHeadAttention sublayer with a causal mask)."""
+    spec = {
+        "shape": (5,),
+        "steps": [("conv", 0, 0, 3), ("attn", 1, 1, 1), ("attn", 2, 0, 2), ("norm", 3, 3, 1), ("dense", 4, 4, 1),
+                  ("shared", 0, 0, 1), ("pool", 5, 5, 1), ("attn", 7, 7, 3), ("bn", 8, 8, 1)],
+        "seed": 3,
+        "tokens": True,
+    }
+    built = build(spec)
+    kinds = {type(layer).__name__ for layer in built.model.layers}
+    assert kinds >= {"Embedding", "Conv1D", "MultiHeadAttention", "LayerNormalization", "GlobalAveragePooling1D",
+                     "Attending", "Dense", "BatchNormalization"}
+    assert built.x.dtype == np.int32
+    check(spec)
+    check(spec, pytest.importorskip("tf_keras"))
