@@ -2,8 +2,11 @@
 
 Hypothesis draws a model as a list of steps (a random DAG of conv, dense, batch-norm, activation,
 pooling, add and concatenate layers, nested models, shared layers and custom layers with a
-`tf.function` helper); `build` turns any list into a valid model by adapting a step that does not
-fit its input (a conv on a vector becomes a dense, an add of unequal shapes an activation). Each
+`tf.function` helper; on sequences, causal or same Conv1D, self- and cross-attention, layer
+norm, and a custom layer holding a causal MultiHeadAttention; the input an image, a vector, a
+sequence, or token ids through an embedding); `build` turns any list into a valid model by
+adapting a step that does not fit its input (a conv on a vector becomes a dense, an add of
+unequal shapes an activation, attention on a vector the custom attention layer). Each
 model is traced; every layer call's output is fetched by one executor and compared with
 `keras.Model(model.input, that output)` (one multi-output Keras model of them all), and every
 numeric op output of the mirrored graph is fetched by a second executor. The same comparison is
