@@ -492,6 +492,41 @@ def tf_keras_mobilenet() -> Case:
     return Case("tf_keras.mobilenet_v3_small", model, None, x, model, model, kinds=frozenset({"classifier"}))
 
 
+def tf_keras_resnet50v2() -> Case:
+    """Pre-activation ResNet: each block's BatchNormalization and ReLU come before its convolutions."""
+    tfk = _tf_keras()
+    model = tfk.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classes=4)
+    return Case("tf_keras.resnet50v2", model, None, _uniform(1, 32, 32, 3), model, model,
+                kinds=frozenset({"classifier"}))
+
+
+def tf_keras_sequences() -> Case:
+    """tf_keras' sequence layers in one functional model of two inputs: a Dense shared by two
+    calls, Bidirectional LSTM, Attention, MultiHeadAttention, a Lambda, TimeDistributed Conv2D,
+    ConvLSTM2D and BatchNormalization."""
+    tfk = _tf_keras()
+    layers = tfk.layers
+    init = {"kernel_initializer": tfk.initializers.GlorotUniform(seed=next(_seeds))}
+    seq = tfk.Input((5, 8), name="seq")
+    frames = tfk.Input((4, 6, 6, 2), name="frames")
+    shared = layers.Dense(8, name="shared", **init)
+    h = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bidirectional")(shared(seq))
+    h = layers.Attention(name="attention")([h, h])
+    h = layers.MultiHeadAttention(2, 4, name="mha")(h, h)
+    h = shared(layers.Dense(8, name="proj", **init)(h))
+    h = layers.Lambda(lambda t: tf.reduce_mean(t, axis=1) * 2.0, name="mean")(h)
+    v = layers.TimeDistributed(layers.Conv2D(3, 3, padding="same"), name="per_frame")(frames)
+    v = layers.Flatten(name="flatten")(layers.ConvLSTM2D(2, 3, padding="same", name="conv_lstm")(v))
+    v = layers.BatchNormalization(name="bn")(v)
+    out = layers.Dense(3, name="head", **init)(layers.Concatenate(name="concat")([h, v]))
+    model = tfk.Model([seq, frames], out, name="sequences")
+    bn = model.get_layer("bn")  # statistics of a trained model, so inference-mode BN is not the identity
+    bn.moving_mean.assign(_rng.normal(size=bn.moving_mean.shape).astype(np.float32) * 0.1)
+    bn.moving_variance.assign(_rng.uniform(0.5, 1.5, size=bn.moving_variance.shape).astype(np.float32))
+    x = [_rng.normal(size=(2, 5, 8)).astype(np.float32), _rng.normal(size=(2, 4, 6, 6, 2)).astype(np.float32)]
+    return Case("tf_keras.sequences", model, None, x, model, model)
+
+
 # --------------------------------------------------------------------------- SavedModel
 
 def _saved(directory: str) -> tuple[str, keras.Model]:
@@ -592,6 +627,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "preprocessing": preprocessing,
     "tf_keras.efficientnet_b0": tf_keras_efficientnet,
     "tf_keras.mobilenet_v3_small": tf_keras_mobilenet,
+    "tf_keras.resnet50v2": tf_keras_resnet50v2,
+    "tf_keras.sequences": tf_keras_sequences,
     "saved_model": saved_model,
     "saved_model:embed": saved_model_second_signature,
     "mask_rcnn": mask_rcnn,

@@ -62,6 +62,7 @@ __all__ = [
     "node_outputs",
     "op_id",
     "output_ref",
+    "tf_keras_safe_mode",
     "tracked_layers",
     "unsuffixed",
     "variable_spec",
@@ -818,6 +819,18 @@ def _outside_graphs(build: Any) -> Any:
             return build(*args, **kwargs)
 
     return eager_build
+
+
+@contextlib.contextmanager
+def tf_keras_safe_mode(safe_mode: bool) -> Any:
+    """Within the block, tf_keras deserializes a `Lambda` layer's Python lambda only when
+    `safe_mode` is False. tf_keras' `load_model(path, safe_mode=...)` sets its safe mode for a
+    `.keras` file only; a legacy `.h5` file's lambdas are loaded whatever it says, unless this
+    scope (`serialization_lib.SafeModeScope`, which its Lambda layer reads) is open."""
+    from tf_keras.src.saving import serialization_lib
+
+    with serialization_lib.SafeModeScope(safe_mode):
+        yield
 
 
 def _keras_of(obj: Any) -> Any:

@@ -7,10 +7,12 @@ import collections
 import contextlib
 import dataclasses
 import inspect
+import json
 import os
 import random
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -186,10 +188,15 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
     # Keras draws seeds for the loaded layers' random generators from Python's global `random`;
     # its state is put back, so loading a file does not change the user's random stream
     state = random.getstate()
+    keras2 = _saved_by_keras2(p)
     try:
+        if keras2 is not None:
+            return _load_keras2(p, keras2, safe_mode)
         return keras.saving.load_model(str(p), compile=False, safe_mode=safe_mode)
+    except ModelLoadError:
+        raise
     except Exception as e:  # noqa: BLE001
-        why = _load_failure(e)
+        why = _load_failure(e, "tf_keras" if keras2 is not None else "keras")
         python = "pass safe_mode=False to gs.trace"
         raise ModelLoadError(
             f"could not load {str(path)!r}: {why}",
@@ -201,21 +208,61 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
         random.setstate(state)
 
 
-def _load_failure(e: BaseException) -> str:
-    """Why Keras could not load a file, and what to do: the cause Keras buries in its message."""
+def _saved_by_keras2(path: Path) -> str | None:
+    """The Keras version a `.keras` or `.h5` file records, where it is 2.x: a file tf_keras
+    (or Keras 2) saved, which Keras 3 reads wrongly or not at all (a `.keras` file's classes are
+    tf_keras', a GRU's `.h5` config holds `time_major`). None for any other file."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                version = json.loads(archive.read("metadata.json")).get("keras_version", "")
+        else:
+            import h5py  # a dependency of Keras
+
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version", "")
+    except Exception:  # noqa: BLE001 - not a file Keras saved: Keras' own load says why
+        return None
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return version if version.startswith("2.") else None
+
+
+def _load_keras2(path: Path, version: str, safe_mode: bool) -> Any:
+    """A file Keras 2 saved, loaded by tf_keras; without tf_keras, by Keras 3 where it can."""
+    try:
+        import tf_keras
+    except ImportError:
+        try:
+            return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(
+                f"could not load {str(path)!r}: it was saved by Keras 2 (tf_keras {version}), and Keras 3 "
+                f"cannot read it ({_first_line(e)}); install tf_keras to load it with the Keras that saved "
+                'it: pip install "tf-graphscope[keras2]"'
+            ) from None
+    with _tf.tf_keras_safe_mode(safe_mode):
+        return tf_keras.models.load_model(str(path), compile=False, safe_mode=safe_mode)
+
+
+def _load_failure(e: BaseException, loader: str = "keras") -> str:
+    """Why Keras (`loader`: "keras", or "tf_keras" for a file Keras 2 saved) could not load a
+    file, and what to do: the cause Keras buries in its message."""
     text = f"{e}\n{e.__context__ or ''}"
-    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '([^']+)'"
+                        r"|Cannot deserialize object of type `([^`]+)`", text)
     if missing or "Unknown layer" in text:
-        what = f"the custom class {missing.group(1)!r}" if missing else "a custom class"
+        what = f"the custom class {next(filter(None, missing.groups()))!r}" if missing else "a custom class"
         return (
             f"the file uses {what}, which is not registered: import the module that defines it, "
-            "decorated with @keras.saving.register_keras_serializable(), before tracing"
+            f"decorated with @{loader}.saving.register_keras_serializable(), before tracing"
         )
     if "safe_mode" in text:
         return (
             "the file holds Python code (a Lambda layer's function), which Keras' safe mode "
             "refuses to load; if you trust the file, pass safe_mode=False to gs.trace"
         )
+    if loader == "tf_keras":
+        return f"{_first_line(e)} (the file is damaged; save it again with model.save)"
     return f"{_first_line(e)} (the file is damaged, or not saved by Keras 3; save it again with model.save)"
 
 

@@ -406,6 +406,19 @@ def test_keras_training_sets_the_mode_of_keras_layers_called_without_one():
     assert not base_layer_utils.call_context().in_call and base_layer_utils.call_context().training is None
 
 
+def test_tf_keras_safe_mode_decides_whether_a_lambda_layers_python_lambda_is_deserialized():
+    """tf_keras' Lambda reads the safe mode from `serialization_lib.SafeModeScope`; its legacy
+    `.h5` loader sets none, so without the scope a file's lambda is loaded in any mode."""
+    tf_keras = pytest.importorskip("tf_keras")
+    config = tf_keras.layers.Lambda(lambda t: t + 1.0).get_config()
+    with _tf.tf_keras_safe_mode(True):
+        with pytest.raises(ValueError, match="safe_mode"):
+            tf_keras.layers.Lambda.from_config(dict(config))
+    with _tf.tf_keras_safe_mode(False):
+        layer = tf_keras.layers.Lambda.from_config(dict(config))
+    np.testing.assert_array_equal(layer(tf.constant([1.0])), [2.0])
+
+
 def test_an_anonymous_var_handle_is_a_fresh_variable_on_every_call():
     v = tf.Variable(5.0)
 

@@ -1,6 +1,7 @@
 """trace: every kind of model in, a concrete function and the real call structure out."""
 
 import re
+import sys
 import warnings
 
 import keras
@@ -396,6 +397,67 @@ def test_h5_file(tmp_path):
     x = models.sample_inputs(model)[0]
     np.testing.assert_allclose(scope.run("dense/Tanh:0", x)["dense/Tanh:0"],
                                keras.Model(model.input, model.get_layer("dense").output)(x), rtol=1e-5)
+
+
+def _tf_keras_rnn(tf_keras):
+    """A tf_keras model Keras 3 cannot load from a file: its GRU and LSTM configs hold
+    `time_major`, an argument Keras 3's layers do not take."""
+    layers = tf_keras.layers
+    x = tf_keras.Input((5, 3), name="x")
+    seq = layers.GRU(4, return_sequences=True, name="gru")(x)
+    return tf_keras.Model(x, layers.Dense(2, name="head")(layers.LSTM(3, name="lstm")(seq)))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_file_saved_by_tf_keras_is_loaded_by_tf_keras(tmp_path, suffix):
+    """Keras 3 refuses both: the `.keras` file as an unknown class 'Functional', the `.h5` on
+    the GRU's `time_major`."""
+    tf_keras = pytest.importorskip("tf_keras")
+    model = _tf_keras_rnn(tf_keras)
+    path = tmp_path / f"rnn{suffix}"
+    model.save(path)
+    scope = gs.trace(path, quiet=True)
+    gru = scope.layer("gru")
+    assert isinstance(gru.keras_layer, tf_keras.layers.GRU)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    got = scope.run([gru.output, *scope.outputs], x)
+    np.testing.assert_allclose(got[gru.output.name], tf_keras.Model(model.input, model.get_layer("gru").output)(x),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[scope.outputs[0].name], model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_tf_keras_h5_file_holding_a_lambda_is_refused_in_safe_mode(tmp_path):
+    """tf_keras itself loads a legacy `.h5` file's lambda whatever its `safe_mode` says."""
+    tf_keras = pytest.importorskip("tf_keras")
+    x = tf_keras.Input((3,), name="x")
+    model = tf_keras.Model(x, tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(x))
+    path = tmp_path / "lambda.h5"
+    model.save(path)
+    with pytest.raises(gs.ModelLoadError, match=r"safe mode.*safe_mode=False"):
+        gs.trace(path)
+    scope = gs.trace(path, safe_mode=False, quiet=True)
+    assert isinstance(scope.layer("double").keras_layer, tf_keras.layers.Lambda)
+    np.testing.assert_array_equal(scope.run(scope.outputs, [[1.0, 2.0, 3.0]])[scope.outputs[0].name], [[2.0, 4.0, 6.0]])
+
+
+def test_a_tf_keras_file_with_an_unregistered_custom_layer_names_it_and_tf_keras_registry(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    x = tf_keras.Input((3,), name="x")
+    path = tmp_path / "custom.keras"
+    # a class of the user's script (tf_keras saves no module for it)
+    doubled = type("Doubled", (tf_keras.layers.Layer,), {"call": lambda self, v: v * 2.0, "__module__": "__main__"})
+    tf_keras.Model(x, doubled(name="doubled")(tf_keras.layers.Dense(2, name="d")(x))).save(path)
+    with pytest.raises(gs.ModelLoadError, match=r"custom class 'Doubled'.*@tf_keras\.saving\.register_keras_serializable"):
+        gs.trace(path)
+
+
+def test_a_file_saved_by_tf_keras_without_tf_keras_installed_says_to_install_it(tmp_path, monkeypatch):
+    tf_keras = pytest.importorskip("tf_keras")
+    path = tmp_path / "rnn.keras"
+    _tf_keras_rnn(tf_keras).save(path)
+    monkeypatch.setitem(sys.modules, "tf_keras", None)  # `import tf_keras` raises ImportError
+    with pytest.raises(gs.ModelLoadError, match=r"saved by Keras 2 \(tf_keras 2\.[\d.]+\).*tf-graphscope\[keras2\]"):
+        gs.trace(path)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
