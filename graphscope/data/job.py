@@ -26,7 +26,7 @@ from graphscope.runtime.executor import Executor
 from graphscope.runtime.runtime import Runtime
 from graphscope.version import __version__
 
-__all__ = ["check_fixed", "describe", "describe_call", "extract", "prepare"]
+__all__ = ["check_fixed", "check_out", "describe", "describe_call", "extract", "prepare"]
 
 def prepare(runtime: Runtime, fetches: Any) -> tuple[Executor, dict[str, Any]]:
     """The executor a job runs (each fetched tensor once, keyed by canonical name, fed the
@@ -117,24 +117,26 @@ def check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
         )
 
 
-def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any] | None]:
-    """The store at `out` and its progress when it was written by the same call; (None, None)
-    when there is none to continue (no directory, or a store whose first batch never finished)."""
+def check_out(out: str, call: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The zarr group at `out` and its metadata when it holds a run of the same call; None when
+    there is nothing there (no directory, an empty one, a store created but never written).
+    Anything else is refused (a directory of other files, a store of a different call): writing
+    the store would delete it."""
     import zarr
 
     if not os.path.exists(out):
-        return None, None
+        return None
     if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, "zarr.json"))):
         raise StoreError(f"{out!r} exists and is not a graphscope store; choose another path for out")
     if not os.listdir(out):
-        return None, None
+        return None
     try:
         group = zarr.open_group(out, mode="r+")
         attrs = read_root(group)
     except Exception:  # zarr's errors for damaged or foreign metadata vary by version
         raise StoreError(f"{out!r} exists and is not a graphscope store; choose another path for out") from None
     if attrs.get("progress") is None:
-        return None, None  # created, never written: start again
+        return None  # created, never written: start again
     before = attrs.get("call", {})
     differs = [k for k in call if before.get(k) != call[k]]
     if differs:
@@ -151,6 +153,16 @@ def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any
             f"{out!r} holds a run of a different call ({', '.join(what[k] for k in differs)} "
             "differ); delete it to start again, or choose another path for out"
         )
+    return group, attrs
+
+
+def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any] | None]:
+    """The store at `out` and its progress when it was written by the same call; (None, None)
+    when there is none to continue (no directory, or a store whose first batch never finished)."""
+    found = check_out(out, call)
+    if found is None:
+        return None, None
+    group, attrs = found
     fields = [Field.from_attrs(f) for f in attrs["tensors"].values()]
     progress = dict(attrs["progress"])
     store = Store(group, fields, batch_size=call["batch_size"], samples=attrs.get("total"))
