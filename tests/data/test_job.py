@@ -338,6 +338,24 @@ def test_data_of_another_length_is_refused_not_cut_to_the_stored_run(tmp_path):
     np.testing.assert_allclose(np.asarray(done[name]), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_bfloat16_values_are_stored_as_float32_exactly(tmp_path):
+    """zarr v3 has no bfloat16: a mixed_bfloat16 model's values were refused ("bfloat16 values are
+    not numbers"). They are stored as float32, which holds each of them exactly; the tensor's
+    dtype attribute says bfloat16."""
+    x_in = keras.Input((5,), name="x")
+    hidden = keras.layers.Dense(7, activation="relu", name="d1", dtype="mixed_bfloat16")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(3, name="d2", dtype="mixed_bfloat16")(hidden), name="bf16")
+    x = np.random.default_rng(1).normal(size=(11, 5)).astype("float32") * 3
+    expected = [np.asarray(v) for v in keras.Model(x_in, [hidden, model.output])(x)]
+    assert {v.dtype.name for v in expected} == {"bfloat16"}
+    bundle = gs.trace(model, quiet=True).extract(["d1/Relu:0", "d2/BiasAdd:0"], x, out=tmp_path / "run.zarr",
+                                                 batch_size=4)
+    for name, value in zip(["d1/Relu:0", "d2/BiasAdd:0"], expected):
+        stored = bundle[name]
+        assert stored.dtype == np.float32 and stored.attrs["dtype"] == "bfloat16"
+        np.testing.assert_array_equal(np.asarray(stored), value.astype(np.float32))
+
+
 def test_a_store_whose_names_meant_other_tensors_is_not_continued(tmp_path):
     """Stores written while shared layers' calls were numbered in the order they ran (issue 20)
     name the other call's tensor: the raw TensorFlow names tell, and resuming is refused."""
