@@ -549,8 +549,14 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser, console:
         stored = bundle[args.name]
         _show(console, repr(stored))
         if args.index is not None:
+            from graphscope.errors import OptionError
             from graphscope.ir.records import Results
 
+            if not -len(stored) <= args.index < len(stored):
+                raise OptionError(
+                    f"--index {args.index} is out of range: {stored.name!r} has {len(stored)} entries "
+                    f"(give 0 to {len(stored) - 1}, or -1 for the last)"
+                )
             _show(console, Results({f"{stored.name}[{args.index}]": stored[args.index]}))
         return
     if args.command == "stats":  # usage errors before loading anything

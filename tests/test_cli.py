@@ -303,6 +303,9 @@ def test_extract_resume_and_open_from_the_terminal(tmp_path):
     assert shown.returncode == 0 and "conv1/Relu:0" in shown.stdout and "ragged" in shown.stdout
     one = _cli("open", str(out), NMS, "--index", "3")
     assert one.returncode == 0 and "1 value" in one.stdout and f"int32[{len(bundle[NMS][3])}]" in one.stdout
+    past = _cli("open", str(out), NMS, "--index", "10")  # 10 samples: 0 to 9
+    assert past.returncode == 1 and "Traceback" not in past.stderr
+    assert "--index 10 is out of range" in past.stderr and "10 entries" in past.stderr
     wrong = _cli("extract", "demo:map_fn", "conv2/Relu:0", "--input", str(tmp_path / "x.npy"), "--out", str(out))
     assert wrong.returncode == 1 and "different call" in wrong.stderr and "Traceback" not in wrong.stderr
     missing = _cli("open", str(tmp_path / "nothing.zarr"))

@@ -40,7 +40,7 @@ from apache_beam.utils.shared import Shared
 
 from graphscope.backend.mirror import mirror
 from graphscope.backend.trace import trace_function
-from graphscope.data.job import describe_call, prepare
+from graphscope.data.job import check_out, describe_call, prepare
 from graphscope.data.layout import plan
 from graphscope.data.sources import read_array
 from graphscope.data.statistics import (
@@ -238,10 +238,12 @@ def _create(first: tuple[int, list[np.ndarray]], model: Any, fetches: list[str],
     executor, about = prepare(runtime, fetches)
     arrays = first[1]
     size = len(arrays[0])
+    call = describe_call(executor.fetches, arrays, about)
+    check_out(out, call)  # a directory of other files, or another call's store, is not replaced
     fields, _ = plan(executor, arrays)
     Store.create(
         out, fields, batch_size=size, samples=count, batches=-(-count // size),
-        about=about, graph=graph_data(runtime.graph.graph), call=describe_call(executor.fetches, arrays, about),
+        about=about, graph=graph_data(runtime.graph.graph), call=call,
     )
     return fields
 

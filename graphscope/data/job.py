@@ -26,7 +26,7 @@ from graphscope.runtime.executor import Executor
 from graphscope.runtime.runtime import Runtime
 from graphscope.version import __version__
 
-__all__ = ["check_fixed", "describe", "describe_call", "extract", "prepare"]
+__all__ = ["check_fixed", "check_out", "describe", "describe_call", "extract", "prepare"]
 
 def prepare(runtime: Runtime, fetches: Any) -> tuple[Executor, dict[str, Any]]:
     """The executor a job runs (each fetched tensor once, keyed by canonical name, fed the
@@ -77,7 +77,10 @@ def extract(
     call = describe_call(executor.fetches, first, about)
     store, progress = _resume(out, call)
     if progress is not None and progress["complete"]:
+        _check_finished(out, batches, progress)
         return progress
+    if store is not None and progress is not None:
+        _check_resumed(out, store.samples, batches.samples, progress)
     computed: Mapping[str, Any] | None = None
     if store is None:
         fields, computed = plan(executor, first)
@@ -87,7 +90,7 @@ def extract(
         )
         progress = read_root(store.group)["progress"]
     _clean_partial_files(out)
-    return _stream(executor, store, batches, progress, quiet=quiet, first=computed)
+    return _stream(out, executor, store, batches, progress, quiet=quiet, first=computed)
 
 
 def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dict[str, Any]) -> dict[str, Any]:
@@ -114,24 +117,26 @@ def check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
         )
 
 
-def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any] | None]:
-    """The store at `out` and its progress when it was written by the same call; (None, None)
-    when there is none to continue (no directory, or a store whose first batch never finished)."""
+def check_out(out: str, call: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The zarr group at `out` and its metadata when it holds a run of the same call; None when
+    there is nothing there (no directory, an empty one, a store created but never written).
+    Anything else is refused (a directory of other files, a store of a different call): writing
+    the store would delete it."""
     import zarr
 
     if not os.path.exists(out):
-        return None, None
+        return None
     if not os.path.isdir(out) or (os.listdir(out) and not os.path.exists(os.path.join(out, "zarr.json"))):
         raise StoreError(f"{out!r} exists and is not a graphscope store; choose another path for out")
     if not os.listdir(out):
-        return None, None
+        return None
     try:
         group = zarr.open_group(out, mode="r+")
         attrs = read_root(group)
     except Exception:  # zarr's errors for damaged or foreign metadata vary by version
         raise StoreError(f"{out!r} exists and is not a graphscope store; choose another path for out") from None
     if attrs.get("progress") is None:
-        return None, None  # created, never written: start again
+        return None  # created, never written: start again
     before = attrs.get("call", {})
     differs = [k for k in call if before.get(k) != call[k]]
     if differs:
@@ -148,12 +153,57 @@ def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any
             f"{out!r} holds a run of a different call ({', '.join(what[k] for k in differs)} "
             "differ); delete it to start again, or choose another path for out"
         )
+    return group, attrs
+
+
+def _resume(out: str, call: dict[str, Any]) -> tuple[Store | None, dict[str, Any] | None]:
+    """The store at `out` and its progress when it was written by the same call; (None, None)
+    when there is none to continue (no directory, or a store whose first batch never finished)."""
+    found = check_out(out, call)
+    if found is None:
+        return None, None
+    group, attrs = found
     fields = [Field.from_attrs(f) for f in attrs["tensors"].values()]
     progress = dict(attrs["progress"])
     store = Store(group, fields, batch_size=call["batch_size"], samples=attrs.get("total"))
     if not progress["complete"]:
         store.truncate(progress["batches"], progress["samples"], progress["values"])
     return store, progress
+
+
+def _other_data(out: str, data: str, run: str) -> StoreError:
+    return StoreError(
+        f"{out!r} holds a run of a different call (the data differ: {data}, the stored run's {run}; "
+        "its first batch is the same); delete it to start again, or choose another path for out"
+    )
+
+
+def _check_finished(out: str, batches: Batches, progress: dict[str, Any]) -> None:
+    """Refuse data of another length than the finished run at `out` (the first batch matched):
+    left alone, the store would be handed back holding rows the data lacks, or lacking some it
+    holds. Data whose length is not known up front is read through (the model is not run)."""
+    run = f"{progress['samples']} samples"
+    if batches.samples is not None:
+        if batches.samples != progress["samples"]:
+            raise _other_data(out, f"{batches.samples} samples", run)
+        return
+    more = next(batches.iterate(skip=progress["batches"]), None) is not None
+    assert batches.skipped is not None
+    if more or batches.skipped != (progress["batches"], progress["samples"]):
+        skipped, samples = batches.skipped
+        got = f"more than {progress['samples']} samples" if more else f"{samples} samples in {skipped} batches"
+        raise _other_data(out, got, f"{run} in {progress['batches']} batches")
+
+
+def _check_resumed(out: str, total: int | None, samples: int | None, progress: dict[str, Any]) -> None:
+    """Refuse to continue a run at `out` with data of another length, where it is known up front
+    (`total`: the stored run's, `samples`: the data's); `_stream` checks the rest as it reads."""
+    if samples is None:
+        return
+    if total is not None and samples != total:
+        raise _other_data(out, f"{samples} samples", f"{total} samples")
+    if samples < progress["samples"]:
+        raise _other_data(out, f"{samples} samples", f"{progress['samples']} samples written already")
 
 
 def _clean_partial_files(out: str) -> None:
@@ -165,6 +215,7 @@ def _clean_partial_files(out: str) -> None:
 
 
 def _stream(
+    out: str,
     run: Callable[[list[np.ndarray]], Mapping[str, Any]],
     store: Store,
     batches: Batches,
@@ -177,6 +228,7 @@ def _stream(
     two batches of inputs and two of values alive at once, so memory stays flat. `first`: the
     first batch's values when already computed (by `plan`)."""
     done, start = progress["batches"], progress["samples"]
+    resumed = (done, start)
     totals = dict(progress["values"])
     total = store.samples
     if total is None and batches.count() is not None:  # batches known, samples estimated
@@ -193,10 +245,12 @@ def _stream(
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="graphscope-write") as writer:
             for arrays in source:
+                n = len(arrays[0])
+                if resumed != (0, 0) and store.samples is not None and start + n > store.samples:
+                    raise _other_data(out, f"more than {store.samples} samples", f"{store.samples} samples")
                 values = first if first is not None and done == 0 else run(arrays)
                 if pending is not None:
                     pending.result()
-                n = len(arrays[0])
                 pending = writer.submit(write, done, start, values, n)
                 done, start = done + 1, start + n
             if pending is not None:
@@ -204,4 +258,11 @@ def _stream(
     finally:
         source.close()
         bar.close()
+    if resumed != (0, 0):  # data of unknown length, continued: as long as the run it continues?
+        assert batches.skipped is not None
+        if batches.skipped != resumed:
+            raise _other_data(out, f"{batches.skipped[1]} samples in {batches.skipped[0]} batches",
+                              f"{resumed[1]} samples in {resumed[0]} batches written already")
+        if store.samples is not None and start != store.samples:
+            raise _other_data(out, f"{start} samples", f"{store.samples} samples")
     return store.finish(done, start, totals)

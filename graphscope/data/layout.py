@@ -11,6 +11,7 @@ import numpy as np
 from graphscope.data.store import Field, entries_of, store_key
 from graphscope.errors import UnsupportedFetchError
 from graphscope.ir.records import Tensor
+from graphscope.runtime.convert import exact_numpy
 from graphscope.runtime.executor import Executor
 
 __all__ = ["fixed_batch", "plan"]
@@ -48,7 +49,7 @@ def plan(executor: Executor, first: list[np.ndarray]) -> tuple[list[Field], Mapp
                 f"cannot store {t.name!r}: its values differ in shape from one loop iteration to "
                 "the next inside a loop that runs per batch; fetch the loop's outputs instead"
             )
-        dtype = np.dtype(entries[0].dtype)
+        dtype = exact_numpy(entries[0].dtype)  # bfloat16 as float32: zarr has no bfloat16
         if dtype.kind not in "biufc":
             raise UnsupportedFetchError(
                 f"cannot store {t.name!r}: {dtype} values are not numbers; fetch a numeric tensor"

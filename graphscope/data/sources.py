@@ -107,6 +107,7 @@ class Batches:
         self._rest: Iterator[Any] = iter(())
         self.batch_count: int | None = None
         self.batch_size = batch_size
+        self.skipped: tuple[int, int] | None = None  # (batches, samples) the last `iterate` passed over
         if isinstance(data, (str, os.PathLike)) and (
             os.path.exists(data) or os.fspath(data).endswith((".npy", ".npz"))
         ):  # a .npy file (memory-mapped) or an .npz
@@ -205,18 +206,34 @@ class Batches:
         return self.batch_count
 
     def iterate(self, skip: int = 0) -> Iterator[list[np.ndarray]]:
-        """The batches after the first `skip`, each a list of arrays (one per input)."""
+        """The batches after the first `skip`, each a list of arrays (one per input). The
+        batches and samples passed over are counted in `skipped` (fewer than `skip` batches
+        when the data ends before), set before the first batch is yielded or the data ends."""
+        self.skipped = None
+        passed = [0, 0]
+        for k, batch in enumerate(self._all()):
+            if k < skip:
+                passed[0] += 1
+                passed[1] += len(batch[0])
+                continue
+            if self.skipped is None:
+                self.skipped = (passed[0], passed[1])
+            yield batch
+        if self.skipped is None:
+            self.skipped = (passed[0], passed[1])
+
+    def _all(self) -> Iterator[list[np.ndarray]]:
+        """Every batch (an array's as views: a memory-mapped file's skipped batches are not read)."""
         if self._arrays is not None:
             b = self.batch_size
             assert b is not None
-            for start in range(skip * b, self.samples or 0, b):
+            for start in range(0, self.samples or 0, b):
                 yield [a[start : start + b] for a in self._arrays]
             return
         if self._dataset is not None:
             import tensorflow as tf
 
-            dataset = self._dataset.skip(skip).prefetch(tf.data.AUTOTUNE)
-            elements = dataset.as_numpy_iterator()
+            elements = self._dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
             while True:
                 try:
                     element = next(elements)
@@ -226,16 +243,12 @@ class Batches:
                     raise InputError(self._dataset_failed(e)) from None
                 yield self._element(element)
         if not self.one_pass and self._first is not None:  # a list of batches: read it again
-            for k, element in enumerate(self._iterable):
-                if k >= skip:
-                    yield self._element(element)
-            return
-        first = self.first()
-        if skip == 0:
-            yield first
-        for k, element in enumerate(self._rest, start=1):
-            if k >= skip:
+            for element in self._iterable:
                 yield self._element(element)
+            return
+        yield self.first()
+        for element in self._rest:
+            yield self._element(element)
 
     def _dataset_failed(self, e: Any) -> str:
         """What to say when reading the dataset fails in TensorFlow."""

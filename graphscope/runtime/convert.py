@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from graphscope.errors import InputError
 
-__all__ = ["to_dtype"]
+__all__ = ["exact_numpy", "to_dtype"]
 
 # source kinds a target kind may take, before its values are checked
 _KINDS = {"b": "biuf", "i": "biuf", "u": "biuf", "f": "biuf", "c": "biufc"}
@@ -79,8 +79,7 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
         return array
     kind = _kind(numpy_target)
     if _kind(array.dtype) != array.dtype.kind:  # an ml_dtypes array: checked as the numpy dtype
-        # that holds each of its values exactly (float32 for bfloat16 and float8, int8 for int4)
-        array = array.astype({"f": np.float32, "i": np.int8, "u": np.uint8}[_kind(array.dtype)])
+        array = array.astype(exact_numpy(array.dtype))  # that holds each of its values exactly
         if array.dtype == numpy_target:
             return array
     if array.dtype.kind not in "biufc":
@@ -101,6 +100,15 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
     elif kind in "iu":
         _check_integral(array, target, what)
     return converted
+
+
+def exact_numpy(dtype: np.dtype) -> np.dtype:
+    """The numpy dtype holding every value of an `ml_dtypes` dtype exactly (float32 for bfloat16
+    and the float8s, int8 for int4, uint8 for uint4), for readers that know only numpy's;
+    `dtype` itself otherwise."""
+    dtype = np.dtype(dtype)
+    kind = _kind(dtype)
+    return dtype if kind == dtype.kind else np.dtype({"f": np.float32, "i": np.int8, "u": np.uint8}[kind])
 
 
 def _kind(dtype: np.dtype) -> str:

@@ -7,6 +7,7 @@ import functools
 import pathlib
 import pickle
 
+import keras
 import numpy as np
 import pytest
 
@@ -117,6 +118,40 @@ def test_read_npy_refuses_bad_files(tmp_path, files, error, match):
     np.savez(tmp_path / "pair.npz", a=np.zeros(2), b=np.ones(2))
     with pytest.raises(error, match=match):
         ReadNpy(*(tmp_path / f for f in files))
+
+
+def _fixed_dense():
+    """The same weights at every call (a builder Beam's workers call)."""
+    x_in = keras.Input((4,), name="x")
+    out = keras.layers.Dense(3, activation="tanh", name="dense",
+                             kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+                             bias_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=2))(x_in)
+    return keras.Model(x_in, out, name="fixed_dense")
+
+
+def test_extract_to_zarr_leaves_a_directory_of_other_files_and_another_calls_store(tmp_path):
+    """Before, `out` was opened with zarr's mode "w", which empties the directory: a user's
+    files there were deleted, and another call's store replaced. Now both are refused, as
+    `Scope.extract` refuses them; the same call's store is written again."""
+    x = np.random.default_rng(5).normal(size=(6, 4)).astype("float32")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep me")
+    with pytest.raises(Exception, match="not a graphscope store"):
+        with beam.Pipeline() as p:
+            _ = p | beam.Create(list(enumerate(x))) | ExtractToZarr(_fixed_dense, ["dense/Tanh:0"], out=str(notes),
+                                                                    batch_size=3)
+    assert [f.name for f in notes.iterdir()] == ["mine.txt"] and (notes / "mine.txt").read_text() == "keep me"
+
+    model = _fixed_dense()
+    expected = model.predict(x, verbose=0)
+    run = tmp_path / "run.zarr"
+    gs.trace(model, quiet=True).extract("dense/Tanh:0", x[3:], out=run, batch_size=3)
+    with pytest.raises(Exception, match=r"different call \(the data \(its first batch\) differ"):
+        with beam.Pipeline() as p:
+            _ = p | beam.Create(list(enumerate(x))) | ExtractToZarr(_fixed_dense, ["dense/Tanh:0"], out=str(run),
+                                                                    batch_size=3)
+    np.testing.assert_allclose(np.asarray(gs.open(run)["dense/Tanh:0"]), expected[3:], rtol=1e-5, atol=1e-6)
 
 
 def test_a_tf_keras_model_on_beam_writes_what_extract_writes(tmp_path):

@@ -299,6 +299,63 @@ def test_a_different_call_is_refused(map_fn_demo, images, tmp_path):
     assert (tmp_path / "notes" / "a.txt").read_text() == "mine"
 
 
+def test_data_of_another_length_is_refused_not_cut_to_the_stored_run(tmp_path):
+    """The first batch matched, the length did not: before, a finished run was handed back as it
+    was (10 rows for data of 20, or 20 for data of 10) and a run continued with shorter data of
+    unknown length kept the rows written before. The same data, read another way, continues."""
+    model = models.functional()
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+    expected = keras.Model(model.input, model.get_layer("dense").output).predict(x, verbose=0)
+    name = scope.layer("dense").output.name
+
+    def batches(n, stop=None):
+        for k, start in enumerate(range(0, n, 5)):
+            if k == stop:
+                raise KeyboardInterrupt
+            yield x[start : start + 5]
+
+    out = tmp_path / "run.zarr"
+    scope.extract(name, x[:10], out=out, batch_size=5)
+    for longer in (x, batches(20), tf.data.Dataset.from_tensor_slices(x).filter(lambda _: True).batch(5)):
+        with pytest.raises(gs.StoreError, match="the data differ: (20|more than 10) samples"):
+            scope.extract(name, longer, out=out, batch_size=None if not isinstance(longer, np.ndarray) else 5)
+    assert len(gs.open(out)[name]) == 10
+    np.testing.assert_allclose(np.asarray(scope.extract(name, batches(10), out=out)[name]), expected[:10],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(gs.StoreError, match="the data differ: 5 samples"):
+        scope.extract(name, batches(5), out=out)
+
+    other = tmp_path / "other.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        scope.extract(name, batches(20, stop=3), out=other)  # 15 samples written
+    with pytest.raises(gs.StoreError, match="the data differ: 10 samples in 2 batches"):
+        scope.extract(name, batches(10), out=other)
+    with pytest.raises(gs.StoreError, match="the data differ: 10 samples"):
+        scope.extract(name, x[:10], out=other, batch_size=5)
+    done = scope.extract(name, x, out=other, batch_size=5)
+    assert done.samples == 20
+    np.testing.assert_allclose(np.asarray(done[name]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_values_are_stored_as_float32_exactly(tmp_path):
+    """zarr v3 has no bfloat16: a mixed_bfloat16 model's values were refused ("bfloat16 values are
+    not numbers"). They are stored as float32, which holds each of them exactly; the tensor's
+    dtype attribute says bfloat16."""
+    x_in = keras.Input((5,), name="x")
+    hidden = keras.layers.Dense(7, activation="relu", name="d1", dtype="mixed_bfloat16")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(3, name="d2", dtype="mixed_bfloat16")(hidden), name="bf16")
+    x = np.random.default_rng(1).normal(size=(11, 5)).astype("float32") * 3
+    expected = [np.asarray(v) for v in keras.Model(x_in, [hidden, model.output])(x)]
+    assert {v.dtype.name for v in expected} == {"bfloat16"}
+    bundle = gs.trace(model, quiet=True).extract(["d1/Relu:0", "d2/BiasAdd:0"], x, out=tmp_path / "run.zarr",
+                                                 batch_size=4)
+    for name, value in zip(["d1/Relu:0", "d2/BiasAdd:0"], expected):
+        stored = bundle[name]
+        assert stored.dtype == np.float32 and stored.attrs["dtype"] == "bfloat16"
+        np.testing.assert_array_equal(np.asarray(stored), value.astype(np.float32))
+
+
 def test_a_store_whose_names_meant_other_tensors_is_not_continued(tmp_path):
     """Stores written while shared layers' calls were numbered in the order they ran (issue 20)
     name the other call's tensor: the raw TensorFlow names tell, and resuming is refused."""
