@@ -256,6 +256,8 @@ def keras_roots(fn: Any) -> list[Any]:
     def add(value: Any) -> None:
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
         for item in items:
+            if isinstance(item, weakref.ref):  # how a tf.function bound to a tf.Module holds it
+                item = item()
             if _tf.is_keras_layer(item):
                 found.setdefault(id(item), item)
             elif isinstance(item, tf.Module):

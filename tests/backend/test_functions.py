@@ -146,3 +146,23 @@ def test_a_function_records_the_layers_its_helper_tf_functions_and_modules_call(
     values = scope.run([relu, scope.layer("scorer").output], x)
     np.testing.assert_allclose(values[relu.name], keras.ops.convert_to_numpy(encoder(x)), rtol=1e-6)
     np.testing.assert_allclose(values[scope.layer("scorer").output.name], scorer(encoder(x)), rtol=1e-6)
+
+
+def test_a_tf_module_s_tf_function_method_records_the_layers_the_module_holds():
+    class Head(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = keras.layers.Dense(2, name="proj")  # reached only through the module
+
+        @tf.function
+        def project(self, h):
+            return self.proj(h)
+
+    module = Head()
+    h = np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)
+    module.project(h)
+    scope = gs.trace(module.project, [tf.TensorSpec((None, 4))], quiet=True)
+    assert [lay.name for lay in scope.layers] == ["proj"]
+    out = scope.layer("proj").output
+    assert out.name.startswith("proj/") and out.layer == "proj" and scope.outputs.names == [out.name]
+    np.testing.assert_allclose(scope.run(out, h)[out.name], module.proj(h), rtol=1e-6)
