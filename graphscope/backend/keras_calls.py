@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import threading
+import types
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -84,19 +85,13 @@ class Recorder:
         return recording_call
 
     def finish(self, graph: tf.Graph) -> None:
-        """After tracing `graph`: keep only the calls made while tracing it (and the functions
-        and bodies inside it), since a tf.function traces twice when its first trace creates
-        variables (a model built by its first call) and throws that graph away; then number
-        them, in call order, and a functional model's calls in its node order (`_renumber`)."""
-
-        def inside(g: Any) -> bool:
-            while g is not None:
-                if g is graph:
-                    return True
-                g = getattr(g, "outer_graph", None)
-            return False
-
-        kept = [c for c in self.calls if inside(c.graph)]
+        """After tracing `graph`: keep only the calls made in it and in the functions and bodies
+        it runs, since a tf.function traces twice when its first trace creates variables (a
+        model built by its first call, or a helper tf.function's layer) and throws that graph
+        away, also inside `graph`; then number them, in call order, and a functional model's
+        calls in its node order (`_renumber`)."""
+        ran = {id(g) for g in _tf.graphs_called(graph)}
+        kept = [c for c in self.calls if id(c.graph) in ran]
         counts: dict[tuple[int, int], int] = {}
         for call in kept:
             key = (id(call.parent), id(call.layer))
@@ -249,24 +244,34 @@ def keras_attributes(module: Any) -> list[Any]:
 
 def keras_roots(fn: Any) -> list[Any]:
     """The Keras layers and models a Python callable can reach without calling anything: its
-    bound object (`model.predict_step`'s model), the values its closure, defaults and the globals
-    its code names hold (layers, or lists, tuples and dicts of them), a `functools.partial`'s
-    function and arguments; one level deep, as a lambda around a model is."""
+    bound object (`model.predict_step`'s model; a tf.Module's layers for a tf.Module's method),
+    the values its closure, defaults and the globals its code names hold (layers, or lists,
+    tuples and dicts of them), a `functools.partial`'s function and arguments; and, through the
+    functions and tf.functions among those values (a helper `tf.function` that calls a layer, a
+    tf.Module's method), what they reach in turn. Functions of TensorFlow, Keras and numpy
+    themselves are not looked into."""
     found: dict[int, Any] = {}
+    todo = [fn]
 
     def add(value: Any) -> None:
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
         for item in items:
+            if isinstance(item, weakref.ref):  # how a tf.function bound to a tf.Module holds it
+                item = item()
             if _tf.is_keras_layer(item):
                 found.setdefault(id(item), item)
+            elif isinstance(item, tf.Module):
+                add(keras_attributes(item))
+            elif _user_function(item):
+                todo.append(item)
 
     seen: set[int] = set()
-    todo = [fn]
     while todo:
         f = todo.pop()
         if id(f) in seen:
             continue
         seen.add(id(f))
+        f = getattr(f, "python_function", f)  # a tf.function: the Python function it traces
         if isinstance(f, functools.partial):
             todo.append(f.func)
             add(list(f.args) + list(f.keywords.values()))
@@ -284,3 +289,17 @@ def keras_roots(fn: Any) -> list[Any]:
         names = getattr(f, "__globals__", {})
         add([names[n] for n in code.co_names if n in names])
     return list(found.values())
+
+
+_LIBRARIES = frozenset({"tensorflow", "keras", "tf_keras", "numpy", "graphscope"})
+
+
+def _user_function(value: Any) -> bool:
+    """A function, method, tf.function or partial of the user's own (not of a library whose
+    code calls no layer of the model), which `keras_roots` looks into."""
+    if isinstance(value, functools.partial):
+        return True
+    python = getattr(value, "python_function", value)
+    if not isinstance(python, (types.FunctionType, types.MethodType)):
+        return False
+    return (getattr(python, "__module__", None) or "").partition(".")[0] not in _LIBRARIES

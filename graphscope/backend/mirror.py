@@ -31,6 +31,9 @@ from graphscope.ir.records import Layer, Op, Selection, Tensor
 __all__ = ["Mirrored", "Site", "canonical_op_name", "mirror"]
 
 _CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
+# what a function that only calls another holds besides the call: its arguments, the copies of
+# its results and the no-op they wait on
+_WRAPPING = {"Placeholder", "Identity", "IdentityN", "NoOp"}
 # the op types that hold function bodies: only their NodeDefs are read (parsing every op's costs
 # a tenth of a ResNet50's mirror)
 _BODY_OPS = _CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
@@ -140,6 +143,9 @@ class _NameScopes:
         for op in function.graph.get_operations():
             if op.type in _CALL_OPS and "f" in op.node_def.attr:
                 body = _tf.function_graph(op.graph, op.node_def.attr["f"].func.name)
+                while (through := _only_call(body)) is not None:  # a function that only calls another
+                    self.ops.update(inner.name for inner in body.get_operations())
+                    body = _tf.function_graph(body, through.node_def.attr["f"].func.name)
                 for inner in body.get_operations():
                     self.ops.add(inner.name)
                     if "/" in inner.name:
@@ -175,6 +181,20 @@ class _NameScopes:
             self.tokens[scope] = token
         segments[0] = token
         return "/".join(segments), token
+
+
+def _only_call(graph: tf.Graph) -> tf.Operation | None:
+    """The one call `graph` makes when it computes nothing else (its arguments, the call, and
+    the copies and no-op TensorFlow wraps results in): a SavedModel signature's function that
+    only calls the tf.function it was made from (a tf.Module's `serve` returning `self(x)`, a
+    Keras `ExportArchive` endpoint given a tf.function). Else None."""
+    calls = []
+    for op in graph.get_operations():
+        if op.type in _CALL_OPS and _tf.GENERIC_CALL.fullmatch(op.name) and "f" in op.node_def.attr:
+            calls.append(op)
+        elif op.type not in _WRAPPING:
+            return None
+    return calls[0] if len(calls) == 1 else None
 
 
 def _holds_layer_calls(scope: str, names: list[str]) -> bool:
@@ -302,6 +322,7 @@ class _Mirror:
         self.G = nx.DiGraph(name=traced.name)
         # nodes and edges are collected while walking and added to G at once, afterwards
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.open_calls: set[str] = set()  # the ops whose bodies are being walked
         self.edges: dict[tuple[str, str], list[int]] = {}
         self.tensors: dict[str, Tensor] = {}
         self.sites: dict[str, Site] = {}
@@ -559,7 +580,7 @@ class _Mirror:
             if not frame.prefix and arg is not None:  # an argument of a SavedModel's serving function
                 name, reader_layer = self._serving_argument(op, base)
                 scoped_layer = scoped_layer or reader_layer
-            elif not frame.prefix and base in self.nodes:  # keep clashes apart
+            elif not frame.prefix and (base in self.nodes or base in self.open_calls):  # keep clashes apart
                 name = f"{frame.call_name}/{base}"
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
@@ -579,6 +600,7 @@ class _Mirror:
         level.names[op.name] = name
         bodies = self._bodies(op)
         body_outputs: list[list[str]] = []
+        self.open_calls.add(name)  # taken, although added once its bodies are
         for role, attr, body, offset in bodies:
             sub = _Frame(
                 call_name=name,
@@ -594,6 +616,7 @@ class _Mirror:
             )
             level.bodies.setdefault(name, []).append(self._walk(body, sub))
             body_outputs.append([self.by_tf[(id(body), t.name)] for t in body.outputs])
+        self.open_calls.discard(name)
 
         inputs = [self.by_tf[(id(graph), t.name)] for t in op.inputs]
         # control inputs by their names in the graph: one may come later (the NoOp that a
@@ -655,8 +678,10 @@ class _Mirror:
         """How the canonical names of a body's ops start."""
         if role:  # loop and branch bodies' ops are already scoped under the op
             return frame.prefix if frame else ""
-        if self.scopes is not None and frame is None and _tf.GENERIC_CALL.fullmatch(op.name):
-            return ""  # a SavedModel's serving call: its name is noise
+        if self.scopes is not None and _tf.GENERIC_CALL.fullmatch(op.name) and (
+            frame is None or not frame.prefix and not frame.role and _only_call(op.graph) is op
+        ):
+            return ""  # a SavedModel's serving call, or the one call its function makes: noise
         return f"{name}/"
 
     @staticmethod

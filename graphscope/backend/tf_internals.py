@@ -44,6 +44,7 @@ __all__ = [
     "failed_op_names",
     "failure_reason",
     "function_graph",
+    "graphs_called",
     "inline_calls",
     "is_input_layer",
     "is_keras_layer",
@@ -181,6 +182,24 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
             return fn.graph
         g = getattr(g, "outer_graph", None)
     raise LookupError(f"function {name!r} is not in the library of graph {graph.name!r}")
+
+
+def graphs_called(graph: tf.Graph) -> list[tf.Graph]:
+    """`graph` and the graph of every function its ops call or run (calls, loop bodies and
+    conds, branches), at any depth, each once: the graphs that run. A trace tf.function threw
+    away (the first of a helper whose trace created variables) is in none of them."""
+    seen: dict[int, tf.Graph] = {}
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen[id(g)] = g
+        for op in g.get_operations():
+            for value in op.node_def.attr.values():
+                names = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
+                stack.extend(function_graph(g, name) for name in names if name)
+    return list(seen.values())
 
 
 def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:

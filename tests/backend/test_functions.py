@@ -108,3 +108,61 @@ def test_a_model_built_by_the_trace_itself_is_recorded_once():
     assert scope.layer("subclassed/encoder").output.name == "subclassed/encoder/Relu:0"
     x = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
     np.testing.assert_allclose(scope.run(scope.outputs, x)[scope.outputs[0].name], model(x), rtol=1e-5)
+
+
+encoder = keras.layers.Dense(4, activation="relu", name="encoder")
+scorer = keras.layers.Dense(1, name="scorer")
+
+
+@tf.function
+def encode(x):
+    """A helper tf.function that calls a layer: what a function traced by graphscope reaches
+    only through the helper."""
+    return encoder(x)
+
+
+class Wrapper(tf.Module):
+    """A tf.Module holding a layer, called by a function through one of its tf.functions."""
+
+    def __init__(self):
+        super().__init__()
+        self.scorer = scorer
+
+    @tf.function
+    def score(self, h):
+        return self.scorer(h)
+
+
+def test_a_function_records_the_layers_its_helper_tf_functions_and_modules_call():
+    wrapper = Wrapper()
+    x = np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32)
+    encode(x)  # traced already, outside any graph; `scorer` is built by the trace itself
+    scope = gs.trace(lambda x: wrapper.score(encode(x)) * 2.0, SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["encoder", "scorer"]
+    relu = scope.layer("encoder").output
+    assert relu.layer == "encoder" and relu.name.endswith("encoder/Relu:0")
+    assert "encoder_1" not in relu.name  # Keras' scope suffix is dropped, as in the helper's caller
+    assert scope.layer("scorer").inputs.names == ["StatefulPartitionedCall_1/h:0"]  # its helper's argument
+    values = scope.run([relu, scope.layer("scorer").output], x)
+    np.testing.assert_allclose(values[relu.name], keras.ops.convert_to_numpy(encoder(x)), rtol=1e-6)
+    np.testing.assert_allclose(values[scope.layer("scorer").output.name], scorer(encoder(x)), rtol=1e-6)
+
+
+def test_a_tf_module_s_tf_function_method_records_the_layers_the_module_holds():
+    class Head(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = keras.layers.Dense(2, name="proj")  # reached only through the module
+
+        @tf.function
+        def project(self, h):
+            return self.proj(h)
+
+    module = Head()
+    h = np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)
+    module.project(h)
+    scope = gs.trace(module.project, [tf.TensorSpec((None, 4))], quiet=True)
+    assert [lay.name for lay in scope.layers] == ["proj"]
+    out = scope.layer("proj").output
+    assert out.name.startswith("proj/") and out.layer == "proj" and scope.outputs.names == [out.name]
+    np.testing.assert_allclose(scope.run(out, h)[out.name], module.proj(h), rtol=1e-6)

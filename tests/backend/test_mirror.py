@@ -461,6 +461,54 @@ def test_a_saved_layer_no_output_needs_has_the_output_it_computes(tmp_path):
 
 
 
+class _Wrapped(tf.Module):
+    """The way SavedModels are often made: a signature that only calls the module's own
+    tf.function, which calls the Keras model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @tf.function
+    def __call__(self, x):
+        return self.model(x)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), name="x")])
+    def serve(self, x):
+        return {"scores": self(x)}
+
+
+def test_a_signature_that_only_calls_another_function_is_named_as_that_function(tmp_path):
+    """A signature whose function only calls another one (a tf.Module's `serve` returning
+    `self(x)`; a Keras `ExportArchive` endpoint given a tf.function) runs the model two calls
+    down: neither call's `StatefulPartitionedCall/` nor the model's scope is kept, and the layers
+    come from the name scopes, as for a model exported directly. Oracles: Keras sub-models and
+    the loaded signature called eagerly."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(5, activation="relu", name="hidden")
+    model = keras.Model(x_in, keras.layers.Dense(3, name="head")(hidden(x_in)), name="net")
+    module = _Wrapped(model)
+    tf.saved_model.save(module, str(tmp_path / "wrapped"), signatures={"serving_default": module.serve})
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", tf.function(lambda x: model(x)), input_signature=[tf.TensorSpec((None, 4), name="x")])
+    archive.write_out(str(tmp_path / "archive"), verbose=False)
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    for folder, signature in (("wrapped", "serving_default"), ("archive", "serve")):
+        scope = gs.trace(tmp_path / folder, signature=signature, quiet=True)
+        assert [(lay.name, lay.source) for lay in scope.layers] == [("hidden", "name scope"), ("head", "name scope")]
+        assert scope.layer("hidden").output.name == "hidden/Relu:0", folder
+        assert scope.outputs.names == ["head/BiasAdd:0"], folder
+        computed = [t.name for t in scope.find() if t.op_type not in ("Placeholder", "Identity", "StatefulPartitionedCall")]
+        assert len(computed) >= 8 and not [n for n in computed if "PartitionedCall" in n or "net" in n or "_1/" in n]
+        (key,) = scope.output_keys
+        got = scope.run(["hidden/Relu:0", key], x)
+        np.testing.assert_allclose(got["hidden/Relu:0"], keras.Model(x_in, hidden.output)(x), rtol=1e-6)
+        want = tf.saved_model.load(str(tmp_path / folder)).signatures[signature](x=tf.constant(x))[key]
+        np.testing.assert_allclose(got[key], want, rtol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "tf_keras LSTM"])
 def test_with_a_mask_the_rnn_cell_is_still_the_call_its_loop_runs(kind):
     """With a mask, Keras makes its masked steps' zeros with `zeros_like` of the probe's output,

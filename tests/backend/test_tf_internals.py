@@ -99,6 +99,27 @@ def test_while_and_cond_bodies_are_found_too():
     assert len(_tf.function_graph(cf.graph, branch.get_attr("then_branch").name).inputs) == len(branch.inputs) - 1
 
 
+def test_graphs_called_are_the_bodies_that_run_and_not_a_trace_thrown_away():
+    made = []
+
+    @tf.function
+    def helper(x):  # its first trace creates a variable, so tf.function traces it twice
+        if not made:
+            made.append(tf.Variable(2.0))
+        made_graphs.append(tf.compat.v1.get_default_graph())
+        return tf.while_loop(lambda i, a: i < 2, lambda i, a: (i + 1, a * made[0]), (0, x))[1]
+
+    made_graphs: list[tf.Graph] = []
+    cf = tf.function(lambda x: tf.cond(tf.reduce_sum(x) > 0, lambda: helper(x), lambda: x)).get_concrete_function(
+        tf.TensorSpec((2,), tf.float32))
+    graphs = _tf.graphs_called(cf.graph)
+    assert len(made_graphs) == 2 and made_graphs[0] is not made_graphs[1]
+    assert made_graphs[1] in graphs and made_graphs[0] not in graphs
+    kinds = {op.type for g in graphs for op in g.get_operations()}
+    assert {"If", "StatefulPartitionedCall", "While", "Mul"} <= kinds or {"StatelessIf", "While", "Mul"} <= kinds
+    assert len(graphs) == len({id(g) for g in graphs}) >= 5  # top, both branches, helper, loop body and cond
+
+
 def test_inline_calls_names_inner_ops_under_the_call():
     _, cf = _helper_function()
     graph_def = _tf.inline_calls(cf)
