@@ -196,10 +196,25 @@ def graphs_called(graph: tf.Graph) -> list[tf.Graph]:
             continue
         seen[id(g)] = g
         for op in g.get_operations():
+            takes = _TAKES_FUNCTIONS.get(op.type)
+            if takes is None:  # read once per op type: a node_def costs a serialization
+                op_def = op_def_registry.get(op.type)
+                takes = _TAKES_FUNCTIONS[op.type] = op_def is None or any(
+                    a.type in ("func", "list(func)") for a in op_def.attr)
+            if not takes:
+                continue
+            if op_def_registry.get(op.type) is None:  # an op that is a function of the library, by name
+                stack.append(function_graph(g, op.type))
+                continue
             for value in op.node_def.attr.values():
                 names = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
                 stack.extend(function_graph(g, name) for name in names if name)
     return list(seen.values())
+
+
+# per op type: whether its ops may call functions (an attr of type func or list(func), or a
+# type that is itself a function's name)
+_TAKES_FUNCTIONS: dict[str, bool] = {}
 
 
 def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:
