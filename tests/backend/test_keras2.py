@@ -406,3 +406,32 @@ def test_a_tf_keras_model_first_called_with_a_python_number_warns_that_it_is_tra
     scope = gs.trace(lambda x: model(x, scale=3.0), [tf.TensorSpec((None, 3))], quiet=True)
     (out,) = scope.outputs.names
     np.testing.assert_allclose(scope.run(out, x)[out], want, rtol=1e-6)
+
+
+def test_a_savedmodel_tf_keras_wrote_gets_its_layers_when_loaded_by_tf_keras_as_the_readme_says(tmp_path):
+    """By path, the serving function with the model's scope read as one layer (tf_keras' scopes
+    carry no `_<n>`); loaded by tf_keras, the model, its shared layer's calls included, each equal
+    to tf_keras' own sub-model."""
+    x_in = tf_keras.Input((3,), name="x")
+    shared = tf_keras.layers.Dense(3, activation="tanh", name="shared")
+    a = shared(tf_keras.layers.Dense(3, name="hidden")(x_in))
+    b = shared(a)
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2, name="head")(b), name="tkmodel")
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    path = str(tmp_path / "saved")
+    model.save(path, save_format="tf")
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+
+    raw = gs.trace(path, quiet=True)
+    assert [lay.name for lay in raw.layers if lay.name != "x"] == ["tkmodel"]
+    assert "tkmodel/hidden/MatMul:0" in [t.name for t in raw.find("MatMul")]
+    np.testing.assert_allclose(raw.run(raw.output(0), x)[raw.output(0).name], model(x).numpy(), atol=1e-6)
+
+    loaded = tf_keras.models.load_model(path, compile=False)
+    scope = gs.trace(loaded, quiet=True)
+    got = scope.run([scope.layer("shared").output, scope.layer("shared@2").output], x)
+    want = tf_keras.Model(model.input, [a, b])(x)
+    for t, w in zip([scope.layer("shared").output, scope.layer("shared@2").output], want):
+        np.testing.assert_allclose(got[t.name], w.numpy(), atol=1e-6)
