@@ -34,6 +34,7 @@ _CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
 # what a function that only calls another holds besides the call: its arguments, the copies of
 # its results and the no-op they wait on
 _WRAPPING = {"Placeholder", "Identity", "IdentityN", "NoOp"}
+_REDUNDANT = re.compile(r"^.+___(redundant_placeholder\d*)$")
 # the op types that hold function bodies: only their NodeDefs are read (parsing every op's costs
 # a tenth of a ResNet50's mirror)
 _BODY_OPS = _CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
@@ -585,7 +586,10 @@ class _Mirror:
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
             if arg is not None:  # a loop variable or branch argument: named by its body
-                name = f"{frame.call_name}/{frame.role}/{base.rpartition('/')[2]}"
+                # (a cond's argument for a loop variable it does not read is TensorFlow's
+                # `<the cond function's name>___redundant_placeholder<k>`: the function's name left out)
+                last = _REDUNDANT.sub(r"\1", base.rpartition("/")[2])
+                name = f"{frame.call_name}/{frame.role}/{last}"
             else:
                 name = frame.prefix + base
                 name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)

@@ -632,3 +632,15 @@ def test_a_cast_keras_did_not_make_for_a_layer_is_not_its_autocast():
     got = scope.gradients(scope.outputs[0], [passed.name], x)[passed.name]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, tape.gradient(total, h).numpy(), rtol=1e-6)
+
+
+def test_a_loop_conds_unread_arguments_are_named_without_the_cond_functions_name():
+    """TensorFlow names a while cond's argument for a loop variable the cond does not read after
+    the cond function (`rnn_1_lstm_1_while_cond_129___redundant_placeholder0`): the model's name
+    and a trace counter, in no name a person should read."""
+    x_in = keras.Input((4, 2))
+    model = keras.Model(x_in, keras.layers.LSTM(3, name="lstm")(x_in), name="rnn")
+    scope = gs.trace(model, quiet=True)
+    names = [t.name for t in scope.find("lstm/while/cond/")]
+    assert "lstm/while/cond/redundant_placeholder0:0" in names
+    assert not [n for n in names if "rnn" in n or "___" in n]
