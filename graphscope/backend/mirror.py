@@ -34,7 +34,6 @@ _CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
 # what a function that only calls another holds besides the call: its arguments, the copies of
 # its results and the no-op they wait on
 _WRAPPING = {"Placeholder", "Identity", "IdentityN", "NoOp"}
-_REDUNDANT = re.compile(r"^.+___(redundant_placeholder\d*)$")
 # the op types that hold function bodies: only their NodeDefs are read (parsing every op's costs
 # a tenth of a ResNet50's mirror)
 _BODY_OPS = _CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
@@ -353,6 +352,7 @@ class _Mirror:
         # an argument of a SavedModel's serving function -> the signature's tensor feeding it
         self.serving_arguments: dict[str, str] = {}
         self.wrapper_names = self._wrapper_names() if self.scopes is not None else {}
+        self.stand_ins: set[str] = set()  # names of the ops TensorFlow made for loop values a body does not read
 
     def _wrapper_names(self) -> dict[str, str]:
         """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
@@ -390,7 +390,7 @@ class _Mirror:
             model_type=type(self.traced.model).__name__ if self.traced.model is not None else "function",
             input_names=list(self.traced.input_names),
             output_keys=self.traced.output_keys,
-            stand_ins=frozenset(n for n in self.G if _tf.is_stand_in(n)),
+            stand_ins=frozenset(self.stand_ins),
             unused=frozenset(_unused(top)),
         )
         return Mirrored(ModelGraph.adopt(self.G), self.sites)
@@ -586,14 +586,14 @@ class _Mirror:
         else:
             raw = f"{frame.call_raw}/{frame.role}/{op.name}"
             if arg is not None:  # a loop variable or branch argument: named by its body
-                # (a cond's argument for a loop variable it does not read is TensorFlow's
-                # `<the cond function's name>___redundant_placeholder<k>`: the function's name left out)
-                last = _REDUNDANT.sub(r"\1", base.rpartition("/")[2])
-                name = f"{frame.call_name}/{frame.role}/{last}"
+                # (a stand-in without the name of the function TensorFlow made it in)
+                name = f"{frame.call_name}/{frame.role}/{_tf.stand_in_name(base.rpartition('/')[2])}"
             else:
                 name = frame.prefix + base
                 name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)
         name = uniquify(name, self.nodes)
+        if _tf.is_stand_in(op.name):
+            self.stand_ins.add(name)
         if arg is not None and not frame.prefix and not frame.role and arg < len(frame.arg_sources):
             self.serving_arguments[tensor_name(name, 0)] = frame.arg_sources[arg]
         function = frame.function if frame else ()

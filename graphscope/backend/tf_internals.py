@@ -52,6 +52,7 @@ __all__ = [
     "is_saved_signature",
     "saved_signature_function",
     "is_stand_in",
+    "stand_in_name",
     "keyword_order",
     "fresh_function",
     "has_own_dunder_call",
@@ -119,6 +120,14 @@ def unsuffixed(path: str) -> str:
 def is_stand_in(op_name: str) -> bool:
     """Whether TensorFlow made this op to stand for a value a loop body does not use."""
     return _STAND_IN in op_name
+
+
+def stand_in_name(op_name: str) -> str:
+    """A stand-in's name without the name of the function TensorFlow made it in, which it puts
+    first (`rnn_1_lstm_1_while_cond_129___redundant_placeholder0`: the model's name, a trace
+    counter): `redundant_placeholder0`. Any other name as it is."""
+    _, found, k = op_name.rpartition(_STAND_IN)
+    return f"redundant_placeholder{k}" if found else op_name
 
 
 def control_outputs(graph: tf.Graph) -> list[tf.Operation]:

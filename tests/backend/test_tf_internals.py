@@ -880,3 +880,22 @@ def test_keras_name_scopes_are_kept_when_what_runs_inside_fails():
     layer = keras.layers.Dense(2, name="after")
     layer.build((None, 3))
     assert layer.kernel.path == "after/kernel"
+
+
+def test_while_v2_names_its_stand_ins_after_the_cond_function_as_stand_in_name_expects():
+    """TensorFlow names the placeholders a while cond gets for loop values it does not read
+    `<cond function>___redundant_placeholder<k>` (for the tensors a body captures, which become
+    loop values); `is_stand_in` and `stand_in_name` read that."""
+
+    @tf.function
+    def f(x):
+        w = x + 1.0  # captured by the body
+        return tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * w), (tf.constant(0), x))[1]
+
+    graph = f.get_concrete_function(tf.TensorSpec((2,))).graph
+    (loop,) = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    cond = _tf.function_graph(graph, loop.get_attr("cond").name)
+    stand_ins = [op.name for op in cond.get_operations() if _tf.is_stand_in(op.name)]
+    assert stand_ins, [op.name for op in cond.get_operations()]
+    assert [_tf.stand_in_name(n) for n in stand_ins] == [f"redundant_placeholder{k}" for k in range(len(stand_ins))]
+    assert _tf.stand_in_name("dense/BiasAdd") == "dense/BiasAdd"
