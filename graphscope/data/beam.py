@@ -30,7 +30,7 @@ on the DirectRunner before any work started.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -89,10 +89,10 @@ class GraphscopeModelHandler(ModelHandler[Sequence[np.ndarray], PredictionResult
         self, batch: Sequence[Sequence[np.ndarray]], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
         # the example is the batch's sample count: the input arrays are not carried on
-        return [PredictionResult(len(arrays[0]), dict(model(list(arrays)))) for arrays in batch]
+        return [PredictionResult(_count(arrays), dict(model(_ordered(model, arrays)))) for arrays in batch]
 
     def get_num_bytes(self, batch: Sequence[Sequence[np.ndarray]]) -> int:
-        return sum(int(np.asarray(a).nbytes) for arrays in batch for a in arrays)
+        return sum(int(np.asarray(a).nbytes) for arrays in batch for a in _arrays(arrays))
 
     def get_metrics_namespace(self) -> str:
         return "graphscope"
@@ -154,7 +154,8 @@ class _ReadSamples(beam.DoFn):
 class ExtractToZarr(beam.PTransform):
     """(sample index, sample) pairs -> the zarr store `Scope.extract` would write at `out`.
 
-    A sample is an array (one model input) or a tuple/list of arrays (one per input); indices
+    A sample is an array (one model input), a tuple/list of arrays (one per input, in order) or
+    a dict of them by input name (as keras-hub models take them; every sample the same keys); indices
     run from 0 to the number of samples - 1. The output is one element: the final progress.
     """
 
@@ -221,22 +222,52 @@ class _Batches(beam.PTransform):
         )
 
 
-def _stack(element: tuple[int, Iterable[tuple[int, Any]]], size: int) -> tuple[int, list[np.ndarray]]:
-    """A batch's samples, in index order, stacked into one array per input."""
+def _stack(element: tuple[int, Iterable[tuple[int, Any]]], size: int) -> tuple[int, Batch]:
+    """A batch's samples, in index order, stacked into one array per input: a list (samples
+    that are arrays, or tuples of them in the order of the inputs), or a dict by input name
+    (samples that are dicts, as keras-hub models take them), which the worker orders."""
     batch, items = element
     ordered = sorted(items, key=lambda kv: kv[0])
     first = batch * size
     if [i for i, _ in ordered] != list(range(first, first + len(ordered))):
         raise ValueError(f"batch {batch} is missing samples: sample indices must run 0, 1, 2, ... without gaps")
+    if isinstance(ordered[0][1], Mapping):
+        keys = list(ordered[0][1])
+        odd = next((i for i, s in ordered if not isinstance(s, Mapping) or sorted(s) != sorted(keys)), None)
+        if odd is not None:
+            raise InputError(
+                f"sample {odd} is not a dict of the keys of sample {first} ({', '.join(map(str, keys))}): "
+                "give every sample the same form, a dict of the same input names"
+            )
+        return batch, {k: np.stack([np.asarray(s[k]) for _, s in ordered]) for k in keys}
     samples = [s if isinstance(s, (tuple, list)) else (s,) for _, s in ordered]
     return batch, [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]
 
 
-def _create(first: tuple[int, list[np.ndarray]], model: Any, fetches: list[str], out: str, count: int) -> list[Any]:
+# one batch's inputs: one array per input in order, or a dict of them by input name
+Batch = list[np.ndarray] | dict[str, np.ndarray]
+
+
+def _arrays(arrays: Batch) -> list[np.ndarray]:
+    return list(arrays.values()) if isinstance(arrays, Mapping) else list(arrays)
+
+
+def _count(arrays: Batch) -> int:
+    """A batch's number of samples."""
+    return len(_arrays(arrays)[0])
+
+
+def _ordered(run: Any, arrays: Batch) -> list[np.ndarray]:
+    """A batch's arrays in the order of the inputs of `run` (an executor or summary), a dict's
+    by input name (or any spelling of it the executor takes)."""
+    return run.signature.bind(arrays) if isinstance(arrays, Mapping) else list(arrays)
+
+
+def _create(first: tuple[int, Batch], model: Any, fetches: list[str], out: str, count: int) -> list[Any]:
     """Probe the layout on batch 0 and create the store; the fields, for every writer."""
     runtime = _runtime(model)
     executor, about = prepare(runtime, fetches)
-    arrays = first[1]
+    arrays = _ordered(executor, first[1])
     size = len(arrays[0])
     call = describe_call(executor.fetches, arrays, about)
     check_out(out, call)  # a directory of other files, or another call's store, is not replaced
@@ -419,8 +450,8 @@ class _WithModel(beam.DoFn):
 class _Reduce(_WithModel):
     """(batch number, arrays) -> ({tensor name: Moments} of the batch, its sample count)."""
 
-    def process(self, element: tuple[int, list[np.ndarray]]) -> Iterable[tuple[dict[str, Moments | None], int]]:
-        arrays = element[1]
+    def process(self, element: tuple[int, Batch]) -> Iterable[tuple[dict[str, Moments | None], int]]:
+        arrays = _ordered(self._loaded.moments, element[1])
         yield batch_figures(self._loaded.moments, arrays, self._loaded.masked), len(arrays[0])
 
 
@@ -428,11 +459,11 @@ class _Count(_WithModel):
     """(batch number, arrays) -> {tensor name: histogram counts} of the batch in the bins of
     `edges` (the side input: each tensor's, from the whole data's min and max)."""
 
-    def process(self, element: tuple[int, list[np.ndarray]], edges: dict[str, np.ndarray]) -> Iterable[dict[str, Any]]:
+    def process(self, element: tuple[int, Batch], edges: dict[str, np.ndarray]) -> Iterable[dict[str, Any]]:
         counter = self._loaded.counter
         with counter.lock:  # the edges are set, then the batch runs
             counter.set_edges(edges)
-            yield counter(element[1])
+            yield counter(_ordered(counter, element[1]))
 
 
 class _MergeFigures(beam.CombineFn):

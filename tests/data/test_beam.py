@@ -343,3 +343,56 @@ def test_compute_statistics_refuses_a_tensor_inside_a_branch():
                   and t.dtype == "float32")
     with pytest.raises(gs.UnsupportedFetchError, match=r"inside .*a branch that may not run.*fetch the branch op"):
         ComputeStatistics(models.loops_and_branches, [branch.name])
+
+
+def _two_inputs():
+    """A Keras model of two named inputs, `tokens` then `scale` (keras-hub style)."""
+    tokens = keras.Input((4,), name="tokens")
+    scale = keras.Input((1,), name="scale")
+    h = keras.layers.Dense(3, activation="tanh", name="mix")(tokens)
+    out = keras.layers.Multiply(name="scaled")([h, scale])
+    model = keras.Model({"tokens": tokens, "scale": scale}, out, name="two")
+    for k, w in enumerate(model.weights):
+        w.assign(np.random.default_rng(k).normal(size=w.shape).astype("float32"))
+    return model
+
+
+def test_samples_as_dicts_by_input_name_on_beam_equal_keras(tmp_path):
+    """Samples that are dicts (keys in another order than the model's inputs) are stacked by
+    key and fed by name: the store holds what a Keras sub-model computes on the same samples,
+    sample by sample, and the statistics are one process's over the same data."""
+    rng = np.random.default_rng(9)
+    n = 11
+    tokens = rng.normal(size=(n, 4)).astype("float32")
+    scale = rng.uniform(1, 2, size=(n, 1)).astype("float32")
+    path = tmp_path / "two.keras"
+    model = _two_inputs()
+    model.save(path)
+    mix = keras.Model(model.inputs, model.get_layer("mix").output)
+    want = mix({"tokens": tokens, "scale": scale}).numpy()
+    scope = gs.trace(str(path), quiet=True)
+    fetches = [scope.layer("mix").output.name, scope.layer("scaled").output.name]
+    samples = [(i, {"scale": scale[i], "tokens": tokens[i]}) for i in range(n)]
+    with beam.Pipeline() as p:
+        done = p | beam.Create(samples) | ExtractToZarr(str(path), fetches, out=str(tmp_path / "beam.zarr"), batch_size=4)
+        assert_that(done, lambda got: _check_one_complete(got, n))
+    store = gs.open(tmp_path / "beam.zarr")
+    np.testing.assert_allclose(np.stack([store[fetches[0]][i] for i in range(n)]), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.stack([store[fetches[1]][i] for i in range(n)]), want * scale, rtol=1e-6, atol=1e-6)
+
+    with beam.Pipeline() as p:
+        stats = p | beam.Create(samples) | ComputeStatistics(str(path), fetches, batch_size=4, bins=3)
+        assert_that(stats, lambda got: _kept(got, tmp_path / "stats.pkl"))
+    one = scope.statistics(fetches, {"tokens": tokens, "scale": scale}, batch_size=4, bins=3, quiet=True)
+    _assert_same(_load(tmp_path / "stats.pkl"), one)
+
+
+def test_samples_of_mixed_forms_are_refused_saying_what_would_be_right(tmp_path):
+    path = tmp_path / "two.keras"
+    _two_inputs().save(path)
+    rng = np.random.default_rng(1)
+    samples = [(0, {"tokens": rng.normal(size=4).astype("float32"), "scale": np.ones(1, "float32")}),
+               (1, (rng.normal(size=4).astype("float32"), np.ones(1, "float32")))]
+    with pytest.raises(Exception, match="sample 1 is not a dict of the keys of sample 0 .*same input names"):
+        with beam.Pipeline() as p:
+            _ = p | beam.Create(samples) | ComputeStatistics(str(path), ["mix/Tanh:0"], batch_size=4)
