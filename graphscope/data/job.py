@@ -206,6 +206,16 @@ def _check_resumed(out: str, total: int | None, samples: int | None, progress: d
         raise _other_data(out, f"{samples} samples", f"{progress['samples']} samples written already")
 
 
+def _check_skipped(out: str, batches: Batches, resumed: tuple[int, int]) -> None:
+    """Refuse data whose batches passed over (`batches.skipped`) are not the (batches, samples)
+    written already: the data end sooner, or are batched otherwise, and the rows to come would
+    be written at the wrong samples."""
+    assert batches.skipped is not None
+    if batches.skipped != resumed:
+        raise _other_data(out, f"{batches.skipped[1]} samples in {batches.skipped[0]} batches",
+                          f"{resumed[1]} samples in {resumed[0]} batches written already")
+
+
 def _clean_partial_files(out: str) -> None:
     """Remove temporary files a killed write left (zarr writes `<chunk>.partial`, then renames)."""
     for root, _, files in os.walk(out):
@@ -245,6 +255,8 @@ def _stream(
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="graphscope-write") as writer:
             for arrays in source:
+                if done == resumed[0] and resumed != (0, 0):  # `skipped` is set before a batch is read
+                    _check_skipped(out, batches, resumed)
                 n = len(arrays[0])
                 if resumed != (0, 0) and store.samples is not None and start + n > store.samples:
                     raise _other_data(out, f"more than {store.samples} samples", f"{store.samples} samples")
@@ -259,10 +271,7 @@ def _stream(
         source.close()
         bar.close()
     if resumed != (0, 0):  # data of unknown length, continued: as long as the run it continues?
-        assert batches.skipped is not None
-        if batches.skipped != resumed:
-            raise _other_data(out, f"{batches.skipped[1]} samples in {batches.skipped[0]} batches",
-                              f"{resumed[1]} samples in {resumed[0]} batches written already")
+        _check_skipped(out, batches, resumed)
         if store.samples is not None and start != store.samples:
             raise _other_data(out, f"{start} samples", f"{store.samples} samples")
     return store.finish(done, start, totals)

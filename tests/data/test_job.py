@@ -338,6 +338,37 @@ def test_data_of_another_length_is_refused_not_cut_to_the_stored_run(tmp_path):
     np.testing.assert_allclose(np.asarray(done[name]), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_data_batched_otherwise_is_refused_before_a_row_is_written(tmp_path):
+    """A run of batches of 4, 3 and 4 samples stopped after 7 samples, continued with the same
+    11 samples in batches of 4 (the first batch the same): skipping two batches passes over 8
+    samples, not 7. Before, the refusal came after the run, which had written samples 8-10 at
+    rows 7-9 (an incomplete store reads them) and left a store the right data could not finish."""
+    x_in = keras.Input((4,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, name="d")(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(3).normal(size=(11, 4)).astype("float32")
+    expected = model.predict(x, verbose=0)
+
+    def batches(stop=None):
+        for k, (start, n) in enumerate([(0, 4), (4, 3), (7, 4)]):
+            if k == stop:
+                raise KeyboardInterrupt
+            yield x[start : start + n]
+
+    out = tmp_path / "run.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        scope.extract("d/BiasAdd:0", batches(stop=2), out=out)
+    for other in (x, (x[s : s + 4] for s in range(0, 11, 4))):
+        with pytest.raises(gs.StoreError, match="8 samples in 2 batches, the stored run's 7 samples"):
+            scope.extract("d/BiasAdd:0", other, out=out, batch_size=4 if isinstance(other, np.ndarray) else None)
+    stored = gs.open(out)
+    assert not stored.complete and stored.samples == 7
+    np.testing.assert_allclose(np.asarray(stored["d/BiasAdd:0"]), expected[:7], rtol=1e-5, atol=1e-6)
+    done = scope.extract("d/BiasAdd:0", batches(), out=out)
+    assert done.complete and done.samples == 11
+    np.testing.assert_allclose(np.asarray(done["d/BiasAdd:0"]), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_values_are_stored_as_float32_exactly(tmp_path):
     """zarr v3 has no bfloat16: a mixed_bfloat16 model's values were refused ("bfloat16 values are
     not numbers"). They are stored as float32, which holds each of them exactly; the tensor's
