@@ -48,6 +48,9 @@ class LayerCall:
     # made the calls (a functional model's node order, see `_tf.node_numbers`), else call order;
     # set by `Recorder.finish`; a call no output needs comes after the others (`number_last`)
     number: int = 0
+    # 0 for a recorded call; k for its copy made for the (k+1)-th walk of its graph, a function
+    # called from several places (a helper tf.function called twice): each place is a call
+    walk: int = 0
 
     @property
     def token(self) -> str:

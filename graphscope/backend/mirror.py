@@ -327,7 +327,7 @@ class _Mirror:
         self.tensors: dict[str, Tensor] = {}
         self.sites: dict[str, Site] = {}
         self.names: dict[str, str] = {}
-        self.by_tf: dict[tuple[int, str], str] = {}
+        self.by_tf: dict[tuple[Any, ...], str] = {}  # (graph, TF tensor name[, walk]) -> canonical name
         self.calls_by_graph: dict[int, list[LayerCall]] = defaultdict(list)
         for call in traced.calls:
             if call.last_id >= call.first_id:
@@ -353,6 +353,13 @@ class _Mirror:
         self.serving_arguments: dict[str, str] = {}
         self.wrapper_names = self._wrapper_names() if self.scopes is not None else {}
         self.stand_ins: set[str] = set()  # names of the ops TensorFlow made for loop values a body does not read
+        # a graph walked again (a function called from several places) holds calls of its own at
+        # each place: copies of its recorded calls (`_copy`), one per later walk
+        self.walks: dict[int, int] = defaultdict(int)  # graph -> times its walk began
+        self.walking: dict[int, int] = {}  # graph -> the walk under way (0: the first)
+        self.copies: dict[tuple[int, int], LayerCall] = {}  # (call, walk) -> its copy
+        self.latest: dict[int, LayerCall] = {}  # call -> its latest copy, the parent of copies below it
+        self.copied: list[LayerCall] = []
 
     def _wrapper_names(self) -> dict[str, str]:
         """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
@@ -479,6 +486,19 @@ class _Mirror:
 
     def _walk(self, graph: tf.Graph, frame: _Frame | None) -> _Level:
         owners = self._owners(graph)
+        walk = self.walks[id(graph)]
+        self.walks[id(graph)] = walk + 1
+        outer = self.walking.get(id(graph))
+        self.walking[id(graph)] = walk
+        if walk:  # called again from another place: its calls there are other calls
+            caller = frame.owner if frame else None
+            owners = {name: self._copy(call, walk, caller) for name, call in owners.items()}
+            if walk == 1:  # the first walk's tensors, kept apart from the later walks' (`_key`)
+                by_tf = self.by_tf
+                for op in graph.get_operations():
+                    for t in op.outputs:
+                        if (id(graph), t.name) in by_tf:
+                            by_tf[(id(graph), t.name, 0)] = by_tf[(id(graph), t.name)]
         level = _Level()
         self.levels.append(level)
         for op in graph.get_operations():
@@ -486,11 +506,36 @@ class _Mirror:
             if self.tick is not None:
                 self.tick(1)
         self.levels.pop()
+        if outer is None:
+            del self.walking[id(graph)]
+        else:
+            self.walking[id(graph)] = outer
         level.runs = [self.tensors[self.by_tf[(id(graph), t.name)]].op for t in (*graph.inputs, *graph.outputs)]
         level.runs += [level.names[op.name] for op in _tf.control_outputs(graph) if op.name in level.names]
         for reads in level.reads.values():
             reads[:] = [level.names.get(r[1], r[1]) if isinstance(r, tuple) else r for r in reads]
         return level
+
+    def _copy(self, call: LayerCall, walk: int, caller: LayerCall | None) -> LayerCall:
+        """The call `call` made at the place of its graph's walk `walk` (> 0): a copy numbered
+        after the layer's other calls in its parent (`encoder@2` for a helper tf.function called
+        twice), under the latest copy of its parent where its parent was copied too (a call in a
+        loop body of the helper), or under `caller` (the call of the op calling the graph here)
+        where its parent called the graph from outside (a shared layer's helper method, called
+        by each of its calls). Its tensors are this walk's (`_key`)."""
+        key = (id(call), walk)
+        copy = self.copies.get(key)
+        if copy is None:
+            parent = call.parent
+            if parent is not None:
+                parent = self.latest.get(id(parent)) or (caller if parent.graph is not call.graph else parent)
+            siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
+            number = max((c.number for c in siblings), default=0) + 1
+            copy = dataclasses.replace(call, parent=parent, number=number, walk=walk)
+            self.copies[key] = copy
+            self.latest[id(call)] = copy
+            self.copied.append(copy)
+        return copy
 
     def _held_values(self) -> dict[tuple[int, str], tuple[str, LayerCall]]:
         """The captured EagerTensors a layer passed a sublayer from its attributes (keras-hub ViT's
@@ -654,6 +699,8 @@ class _Mirror:
             self.sites[tname] = Site(site, op.name, arg, alias)
             self.tensors[tname] = tensor
             self.by_tf[(id(graph), t.name)] = tname
+            if self.walking.get(id(graph)):  # a graph walked again: this walk's too
+                self.by_tf[(id(graph), t.name, self.walking[id(graph)])] = tname
             self.names.setdefault(tensor.raw_name, tname)
             outputs.append(tname)
 
@@ -718,7 +765,7 @@ class _Mirror:
                 for k in range(1, len(parts) + 1):
                     self.ops_by_layer["/".join(parts[:k])].append(record)
         self.children: dict[int, list[LayerCall]] = defaultdict(list)
-        for call in self.traced.calls:
+        for call in (*self.traced.calls, *self.copied):
             self.children[id(call.parent)].append(call)
         self.layers: list[Layer] = []
         root, model = self.traced.root_call, self.traced.model
@@ -824,10 +871,15 @@ class _Mirror:
             if self.autocast_ops and self.autocast_ops.get((id(call.graph), t.op.name)) == id(call):
                 t = t.op.inputs[0]  # the layer's input is what Keras cast for it (`_autocasts`); another
                 # call's cast (the traced model's, passed on to its layers) is what this one was passed
-            return (id(call.graph), t.name)
+            name = t.name
         except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
             captured = self._eager(call.graph)[0].get(id(t))
-        return (id(call.graph), captured.name) if captured is not None else None
+            if captured is None:
+                return None
+            name = captured.name
+        if self.walks.get(id(call.graph), 0) > 1:  # a graph walked at several places: the call's walk
+            return (id(call.graph), name, call.walk)
+        return (id(call.graph), name)
 
     def _add_layer(
         self, name: str, layer: Any, index: int | None, inputs: list[str], outputs: list[str],

@@ -166,3 +166,34 @@ def test_a_tf_module_s_tf_function_method_records_the_layers_the_module_holds():
     out = scope.layer("proj").output
     assert out.name.startswith("proj/") and out.layer == "proj" and scope.outputs.names == [out.name]
     np.testing.assert_allclose(scope.run(out, h)[out.name], module.proj(h), rtol=1e-6)
+
+
+def test_a_helper_tf_function_called_twice_makes_two_calls_of_its_layers():
+    """One trace of the helper, called from two places: each place is a call of its layer
+    (`encoder`, `encoder@2`), each with that place's values, inputs, edits and gradients (once
+    the layer's output was the last place's, `encoder(2x)` for `encoder(x)`)."""
+    layer = keras.layers.Dense(3, activation="relu", name="encoder")
+    layer.build((None, 3))
+    rng = np.random.default_rng(11)
+    for w in layer.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    helper = tf.function(lambda v: layer(v))
+    scope = gs.trace(lambda v: helper(v) + 10.0 * helper(2.0 * v), SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["encoder", "encoder@2"]
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    first, second = scope.layer("encoder"), scope.layer("encoder@2")
+    assert first.output.layer == "encoder" and second.output.layer == "encoder@2"
+    assert {op.layer for op in first.ops} == {"encoder"} and {op.layer for op in second.ops} == {"encoder@2"}
+    values = scope.run([first.output, second.output, *first.inputs, *second.inputs], x)
+    np.testing.assert_allclose(values[first.output.name], layer(x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(values[second.output.name], layer(2.0 * x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(values[first.inputs[0].name], x, rtol=1e-6)
+    np.testing.assert_allclose(values[second.inputs[0].name], 2.0 * x, rtol=1e-6)
+    out = scope.outputs[0].name
+    edited = scope.run(out, x, edits={second.output: lambda v: v * 0.0})[out]
+    np.testing.assert_allclose(edited, layer(x).numpy(), rtol=1e-6)  # only the second place zeroed
+    with tf.GradientTape() as tape:
+        h = layer(tf.constant(x))
+        tape.watch(h)
+        y = tf.reduce_sum(h + 10.0 * layer(2.0 * x))
+    np.testing.assert_allclose(scope.gradients(out, first.output, x)[first.output.name], tape.gradient(y, h), rtol=1e-6)
