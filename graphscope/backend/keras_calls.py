@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 
-__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "keras_attributes", "keras_roots", "number_last", "recording"]
+__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "fresh_helpers", "keras_attributes", "keras_roots", "number_last",
+           "recording"]
 
 # Tracing mutates per-instance attributes for its duration; two traces of the same model at
 # once would see each other's wrappers.
@@ -189,6 +190,7 @@ class recording:
         self.roots = roots
         self.saved: list[tuple[Any, Any]] = []
         self.classes: list[tuple[Any, type]] = []
+        self.functions: list[tuple[Any, str, Any]] = []  # (layer, attribute, what its __dict__ held)
 
     def __enter__(self) -> Recorder:
         recorder = Recorder()
@@ -200,6 +202,7 @@ class recording:
                 if id(layer) in seen:
                     continue
                 seen.add(id(layer))
+                self._fresh_functions(layer)
                 if _tf.has_own_dunder_call(layer):
                     self._record_dunder_call(layer, recorder)
                 else:
@@ -214,6 +217,16 @@ class recording:
 
     def __exit__(self, *exc: Any) -> None:
         self._restore()
+
+    def _fresh_functions(self, layer: Any) -> None:
+        """For the duration, each tf.function the layer holds (a method of its class, its `call`
+        among them, or one in its attributes) is one that traces anew: its cached traces (made
+        when Keras built the model by calling the layer) would hand back a graph made while
+        nothing recorded, so the layers it calls would go unrecorded."""
+        for name, fn, of_class in _tf.tf_function_attributes(layer):
+            fresh = _tf.fresh_tf_function(fn, layer if of_class else None)
+            self.functions.append((layer, name, _MISSING if of_class else fn))
+            object.__setattr__(layer, name, fresh)
 
     def _record_dunder_call(self, layer: Any, recorder: Recorder) -> None:
         cls = type(layer)
@@ -233,6 +246,12 @@ class recording:
             else:
                 object.__setattr__(layer, "call", original)
         self.saved.clear()
+        for layer, name, original in reversed(self.functions):
+            if original is _MISSING:
+                object.__delattr__(layer, name)
+            else:
+                object.__setattr__(layer, name, original)
+        self.functions.clear()
 
 
 def keras_attributes(module: Any) -> list[Any]:
@@ -245,14 +264,15 @@ def keras_attributes(module: Any) -> list[Any]:
     return found
 
 
-def keras_roots(fn: Any) -> list[Any]:
+def keras_roots(fn: Any, helpers: list[tuple[Any, str | None]] | None = None) -> list[Any]:
     """The Keras layers and models a Python callable can reach without calling anything: its
     bound object (`model.predict_step`'s model; a tf.Module's layers for a tf.Module's method),
     the values its closure, defaults and the globals its code names hold (layers, or lists,
     tuples and dicts of them), a `functools.partial`'s function and arguments; and, through the
     functions and tf.functions among those values (a helper `tf.function` that calls a layer, a
     tf.Module's method), what they reach in turn. Functions of TensorFlow, Keras and numpy
-    themselves are not looked into."""
+    themselves are not looked into. `helpers`, when given, gets where each helper tf.function
+    of those sits: (closure cell, None) or (globals, name), for `fresh_helpers`."""
     found: dict[int, Any] = {}
     todo = [fn]
 
@@ -285,13 +305,56 @@ def keras_roots(fn: Any) -> list[Any]:
             continue
         for cell in getattr(f, "__closure__", None) or ():
             try:
-                add(cell.cell_contents)
+                value = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
+            add(value)
+            if helpers is not None and _helper(value):
+                helpers.append((cell, None))
         add(list(getattr(f, "__defaults__", None) or ()))
         names = getattr(f, "__globals__", {})
         add([names[n] for n in code.co_names if n in names])
+        if helpers is not None:
+            helpers.extend((names, n) for n in code.co_names if n in names and _helper(names[n]))
     return list(found.values())
+
+
+def _helper(value: Any) -> bool:
+    return isinstance(value, tf.types.experimental.PolymorphicFunction) and _user_function(value)
+
+
+class fresh_helpers:
+    """For the duration, each helper tf.function in `helpers` (`keras_roots`'s: a closure cell's
+    or a global's) is a copy that traces anew: its own cache would hand back a trace an earlier
+    trace made (one `gs.trace` of a function calling it, then another), in which nothing
+    recorded the layers it calls. The cells and globals hold the originals again afterwards."""
+
+    def __init__(self, helpers: Sequence[tuple[Any, str | None]]) -> None:
+        self.helpers = helpers
+        self.swapped: list[tuple[Any, str | None, Any]] = []
+
+    def __enter__(self) -> None:
+        fresh: dict[int, Any] = {}  # one copy of a helper, wherever it sits
+        try:
+            for holder, name in self.helpers:
+                original = holder.cell_contents if name is None else holder[name]
+                copy = fresh.setdefault(id(original), _tf.fresh_tf_function(original))
+                self.swapped.append((holder, name, original))
+                if name is None:
+                    holder.cell_contents = copy
+                else:
+                    holder[name] = copy
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        for holder, name, original in reversed(self.swapped):
+            if name is None:
+                holder.cell_contents = original
+            else:
+                holder[name] = original
+        self.swapped.clear()
 
 
 _LIBRARIES = frozenset({"tensorflow", "keras", "tf_keras", "numpy", "graphscope"})

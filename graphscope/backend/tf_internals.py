@@ -14,11 +14,13 @@ import logging
 import re
 import sys
 import threading
+import weakref
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.eager import context
+from tensorflow.python.eager.polymorphic_function import polymorphic_function
 from tensorflow.python.framework import convert_to_constants, op_def_registry
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.framework import registry as tf_registry
@@ -55,6 +57,8 @@ __all__ = [
     "stand_in_name",
     "keyword_order",
     "fresh_function",
+    "fresh_tf_function",
+    "tf_function_attributes",
     "has_own_dunder_call",
     "functional_model",
     "keras_scope",
@@ -677,6 +681,41 @@ def fresh_function(fn: Any) -> Any:
     `PolymorphicFunction` keeps its `jit_compile` option in `_jit_compile`."""
     return tf.function(fn.python_function, input_signature=fn.input_signature,
                        jit_compile=getattr(fn, "_jit_compile", None))
+
+
+def tf_function_attributes(obj: Any) -> list[tuple[str, Any, bool]]:
+    """(name, tf.function, held by the class) for each tf.function `obj` holds: those its class
+    (or a base) defines as methods, which bind to `obj` when looked up, and those in its own
+    `__dict__`. Read once per class for the classes' (`_CLASS_FUNCTIONS`)."""
+    cls = type(obj)
+    names = _CLASS_FUNCTIONS.get(cls)
+    if names is None:
+        names = {}
+        for base in reversed(cls.__mro__):
+            for name, value in vars(base).items():
+                if isinstance(value, tf.types.experimental.PolymorphicFunction):
+                    names[name] = value
+                else:
+                    names.pop(name, None)  # overridden by a plain attribute
+        names = _CLASS_FUNCTIONS[cls] = list(names.items())
+    found = [(name, fn, True) for name, fn in names if name not in vars(obj)]
+    found += [(name, fn, False) for name, fn in vars(obj).items()
+              if isinstance(fn, tf.types.experimental.PolymorphicFunction)]
+    return found
+
+
+_CLASS_FUNCTIONS: weakref.WeakKeyDictionary[type, list[tuple[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def fresh_tf_function(fn: Any, instance: Any = None) -> Any:
+    """A tf.function like `fn` that traces anew (`fn`'s traces are kept per instance in the
+    class's function, which a layer's call made when Keras built the model would hand back):
+    with `instance`, `fn` (a class's method) bound to it as looking it up binds it
+    (`class_method_to_instance_method`), without that lookup's cache; else a copy of `fn` (an
+    instance's own, bound already) with its options (`_clone`)."""
+    if instance is not None:
+        return polymorphic_function.class_method_to_instance_method(fn, instance)
+    return fn._clone(None)  # pylint: disable=protected-access
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
-from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, keras_attributes, keras_roots, recording
+from graphscope.backend.keras_calls import TRACE_LOCK, LayerCall, fresh_helpers, keras_attributes, keras_roots, recording
 from graphscope.errors import (
     GraphscopeError, GuessedInputsWarning, InputError, ModelLoadError, OptionError, UnsupportedModelError,
     outside_stacklevel, suggestion,
@@ -780,7 +780,8 @@ def _trace_callable(fn: Any, input_signature: Any, training: bool) -> Traced:
     same options), since the trace it has cached recorded nothing (and ran in another mode).
     """
     python = getattr(fn, "python_function", fn)
-    roots = keras_roots(python)
+    helpers: list[tuple[Any, str | None]] = []
+    roots = keras_roots(python, helpers)
     what = "this tf.function" if fn is not python else f"the callable {_function_name(fn)!r}"
     if not roots:
         plain = tf.function(fn) if fn is python else _tf.fresh_function(fn) if training else fn
@@ -790,7 +791,7 @@ def _trace_callable(fn: Any, input_signature: Any, training: bool) -> Traced:
         traced.training = training
         return traced
     fresh = _tf.fresh_function(fn) if fn is not python else tf.function(fn)
-    with TRACE_LOCK, recording(roots) as recorder, _mode(training, what):
+    with TRACE_LOCK, fresh_helpers(helpers), recording(roots) as recorder, _mode(training, what):
         cf = _concrete(fresh, input_signature, what=what)
     recorder.finish(cf.graph)
     traced = _from_concrete(cf, name=_function_name(fn), source="function")

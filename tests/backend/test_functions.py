@@ -197,3 +197,65 @@ def test_a_helper_tf_function_called_twice_makes_two_calls_of_its_layers():
         tape.watch(h)
         y = tf.reduce_sum(h + 10.0 * layer(2.0 * x))
     np.testing.assert_allclose(scope.gradients(out, first.output, x)[first.output.name], tape.gradient(y, h), rtol=1e-6)
+
+
+class _Wrapped(keras.layers.Layer):
+    """A layer whose call goes through a tf.function method that calls a sublayer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(3, activation="tanh", name="inner")
+
+    def build(self, shape):
+        self.inner.build(shape)
+
+    @tf.function
+    def _helper(self, x):
+        return self.inner(x) * 2.0
+
+    def call(self, x):
+        return self._helper(x) + 1.0
+
+
+def test_a_layers_tf_function_method_traced_when_keras_built_the_model_records_its_sublayer_at_each_call():
+    """Keras traced `_helper` when it built the functional model; a trace of the model records
+    the sublayer it calls anyway (it was listed, not called), once per call of the shared layer,
+    each with that call's values, and leaves no attribute behind."""
+    x_in = keras.Input((3,), name="x")
+    wrapped = _Wrapped(name="wrapped")
+    a = wrapped(x_in)
+    b = wrapped(keras.layers.Dense(3, name="pre")(a))
+    model = keras.Model(x_in, b)
+    rng = np.random.default_rng(12)
+    for w in model.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    attributes = dict(vars(wrapped))
+    scope = gs.trace(model, quiet=True)
+    assert vars(wrapped).keys() == attributes.keys() and all(vars(wrapped)[k] is v for k, v in attributes.items())
+    assert [lay.name for lay in scope.layers] == ["x", "wrapped", "wrapped/inner", "wrapped@2", "wrapped@2/inner", "pre"]
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    pre = keras.Model(x_in, model.get_layer("pre").output)(x)
+    want = {"wrapped/inner": wrapped.inner(x), "wrapped@2/inner": wrapped.inner(pre),
+            "wrapped": keras.Model(x_in, a)(x), "wrapped@2": model(x)}
+    got = scope.run([scope.layer(k).output for k in want], x)
+    for k, w in want.items():
+        np.testing.assert_allclose(got[scope.layer(k).output.name], keras.ops.convert_to_numpy(w), rtol=1e-5, atol=1e-6)
+
+
+_helper_layer = keras.layers.Dense(3, activation="relu", name="encoder")
+_helper = tf.function(lambda v: _helper_layer(v))  # a global helper, as in a user's module
+
+
+def test_a_helper_tf_function_traced_by_an_earlier_trace_records_its_layers_again():
+    """A REPL runs `gs.trace` again, or traces another function calling the same helper: the
+    helper's cached trace (made by the first) recorded nothing, so each trace traces a copy of
+    it anew; the global and the closure hold the helper itself afterwards."""
+    held = _helper
+    x = np.random.default_rng(13).normal(size=(2, 3)).astype(np.float32)
+    for fn in (lambda v: _helper(v) * 2.0, lambda v: _helper(v) * 2.0, lambda v: held(v) + 1.0):
+        scope = gs.trace(fn, SPEC, quiet=True)
+        assert [lay.name for lay in scope.layers] == ["encoder"]
+        out = scope.layer("encoder").output
+        assert out.name == "StatefulPartitionedCall/encoder/Relu:0" and out.layer == "encoder"
+        np.testing.assert_allclose(scope.run(out, x)[out.name], _helper_layer(x).numpy(), rtol=1e-6)
+    assert globals()["_helper"] is held

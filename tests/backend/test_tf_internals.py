@@ -899,3 +899,29 @@ def test_while_v2_names_its_stand_ins_after_the_cond_function_as_stand_in_name_e
     assert stand_ins, [op.name for op in cond.get_operations()]
     assert [_tf.stand_in_name(n) for n in stand_ins] == [f"redundant_placeholder{k}" for k in range(len(stand_ins))]
     assert _tf.stand_in_name("dense/BiasAdd") == "dense/BiasAdd"
+
+
+def test_a_class_tf_function_bound_afresh_traces_anew_and_an_instance_one_copied_keeps_its_options():
+    """`tf_function_attributes` finds a class's tf.function methods and an instance's own;
+    `fresh_tf_function` gives ones whose traces are their own (the cached one was made
+    elsewhere), bound to the instance, with the original's input signature and jit setting."""
+    traces = []
+
+    class Holder:
+        @tf.function(input_signature=[tf.TensorSpec((None,))])
+        def method(self, x):
+            traces.append("method")
+            return x * 2.0
+
+    holder = Holder()
+    holder.own = tf.function(lambda x: x + 1.0, jit_compile=False)
+    holder.method(tf.constant([1.0]))
+    found = {name: of_class for name, _, of_class in _tf.tf_function_attributes(holder)}
+    assert found == {"method": True, "own": False}
+    fresh = _tf.fresh_tf_function(Holder.method, holder)
+    np.testing.assert_allclose(fresh(tf.constant([3.0])), [6.0])
+    assert traces == ["method", "method"]  # traced anew, not handed the first trace
+    assert fresh.input_signature == Holder.method.input_signature
+    copy = _tf.fresh_tf_function(holder.own)
+    assert copy is not holder.own and copy._jit_compile is False  # pylint: disable=protected-access
+    np.testing.assert_allclose(copy(tf.constant([1.0])), [2.0])
