@@ -313,10 +313,23 @@ def keras_roots(fn: Any, helpers: list[tuple[Any, str | None]] | None = None) ->
                 helpers.append((cell, None))
         add(list(getattr(f, "__defaults__", None) or ()))
         names = getattr(f, "__globals__", {})
-        add([names[n] for n in code.co_names if n in names])
+        used = [n for n in _global_names(code) if n in names]
+        add([names[n] for n in used])
         if helpers is not None:
-            helpers.extend((names, n) for n in code.co_names if n in names and _helper(names[n]))
+            helpers.extend((names, n) for n in used if _helper(names[n]))
     return list(found.values())
+
+
+def _global_names(code: Any) -> list[str]:
+    """The global names `code` and the functions defined in it (a lambda passed to
+    `tf.while_loop` or `Dataset.map`) use, each once."""
+    names: dict[str, None] = {}
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        names.update(dict.fromkeys(c.co_names))
+        todo.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+    return list(names)
 
 
 def _helper(value: Any) -> bool:

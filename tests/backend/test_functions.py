@@ -259,3 +259,28 @@ def test_a_helper_tf_function_traced_by_an_earlier_trace_records_its_layers_agai
         assert out.name == "StatefulPartitionedCall/encoder/Relu:0" and out.layer == "encoder"
         np.testing.assert_allclose(scope.run(out, x)[out.name], _helper_layer(x).numpy(), rtol=1e-6)
     assert globals()["_helper"] is held
+
+
+_looped = keras.layers.Dense(3, activation="tanh", name="step")
+
+
+def test_a_layer_a_function_calls_only_inside_a_lambda_it_passes_to_a_loop_is_recorded():
+    """`_looped` is named only by the body lambda handed to `tf.while_loop` (code nested in the
+    function): it is recorded, its output one value per iteration, each the eager layer's."""
+
+    def unrolled(v):
+        return tf.while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, _looped(h)), (0, v))[1]
+
+    scope = gs.trace(unrolled, SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["step"]
+    out = scope.layer("step").output
+    assert out.name == "while/step/Tanh:0" and out.layer == "step"
+    x = np.random.default_rng(14).normal(size=(2, 3)).astype(np.float32)
+    want, h = [], x
+    for _ in range(3):
+        h = _looped(h).numpy()
+        want.append(h)
+    got = scope.run(out, x)[out.name]
+    assert len(got) == 3
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
