@@ -30,13 +30,13 @@ from graphscope.ir.records import Layer, Op, Selection, Tensor
 
 __all__ = ["Mirrored", "Site", "canonical_op_name", "mirror"]
 
-_CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}
+_CALL_OPS = _tf.CALL_OPS
 # what a function that only calls another holds besides the call: its arguments, the copies of
 # its results and the no-op they wait on
 _WRAPPING = {"Placeholder", "Identity", "IdentityN", "NoOp"}
 # the op types that hold function bodies: only their NodeDefs are read (parsing every op's costs
 # a tenth of a ResNet50's mirror)
-_BODY_OPS = _CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
+_BODY_OPS = _tf.BODY_OPS
 # function-valued attributes of control-flow ops: attr -> (role, offset of the op's inputs).
 # A loop's body is mirrored before its cond, so on a name clash the body keeps the plain name.
 _BODY_ATTRS = (

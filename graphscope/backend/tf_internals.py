@@ -28,6 +28,8 @@ from tensorflow.python.ops import control_flow_util_v2, handle_data_util
 from tensorflow.python.saved_model import load as saved_model_load
 
 __all__ = [
+    "BODY_OPS",
+    "CALL_OPS",
     "CustomGradients",
     "FlatFunction",
     "GENERIC_CALL",
@@ -198,9 +200,11 @@ def function_graph(graph: tf.Graph, name: str) -> tf.Graph:
 
 
 def graphs_called(graph: tf.Graph) -> list[tf.Graph]:
-    """`graph` and the graph of every function its ops call or run (calls, loop bodies and
-    conds, branches), at any depth, each once: the graphs that run. A trace tf.function threw
-    away (the first of a helper whose trace created variables) is in none of them."""
+    """`graph` and the graph of every function its calls and control flow run (`BODY_OPS`:
+    calls, loop bodies and conds, branches), at any depth, each once: the graphs that run and
+    that graphscope mirrors. A trace tf.function threw away (the first of a helper whose trace
+    created variables) is in none of them; nor is a `Dataset.map`'s function, which is not
+    mirrored."""
     seen: dict[int, tf.Graph] = {}
     stack = [graph]
     while stack:
@@ -209,15 +213,7 @@ def graphs_called(graph: tf.Graph) -> list[tf.Graph]:
             continue
         seen[id(g)] = g
         for op in g.get_operations():
-            takes = _TAKES_FUNCTIONS.get(op.type)
-            if takes is None:  # read once per op type: a node_def costs a serialization
-                op_def = op_def_registry.get(op.type)
-                takes = _TAKES_FUNCTIONS[op.type] = op_def is None or any(
-                    a.type in ("func", "list(func)") for a in op_def.attr)
-            if not takes:
-                continue
-            if op_def_registry.get(op.type) is None:  # an op that is a function of the library, by name
-                stack.append(function_graph(g, op.type))
+            if op.type not in BODY_OPS:
                 continue
             for value in op.node_def.attr.values():
                 names = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
@@ -225,9 +221,9 @@ def graphs_called(graph: tf.Graph) -> list[tf.Graph]:
     return list(seen.values())
 
 
-# per op type: whether its ops may call functions (an attr of type func or list(func), or a
-# type that is itself a function's name)
-_TAKES_FUNCTIONS: dict[str, bool] = {}
+# the op types that call functions or run them as bodies: what graphscope mirrors inside
+CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+BODY_OPS = CALL_OPS | {"While", "StatelessWhile", "For", "If", "StatelessIf", "Case", "StatelessCase"}
 
 
 def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:

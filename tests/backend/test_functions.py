@@ -284,3 +284,20 @@ def test_a_layer_a_function_calls_only_inside_a_lambda_it_passes_to_a_loop_is_re
     assert len(got) == 3
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_called_inside_a_dataset_map_is_not_a_call_without_tensors():
+    """A `Dataset.map` function runs inside the op that iterates it, which graphscope does not
+    mirror: its call of `proj` is not listed (it was, as `proj@2` with no tensor); the direct
+    call is `proj`, with Keras' value."""
+    proj = keras.layers.Dense(2, name="proj")
+
+    def mapped(v):
+        ds = tf.data.Dataset.from_tensor_slices(v).map(lambda r: proj(r[None])[0])
+        return proj(v) + ds.reduce(tf.constant(0.0), lambda a, r: a + tf.reduce_sum(r))
+
+    scope = gs.trace(mapped, SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["proj"]
+    x = np.random.default_rng(15).normal(size=(2, 3)).astype(np.float32)
+    out = scope.layer("proj").output.name
+    np.testing.assert_allclose(scope.run(out, x)[out], proj(x).numpy(), rtol=1e-6)
