@@ -57,6 +57,7 @@ __all__ = [
     "saved_signature_function",
     "is_stand_in",
     "stand_in_name",
+    "keras2_default_serving",
     "keyword_order",
     "fresh_function",
     "fresh_tf_function",
@@ -712,6 +713,21 @@ def fresh_tf_function(fn: Any, instance: Any = None) -> Any:
     if instance is not None:
         return polymorphic_function.class_method_to_instance_method(fn, instance)
     return fn._clone(None)  # pylint: disable=protected-access
+
+
+def keras2_default_serving(loaded: Any) -> bool:
+    """Whether a loaded SavedModel's `serving_default` is the one tf_keras' `model.save` makes
+    when given no signatures: the model called with `training=False`, through one call of the
+    function tf_keras traces it in (`saving_utils.trace_model_call`'s `_wrapped_model`)."""
+    signatures = getattr(loaded, "signatures", None) or {}
+    if "serving_default" not in signatures:
+        return False
+    graph = signatures["serving_default"].graph
+    calls = [op for op in graph.get_operations() if op.type in CALL_OPS]
+    return len(calls) == 1 and _KERAS2_SERVING.fullmatch(calls[0].get_attr("f").name) is not None
+
+
+_KERAS2_SERVING = re.compile(r"__inference__wrapped_model_\d+")
 
 
 def build_shapes(model: Any) -> dict[str, Any] | None:

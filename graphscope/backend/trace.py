@@ -115,7 +115,7 @@ def trace_function(
     if signature is not None:
         _check_signature_option(model, signature, input_signature)
     if isinstance(model, (str, os.PathLike)):
-        loaded = load_model(model, safe_mode=safe_mode)
+        loaded = load_model(model, safe_mode=safe_mode, as_keras=signature is None)
         if signature is not None and not hasattr(loaded, "signatures"):
             _check_signature_option(loaded, signature, input_signature)
         if signature is not None:
@@ -151,8 +151,10 @@ def trace_function(
     )
 
 
-def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
-    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True` by default) or a SavedModel directory."""
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True, as_keras: bool = True) -> Any:
+    """Load a `.keras`/`.h5` file (Keras, `safe_mode=True` by default) or a SavedModel directory;
+    with `as_keras`, a SavedModel tf_keras saved with its default serving signature (the model's
+    call) as the tf_keras model, so that its layers are known (`_keras2_saved_model`)."""
     p = Path(path)
     if not p.exists():
         hint = ""
@@ -173,12 +175,15 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
                 f"{str(path)!r} is a directory but not a SavedModel (no saved_model.pb in it)"
             )
         try:
-            return tf.saved_model.load(str(p))
+            loaded = tf.saved_model.load(str(p))
         except Exception as e:  # noqa: BLE001 - TF raises many unrelated types here
             raise ModelLoadError(
                 f"could not load the SavedModel at {str(path)!r}: {_first_line(e)} "
                 "(re-export it with model.export(path) or tf.saved_model.save)"
             ) from None
+        if as_keras and (p / "keras_metadata.pb").exists() and _tf.keras2_default_serving(loaded):
+            return _keras2_saved_model(p, safe_mode) or loaded
+        return loaded
     suffix = p.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
         raise ModelLoadError(
@@ -242,6 +247,26 @@ def _load_keras2(path: Path, version: str, safe_mode: bool) -> Any:
             ) from None
     with _tf.tf_keras_safe_mode(safe_mode):
         return tf_keras.models.load_model(str(path), compile=False, safe_mode=safe_mode)
+
+
+def _keras2_saved_model(path: Path, safe_mode: bool) -> Any:
+    """The tf_keras model of a SavedModel tf_keras saved, whose serving function is the model's
+    call (so tracing the model traces what the SavedModel serves), loaded by tf_keras in its safe
+    mode (a Lambda or a class it lacks is revived from the functions the file holds, no Python
+    code run); None where tf_keras is not installed or cannot load it: then its functions are
+    traced, their layers read from the name scopes."""
+    try:
+        import tf_keras
+    except ImportError:
+        return None
+    state = random.getstate()  # tf_keras draws seeds for loaded layers from Python's `random`
+    try:
+        with _tf.tf_keras_safe_mode(safe_mode):
+            return tf_keras.models.load_model(str(path), compile=False, safe_mode=safe_mode)
+    except Exception:  # noqa: BLE001 - a SavedModel tf_keras cannot revive: its functions do
+        return None
+    finally:
+        random.setstate(state)
 
 
 def _load_failure(e: BaseException, loader: str = "keras") -> str:

@@ -408,10 +408,9 @@ def test_a_tf_keras_model_first_called_with_a_python_number_warns_that_it_is_tra
     np.testing.assert_allclose(scope.run(out, x)[out], want, rtol=1e-6)
 
 
-def test_a_savedmodel_tf_keras_wrote_gets_its_layers_when_loaded_by_tf_keras_as_the_readme_says(tmp_path):
-    """By path, the serving function with the model's scope read as one layer (tf_keras' scopes
-    carry no `_<n>`); loaded by tf_keras, the model, its shared layer's calls included, each equal
-    to tf_keras' own sub-model."""
+def _saved_tkmodel(tmp_path, **save):
+    """A tf_keras functional model with a shared layer, saved as a SavedModel; (path, model,
+    the shared layer's two outputs)."""
     x_in = tf_keras.Input((3,), name="x")
     shared = tf_keras.layers.Dense(3, activation="tanh", name="shared")
     a = shared(tf_keras.layers.Dense(3, name="hidden")(x_in))
@@ -421,17 +420,46 @@ def test_a_savedmodel_tf_keras_wrote_gets_its_layers_when_loaded_by_tf_keras_as_
     for w in model.weights:
         w.assign(rng.normal(size=w.shape).astype(np.float32))
     path = str(tmp_path / "saved")
-    model.save(path, save_format="tf")
-    x = rng.normal(size=(4, 3)).astype(np.float32)
+    model.save(path, save_format="tf", **save)
+    return path, model, (a, b)
 
-    raw = gs.trace(path, quiet=True)
-    assert [lay.name for lay in raw.layers if lay.name != "x"] == ["tkmodel"]
-    assert "tkmodel/hidden/MatMul:0" in [t.name for t in raw.find("MatMul")]
-    np.testing.assert_allclose(raw.run(raw.output(0), x)[raw.output(0).name], model(x).numpy(), atol=1e-6)
 
-    loaded = tf_keras.models.load_model(path, compile=False)
-    scope = gs.trace(loaded, quiet=True)
-    got = scope.run([scope.layer("shared").output, scope.layer("shared@2").output], x)
+def test_a_savedmodel_tf_keras_wrote_is_traced_as_its_tf_keras_model_with_its_layers(tmp_path):
+    """Its serving function is the model's call (tf_keras' default signature), so by path the
+    model tf_keras loads is traced: its layers, the shared one's two calls, each equal to
+    tf_keras' own sub-model; `signature="serving_default"` traces the function itself, whose
+    scopes (no `_<n>`) read as one layer."""
+    path, model, (a, b) = _saved_tkmodel(tmp_path)
+    x = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    scope = gs.trace(path, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["x", "hidden", "shared", "shared@2", "head"]
+    got = scope.run([scope.layer("shared").output, scope.layer("shared@2").output, scope.output(0)], x)
     want = tf_keras.Model(model.input, [a, b])(x)
     for t, w in zip([scope.layer("shared").output, scope.layer("shared@2").output], want):
         np.testing.assert_allclose(got[t.name], w.numpy(), atol=1e-6)
+    np.testing.assert_allclose(got[scope.output(0).name], model(x).numpy(), atol=1e-6)
+
+    raw = gs.trace(path, signature="serving_default", quiet=True)
+    assert [lay.name for lay in raw.layers if lay.name != "x"] == ["tkmodel"]
+    np.testing.assert_allclose(raw.run(raw.output(0), x)[raw.output(0).name], model(x).numpy(), atol=1e-6)
+
+
+def test_a_savedmodel_tf_keras_wrote_with_a_serving_function_of_its_own_is_traced_at_that_function(tmp_path):
+    """A `signatures=` serving function computes something else than the model's call (here a
+    softmax after it): by path that function is traced, not the model."""
+    holder = {}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), name="x")])
+    def serve(x):
+        return {"probs": tf.nn.softmax(holder["model"](x, training=False))}
+
+    x_in = tf_keras.Input((3,), name="x")
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2, name="head")(x_in), name="tkmodel")
+    holder["model"] = model
+    path = str(tmp_path / "served")
+    model.save(path, save_format="tf", signatures={"serving_default": serve})
+    scope = gs.trace(path, quiet=True)
+    assert scope.model is None or not _tf.is_keras_layer(scope.model)
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    out = scope.output("probs").name
+    np.testing.assert_allclose(scope.run(out, x)[out], tf.nn.softmax(model(x)).numpy(), atol=1e-6)

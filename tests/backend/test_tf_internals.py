@@ -925,3 +925,17 @@ def test_a_class_tf_function_bound_afresh_traces_anew_and_an_instance_one_copied
     copy = _tf.fresh_tf_function(holder.own)
     assert copy is not holder.own and copy._jit_compile is False  # pylint: disable=protected-access
     np.testing.assert_allclose(copy(tf.constant([1.0])), [2.0])
+
+
+def test_tf_keras_names_its_default_serving_function_as_keras2_default_serving_expects(tmp_path):
+    """tf_keras' `model.save(path, save_format="tf")` without signatures serves the model's call
+    through one call of `__inference__wrapped_model_<n>`; a serving function of the user's is
+    not that."""
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((3,), name="x")
+    model = tf_keras.Model(x_in, tf_keras.layers.Dense(2, name="head")(x_in))
+    model.save(str(tmp_path / "default"), save_format="tf")
+    assert _tf.keras2_default_serving(tf.saved_model.load(str(tmp_path / "default")))
+    serve = tf.function(lambda x: {"out": model(x) * 2.0}, input_signature=[tf.TensorSpec((None, 3))])
+    model.save(str(tmp_path / "own"), save_format="tf", signatures={"serving_default": serve})
+    assert not _tf.keras2_default_serving(tf.saved_model.load(str(tmp_path / "own")))
