@@ -329,7 +329,9 @@ class _Mirror:
         self.names: dict[str, str] = {}
         self.by_tf: dict[tuple[Any, ...], str] = {}  # (graph, TF tensor name[, walk]) -> canonical name
         self.calls_by_graph: dict[int, list[LayerCall]] = defaultdict(list)
+        self.made_in: dict[int, list[LayerCall]] = defaultdict(list)  # graph -> every call made in it, in call order
         for call in traced.calls:
+            self.made_in[id(call.graph)].append(call)
             if call.last_id >= call.first_id:
                 self.calls_by_graph[id(call.graph)].append(call)
         self.call_scopes: dict[int, list[tuple[str, str | None]]] = {}
@@ -358,7 +360,6 @@ class _Mirror:
         self.walks: dict[int, int] = defaultdict(int)  # graph -> times its walk began
         self.walking: dict[int, int] = {}  # graph -> the walk under way (0: the first)
         self.copies: dict[tuple[int, int], LayerCall] = {}  # (call, walk) -> its copy
-        self.latest: dict[int, LayerCall] = {}  # call -> its latest copy, the parent of copies below it
         self.copied: list[LayerCall] = []
 
     def _wrapper_names(self) -> dict[str, str]:
@@ -492,7 +493,9 @@ class _Mirror:
         self.walking[id(graph)] = walk
         if walk:  # called again from another place: its calls there are other calls
             caller = frame.owner if frame else None
-            owners = {name: self._copy(call, walk, caller) for name, call in owners.items()}
+            for call in self.made_in.get(id(graph), ()):  # parents first: a call is recorded as it begins
+                self._copy(call, walk, caller)  # each, also one that owns no op itself (its sublayers' parent)
+            owners = {name: self.copies[(id(call), walk)] for name, call in owners.items()}
             if walk == 1:  # the first walk's tensors, kept apart from the later walks' (`_key`)
                 by_tf = self.by_tf
                 for op in graph.get_operations():
@@ -519,21 +522,20 @@ class _Mirror:
     def _copy(self, call: LayerCall, walk: int, caller: LayerCall | None) -> LayerCall:
         """The call `call` made at the place of its graph's walk `walk` (> 0): a copy numbered
         after the layer's other calls in its parent (`encoder@2` for a helper tf.function called
-        twice), under the latest copy of its parent where its parent was copied too (a call in a
-        loop body of the helper), or under `caller` (the call of the op calling the graph here)
-        where its parent called the graph from outside (a shared layer's helper method, called
-        by each of its calls). Its tensors are this walk's (`_key`)."""
+        twice), under this walk's copy of its parent where its parent was made in the same graph
+        (a layer the helper calls, which calls a sublayer), else under `caller` (the call of the op
+        calling the graph here: a shared layer's helper method is called by each of its calls; a
+        helper called at the top and inside a layer is under the layer there). Its tensors are
+        this walk's (`_key`)."""
         key = (id(call), walk)
         copy = self.copies.get(key)
         if copy is None:
             parent = call.parent
-            if parent is not None:
-                parent = self.latest.get(id(parent)) or (caller if parent.graph is not call.graph else parent)
+            parent = self.copies[(id(parent), walk)] if parent is not None and parent.graph is call.graph else caller
             siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
             number = max((c.number for c in siblings), default=0) + 1
             copy = dataclasses.replace(call, parent=parent, number=number, walk=walk)
             self.copies[key] = copy
-            self.latest[id(call)] = copy
             self.copied.append(copy)
         return copy
 

@@ -644,3 +644,67 @@ def test_a_loop_conds_unread_arguments_are_named_without_the_cond_functions_name
     names = [t.name for t in scope.find("lstm/while/cond/")]
     assert "lstm/while/cond/redundant_placeholder0:0" in names
     assert not [n for n in names if "rnn" in n or "___" in n]
+
+
+class _Holder(keras.layers.Layer):
+    """A layer whose ops are all its sublayer's: it owns no op of its own."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(3, activation="tanh", name="inner")
+
+    def build(self, shape):
+        self.inner.build(shape)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_a_helper_called_twice_copies_a_layer_that_owns_no_op_and_its_sublayer_goes_under_the_copy():
+    """The helper's second place holds a call of the holder too (`holder@2`), its sublayer's
+    call under it (`holder@2/inner`), not under the first call of the holder; each with that
+    place's values, as Keras computes them eagerly."""
+    holder = _Holder(name="holder")
+    holder.build((None, 3))
+    rng = np.random.default_rng(21)
+    for w in holder.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    helper = tf.function(lambda v: holder(v))
+    scope = gs.trace(lambda v: helper(v) + 10.0 * helper(2.0 * v), [tf.TensorSpec((None, 3))], quiet=True)
+    assert [lay.name for lay in scope.layers] == ["holder", "holder/inner", "holder@2", "holder@2/inner"]
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    want = {"holder": holder(x), "holder/inner": holder.inner(x),
+            "holder@2": holder(2.0 * x), "holder@2/inner": holder.inner(2.0 * x)}
+    got = scope.run([scope.layer(k).output for k in want], x)
+    for k, w in want.items():
+        layer = scope.layer(k)
+        np.testing.assert_allclose(got[layer.output.name], w.numpy(), rtol=1e-5, atol=1e-6)
+        assert {op.layer for op in layer.ops} <= {k, f"{k}/inner"}, k  # none of the other place's ops
+
+
+def test_a_helper_called_inside_a_layer_and_then_at_the_top_is_not_under_that_layer_at_the_top():
+    """`inner` calls `a`; the layer `p` calls `inner`; `outer` calls `p`. Called twice through
+    `outer`, then once directly: the direct call of `a` is a top-level call (`a`), not a call
+    under the last copy of `p` (`p@2/a@2`, which listed that op among `p@2`'s)."""
+    a = keras.layers.Dense(3, activation="tanh", name="a")
+    a.build((None, 3))
+    rng = np.random.default_rng(22)
+    for w in a.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    inner = tf.function(lambda v: a(v))
+
+    class P(keras.layers.Layer):
+        def call(self, v):
+            return inner(v) * 2.0
+
+    p = P(name="p")
+    outer = tf.function(lambda v: p(v))
+    scope = gs.trace(lambda v: outer(v) + 10.0 * outer(2.0 * v) + 100.0 * inner(3.0 * v),
+                     [tf.TensorSpec((None, 3))], quiet=True)
+    assert [lay.name for lay in scope.layers] == ["p", "p/a", "p@2", "p@2/a", "a"]
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    want = {"p": 2.0 * a(x), "p/a": a(x), "p@2": 2.0 * a(2.0 * x), "p@2/a": a(2.0 * x), "a": a(3.0 * x)}
+    got = scope.run([scope.layer(k).output for k in want], x)
+    for k, w in want.items():
+        np.testing.assert_allclose(got[scope.layer(k).output.name], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert {op.layer for op in scope.layer("p@2").ops} == {"p@2", "p@2/a"}
