@@ -220,7 +220,17 @@ def mirror(traced: Traced, *, tick: Callable[[int], None] | None = None) -> Mirr
 
     `tick(1)` is called once per op mirrored (a progress display's counter)."""
     number_last(traced.calls, _unused_calls(traced))  # before any name is made
-    return _Mirror(traced, tick).build()
+    walked = _Mirror(traced, tick)
+    mirrored = walked.build()
+    renumbered = walked.numbers_in_walk_order()
+    if renumbered is None:
+        return mirrored
+    # a layer called by a function called from several places and elsewhere too: its calls were
+    # numbered before the walk knew the places' order; named again with the numbers they ran in
+    originals, copies = renumbered
+    for call, number in originals:
+        call.number = number
+    return _Mirror(traced, None, copy_numbers=copies).build()
 
 
 def _unused_calls(traced: Traced) -> set[int]:
@@ -316,7 +326,8 @@ def _unused(top: _Level) -> set[str]:
 
 
 class _Mirror:
-    def __init__(self, traced: Traced, tick: Callable[[int], None] | None = None) -> None:
+    def __init__(self, traced: Traced, tick: Callable[[int], None] | None = None, *,
+                 copy_numbers: dict[tuple[int, int], int] | None = None) -> None:
         self.traced = traced
         self.tick = tick
         self.G = nx.DiGraph(name=traced.name)
@@ -361,6 +372,8 @@ class _Mirror:
         self.walking: dict[int, int] = {}  # graph -> the walk under way (0: the first)
         self.copies: dict[tuple[int, int], LayerCall] = {}  # (call, walk) -> its copy
         self.copied: list[LayerCall] = []
+        self.copy_numbers = copy_numbers or {}  # (call, walk) -> its copy's number, where planned
+        self.first_op: dict[int, int] = {}  # call (or copy) -> the walk position of its first op
 
     def _wrapper_names(self) -> dict[str, str]:
         """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
@@ -532,12 +545,54 @@ class _Mirror:
         if copy is None:
             parent = call.parent
             parent = self.copies[(id(parent), walk)] if parent is not None and parent.graph is call.graph else caller
-            siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
-            number = max((c.number for c in siblings), default=0) + 1
+            number = self.copy_numbers.get(key)
+            if number is None:
+                siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
+                number = max((c.number for c in siblings), default=0) + 1
             copy = dataclasses.replace(call, parent=parent, number=number, walk=walk)
             self.copies[key] = copy
             self.copied.append(copy)
         return copy
+
+    def _positions(self) -> dict[int, int]:
+        """Each call's (and copy's) place in the walk: its first op's, or for a call without ops
+        of its own, its sublayers' first."""
+        at = dict(self.first_op)
+        for call in sorted((*self.traced.calls, *self.copied), key=lambda c: -len(self._chain(c))):  # sublayers first
+            if call.parent is not None and id(call) in at:
+                at[id(call.parent)] = min(at.get(id(call.parent), at[id(call)]), at[id(call)])
+        return at
+
+    def numbers_in_walk_order(self) -> tuple[list[tuple[LayerCall, int]], dict[tuple[int, int], int]] | None:
+        """After the walk, where copies were made: the numbers the calls of each layer inside
+        one parent take in the order their places ran (by their first op in the walk; a call
+        without ops of its own by its sublayers'), for the groups holding a copy whose numbers
+        differ (a helper's second place numbered after a later direct call): (recorded calls and
+        their numbers, {(call, walk): number} for the copies). None where none differ."""
+        if not self.copied:
+            return None
+        calls = [*self.traced.calls, *self.copied]
+        at = self._positions()
+        groups: dict[tuple[int, int], list[LayerCall]] = defaultdict(list)
+        for call in calls:
+            groups[(id(call.parent), id(call.layer))].append(call)
+        copies = {id(c) for c in self.copied}
+        originals: list[tuple[LayerCall, int]] = []
+        planned: dict[tuple[int, int], int] = {}
+        walk_of = {id(copy): key for key, copy in self.copies.items()}
+        for same in groups.values():
+            if len(same) < 2 or not any(id(c) in copies for c in same):
+                continue
+            numbers = sorted(c.number for c in same)
+            ordered = sorted(same, key=lambda c: at.get(id(c), len(self.nodes)))
+            if [c.number for c in ordered] == numbers:
+                continue
+            for call, number in zip(ordered, numbers):
+                if id(call) in copies:
+                    planned[walk_of[id(call)]] = number
+                else:
+                    originals.append((call, number))
+        return (originals, planned) if originals or planned else None
 
     def _held_values(self) -> dict[tuple[int, str], tuple[str, LayerCall]]:
         """The captured EagerTensors a layer passed a sublayer from its attributes (keras-hub ViT's
@@ -647,6 +702,8 @@ class _Mirror:
         site = frame.site if frame else ()
         layer = self._layer_path(owner) or scoped_layer or (frame.layer if frame else None)
 
+        if owner is not None and id(owner) not in self.first_op:
+            self.first_op[id(owner)] = len(self.nodes)
         level = self.levels[-1]
         level.names[op.name] = name
         bodies = self._bodies(op)
@@ -778,7 +835,11 @@ class _Mirror:
         elif self.scopes is not None:
             self._scoped_layers(set(outputs))
         else:  # no Keras root: the layers a module or function called, in call order
-            for call in self.children.get(id(None), []):
+            calls = self.children.get(id(None), [])
+            if self.copied:  # the places a function called from several places ran at, in order
+                at = self._positions()
+                calls = sorted(calls, key=lambda c: at.get(id(c), len(self.nodes)))
+            for call in calls:
                 self._emit_call(call, None)
         return self.layers
 

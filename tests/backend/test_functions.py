@@ -301,3 +301,20 @@ def test_a_layer_called_inside_a_dataset_map_is_not_a_call_without_tensors():
     x = np.random.default_rng(15).normal(size=(2, 3)).astype(np.float32)
     out = scope.layer("proj").output.name
     np.testing.assert_allclose(scope.run(out, x)[out], proj(x).numpy(), rtol=1e-6)
+
+
+def test_a_layers_calls_through_a_helper_and_directly_are_numbered_in_the_order_they_ran():
+    """`d` is called by a helper at two places and then directly: `d`, `d@2`, `d@3` in that
+    order (the direct call was recorded second, before the helper's second place was known),
+    each with its own value."""
+    layer = keras.layers.Dense(3, name="d")
+    layer.build((None, 3))
+    helper = tf.function(lambda v: layer(v))
+    scope = gs.trace(lambda v: helper(v) + 10.0 * helper(2.0 * v) + 100.0 * layer(3.0 * v), SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers] == ["d", "d@2", "d@3"]
+    x = np.random.default_rng(16).normal(size=(2, 3)).astype(np.float32)
+    got = scope.run([scope.layer(k).output for k in ("d", "d@2", "d@3")], x)
+    for k, scale in (("d", 1.0), ("d@2", 2.0), ("d@3", 3.0)):
+        out = scope.layer(k).output
+        assert out.layer == k and {op.layer for op in scope.layer(k).ops} == {k}
+        np.testing.assert_allclose(got[out.name], layer(scale * x).numpy(), rtol=1e-6)
