@@ -83,6 +83,7 @@ def snapshot(model: keras.Model) -> dict:
         "attributes": [sorted(vars(lay)) for lay in layers],
         "trainable": [lay.trainable for lay in layers],
         "built": [lay.built for lay in layers],
+        "called": [getattr(lay, "_called", None) for lay in layers],  # Keras 3: True after a first call
         "keras": _keras_state(),
         "settings": (
             keras.config.floatx(),
@@ -186,3 +187,18 @@ def test_training_mode_executors_advance_dropout_noise_only():
     assert not np.array_equal(a, b), "each call draws a new dropout mask, as Keras does"
     assert _digest(v.numpy() for v in model.weights) == weights, "batch-norm statistics never move"
     assert any(not np.array_equal(s, v.numpy()) for s, v in zip(state, seeds))
+
+
+def test_a_functional_model_never_called_is_still_never_called_after_graphscope_looked():
+    """Keras 3 marks a model called (`_called`) on its first call, then refuses
+    `_register_call_context_args`; tracing, running and differentiating it is not such a call."""
+    x_in = keras.Input((3,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(2, name="d")(x_in))
+    before = [getattr(lay, "_called", None) for lay in model._flatten_layers(include_self=True)]
+    assert before[0] is False
+    scope = gs.trace(model, quiet=True)
+    x = np.ones((2, 3), np.float32)
+    scope.run(scope.outputs[0], x)
+    scope.gradients(scope.outputs[0], scope.inputs[0], x)
+    assert [getattr(lay, "_called", None) for lay in model._flatten_layers(include_self=True)] == before
+    model._register_call_context_args("flag")  # what Keras refuses once a model was called

@@ -191,6 +191,7 @@ class recording:
         self.saved: list[tuple[Any, Any]] = []
         self.classes: list[tuple[Any, type]] = []
         self.functions: list[tuple[Any, str, Any]] = []  # (layer, attribute, what its __dict__ held)
+        self.flags: list[tuple[Any, Any]] = []  # (a built layer, its `_called` before)
 
     def __enter__(self) -> Recorder:
         recorder = Recorder()
@@ -202,6 +203,8 @@ class recording:
                 if id(layer) in seen:
                     continue
                 seen.add(id(layer))
+                if getattr(layer, "built", False):  # one the trace builds was called, as a first call would
+                    self.flags.append((layer, _tf.called_flag(layer)))
                 self._fresh_functions(layer)
                 if _tf.has_own_dunder_call(layer):
                     self._record_dunder_call(layer, recorder)
@@ -252,6 +255,9 @@ class recording:
             else:
                 object.__setattr__(layer, name, original)
         self.functions.clear()
+        for layer, flag in self.flags:  # the trace's call counts as none
+            _tf.restore_called_flag(layer, flag)
+        self.flags.clear()
 
 
 def keras_attributes(module: Any) -> list[Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "bind_capture",
     "bodies_typed",
     "build_shapes",
+    "called_flag",
     "builds_outside_graphs",
     "calls_replayed",
     "control_outputs",
@@ -70,6 +71,7 @@ __all__ = [
     "node_numbers",
     "node_outputs",
     "op_id",
+    "restore_called_flag",
     "output_ref",
     "tf_keras_safe_mode",
     "tracked_layers",
@@ -713,6 +715,23 @@ def fresh_tf_function(fn: Any, instance: Any = None) -> Any:
     if instance is not None:
         return polymorphic_function.class_method_to_instance_method(fn, instance)
     return fn._clone(None)  # pylint: disable=protected-access
+
+
+_UNSET = object()
+
+
+def called_flag(layer: Any) -> Any:
+    """What a Keras 3 layer's `_called` holds (it turns True on the layer's first call, symbolic
+    or traced, and Keras then refuses `_register_call_context_args`), or a marker for none."""
+    return vars(layer).get("_called", _UNSET)
+
+
+def restore_called_flag(layer: Any, value: Any) -> None:
+    """Put back what `called_flag` read."""
+    if value is _UNSET:
+        vars(layer).pop("_called", None)
+    else:
+        object.__setattr__(layer, "_called", value)
 
 
 def keras2_default_serving(loaded: Any) -> bool:

@@ -939,3 +939,12 @@ def test_tf_keras_names_its_default_serving_function_as_keras2_default_serving_e
     serve = tf.function(lambda x: {"out": model(x) * 2.0}, input_signature=[tf.TensorSpec((None, 3))])
     model.save(str(tmp_path / "own"), save_format="tf", signatures={"serving_default": serve})
     assert not _tf.keras2_default_serving(tf.saved_model.load(str(tmp_path / "own")))
+
+
+def test_keras_marks_a_layers_first_call_in_called_as_called_flag_reads():
+    layer = keras.layers.Dense(2)
+    assert _tf.called_flag(layer) is False
+    layer(np.ones((1, 3), np.float32))
+    assert _tf.called_flag(layer) is True
+    _tf.restore_called_flag(layer, False)
+    assert layer._called is False  # pylint: disable=protected-access
