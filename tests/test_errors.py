@@ -645,8 +645,8 @@ WRONG = [
           r"\(dataset.take\(n\)\)"),
     Wrong("statistics of a fixed-batch model in batches of another size",
           lambda w: _fixed_batch_scope().statistics("dense/BiasAdd:0", np.ones((10, 3), "float32"), quiet=True),
-          gs.InputError, ValueError, r"this model's batch size is fixed at 4, got 10 samples in batches of 10: pass "
-          r"batch_size=4 and a number of samples divisible by it, or trace a model built with a free batch size"),
+          gs.InputError, ValueError, r"this model's batch size is fixed at 4, got 10 samples: the last batch would "
+          r"hold 2; pass a number of samples divisible by 4, or trace a model built with a free batch size"),
     # ---- render and export
     Wrong("an unknown export format", lambda w: w.scope.export("yaml"), gs.OptionError, ValueError,
           r"unknown export format 'yaml': choose graphml, dot or json \(or tensorboard, to a directory\)"),

@@ -69,9 +69,10 @@ def extract(
     final progress."""
     out = os.fspath(out)
     executor, about = prepare(runtime, fetches)
-    batches = Batches(data, executor.signature, batch_size)
-    first = batches.first()
     fixed = fixed_batch(executor)
+    # arrays of a model whose batch size is fixed: in batches of that size, unless told otherwise
+    batches = Batches(data, executor.signature, batch_size if batch_size is not None else fixed)
+    first = batches.first()
     if fixed is not None:
         check_fixed(batches, first, fixed)
     call = describe_call(executor.fetches, first, about)
@@ -108,12 +109,19 @@ def describe_call(fetches: Sequence[Tensor], first: list[np.ndarray], about: dic
 
 
 def check_fixed(batches: Batches, first: list[np.ndarray], fixed: int) -> None:
-    if len(first[0]) != fixed or (batches.samples is not None and batches.samples % fixed):
+    """Refuse data a model whose batch size is fixed cannot take in whole batches of it."""
+    if len(first[0]) != fixed:
         total = f"{batches.samples} samples" if batches.samples is not None else "batches"
         raise InputError(
             f"this model's batch size is fixed at {fixed}, got {total} in batches of {len(first[0])}: pass "
-            f"batch_size={fixed} and a number of samples divisible by it, or trace a model built "
-            "with a free batch size"
+            f"batch_size={fixed} (arrays are batched so when batch_size is left out) and a number of samples "
+            "divisible by it, or trace a model built with a free batch size"
+        )
+    if batches.samples is not None and batches.samples % fixed:
+        raise InputError(
+            f"this model's batch size is fixed at {fixed}, got {batches.samples} samples: the last batch would hold "
+            f"{batches.samples % fixed}; pass a number of samples divisible by {fixed}, or trace a model built with "
+            "a free batch size"
         )
 
 

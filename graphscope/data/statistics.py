@@ -82,14 +82,15 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
                bins: int | None = None, feeds: Any = None, edits: Any = None, quiet: bool = False) -> Statistics:
     """See `Scope.statistics`."""
     pairs, moments = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits)
-    batches = Batches(data, moments.signature, batch_size)
+    fixed = fixed_batch(moments)
+    # arrays of a model whose batch size is fixed: in batches of that size, unless told otherwise
+    batches = Batches(data, moments.signature, batch_size if batch_size is not None else fixed)
     if bins is not None and batches.one_pass:
         raise ArgumentError(
             "bins= takes two passes over the data (the first finds each channel's range), and a generator can "
             "be read once: pass arrays, a .npy file's array, a tf.data.Dataset or a list of batches"
         )
     first = batches.first()
-    fixed = fixed_batch(moments)
     if fixed is not None:
         check_fixed(batches, first, fixed)
     passes = 2 if bins is not None else 1

@@ -199,17 +199,22 @@ def test_npy_and_npz_files_are_data(convnet, images, tmp_path):
 
 
 def test_a_fixed_batch_size_takes_whole_batches_of_it():
-    """A model built for batches of 4: samples in other batches are refused, saying so; in
-    batches of 4 the figures are numpy's over the model's own values."""
+    """A model built for batches of 4: arrays are batched by 4 when batch_size is left out;
+    batches of another size, or samples that leave a short last batch, are refused, saying so;
+    the figures are numpy's over the model's own values."""
     x_in = keras.Input((5,), batch_size=4, name="x")
     model = keras.Model(x_in, keras.layers.Dense(3, activation="relu", name="dense", **models._init())(x_in))
     scope = gs.trace(model, quiet=True)
     x = np.random.default_rng(4).normal(size=(10, 5)).astype("float32")
-    with pytest.raises(gs.InputError, match=r"batch size is fixed at 4, got 10 samples in batches of 10: pass "
-                                            r"batch_size=4 and a number of samples divisible by it"):
+    with pytest.raises(gs.InputError, match=r"batch size is fixed at 4, got 10 samples in batches of 5: pass "
+                                            r"batch_size=4 \(arrays are batched so when batch_size is left out\)"):
+        scope.statistics("dense/Relu:0", x, batch_size=5, quiet=True)
+    with pytest.raises(gs.InputError, match=r"fixed at 4, got 10 samples: the last batch would hold 2; pass a "
+                                            r"number of samples divisible by 4"):
         scope.statistics("dense/Relu:0", x, quiet=True)
-    stats = scope.statistics("dense/Relu:0", x[:8], batch_size=4, quiet=True)
-    assert_matches(stats["dense/Relu:0"], np.concatenate([model(x[:4]), model(x[4:8])]))
+    for stats in (scope.statistics("dense/Relu:0", x[:8], quiet=True),
+                  scope.statistics("dense/Relu:0", x[:8], batch_size=4, quiet=True)):
+        assert_matches(stats["dense/Relu:0"], np.concatenate([model(x[:4]), model(x[4:8])]))
 
 
 def test_the_batching_does_not_change_the_figures(convnet, images):
