@@ -21,7 +21,7 @@ import tensorflow as tf
 from graphscope.backend import tf_internals as _tf
 from graphscope.backend.mirror import Mirrored
 from graphscope.backend.trace import Traced
-from graphscope.errors import ArgumentError, DisconnectedError, UnsupportedFetchError
+from graphscope.errors import ArgumentError, DisconnectedError, ExecutionError, UnsupportedFetchError
 from graphscope.ir.records import Tensor
 from graphscope.runtime import edit as editing
 from graphscope.runtime import expose, prune, writes
@@ -100,7 +100,15 @@ class Program:
     def __init__(self, traced: Traced, mirrored: Mirrored) -> None:
         cf = traced.function
         self.tensors: dict[str, Tensor] = mirrored.graph.tensors
-        graph_def = expose.own_function_names(_tf.inline_calls(cf))
+        try:
+            inlined = _tf.inline_calls(cf)
+        except tf.errors.OpError as e:  # TensorFlow's optimizer cannot read the graph (a float8_e5m2 tensor)
+            raise ExecutionError(
+                f"TensorFlow could not prepare the traced function {traced.name!r} to run parts of it: "
+                f"{_tf.failure_reason(e)}; its tensors can be listed and searched, not run (the model itself "
+                "still runs as it is)"
+            ) from None
+        graph_def = expose.own_function_names(inlined)
         self.captures = {internal.op.name: external for external, internal in cf.graph.captures}
         self._bound = set(self.captures)  # placeholders bound to variables, never model inputs
         rng = _rng_states(cf)

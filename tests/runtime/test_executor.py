@@ -347,3 +347,18 @@ def test_the_same_fetch_set_reuses_the_compiled_function():
     x = models.sample_inputs(model)[0]
     np.testing.assert_array_equal(a(x)["dense/Tanh:0"], b(x)["dense/Tanh"])
     assert scope.executor(["conv/BiasAdd:0"])._function is not a._function
+
+
+def test_a_graph_tensorflows_optimizer_cannot_read_is_refused_saying_so_not_with_its_traceback():
+    """Grappler cannot convert a float8_e5m2 tensor while inlining: an ExecutionError that says
+    what still works, not TensorFlow's UnimplementedError."""
+
+    @tf.function
+    def f8(x):
+        return tf.cast(tf.cast(x, tf.as_dtype("float8_e5m2")), tf.float32) * 2.0
+
+    scope = gs.trace(f8, [tf.TensorSpec((None, 3))], quiet=True)
+    assert "Cast:0" in [t.name for t in scope.find("Cast")]
+    with pytest.raises(gs.ExecutionError, match=r"TensorFlow could not prepare the traced function 'f8' to run "
+                                                r"parts of it: .*f8E5M2.*; its tensors can be listed and searched"):
+        scope.run(scope.outputs[0], np.ones((2, 3), np.float32))
