@@ -252,7 +252,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=".npy/.npz with one entry per sample; repeat for several inputs")
     source.add_argument("--images", metavar="DIR", help="a directory of images (jpeg, png, bmp, gif)")
     cmd["extract"].add_argument("--size", type=_natural, nargs=2, metavar=("H", "W"), help="image size (with --images)")
-    cmd["extract"].add_argument("--batch-size", type=_positive, help="samples per batch and chunk (default 32)")
+    cmd["extract"].add_argument("--batch-size", type=_positive,
+                                help="samples per batch and chunk (default 32, or the batch size the model fixes)")
     cmd["extract"].add_argument("--out", required=True, metavar="STORE", help="the zarr store's directory")
 
     cmd["open"].add_argument("name", metavar="NAME", nargs="?", help="one stored tensor")
@@ -281,7 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd["stats"].add_argument("--axis", type=_axis, default=-1, metavar="none|INT",
                               help="the channel axis (default -1, the last); none: one figure per tensor")
     cmd["stats"].add_argument("--bins", type=_positive, metavar="N", help="also a histogram of N equal bins per channel")
-    cmd["stats"].add_argument("--batch-size", type=_positive, metavar="N", help="samples per batch (default 32)")
+    cmd["stats"].add_argument("--batch-size", type=_positive, metavar="N",
+                              help="samples per batch (default 32, or the batch size the model fixes)")
     cmd["stats"].add_argument("--dead", type=float, nargs="?", const=0.0, metavar="THRESHOLD",
                               help="list the channels whose values never exceed THRESHOLD (default 0); "
                                    "give it after the FETCHes, or with a value")

@@ -317,8 +317,8 @@ class Scope(Queries, Shown):
                 `(x, y)` elements give x), or an iterable of batches.
             out: the store's directory (zarr v3). Re-running the same call after an
                 interruption continues where it stopped; a finished store is left as it is.
-            batch_size: samples per batch (and per chunk) for arrays (default 32) and datasets
-                of samples.
+            batch_size: samples per batch (and per chunk) for arrays (default 32, or the
+                batch size a model fixes) and datasets of samples.
             quiet: no progress bar (one shows samples/s and the time left on a terminal).
 
         Returns:
@@ -354,7 +354,8 @@ class Scope(Queries, Shown):
             fetches: tensor or layer names, Tensors, a Selection or a Layer (what `extract` takes).
             data: what `extract` takes (arrays, a dict or list of them, a `.npy`/`.npz` file's
                 path, a `tf.data.Dataset`, an iterable of batches).
-            batch_size: samples per batch for arrays (default 32) and datasets of samples.
+            batch_size: samples per batch for arrays (default 32, or the batch size a model
+                fixes) and datasets of samples.
             axis: the channel axis: one entry per index of it, reduced over every other axis,
                 samples included (default -1, the last); None for one figure per tensor.
             bins: also count each entry's values in `bins` equal bins between its min and max

@@ -71,7 +71,7 @@ def extract(
     executor, about = prepare(runtime, fetches)
     fixed = fixed_batch(executor)
     # arrays of a model whose batch size is fixed: in batches of that size, unless told otherwise
-    batches = Batches(data, executor.signature, batch_size if batch_size is not None else fixed)
+    batches = Batches(data, executor.signature, batch_size, arrays_batch=fixed)
     first = batches.first()
     if fixed is not None:
         check_fixed(batches, first, fixed)

@@ -92,7 +92,10 @@ class Batches:
     """The batches of `data` for an executor's inputs (its `signature`): each a list of arrays,
     one per input."""
 
-    def __init__(self, data: Any, signature: InputSignature, batch_size: int | None) -> None:
+    def __init__(self, data: Any, signature: InputSignature, batch_size: int | None, *,
+                 arrays_batch: int | None = None) -> None:
+        """`arrays_batch`: the batch size for arrays when `batch_size` is None (a model's fixed
+        one; else DEFAULT_BATCH_SIZE). Datasets and iterables hold their batches already."""
         import tensorflow as tf
 
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -119,7 +122,7 @@ class Batches:
         if arrays is not None:
             self._arrays = arrays
             self.samples = len(arrays[0])
-            self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+            self.batch_size = batch_size or arrays_batch or DEFAULT_BATCH_SIZE
         elif isinstance(data, tf.data.Dataset):
             self._dataset_given_batched = any(
                 getattr(spec, "shape", None) is not None and spec.shape.rank and spec.shape.rank >= 1

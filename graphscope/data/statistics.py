@@ -84,7 +84,7 @@ def statistics(runtime: Runtime, fetches: Any, data: Any, *, batch_size: int | N
     pairs, moments = summary(runtime, fetches, axis=axis, bins=bins, feeds=feeds, edits=edits)
     fixed = fixed_batch(moments)
     # arrays of a model whose batch size is fixed: in batches of that size, unless told otherwise
-    batches = Batches(data, moments.signature, batch_size if batch_size is not None else fixed)
+    batches = Batches(data, moments.signature, batch_size, arrays_batch=fixed)
     if bins is not None and batches.one_pass:
         raise ArgumentError(
             "bins= takes two passes over the data (the first finds each channel's range), and a generator can "

@@ -139,6 +139,22 @@ def test_per_batch_values_and_fixed_batch(tmp_path):
     assert nms.layout == "batch" and nms.ragged and len(nms) == 3
 
 
+def test_a_fixed_batch_model_extracts_batched_data_as_it_comes(tmp_path):
+    """A model whose batch size is fixed at 4: arrays are batched by 4 when batch_size is left
+    out; a batched tf.data.Dataset and a generator of batches of 4 are read as they are. Each
+    store holds Keras' own values."""
+    x_in = keras.Input((5,), batch_size=4, name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, activation="tanh", name="dense", **models._init())(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(6).normal(size=(8, 5)).astype("float32")
+    want = np.concatenate([model(x[:4]), model(x[4:])])
+    data = {"arrays": x, "dataset": tf.data.Dataset.from_tensor_slices(x).batch(4),
+            "generator": (b for b in (x[:4], x[4:]))}
+    for kind, source in data.items():
+        bundle = scope.extract("dense/Tanh:0", source, out=tmp_path / f"{kind}.zarr", quiet=True)
+        np.testing.assert_allclose(np.asarray(bundle["dense/Tanh:0"]), want, rtol=1e-6, err_msg=kind)
+
+
 @pytest.mark.parametrize("kind", ["dataset", "dataset_of_samples", "xy_dataset", "batches", "generator"])
 def test_data_sources(map_fn_demo, images, tmp_path, kind):
     """tf.data (batched, of samples, of (x, y)), a list of batches and a generator all store the

@@ -217,6 +217,19 @@ def test_a_fixed_batch_size_takes_whole_batches_of_it():
         assert_matches(stats["dense/Relu:0"], np.concatenate([model(x[:4]), model(x[4:8])]))
 
 
+def test_a_fixed_batch_model_takes_batches_as_they_come():
+    """The fixed batch size is the default for arrays only: a batched tf.data.Dataset, a list of
+    batches and a generator already hold batches of 4 and are read as they are (they were refused,
+    or batched again, when that default reached them)."""
+    x_in = keras.Input((5,), batch_size=4, name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, activation="relu", name="dense", **models._init())(x_in))
+    scope = gs.trace(model, quiet=True)
+    x = np.random.default_rng(5).normal(size=(8, 5)).astype("float32")
+    want = np.concatenate([model(x[:4]), model(x[4:])])
+    for data in (tf.data.Dataset.from_tensor_slices(x).batch(4), [x[:4], x[4:]], (b for b in (x[:4], x[4:]))):
+        assert_matches(scope.statistics("dense/Relu:0", data, quiet=True)["dense/Relu:0"], want)
+
+
 def test_the_batching_does_not_change_the_figures(convnet, images):
     _, scope = convnet
     figures = [scope.statistics("conv/BiasAdd:0", images, batch_size=b, quiet=True)["conv/BiasAdd:0"]
