@@ -239,11 +239,23 @@ def _unused_calls(traced: Traced) -> set[int]:
     TensorFlow's graphs, less what only a shape is taken of): Keras calls an RNN's cell once
     outside its loop only to learn shapes (and, with a mask, the shape of its masked steps'
     zeros), then in the loop's body. Only the graphs holding such calls, and those around them, are walked; none when no
-    layer is called twice in one parent."""
+    layer is called twice in one parent. A functional model's calls are left out: they carry
+    Keras' node numbers, which a call no output needs keeps (an outer model using one output of
+    an inner one with a shared layer)."""
     by_layer: dict[tuple[int, int], list[LayerCall]] = defaultdict(list)
     for call in traced.calls:
         by_layer[(id(call.parent), id(call.layer))].append(call)
-    candidates = [c for same in by_layer.values() if len(same) > 1 for c in same]
+    nodes: dict[int, dict[int, list[int]]] = {}  # a parent's layer -> its node numbers (`Recorder._renumber`)
+
+    def keras_numbered(same: list[LayerCall]) -> bool:
+        parent = same[0].parent
+        if parent is None:
+            return False
+        if id(parent.layer) not in nodes:
+            nodes[id(parent.layer)] = _tf.node_numbers(parent.layer)
+        return len(nodes[id(parent.layer)].get(id(same[0].layer), ())) == len(same)
+
+    candidates = [c for same in by_layer.values() if len(same) > 1 and not keras_numbered(same) for c in same]
     if not candidates:
         return set()
     around: set[int] = set()  # the graphs holding candidates, and the graphs around them

@@ -108,6 +108,24 @@ def test_shared_layer_calls_are_numbered_in_the_models_node_order():
     assert not np.allclose(got["conv1@2/Tanh:0"], want)
 
 
+def test_a_shared_layers_call_no_output_needs_keeps_its_node_number():
+    """The outer model uses only the inner model's second output, so `conv1(x)` (the inner
+    model's node 1 of conv1) feeds nothing: still `inner/conv1`, as Keras numbers it; only an
+    RNN's shape probe, whose numbers are not Keras' nodes', is numbered after its loop's call."""
+    x_in = keras.Input((2,), name="x")
+    conv0, conv1 = keras.layers.Dense(2, name="conv0"), keras.layers.Dense(2, name="conv1")
+    b, c = conv1(x_in), conv1(conv0(x_in))
+    inner = keras.Model(x_in, [b, c], name="inner")
+    outer_in = keras.Input((2,), name="outer_x")
+    outer = keras.Model(outer_in, inner(outer_in)[1], name="outer")
+    scope = gs.trace(outer, quiet=True)
+    x = np.random.default_rng(1).normal(size=(3, 2)).astype("float32")
+    got = scope.run([scope.layer("inner/conv1").output, scope.layer("inner/conv1@2").output], x)
+    want_b, want_c = keras.Model(x_in, [b, c])(x)
+    np.testing.assert_allclose(got[scope.layer("inner/conv1").output.name], want_b, rtol=1e-6)
+    np.testing.assert_allclose(got[scope.layer("inner/conv1@2").output.name], want_c, rtol=1e-6)
+
+
 def test_issue_20_example():
     x_in = keras.Input((2,), name="x")
     conv0, conv1 = keras.layers.Dense(2, name="conv0"), keras.layers.Dense(2, name="conv1")
