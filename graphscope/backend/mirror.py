@@ -706,7 +706,7 @@ class _Mirror:
                 name = frame.prefix + base
                 name = name if name not in self.nodes else qualify(name, frame.call_name, frame.role)
         name = uniquify(name, self.nodes)
-        if _tf.is_stand_in(op.name):
+        if op.type == "Placeholder" and _tf.is_stand_in(op.name):  # a function's argument
             self.stand_ins.add(name)
         if arg is not None and not frame.prefix and not frame.role and arg < len(frame.arg_sources):
             self.serving_arguments[tensor_name(name, 0)] = frame.arg_sources[arg]
