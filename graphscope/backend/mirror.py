@@ -386,6 +386,7 @@ class _Mirror:
         self.copied: list[LayerCall] = []
         self.copy_numbers = copy_numbers or {}  # (call, walk) -> its copy's number, where planned
         self.first_op: dict[int, int] = {}  # call (or copy) -> the walk position of its first op
+        self.inherited: set[tuple[int, int]] = set()  # copies numbered as the calls they copy
 
     def _wrapper_names(self) -> dict[str, str]:
         """Names for the ops of a SavedModel signature's own graph that TensorFlow names for no
@@ -556,9 +557,13 @@ class _Mirror:
         copy = self.copies.get(key)
         if copy is None:
             parent = call.parent
-            parent = self.copies[(id(parent), walk)] if parent is not None and parent.graph is call.graph else caller
+            inside = parent is not None and parent.graph is call.graph
+            parent = self.copies[(id(parent), walk)] if inside else caller
             number = self.copy_numbers.get(key)
-            if number is None:
+            if inside:  # under a copy of its parent: the parent's calls again, numbered as they were
+                number = self.copy_numbers.get(key, call.number)  # (a functional model's: Keras' node order)
+                self.inherited.add(key)
+            elif number is None:
                 siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
                 number = max((c.number for c in siblings), default=0) + 1
             copy = dataclasses.replace(call, parent=parent, number=number, walk=walk)
@@ -580,7 +585,9 @@ class _Mirror:
         one parent take in the order their places ran (by their first op in the walk; a call
         without ops of its own by its sublayers'), for the groups holding a copy whose numbers
         differ (a helper's second place numbered after a later direct call): (recorded calls and
-        their numbers, {(call, walk): number} for the copies). None where none differ."""
+        their numbers, {(call, walk): number} for the copies). A group of copies under a copy of
+        their parent only repeats the parent's calls, numbered as those were (`_copy`): left
+        as it is. None where none differ."""
         if not self.copied:
             return None
         calls = [*self.traced.calls, *self.copied]
@@ -588,7 +595,7 @@ class _Mirror:
         groups: dict[tuple[int, int], list[LayerCall]] = defaultdict(list)
         for call in calls:
             groups[(id(call.parent), id(call.layer))].append(call)
-        copies = {id(c) for c in self.copied}
+        copies = {id(copy) for key, copy in self.copies.items() if key not in self.inherited}
         originals: list[tuple[LayerCall, int]] = []
         planned: dict[tuple[int, int], int] = {}
         walk_of = {id(copy): key for key, copy in self.copies.items()}
@@ -600,7 +607,7 @@ class _Mirror:
             if [c.number for c in ordered] == numbers:
                 continue
             for call, number in zip(ordered, numbers):
-                if id(call) in copies:
+                if id(call) in walk_of:
                     planned[walk_of[id(call)]] = number
                 else:
                     originals.append((call, number))

@@ -1,6 +1,8 @@
 """Functions and methods that call layers: `gs.trace(fn, input_signature)` records every Keras
 layer they call, so their ops have layers and canonical names, exactly as for a model."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -318,3 +320,24 @@ def test_a_layers_calls_through_a_helper_and_directly_are_numbered_in_the_order_
         out = scope.layer(k).output
         assert out.layer == k and {op.layer for op in scope.layer(k).ops} == {k}
         np.testing.assert_allclose(got[out.name], layer(scale * x).numpy(), rtol=1e-6)
+
+
+def test_a_helper_calling_a_functional_model_twice_numbers_its_shared_calls_as_keras_does_at_each_place():
+    """`reordered` runs its shared `conv1`'s calls in another order than Keras numbers them; a
+    helper calling the model from two places makes `reordered` and `reordered@2`, and inside
+    each, `conv1` is Keras' node 1 (on the input) and `conv1@2` node 2, as in the direct call
+    `reordered@3` (the copies were numbered in the order their ops ran, swapping the two)."""
+    model = models.shared_out_of_order()
+    helper = tf.function(lambda v: model(v)[0])
+    scope = gs.trace(lambda v: helper(v) + helper(2.0 * v) + model(3.0 * v)[1], SPEC, quiet=True)
+    conv1 = model.get_layer("conv1")
+    nodes = keras.Model(model.input, [node.output_tensors[0] for node in conv1._inbound_nodes[:2]])
+    x = np.random.default_rng(17).normal(size=(2, 3)).astype(np.float32)
+    for prefix, scale in (("reordered", 1.0), ("reordered@2", 2.0), ("reordered@3", 3.0)):
+        want = [w.numpy() for w in nodes(scale * x)]
+        names = [scope.layer(f"{prefix}/{token}").output.name for token in ("conv1", "conv1@2")]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gs.UnusedTensorWarning)  # the model's first output leaves one out
+            got = scope.run(names, x)
+        for name, w in zip(names, want):
+            np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6, err_msg=f"{prefix}: {name}")
