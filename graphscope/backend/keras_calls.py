@@ -188,9 +188,8 @@ class recording:
 
     def __init__(self, roots: Sequence[Any]) -> None:
         self.roots = roots
-        self.saved: list[tuple[Any, Any]] = []
+        self.saved: list[tuple[Any, str, Any]] = []  # (layer, attribute, what its __dict__ held), as set
         self.classes: list[tuple[Any, type]] = []
-        self.functions: list[tuple[Any, str, Any]] = []  # (layer, attribute, what its __dict__ held)
         self.flags: list[tuple[Any, Any]] = []  # (a built layer, its `_called` before)
 
     def __enter__(self) -> Recorder:
@@ -209,9 +208,7 @@ class recording:
                 if _tf.has_own_dunder_call(layer):
                     self._record_dunder_call(layer, recorder)
                 else:
-                    original = layer.__dict__.get("call", _MISSING)
-                    self.saved.append((layer, original))
-                    object.__setattr__(layer, "call", recorder.wrap(layer, layer.call))
+                    self._set(layer, "call", recorder.wrap(layer, layer.call))
                 todo.extend(_tf.tracked_layers(layer))
         except BaseException:
             self._restore()
@@ -227,9 +224,12 @@ class recording:
         when Keras built the model by calling the layer) would hand back a graph made while
         nothing recorded, so the layers it calls would go unrecorded."""
         for name, fn, of_class in _tf.tf_function_attributes(layer):
-            fresh = _tf.fresh_tf_function(fn, layer if of_class else None)
-            self.functions.append((layer, name, _MISSING if of_class else fn))
-            object.__setattr__(layer, name, fresh)
+            self._set(layer, name, _tf.fresh_tf_function(fn, layer if of_class else None))
+
+    def _set(self, layer: Any, name: str, value: Any) -> None:
+        """Set a per-instance attribute for the duration; `_restore` puts back what was there."""
+        self.saved.append((layer, name, layer.__dict__.get(name, _MISSING)))
+        object.__setattr__(layer, name, value)
 
     def _record_dunder_call(self, layer: Any, recorder: Recorder) -> None:
         cls = type(layer)
@@ -243,18 +243,12 @@ class recording:
         for layer, cls in reversed(self.classes):
             object.__setattr__(layer, "__class__", cls)
         self.classes.clear()
-        for layer, original in reversed(self.saved):
-            if original is _MISSING:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", original)
-        self.saved.clear()
-        for layer, name, original in reversed(self.functions):
+        for layer, name, original in reversed(self.saved):  # a `call` set twice: its first value last
             if original is _MISSING:
                 object.__delattr__(layer, name)
             else:
                 object.__setattr__(layer, name, original)
-        self.functions.clear()
+        self.saved.clear()
         for layer, flag in self.flags:  # the trace's call counts as none
             _tf.restore_called_flag(layer, flag)
         self.flags.clear()
