@@ -245,6 +245,11 @@ def _load_keras2(path: Path, version: str, safe_mode: bool) -> Any:
                 f"cannot read it ({_first_line(e)}); install tf_keras to load it with the Keras that saved "
                 'it: pip install "tf-graphscope[keras2]"'
             ) from None
+    return _tf_keras_load(tf_keras, path, safe_mode)
+
+
+def _tf_keras_load(tf_keras: Any, path: Path, safe_mode: bool) -> Any:
+    """tf_keras' `load_model`, its safe mode honoured for every format (`tf_keras_safe_mode`)."""
     with _tf.tf_keras_safe_mode(safe_mode):
         return tf_keras.models.load_model(str(path), compile=False, safe_mode=safe_mode)
 
@@ -261,8 +266,7 @@ def _keras2_saved_model(path: Path, safe_mode: bool) -> Any:
         return None
     state = random.getstate()  # tf_keras draws seeds for loaded layers from Python's `random`
     try:
-        with _tf.tf_keras_safe_mode(safe_mode):
-            return tf_keras.models.load_model(str(path), compile=False, safe_mode=safe_mode)
+        return _tf_keras_load(tf_keras, path, safe_mode)
     except Exception:  # noqa: BLE001 - a SavedModel tf_keras cannot revive: its functions do
         return None
     finally:
