@@ -561,7 +561,7 @@ class _Mirror:
             parent = self.copies[(id(parent), walk)] if inside else caller
             number = self.copy_numbers.get(key)
             if inside:  # under a copy of its parent: the parent's calls again, numbered as they were
-                number = self.copy_numbers.get(key, call.number)  # (a functional model's: Keras' node order)
+                number = call.number if number is None else number  # (a functional model's: Keras' node order)
                 self.inherited.add(key)
             elif number is None:
                 siblings = [c for c in (*self.traced.calls, *self.copied) if c.parent is parent and c.layer is call.layer]
