@@ -8,12 +8,12 @@ fraction is truncated, no integer wraps around, nothing complex loses its imagin
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from graphscope.backend import tf_internals as _tf
 from graphscope.errors import InputError
 
 __all__ = ["exact_numpy", "to_dtype"]
@@ -50,9 +50,8 @@ but it holds values from 1e+06 to 1e+06 (1 of 1) beyond it, which would become i
         try:  # in any order, as Keras takes it
             value = tf.sparse.to_dense(tf.sparse.reorder(value))
         except tf.errors.InvalidArgumentError as e:  # a repeated index, one out of bounds
-            why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{.*?\}\}\s*", "", e.message.splitlines()[0]))
-            raise InputError(f"{what} is a tf.SparseTensor with no dense value: {why}; give each index once, "
-                             "inside its dense_shape") from None
+            raise InputError(f"{what} is a tf.SparseTensor with no dense value: {_tf.failure_reason(e)}; give each "
+                             "index once, inside its dense_shape") from None
     if isinstance(value, tf.RaggedTensor):
         raise InputError(
             f"{what} takes a dense array, got a tf.RaggedTensor; pad it (x.to_tensor()), or trace a function "
