@@ -238,6 +238,23 @@ def eager_captures(graph: tf.Graph) -> list[tuple[Any, tf.Tensor]]:
             and external.dtype != tf.resource]
 
 
+def captured_in(graph: tf.Graph, tensor: tf.Tensor) -> tf.Tensor | None:
+    """The placeholder through which `graph` reads `tensor`, a tensor of a graph enclosing it (a
+    branch's lambda calling a layer on the caller's `x`: the branch captures it, once used),
+    following the captures of each graph in between; None where one of them did not capture it."""
+    chain = []
+    while graph is not None and graph is not tensor.graph:
+        chain.append(graph)
+        graph = getattr(graph, "outer_graph", None)
+    if graph is None:
+        return None
+    for inner in reversed(chain):
+        tensor = next((internal for external, internal in getattr(inner, "captures", ()) if external is tensor), None)
+        if tensor is None:
+            return None
+    return tensor
+
+
 def keyword_order(concrete_function: Any) -> list[int] | None:
     """For a function called by keyword (a loaded SavedModel signature), its flat inputs'
     positions in the order the function it wraps declares them; None when that is not known.
@@ -974,6 +991,24 @@ def is_input_layer(obj: Any) -> bool:
     """A Keras `InputLayer` (Keras 3's or tf_keras')."""
     k = _keras_of(obj)
     return k is not None and isinstance(obj, k.layers.InputLayer)
+
+
+# an op of a branch Grappler's TFG specialised for its caller after inlining the call around it
+# (`cond/dense_1/BiasAdd_tfg_inlined_StatefulPartitionedCall/cond_0`)
+_TFG_SPECIALISED = re.compile(r"(?P<op>.+)_tfg_inlined_.+_\d+")
+
+
+def specialised_function(name: str) -> bool:
+    """Whether a function of an executable graph is a branch TFG specialised for its caller
+    (`cond_true_36_tfg_region_specialized_StatefulPartitionedCall_cond_0`), whose arguments may
+    come in another order than the branch's."""
+    return "_tfg_region_specialized_" in name
+
+
+def specialised_op_name(name: str) -> str | None:
+    """The op a node of a TFG-specialised branch function was made from, else None."""
+    match = _TFG_SPECIALISED.fullmatch(name)
+    return match["op"] if match else None
 
 
 def has_own_dunder_call(layer: Any) -> bool:

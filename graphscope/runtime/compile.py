@@ -125,7 +125,7 @@ class Program:
         # the custom gradients (swish) of the traced graph, made to work on the imported copies
         self.custom_gradients = _tf.CustomGradients(cf.graph)
         self.library = expose.library_of(self.graph_def)
-        self.locator = Locator(self.nodes, self.library, self.tensors, mirrored.sites)
+        self.locator = Locator(self.nodes, self.library, self.tensors, mirrored.sites, cf.graph)
         self.canonical_ops = _canonical_ops(self.tensors, self.nodes, mirrored)
 
     def compiled(self, feeds: Sequence[Tensor], fetches: Sequence[Tensor],

@@ -32,11 +32,13 @@ class Locator:
         library: dict[str, Any],
         tensors: Mapping[str, Tensor],
         sites: Mapping[str, Site],
+        graph: tf.Graph | None = None,
     ) -> None:
         self.nodes = nodes
         self.library = library
         self.tensors = tensors
         self.sites = sites
+        self.graph = graph  # the traced graph, whose bodies' arguments TensorFlow may reorder
         self._functions: dict[str, dict[str, Any]] = {}
         self._copies: dict[str, list[str]] | None = None
 
@@ -87,13 +89,53 @@ class Locator:
             prefix = ""
         dtype = tf.as_dtype(t.dtype).as_datatype_enum
         if site.arg is not None and steps and not prefix:
-            return expose.Target(tuple(steps), None, site.arg, t.index, dtype)
+            arg = self._argument(function, site)
+            return None if arg is None else expose.Target(tuple(steps), None, arg, t.index, dtype)
         local = prefix + site.local
-        if local not in nodes:
+        node = nodes.get(local)
+        if node is None:
             return None
         if not steps:
             return f"{local}:{t.index}"
-        return expose.Target(tuple(steps), local, None, t.index, dtype)
+        return expose.Target(tuple(steps), node.name, None, t.index, dtype)
+
+    def _argument(self, function: str, site: Site) -> int | None:
+        """Which argument of the executable `function` is argument `site.arg` of the body it
+        was made from. The same, except in a branch TensorFlow specialised after inlining the
+        call around it, which may take its arguments in another order (its handles first): there
+        it is the argument the specialised copies of the body's readers of it read. None where
+        none of them is left to tell."""
+        if not _tf.specialised_function(function):
+            return site.arg
+        body = self._body(site.path)
+        if body is None or site.arg >= len(body.inputs):
+            return None
+        placeholder = body.inputs[site.arg]
+        names = [a.name for a in self.library[function].signature.input_arg]
+        nodes = self._function_nodes(function)
+        found = set()
+        for reader in placeholder.consumers():
+            node = nodes.get(reader.name)
+            if node is None:
+                continue
+            data = [i for i in node.input if not i.startswith("^")]
+            for k, t in enumerate(reader.inputs):
+                if t is placeholder and k < len(data) and data[k] in names:
+                    found.add(names.index(data[k]))
+        return found.pop() if len(found) == 1 else None
+
+    def _body(self, path: tuple[tuple[str, str], ...]) -> tf.Graph | None:
+        """The traced body `path` leads to (calls and control flow from the traced graph down)."""
+        graph = self.graph
+        if graph is None:
+            return None
+        for local, attr in path:
+            try:
+                op = graph.get_operation_by_name(local)
+                graph = _tf.function_graph(graph, expose.function_attr(op.node_def, attr).name)
+            except (KeyError, ValueError, LookupError):
+                return None
+        return graph
 
     def _inlined_argument(self, t: Tensor) -> str | None:
         """Where an argument of a top-level call the inliner inlined is: the `Identity` it made
@@ -129,8 +171,14 @@ class Locator:
         return self._copies
 
     def _function_nodes(self, function: str) -> dict[str, Any]:
+        """A function's nodes by name; a branch TensorFlow specialised after inlining the call
+        around it names its ops `<op>_tfg_inlined_<call>_<k>`: they are also known as `<op>`."""
         nodes = self._functions.get(function)
         if nodes is None:
             nodes = {n.name: n for n in self.library[function].node_def}
+            for name, node in list(nodes.items()):
+                op = _tf.specialised_op_name(name)
+                if op is not None:
+                    nodes.setdefault(op, node)
             self._functions[function] = nodes
         return nodes

@@ -345,3 +345,46 @@ def test_a_call_inside_a_loop_body_runs_and_tensorflow_can_still_differentiate_t
         tape.watch(x)
         again = f(x)
     np.testing.assert_allclose(tape.gradient(again, x).numpy(), want_grad.numpy(), rtol=1e-6)
+
+
+class _Branchy(tf.Module):
+    """A branch reading three of the caller's values and two variables, saved: TensorFlow takes
+    the signature's call apart and specialises the branch for it, its handles first."""
+
+    def __init__(self):
+        self.w = tf.Variable(np.full((3,), 5.0, np.float32))
+        self.b = tf.Variable(np.full((3,), 7.0, np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3))] * 3 + [tf.TensorSpec(())])
+    def __call__(self, a, b, c, flag):
+        a2, b2, c2 = a * 1.5, b * 2.5, c * 3.5
+        return tf.cond(flag > 0, lambda: c2 * self.w + a2 - b2 * self.b, lambda: a2 + b2 + c2)
+
+
+@pytest.mark.parametrize("how", ["saved model", "helper"])
+def test_a_branchs_arguments_are_the_values_it_reads_where_tensorflow_reorders_them(tmp_path, how):
+    """Each of the branch's arguments, fetched and edited, is the value the branch reads
+    (numpy by hand), not its neighbour's: the specialised branch takes them in another order."""
+    module = _Branchy()
+    if how == "saved model":
+        tf.saved_model.save(module, str(tmp_path / "branchy"))
+        scope = gs.trace(tmp_path / "branchy", quiet=True)
+    else:  # the same function called from a function: a helper, inlined, its branch specialised
+        scope = gs.trace(lambda a, b, c, flag: module(a, b, c, flag) * 1.0, [tf.TensorSpec((None, 3))] * 3
+                         + [tf.TensorSpec(())], quiet=True)
+    rng = np.random.default_rng(21)
+    a, b, c = (rng.normal(size=(2, 3)).astype(np.float32) for _ in range(3))
+    read = {"a": a * 1.5, "b": b * 2.5, "c": c * 3.5}
+    arguments = [t for t in scope.find(r"/then/") if not t.is_handle]
+    assert len(arguments) == 3
+    feed = [a, b, c, np.float32(1.0)]
+    got = scope.run(arguments, feed)
+    matched = {next(k for k, v in read.items() if np.allclose(got[t.name], v, rtol=1e-6)) for t in arguments}
+    assert matched == {"a", "b", "c"}, {t.name: got[t.name][0] for t in arguments}
+    by_value = {next(k for k, v in read.items() if np.allclose(got[t.name], v, rtol=1e-6)): t for t in arguments}
+    out = scope.outputs[0]
+    for key, t in by_value.items():  # zero one argument where the branch reads it: by hand
+        values = dict(read, **{key: 0 * read[key]})
+        edited = scope.run([out], feed, edits={t: lambda v: v * 0.0})
+        np.testing.assert_allclose(edited[out.name], values["c"] * 5.0 + values["a"] - values["b"] * 7.0,
+                                   rtol=1e-5, atol=1e-5)
