@@ -947,12 +947,17 @@ class _Mirror:
     def _key(self, call: LayerCall, t: tf.Tensor) -> tuple[int, str] | None:
         """How `by_tf` knows a tensor of the call's graph. An EagerTensor argument (made in the
         layer's `build()`: keras-hub ViT's `position_ids`) has no name: it is known by the Const
-        or Placeholder that captured it in the call's graph; None if the graph never used it. A
-        cast Keras made of the input (`_autocasts`) is known by what it cast."""
+        or Placeholder that captured it in the call's graph; None if the graph never used it. So is
+        a tensor of an enclosing graph. A cast Keras made of the input (`_autocasts`) is known by
+        what it cast."""
         try:
             if self.autocast_ops and self.autocast_ops.get((id(call.graph), t.op.name)) == id(call):
                 t = t.op.inputs[0]  # the layer's input is what Keras cast for it (`_autocasts`); another
                 # call's cast (the traced model's, passed on to its layers) is what this one was passed
+            if t.graph is not call.graph and tf.is_symbolic_tensor(t):  # an enclosing graph's, captured
+                t = _tf.captured_in(call.graph, t)  # (a branch's lambda calling a layer on the caller's `x`)
+                if t is None:
+                    return None
             name = t.name
         except AttributeError:  # "Tensor.name is undefined when eager execution is enabled"
             captured = self._eager(call.graph)[0].get(id(t))

@@ -322,6 +322,29 @@ def test_a_layers_calls_through_a_helper_and_directly_are_numbered_in_the_order_
         np.testing.assert_allclose(got[out.name], layer(scale * x).numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("helper_first", [True, False])
+def test_a_layer_making_no_ops_called_through_a_helper_and_directly_passes_each_place_its_own_input(helper_first):
+    """Dropout at inference makes no ops, so its calls have no place in the walk: each keeps its
+    recorded place, and its input and output are that place's (here, 6x, then `dense(x)`, 2x)."""
+    drop, dense = keras.layers.Dropout(0.5, name="drop"), keras.layers.Dense(3, name="dense")
+    dense.build((None, 3))
+    helper = tf.function(lambda v: drop(v * 2.0))
+
+    def f(x):
+        first, direct = (helper(x * 3.0), drop(dense(x))) if helper_first else (drop(dense(x)), helper(x * 3.0))
+        return first + direct + helper(x)
+
+    scope = gs.trace(f, SPEC, quiet=True)
+    assert [lay.name for lay in scope.layers if lay.name.startswith("drop")] == ["drop", "drop@2", "drop@3"]
+    x = np.random.default_rng(17).normal(size=(2, 3)).astype(np.float32)
+    want = [6 * x, dense(x).numpy()] if helper_first else [dense(x).numpy(), 6 * x]
+    calls = [scope.layer(k) for k in ("drop", "drop@2", "drop@3")]
+    got = scope.run([t for lay in calls for t in (*lay.inputs, *lay.outputs)], x)
+    for lay, value in zip(calls, [*want, 2 * x]):
+        np.testing.assert_allclose(got[lay.inputs.names[0]], value, rtol=1e-6)
+        np.testing.assert_allclose(got[lay.outputs.names[0]], value, rtol=1e-6)
+
+
 def test_a_helper_calling_a_functional_model_twice_numbers_its_shared_calls_as_keras_does_at_each_place():
     """`reordered` runs its shared `conv1`'s calls in another order than Keras numbers them; a
     helper calling the model from two places makes `reordered` and `reordered@2`, and inside
@@ -341,3 +364,26 @@ def test_a_helper_calling_a_functional_model_twice_numbers_its_shared_calls_as_k
             got = scope.run(names, x)
         for name, w in zip(names, want):
             np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6, err_msg=f"{prefix}: {name}")
+
+
+def test_a_layer_inside_a_cond_inside_a_helper_runs_and_is_edited():
+    """The helper is inlined, then Grappler specialises the branch for its caller and renames
+    its ops (`..._tfg_inlined_StatefulPartitionedCall/cond_0`): the layer's output is found
+    there, fetched and edited; numpy by hand is the oracle."""
+    dense = keras.layers.Dense(3, name="dense")
+    dense.build((None, 3))
+    helper = tf.function(lambda v, flag: tf.cond(flag > 0, lambda: dense(v), lambda: v * 2.0))
+    scope = gs.trace(lambda v, flag: helper(v, flag) + 1.0, [SPEC[0], tf.TensorSpec((), tf.float32)], quiet=True)
+    out = scope.layer("dense").output
+    assert out.name == "StatefulPartitionedCall/cond/dense/BiasAdd:0"
+    # its input: the branch's capture of the helper's `v` (the lambda's closure), not none
+    assert scope.layer("dense").inputs.names == ["StatefulPartitionedCall/cond/then/v:0"]
+    x = np.random.default_rng(18).normal(size=(2, 3)).astype(np.float32)
+    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
+    got = scope.run([out, *scope.layer("dense").inputs, *scope.outputs], [x, np.float32(1.0)])
+    np.testing.assert_allclose(got[out.name], x @ kernel + bias, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["StatefulPartitionedCall/cond/then/v:0"], x, rtol=0)
+    edited = scope.run(scope.outputs, [x, np.float32(1.0)], edits={out: lambda v: v * 0.0})
+    np.testing.assert_allclose(edited[scope.outputs.names[0]], np.ones((2, 3)), rtol=1e-6)
+    other = scope.run(scope.outputs, [x, np.float32(-1.0)])  # the other branch: the layer does not run
+    np.testing.assert_allclose(other[scope.outputs.names[0]], 2 * x + 1, rtol=1e-6)
