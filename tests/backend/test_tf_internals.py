@@ -948,3 +948,23 @@ def test_keras_marks_a_layers_first_call_in_called_as_called_flag_reads():
     assert _tf.called_flag(layer) is True
     _tf.restore_called_flag(layer, False)
     assert layer._called is False  # pylint: disable=protected-access
+
+
+def test_a_branch_inside_an_inlined_call_is_specialised_with_renamed_ops_and_reordered_arguments():
+    """`locate` reads a branch TensorFlow specialised for its caller by these names
+    (`specialised_function`, `specialised_op_name`), and maps its arguments by their readers
+    because the specialised branch takes its handles first."""
+    import graphscope as gs
+
+    dense = keras.layers.Dense(3, name="dense")
+    dense.build((None, 3))
+    helper = tf.function(lambda v, flag: tf.cond(flag > 0, lambda: dense(v), lambda: v * 2.0))
+    scope = gs.trace(lambda v, flag: helper(v, flag) + 1.0, [tf.TensorSpec((None, 3)), tf.TensorSpec(())], quiet=True)
+    library = scope._runtime.program.library
+    specialised = [f for name, f in library.items() if _tf.specialised_function(name)]
+    assert specialised, sorted(library)
+    (branch,) = [f for f in specialised if any(_tf.specialised_op_name(n.name) == "cond/dense_1/MatMul"
+                                               for n in f.node_def)]
+    kinds = [a.type for a in branch.signature.input_arg]
+    assert kinds == sorted(kinds, key=lambda k: k != tf.resource.as_datatype_enum), kinds  # handles first
+    assert _tf.specialised_op_name("cond/mul") is None
