@@ -50,7 +50,8 @@ TALLY: collections.Counter = collections.Counter()
 
 
 def _helpful(K: Any) -> type:
-    """A custom layer of Keras `K` whose call goes through a tf.function helper (a nested call)."""
+    """A custom layer of Keras `K` whose call goes through a tf.function helper (a nested call)
+    and calls a layer it makes there, each call a new one (recorded as `<custom>/made`)."""
     if K not in _HELPFUL:
 
         class Helpful(K.layers.Layer):
@@ -66,7 +67,8 @@ def _helpful(K: Any) -> type:
                 return tf.math.tanh(x) ** self.power * self.scale
 
             def call(self, x: tf.Tensor) -> tf.Tensor:
-                return self._helper(x) + tf.reduce_mean(x, axis=-1, keepdims=True)
+                made = K.layers.Activation("softsign", name="made")
+                return made(self._helper(x)) + tf.reduce_mean(x, axis=-1, keepdims=True)
 
         _HELPFUL[K] = Helpful
     return _HELPFUL[K]
@@ -274,6 +276,16 @@ def check(spec: dict, K: Any = keras) -> None:
         shape = values[t.name].shape
         assert tf.TensorShape(t.shape).is_compatible_with(shape), (t.name, t.shape, shape)
     TALLY["op outputs fetched"] += len(fetchable)
+    helpful = _helpful(K)
+    for token, _ in built.calls:  # the layer a custom layer makes in its call: recorded, its value its own
+        layer = scope.layer(token)
+        if isinstance(layer.keras_layer, helpful):
+            made = scope.layer(f"{token}/made")
+            assert made.ops and made.type == "Activation", made
+            got = scope.run([layer.inputs[0], layer.output, made.output], built.x)
+            want = got[layer.output.name] - got[layer.inputs[0].name].mean(axis=-1, keepdims=True)  # numpy by hand
+            np.testing.assert_allclose(got[made.output.name], want, rtol=1e-4, atol=1e-5)
+            TALLY["layers made in a call"] += 1
     _compare(built, training=True)  # batch norm on batch statistics; executors never update it
 
 

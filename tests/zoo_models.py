@@ -334,6 +334,18 @@ def segformer() -> Case:
                 kinds=frozenset({"transformer"}))
 
 
+def deeplab_v3() -> Case:
+    """DeepLabV3 on a tiny ResNet: its pyramid pooling makes a `Resizing` layer inside `call`
+    on each call (recorded as `spatial_pyramid_pooling/resizing`). Called with `training=False`,
+    as SegFormer is (that `Resizing`'s `training=True` default)."""
+    hub = _hub()
+    backbone = hub.models.DeepLabV3Backbone(
+        image_encoder=_resnet_encoder(32), spatial_pyramid_pooling_key="P3", upsampling_size=2, dilation_rates=[1, 2],
+        low_level_feature_key="P2", image_shape=(32, 32, 3))
+    model = hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=3)
+    return Case("deeplab_v3", model, None, _uniform(2, 32, 32, 3), lambda v: model(v, training=False), model)
+
+
 def hgnetv2() -> Case:
     """HGNetV2: learnable affine blocks, light-weight conv blocks, aggregation by concatenation."""
     hub = _hub()
@@ -615,6 +627,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "dinov2": dinov2,
     "depth_anything": depth_anything,
     "segformer": segformer,
+    "deeplab_v3": deeplab_v3,
     "hgnetv2": hgnetv2,
     "xception": xception,
     "cspnet": cspnet,

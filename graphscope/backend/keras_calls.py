@@ -4,8 +4,10 @@ While tracing, each Keras layer of the model gets a temporary per-instance `call
 records which ops its call created (by op creation id), its arguments (positional and keyword: the
 tensors among them are its inputs), its outputs, and who called it. The wrappers are removed when
 tracing ends, even on error: the model is left exactly as it was (no weights, layers or attributes
-changed). A functional model's calls are then numbered in its node order (`Recorder.finish`), the
-order the user's code made them.
+changed). A layer no wrapper reaches (one the model's code makes inside its `call`) is given one
+when it is called: for the duration, Keras' own `Layer.__call__` first hands it to the recording.
+A functional model's calls are then numbered in its node order (`Recorder.finish`), the order the
+user's code made them; layers of one parent call that share a name are told apart (`d`, `d_1`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
 
-__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "fresh_helpers", "keras_attributes", "keras_roots", "number_last",
-           "recording"]
+__all__ = ["TRACE_LOCK", "LayerCall", "Recorder", "fresh_helpers", "keras_attributes", "keras_roots",
+           "label_namesakes", "number_last", "recording"]
 
 # Tracing mutates per-instance attributes for its duration; two traces of the same model at
 # once would see each other's wrappers.
@@ -52,11 +54,16 @@ class LayerCall:
     # 0 for a recorded call; k for its copy made for the (k+1)-th walk of its graph, a function
     # called from several places (a helper tf.function called twice): each place is a call
     walk: int = 0
+    # the layer's name here where another layer of its parent call has its name (Keras 3 lets a
+    # subclassed model's layers share one): `d_1` for the second, as TensorFlow's scopes count;
+    # set by `Recorder.finish`
+    label: str = ""
 
     @property
     def token(self) -> str:
         """`name` for a first call, `name@n` for the n-th."""
-        return self.layer.name if self.number == 1 else f"{self.layer.name}@{self.number}"
+        name = self.label or self.layer.name
+        return name if self.number == 1 else f"{name}@{self.number}"
 
 
 class Recorder:
@@ -104,6 +111,7 @@ class Recorder:
         self.calls = kept
         self.root = next((c for c in kept if c.parent is None), None)
         self._renumber()
+        label_namesakes(kept)
 
     def _renumber(self) -> None:
         """Number the calls a functional model makes the way Keras does (its node order), not
@@ -125,6 +133,28 @@ class Recorder:
                 if order is not None and len(order) == len(same) and len(set(order)) == len(order):
                     for call, number in zip(same, order):
                         call.number = number
+
+
+def label_namesakes(calls: Sequence[LayerCall]) -> None:
+    """Tell apart layers that share a name inside one parent call (two `Dense(name="d")` of a
+    subclassed model, or layers its `call` makes with a fixed name in a loop): the first keeps
+    the name, the next get `d_1`, `d_2`, ... in the order of their first calls, skipping a name
+    another layer there has. Each layer keeps its label in all its calls there."""
+    distinct: dict[tuple[int, str], list[int]] = {}  # (parent call, name) -> the layers, by id
+    for call in calls:
+        layers = distinct.setdefault((id(call.parent), call.layer.name), [])
+        if id(call.layer) not in layers:
+            layers.append(id(call.layer))
+    labels: dict[tuple[int, int], str] = {}  # (parent call, layer) -> its label
+    for (parent, name), layers in distinct.items():
+        suffix = 0
+        for layer in layers[1:]:
+            suffix += 1
+            while (parent, f"{name}_{suffix}") in distinct:
+                suffix += 1
+            labels[(parent, layer)] = f"{name}_{suffix}"
+    for call in calls:
+        call.label = labels.get((id(call.parent), id(call.layer)), "")
 
 
 def number_last(calls: Sequence[LayerCall], last: set[int]) -> None:
@@ -191,29 +221,54 @@ class recording:
         self.saved: list[tuple[Any, str, Any]] = []  # (layer, attribute, what its __dict__ held), as set
         self.classes: list[tuple[Any, type]] = []
         self.flags: list[tuple[Any, Any]] = []  # (a built layer, its `_called` before)
+        self.hooks: list[tuple[type, Any]] = []  # (a Keras base class, its own `__call__`)
+        self.seen: set[int] = set()  # the layers recorded, by id (each alive while recorded)
 
     def __enter__(self) -> Recorder:
         recorder = Recorder()
-        seen: set[int] = set()
-        todo = list(self.roots)
         try:
-            while todo:
-                layer = todo.pop()
-                if id(layer) in seen:
-                    continue
-                seen.add(id(layer))
-                if getattr(layer, "built", False):  # one the trace builds was called, as a first call would
-                    self.flags.append((layer, _tf.called_flag(layer)))
-                self._fresh_functions(layer)
-                if _tf.has_own_dunder_call(layer):
-                    self._record_dunder_call(layer, recorder)
-                else:
-                    self._set(layer, "call", recorder.wrap(layer, layer.call))
-                todo.extend(_tf.tracked_layers(layer))
+            self._adopt(self.roots, recorder)
+            self._hook_calls(recorder)
         except BaseException:
             self._restore()
             raise
         return recorder
+
+    def _adopt(self, roots: Sequence[Any], recorder: Recorder, calling: bool = False) -> None:
+        """Record the calls of each layer reachable from `roots` not recorded yet. `calling`: the
+        first root is being called already (through Keras' `__call__`), too late to give it a
+        class whose own `__call__` records; its `call` is recorded instead."""
+        called = roots[0] if calling else None
+        todo = list(roots)
+        while todo:
+            layer = todo.pop()
+            if id(layer) in self.seen:
+                continue
+            self.seen.add(id(layer))
+            if getattr(layer, "built", False):  # one the trace builds was called, as a first call would
+                self.flags.append((layer, _tf.called_flag(layer)))
+            self._fresh_functions(layer)
+            if _tf.has_own_dunder_call(layer) and layer is not called:
+                self._record_dunder_call(layer, recorder)
+            else:
+                self._set(layer, "call", recorder.wrap(layer, layer.call))
+            todo.extend(_tf.tracked_layers(layer))
+
+    def _hook_calls(self, recorder: Recorder) -> None:
+        """For the duration, Keras' `Layer.__call__` (Keras 3's, and tf_keras' where it is
+        imported) first records the calls of a layer no root reaches: one the model's code
+        creates while it runs (`keras.layers.ReLU()(x)` inside a `call`, keras-hub's per-call
+        `Resizing`) or keeps where no tracking looks. Only in the tracing thread."""
+        thread = threading.get_ident()
+
+        def adopt(layer: Any) -> None:
+            if id(layer) not in self.seen and threading.get_ident() == thread:
+                self._adopt([layer], recorder, calling=True)
+
+        for base in _tf.keras_layer_bases():
+            original = vars(base)["__call__"]
+            self.hooks.append((base, original))
+            type.__setattr__(base, "__call__", _adopting(original, adopt))
 
     def __exit__(self, *exc: Any) -> None:
         self._restore()
@@ -240,6 +295,9 @@ class recording:
         self.classes.append((layer, cls))
 
     def _restore(self) -> None:
+        for base, original in reversed(self.hooks):
+            type.__setattr__(base, "__call__", original)
+        self.hooks.clear()
         for layer, cls in reversed(self.classes):
             object.__setattr__(layer, "__class__", cls)
         self.classes.clear()
@@ -252,6 +310,17 @@ class recording:
         for layer, flag in self.flags:  # the trace's call counts as none
             _tf.restore_called_flag(layer, flag)
         self.flags.clear()
+
+
+def _adopting(original: Any, adopt: Any) -> Any:
+    """Keras' `Layer.__call__` (`original`) that first hands the layer to `adopt`."""
+
+    @functools.wraps(original)
+    def adopting_call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        adopt(layer)
+        return original(layer, *args, **kwargs)
+
+    return adopting_call
 
 
 def keras_attributes(module: Any) -> list[Any]:

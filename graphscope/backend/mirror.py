@@ -362,9 +362,14 @@ class _Mirror:
         self.first_calls: dict[int, LayerCall] = {}
         for calls in self.calls_by_graph.values():
             first: dict[int, LayerCall] = {}
+            namesakes: dict[tuple[int, str], LayerCall] = {}  # (parent call, layer name) -> its first call
             for call in sorted(calls, key=lambda c: c.first_id):
+                earlier = namesakes.setdefault((id(call.parent), call.layer.name), call)
                 if first.setdefault(id(call.layer), call) is not call:
                     self.first_calls[id(call)] = first[id(call.layer)]
+                elif call.label and earlier.layer is not call.layer:
+                    # another layer of the same name (`d_1`): its scope is the namesake's, opened again
+                    self.first_calls[id(call)] = earlier
         self.shared_firsts = {id(c) for c in self.first_calls.values()}
         self.first_names: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self.later_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -1011,6 +1011,18 @@ def specialised_op_name(name: str) -> str | None:
     return match["op"] if match else None
 
 
+def keras_layer_bases() -> list[type]:
+    """The classes whose own `__call__` is Keras' layer call, which every layer's call goes
+    through (a subclass's `__call__`, tf_keras' `Model` and Keras' preprocessing `DataLayer`,
+    calls it): Keras 3's `Layer`, and tf_keras' where tf_keras is imported."""
+    import keras
+
+    bases = [keras.layers.Layer]
+    if "tf_keras" in sys.modules:
+        bases.append(sys.modules["tf_keras"].layers.Layer)
+    return [b for b in bases if "__call__" in vars(b)]
+
+
 def has_own_dunder_call(layer: Any) -> bool:
     """Whether `layer(...)` runs a `__call__` of the layer's own code, not Keras' `Layer.__call__`
     (Model Garden's `DetectionGenerator` computes its outputs there, never calling `call`)."""

@@ -463,3 +463,29 @@ def test_a_savedmodel_tf_keras_wrote_with_a_serving_function_of_its_own_is_trace
     x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
     out = scope.output("probs").name
     np.testing.assert_allclose(scope.run(out, x)[out], tf.nn.softmax(model(x)).numpy(), atol=1e-6)
+
+
+class _MakesLayers(tf_keras.Model):
+    """A tf_keras model that makes layers in its `call`."""
+
+    def __init__(self):
+        super().__init__(name="makes")
+        self.dense = tf_keras.layers.Dense(4, name="dense")
+
+    def call(self, x):
+        return tf_keras.layers.Activation("tanh", name="made_tanh")(tf_keras.layers.ReLU(name="made_relu")(self.dense(x)))
+
+
+def test_layers_a_tf_keras_models_call_makes_while_tracing_are_recorded():
+    model = _MakesLayers()
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    want = model(x).numpy()
+    call = tf_keras.layers.Layer.__call__
+    scope = gs.trace(model, quiet=True)
+    assert tf_keras.layers.Layer.__call__ is call
+    assert [lay.name for lay in scope.layers] == ["dense", "made_relu", "made_tanh"]
+    assert scope.find(op_type="Relu|Tanh").names == ["made_relu/Relu:0", "made_tanh/Tanh:0"]
+    kernel, bias = (w.numpy() for w in model.dense.weights)
+    got = scope.run(["made_relu/Relu:0", "made_tanh/Tanh:0"], x)
+    np.testing.assert_allclose(got["made_relu/Relu:0"], np.maximum(x @ kernel + bias, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["made_tanh/Tanh:0"], want, rtol=1e-6)

@@ -589,6 +589,32 @@ def test_a_layer_with_its_own_dunder_call_is_told_apart():
     assert not _tf.has_own_dunder_call(tf_keras.Sequential([tf_keras.layers.Dense(2)]))  # tf_keras' own Model.__call__
 
 
+def test_every_layers_call_goes_through_the_keras_layer_bases_own_dunder_call():
+    """`recording` hooks `__call__` of `keras_layer_bases()` to record layers made while tracing:
+    a plain layer, a preprocessing layer (its `DataLayer.__call__` calls Keras'), a model and
+    tf_keras' (its `Model.__call__` calls its `Layer`'s) must all pass through it."""
+    tf_keras = pytest.importorskip("tf_keras")
+    bases = _tf.keras_layer_bases()
+    assert bases[:1] == [keras.layers.Layer] and tf_keras.layers.Layer in bases
+    seen = []
+    saved = [(base, vars(base)["__call__"]) for base in bases]
+    try:
+        for base, original in saved:
+            def spy(layer, *args, __original=original, **kwargs):
+                seen.append(layer.name)
+                return __original(layer, *args, **kwargs)
+            type.__setattr__(base, "__call__", spy)
+        x = tf.ones((1, 4, 4, 3))
+        keras.layers.Dense(2, name="plain")(x)
+        keras.layers.Resizing(2, 2, name="resizing")(x)
+        keras.Sequential([keras.layers.Dense(2, name="inner")], name="model")(x)
+        tf_keras.Sequential([tf_keras.layers.Dense(2, name="k2_inner")], name="k2_model")(x)
+    finally:
+        for base, original in saved:
+            type.__setattr__(base, "__call__", original)
+    assert {"plain", "resizing", "model", "inner", "k2_model", "k2_inner"} <= set(seen)
+
+
 def test_keras_layer_call_is_looked_up_on_the_instance():
     """trace.py records calls by shadowing `call` on the instance for the trace's duration."""
     layer = keras.layers.Dense(2)

@@ -53,6 +53,58 @@ def test_wrappers_are_removed_when_tracing_fails():
     assert all("call" not in lay.__dict__ for lay in model._flatten_layers())
     flaky.fail = False
     assert gs.trace(model).layer("flaky").output.name == "flaky/mul:0"
+    assert keras.layers.Layer.__call__ is _KERAS_CALL  # the hook for layers made while tracing too
+
+
+_KERAS_CALL = keras.layers.Layer.__call__
+
+
+class _MakesLayers(keras.Model):
+    """Makes layers in its `call`, as quick custom code does: each trace makes new ones."""
+
+    def __init__(self):
+        super().__init__(name="makes")
+        self.dense = keras.layers.Dense(4, name="dense")
+        self.helpers = {"scale": _Scale(name="scale")}  # a layer Keras tracks in a dict
+
+    def call(self, x):
+        h = keras.layers.ReLU(name="made_relu")(self.dense(x))
+        joined = keras.layers.Concatenate(name="made_concat")([h, self.helpers["scale"](x)])
+        return keras.layers.Activation("tanh", name="made_tanh")(joined)
+
+
+class _Scale(keras.layers.Layer):
+    def call(self, x):
+        return x * 3.0
+
+
+def test_layers_a_models_call_makes_while_tracing_are_recorded_with_their_values():
+    """A layer made and called inside `call` (`keras.layers.ReLU()(x)`) is recorded as the
+    model's layer, with its ops and outputs, not left as ops of the model's own; nothing of the
+    recording stays on Keras' classes or on the layers."""
+    model = _MakesLayers()
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    want = model(x).numpy()
+    weights = weights_snapshot(model)
+    scope = gs.trace(model, quiet=True)
+    assert keras.layers.Layer.__call__ is _KERAS_CALL
+    assert not any("call" in lay.__dict__ for lay in model._flatten_layers())
+    assert_weights_unchanged(model, weights)
+    names = [lay.name for lay in scope.layers]
+    assert names == ["dense", "scale", "made_relu", "made_concat", "made_tanh"]  # the ones it holds first
+    assert scope.find(op_type="Relu|Tanh|ConcatV2").names == [
+        "made_relu/Relu:0", "made_concat/concat:0", "made_tanh/Tanh:0"]
+    assert all(scope.layer(name).ops for name in names)
+    got = scope.run([scope.layer(n).output.name for n in ("dense", "made_relu", "scale", "made_concat", "made_tanh")], x)
+    kernel, bias = (w.numpy() for w in model.dense.weights)
+    relu = np.maximum(x @ kernel + bias, 0)  # numpy by hand
+    np.testing.assert_allclose(got["made_relu/Relu:0"], relu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[scope.layer("made_concat").output.name], np.concatenate([relu, 3 * x], -1),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["made_tanh/Tanh:0"], want, rtol=1e-6)
+    edited = scope.run(scope.outputs.names, x, edits={"made_relu/Relu:0": lambda v: v * 0})
+    np.testing.assert_allclose(edited[scope.outputs.names[0]], np.tanh(np.concatenate([0 * relu, 3 * x], -1)),
+                               rtol=1e-5, atol=1e-6)
 
 
 class _SizeBranch(keras.layers.Layer):
@@ -1594,3 +1646,41 @@ def test_a_refused_trace_leaves_keras_naming_as_it_was():
         layer = keras.layers.Dense(2, name="fresh")
         layer.build((None, 3))
         assert layer.kernel.path == "fresh/kernel"
+
+
+class _Namesakes(keras.Model):
+    """Keras 3 lets a subclassed model's layers share a name; one of them has the name the
+    second namesake would get."""
+
+    def __init__(self):
+        super().__init__(name="namesakes")
+        self.first = keras.layers.Dense(4, name="d")
+        self.second = keras.layers.Dense(4, name="d")
+        self.taken = keras.layers.Dense(4, name="d_1")
+
+    def call(self, x):
+        h = self.taken(self.second(self.first(x)))
+        for _ in range(2):  # made in the loop, each with one name
+            h = keras.layers.Activation("tanh", name="act")(h) * 2.0
+        return h
+
+
+def test_layers_sharing_a_name_are_told_apart_in_call_order_with_their_own_values():
+    model = _Namesakes()
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    want = model(x).numpy()
+    scope = gs.trace(model, quiet=True)
+    names = [lay.name for lay in scope.layers]
+    assert sorted(names) == ["act", "act_1", "d", "d_1", "d_2"]
+    assert scope.find(op_type="BiasAdd|Tanh").names == ["d/BiasAdd:0", "d_2/BiasAdd:0", "d_1/BiasAdd:0",
+                                                        "act/Tanh:0", "act_1/Tanh:0"]
+    assert {lay.name: lay.keras_layer for lay in scope.layers if lay.name.startswith("d")} == {
+        "d": model.first, "d_2": model.second, "d_1": model.taken}
+    dense = [(lay.kernel.numpy(), lay.bias.numpy()) for lay in (model.first, model.second, model.taken)]
+    h = x  # numpy by hand
+    for kernel, bias in dense:
+        h = h @ kernel + bias
+    got = scope.run([scope.layer(n).output.name for n in ("d_1", "act", "act_1")], x)
+    np.testing.assert_allclose(got["d_1/BiasAdd:0"], h, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["act/Tanh:0"], np.tanh(h), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["act_1/Tanh:0"] * 2, want, rtol=1e-6)
