@@ -403,10 +403,12 @@ def _values(seed=22):
     return [a, b, c], {"AA": a * 1.5, "BB": b * 2.5, "CC": c * 3.5}
 
 
-def test_a_loop_bodys_arguments_are_the_values_it_reads_where_a_branch_in_it_is_specialised():
-    """In a helper's loop whose body holds a cond, TensorFlow specialises both and reorders the
-    cond's inputs with its branches' arguments: the body's arguments, fetched and edited, are
-    still the values the body reads, and so are the branch's (numpy by hand)."""
+@pytest.mark.parametrize("how", ["helper", "plain"])
+def test_a_loop_bodys_arguments_are_the_values_it_reads_where_a_branch_in_it_is_specialised(how):
+    """In a loop whose body holds a cond (the traced function's own, or a helper's), TensorFlow
+    specialises both and reorders the cond's inputs with its branches' arguments: the body's
+    arguments, fetched and edited, are still the values the body reads, and so are the
+    branch's (numpy by hand)."""
     w = tf.Variable(_W)
 
     @tf.function
@@ -419,16 +421,17 @@ def test_a_loop_bodys_arguments_are_the_values_it_reads_where_a_branch_in_it_is_
         return tf.while_loop(lambda i, acc: i < 2, body, [tf.constant(0), tf.zeros_like(a2)])[1]
 
     spec = [tf.TensorSpec((None, 3))] * 3 + [tf.TensorSpec(())]
-    scope = gs.trace(lambda a, b, c, flag: helper(a, b, c, flag) * 1.0, spec, quiet=True)
+    call, prefix = (helper, "StatefulPartitionedCall/") if how == "helper" else (helper.python_function, "")
+    scope = gs.trace(lambda a, b, c, flag: call(a, b, c, flag) * 1.0, spec, quiet=True)
     inputs, read = _values()
     feed = [*inputs, np.float32(1.0)]
-    names = {f"StatefulPartitionedCall/while/{where}/{key}:0": key
+    names = {f"{prefix}while/{where}/{key}:0": key
              for where, keys in (("body", "AA BB CC"), ("cond/then", "BB CC")) for key in keys.split()}
     for name, key in names.items():  # one entry per iteration
         got = scope.run([name], feed)
         np.testing.assert_allclose(got[name], np.stack([read[key]] * 2), rtol=1e-6, err_msg=name)
     out = scope.outputs.names[0]
-    for name in ("StatefulPartitionedCall/while/body/CC:0", "StatefulPartitionedCall/while/cond/then/CC:0"):
+    for name in (f"{prefix}while/body/CC:0", f"{prefix}while/cond/then/CC:0"):
         edited = scope.run([out], feed, edits={name: lambda v: v * 0.0})  # the branch reads zeros for c2
         np.testing.assert_allclose(edited[out], 2 * (read["BB"] * 2.0), rtol=1e-5, atol=1e-5, err_msg=name)
 
