@@ -995,7 +995,8 @@ def is_input_layer(obj: Any) -> bool:
 
 # an op of a branch Grappler's TFG specialised for its caller after inlining the call around it
 # (`cond/dense_1/BiasAdd_tfg_inlined_StatefulPartitionedCall/cond_0`)
-_TFG_SPECIALISED = re.compile(r"(?P<op>.+)_tfg_inlined_.+_\d+")
+_TFG_SPECIALISED = re.compile(r"(?P<op>.+?)_tfg_inlined_.+_\d+")  # the first: a branch in a specialised
+# loop body is specialised again (`while/cond/mul_tfg_inlined_while/cond_tfg_inlined_StatefulPartitionedCall/while_1_0`)
 
 
 def specialised_function(name: str) -> bool:

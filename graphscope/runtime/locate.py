@@ -22,6 +22,18 @@ from graphscope.runtime.prune import normal
 
 __all__ = ["Locator"]
 
+# ops that run functions on their inputs from this position on (a cond's first is its predicate)
+_FUNCTION_INPUTS = {"If": 1, "StatelessIf": 1, "Case": 1, "StatelessCase": 1, "While": 0, "StatelessWhile": 0,
+                    "PartitionedCall": 0, "StatefulPartitionedCall": 0}
+
+
+def _function_attrs(node_def: Any) -> list[str]:
+    """The attributes through which an op runs functions on its inputs (`expose.function_attr`'s
+    names: `then_branch`, `branches:<k>`, `body`, `f`)."""
+    if "branches" in node_def.attr:
+        return [f"branches:{k}" for k in range(len(node_def.attr["branches"].list.func))]
+    return [a for a in ("then_branch", "else_branch", "body", "cond", "f") if a in node_def.attr]
+
 
 class Locator:
     """Finds tensors in an executable GraphDef's nodes and function library."""
@@ -84,7 +96,7 @@ class Locator:
             function = expose.function_attr(node, attr).name
             if function not in self.library:
                 return None
-            steps.append((name, attr))
+            steps.append((node.name, attr))  # a specialised branch's copy of it is renamed
             nodes = self._function_nodes(function)
             prefix = ""
         dtype = tf.as_dtype(t.dtype).as_datatype_enum
@@ -101,7 +113,7 @@ class Locator:
 
     def _argument(self, function: str, site: Site) -> int | None:
         """Which argument of the executable `function` is argument `site.arg` of the body it
-        was made from. The same, except in a branch TensorFlow specialised after inlining the
+        was made from. The same, except in a body TensorFlow specialised after inlining the
         call around it, which may take its arguments in another order (its handles first): there
         it is the argument the specialised copies of the body's readers of it read. None where
         none of them is left to tell."""
@@ -110,7 +122,16 @@ class Locator:
         body = self._body(site.path)
         if body is None or site.arg >= len(body.inputs):
             return None
-        placeholder = body.inputs[site.arg]
+        return self._mapped(function, body, site.arg)
+
+    def _mapped(self, function: str, body: tf.Graph, position: int) -> int | None:
+        """Which argument of the executable `function`, made from the traced `body`, is the
+        body's argument at `position`: the one the copies of its readers read there. A reader
+        that runs functions (a cond, a loop, a call) may have its inputs reordered with its
+        functions' arguments: where it reads the argument is where its function does."""
+        if not _tf.specialised_function(function):
+            return position
+        placeholder = body.inputs[position]
         names = [a.name for a in self.library[function].signature.input_arg]
         nodes = self._function_nodes(function)
         found = set()
@@ -120,9 +141,34 @@ class Locator:
                 continue
             data = [i for i in node.input if not i.startswith("^")]
             for k, t in enumerate(reader.inputs):
-                if t is placeholder and k < len(data) and data[k] in names:
-                    found.add(names.index(data[k]))
+                if t is not placeholder:
+                    continue
+                j = self._passed(reader, node, k)
+                if j is not None and j < len(data) and data[j] in names:
+                    found.add(names.index(data[j]))
         return found.pop() if len(found) == 1 else None
+
+    def _passed(self, reader: tf.Operation, node: Any, k: int) -> int | None:
+        """Where `node`, the executable copy of the traced op `reader`, takes `reader`'s input
+        `k`: the same place, except for an op running functions TensorFlow specialised (their
+        arguments, and the op's inputs with them, reordered); None where its functions disagree
+        or none of them tells."""
+        offset = _FUNCTION_INPUTS.get(reader.type)
+        if offset is None or k < offset:
+            return k
+        places = set()
+        for attr in _function_attrs(reader.node_def):
+            try:
+                inner = _tf.function_graph(reader.graph, expose.function_attr(reader.node_def, attr).name)
+                function = expose.function_attr(node, attr).name
+            except (KeyError, ValueError, LookupError, IndexError):
+                continue
+            if function not in self.library or k - offset >= len(inner.inputs):
+                continue
+            place = self._mapped(function, inner, k - offset)
+            if place is not None:
+                places.add(place + offset)
+        return places.pop() if len(places) == 1 else None
 
     def _body(self, path: tuple[tuple[str, str], ...]) -> tf.Graph | None:
         """The traced body `path` leads to (calls and control flow from the traced graph down)."""

@@ -994,3 +994,6 @@ def test_a_branch_inside_an_inlined_call_is_specialised_with_renamed_ops_and_reo
     kinds = [a.type for a in branch.signature.input_arg]
     assert kinds == sorted(kinds, key=lambda k: k != tf.resource.as_datatype_enum), kinds  # handles first
     assert _tf.specialised_op_name("cond/mul") is None
+    # a branch inside a specialised loop body is specialised again: the op is the first name
+    twice = "while/cond/mul_tfg_inlined_while/cond_tfg_inlined_StatefulPartitionedCall/while_1_0"
+    assert _tf.specialised_op_name(twice) == "while/cond/mul"

@@ -388,3 +388,85 @@ def test_a_branchs_arguments_are_the_values_it_reads_where_tensorflow_reorders_t
         edited = scope.run([out], feed, edits={t: lambda v: v * 0.0})
         np.testing.assert_allclose(edited[out.name], values["c"] * 5.0 + values["a"] - values["b"] * 7.0,
                                    rtol=1e-5, atol=1e-5)
+
+
+_W = np.array([5.0, 6.0, 7.0], np.float32)
+
+
+def _named(a, b, c):
+    return tf.identity(a * 1.5, name="AA"), tf.identity(b * 2.5, name="BB"), tf.identity(c * 3.5, name="CC")
+
+
+def _values(seed=22):
+    rng = np.random.default_rng(seed)
+    a, b, c = (rng.normal(size=(2, 3)).astype(np.float32) for _ in range(3))
+    return [a, b, c], {"AA": a * 1.5, "BB": b * 2.5, "CC": c * 3.5}
+
+
+@pytest.mark.parametrize("how", ["helper", "plain"])
+def test_a_loop_bodys_arguments_are_the_values_it_reads_where_a_branch_in_it_is_specialised(how):
+    """In a loop whose body holds a cond (the traced function's own, or a helper's), TensorFlow
+    specialises both and reorders the cond's inputs with its branches' arguments: the body's
+    arguments, fetched and edited, are still the values the body reads, and so are the
+    branch's (numpy by hand)."""
+    w = tf.Variable(_W)
+
+    @tf.function
+    def helper(a, b, c, flag):
+        a2, b2, c2 = _named(a, b, c)
+
+        def body(i, acc):
+            return i + 1, acc + tf.cond(flag > 0, lambda: c2 * w + b2 * 2.0, lambda: a2 - c2)
+
+        return tf.while_loop(lambda i, acc: i < 2, body, [tf.constant(0), tf.zeros_like(a2)])[1]
+
+    spec = [tf.TensorSpec((None, 3))] * 3 + [tf.TensorSpec(())]
+    call, prefix = (helper, "StatefulPartitionedCall/") if how == "helper" else (helper.python_function, "")
+    scope = gs.trace(lambda a, b, c, flag: call(a, b, c, flag) * 1.0, spec, quiet=True)
+    inputs, read = _values()
+    feed = [*inputs, np.float32(1.0)]
+    names = {f"{prefix}while/{where}/{key}:0": key
+             for where, keys in (("body", "AA BB CC"), ("cond/then", "BB CC")) for key in keys.split()}
+    for name, key in names.items():  # one entry per iteration
+        got = scope.run([name], feed)
+        np.testing.assert_allclose(got[name], np.stack([read[key]] * 2), rtol=1e-6, err_msg=name)
+    out = scope.outputs.names[0]
+    for name in (f"{prefix}while/body/CC:0", f"{prefix}while/cond/then/CC:0"):
+        edited = scope.run([out], feed, edits={name: lambda v: v * 0.0})  # the branch reads zeros for c2
+        np.testing.assert_allclose(edited[out], 2 * (read["BB"] * 2.0), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("how", ["saved model", "helper"])
+def test_a_cond_inside_a_specialised_branch_runs_and_is_edited(tmp_path, how):
+    """The inner cond's op in the specialised outer branch is renamed: its values are reached
+    through it (numpy by hand)."""
+
+    class Nested(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(_W)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 3))] * 3 + [tf.TensorSpec(())])
+        def __call__(self, a, b, c, flag):
+            a2, b2, c2 = _named(a, b, c)
+            inner = lambda: tf.cond(flag > 1, lambda: tf.identity(c2 * self.w, name="P") - a2, lambda: b2 + 0.0)
+            return tf.cond(flag > 0, lambda: inner() + b2 * c2, lambda: a2 - b2)
+
+    module = Nested()
+    spec = [tf.TensorSpec((None, 3))] * 3 + [tf.TensorSpec(())]
+    if how == "saved model":
+        tf.saved_model.save(module, str(tmp_path / "nested"))
+        scope = gs.trace(tmp_path / "nested", quiet=True)
+    else:
+        scope = gs.trace(lambda a, b, c, flag: module(a, b, c, flag) * 1.0, spec, quiet=True)
+    inputs, read = _values()
+    feed = [*inputs, np.float32(2.0)]
+    (p,) = scope.find(r"cond/cond/P:0$")
+    args = scope.find(r"cond/cond/then/.*(aa|AA|cc|CC):0$")
+    assert len(args) == 2, args
+    got = scope.run([p, *args], feed)
+    np.testing.assert_allclose(got[p.name], read["CC"] * _W, rtol=1e-6)
+    for t in args:  # by the name of what it captured: `AA` (saved: `cond_cond_sub_aa`)
+        np.testing.assert_allclose(got[t.name], read[t.name[-4:-2].upper()], rtol=1e-6, err_msg=t.name)
+    out = scope.outputs.names[0]
+    edited = scope.run([out], feed, edits={p: lambda v: v * 0.0})
+    np.testing.assert_allclose(edited[out], read["BB"] * read["CC"] - read["AA"], rtol=1e-5)
