@@ -191,6 +191,11 @@ class Program:
         else:
             outputs, then = gradient.step(self, fetch_names, pruned)
         graph = prune.graph_def(self.graph_def, rewrite.nodes, rewrite.functions, pruned.fed, kept)
+        if gradient is not None:
+            # TensorFlow's gradient of a branch registers `<branch>_rewritten` process-wide, and a
+            # branch an edit leaves alone keeps its name while its rewrite follows the other
+            # branch's outputs: names of this compilation's own ("duplicate function" otherwise)
+            graph = expose.own_function_names(graph)
         function = _function(graph, pruned.inputs, outputs, ties, pruned.captures, pruned.specs, then)
         top = [n.name for n in self.graph_def.node if n.name in kept]
         return Compiled(function, [t.name for t in fetches], kinds, top, pruned.used, rewrite.prefixes)

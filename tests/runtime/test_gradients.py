@@ -509,3 +509,29 @@ def test_gradients_wrt_a_variable_read_in_nested_control_flow_equal_gradient_tap
         assert np.abs(w.numpy()).max() > 1e-3  # not a zero gradient that zeros would match
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(_CONTROL_W.numpy(), before)
+
+
+def test_gradients_through_a_cond_with_and_without_an_edit_on_one_scope():
+    """TensorFlow's gradient of a branch registers `<branch>_rewritten` process-wide; a branch an
+    edit leaves alone kept its name while its rewrite changed, so the second gradient failed
+    ("Attempting to add a duplicate function"). Oracle: tf.GradientTape by hand."""
+    w = tf.Variable(np.full((3,), 5.0, np.float32))
+
+    def f(a, b, flag):
+        a2, b2 = tf.identity(a * 1.5, name="AA"), tf.identity(b * 2.5, name="BB")
+        return tf.cond(flag > 0, lambda: a2 * w + b2, lambda: a2 - b2)
+
+    scope = gs.trace(f, [tf.TensorSpec((None, 3)), tf.TensorSpec((None, 3)), tf.TensorSpec(())], quiet=True)
+    a, b = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    feed = [a, b, np.float32(1.0)]
+    read = next(t for t in scope.find("then/") if not t.is_handle and t.shape == (None, 3))
+    for edits, scale in (({}, 1.0), ({read: lambda v: v * 0.0}, 0.0), ({}, 1.0)):
+        got = scope.gradients(scope.outputs[0], ["a", "b"], feed, edits=edits)
+        av, bv = tf.constant(a), tf.constant(b)
+        with tf.GradientTape() as tape:
+            tape.watch([av, bv])
+            # the edit zeroes what the then-branch reads of `a`: by hand, a2 * scale
+            y = tf.reduce_sum((av * 1.5 * scale) * w + bv * 2.5)
+        want_a, want_b = tape.gradient(y, [av, bv])
+        np.testing.assert_allclose(got["a"], want_a.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got["b"], want_b.numpy(), rtol=1e-6)
