@@ -376,6 +376,26 @@ def cspnet() -> Case:
     return Case("cspnet", model, None, _uniform(2, 32, 32, 3), model, model, kinds=frozenset({"classifier"}))
 
 
+def basnet() -> Case:
+    """BASNet's backbone: a ResNet encoder, a decoder with a prediction head at every scale and a
+    residual refinement module, eight outputs (the segmenter keeps only the refined one, and has
+    no other top-level layer than the backbone)."""
+    hub = _hub()
+    encoder = hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16, 16, 16],
+        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    backbone = hub.models.BASNetBackbone(image_encoder=encoder, num_classes=1, image_shape=(32, 32, 3))
+    return Case("basnet", backbone, None, _uniform(2, 32, 32, 3), lambda v: backbone(v, training=False), backbone)
+
+
+def vgg() -> Case:
+    hub = _hub()
+    backbone = hub.models.VGGBackbone(stackwise_num_repeats=[1, 2], stackwise_num_filters=[8, 16],
+                                      image_shape=(32, 32, 3))
+    return Case("vgg", backbone, None, _uniform(2, 32, 32, 3), backbone, backbone)
+
+
 def clip() -> Case:
     """CLIP: an image tower and a text tower, fed by key, meeting in a similarity head."""
     hub = _hub()
@@ -631,6 +651,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "hgnetv2": hgnetv2,
     "xception": xception,
     "cspnet": cspnet,
+    "basnet": basnet,
+    "vgg": vgg,
     "clip": clip,
     "recurrent_stack": recurrent_stack,
     "efficientnet_b0": efficientnet,

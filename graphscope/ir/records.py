@@ -189,7 +189,10 @@ class Results(Shown, dict):  # type: ignore[type-arg]
                           per_iteration=name in self.per_iteration)
 
     def __missing__(self, name: Any) -> Any:
-        raise TensorNotFoundError(f"no value named {name!r} in these results." + key_suggestion(str(name), self))
+        if isinstance(name, Tensor) and dict.__contains__(self, name.name):  # the Tensor a value was fetched by
+            return dict.__getitem__(self, name.name)
+        label = name.name if isinstance(name, Tensor) else str(name)
+        raise TensorNotFoundError(f"no value named {label!r} in these results." + key_suggestion(label, self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k} {value_kind(v)}" for k, v in list(self.items())[:2])

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from graphscope.backend import tf_internals as _tf
-from graphscope.errors import ArgumentError, DisconnectedError, TensorNotFoundError, UnsupportedFetchError, suggestion
+from graphscope.errors import AmbiguousMatchError, ArgumentError, DisconnectedError, TensorNotFoundError, UnsupportedFetchError, suggestion
 from graphscope.ir.records import Results, Tensor
 from graphscope.runtime import edit as editing
 from graphscope.runtime.executor import Runner
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from graphscope.runtime.compile import Program, Pruned
     from graphscope.runtime.runtime import Runtime
 
-__all__ = ["Gradient", "GradientExecutor", "bound_variables", "resolve_wrt"]
+__all__ = ["BoundVariables", "Gradient", "GradientExecutor", "bound_variables", "resolve_wrt"]
 
 
 class GradientExecutor(Runner):
@@ -81,18 +81,95 @@ class GradientExecutor(Runner):
 # --------------------------------------------------------------------------- what wrt names
 
 
-def bound_variables(traced: Traced, program: Program) -> dict[str, list[str]]:
-    """Each variable the traced function reads, by path (`conv1/kernel`), with the names of
-    the executable graph's placeholders its handle is bound to."""
+@dataclasses.dataclass(frozen=True)
+class BoundVariables:
+    """The variables the traced function reads, each under one key, with the names of the
+    executable graph's placeholders its handle is bound to.
+
+    A variable's key is its Keras path (`net/encoder/dense/kernel`) where the traced model
+    holds it, else its TensorFlow name (`dense/kernel`). The two differ where Keras 3 builds a
+    subclassed model's layers during its first call: TensorFlow then names every one of their
+    variables after the model alone (`net/kernel` for each Dense's kernel), so a TensorFlow
+    name may be shared by several variables, and is then ambiguous: where none of them has a
+    Keras path (a SavedModel's), they are keyed `net/kernel#0`, `net/kernel#1`, ... in the order
+    the function holds them. A variable object (Keras or `tf.Variable`) is found by its handle,
+    never by its name.
+    """
+
+    placeholders: dict[str, list[str]]  # key -> the placeholders bound to that variable's handle
+    by_handle: dict[int, str]  # id of a handle the traced function holds -> its key
+    aliases: dict[str, list[str]]  # a TensorFlow name that is not a key -> the keys of the variables it names
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self.placeholders or name in self.aliases)
+
+    def __iter__(self) -> Any:
+        return iter([*self.placeholders, *self.aliases])
+
+    def __getitem__(self, name: str) -> list[str]:
+        """The placeholders of every variable `name` names (a key names one)."""
+        keys = [name] if name in self.placeholders else self.aliases.get(name, [])
+        if not keys:
+            raise TensorNotFoundError(f"the traced function does not read variable {name!r}." + suggestion(name, self))
+        return [p for k in keys for p in self.placeholders[k]]
+
+    def key(self, name: str) -> str:
+        """The key of the variable `name` means (a key, or a TensorFlow name that only one
+        variable has); AmbiguousMatchError for a name several variables share."""
+        if name in self.placeholders:
+            return name
+        keys = self.aliases.get(name)
+        if not keys:
+            raise TensorNotFoundError(f"the traced function does not read variable {name!r}." + suggestion(name, self))
+        if len(keys) > 1:
+            raise AmbiguousMatchError(
+                f"{name!r} is the TensorFlow name of {len(keys)} variables ({', '.join(keys[:6])}"
+                f"{', ...' if len(keys) > 6 else ''}); give the variable itself (the model's weight, or one of "
+                "scope.function.graph.variables) or its key"
+            )
+        return keys[0]
+
+    def key_of(self, variable: Any) -> str | None:
+        """The key of a Keras 3 variable or a `tf.Variable` the traced function reads, else None."""
+        value = getattr(variable, "value", None)
+        if not isinstance(variable, tf.Variable) and isinstance(value, tf.Variable):  # a Keras 3 Variable
+            variable = value
+        handle = getattr(variable, "handle", None) if isinstance(variable, tf.Variable) else None
+        return None if handle is None else self.by_handle.get(id(handle))
+
+
+def bound_variables(traced: Traced, program: Program) -> BoundVariables:
+    """Each variable the traced function reads, keyed by its Keras path where the traced model
+    holds it, else by its TensorFlow name (`conv1/kernel`), with the names of the executable
+    graph's placeholders its handle is bound to."""
     bound: dict[int, list[str]] = {}
     for placeholder, handle in program.captures.items():
         bound.setdefault(id(handle), []).append(placeholder)
-    found = {}
-    for v in traced.function.graph.variables:
-        handle = getattr(v, "handle", None)
-        if handle is not None and id(handle) in bound:
-            found[v.name.removesuffix(":0")] = bound[id(handle)]
-    return found
+    keras_paths = {}
+    for w in getattr(traced.model, "weights", None) or ():
+        value = getattr(w, "value", None)
+        if isinstance(getattr(w, "path", None), str) and isinstance(value, tf.Variable):
+            keras_paths[id(value.handle)] = w.path
+    variables = [v for v in traced.function.graph.variables
+                 if getattr(v, "handle", None) is not None and id(v.handle) in bound]
+    names: dict[str, list[int]] = {}
+    for v in variables:
+        names.setdefault(v.name.removesuffix(":0"), []).append(id(v.handle))
+    placeholders: dict[str, list[str]] = {}
+    by_handle: dict[int, str] = {}
+    for v in variables:
+        name = v.name.removesuffix(":0")
+        handle = id(v.handle)
+        if handle in by_handle:
+            continue
+        key = keras_paths.get(handle, name)
+        if key in placeholders or (key == name and len(set(names[name])) > 1):
+            key = f"{name}#{len([k for k in placeholders if k == name or k.startswith(name + '#')])}"
+        by_handle[handle] = key
+        placeholders[key] = bound[handle]
+    aliases = {name: list(dict.fromkeys(by_handle[h] for h in handles))
+               for name, handles in names.items() if name not in placeholders}
+    return BoundVariables(placeholders, by_handle, aliases)
 
 
 def resolve_wrt(runtime: Runtime, wrt: Any) -> list[tuple[str, Tensor | str]]:
@@ -103,14 +180,18 @@ def resolve_wrt(runtime: Runtime, wrt: Any) -> list[tuple[str, Tensor | str]]:
     variables = runtime.variables
     out: list[tuple[str, Tensor | str]] = []
     for item in items:
-        path = _variable_path(item)
-        if path is not None or (isinstance(item, str) and item.removesuffix(":0") in variables):
-            path = path or item.removesuffix(":0")
-            if path not in variables:
+        if _is_variable(item):
+            key = variables.key_of(item)
+            if key is None:
                 raise TensorNotFoundError(
-                    f"the traced function does not read variable {path!r}." + suggestion(path, variables)
+                    f"the traced function does not read variable {_variable_label(item)!r}."
+                    + suggestion(_variable_label(item), variables)
                 )
-            out.append((path, " ".join(variables[path])))
+            out.append((key, " ".join(variables.placeholders[key])))
+            continue
+        if isinstance(item, str) and item.removesuffix(":0") in variables:
+            key = variables.key(item.removesuffix(":0"))
+            out.append((item.removesuffix(":0"), " ".join(variables.placeholders[key])))
             continue
         try:
             # what a gradient is taken with respect to is varied, like a feed: a name that is both
@@ -138,14 +219,16 @@ def resolve_wrt(runtime: Runtime, wrt: Any) -> list[tuple[str, Tensor | str]]:
     return out
 
 
-def _variable_path(item: Any) -> str | None:
-    """A variable's path (`conv1/kernel`) when `item` is a Keras or tf.Variable, else None."""
-    if isinstance(item, tf.Variable):
-        return item.name.removesuffix(":0")
-    value = getattr(item, "value", None)
-    if isinstance(getattr(item, "path", None), str) and isinstance(value, tf.Variable):  # a Keras 3 Variable
-        return value.name.removesuffix(":0")
-    return None
+def _is_variable(item: Any) -> bool:
+    """Whether `item` is a `tf.Variable` or a Keras 3 Variable (which holds one)."""
+    return isinstance(item, tf.Variable) or (
+        isinstance(getattr(item, "path", None), str) and isinstance(getattr(item, "value", None), tf.Variable))
+
+
+def _variable_label(item: Any) -> str:
+    """A variable's Keras path, or its TensorFlow name."""
+    path = getattr(item, "path", None)
+    return path if isinstance(path, str) else getattr(item, "name", repr(item)).removesuffix(":0")
 
 
 # --------------------------------------------------------------------------- the backward step

@@ -17,7 +17,7 @@ from graphscope.runtime import edit as editing
 from graphscope.runtime.cache import LRU, Identity
 from graphscope.runtime.compile import Program
 from graphscope.runtime.executor import Executor
-from graphscope.runtime.gradients import GradientExecutor, bound_variables, resolve_wrt
+from graphscope.runtime.gradients import BoundVariables, GradientExecutor, bound_variables, resolve_wrt
 from graphscope.runtime.inputs import call_once
 
 __all__ = ["Runtime"]
@@ -33,7 +33,7 @@ class Runtime:
         self._program: Program | None = None
         self._executors = LRU()
         self._lock = threading.Lock()
-        self._variables: dict[str, list[str]] | None = None
+        self._variables: BoundVariables | None = None
 
     @property
     def program(self) -> Program:
@@ -144,9 +144,10 @@ class Runtime:
         return self.graph.resolve_pairs(feeds, feeding=True)
 
     @property
-    def variables(self) -> dict[str, list[str]]:
-        """Each variable the traced function reads, by path (`conv1/kernel`), with the names of
-        the executable graph's placeholders its handle is bound to (found once)."""
+    def variables(self) -> BoundVariables:
+        """Each variable the traced function reads, by its Keras path or TensorFlow name
+        (`conv1/kernel`), with the names of the executable graph's placeholders its handle is
+        bound to (found once)."""
         if self._variables is None:
             self._variables = bound_variables(self.traced, self.program)
         return self._variables

@@ -192,6 +192,7 @@ def test_results_are_keyed_as_given_read_only_and_cached():
     values = ex(x)
     assert list(values) == ["conv/BiasAdd", "dense/Tanh:0", "image"]
     np.testing.assert_array_equal(values["image"], x)
+    assert values[t] is values["dense/Tanh:0"]  # the Tensor fetched looks up its value too
     for v in values.values():
         assert not v.flags.writeable
         with pytest.raises(ValueError):

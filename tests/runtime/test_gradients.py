@@ -535,3 +535,56 @@ def test_gradients_through_a_cond_with_and_without_an_edit_on_one_scope():
         want_a, want_b = tape.gradient(y, [av, bv])
         np.testing.assert_allclose(got["a"], want_a.numpy(), rtol=1e-6)
         np.testing.assert_allclose(got["b"], want_b.numpy(), rtol=1e-6)
+
+class _TwoDense(keras.Model):
+    """A subclassed model whose layers are built by its first call: Keras 3 names each of their
+    TensorFlow variables after the model alone (`two_dense/kernel` four times over), while their
+    Keras paths (`two_dense/a/kernel`) tell them apart."""
+
+    def __init__(self):
+        super().__init__(name="two_dense")
+        self.a = keras.layers.Dense(4, bias_initializer="random_normal", name="a")
+        self.b = keras.layers.Dense(4, bias_initializer="random_normal", name="b")
+        self.c = keras.layers.Dense(4, bias_initializer="random_normal", name="c")
+
+    def call(self, x):
+        return self.c(tf.tanh(self.b(tf.tanh(self.a(x)))))
+
+
+def _two_dense():
+    keras.utils.set_random_seed(0)
+    model = _TwoDense()
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    model(x)
+    assert len({w.value.name for w in model.weights}) < len(model.weights)  # the premise: TF names collide
+    return model, x
+
+
+def test_gradients_wrt_variables_whose_tensorflow_names_collide_are_each_variables_own():
+    model, x = _two_dense()
+    scope = gs.trace(model, quiet=True)
+    before = weights_snapshot(model)
+    want = _tape_gradients(model, x, [w.value for w in model.weights])[1:]
+    by_object = scope.gradients(scope.outputs[0], model.weights, x)
+    by_path = scope.gradients(scope.outputs[0], [w.path for w in model.weights], x)
+    assert list(by_object) == list(by_path) == [w.path for w in model.weights]
+    for got in (by_object, by_path):
+        for w, g in zip(model.weights, want):
+            np.testing.assert_allclose(got[w.path], g.numpy(), rtol=1e-5, atol=1e-6, err_msg=w.path)
+    assert_weights_unchanged(model, before)
+
+
+def test_a_saved_models_variable_name_shared_by_several_is_ambiguous_and_its_objects_are_not(tmp_path):
+    model, x = _two_dense()
+    model.export(str(tmp_path / "saved"), verbose=False)
+    scope = gs.trace(str(tmp_path / "saved"), quiet=True)
+    with pytest.raises(gs.AmbiguousMatchError, match=r"two_dense/kernel. is the TensorFlow name of 3 variables"):
+        scope.gradients(scope.outputs[0], "two_dense/kernel", x)
+    variables = scope.function.graph.variables  # the SavedModel's own, in the order they were saved
+    got = scope.gradients(scope.outputs[0], list(variables), x)
+    want = _tape_gradients(model, x, [w.value for w in model.weights])[1:]
+    by_value = {w.path: g.numpy() for w, g in zip(model.weights, want)}
+    for (key, g), v in zip(got.items(), variables):
+        # each loaded variable is one of the model's: its value says which
+        (path,) = [w.path for w in model.weights if w.shape == v.shape and np.array_equal(w.numpy(), v.numpy())]
+        np.testing.assert_allclose(g, by_value[path], rtol=1e-5, atol=1e-6, err_msg=key)
