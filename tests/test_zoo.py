@@ -43,8 +43,6 @@ CANNOT: dict[tuple[str, str], str] = {
     ("albert", "gradient"): "its inputs are token ids, segment ids and a mask (no float input)",
     ("deberta_v3", "gradient"): "its inputs are token ids and a mask (no float input)",
     ("fnet", "gradient"): "its inputs are token ids and segment ids (no float input)",
-    ("hgnetv2", "weight_gradient"): "OPEN: the gradient with respect to its weights replays a grouped "
-                                    "Conv2DBackpropInput that TensorFlow refuses on CPU, where GradientTape's succeeds",
     ("clip", "statistics"): "its logits compare every image with every text of the batch: a batch of one has others",
 }
 

@@ -458,8 +458,9 @@ def calls_replayed() -> Any:
     the registry's gradient of a call op is a `SymbolicGradient` op, which fails at run time for
     a call of a `jit_compile=True` function (the calls grappler leaves when inlining; the error
     says "SymbolicGradient" and nothing more), and at build time inside a loop body. The replay
-    recomputes the call's outputs without XLA, from the same inputs (an op the gradient needs, as
-    `tf.function`'s own gradient does). The registry's entries are swapped under the lock the
+    recomputes the call's outputs from the same inputs (an op the gradient needs, as
+    `tf.function`'s own gradient does); for a call XLA compiles, the replay and its gradient are
+    compiled too (Keras' grouped convolution, whose gradient has no CPU kernel without XLA). The registry's entries are swapped under the lock the
     custom gradients use, and put back after. A function with other stateful ops than variable
     reads (a write, a random draw) is not replayed, as a replay would run them again: its
     gradient raises LookupError.
@@ -488,22 +489,54 @@ def _replayed_call_gradient(op: Any, *grads: Any) -> list[Any]:
             f"op {op.name!r} calls {op.get_attr('f').name!r}, a function TensorFlow does not inline (an XLA "
             f"helper), whose gradient would run its {stateful.type} op {stateful.name!r} again"
         )
-    # fresh copies of the inputs: the gradient reaches each through the replay only (not through
-    # another input it is computed from)
-    xs = [tf.identity(t) for t in op.inputs]
     graph_def = body.as_graph_def()
     for node in graph_def.node:  # colocation with the call op, which the copy does not hold
         node.attr.pop("_class", None)
-    outputs = tf.graph_util.import_graph_def(
-        graph_def,
-        input_map={p.name: x for p, x in zip(body.inputs, xs)},
-        return_elements=[t.name for t in body.outputs],
-        name="replay",
-    )
-    taken = [k for k, g in enumerate(grads) if g is not None and outputs[k].dtype not in (tf.resource, tf.variant)]
+    taken = [k for k, g in enumerate(grads) if g is not None and body.outputs[k].dtype not in (tf.resource, tf.variant)]
     if not taken:
         return [None] * len(op.inputs)
-    return tf.gradients([outputs[k] for k in taken], xs, grad_ys=[grads[k] for k in taken])
+
+    def backward(inputs: list[Any], upstream: list[Any], defined: Any = graph_def) -> list[Any]:
+        # fresh copies of the inputs: the gradient reaches each through the replay only (not
+        # through another input it is computed from)
+        xs = [tf.identity(t) for t in inputs]
+        outputs = tf.graph_util.import_graph_def(
+            defined,
+            input_map={f"{_REPLAY_INPUT}{k}:0" if defined is not graph_def else p.name: x
+                       for k, (p, x) in enumerate(zip(body.inputs, xs))},
+            return_elements=[t.name for t in body.outputs],
+            name="replay",
+        )
+        return tf.gradients([outputs[k] for k in taken], xs, grad_ys=upstream)
+
+    upstream = [grads[k] for k in taken]
+    if not _xla_call(op):
+        return backward(list(op.inputs), upstream)
+    # XLA compiles no Placeholder: the body's arguments read the function's own, by name
+    fed = graph_pb2.GraphDef()
+    fed.CopyFrom(graph_def)
+    arguments = {p.op.name: k for k, p in enumerate(body.inputs)}
+    for node in fed.node:
+        if node.name in arguments:
+            dtype = node.attr["dtype"]
+            node.op, node.input[:] = "Identity", [f"{_REPLAY_INPUT}{arguments[node.name]}"]
+            node.attr.clear()
+            node.attr["T"].CopyFrom(dtype)
+    # a call TensorFlow compiles with XLA (Keras' grouped convolution on a CPU, which has no kernel
+    # of its own for it) is differentiated in a function XLA compiles too
+    return tf.function(lambda inputs, upstream: backward(inputs, upstream, fed), jit_compile=True,
+                       autograph=False)(list(op.inputs), upstream)
+
+
+_REPLAY_INPUT = "graphscope_replay_input_"
+
+
+def _xla_call(op: Any) -> bool:
+    """Whether a call op runs its function compiled with XLA (`jit_compile=True`)."""
+    try:
+        return bool(op.get_attr("_XlaMustCompile"))
+    except ValueError:
+        return False
 
 
 def _stateful(body: Any) -> Any:

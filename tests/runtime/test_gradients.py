@@ -588,3 +588,25 @@ def test_a_saved_models_variable_name_shared_by_several_is_ambiguous_and_its_obj
         # each loaded variable is one of the model's: its value says which
         (path,) = [w.path for w in model.weights if w.shape == v.shape and np.array_equal(w.numpy(), v.numpy())]
         np.testing.assert_allclose(g, by_value[path], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_gradients_through_a_grouped_convolution_equal_gradient_tape():
+    """Keras runs a grouped convolution in a function XLA compiles (a CPU has no kernel of its
+    own for it); its gradient is compiled too, not replayed without XLA (which TensorFlow
+    refused: "Gradients for grouped convolutions are not supported on CPU")."""
+    x_in = keras.Input((6, 6, 4), name="x")
+    conv = keras.layers.Conv2D(4, 3, groups=2, padding="same", name="grouped")
+    model = keras.Model(x_in, keras.layers.Activation("tanh", name="act")(conv(x_in)))
+    x = np.random.default_rng(22).normal(size=(2, 6, 6, 4)).astype(np.float32)
+    scope = gs.trace(model, quiet=True)
+    before = weights_snapshot(model)
+    got = scope.gradients(scope.outputs[0], ["x", conv.kernel, conv.bias], x)
+    assert_weights_unchanged(model, before)
+    xv = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xv)
+        y = tf.reduce_sum(model(xv))
+    want = tape.gradient(y, [xv, conv.kernel.value, conv.bias.value])
+    for key, w in zip(["x", conv.kernel.path, conv.bias.path], want):
+        assert np.abs(w.numpy()).max() > 0
+        np.testing.assert_allclose(got[key], w.numpy(), rtol=1e-4, atol=1e-5)
