@@ -565,6 +565,19 @@ _BODIES = {
 }
 
 
+def function_inputs(node_def: Any) -> tuple[list[str], int] | None:
+    """The attributes through which an op runs functions on its inputs, as
+    `expose.function_attr` names them (`branches:<k>` for each of a Case's), and how many of its
+    leading inputs are not the functions' arguments; None for an op that runs none."""
+    entry = _BODIES.get(node_def.op)
+    if entry is None:
+        return None
+    attrs, skip = entry
+    if attrs == ("branches",):
+        attrs = tuple(f"branches:{k}" for k in range(len(node_def.attr["branches"].list.func)))
+    return list(attrs), skip
+
+
 def _called_bodies(op: Any) -> list[Any] | None:
     """The graphs of the functions `op` runs (a call's, a loop's cond and body, a branch's), or
     None when it runs none."""

@@ -22,19 +22,6 @@ from graphscope.runtime.prune import normal
 
 __all__ = ["Locator"]
 
-# ops that run functions on their inputs from this position on (a cond's first is its predicate)
-_FUNCTION_INPUTS = {"If": 1, "StatelessIf": 1, "Case": 1, "StatelessCase": 1, "While": 0, "StatelessWhile": 0,
-                    "PartitionedCall": 0, "StatefulPartitionedCall": 0}
-
-
-def _function_attrs(node_def: Any) -> list[str]:
-    """The attributes through which an op runs functions on its inputs (`expose.function_attr`'s
-    names: `then_branch`, `branches:<k>`, `body`, `f`)."""
-    if "branches" in node_def.attr:
-        return [f"branches:{k}" for k in range(len(node_def.attr["branches"].list.func))]
-    return [a for a in ("then_branch", "else_branch", "body", "cond", "f") if a in node_def.attr]
-
-
 class Locator:
     """Finds tensors in an executable GraphDef's nodes and function library."""
 
@@ -153,11 +140,12 @@ class Locator:
         `k`: the same place, except for an op running functions TensorFlow specialised (their
         arguments, and the op's inputs with them, reordered); None where its functions disagree
         or none of them tells."""
-        offset = _FUNCTION_INPUTS.get(reader.type)
-        if offset is None or k < offset:
+        runs = _tf.function_inputs(reader.node_def)
+        if runs is None or k < runs[1]:
             return k
+        attrs, offset = runs
         places = set()
-        for attr in _function_attrs(reader.node_def):
+        for attr in attrs:
             try:
                 inner = _tf.function_graph(reader.graph, expose.function_attr(reader.node_def, attr).name)
                 function = expose.function_attr(node, attr).name
